@@ -1,0 +1,211 @@
+import { Command, CommanderError, Option } from 'commander';
+import { loadConfig, type Config } from '../config/config.js';
+import { CdpError, ErrorCodes, ExitCode, toError } from '../errors.js';
+import { createLogger, setLogger, type Logger } from '../util/log.js';
+
+// A thin CLI over the library (STYLE.md, graphile-worker): parse, load configuration once, call one
+// function, map its outcome to the exit codes of DESIGN.md section 6.
+
+/** Flags shared by every command, and the configuration path each one sets. */
+const COMMON_FLAGS: Array<[flag: string, path: string, help: string, parse?: (v: string) => unknown]> = [
+  ['--source-url <url>', 'source.url', 'source database URL (CDP_SOURCE_URL)'],
+  ['--kafka-brokers <list>', 'kafka.brokers', 'comma-separated host:port (CDP_KAFKA_BROKERS)', (v) => v.split(',').map((s) => s.trim()).filter(Boolean)],
+  ['--topic <name>', 'kafka.topic', 'Kafka topic (CDP_TOPIC; default cdp.<database>)'],
+  ['--s3-endpoint <url>', 's3.endpoint', 'S3 endpoint URL (CDP_S3_ENDPOINT)'],
+  ['--s3-bucket <name>', 's3.bucket', 'S3 bucket (CDP_S3_BUCKET)'],
+  ['--s3-prefix <prefix>', 's3.prefix', 'key prefix inside the bucket (CDP_S3_PREFIX)'],
+  ['--slot <name>', 'source.slot', 'replication slot name (CDP_SLOT)'],
+  ['--publication <name>', 'source.publication', 'publication name (CDP_PUBLICATION)'],
+  ['--log-level <level>', 'log.level', 'fatal|error|warn|info|debug|trace|silent (CDP_LOG_LEVEL)'],
+];
+
+const FLAG_KEY = (flag: string) => flag.replace(/^--/, '').split(' ')[0]!.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
+
+export interface CommandContext {
+  cfg: Config;
+  log: Logger;
+  /** Aborted on the first SIGTERM/SIGINT: daemons flush, acknowledge and return. */
+  signal: AbortSignal;
+}
+
+function contextFrom(cmd: Command, signal: AbortSignal): CommandContext {
+  const opts = cmd.optsWithGlobals() as Record<string, unknown>;
+  const flags: Record<string, unknown> = {};
+  for (const [flag, path] of COMMON_FLAGS) flags[path] = opts[FLAG_KEY(flag)];
+  const cfg = loadConfig({ file: opts.config as string | undefined, env: process.env, flags });
+  const log = createLogger(cfg.log.level);
+  setLogger(log);
+  return { cfg, log, signal };
+}
+
+function parseInteger(name: string) {
+  return (v: string) => {
+    if (!/^\d+$/.test(v)) throw new CdpError(ErrorCodes.USAGE, `${name}: expected a whole number, got ${JSON.stringify(v)}`);
+    return Number(v);
+  };
+}
+
+export function buildProgram(signal: AbortSignal, onExit: (code: number) => void): Command {
+  const program = new Command('cdp')
+    .description('Katya CDP: continuous data protection for PostgreSQL (WAL -> Kafka -> S3 -> point-in-time restore)')
+    .option('-c, --config <file>', 'configuration file, YAML or JSON')
+    .showHelpAfterError('(run cdp --help for usage)')
+    .exitOverride();
+  for (const [flag, , help, parse] of COMMON_FLAGS) {
+    const o = new Option(flag, help);
+    if (parse) o.argParser(parse);
+    program.addOption(o);
+  }
+
+  const action =
+    (fn: (ctx: CommandContext, opts: Record<string, unknown>) => Promise<number | void>) =>
+    async (opts: Record<string, unknown>, cmd: Command) => {
+      const ctx = contextFrom(cmd, signal);
+      const code = await fn(ctx, opts);
+      onExit(code ?? ExitCode.ok);
+    };
+
+  program
+    .command('setup')
+    .description('create or check publication, slot, DDL capture, topic and bucket (idempotent); takes the first base backup')
+    .option('--no-basebackup', 'do not take the first base backup')
+    .action(action(async (ctx, o) => (await import('../capture/setup.js')).setup(ctx, { basebackup: o.basebackup !== false })));
+
+  program
+    .command('capture')
+    .description('stream the replication slot into Kafka (daemon)')
+    .action(action(async (ctx) => (await import('../capture/capture.js')).runCapture(ctx)));
+
+  program
+    .command('archive')
+    .description('consume Kafka and write segments to S3 (daemon; run several for scale)')
+    .action(action(async (ctx) => (await import('../archive/archiver.js')).runArchive(ctx)));
+
+  program
+    .command('run')
+    .description('capture + archive + the base-backup schedule in one process')
+    .action(action(async (ctx) => (await import('../ops/run.js')).runAll(ctx)));
+
+  program
+    .command('basebackup')
+    .description('take a consistent base backup (pg_dump at an exported snapshot) to S3')
+    .action(action(async (ctx) => {
+      await (await import('../base/basebackup.js')).takeBaseBackup(ctx);
+      return ExitCode.ok;
+    }));
+
+  program
+    .command('restore')
+    .description('restore into a database at a time, LSN, transaction, or the restorable point')
+    .requiredOption('--into <url>', 'target database URL')
+    .option('--time <timestamp>', 'transactions committed at or before this time (ISO 8601 with zone)')
+    .option('--lsn <lsn>', 'transactions with commit LSN at or before this LSN (e.g. 0/16B3748)')
+    .option('--xid <xid>', 'up to and including this transaction', parseInteger('--xid'))
+    .option('--latest', 'the restorable point')
+    .option('--tables <list>', 'only these tables (schema.table or table, comma-separated)')
+    .option('--dry-run', 'print the plan; write nothing')
+    .option('--sql <file>', 'write the replay as SQL to this file instead of applying it')
+    .option('--force', 'restore into a non-empty database')
+    .option('--jobs <n>', 'pg_restore parallel jobs', parseInteger('--jobs'))
+    .action(action(async (ctx, o) => {
+      const targets = ['time', 'lsn', 'xid', 'latest'].filter((k) => o[k] !== undefined);
+      if (targets.length !== 1) {
+        throw new CdpError(ErrorCodes.USAGE, `restore needs exactly one of --time, --lsn, --xid, --latest (got ${targets.length ? targets.map((t) => '--' + t).join(', ') : 'none'})`);
+      }
+      if (o.dryRun && o.sql) throw new CdpError(ErrorCodes.USAGE, '--dry-run and --sql contradict each other: choose one');
+      return (await import('../restore/restore.js')).runRestore(ctx, {
+        into: String(o.into),
+        time: o.time as string | undefined,
+        lsn: o.lsn as string | undefined,
+        xid: o.xid as number | undefined,
+        latest: Boolean(o.latest),
+        tables: o.tables ? String(o.tables).split(',').map((s) => s.trim()).filter(Boolean) : undefined,
+        dryRun: Boolean(o.dryRun),
+        sqlFile: o.sql as string | undefined,
+        force: Boolean(o.force),
+        jobs: o.jobs as number | undefined,
+      });
+    }));
+
+  program
+    .command('status')
+    .description('restorable point, RPO, slot lag, consumer lag, bases')
+    .option('--json', 'print JSON')
+    .option('--check', 'exit 4 when the RPO objective is breached')
+    .action(action(async (ctx, o) => (await import('../ops/status.js')).runStatus(ctx, { json: Boolean(o.json), check: Boolean(o.check) })));
+
+  program
+    .command('verify')
+    .description('check checksums and continuity of the archive')
+    .option('--deep', 'also test-restore into a scratch database')
+    .action(action(async (ctx, o) => (await import('../ops/verify.js')).runVerify(ctx, { deep: Boolean(o.deep) })));
+
+  program
+    .command('prune')
+    .description('apply retention tiers')
+    .option('--dry-run', 'print what would be deleted')
+    .action(action(async (ctx, o) => (await import('../ops/prune.js')).runPrune(ctx, { dryRun: Boolean(o.dryRun) })));
+
+  program
+    .command('replicate')
+    .description('copy the archive to a second bucket (the offsite copy of 3-2-1)')
+    .requiredOption('--to-bucket <name>', 'destination bucket')
+    .option('--to-endpoint <url>', 'destination endpoint (default: the same)')
+    .action(action(async (ctx, o) => (await import('../ops/replicate.js')).runReplicate(ctx, { toBucket: String(o.toBucket), toEndpoint: o.toEndpoint as string | undefined })));
+
+  return program;
+}
+
+export async function main(argv: string[]): Promise<void> {
+  const controller = new AbortController();
+  let signals = 0;
+  const onSignal = (sig: NodeJS.Signals) => {
+    signals += 1;
+    if (signals === 1) {
+      process.stderr.write(`cdp: ${sig} received, stopping cleanly (send again to force)\n`);
+      controller.abort(new CdpError(ErrorCodes.SHUTDOWN, `stopped by ${sig}`));
+      // Graceful stop is bounded: if something hangs, leave anyway (nothing is acknowledged early,
+      // so a forced exit loses nothing; the next start resumes from the slot and the offsets).
+      setTimeout(() => {
+        process.stderr.write('cdp: graceful stop timed out after 60 s, exiting\n');
+        process.exit(ExitCode.failure);
+      }, 60_000).unref();
+    } else {
+      process.stderr.write('cdp: forced exit\n');
+      process.exit(130);
+    }
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code !== 'EPIPE') throw err;
+  });
+
+  let exitCode: number = ExitCode.ok;
+  const program = buildProgram(controller.signal, (c) => (exitCode = c));
+  try {
+    await program.parseAsync(argv);
+  } catch (raw) {
+    exitCode = report(raw);
+  }
+  process.exitCode = exitCode;
+  // Daemons may leave sockets half-closed by client libraries; do not hang after the work is done.
+  setTimeout(() => process.exit(exitCode), 2_000).unref();
+}
+
+function report(raw: unknown): number {
+  if (raw instanceof CommanderError) {
+    if (raw.code === 'commander.helpDisplayed' || raw.code === 'commander.version' || raw.code === 'commander.help') return ExitCode.ok;
+    // Commander already printed its one-line message.
+    return ExitCode.usage;
+  }
+  const err = toError(raw);
+  if (err instanceof CdpError) {
+    if (err.code === ErrorCodes.SHUTDOWN) return ExitCode.ok;
+    process.stderr.write(`cdp: error: ${err.message}\n`);
+    if (process.env.CDP_DEBUG && err.cause) process.stderr.write(`${toError(err.cause).stack}\n`);
+    return err.exitCode;
+  }
+  process.stderr.write(`cdp: unexpected error: ${err.stack ?? err.message}\n`);
+  return ExitCode.failure;
+}

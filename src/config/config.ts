@@ -1,0 +1,276 @@
+import { readFileSync } from 'node:fs';
+import { parse as parseYaml } from 'yaml';
+import { z } from 'zod';
+import { ConfigError } from '../errors.js';
+
+// Configuration (DESIGN.md section 6): defaults < file (--config, YAML or JSON) < CDP_* environment
+// < flags, validated once. Unknown keys are rejected and every error names the field.
+
+const url = (what: string) =>
+  z.string().refine(
+    (s) => {
+      try {
+        const u = new URL(s);
+        return what === 'postgres' ? /^postgres(ql)?:$/.test(u.protocol) : /^https?:$/.test(u.protocol);
+      } catch {
+        return false;
+      }
+    },
+    { message: what === 'postgres' ? 'must be a postgres:// URL' : 'must be an http(s):// URL' },
+  );
+
+const identifier = z
+  .string()
+  .regex(/^[a-z_][a-z0-9_]{0,62}$/, 'must be a lower-case SQL identifier (letters, digits, _; at most 63)');
+
+const hostPort = z.string().regex(/^[^\s:,]+:\d{1,5}$/, 'must be host:port');
+
+export const ConfigSchema = z.strictObject({
+  source: z
+    .strictObject({
+      url: url('postgres').default('postgres://postgres@127.0.0.1:5432/postgres'),
+      slot: identifier.default('katya_cdp'),
+      publication: identifier.default('katya_cdp'),
+      /** Publish only these schemas (FOR TABLES IN SCHEMA); empty = FOR ALL TABLES. */
+      schemas: z.array(z.string().min(1)).default([]),
+      /** Publish only these tables (schema.table); empty = FOR ALL TABLES. */
+      tables: z.array(z.string().min(1)).default([]),
+    })
+    .prefault({}),
+  kafka: z
+    .strictObject({
+      brokers: z.array(hostPort).min(1).default(['127.0.0.1:9092']),
+      /** Defaults to cdp.<database>. */
+      topic: z.string().regex(/^[A-Za-z0-9._-]{1,249}$/, 'must be a valid Kafka topic name').optional(),
+      partitions: z.number().int().min(1).max(10_000).default(6),
+      /** -1 = the broker's default.replication.factor. */
+      replicationFactor: z.number().int().min(-1).max(32).default(-1),
+      /** Kafka keeps records this long after they are archived; the archive is on S3. */
+      retentionMs: z.number().int().min(60_000).default(7 * 24 * 3600 * 1000),
+      clientId: z.string().default('katya-cdp'),
+    })
+    .prefault({}),
+  s3: z
+    .strictObject({
+      endpoint: url('http').optional(),
+      bucket: z.string().regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, 'must be a valid S3 bucket name').default('katya-cdp'),
+      prefix: z
+        .string()
+        .regex(/^[A-Za-z0-9._\/-]*$/, 'may hold letters, digits, . _ - and /')
+        .transform((s) => s.replace(/^\/+|\/+$/g, ''))
+        .default('cdp'),
+      region: z.string().default('us-east-1'),
+      forcePathStyle: z.boolean().default(false),
+      /** Server-side encryption header for every PUT: AES256 or aws:kms. */
+      serverSideEncryption: z.enum(['AES256', 'aws:kms']).optional(),
+      kmsKeyId: z.string().optional(),
+    })
+    .prefault({}),
+  capture: z
+    .strictObject({
+      heartbeatIntervalMs: z.number().int().min(100).default(2_000),
+      watermarkIntervalMs: z.number().int().min(100).default(1_000),
+      sequenceIntervalMs: z.number().int().min(1_000).default(30_000),
+      /** Produce batch bounds: records and bytes in one Kafka request (back-pressure). */
+      batchMaxRecords: z.number().int().min(1).default(5_000),
+      batchMaxBytes: z.number().int().min(1024).default(4 * 1024 * 1024),
+      batchMaxAgeMs: z.number().int().min(1).default(20),
+    })
+    .prefault({}),
+  archive: z
+    .strictObject({
+      groupId: z.string().optional(),
+      segmentMaxBytes: z.number().int().min(1024).default(64 * 1024 * 1024),
+      segmentMaxAgeMs: z.number().int().min(100).default(5_000),
+      codec: z.enum(['zstandard', 'deflate']).default('zstandard'),
+      zstdLevel: z.number().int().min(1).max(19).default(1),
+      /** Client-side AES-256-GCM: a 32-byte master key, hex or base64, in a file or an env var. */
+      encryptionKeyFile: z.string().optional(),
+      encryptionKeyEnv: z.string().optional(),
+    })
+    .prefault({}),
+  basebackup: z
+    .strictObject({
+      /** `cdp run` takes a base this often; 0 disables the schedule. */
+      intervalHours: z.number().min(0).default(24),
+      pgDumpPath: z.string().default('pg_dump'),
+      pgRestorePath: z.string().default('pg_restore'),
+    })
+    .prefault({}),
+  restore: z
+    .strictObject({
+      jobs: z.number().int().min(1).max(64).default(2),
+    })
+    .prefault({}),
+  status: z
+    .strictObject({
+      /** `status --check` exits 4 when the restorable point is older than this. */
+      rpoSeconds: z.number().min(1).default(900),
+    })
+    .prefault({}),
+  metrics: z
+    .strictObject({
+      /** 0 disables the HTTP server for /metrics and /healthz. */
+      port: z.number().int().min(0).max(65535).default(9464),
+      host: z.string().default('127.0.0.1'),
+    })
+    .prefault({}),
+  log: z
+    .strictObject({
+      level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+    })
+    .prefault({}),
+});
+
+export type Config = z.infer<typeof ConfigSchema>;
+type Plain = Record<string, unknown>;
+
+/** Environment variables and the config path each one sets. */
+export const ENV_MAP: Record<string, { path: string; kind: 'string' | 'list' | 'int' | 'number' | 'bool' }> = {
+  CDP_SOURCE_URL: { path: 'source.url', kind: 'string' },
+  CDP_SLOT: { path: 'source.slot', kind: 'string' },
+  CDP_PUBLICATION: { path: 'source.publication', kind: 'string' },
+  CDP_KAFKA_BROKERS: { path: 'kafka.brokers', kind: 'list' },
+  CDP_TOPIC: { path: 'kafka.topic', kind: 'string' },
+  CDP_KAFKA_PARTITIONS: { path: 'kafka.partitions', kind: 'int' },
+  CDP_KAFKA_REPLICATION_FACTOR: { path: 'kafka.replicationFactor', kind: 'int' },
+  CDP_S3_ENDPOINT: { path: 's3.endpoint', kind: 'string' },
+  CDP_S3_BUCKET: { path: 's3.bucket', kind: 'string' },
+  CDP_S3_PREFIX: { path: 's3.prefix', kind: 'string' },
+  CDP_S3_REGION: { path: 's3.region', kind: 'string' },
+  CDP_S3_FORCE_PATH_STYLE: { path: 's3.forcePathStyle', kind: 'bool' },
+  CDP_S3_SSE: { path: 's3.serverSideEncryption', kind: 'string' },
+  CDP_ARCHIVE_GROUP_ID: { path: 'archive.groupId', kind: 'string' },
+  CDP_SEGMENT_MAX_BYTES: { path: 'archive.segmentMaxBytes', kind: 'int' },
+  CDP_SEGMENT_MAX_AGE_MS: { path: 'archive.segmentMaxAgeMs', kind: 'int' },
+  CDP_ENCRYPTION_KEY_FILE: { path: 'archive.encryptionKeyFile', kind: 'string' },
+  CDP_ENCRYPTION_KEY_ENV: { path: 'archive.encryptionKeyEnv', kind: 'string' },
+  CDP_HEARTBEAT_INTERVAL_MS: { path: 'capture.heartbeatIntervalMs', kind: 'int' },
+  CDP_BASEBACKUP_INTERVAL_HOURS: { path: 'basebackup.intervalHours', kind: 'number' },
+  CDP_RPO_SECONDS: { path: 'status.rpoSeconds', kind: 'number' },
+  CDP_METRICS_PORT: { path: 'metrics.port', kind: 'int' },
+  CDP_LOG_LEVEL: { path: 'log.level', kind: 'string' },
+};
+
+function coerce(name: string, kind: string, raw: string): unknown {
+  switch (kind) {
+    case 'list':
+      return raw.split(',').map((s) => s.trim()).filter(Boolean);
+    case 'int':
+    case 'number': {
+      const n = Number(raw);
+      if (raw.trim() === '' || !Number.isFinite(n) || (kind === 'int' && !Number.isInteger(n))) {
+        throw new ConfigError(`must be ${kind === 'int' ? 'an integer' : 'a number'}, got ${JSON.stringify(raw)}`, name);
+      }
+      return n;
+    }
+    case 'bool':
+      if (/^(1|true|yes|on)$/i.test(raw)) return true;
+      if (/^(0|false|no|off)$/i.test(raw)) return false;
+      throw new ConfigError(`must be true or false, got ${JSON.stringify(raw)}`, name);
+    default:
+      return raw;
+  }
+}
+
+function setPath(target: Plain, path: string, value: unknown): void {
+  const parts = path.split('.');
+  let node = target;
+  for (const p of parts.slice(0, -1)) {
+    const next = node[p];
+    if (next === undefined || next === null || typeof next !== 'object') node[p] = {};
+    node = node[p] as Plain;
+  }
+  node[parts[parts.length - 1]!] = value;
+}
+
+function deepMerge(base: Plain, over: Plain): Plain {
+  const out: Plain = { ...base };
+  for (const [k, v] of Object.entries(over)) {
+    const b = out[k];
+    out[k] =
+      v && typeof v === 'object' && !Array.isArray(v) && b && typeof b === 'object' && !Array.isArray(b)
+        ? deepMerge(b as Plain, v as Plain)
+        : v;
+  }
+  return out;
+}
+
+export function readConfigFile(path: string): Plain {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new ConfigError(`cannot read config file ${path}: ${(err as Error).message}`, '--config', { cause: err });
+  }
+  let parsed: unknown;
+  try {
+    parsed = /\.json$/i.test(path) ? JSON.parse(text) : parseYaml(text);
+  } catch (err) {
+    throw new ConfigError(`config file ${path} is not valid ${/\.json$/i.test(path) ? 'JSON' : 'YAML'}: ${(err as Error).message}`, '--config', { cause: err });
+  }
+  if (parsed === null || parsed === undefined) return {};
+  if (typeof parsed !== 'object' || Array.isArray(parsed)) {
+    throw new ConfigError(`config file ${path} must hold a mapping at the top level`, '--config');
+  }
+  return parsed as Plain;
+}
+
+export function envLayer(env: NodeJS.ProcessEnv): Plain {
+  const layer: Plain = {};
+  for (const [name, { path, kind }] of Object.entries(ENV_MAP)) {
+    const raw = env[name];
+    if (raw === undefined || raw === '') continue;
+    setPath(layer, path, coerce(name, kind, raw));
+  }
+  return layer;
+}
+
+export interface LoadOptions {
+  file?: string;
+  env?: NodeJS.ProcessEnv;
+  /** Flag values already mapped to config paths ('source.url' -> value). */
+  flags?: Record<string, unknown>;
+}
+
+export function loadConfig(opts: LoadOptions = {}): Config {
+  let merged: Plain = {};
+  if (opts.file) merged = deepMerge(merged, readConfigFile(opts.file));
+  merged = deepMerge(merged, envLayer(opts.env ?? process.env));
+  const flagLayer: Plain = {};
+  for (const [path, value] of Object.entries(opts.flags ?? {})) if (value !== undefined) setPath(flagLayer, path, value);
+  merged = deepMerge(merged, flagLayer);
+  const result = ConfigSchema.safeParse(merged);
+  if (!result.success) {
+    const issue = result.error.issues[0]!;
+    const keys = issue.code === 'unrecognized_keys' ? (issue as { keys: string[] }).keys : [];
+    const field = [...issue.path, ...keys.slice(0, 1)].join('.') || '(top level)';
+    const msg = issue.code === 'unrecognized_keys' ? `unknown configuration key (known keys: see README, Configuration)` : issue.message;
+    throw new ConfigError(msg, field);
+  }
+  const cfg = result.data;
+  if (cfg.source.schemas.length > 0 && cfg.source.tables.length > 0) {
+    throw new ConfigError('set either source.schemas or source.tables, not both', 'source.tables');
+  }
+  if (cfg.archive.encryptionKeyFile && cfg.archive.encryptionKeyEnv) {
+    throw new ConfigError('set either archive.encryptionKeyFile or archive.encryptionKeyEnv, not both', 'archive.encryptionKeyEnv');
+  }
+  return cfg;
+}
+
+/** The source database name, from the URL path (defaults to the user name, as libpq does). */
+export function sourceDatabase(cfg: Config): string {
+  const u = new URL(cfg.source.url);
+  const db = decodeURIComponent(u.pathname.replace(/^\//, ''));
+  return db || decodeURIComponent(u.username) || 'postgres';
+}
+
+export function topicName(cfg: Config): string {
+  return cfg.kafka.topic ?? `cdp.${sourceDatabase(cfg)}`;
+}
+
+/** Every object of one source database lives under <prefix>/<database>/. */
+export function archiveRoot(cfg: Config): string {
+  const db = sourceDatabase(cfg);
+  return cfg.s3.prefix ? `${cfg.s3.prefix}/${db}` : db;
+}

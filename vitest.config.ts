@@ -1,0 +1,31 @@
+import { defineConfig } from 'vitest/config';
+
+// Two tiers (STYLE.md habit 6): `unit` needs no service; `integration` talks to the real
+// Postgres, Kafka and S3 server of deploy/local, which the global setup brings up when absent.
+export default defineConfig({
+  test: {
+    projects: [
+      {
+        test: {
+          name: 'unit',
+          include: ['test/unit/**/*.test.ts'],
+          environment: 'node',
+        },
+      },
+      {
+        test: {
+          name: 'integration',
+          include: ['test/integration/**/*.test.ts'],
+          environment: 'node',
+          globalSetup: ['test/setup/global-setup.ts'],
+          // Real services on a shared, noisy 2-core machine: generous timeouts, no timing assertions.
+          testTimeout: 600_000,
+          hookTimeout: 600_000,
+          // Integration files spawn daemons and restart services; run them one file at a time.
+          fileParallelism: false,
+          pool: 'forks',
+        },
+      },
+    ],
+  },
+});
