@@ -4,6 +4,8 @@ import { defineConfig } from 'vitest/config';
 // Postgres, Kafka and S3 server of deploy/local, which the global setup brings up when absent.
 export default defineConfig({
   test: {
+    // Integration files spawn daemons and restart services; run them one file at a time.
+    fileParallelism: false,
     projects: [
       {
         test: {
@@ -21,8 +23,6 @@ export default defineConfig({
           // Real services on a shared, noisy 2-core machine: generous timeouts, no timing assertions.
           testTimeout: 600_000,
           hookTimeout: 600_000,
-          // Integration files spawn daemons and restart services; run them one file at a time.
-          fileParallelism: false,
           pool: 'forks',
         },
       },

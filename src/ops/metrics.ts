@@ -1,0 +1,68 @@
+import { createServer, type Server } from 'node:http';
+import client from 'prom-client';
+import type { Config } from '../config/config.js';
+import type { Logger } from '../util/log.js';
+
+// Prometheus /metrics and /healthz for the daemons (DESIGN.md section 6). One registry per
+// process; each component registers its own metrics on it with the `cdp_` prefix.
+
+export const registry = new client.Registry();
+client.collectDefaultMetrics({ register: registry, prefix: 'cdp_process_' });
+
+export function counter(name: string, help: string, labelNames: string[] = []): client.Counter<string> {
+  return (registry.getSingleMetric(name) as client.Counter<string>) ?? new client.Counter({ name, help, labelNames, registers: [registry] });
+}
+
+export function gauge(name: string, help: string, labelNames: string[] = []): client.Gauge<string> {
+  return (registry.getSingleMetric(name) as client.Gauge<string>) ?? new client.Gauge({ name, help, labelNames, registers: [registry] });
+}
+
+export function histogram(name: string, help: string, buckets: number[], labelNames: string[] = []): client.Histogram<string> {
+  return (registry.getSingleMetric(name) as client.Histogram<string>) ?? new client.Histogram({ name, help, buckets, labelNames, registers: [registry] });
+}
+
+export type HealthCheck = () => { ok: boolean; detail?: Record<string, unknown> };
+
+const checks = new Map<string, HealthCheck>();
+
+/** Each component registers a liveness check; /healthz answers 503 when any says not ok. */
+export function registerHealth(name: string, check: HealthCheck): void {
+  checks.set(name, check);
+}
+
+export async function startMetricsServer(cfg: Config, log: Logger): Promise<{ close(): Promise<void>; port: number }> {
+  if (cfg.metrics.port === 0 && process.env.CDP_METRICS_EPHEMERAL !== '1') return { close: async () => {}, port: 0 };
+  const server: Server = createServer(async (req, res) => {
+    try {
+      if (req.url === '/metrics') {
+        res.writeHead(200, { 'content-type': registry.contentType });
+        res.end(await registry.metrics());
+      } else if (req.url === '/healthz') {
+        const results: Record<string, unknown> = {};
+        let ok = true;
+        for (const [name, check] of checks) {
+          const r = check();
+          results[name] = r;
+          ok &&= r.ok;
+        }
+        res.writeHead(ok ? 200 : 503, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ ok, components: results }));
+      } else {
+        res.writeHead(404).end();
+      }
+    } catch (err) {
+      res.writeHead(500).end(String(err));
+    }
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(cfg.metrics.port, cfg.metrics.host, () => resolve());
+  });
+  const address = server.address();
+  const port = typeof address === 'object' && address ? address.port : cfg.metrics.port;
+  log.info({ url: `http://${cfg.metrics.host}:${port}/metrics` }, 'metrics and health endpoint listening');
+  return {
+    port,
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
+}
