@@ -108,6 +108,12 @@ export const ConfigSchema = z.strictObject({
       rpoSeconds: z.number().min(1).default(900),
     })
     .prefault({}),
+  retention: z
+    .strictObject({
+      /** Keep every base (and the segments after it) younger than this; Tier 1 asks for a year. */
+      days: z.number().min(1).default(365),
+    })
+    .prefault({}),
   metrics: z
     .strictObject({
       /** 0 disables the HTTP server for /metrics and /healthz. */
@@ -147,6 +153,7 @@ export const ENV_MAP: Record<string, { path: string; kind: 'string' | 'list' | '
   CDP_ENCRYPTION_KEY_ENV: { path: 'archive.encryptionKeyEnv', kind: 'string' },
   CDP_HEARTBEAT_INTERVAL_MS: { path: 'capture.heartbeatIntervalMs', kind: 'int' },
   CDP_BASEBACKUP_INTERVAL_HOURS: { path: 'basebackup.intervalHours', kind: 'number' },
+  CDP_RETENTION_DAYS: { path: 'retention.days', kind: 'number' },
   CDP_RPO_SECONDS: { path: 'status.rpoSeconds', kind: 'number' },
   CDP_METRICS_PORT: { path: 'metrics.port', kind: 'int' },
   CDP_LOG_LEVEL: { path: 'log.level', kind: 'string' },

@@ -1,0 +1,136 @@
+import pg from 'pg';
+import type { CommandContext } from '../cli/main.js';
+import { archiveRoot, sourceDatabase, topicName, type Config } from '../config/config.js';
+import { ExitCode, toError } from '../errors.js';
+import { basesPrefix, type BaseManifest } from '../archive/layout.js';
+import { createKafka } from '../kafka/client.js';
+import { createStore, getObject, listObjects, type Store } from '../s3/client.js';
+import { formatLsn, microsToIso } from '../util/lsn.js';
+import type { Logger } from '../util/log.js';
+
+// `cdp status`: what an operator needs to know about the protection of one database. Each part is
+// gathered independently; a part that cannot be read is reported as an error, not a crash, so the
+// command still answers when (say) the source is down and the archive is the only thing left.
+
+export interface StatusReport {
+  database: string;
+  restorablePoint: { lsn: string; time: string } | null;
+  rpoSeconds: number | null;
+  rpoObjectiveSeconds: number;
+  rpoBreached: boolean;
+  partitions: Array<{ partition: number; watermarkLsn: string; watermarkTime: string; lastOffset: string }>;
+  slot: { name: string; active: boolean; confirmedFlushLsn: string | null; lagBytes: number | null } | { error: string };
+  consumer: { groupId: string; lag: number; partitions: Array<{ partition: number; committed: string; high: string; lag: number }> } | { error: string };
+  bases: Array<{ lsn: string; time: string; size: number; serverVersion: string }> | { error: string };
+  errors: string[];
+}
+
+export async function listBases(store: Store, root: string): Promise<BaseManifest[]> {
+  const out: BaseManifest[] = [];
+  for await (const o of listObjects(store, basesPrefix(root))) {
+    if (!o.key.endsWith('/manifest.json')) continue;
+    out.push(JSON.parse((await getObject(store, o.key)).toString('utf8')) as BaseManifest);
+  }
+  return out.sort((a, b) => a.lsn - b.lsn);
+}
+
+async function slotStatus(cfg: Config): Promise<StatusReport['slot']> {
+  const client = new pg.Client({ connectionString: cfg.source.url, connectionTimeoutMillis: 5_000 });
+  try {
+    await client.connect();
+    const r = await client.query(
+      `SELECT active, confirmed_flush_lsn::text AS confirmed,
+              pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint AS lag
+         FROM pg_replication_slots WHERE slot_name = $1`,
+      [cfg.source.slot],
+    );
+    if (r.rowCount === 0) return { error: `slot ${cfg.source.slot} does not exist: run cdp setup` };
+    const row = r.rows[0];
+    return { name: cfg.source.slot, active: row.active, confirmedFlushLsn: row.confirmed, lagBytes: row.lag === null ? null : Number(row.lag) };
+  } catch (err) {
+    return { error: `source: ${toError(err).message}` };
+  } finally {
+    await client.end().catch(() => {});
+  }
+}
+
+async function consumerStatus(cfg: Config, log: Logger): Promise<StatusReport['consumer']> {
+  const groupId = cfg.archive.groupId ?? `cdp-archive.${sourceDatabase(cfg)}`;
+  const admin = createKafka(cfg, log, 'status').admin();
+  try {
+    await admin.connect();
+    const topic = topicName(cfg);
+    const [high, committed] = await Promise.all([admin.fetchTopicOffsets(topic), admin.fetchOffsets({ groupId, topics: [topic] })]);
+    const committedBy = new Map<number, string>();
+    for (const t of committed) for (const p of t.partitions) committedBy.set(p.partition, p.offset);
+    const partitions = high.map((h) => {
+      const c = committedBy.get(h.partition) ?? '-1';
+      // -1 means nothing committed yet: everything from the low watermark is lag.
+      const from = BigInt(c) < 0n ? BigInt(h.low) : BigInt(c);
+      return { partition: h.partition, committed: c, high: h.high, lag: Number(BigInt(h.high) - from) };
+    });
+    return { groupId, lag: partitions.reduce((s, p) => s + p.lag, 0), partitions: partitions.sort((a, b) => a.partition - b.partition) };
+  } catch (err) {
+    return { error: `kafka: ${toError(err).message}` };
+  } finally {
+    await admin.disconnect().catch(() => {});
+  }
+}
+
+export async function gatherStatus(ctx: CommandContext): Promise<StatusReport> {
+  const { cfg, log } = ctx;
+  const store = createStore(cfg, log, { signal: ctx.signal, maxElapsedMs: 20_000 });
+  const root = archiveRoot(cfg);
+  const errors: string[] = [];
+  const { restorablePoint } = await import('../archive/catalog.js');
+  const [point, slot, consumer, bases] = await Promise.all([
+    restorablePoint(store, root).catch((err: unknown) => {
+      errors.push(`archive: ${toError(err).message}`);
+      return undefined;
+    }),
+    slotStatus(cfg),
+    consumerStatus(cfg, log),
+    listBases(store, root).catch((err: unknown) => ({ error: `bases: ${toError(err).message}` })),
+  ]);
+  const rpoSeconds = point ? Math.max(0, (Date.now() * 1000 - point.time) / 1e6) : null;
+  const objective = cfg.status.rpoSeconds;
+  return {
+    database: sourceDatabase(cfg),
+    restorablePoint: point ? { lsn: formatLsn(point.lsn), time: microsToIso(point.time) } : null,
+    rpoSeconds: rpoSeconds === null ? null : Math.round(rpoSeconds * 10) / 10,
+    rpoObjectiveSeconds: objective,
+    rpoBreached: rpoSeconds === null || rpoSeconds > objective,
+    partitions: (point?.partitions ?? []).map((p) => ({
+      partition: p.partition,
+      watermarkLsn: formatLsn(p.watermarkLsn),
+      watermarkTime: microsToIso(p.watermarkTime),
+      lastOffset: p.lastOffset,
+    })),
+    slot,
+    consumer,
+    bases: Array.isArray(bases)
+      ? bases.map((b) => ({ lsn: b.lsnText, time: b.time, size: b.size, serverVersion: b.serverVersion }))
+      : bases,
+    errors,
+  };
+}
+
+export async function runStatus(ctx: CommandContext, opts: { json: boolean; check: boolean }): Promise<number> {
+  const report = await gatherStatus(ctx);
+  if (opts.json) {
+    process.stdout.write(JSON.stringify(report, null, 2) + '\n');
+  } else {
+    const lines = [
+      `database            ${report.database}`,
+      `restorable point    ${report.restorablePoint ? `${report.restorablePoint.lsn} at ${report.restorablePoint.time}` : 'none yet (no archived watermark in every partition)'}`,
+      `RPO                 ${report.rpoSeconds === null ? 'unknown' : `${report.rpoSeconds} s`} (objective ${report.rpoObjectiveSeconds} s${report.rpoBreached ? ', BREACHED' : ''})`,
+      `slot                ${'error' in report.slot ? report.slot.error : `${report.slot.name} ${report.slot.active ? 'active' : 'INACTIVE'}, confirmed ${report.slot.confirmedFlushLsn}, lag ${report.slot.lagBytes} bytes`}`,
+      `archive consumer    ${'error' in report.consumer ? report.consumer.error : `${report.consumer.groupId}, lag ${report.consumer.lag} records`}`,
+      `bases               ${'error' in report.bases ? report.bases.error : report.bases.length === 0 ? 'none: run cdp basebackup' : report.bases.map((b) => `${b.lsn} (${b.time})`).join(', ')}`,
+      ...report.errors.map((e) => `error               ${e}`),
+    ];
+    process.stdout.write(lines.join('\n') + '\n');
+  }
+  if (opts.check && report.rpoBreached) return ExitCode.rpoBreached;
+  return ExitCode.ok;
+}
