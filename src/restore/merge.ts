@@ -1,0 +1,259 @@
+import { compareIdentity, isDataOp, type ChangeEvent } from '../events/change-event.js';
+import { IntegrityError } from '../errors.js';
+import { formatLsn, type Lsn } from '../util/lsn.js';
+import type { CutDecision, TxnHeader } from './target.js';
+
+// From per-partition segment streams to one stream of whole source transactions in commit order.
+// Pure: no I/O, events arrive as async iterables of chunks (a chunk = the events of one segment or
+// part of one), so the inner loops stay synchronous and cheap.
+//
+// 1. Per partition, in offset order, a record whose identity (commitLsn, position) is <= the last
+//    identity already taken from that partition is a duplicate: overlapping segments (a re-read
+//    after an archiver crash) and capture replays after a crash (which re-send a prefix of what
+//    Kafka already holds) both produce only such records (G2).
+// 2. K-way merge of the partitions by identity; WATERMARK records are skipped, records of
+//    transactions before the base's LSN are skipped (the base already contains them: the exported
+//    snapshot sees exactly the transactions whose commit record LSN < consistent_point).
+// 3. Grouping: a transaction is the run of records with one commitLsn; its COMMIT marker (position =
+//    number of data records) must close it, else the archive is not complete there (IntegrityError).
+
+/** A pull cursor over one partition's chunks; dedups by identity as it goes. */
+class PartitionCursor {
+  private chunk: ChangeEvent[] = [];
+  private idx = 0;
+  private last: { commitLsn: number; position: number } | undefined;
+  done = false;
+  duplicates = 0;
+  constructor(
+    readonly partition: number,
+    private readonly it: AsyncIterator<ChangeEvent[]>,
+    private readonly fromLsn: Lsn,
+  ) {}
+
+  /** The current head, or undefined when the chunk is used up (call fill()). */
+  head(): ChangeEvent | undefined {
+    while (this.idx < this.chunk.length) {
+      const ev = this.chunk[this.idx]!;
+      if (ev.op === 'WATERMARK' || ev.commitLsn < this.fromLsn) {
+        this.idx++;
+        continue;
+      }
+      if (this.last && compareIdentity(ev, this.last) <= 0) {
+        this.duplicates++;
+        this.idx++;
+        continue;
+      }
+      return ev;
+    }
+    return undefined;
+  }
+
+  take(): ChangeEvent {
+    const ev = this.chunk[this.idx++]!;
+    this.last = { commitLsn: ev.commitLsn, position: ev.position };
+    return ev;
+  }
+
+  /** Loads the next chunk; false when the partition is exhausted. */
+  async fill(): Promise<boolean> {
+    while (!this.done) {
+      if (this.head() !== undefined) return true;
+      const r = await this.it.next();
+      if (r.done) {
+        this.done = true;
+        return false;
+      }
+      this.chunk = r.value;
+      this.idx = 0;
+    }
+    return false;
+  }
+}
+
+export interface MergeStats {
+  duplicates: number;
+}
+
+/**
+ * Merges partitions by identity, deduplicated. Yields chunks of up to `chunkSize` events. Small
+ * binary heap over the cursors' heads: O(log P) per event.
+ */
+export async function* mergePartitions(
+  sources: Array<{ partition: number; chunks: AsyncIterable<ChangeEvent[]> }>,
+  opts: { fromLsn: Lsn; chunkSize?: number; stats?: MergeStats },
+): AsyncGenerator<ChangeEvent[]> {
+  const chunkSize = opts.chunkSize ?? 2048;
+  const cursors = sources.map((s) => new PartitionCursor(s.partition, s.chunks[Symbol.asyncIterator](), opts.fromLsn));
+  const heap: PartitionCursor[] = [];
+  const less = (a: PartitionCursor, b: PartitionCursor) => {
+    const c = compareIdentity(a.head()!, b.head()!);
+    return c < 0 || (c === 0 && a.partition < b.partition);
+  };
+  const up = (i: number) => {
+    while (i > 0) {
+      const p = (i - 1) >> 1;
+      if (!less(heap[i]!, heap[p]!)) break;
+      [heap[i], heap[p]] = [heap[p]!, heap[i]!];
+      i = p;
+    }
+  };
+  const down = (i: number) => {
+    for (;;) {
+      const l = 2 * i + 1;
+      const r = l + 1;
+      let m = i;
+      if (l < heap.length && less(heap[l]!, heap[m]!)) m = l;
+      if (r < heap.length && less(heap[r]!, heap[m]!)) m = r;
+      if (m === i) return;
+      [heap[i], heap[m]] = [heap[m]!, heap[i]!];
+      i = m;
+    }
+  };
+  // Fill all cursors concurrently (their segment fetches overlap).
+  const filled = await Promise.all(cursors.map((c) => c.fill()));
+  cursors.forEach((c, i) => {
+    if (filled[i]) {
+      heap.push(c);
+      up(heap.length - 1);
+    }
+  });
+  let out: ChangeEvent[] = [];
+  try {
+    while (heap.length > 0) {
+      const top = heap[0]!;
+      const ev = top.take();
+      // The same identity in two partitions is a capture bug (an identity is produced once);
+      // drop it as a duplicate rather than applying a change twice, but count it.
+      out.push(ev);
+      if (top.head() === undefined && !(await top.fill())) {
+        const lastCursor = heap.pop()!;
+        if (heap.length > 0 && lastCursor !== top) {
+          heap[0] = lastCursor;
+          down(0);
+        }
+      } else {
+        down(0);
+      }
+      if (out.length >= chunkSize) {
+        yield out;
+        out = [];
+      }
+    }
+    if (out.length > 0) yield out;
+  } finally {
+    if (opts.stats) opts.stats.duplicates = cursors.reduce((n, c) => n + c.duplicates, 0);
+  }
+}
+
+/** One item of the replay stream. `changes` of one transaction arrive between begin and commit. */
+export type ReplayItem =
+  | { type: 'begin'; txn: TxnHeader }
+  | { type: 'changes'; events: ChangeEvent[] }
+  | { type: 'commit'; txn: TxnHeader; endLsn: Lsn; count: number }
+  /** Emitted once after the cut: the SEQUENCES snapshots read past the target (see sequences). */
+  | { type: 'end'; reached: TxnHeader | undefined; stoppedBy: 'target' | 'exhausted'; sequencesAfter: ChangeEvent | undefined };
+
+/**
+ * Groups the merged stream into transactions and applies the cut rule. Memory is bounded by the
+ * chunk size, not the transaction size: a transaction's changes stream through in chunks and the
+ * consumer commits only at `commit` (and only after this function has checked the count).
+ *
+ * After the cut, the stream is read on (nothing more applied) until the first SEQUENCES snapshot,
+ * which is the best-known upper value of every sequence at the target.
+ */
+export async function* groupTransactions(
+  merged: AsyncIterable<ChangeEvent[]>,
+  cut: (t: TxnHeader) => CutDecision,
+  opts: { sequenceScanMicros?: number } = {},
+): AsyncGenerator<ReplayItem> {
+  // How far past the target to look for a SEQUENCES snapshot (capture emits one every
+  // capture.sequenceIntervalMs, 30 s by default); beyond that the last one before the target is used.
+  const scanMicros = opts.sequenceScanMicros ?? 5 * 60 * 1_000_000;
+  let scanUntil = Number.POSITIVE_INFINITY;
+  let cur: TxnHeader | undefined;
+  let curStop = false;
+  let count = 0;
+  let pending: ChangeEvent[] = [];
+  let reached: TxnHeader | undefined;
+  let stopped = false;
+  let stoppedBy: 'target' | 'exhausted' = 'exhausted';
+  let sequencesAfter: ChangeEvent | undefined;
+
+  const incomplete = (t: TxnHeader, seen: number) =>
+    new IntegrityError(
+      `transaction xid ${t.xid} (commit LSN ${formatLsn(t.commitLsn)}) has ${seen} changes in the archive but no COMMIT marker: ` +
+        'the archive is incomplete there; run `cdp verify`, and restore to an earlier target',
+      { details: { commitLsn: t.commitLsn, xid: t.xid } },
+    );
+
+  for await (const chunk of merged) {
+    for (const ev of chunk) {
+      if (stopped) {
+        if (ev.commitTime > scanUntil) break;
+        if (ev.op === 'SEQUENCES') {
+          sequencesAfter = ev;
+          break;
+        }
+        continue;
+      }
+      if (!cur || ev.commitLsn !== cur.commitLsn) {
+        if (cur) throw incomplete(cur, count);
+        const header = { commitLsn: ev.commitLsn, commitTime: ev.commitTime, xid: ev.xid };
+        const d = cut(header);
+        if (d === 'stop') {
+          stopped = true;
+          stoppedBy = 'target';
+          scanUntil = (reached?.commitTime ?? ev.commitTime) + scanMicros;
+          if (ev.op === 'SEQUENCES') {
+            sequencesAfter = ev;
+            break;
+          }
+          continue;
+        }
+        cur = header;
+        curStop = d === 'apply-and-stop';
+        count = 0;
+        yield { type: 'begin', txn: cur };
+      }
+      if (ev.op === 'COMMIT') {
+        if (ev.position !== count) {
+          throw new IntegrityError(
+            `transaction xid ${cur.xid} (commit LSN ${formatLsn(cur.commitLsn)}): COMMIT marker says ${ev.position} changes, the archive holds ${count}; ` +
+              'the archive is incomplete or corrupt there; run `cdp verify`',
+            { details: { commitLsn: cur.commitLsn, xid: cur.xid, expected: ev.position, seen: count } },
+          );
+        }
+        if (pending.length > 0) {
+          yield { type: 'changes', events: pending };
+          pending = [];
+        }
+        yield { type: 'commit', txn: cur, endLsn: ev.endLsn, count };
+        reached = cur;
+        cur = undefined;
+        if (curStop) {
+          stopped = true;
+          stoppedBy = 'target';
+          scanUntil = reached.commitTime + scanMicros;
+        }
+        continue;
+      }
+      if (!isDataOp(ev.op)) continue;
+      if (ev.position !== count) {
+        throw new IntegrityError(
+          `transaction xid ${cur.xid} (commit LSN ${formatLsn(cur.commitLsn)}): change at position ${ev.position} follows ${count} changes; ` +
+            'a change is missing from the archive; run `cdp verify`',
+          { details: { commitLsn: cur.commitLsn, xid: cur.xid, position: ev.position, expected: count } },
+        );
+      }
+      count++;
+      pending.push(ev);
+      if (pending.length >= 2048) {
+        yield { type: 'changes', events: pending };
+        pending = [];
+      }
+    }
+    if (stopped && (sequencesAfter || chunk.length === 0 || chunk[chunk.length - 1]!.commitTime > scanUntil)) break;
+  }
+  if (cur) throw incomplete(cur, count);
+  yield { type: 'end', reached, stoppedBy, sequencesAfter };
+}

@@ -1,0 +1,181 @@
+import type { RelationInfo } from '../events/change-event.js';
+
+// SQL text for replay. Values travel as PostgreSQL text output (DESIGN.md section 3), so every value
+// becomes a string literal cast to its column type ('42'::integer): the type's input function reads
+// back exactly what its output function wrote, for every type (numeric, arrays, ranges, enums,
+// domains, user types). Literals and identifiers are always quoted; the session and the --sql file
+// both set standard_conforming_strings = on, so a backslash in a literal is an ordinary character
+// (PostgreSQL docs 4.1.2.1 "String Constants").
+
+export function quoteIdent(name: string): string {
+  return `"${name.replace(/"/g, '""')}"`;
+}
+
+export function quoteLiteral(value: string): string {
+  if (value.includes('\u0000')) throw new Error('a text value cannot contain NUL');
+  return `'${value.replace(/'/g, "''")}'`;
+}
+
+export function qualify(schema: string, table: string): string {
+  return `${quoteIdent(schema)}.${quoteIdent(table)}`;
+}
+
+/** A value as a typed SQL expression. `type` is format_type() output, valid SQL type syntax. */
+export function typed(value: string | null, type: string): string {
+  return value === null ? `NULL::${type}` : `${quoteLiteral(value)}::${type}`;
+}
+
+/**
+ * Types without a default btree/hash equality operator: rows of REPLICA IDENTITY FULL tables are
+ * matched on their text output for these columns instead (output is deterministic for one type).
+ */
+const NO_EQUALITY = new Set(['json', 'xml', 'point', 'line', 'lseg', 'box', 'path', 'polygon', 'circle', 'json[]', 'xml[]', 'point[]']);
+
+export function hasEquality(type: string): boolean {
+  return !NO_EQUALITY.has(type);
+}
+
+/** `col IS NOT DISTINCT FROM value`, for REPLICA IDENTITY FULL matching. */
+function matchFull(alias: string, col: string, value: string | null, type: string): string {
+  const c = `${alias}${quoteIdent(col)}`;
+  if (!hasEquality(type)) return value === null ? `${c} IS NULL` : `${c}::text = ${quoteLiteral(value)}`;
+  return value === null ? `${c} IS NULL` : `${c} = ${typed(value, type)}`;
+}
+
+export interface TableRef {
+  schema: string;
+  table: string;
+  relation: RelationInfo;
+}
+
+/** Multi-row INSERT. OVERRIDING SYSTEM VALUE: identity columns GENERATED ALWAYS take the source's value. */
+export function insertSql(t: TableRef, rows: Array<(string | null)[]>): string {
+  const r = t.relation;
+  const cols = r.columns.map(quoteIdent).join(', ');
+  const values = rows.map((row) => `(${r.columns.map((_, i) => typed(row[i] ?? null, r.types[i]!)).join(', ')})`).join(',\n  ');
+  return `INSERT INTO ${qualify(t.schema, t.table)} (${cols}) OVERRIDING SYSTEM VALUE VALUES\n  ${values};\n`;
+}
+
+/** COPY text format (docs, COPY "Text Format"): backslash escapes for \ newline CR tab; \N is NULL. */
+export function copyRow(row: (string | null)[], ncols: number): string {
+  let s = '';
+  for (let i = 0; i < ncols; i++) {
+    if (i > 0) s += '\t';
+    const v = row[i] ?? null;
+    if (v === null) s += '\\N';
+    else s += /[\\\n\r\t]/.test(v) ? v.replace(/[\\\n\r\t]/g, (c) => (c === '\\' ? '\\\\' : c === '\n' ? '\\n' : c === '\r' ? '\\r' : '\\t')) : v;
+  }
+  return s + '\n';
+}
+
+export function copySql(t: TableRef): string {
+  return `COPY ${qualify(t.schema, t.table)} (${t.relation.columns.map(quoteIdent).join(', ')}) FROM STDIN`;
+}
+
+/** The key of a row change: old key when the server sent one (K or O), else key columns of new. */
+export function keyValues(ev: { relation: RelationInfo | null; oldKind: string | null; old: (string | null)[] | null; new: (string | null)[] | null }): (string | null)[] {
+  const r = ev.relation!;
+  const src = ev.oldKind && ev.old ? ev.old : ev.new!;
+  return r.key.map((i) => src[i] ?? null);
+}
+
+/** Columns an UPDATE sets: all but unchanged TOAST values; key columns only when the key changed. */
+export function updateColumns(ev: { relation: RelationInfo | null; oldKind: string | null; unchanged: number[] }): number[] {
+  const r = ev.relation!;
+  const unchanged = new Set(ev.unchanged);
+  const keySet = new Set(r.key);
+  const keyMayChange = ev.oldKind !== null;
+  const out: number[] = [];
+  for (let i = 0; i < r.columns.length; i++) {
+    if (unchanged.has(i)) continue;
+    // A key that did not change is not set: identity columns GENERATED ALWAYS refuse any
+    // non-DEFAULT assignment, and the WHERE clause already pins the value.
+    if (keySet.has(i) && !keyMayChange) continue;
+    out.push(i);
+  }
+  return out;
+}
+
+/**
+ * One UPDATE for many rows with the same set of assigned columns:
+ *   UPDATE t AS _t SET c = _v.c1::type FROM (VALUES (...), ...) AS _v(k0, c1) WHERE _t.k = _v.k0::type
+ * The VALUES list holds plain literals (resolved as text) and every use casts, so one NULL-only
+ * column does not confuse type resolution. The batcher guarantees a key appears at most once.
+ */
+export function updateSql(t: TableRef, setCols: number[], rows: Array<{ key: (string | null)[]; values: (string | null)[] }>): string {
+  const r = t.relation;
+  if (setCols.length === 0) return '';
+  if (rows.length === 1) {
+    const row = rows[0]!;
+    const set = setCols.map((i) => `${quoteIdent(r.columns[i]!)} = ${typed(row.values[i] ?? null, r.types[i]!)}`).join(', ');
+    const where = r.key.map((ci, k) => `${quoteIdent(r.columns[ci]!)} = ${typed(row.key[k] ?? null, r.types[ci]!)}`).join(' AND ');
+    return `UPDATE ${qualify(t.schema, t.table)} SET ${set} WHERE ${where};\n`;
+  }
+  const lit = (v: string | null) => (v === null ? 'NULL' : quoteLiteral(v));
+  const vcols = [...r.key.map((_, k) => `k${k}`), ...setCols.map((i) => `c${i}`)];
+  const values = rows.map((row) => `(${[...row.key.map(lit), ...setCols.map((i) => lit(row.values[i] ?? null))].join(', ')})`).join(',\n  ');
+  const set = setCols.map((i) => `${quoteIdent(r.columns[i]!)} = _v.c${i}::${r.types[i]}`).join(', ');
+  const where = r.key.map((ci, k) => `_t.${quoteIdent(r.columns[ci]!)} = _v.k${k}::${r.types[ci]}`).join(' AND ');
+  return `UPDATE ${qualify(t.schema, t.table)} AS _t SET ${set}\nFROM (VALUES\n  ${values}) AS _v(${vcols.join(', ')})\nWHERE ${where};\n`;
+}
+
+export function deleteSql(t: TableRef, keys: Array<(string | null)[]>): string {
+  const r = t.relation;
+  if (r.key.length === 1) {
+    const ci = r.key[0]!;
+    const col = quoteIdent(r.columns[ci]!);
+    if (keys.length === 1) return `DELETE FROM ${qualify(t.schema, t.table)} WHERE ${col} = ${typed(keys[0]![0] ?? null, r.types[ci]!)};\n`;
+    // IN (list) becomes = ANY(array): one index scan with a ScalarArrayOpExpr.
+    return `DELETE FROM ${qualify(t.schema, t.table)} WHERE ${col} IN (${keys.map((k) => typed(k[0] ?? null, r.types[ci]!)).join(', ')});\n`;
+  }
+  const lit = (v: string | null) => (v === null ? 'NULL' : quoteLiteral(v));
+  const vcols = r.key.map((_, k) => `k${k}`);
+  const values = keys.map((k) => `(${k.map(lit).join(', ')})`).join(',\n  ');
+  const where = r.key.map((ci, k) => `_t.${quoteIdent(r.columns[ci]!)} = _v.k${k}::${r.types[ci]}`).join(' AND ');
+  return `DELETE FROM ${qualify(t.schema, t.table)} AS _t USING (VALUES\n  ${values}) AS _v(${vcols.join(', ')})\nWHERE ${where};\n`;
+}
+
+/**
+ * REPLICA IDENTITY FULL without a usable key: the old row is matched on every column with
+ * IS NOT DISTINCT FROM semantics, and exactly one matching row is changed (duplicates are legal in
+ * such tables; the source changed one of them), chosen by ctid as PostgreSQL's own apply worker
+ * does (RelationFindReplTupleSeq takes the first match).
+ */
+function fullMatch(t: TableRef, old: (string | null)[]): string {
+  const r = t.relation;
+  const conds = r.columns.map((c, i) => matchFull('', c, old[i] ?? null, r.types[i]!));
+  return `ctid = (SELECT ctid FROM ${qualify(t.schema, t.table)} WHERE ${conds.join(' AND ')} LIMIT 1)`;
+}
+
+export function updateFullSql(t: TableRef, old: (string | null)[], values: (string | null)[], unchanged: number[]): string {
+  const r = t.relation;
+  const skip = new Set(unchanged);
+  const set = r.columns
+    .map((c, i) => (skip.has(i) ? undefined : `${quoteIdent(c)} = ${typed(values[i] ?? null, r.types[i]!)}`))
+    .filter((s): s is string => s !== undefined);
+  if (set.length === 0) return '';
+  return `UPDATE ${qualify(t.schema, t.table)} SET ${set.join(', ')} WHERE ${fullMatch(t, old)};\n`;
+}
+
+export function deleteFullSql(t: TableRef, old: (string | null)[]): string {
+  return `DELETE FROM ${qualify(t.schema, t.table)} WHERE ${fullMatch(t, old)};\n`;
+}
+
+export function truncateSql(relations: Array<[string, string]>, cascade: boolean, restartIdentity: boolean): string {
+  if (relations.length === 0) return '';
+  return `TRUNCATE ${relations.map(([s, t]) => qualify(s, t)).join(', ')}${restartIdentity ? ' RESTART IDENTITY' : ''}${cascade ? ' CASCADE' : ''};\n`;
+}
+
+/**
+ * A captured DDL command replayed with the search_path it ran under. The command text is the
+ * source's current_query(); a newline before the terminator keeps a trailing `-- comment` from
+ * swallowing it.
+ */
+export function ddlSql(command: string, searchPath: string | undefined, tag?: string): string {
+  let body = command.trim().replace(/;\s*$/, '');
+  // CONCURRENTLY cannot run inside a transaction block (SQLSTATE 25001); replay runs in one, and
+  // the plain form builds the same index (the target has no concurrent writers to spare).
+  if (tag && /^(CREATE INDEX|DROP INDEX|REINDEX)$/i.test(tag)) body = body.replace(/\bCONCURRENTLY\b/i, '');
+  const sp = searchPath !== undefined && searchPath !== '' ? `SELECT pg_catalog.set_config('search_path', ${quoteLiteral(searchPath)}, false);\n` : '';
+  return `${sp}${body}\n;\n`;
+}

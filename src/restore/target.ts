@@ -1,0 +1,97 @@
+import { CdpError, ErrorCodes } from '../errors.js';
+import { formatLsn, microsToIso, parseLsn, type Lsn } from '../util/lsn.js';
+
+// Restore targets (DESIGN.md section 5) and the rule that decides, transaction by transaction in
+// commit order, whether it belongs to the restored state. The rules follow PostgreSQL's own
+// recovery targets (docs, 20.5.5 "Recovery Target"): recovery_target_time stops before the first
+// transaction committed after the time (recovery_target_inclusive = on applies transactions at
+// exactly the time); recovery_target_xid includes that transaction; recovery_target_lsn includes
+// transactions whose commit record is at or before the LSN.
+
+export type RestoreTarget =
+  | { kind: 'lsn'; lsn: Lsn }
+  | { kind: 'time'; micros: number; text: string }
+  | { kind: 'xid'; xid: number }
+  | { kind: 'latest' };
+
+export interface TxnHeader {
+  commitLsn: Lsn;
+  commitTime: number;
+  xid: number;
+}
+
+/** What to do with the next transaction in commit order. */
+export type CutDecision = 'apply' | 'apply-and-stop' | 'stop';
+
+/**
+ * Parses an ISO 8601 / PostgreSQL timestamp with zone into microseconds since the Unix epoch,
+ * keeping microseconds (Date.parse stops at milliseconds, and the oracle compares at µs).
+ * Accepts "2026-11-27T10:00:00.123456Z", "2026-11-27 10:00:00.123456+00", "+05:30", "+0530".
+ */
+export function parseTimeMicros(text: string): number {
+  const m = /^(\d{4}-\d{2}-\d{2})[T ](\d{2}:\d{2}(?::\d{2})?)(?:\.(\d{1,9}))?\s*(Z|z|[+-]\d{2}(?::?\d{2})?)$/.exec(text.trim());
+  if (!m) {
+    throw new CdpError(ErrorCodes.USAGE, `--time: ${JSON.stringify(text)} is not a timestamp with a zone; use ISO 8601, e.g. 2026-11-27T10:00:00.123456Z`);
+  }
+  let zone = m[4]!.toUpperCase();
+  if (zone !== 'Z') {
+    const z = /^([+-]\d{2}):?(\d{2})?$/.exec(zone)!;
+    zone = `${z[1]}:${z[2] ?? '00'}`;
+  }
+  const time = m[2]!.length === 5 ? `${m[2]}:00` : m[2]!;
+  const ms = Date.parse(`${m[1]}T${time}${zone}`);
+  if (!Number.isFinite(ms)) throw new CdpError(ErrorCodes.USAGE, `--time: ${JSON.stringify(text)} is not a valid date`);
+  const frac = (m[3] ?? '').padEnd(6, '0').slice(0, 6);
+  return ms * 1000 + Number(frac);
+}
+
+export function parseTarget(opts: { time?: string; lsn?: string; xid?: number; latest?: boolean }): RestoreTarget {
+  const given = [opts.time !== undefined, opts.lsn !== undefined, opts.xid !== undefined, Boolean(opts.latest)].filter(Boolean).length;
+  if (given !== 1) throw new CdpError(ErrorCodes.USAGE, 'restore needs exactly one of --time, --lsn, --xid, --latest');
+  if (opts.time !== undefined) return { kind: 'time', micros: parseTimeMicros(opts.time), text: opts.time };
+  if (opts.lsn !== undefined) {
+    try {
+      return { kind: 'lsn', lsn: parseLsn(opts.lsn) };
+    } catch (err) {
+      throw new CdpError(ErrorCodes.USAGE, `--lsn: ${(err as Error).message}`, { cause: err });
+    }
+  }
+  if (opts.xid !== undefined) {
+    if (!Number.isSafeInteger(opts.xid) || opts.xid <= 0) throw new CdpError(ErrorCodes.USAGE, `--xid: expected a positive transaction id, got ${opts.xid}`);
+    return { kind: 'xid', xid: opts.xid };
+  }
+  return { kind: 'latest' };
+}
+
+export function describeTarget(t: RestoreTarget): string {
+  switch (t.kind) {
+    case 'lsn':
+      return `lsn ${formatLsn(t.lsn)}`;
+    case 'time':
+      return `time ${microsToIso(t.micros)}`;
+    case 'xid':
+      return `xid ${t.xid}`;
+    case 'latest':
+      return 'latest';
+  }
+}
+
+/**
+ * The cut rule. `limitLsn` is the restorable point: nothing beyond it is ever applied (G3), whatever
+ * the target says; `--latest` is exactly that limit.
+ */
+export function makeCut(target: RestoreTarget, limitLsn: Lsn): (t: TxnHeader) => CutDecision {
+  return (t) => {
+    if (t.commitLsn > limitLsn) return 'stop';
+    switch (target.kind) {
+      case 'latest':
+        return 'apply';
+      case 'lsn':
+        return t.commitLsn <= target.lsn ? 'apply' : 'stop';
+      case 'time':
+        return t.commitTime <= target.micros ? 'apply' : 'stop';
+      case 'xid':
+        return t.xid === target.xid ? 'apply-and-stop' : 'apply';
+    }
+  };
+}

@@ -1,0 +1,184 @@
+import { describe, expect, it } from 'vitest';
+import type { ChangeEvent, RelationInfo } from '../../../src/events/change-event.js';
+import { Applier, parseTableList, sequencesSql } from '../../../src/restore/apply.js';
+import { groupTransactions } from '../../../src/restore/merge.js';
+import { copyRow, ddlSql, deleteSql, insertSql, quoteIdent, quoteLiteral, truncateSql, typed, updateSql } from '../../../src/restore/sql.js';
+import { makeCut, parseTarget, parseTimeMicros } from '../../../src/restore/target.js';
+import { RecordingSink, REL, chunks, txn } from './helpers.js';
+
+describe('quoting', () => {
+  it('quotes identifiers, doubling embedded quotes', () => {
+    expect(quoteIdent('t')).toBe('"t"');
+    expect(quoteIdent('We"ird Name')).toBe('"We""ird Name"');
+    expect(quoteIdent('select')).toBe('"select"');
+  });
+  it('quotes literals for standard_conforming_strings = on (backslash is literal)', () => {
+    expect(quoteLiteral("it's")).toBe("'it''s'");
+    expect(quoteLiteral('a\\b')).toBe("'a\\b'");
+    expect(quoteLiteral("'; DROP TABLE t; --")).toBe("'''; DROP TABLE t; --'");
+    expect(quoteLiteral('line\nbreak')).toBe("'line\nbreak'");
+    expect(() => quoteLiteral('a\u0000b')).toThrow();
+  });
+  it('casts values to their column type; NULL stays NULL', () => {
+    expect(typed('42', 'integer')).toBe("'42'::integer");
+    expect(typed(null, 'numeric(10,2)')).toBe('NULL::numeric(10,2)');
+    expect(typed('{1,2}', 'integer[]')).toBe("'{1,2}'::integer[]");
+  });
+  it('escapes COPY text format', () => {
+    expect(copyRow(['1', null, 'a\tb\nc\\d\re'], 3)).toBe('1\t\\N\ta\\tb\\nc\\\\d\\re\n');
+    expect(copyRow(['\\N'], 1)).toBe('\\\\N\n');
+  });
+});
+
+const ref = { schema: 'public', table: 'T"x', relation: REL };
+const rel2: RelationInfo = { oid: 2, replicaIdentity: 'd', columns: ['a', 'b', 'v'], types: ['integer', 'text', 'jsonb'], key: [0, 1] };
+
+describe('statements', () => {
+  it('INSERT lists every column and keeps identity values', () => {
+    expect(insertSql(ref, [['1', "o'k"], ['2', null]])).toBe(
+      `INSERT INTO "public"."T""x" ("id", "v") OVERRIDING SYSTEM VALUE VALUES\n  ('1'::bigint, 'o''k'::text),\n  ('2'::bigint, NULL::text);\n`,
+    );
+  });
+  it('UPDATE of one row, and of many rows through VALUES', () => {
+    expect(updateSql(ref, [1], [{ key: ['1'], values: ['1', 'x'] }])).toBe(`UPDATE "public"."T""x" SET "v" = 'x'::text WHERE "id" = '1'::bigint;\n`);
+    const many = updateSql({ schema: 's', table: 't', relation: rel2 }, [2], [
+      { key: ['1', 'a'], values: ['1', 'a', '{"k": 1}'] },
+      { key: ['2', "b'"], values: ['2', "b'", null] },
+    ]);
+    expect(many).toBe(
+      `UPDATE "s"."t" AS _t SET "v" = _v.c2::jsonb\nFROM (VALUES\n  ('1', 'a', '{"k": 1}'),\n  ('2', 'b''', NULL)) AS _v(k0, k1, c2)\nWHERE _t."a" = _v.k0::integer AND _t."b" = _v.k1::text;\n`,
+    );
+  });
+  it('DELETE by one key column uses IN, by a composite key a VALUES join', () => {
+    expect(deleteSql(ref, [['1'], ['2']])).toBe(`DELETE FROM "public"."T""x" WHERE "id" IN ('1'::bigint, '2'::bigint);\n`);
+    expect(deleteSql({ schema: 's', table: 't', relation: rel2 }, [['1', 'a']])).toContain('USING (VALUES\n  (\'1\', \'a\')) AS _v(k0, k1)');
+  });
+  it('TRUNCATE keeps CASCADE and RESTART IDENTITY', () => {
+    expect(truncateSql([['public', 'a'], ['s', 'b']], true, true)).toBe('TRUNCATE "public"."a", "s"."b" RESTART IDENTITY CASCADE;\n');
+    expect(truncateSql([['public', 'a']], false, false)).toBe('TRUNCATE "public"."a";\n');
+  });
+  it('DDL runs under its search_path; a trailing comment cannot swallow the terminator', () => {
+    expect(ddlSql('ALTER TABLE t ADD c int -- note', '"$user", public')).toBe(
+      `SELECT pg_catalog.set_config('search_path', '"$user", public', false);\nALTER TABLE t ADD c int -- note\n;\n`,
+    );
+    expect(ddlSql('CREATE INDEX CONCURRENTLY i ON t (c);', 'public', 'CREATE INDEX')).toContain('CREATE INDEX  i ON t (c)\n;');
+  });
+  it('sequence fix-up embeds the snapshot as a quoted literal', () => {
+    expect(sequencesSql({ "public.it's": 5 })).toContain(`snap jsonb := '{"public.it''s":5}'::jsonb;`);
+  });
+});
+
+describe('targets', () => {
+  it('parses times with microseconds and zones', () => {
+    expect(parseTimeMicros('2026-11-27T10:00:00.123456Z')).toBe(Date.parse('2026-11-27T10:00:00.123Z') * 1000 + 456);
+    expect(parseTimeMicros('2026-11-27 12:00:00.5+02')).toBe(Date.parse('2026-11-27T10:00:00.500Z') * 1000);
+    expect(parseTimeMicros('2026-11-27T15:30:00+05:30')).toBe(Date.parse('2026-11-27T10:00:00Z') * 1000);
+    expect(() => parseTimeMicros('yesterday')).toThrow(/not a timestamp/);
+    expect(() => parseTimeMicros('2026-11-27T10:00:00')).toThrow(/zone/);
+  });
+  it('parses exactly one target', () => {
+    expect(parseTarget({ lsn: '0/16B3748' })).toEqual({ kind: 'lsn', lsn: 0x16b3748 });
+    expect(parseTarget({ xid: 7 })).toEqual({ kind: 'xid', xid: 7 });
+    expect(() => parseTarget({ lsn: 'x' })).toThrow(/--lsn/);
+    expect(() => parseTarget({})).toThrow(/exactly one/);
+    expect(parseTableList(['a', 's.b']).tables).toEqual(new Set(['public.a', 's.b']));
+    expect(() => parseTableList(['a.b.c'])).toThrow();
+  });
+});
+
+async function replay(evs: ChangeEvent[], opts: Partial<ConstructorParameters<typeof Applier>[1]> = {}) {
+  const sink = new RecordingSink();
+  const a = new Applier(sink, { cursor: false, copyMinRows: 1000, ...opts });
+  for await (const item of groupTransactions(chunks(evs), makeCut({ kind: 'latest' }, Number.MAX_SAFE_INTEGER))) await a.handle(item);
+  return { sql: sink.text, stats: a.stats };
+}
+
+const ins = (id: string, v: string | null = 'x') => ({ op: 'INSERT' as const, new: [id, v] });
+const upd = (id: string, v: string | null, unchanged: number[] = []) => ({ op: 'UPDATE' as const, new: [id, v], unchanged });
+const del = (id: string) => ({ op: 'DELETE' as const, new: null, oldKind: 'K', old: [id, null] });
+
+describe('batching rules', () => {
+  it('batches consecutive inserts of one table into one statement', async () => {
+    const { sql } = await replay(txn(100, 1, 1, [ins('1'), ins('2'), ins('3')]));
+    expect(sql.match(/INSERT INTO/g)?.length).toBe(1);
+    expect(sql).toMatch(/^BEGIN;\nINSERT INTO "public"."t" .*\('3'::bigint, 'x'::text\);\nCOMMIT;\n$/s);
+  });
+
+  it('uses COPY for large insert batches', async () => {
+    const { sql } = await replay(txn(100, 1, 1, Array.from({ length: 50 }, (_, i) => ins(String(i)))), { copyMinRows: 10 });
+    expect(sql).toContain('COPY "public"."t" ("id", "v") FROM STDIN;\n0\tx\n1\tx\n');
+  });
+
+  it('flushes an update batch before touching the same key again', async () => {
+    const { sql } = await replay(txn(100, 1, 1, [upd('1', 'a'), upd('2', 'b'), upd('1', 'c')]));
+    const stmts = sql.split(/;\n/).filter((s) => s.startsWith('UPDATE'));
+    expect(stmts.length).toBe(2);
+    expect(stmts[0]).toContain("('1', 'a'),\n  ('2', 'b')) AS _v(k0, c1)");
+    expect(stmts[1]).toBe(`UPDATE "public"."t" SET "v" = 'c'::text WHERE "id" = '1'::bigint`);
+  });
+
+  it('keeps the order of inserts, updates and deletes (a change of kind flushes)', async () => {
+    const { sql } = await replay(txn(100, 1, 1, [ins('1'), upd('1', 'b'), del('1'), ins('1', 'again')]));
+    const kinds = sql.split('\n').filter((l) => /^(INSERT|UPDATE|DELETE)/.test(l)).map((l) => l.split(' ')[0]);
+    expect(kinds).toEqual(['INSERT', 'UPDATE', 'DELETE', 'INSERT']);
+  });
+
+  it('leaves unchanged TOAST columns alone and separates updates with different column sets', async () => {
+    const { sql } = await replay(txn(100, 1, 1, [upd('1', null, [1]), upd('2', 'b')]));
+    expect(sql).not.toMatch(/UPDATE "public"."t" SET  WHERE/);
+    expect(sql.match(/UPDATE/g)?.length).toBe(1); // the first assigns nothing: no statement
+    expect(sql).toContain(`UPDATE "public"."t" SET "v" = 'b'::text WHERE "id" = '2'::bigint;`);
+  });
+
+  it('matches REPLICA IDENTITY FULL rows on all old columns, one row by ctid', async () => {
+    const full: RelationInfo = { oid: 9, replicaIdentity: 'f', columns: ['a', 'j'], types: ['integer', 'json'], key: [0, 1] };
+    const { sql } = await replay(
+      txn(100, 1, 1, [
+        { op: 'UPDATE', table: 'nopk', relation: full, oldKind: 'O', old: ['1', null], new: ['2', '{}'] },
+        { op: 'DELETE', table: 'nopk', relation: full, oldKind: 'O', old: ['2', '{"a":1}'], new: null },
+      ]),
+    );
+    expect(sql).toContain(`UPDATE "public"."nopk" SET "a" = '2'::integer, "j" = '{}'::json WHERE ctid = (SELECT ctid FROM "public"."nopk" WHERE "a" = '1'::integer AND "j" IS NULL LIMIT 1);`);
+    expect(sql).toContain(`DELETE FROM "public"."nopk" WHERE ctid = (SELECT ctid FROM "public"."nopk" WHERE "a" = '2'::integer AND "j"::text = '{"a":1}' LIMIT 1);`);
+  });
+
+  it('sets the key on a key change and flushes when the new key is pending', async () => {
+    const { sql } = await replay(txn(100, 1, 1, [upd('5', 'x'), { op: 'UPDATE', oldKind: 'K', old: ['1', null], new: ['5', 'y'] }]));
+    expect(sql.match(/UPDATE/g)?.length).toBe(2);
+    expect(sql).toContain(`SET "id" = '5'::bigint, "v" = 'y'::text WHERE "id" = '1'::bigint`);
+  });
+
+  it('groups small source transactions into one target transaction and writes the cursor', async () => {
+    const evs = [...txn(100, 1, 1, [ins('1')]), ...txn(200, 2, 2, [ins('2')]), ...txn(300, 3, 3, [ins('3')])];
+    const { sql, stats } = await replay(evs, { cursor: true });
+    expect(sql.match(/BEGIN;/g)?.length).toBe(1);
+    expect(sql).toMatch(/UPDATE _cdp_restore.cursor SET commit_lsn = 300, commit_time = 3, xid = 3, end_lsn = 340, transactions = transactions \+ 3.*\nCOMMIT;\n$/);
+    expect(stats.transactions).toBe(3);
+    // The --sql file keeps one target transaction per source transaction.
+    const one = await replay(evs, { onePerSource: true });
+    expect(one.sql.match(/BEGIN;/g)?.length).toBe(3);
+  });
+
+  it('commits a group only at a source transaction boundary', async () => {
+    const evs = [...txn(100, 1, 1, [ins('1'), ins('2'), ins('3')]), ...txn(200, 2, 2, [ins('4')])];
+    const { sql } = await replay(evs, { groupMaxChanges: 2 });
+    const parts = sql.split('COMMIT;\n').filter(Boolean);
+    expect(parts.length).toBe(2);
+    expect(parts[0]).toContain("'3'::bigint");
+    expect(parts[1]).toContain("'4'::bigint");
+  });
+
+  it('applies only the chosen tables, and TRUNCATE / DDL only for them', async () => {
+    const evs = txn(100, 1, 1, [
+      ins('1'),
+      { table: 'other', new: ['2', 'x'] },
+      { op: 'TRUNCATE', relation: null, new: null, content: JSON.stringify({ relations: [['public', 't'], ['public', 'other']], cascade: false, restartIdentity: false }) },
+      { op: 'DDL', relation: null, new: null, content: JSON.stringify({ command: 'ALTER TABLE other ADD c int', tag: 'ALTER TABLE', searchPath: 'public', objects: [{ object_identity: 'public.other' }] }) },
+      { op: 'DDL', relation: null, new: null, content: JSON.stringify({ command: 'ALTER TABLE t ADD c int', tag: 'ALTER TABLE', searchPath: 'public', objects: [{ object_identity: 'public.t' }] }) },
+    ]);
+    const { sql } = await replay(evs, { filter: parseTableList(['t']) });
+    expect(sql).not.toContain('other');
+    expect(sql).toContain('TRUNCATE "public"."t";');
+    expect(sql).toContain('ALTER TABLE t ADD c int');
+  });
+});
