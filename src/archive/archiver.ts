@@ -1,0 +1,385 @@
+import type { Consumer, EachBatchPayload } from 'kafkajs';
+import type { CommandContext } from '../cli/main.js';
+import { archiveRoot, sourceDatabase, topicName } from '../config/config.js';
+import { CdpError, ErrorCodes, ExitCode, toError } from '../errors.js';
+import { createKafka } from '../kafka/client.js';
+import { counter, gauge, histogram, registerHealth, startMetricsServer } from '../ops/metrics.js';
+import { createStore, type Store } from '../s3/client.js';
+import { advancePartitionState, readArchiveManifest, restorablePoint } from './catalog.js';
+import { loadKeyring, type Keyring } from './crypto.js';
+import { faultPoint } from './faults.js';
+import { segmentKey } from './layout.js';
+import { SegmentWriter, type FinishedSegment } from './segment.js';
+import { storeSegment } from './upload.js';
+
+// `cdp archive` (DESIGN.md sections 1, 2 and 4): a member of a Kafka consumer group that turns each
+// assigned partition into a sequence of segment files on S3.
+//
+// The order of operations is the whole of G1: a record's offset is committed to Kafka only after
+// the segment holding it AND every earlier segment of its partition are stored on S3 (one upload
+// chain per partition, in offset order), and the partition's state pointer is moved before the
+// offset commit. A crash anywhere (kill -9 between upload and commit included) leaves uncommitted
+// records that the next owner reads again from the committed offset; what it writes then may
+// duplicate what was stored, and duplicates are dropped by identity (commitLsn, position) at
+// restore.
+//
+// kafkajs notes (kafkajs 2.2.4 source, src/consumer/runner.js): with autoCommit false nothing ever
+// commits behind our back; eachBatchAutoResolve is off because the resolved offset is also the
+// next FETCH position: we resolve exactly what we appended, so a batch cut short by back-pressure
+// (pause) is fetched again from the first record we did not take.
+
+const m = {
+  segments: counter('cdp_archive_segments_total', 'Segments stored on S3', ['partition']),
+  records: counter('cdp_archive_records_total', 'Change records stored in segments', ['partition']),
+  storedBytes: counter('cdp_archive_stored_bytes_total', 'Bytes of segment objects stored (compressed, encrypted when enabled)', ['partition']),
+  rawBytes: counter('cdp_archive_raw_bytes_total', 'Uncompressed Avro bytes of the records in stored segments', ['partition']),
+  ratio: gauge('cdp_archive_compression_ratio', 'Uncompressed Avro bytes / stored bytes, over this process lifetime'),
+  uploadSeconds: histogram('cdp_archive_upload_seconds', 'Time to store one segment on S3 (retries included)', [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300]),
+  sealToCommitSeconds: histogram('cdp_archive_seal_to_commit_seconds', 'From segment cut to Kafka offset commit', [0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300]),
+  lag: gauge('cdp_archive_consumer_lag', 'Records in the partition after the committed (archived) offset', ['partition']),
+  pendingBytes: gauge('cdp_archive_pending_bytes', 'Bytes of cut segments waiting for S3'),
+  openBytes: gauge('cdp_archive_open_bytes', 'Bytes held by segments being filled'),
+  pointAge: gauge('cdp_archive_restorable_point_age_seconds', 'Now minus the commit time of the restorable point (the RPO)'),
+  pointLsn: gauge('cdp_archive_restorable_point_lsn', 'Restorable point LSN (as a number)'),
+};
+
+interface Lane {
+  partition: number;
+  open: SegmentWriter | undefined;
+  /** Next offset expected; records below it are already held (open, queued or stored). */
+  nextOffset: bigint | undefined;
+  /** Segments cut and not yet stored (the upload chain's backlog). */
+  queued: number;
+  queuedBytes: number;
+  chain: Promise<void>;
+  revoked: boolean;
+  paused: boolean;
+  highWatermark: bigint;
+  committed: bigint;
+}
+
+export interface ArchiverHandle {
+  /** Resolves after a clean stop (signal: flush, store, commit); rejects on a fatal error. */
+  done: Promise<void>;
+}
+
+export interface ArchiverOptions {
+  /** Kafka client id suffix (tests run several archivers in one process). */
+  clientSuffix?: string;
+}
+
+export async function startArchiver(ctx: CommandContext, opts: ArchiverOptions = {}): Promise<ArchiverHandle> {
+  const { cfg } = ctx;
+  const log = ctx.log.child({ component: 'archive' });
+  const topic = topicName(cfg);
+  const root = archiveRoot(cfg);
+  const groupId = cfg.archive.groupId ?? `cdp-archive.${sourceDatabase(cfg)}`;
+  const keyring: Keyring | undefined = loadKeyring(cfg);
+  const maxBytes = cfg.archive.segmentMaxBytes;
+  const maxAge = cfg.archive.segmentMaxAgeMs;
+  // Memory bound (G4): cut segments waiting for S3 may hold at most this many bytes in total, and
+  // a partition at most two (one uploading, one waiting); beyond that its fetching is paused.
+  const maxPendingBytes = 2 * maxBytes;
+
+  // The store keeps retrying through S3 outages until this controller aborts: NOT ctx.signal, since
+  // on SIGTERM we still want the final flush to reach S3. It is aborted when the flush gives up.
+  const storeAbort = new AbortController();
+  const store: Store = createStore(cfg, log, { signal: storeAbort.signal });
+
+  const kafka = createKafka(cfg, log, opts.clientSuffix ?? 'archive');
+  const admin = kafka.admin();
+  let partitionCount: number;
+  try {
+    await admin.connect();
+    const meta = await admin.fetchTopicMetadata({ topics: [topic] });
+    partitionCount = meta.topics[0]?.partitions.length ?? 0;
+  } catch (err) {
+    throw new CdpError(ErrorCodes.KAFKA, `cannot read metadata of topic ${topic} (${toError(err).message}): check kafka.brokers / CDP_KAFKA_BROKERS, and run cdp setup to create the topic`, { cause: err, canRetry: true });
+  } finally {
+    await admin.disconnect().catch(() => {});
+  }
+  if (partitionCount === 0) throw new CdpError(ErrorCodes.SOURCE_NOT_READY, `topic ${topic} has no partitions: run cdp setup`);
+
+  const consumer: Consumer = kafka.consumer({
+    groupId,
+    sessionTimeout: 30_000,
+    rebalanceTimeout: 60_000,
+    heartbeatInterval: 3_000,
+    allowAutoTopicCreation: false,
+    maxBytesPerPartition: 1024 * 1024,
+    maxBytes: 8 * 1024 * 1024,
+    maxWaitTimeInMs: 500,
+    retry: { retries: 10, initialRetryTime: 300, maxRetryTime: 30_000 },
+  });
+
+  const lanes = new Map<number, Lane>();
+  let totalQueuedBytes = 0;
+  let stopping = false;
+  let fatal: Error | undefined;
+  let batchesInFlight = 0;
+  let storedSegments = 0;
+  let rawTotal = 0;
+  let storedTotal = 0;
+  let lastStoredAt = 0;
+  let resolveDone!: () => void;
+  let rejectDone!: (err: Error) => void;
+  const done = new Promise<void>((res, rej) => {
+    resolveDone = res;
+    rejectDone = rej;
+  });
+
+  const lane = (partition: number): Lane => {
+    let l = lanes.get(partition);
+    if (!l) {
+      l = { partition, open: undefined, nextOffset: undefined, queued: 0, queuedBytes: 0, chain: Promise.resolve(), revoked: false, paused: false, highWatermark: 0n, committed: -1n };
+      lanes.set(partition, l);
+    }
+    return l;
+  };
+
+  const updateGauges = () => {
+    m.pendingBytes.set(totalQueuedBytes);
+    let open = 0;
+    for (const l of lanes.values()) {
+      open += l.open?.memoryBytes ?? 0;
+      if (l.committed >= 0n) m.lag.set({ partition: String(l.partition) }, Number(l.highWatermark > l.committed ? l.highWatermark - l.committed : 0n));
+    }
+    m.openBytes.set(open);
+  };
+
+  const overLimit = (l: Lane) => l.queued >= 2 || totalQueuedBytes >= maxPendingBytes;
+
+  const pause = (l: Lane) => {
+    if (l.paused) return;
+    l.paused = true;
+    consumer.pause([{ topic, partitions: [l.partition] }]);
+    log.debug({ partition: l.partition, queued: l.queued, totalQueuedBytes }, 'pausing fetch: segments waiting for S3');
+  };
+
+  const resumeWhatCan = () => {
+    if (stopping) return;
+    for (const l of lanes.values()) {
+      if (l.paused && !overLimit(l)) {
+        l.paused = false;
+        consumer.resume([{ topic, partitions: [l.partition] }]);
+      }
+    }
+  };
+
+  const fail = (err: Error) => {
+    if (fatal) return;
+    fatal = err;
+    log.error({ err }, 'archiver failed');
+    stopping = true;
+    storeAbort.abort(err);
+    void consumer.disconnect().catch(() => {}).finally(() => rejectDone(err));
+  };
+
+  /** Stores one cut segment, moves the pointer, then commits the offsets (in that order: G1, G3). */
+  const persist = async (l: Lane, seg: FinishedSegment, cutAt: number) => {
+    try {
+      if (l.revoked || fatal) return;
+      const key = segmentKey(root, seg.name);
+      const t0 = Date.now();
+      const result = await storeSegment(store, key, seg.bytes, seg.name.sha256);
+      const p = String(l.partition);
+      m.uploadSeconds.observe((Date.now() - t0) / 1000);
+      m.segments.inc({ partition: p });
+      m.records.inc({ partition: p }, seg.manifest.count);
+      m.storedBytes.inc({ partition: p }, seg.bytes.length);
+      m.rawBytes.inc({ partition: p }, seg.rawBytes);
+      storedSegments += 1;
+      rawTotal += seg.rawBytes;
+      storedTotal += seg.bytes.length;
+      m.ratio.set(rawTotal / storedTotal);
+      lastStoredAt = Date.now();
+      log.debug({ key, result, count: seg.manifest.count, bytes: seg.bytes.length, watermark: seg.manifest.watermarkLsn }, 'segment stored');
+      faultPoint('crash-after-upload');
+      // Every earlier offset of this partition is stored: earlier segments went through this chain
+      // before us, and offsets before where this owner started were committed, hence stored.
+      await advancePartitionState(store, root, {
+        partition: l.partition,
+        watermarkLsn: seg.manifest.watermarkLsn,
+        watermarkTime: seg.manifest.watermarkTime,
+        lastOffset: seg.name.lastOffset,
+        lastKey: key,
+      });
+      if (l.revoked) return; // the new owner commits its own progress; ours could only move it back
+      const next = BigInt(seg.name.lastOffset) + 1n;
+      try {
+        await consumer.commitOffsets([{ topic, partition: l.partition, offset: String(next) }]);
+        if (next > l.committed) l.committed = next;
+        m.sealToCommitSeconds.observe((Date.now() - cutAt) / 1000);
+        faultPoint('crash-after-commit');
+      } catch (err) {
+        // Harmless for G1: the records are stored; a later commit covers them, or the next owner
+        // reads them again and writes duplicates that restore drops by identity.
+        log.warn({ err: toError(err).message, partition: l.partition, offset: String(next) }, 'offset commit failed; records are stored, will be re-read if no later commit succeeds');
+      }
+    } catch (err) {
+      if (storeAbort.signal.aborted) return;
+      fail(toError(err));
+    } finally {
+      l.queued -= 1;
+      l.queuedBytes -= seg.bytes.length;
+      totalQueuedBytes -= seg.bytes.length;
+      updateGauges();
+      resumeWhatCan();
+    }
+  };
+
+  const cut = (l: Lane) => {
+    const w = l.open;
+    if (!w || w.count === 0) return;
+    l.open = undefined;
+    const seg = w.finish(keyring);
+    l.queued += 1;
+    l.queuedBytes += seg.bytes.length;
+    totalQueuedBytes += seg.bytes.length;
+    const cutAt = Date.now();
+    l.chain = l.chain.then(() => persist(l, seg, cutAt));
+    updateGauges();
+  };
+
+  const eachBatch = async ({ batch, resolveOffset, heartbeat, isRunning, isStale }: EachBatchPayload) => {
+    batchesInFlight += 1;
+    try {
+      const l = lane(batch.partition);
+      if (l.revoked) return;
+      l.highWatermark = BigInt(batch.highWatermark);
+      for (const msg of batch.messages) {
+        if (stopping || !isRunning() || isStale()) break;
+        const off = BigInt(msg.offset);
+        // Re-delivery after a rebalance that left us the partition (kafkajs fetches again from
+        // the committed offset): these records are already in an open, cut or stored segment.
+        if (l.nextOffset !== undefined && off < l.nextOffset) {
+          resolveOffset(msg.offset);
+          continue;
+        }
+        if (msg.value) {
+          l.open ??= new SegmentWriter({ partition: l.partition, codec: cfg.archive.codec, zstdLevel: cfg.archive.zstdLevel });
+          l.open.append(msg.value, msg.offset);
+        }
+        l.nextOffset = off + 1n;
+        resolveOffset(msg.offset);
+        if (l.open && l.open.rawBytes >= maxBytes) cut(l);
+        if (overLimit(l)) {
+          pause(l);
+          break;
+        }
+      }
+      updateGauges();
+      await heartbeat();
+    } catch (err) {
+      const e = toError(err);
+      if (e instanceof CdpError) fail(e);
+      throw e;
+    } finally {
+      batchesInFlight -= 1;
+    }
+  };
+
+  // Age cut: keeps the RPO at seconds on a quiet partition (DESIGN.md section 1).
+  const ageTimer = setInterval(() => {
+    if (stopping) return;
+    const now = Date.now();
+    for (const l of lanes.values()) if (l.open && now - l.open.createdAt >= maxAge) cut(l);
+  }, Math.max(50, Math.min(1_000, Math.floor(maxAge / 4))));
+
+  // The restorable point for /metrics (status computes the same from S3).
+  let pointPartitions = partitionCount;
+  const pointTimer = setInterval(() => {
+    void (async () => {
+      try {
+        const manifest = await readArchiveManifest(store, root);
+        if (manifest?.partitions) pointPartitions = manifest.partitions;
+        const point = await restorablePoint(store, root, { partitions: pointPartitions });
+        if (point) {
+          m.pointAge.set(Math.max(0, (Date.now() * 1000 - point.time) / 1e6));
+          m.pointLsn.set(point.lsn);
+        }
+      } catch (err) {
+        log.debug({ err: toError(err).message }, 'cannot compute the restorable point');
+      }
+    })();
+  }, 10_000);
+  pointTimer.unref();
+
+  registerHealth('archive', () => ({
+    ok: !fatal,
+    detail: { assigned: [...lanes.keys()], storedSegments, pendingBytes: totalQueuedBytes, lastStoredAt: lastStoredAt ? new Date(lastStoredAt).toISOString() : null },
+  }));
+
+  // Rebalance (kafkajs has no revocation callback; GROUP_JOIN carries the new assignment):
+  // partitions we lost drop their in-memory segments without storing or committing them; the new
+  // owner reads those records again from the committed offset.
+  consumer.on(consumer.events.GROUP_JOIN, ({ payload }) => {
+    const assigned = new Set(payload.memberAssignment[topic] ?? []);
+    for (const l of [...lanes.values()]) {
+      if (assigned.has(l.partition)) continue;
+      l.revoked = true;
+      l.open = undefined;
+      if (l.paused) consumer.resume([{ topic, partitions: [l.partition] }]);
+      lanes.delete(l.partition);
+      log.info({ partition: l.partition }, 'partition revoked: dropped its unstored records (the new owner re-reads them)');
+    }
+    log.info({ groupId, assigned: [...assigned].sort((a, b) => a - b) }, 'joined the archive group');
+  });
+  consumer.on(consumer.events.CRASH, ({ payload }) => {
+    if (!payload.restart) fail(new CdpError(ErrorCodes.KAFKA, `Kafka consumer stopped: ${payload.error.message}`, { cause: payload.error }));
+    else log.warn({ err: payload.error.message }, 'Kafka consumer crashed; kafkajs restarts it');
+  });
+
+  const flushAndStop = async () => {
+    stopping = true;
+    clearInterval(ageTimer);
+    clearInterval(pointTimer);
+    try {
+      // Stop fetching, let the batch being handled finish, then cut, store and commit everything.
+      consumer.pause([{ topic }]);
+      while (batchesInFlight > 0) await new Promise((r) => setTimeout(r, 20));
+      for (const l of lanes.values()) if (!l.revoked) cut(l);
+      const giveUp = setTimeout(() => storeAbort.abort(new CdpError(ErrorCodes.SHUTDOWN, 'final flush timed out')), 45_000);
+      await Promise.all([...lanes.values()].map((l) => l.chain));
+      clearTimeout(giveUp);
+      log.info({ storedSegments }, 'archiver stopped after storing and committing its segments');
+    } finally {
+      await consumer.disconnect().catch((err: unknown) => log.warn({ err: toError(err).message }, 'Kafka disconnect failed'));
+    }
+  };
+
+  await consumer.connect();
+  await consumer.subscribe({ topics: [topic], fromBeginning: true });
+  await consumer.run({ autoCommit: false, eachBatchAutoResolve: false, partitionsConsumedConcurrently: 1, eachBatch });
+  log.info({ topic, groupId, root, partitions: partitionCount, segmentMaxBytes: maxBytes, segmentMaxAgeMs: maxAge, codec: cfg.archive.codec, encrypted: Boolean(keyring) }, 'archiver running');
+
+  const onAbort = () => {
+    if (fatal) return;
+    flushAndStop().then(
+      () => (fatal ? rejectDone(fatal) : resolveDone()),
+      (err: unknown) => rejectDone(toError(err)),
+    );
+  };
+  if (ctx.signal.aborted) onAbort();
+  else ctx.signal.addEventListener('abort', onAbort, { once: true });
+  return { done };
+}
+
+/** `cdp archive`: /metrics + /healthz, then the archiver until SIGTERM. */
+export async function runArchive(ctx: CommandContext): Promise<number> {
+  const metrics = await startMetricsServer(ctx.cfg, ctx.log);
+  try {
+    const { done } = await startArchiver(ctx);
+    await done;
+    return ExitCode.ok;
+  } catch (err) {
+    const e = toError(err);
+    if (e instanceof CdpError) {
+      if (e.code === ErrorCodes.SHUTDOWN) return ExitCode.ok;
+      throw e;
+    }
+    throw new CdpError(ErrorCodes.INTERNAL, `archiver failed: ${e.message}`, { cause: e });
+  } finally {
+    await metrics.close();
+  }
+}
