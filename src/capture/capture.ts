@@ -1,0 +1,447 @@
+import type { Producer } from 'kafkajs';
+import type pg from 'pg';
+import type { CommandContext } from '../cli/main.js';
+import { sourceDatabase, topicName, type Config } from '../config/config.js';
+import { CdpError, ErrorCodes, ExitCode, pgError, toError } from '../errors.js';
+import { emptyEvent, encodeChange, kafkaKey, type ChangeEvent } from '../events/change-event.js';
+import { createKafka } from '../kafka/client.js';
+import { counter, gauge, histogram, registerHealth, startMetricsServer } from '../ops/metrics.js';
+import { pluginOptions, ReplicationStream, type StreamEvent } from '../pg/replication-stream.js';
+import type { Logger } from '../util/log.js';
+import { formatLsn, parseLsn, type Lsn } from '../util/lsn.js';
+import { sleep } from '../util/retry.js';
+import { AckTracker } from './ack-tracker.js';
+import { ChangeMapper, PREFIX } from './mapper.js';
+import { ProducePipeline } from './pipeline.js';
+import { connectCatalog, redactUrl } from './source.js';
+import { TypeNames } from './type-names.js';
+
+// `cdp capture` (DESIGN.md sections 1 and 2): stream the slot with pgoutput, turn every change into
+// an Avro change event, produce it to Kafka with an idempotent producer, and confirm to the slot
+// only what Kafka has acknowledged (G1). Memory is bounded (G4): the replication stream buffers a
+// bounded number of events, the pipeline one batch plus one request in flight.
+//
+// A session = one replication connection + one producer + one catalog connection. Any failure
+// (Kafka error, Postgres restart, cut connection) ends the session without confirming anything
+// more; the next session starts from the slot's confirmed_flush_lsn after a backoff. Duplicates
+// this produces are identified by (commitLsn, position); gaps cannot happen because a session
+// never produces past a failed send.
+
+/** Replication stream events buffered before its socket pauses (each holds one row). */
+const STREAM_HIGH_WATER_MARK = 4_000;
+/** Standby status updates at least this often (confirmed LSN reaches the slot within it). */
+const STATUS_INTERVAL_MS = 1_000;
+/** Graceful stop: how long the last flush to Kafka may take before leaving without it. */
+const STOP_FLUSH_TIMEOUT_MS = 30_000;
+
+const metrics = {
+  changes: counter('cdp_capture_changes_total', 'Row changes and other data records acknowledged by Kafka'),
+  records: counter('cdp_capture_records_total', 'Kafka records acknowledged (data, COMMIT markers, watermarks)'),
+  bytes: counter('cdp_capture_bytes_total', 'Bytes of encoded change events acknowledged by Kafka'),
+  transactions: counter('cdp_capture_transactions_total', 'Transactions decoded (including heartbeats)'),
+  restarts: counter('cdp_capture_restarts_total', 'Capture sessions restarted after an error'),
+  lag: gauge('cdp_capture_slot_lag_bytes', 'WAL bytes between the server WAL end last seen and the confirmed LSN'),
+  ackLsn: gauge('cdp_capture_acknowledged_lsn', 'Last LSN confirmed to the replication slot (bytes)'),
+  produceLatency: histogram('cdp_capture_produce_latency_seconds', 'Kafka produce request latency per batch', [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]),
+  batchRecords: histogram('cdp_capture_batch_records', 'Records per Kafka produce request', [1, 10, 100, 500, 1000, 2000, 5000, 10000, 20000]),
+};
+
+export interface CaptureHandle {
+  /** Resolves after a graceful stop (ctx.signal aborted); rejects on a fatal error. */
+  done: Promise<void>;
+  /** A snapshot for status displays and tests. */
+  state(): CaptureState;
+}
+
+export interface CaptureState {
+  phase: 'starting' | 'streaming' | 'retrying' | 'stopped' | 'failed';
+  confirmedLsn: Lsn;
+  sessions: number;
+  lastError: string | null;
+}
+
+/** `cdp capture`: metrics server + the capture loop, until SIGTERM (exit 0) or a fatal error. */
+export async function runCapture(ctx: CommandContext): Promise<number> {
+  const server = await startMetricsServer(ctx.cfg, ctx.log);
+  try {
+    const handle = await startCapture(ctx);
+    await handle.done;
+    return ExitCode.ok;
+  } finally {
+    await server.close();
+  }
+}
+
+/**
+ * Starts capturing in the background (for `cdp run`, which composes it with the archiver and owns
+ * the metrics server). Stops when ctx.signal aborts.
+ */
+export async function startCapture(ctx: CommandContext): Promise<CaptureHandle> {
+  const state: CaptureState = { phase: 'starting', confirmedLsn: 0, sessions: 0, lastError: null };
+  registerHealth('capture', () => ({
+    ok: state.phase === 'starting' || state.phase === 'streaming' || state.phase === 'stopped',
+    detail: { phase: state.phase, confirmedLsn: formatLsn(state.confirmedLsn), sessions: state.sessions, lastError: state.lastError },
+  }));
+  const done = loop(ctx, state).then(
+    () => {
+      state.phase = 'stopped';
+    },
+    (err: unknown) => {
+      state.phase = 'failed';
+      state.lastError = toError(err).message;
+      throw err;
+    },
+  );
+  return { done, state: () => ({ ...state }) };
+}
+
+async function loop(ctx: CommandContext, state: CaptureState): Promise<void> {
+  const { log, signal } = ctx;
+  let failures = 0;
+  while (!signal.aborted) {
+    state.sessions++;
+    const session = new CaptureSession(ctx, state);
+    try {
+      await session.run();
+      return;
+    } catch (raw) {
+      const err = toError(raw);
+      if (signal.aborted) return;
+      if (isFatal(err)) throw err;
+      failures = session.progressed ? 1 : failures + 1;
+      state.phase = 'retrying';
+      state.lastError = err.message;
+      metrics.restarts.inc();
+      // Exponential backoff with full jitter, capped at 30 s; a session that made progress resets it.
+      const delay = Math.floor(Math.random() * Math.min(30_000, 500 * 2 ** Math.min(failures, 10))) + 100;
+      log.warn({ err: err.message, code: (err as CdpError).code, delayMs: delay, confirmedLsn: formatLsn(state.confirmedLsn) }, 'capture session ended with an error; restarting from the slot');
+      try {
+        await sleep(delay, signal);
+      } catch {
+        return;
+      }
+    }
+  }
+}
+
+/** Errors that retrying cannot fix: the operator must act (run setup, fix configuration). */
+function isFatal(err: Error): boolean {
+  if (!(err instanceof CdpError)) return false;
+  if (err.code === ErrorCodes.SOURCE_NOT_READY || err.code === ErrorCodes.CONFIG_INVALID) return true;
+  const sqlstate = err.details.sqlstate;
+  // 42704 undefined_object: slot or publication missing; 28P01/28000 authentication; 3D000 no database;
+  // 42501 insufficient privilege.
+  return sqlstate === '42704' || sqlstate === '28P01' || sqlstate === '28000' || sqlstate === '3D000' || sqlstate === '42501';
+}
+
+class CaptureSession {
+  progressed = false;
+  private readonly cfg: Config;
+  private readonly log: Logger;
+  private readonly database: string;
+  private readonly topic: string;
+  private readonly timers: NodeJS.Timeout[] = [];
+  private failure: ((err: Error) => void) | null = null;
+  private stream: ReplicationStream | null = null;
+  private producer: Producer | null = null;
+  private catalog: pg.Client | null = null;
+  private tracker!: AckTracker;
+  private pipeline!: ProducePipeline;
+  private lastWatermark: Lsn = 0;
+  private partitions = 0;
+
+  constructor(
+    private readonly ctx: CommandContext,
+    private readonly state: CaptureState,
+  ) {
+    this.cfg = ctx.cfg;
+    this.log = ctx.log.child({ component: 'capture' });
+    this.database = sourceDatabase(ctx.cfg);
+    this.topic = topicName(ctx.cfg);
+  }
+
+  async run(): Promise<void> {
+    // Rejected by background failures (a send, the catalog connection) so that a loop blocked on
+    // the replication stream notices at once; resolved by the stop signal.
+    let stopResolve!: () => void;
+    const stopped = new Promise<'stop'>((resolve, reject) => {
+      stopResolve = () => resolve('stop');
+      this.failure = reject;
+    });
+    stopped.catch(() => {});
+    const onAbort = () => stopResolve();
+    this.ctx.signal.addEventListener('abort', onAbort, { once: true });
+    try {
+      await this.open();
+      await this.stream_(stopped);
+      await this.stop();
+    } finally {
+      this.ctx.signal.removeEventListener('abort', onAbort);
+      await this.teardown();
+    }
+  }
+
+  private fail(err: Error): void {
+    this.failure?.(err);
+  }
+
+  private async open(): Promise<void> {
+    const { cfg, log } = this;
+    this.catalog = await connectCatalog(cfg, 'katya-cdp-capture');
+    this.catalog.on('error', (err) => this.fail(pgError('the catalog connection to the source failed', err, true)));
+    const q = async <R extends pg.QueryResultRow>(text: string, values: unknown[] = []) => {
+      try {
+        return (await this.catalog!.query<R>(text, values)).rows;
+      } catch (err) {
+        throw pgError('capture start-up query failed', err, true);
+      }
+    };
+    const [info] = await q<{ version: number; confirmed: string | null; active_pid: number | null; plugin: string | null }>(
+      `SELECT current_setting('server_version_num')::int AS version,
+              (SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1) AS confirmed,
+              (SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1) AS active_pid,
+              (SELECT plugin FROM pg_replication_slots WHERE slot_name = $1) AS plugin`,
+      [cfg.source.slot],
+    );
+    if (!info || info.plugin === null) {
+      throw new CdpError(ErrorCodes.SOURCE_NOT_READY, `replication slot ${cfg.source.slot} does not exist in ${redactUrl(cfg.source.url)}: run \`cdp setup\` first`);
+    }
+    if (info.plugin !== 'pgoutput') {
+      throw new CdpError(ErrorCodes.SOURCE_NOT_READY, `replication slot ${cfg.source.slot} uses plugin ${info.plugin}, not pgoutput: choose another source.slot`);
+    }
+    const confirmed = info.confirmed ? parseLsn(info.confirmed) : 0;
+    this.tracker = new AckTracker(confirmed);
+    this.state.confirmedLsn = confirmed;
+
+    // Kafka: the topic must exist (setup creates it with the right partitions and limits).
+    const kafka = createKafka(cfg, log, 'capture');
+    const admin = kafka.admin();
+    try {
+      await admin.connect();
+      const meta = await admin.fetchTopicMetadata({ topics: [this.topic] }).catch((err: unknown) => {
+        const e = toError(err);
+        if (/does not host this topic-partition|UNKNOWN_TOPIC/i.test(e.message) || (e as { type?: string }).type === 'UNKNOWN_TOPIC_OR_PARTITION') {
+          throw new CdpError(ErrorCodes.SOURCE_NOT_READY, `Kafka topic ${this.topic} does not exist: run \`cdp setup\` first`, { cause: e });
+        }
+        throw e;
+      });
+      this.partitions = meta.topics[0]?.partitions.length ?? 0;
+      if (this.partitions < 1) throw new CdpError(ErrorCodes.KAFKA, `Kafka topic ${this.topic} has no partitions`, { canRetry: true });
+    } catch (err) {
+      throw err instanceof CdpError ? err : new CdpError(ErrorCodes.KAFKA, `Kafka is not reachable: ${toError(err).message}`, { cause: err, canRetry: true });
+    } finally {
+      await admin.disconnect().catch(() => {});
+    }
+    this.producer = kafka.producer({
+      idempotent: true,
+      // kafkajs assigns idempotent sequence numbers when a request completes: more than one
+      // request in flight would reuse them. Our pipeline sends one batch at a time anyway.
+      maxInFlightRequests: 1,
+      allowAutoTopicCreation: false,
+      // Bounded: after these, the error reaches us and the session restarts from the slot
+      // (kafkajs would otherwise retry forever while we hold the batch).
+      retry: { retries: 6, initialRetryTime: 300, maxRetryTime: 10_000 },
+    });
+    try {
+      await this.producer.connect();
+    } catch (err) {
+      throw new CdpError(ErrorCodes.KAFKA, `cannot connect the Kafka producer: ${toError(err).message}`, { cause: err, canRetry: true });
+    }
+
+    this.pipeline = new ProducePipeline({
+      producer: this.producer,
+      topic: this.topic,
+      tracker: this.tracker,
+      maxRecords: cfg.capture.batchMaxRecords,
+      maxBytes: cfg.capture.batchMaxBytes,
+      maxAgeMs: cfg.capture.batchMaxAgeMs,
+      onAcked: (a) => {
+        metrics.changes.inc(a.dataRecords);
+        metrics.records.inc(a.records);
+        metrics.bytes.inc(a.bytes);
+        metrics.produceLatency.observe(a.seconds);
+        metrics.batchRecords.observe(a.records);
+        this.confirm();
+      },
+      onError: (err) => this.fail(err),
+    });
+
+    this.stream = new ReplicationStream({
+      connectionString: cfg.source.url,
+      log: this.log,
+      statusIntervalMs: STATUS_INTERVAL_MS,
+      highWaterMark: STREAM_HIGH_WATER_MARK,
+    });
+    this.stream.confirm(confirmed);
+    await this.stream.start(cfg.source.slot, 0, pluginOptions(cfg.source.publication, info.version));
+    this.state.phase = 'streaming';
+    log.info({ slot: cfg.source.slot, topic: this.topic, partitions: this.partitions, from: formatLsn(confirmed) }, 'capture streaming');
+
+    this.every(cfg.capture.heartbeatIntervalMs, () => this.heartbeat());
+    this.every(cfg.capture.watermarkIntervalMs, () => this.watermark());
+    this.every(cfg.capture.sequenceIntervalMs, () => this.sequences());
+    this.every(1_000, () => {
+      const s = this.stream;
+      if (s) metrics.lag.set(Math.max(0, s.receivedLsn - s.confirmedLsn));
+    });
+    // Sequences once at the start too, so that a short capture run still records them.
+    void this.sequences();
+  }
+
+  /** The main loop: one replication event at a time, in WAL order. */
+  private async stream_(stopped: Promise<'stop'>): Promise<void> {
+    const stream = this.stream!;
+    const it = stream[Symbol.asyncIterator]();
+    const mapper = new ChangeMapper(this.database);
+    const types = new TypeNames(this.catalog!);
+    const tracker = this.tracker;
+    const pipeline = this.pipeline;
+
+    for (;;) {
+      if (this.ctx.signal.aborted) return;
+      const r = await Promise.race([it.next(), stopped]);
+      if (r === 'stop' || r.done) {
+        if (r !== 'stop') throw new CdpError(ErrorCodes.SOURCE_UNREACHABLE, 'the replication stream ended', { canRetry: true });
+        return;
+      }
+      const ev: StreamEvent = r.value;
+      if (ev.kind === 'keepalive') {
+        // Idle and between transactions: everything before walEnd was sent to us already and
+        // nothing of it waits for Kafka, so confirming walEnd loses nothing and frees WAL on a
+        // database whose activity is all unpublished (replication-stream.ts, confirm()).
+        if (!mapper.inTransaction && !pipeline.busy && tracker.idle() && tracker.confirmIdle(ev.walEnd)) this.confirm();
+        continue;
+      }
+      const m = ev.message;
+      let out: ChangeEvent | null = null;
+      switch (m.tag) {
+        case 'begin':
+          mapper.begin(m);
+          continue;
+        case 'commit': {
+          out = mapper.commit(m, ev.walStart);
+          if (out) this.produce(out, false);
+          metrics.transactions.inc();
+          if (tracker.commit({ commitLsn: m.commitLsn, endLsn: m.endLsn, commitTime: m.commitTime })) this.confirm();
+          this.progressed = true;
+          break;
+        }
+        case 'relation':
+          mapper.relation(m, await types.resolve(m.columns));
+          continue;
+        case 'type':
+          types.noteType(m);
+          continue;
+        case 'origin':
+          continue;
+        case 'insert':
+          out = mapper.insert(m, ev.walStart);
+          break;
+        case 'update':
+          out = mapper.update(m, ev.walStart);
+          break;
+        case 'delete':
+          out = mapper.delete(m, ev.walStart);
+          break;
+        case 'truncate':
+          out = mapper.truncate(m, ev.walStart);
+          break;
+        case 'message':
+          out = mapper.message(m, ev.walStart);
+          break;
+      }
+      if (out && out.op !== 'COMMIT') this.produce(out, true);
+      if (pipeline.full) await Promise.race([pipeline.room(), stopped]);
+    }
+  }
+
+  private produce(ev: ChangeEvent, data: boolean, partition?: number): void {
+    this.pipeline.add(kafkaKey(ev), encodeChange(ev), data, partition);
+  }
+
+  /** Passes the tracker's confirmable LSN to the stream (sent with the next status update). */
+  private confirm(): void {
+    const lsn = this.tracker.confirmed;
+    this.stream?.confirm(lsn);
+    this.state.confirmedLsn = lsn;
+    metrics.ackLsn.set(lsn);
+  }
+
+  /**
+   * WATERMARK to every partition: every transaction with commit LSN <= C is acknowledged by Kafka
+   * in every partition already, and this record lands after them in each partition (batches are
+   * sent in order, one at a time).
+   */
+  private watermark(): void {
+    const last = this.tracker.lastAcked;
+    if (!last || last.commitLsn <= this.lastWatermark || this.pipeline.error) return;
+    this.lastWatermark = last.commitLsn;
+    for (let p = 0; p < this.partitions; p++) {
+      const ev = emptyEvent({ op: 'WATERMARK', database: this.database, commitLsn: last.commitLsn, commitTime: last.commitTime, content: `{"partition":${p}}` });
+      this.produce(ev, false, p);
+    }
+  }
+
+  /** A transaction of its own on an idle database keeps the slot and the watermarks moving. */
+  private async heartbeat(): Promise<void> {
+    try {
+      await this.catalog?.query(`SELECT pg_catalog.pg_logical_emit_message(true, '${PREFIX.heartbeat}', pg_catalog.now()::text)`);
+    } catch (err) {
+      this.log.warn({ err: toError(err).message }, 'heartbeat failed');
+    }
+  }
+
+  /** Sequence positions into the stream, so that restore can set sequences (not decoded by Postgres). */
+  private async sequences(): Promise<void> {
+    try {
+      await this.catalog?.query(
+        `SELECT pg_catalog.pg_logical_emit_message(true, '${PREFIX.sequences}', j)
+           FROM (SELECT pg_catalog.json_object_agg(schemaname || '.' || sequencename, last_value)::text AS j
+                   FROM pg_catalog.pg_sequences
+                  WHERE last_value IS NOT NULL AND schemaname NOT IN ('pg_catalog', 'information_schema')) s
+          WHERE j IS NOT NULL`,
+      );
+    } catch (err) {
+      this.log.warn({ err: toError(err).message }, 'recording sequence positions failed');
+    }
+  }
+
+  private every(ms: number, fn: () => unknown): void {
+    const t = setInterval(fn, ms);
+    t.unref();
+    this.timers.push(t);
+  }
+
+  /** Graceful stop: a last watermark, flush to Kafka, confirm, close (the stream sends a final status). */
+  private async stop(): Promise<void> {
+    for (const t of this.timers) clearInterval(t);
+    this.timers.length = 0;
+    const flush = async () => {
+      await this.pipeline.flush();
+      this.watermark();
+      await this.pipeline.flush();
+    };
+    try {
+      await Promise.race([
+        flush(),
+        sleep(STOP_FLUSH_TIMEOUT_MS).then(() => {
+          throw new CdpError(ErrorCodes.KAFKA, `Kafka did not acknowledge within ${STOP_FLUSH_TIMEOUT_MS / 1000} s`);
+        }),
+      ]);
+    } catch (err) {
+      this.log.warn({ err: toError(err).message }, 'stopping without the last flush; the unacknowledged changes will be produced again on the next start');
+    }
+    this.confirm();
+    this.log.info({ confirmedLsn: formatLsn(this.tracker.confirmed) }, 'capture stopped');
+  }
+
+  private async teardown(): Promise<void> {
+    for (const t of this.timers) clearInterval(t);
+    this.timers.length = 0;
+    this.pipeline?.close();
+    // close() sends a last status update with the confirmed LSN (only what Kafka acknowledged).
+    await this.stream?.close();
+    await this.producer?.disconnect().catch(() => {});
+    await this.catalog?.end().catch(() => {});
+  }
+}

@@ -1,0 +1,220 @@
+import { CdpError, ErrorCodes } from '../errors.js';
+import type { ChangeEvent, RelationInfo } from '../events/change-event.js';
+import type { Begin, Commit, Delete, Insert, Message, Relation, Truncate, Update } from '../pg/pgoutput.js';
+import type { Lsn } from '../util/lsn.js';
+
+// pgoutput messages -> change events (DESIGN.md section 3, schemas/change-event.avsc). Pure: no
+// I/O, no clock. The capture loop resolves column types (an async catalog lookup) before handing a
+// Relation over, so that mapping every change stays synchronous and allocation-light.
+//
+// Identity of a change = (commitLsn, position). pgoutput sends a transaction only once it has
+// committed (the reorder buffer replays it at commit: PostgreSQL docs 49.1 "Logical Decoding
+// Examples" / 49.6.4 "Output Plugin Callbacks"), and Begin already carries the commit record's LSN
+// (final_lsn), commit time and xid, so every change can be stamped and produced before its Commit
+// arrives: a transaction of any size streams through without being held in memory.
+
+/** Logical-message prefixes written by setup's event trigger and by capture itself. */
+export const PREFIX = {
+  heartbeat: 'cdp.heartbeat',
+  ddl: 'cdp.ddl',
+  sequences: 'cdp.sequences',
+} as const;
+
+interface KnownRelation {
+  schema: string;
+  table: string;
+  info: RelationInfo;
+}
+
+export class ChangeMapper {
+  private readonly relations = new Map<number, KnownRelation>();
+  private open = false;
+  private commitLsn: Lsn = 0;
+  private xid = 0;
+  private commitTime = 0;
+  private position = 0;
+
+  constructor(readonly database: string) {}
+
+  /** Relation messages precede the first change of a relation in each session and after DDL. */
+  relation(rel: Relation, types: string[]): RelationInfo {
+    if (types.length !== rel.columns.length) {
+      throw new CdpError(ErrorCodes.INTERNAL, `relation ${rel.schema}.${rel.name}: ${types.length} types for ${rel.columns.length} columns`);
+    }
+    const key: number[] = [];
+    rel.columns.forEach((c, i) => {
+      if (c.flags & 1) key.push(i);
+    });
+    const info: RelationInfo = {
+      oid: rel.oid,
+      replicaIdentity: rel.replicaIdentity,
+      columns: rel.columns.map((c) => c.name),
+      types,
+      key,
+    };
+    this.relations.set(rel.oid, { schema: rel.schema, table: rel.name, info });
+    return info;
+  }
+
+  get inTransaction(): boolean {
+    return this.open;
+  }
+
+  /** Data records produced so far in the open transaction. */
+  get positionInTransaction(): number {
+    return this.position;
+  }
+
+  get transaction(): { commitLsn: Lsn; xid: number; commitTime: number } {
+    return { commitLsn: this.commitLsn, xid: this.xid, commitTime: this.commitTime };
+  }
+
+  begin(b: Begin): void {
+    if (this.open) throw protocol(`pgoutput Begin of xid ${b.xid} inside the open transaction ${this.xid}`);
+    this.open = true;
+    this.commitLsn = b.finalLsn;
+    this.xid = b.xid;
+    this.commitTime = b.commitTime;
+    this.position = 0;
+  }
+
+  /**
+   * Closes the transaction. Returns its COMMIT marker (position = number of data records, endLsn
+   * = end of the commit record), or null when the transaction had no data record (heartbeats).
+   */
+  commit(c: Commit, changeLsn: Lsn = c.commitLsn): ChangeEvent | null {
+    if (!this.open) throw protocol(`pgoutput Commit at ${c.commitLsn} without a Begin`);
+    if (c.commitLsn !== this.commitLsn) {
+      throw protocol(`pgoutput Commit LSN ${c.commitLsn} differs from its Begin's final LSN ${this.commitLsn}`);
+    }
+    this.open = false;
+    if (this.position === 0) return null;
+    return this.event('COMMIT', changeLsn, '', '', null, {
+      endLsn: c.endLsn,
+      // The marker's own position is the count of data records before it.
+      position: this.position,
+    });
+  }
+
+  insert(m: Insert, changeLsn: Lsn): ChangeEvent {
+    const rel = this.known(m.relationOid, 'Insert');
+    return this.data('INSERT', changeLsn, rel, { new: m.new.values, unchanged: m.new.unchanged });
+  }
+
+  update(m: Update, changeLsn: Lsn): ChangeEvent {
+    const rel = this.known(m.relationOid, 'Update');
+    return this.data('UPDATE', changeLsn, rel, {
+      oldKind: m.oldKind,
+      old: m.old ? m.old.values : null,
+      new: m.new.values,
+      unchanged: m.new.unchanged,
+    });
+  }
+
+  delete(m: Delete, changeLsn: Lsn): ChangeEvent {
+    const rel = this.known(m.relationOid, 'Delete');
+    return this.data('DELETE', changeLsn, rel, { oldKind: m.oldKind, old: m.old.values });
+  }
+
+  truncate(m: Truncate, changeLsn: Lsn): ChangeEvent {
+    const rels = m.relationOids.map((oid) => this.known(oid, 'Truncate'));
+    const content = JSON.stringify({ relations: rels.map((r) => [r.schema, r.table]), cascade: m.cascade, restartIdentity: m.restartIdentity });
+    // schema/table name the relation when there is exactly one (table filters); else the content says.
+    const one = rels.length === 1 ? rels[0]! : undefined;
+    this.requireOpen('Truncate');
+    return this.event('TRUNCATE', changeLsn, one?.schema ?? '', one?.table ?? '', null, { content, position: this.position++ });
+  }
+
+  /**
+   * Logical messages: cdp.heartbeat is dropped (it exists only to make a transaction), cdp.ddl and
+   * cdp.sequences become DDL / SEQUENCES records, anything else a MESSAGE record. A
+   * non-transactional message (pg_logical_emit_message(false, ...)) arrives outside any
+   * transaction; it is stamped with its own LSN as commit LSN and position 0.
+   */
+  message(m: Message, changeLsn: Lsn): ChangeEvent | null {
+    if (m.prefix === PREFIX.heartbeat) return null;
+    const text = messageText(m.content);
+    const op = m.prefix === PREFIX.ddl ? 'DDL' : m.prefix === PREFIX.sequences ? 'SEQUENCES' : 'MESSAGE';
+    if (!this.open) {
+      if (m.transactional) throw protocol(`pgoutput transactional Message '${m.prefix}' outside a transaction`);
+      return {
+        op,
+        database: this.database,
+        commitLsn: m.lsn,
+        changeLsn: m.lsn,
+        endLsn: 0,
+        xid: 0,
+        commitTime: 0,
+        position: 0,
+        schema: '',
+        table: '',
+        relation: null,
+        oldKind: null,
+        old: null,
+        new: null,
+        unchanged: [],
+        content: text,
+        prefix: m.prefix,
+      };
+    }
+    return this.event(op, changeLsn, '', '', null, { content: text, prefix: m.prefix, position: this.position++ });
+  }
+
+  private known(oid: number, what: string): KnownRelation {
+    const rel = this.relations.get(oid);
+    if (!rel) throw protocol(`pgoutput ${what} for relation ${oid} before its Relation message`);
+    return rel;
+  }
+
+  private requireOpen(what: string): void {
+    if (!this.open) throw protocol(`pgoutput ${what} outside a transaction`);
+  }
+
+  private data(op: 'INSERT' | 'UPDATE' | 'DELETE', changeLsn: Lsn, rel: KnownRelation, fields: Partial<ChangeEvent>): ChangeEvent {
+    this.requireOpen(op);
+    return this.event(op, changeLsn, rel.schema, rel.table, rel.info, { ...fields, position: this.position++ });
+  }
+
+  private event(
+    op: ChangeEvent['op'],
+    changeLsn: Lsn,
+    schema: string,
+    table: string,
+    relation: RelationInfo | null,
+    fields: Partial<ChangeEvent> & { position: number },
+  ): ChangeEvent {
+    return {
+      op,
+      database: this.database,
+      commitLsn: this.commitLsn,
+      changeLsn,
+      endLsn: fields.endLsn ?? 0,
+      xid: this.xid,
+      commitTime: this.commitTime,
+      position: fields.position,
+      schema,
+      table,
+      relation,
+      oldKind: fields.oldKind ?? null,
+      old: fields.old ?? null,
+      new: fields.new ?? null,
+      unchanged: fields.unchanged ?? [],
+      content: fields.content ?? null,
+      prefix: fields.prefix ?? null,
+    };
+  }
+}
+
+/**
+ * Message content as text. Ours are JSON (UTF-8); a foreign message that is not valid UTF-8 is
+ * kept losslessly as bytea text output (\x + hex), the same convention as bytea columns.
+ */
+export function messageText(content: Buffer): string {
+  const text = content.toString('utf8');
+  if (Buffer.from(text, 'utf8').equals(content)) return text;
+  return `\\x${content.toString('hex')}`;
+}
+
+function protocol(message: string): CdpError {
+  return new CdpError(ErrorCodes.PROTOCOL, message);
+}

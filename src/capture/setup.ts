@@ -1,0 +1,427 @@
+import { readFileSync } from 'node:fs';
+import type { Admin } from 'kafkajs';
+import type pg from 'pg';
+import { archiveManifestKey, type ArchiveManifest } from '../archive/layout.js';
+import type { CommandContext } from '../cli/main.js';
+import { archiveRoot, sourceDatabase, topicName, type Config } from '../config/config.js';
+import { CdpError, ErrorCodes, ExitCode, pgError, toError } from '../errors.js';
+import { createKafka } from '../kafka/client.js';
+import { checkBucket, createStore, getObjectIfExists, putOnce, type Store } from '../s3/client.js';
+import type { Logger } from '../util/log.js';
+import { connectCatalog, identifySystem, redactUrl } from './source.js';
+
+// `cdp setup` (DESIGN.md section 6): create or check the publication, the DDL capture, the Kafka
+// topic, the archive manifest and, last, the replication slot. Idempotent, and never half-done:
+// every check runs first and every blocking problem is reported together (exit 2); only then is
+// anything created, the slot last, because a slot retains WAL from the moment it exists.
+
+/** Kafka topic max.message.bytes: one change event carries a whole row (TOASTed values up to 1 GB
+ * are possible in Postgres; Kafka's default of 1 MB would reject ordinary large rows). */
+export const TOPIC_MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
+
+const EVENT_TRIGGER_END = 'katya_cdp_ddl_command_end';
+const EVENT_TRIGGER_DROP = 'katya_cdp_sql_drop';
+
+export const DDL_CAPTURE_SQL = readFileSync(new URL('./ddl-capture.sql', import.meta.url), 'utf8');
+
+interface Findings {
+  problems: string[];
+  warnings: string[];
+}
+
+interface SourceState {
+  superuser: boolean;
+  serverVersionNum: number;
+  publicationExists: boolean;
+  slotExists: boolean;
+  ddlCaptureInstalled: boolean;
+  ddlCapturePossible: boolean;
+  /** Resolved "schema"."table" names of source.tables (FOR TABLE list). */
+  tableIdents: string[];
+}
+
+interface KafkaState {
+  topicExists: boolean;
+}
+
+interface ArchiveState {
+  manifestExists: boolean;
+}
+
+export async function setup(ctx: CommandContext, opts: { basebackup: boolean }): Promise<number> {
+  const { cfg, log } = ctx;
+  const findings: Findings = { problems: [], warnings: [] };
+  const topic = topicName(cfg);
+  const database = sourceDatabase(cfg);
+  log.info({ source: redactUrl(cfg.source.url), slot: cfg.source.slot, publication: cfg.source.publication, topic }, 'setup: checking');
+
+  let client: pg.Client | undefined;
+  let admin: Admin | undefined;
+  const store = createStore(cfg, log, { signal: ctx.signal, maxElapsedMs: 20_000 });
+  try {
+    // ---- 1. Check everything, create nothing.
+    let source: SourceState | undefined;
+    let systemId: string | undefined;
+    try {
+      client = await connectCatalog(cfg, 'katya-cdp-setup');
+      source = await checkSource(client, cfg, findings);
+      if (source) systemId = (await identifySystem(cfg)).systemId;
+    } catch (err) {
+      findings.problems.push(describe(err));
+    }
+    let kafka: KafkaState | undefined;
+    try {
+      admin = createKafka(cfg, log, 'setup').admin();
+      await withTimeout(admin.connect(), 20_000, `Kafka brokers ${cfg.kafka.brokers.join(',')} did not answer within 20 s`);
+      kafka = await checkKafka(admin, cfg, topic, findings);
+    } catch (err) {
+      findings.problems.push(`Kafka is not usable: ${describe(err)}; check kafka.brokers / CDP_KAFKA_BROKERS and that the brokers are up`);
+    }
+    let archive: ArchiveState | undefined;
+    try {
+      archive = await checkArchive(store, cfg, topic, database, findings);
+    } catch (err) {
+      findings.problems.push(describe(err));
+    }
+
+    for (const w of findings.warnings) log.warn(w);
+    if (findings.problems.length > 0 || !source || !kafka || !archive || !client || !admin || !systemId) {
+      for (const p of findings.problems) log.error(p);
+      process.stderr.write(`cdp setup: cannot proceed; nothing was created:\n${findings.problems.map((p) => `  - ${p}`).join('\n')}\n`);
+      return ExitCode.usage;
+    }
+
+    // ---- 2. Create what is missing: archive manifest, topic, publication + DDL capture, slot last.
+    if (!archive.manifestExists) {
+      const manifest: ArchiveManifest = {
+        version: 1,
+        database,
+        systemId,
+        topic,
+        partitions: cfg.kafka.partitions,
+        createdAt: new Date().toISOString(),
+      };
+      await putOnce(store, archiveManifestKey(archiveRoot(cfg)), Buffer.from(JSON.stringify(manifest, null, 2) + '\n'), { contentType: 'application/json' });
+      log.info({ key: archiveManifestKey(archiveRoot(cfg)) }, 'setup: archive manifest written');
+    }
+    if (!kafka.topicExists) {
+      await createTopic(admin, cfg, topic);
+      log.info({ topic, partitions: cfg.kafka.partitions }, 'setup: Kafka topic created');
+    }
+    await createInSource(client, cfg, source, log);
+    if (!source.slotExists) {
+      try {
+        await client.query(`SELECT pg_catalog.pg_create_logical_replication_slot($1, 'pgoutput')`, [cfg.source.slot]);
+      } catch (err) {
+        throw pgError(`cannot create replication slot ${cfg.source.slot}`, err);
+      }
+      log.info({ slot: cfg.source.slot }, 'setup: replication slot created (it retains WAL until capture confirms it: start `cdp capture` soon)');
+    }
+    log.info({ warnings: findings.warnings.length }, 'setup: done');
+  } finally {
+    await client?.end().catch(() => {});
+    await admin?.disconnect().catch(() => {});
+    store.client.destroy();
+  }
+
+  if (opts.basebackup) {
+    let mod: { takeBaseBackup(ctx: CommandContext): Promise<unknown> } | undefined;
+    try {
+      mod = (await import('../base/basebackup.js' as string)) as typeof mod;
+    } catch (err) {
+      log.warn({ err: toError(err).message }, 'setup: base backup module is not available; run `cdp basebackup` once it is');
+    }
+    if (mod) {
+      log.info('setup: taking the first base backup');
+      await mod.takeBaseBackup(ctx);
+    }
+  } else {
+    log.info('setup: no base backup taken (--no-basebackup); restore needs one: run `cdp basebackup`');
+  }
+  return ExitCode.ok;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Source database
+
+async function checkSource(client: pg.Client, cfg: Config, f: Findings): Promise<SourceState | undefined> {
+  const q = async <R extends pg.QueryResultRow>(text: string, values: unknown[] = []): Promise<R[]> => {
+    try {
+      return (await client.query<R>(text, values)).rows;
+    } catch (err) {
+      throw pgError('setup check failed', err);
+    }
+  };
+  const [s] = await q<{
+    wal_level: string;
+    max_slots: number;
+    max_senders: number;
+    version_num: number;
+    rolsuper: boolean;
+    rolreplication: boolean;
+    can_create: boolean;
+    used_slots: number;
+  }>(`SELECT current_setting('wal_level') AS wal_level,
+             current_setting('max_replication_slots')::int AS max_slots,
+             current_setting('max_wal_senders')::int AS max_senders,
+             current_setting('server_version_num')::int AS version_num,
+             r.rolsuper, r.rolreplication,
+             has_database_privilege(current_database(), 'CREATE') AS can_create,
+             (SELECT count(*)::int FROM pg_replication_slots) AS used_slots
+        FROM pg_roles r WHERE r.rolname = current_user`);
+  if (!s) throw new CdpError(ErrorCodes.PG_ERROR, 'cannot read the current role from pg_roles');
+  if (s.version_num < 150000) f.problems.push(`PostgreSQL ${s.version_num} is not supported: PostgreSQL 15 or newer is required`);
+  if (s.wal_level !== 'logical') {
+    f.problems.push(
+      `wal_level is '${s.wal_level}', logical decoding needs 'logical': run ALTER SYSTEM SET wal_level = logical; then restart PostgreSQL`,
+    );
+  }
+  if (s.max_senders < 1) f.problems.push('max_wal_senders is 0: set it to at least 2 in postgresql.conf and restart PostgreSQL');
+  if (!s.rolsuper && !s.rolreplication) {
+    f.problems.push('the role has neither SUPERUSER nor REPLICATION: run ALTER ROLE <role> REPLICATION (needed for the slot and for capture)');
+  }
+
+  const [slot] = await q<{ plugin: string | null; slot_type: string; database: string | null; temporary: boolean }>(
+    'SELECT plugin, slot_type, database, temporary FROM pg_replication_slots WHERE slot_name = $1',
+    [cfg.source.slot],
+  );
+  if (slot) {
+    const db = (await q<{ db: string }>('SELECT current_database() AS db'))[0]!.db;
+    if (slot.slot_type !== 'logical' || slot.plugin !== 'pgoutput' || slot.database !== db) {
+      f.problems.push(
+        `replication slot ${cfg.source.slot} exists but is ${slot.slot_type}/${slot.plugin ?? '-'} on database ${slot.database ?? '-'}, not logical/pgoutput on ${db}: choose another source.slot or drop it with SELECT pg_drop_replication_slot('${cfg.source.slot}')`,
+      );
+    }
+  } else if (s.used_slots >= s.max_slots) {
+    f.problems.push(`all ${s.max_slots} replication slots are in use (max_replication_slots): raise it and restart PostgreSQL, or drop an unused slot`);
+  }
+
+  // Configured tables must exist; resolve them to schema-qualified identifiers.
+  const tableIdents: string[] = [];
+  const tableOids: number[] = [];
+  for (const t of cfg.source.tables) {
+    const rows = await q<{ oid: number | null; ident: string | null }>(
+      `SELECT c.oid::int AS oid, format('%I.%I', n.nspname, c.relname) AS ident
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.oid = to_regclass($1)`,
+      [t],
+    );
+    if (!rows[0]) f.problems.push(`source.tables: table ${t} does not exist`);
+    else {
+      tableIdents.push(rows[0].ident!);
+      tableOids.push(rows[0].oid!);
+    }
+  }
+  for (const sch of cfg.source.schemas) {
+    const rows = await q('SELECT 1 FROM pg_namespace WHERE nspname = $1', [sch]);
+    if (rows.length === 0) f.problems.push(`source.schemas: schema ${sch} does not exist`);
+  }
+
+  // The publication: create it, or check that the existing one matches the configuration.
+  const [pub] = await q<{ oid: number; puballtables: boolean; pubinsert: boolean; pubupdate: boolean; pubdelete: boolean; pubtruncate: boolean }>(
+    'SELECT oid::int, puballtables, pubinsert, pubupdate, pubdelete, pubtruncate FROM pg_publication WHERE pubname = $1',
+    [cfg.source.publication],
+  );
+  const wanted = cfg.source.tables.length > 0 ? `FOR TABLE ${tableIdents.join(', ')}` : cfg.source.schemas.length > 0 ? `FOR TABLES IN SCHEMA ${cfg.source.schemas.join(', ')}` : 'FOR ALL TABLES';
+  if (pub) {
+    const schemas = (await q<{ nspname: string }>('SELECT n.nspname FROM pg_publication_namespace pn JOIN pg_namespace n ON n.oid = pn.pnnspid WHERE pn.pnpubid = $1', [pub.oid])).map((r) => r.nspname);
+    const rels = (await q<{ oid: number }>('SELECT prrelid::int AS oid FROM pg_publication_rel WHERE prpubid = $1', [pub.oid])).map((r) => r.oid);
+    const matches =
+      cfg.source.tables.length > 0
+        ? !pub.puballtables && schemas.length === 0 && sameSet(rels, tableOids)
+        : cfg.source.schemas.length > 0
+          ? !pub.puballtables && rels.length === 0 && sameSet(schemas, cfg.source.schemas)
+          : pub.puballtables;
+    if (!matches) {
+      f.problems.push(
+        `publication ${cfg.source.publication} exists with a different definition than configured (${wanted}): change it with ALTER PUBLICATION, or DROP PUBLICATION ${cfg.source.publication} and run setup again`,
+      );
+    }
+    if (!(pub.pubinsert && pub.pubupdate && pub.pubdelete && pub.pubtruncate)) {
+      f.problems.push(`publication ${cfg.source.publication} does not publish every operation: ALTER PUBLICATION ${cfg.source.publication} SET (publish = 'insert, update, delete, truncate')`);
+    }
+  } else {
+    if (cfg.source.tables.length === 0 && !s.rolsuper) {
+      f.problems.push(`creating a publication ${wanted} needs a superuser: run setup as a superuser, or configure source.tables (tables the role owns)`);
+    } else if (!s.can_create) {
+      f.problems.push('the role lacks CREATE on the database (needed for CREATE PUBLICATION): GRANT CREATE ON DATABASE <db> TO <role>');
+    } else if (tableOids.length > 0) {
+      const notOwned = await q<{ ident: string }>(
+        `SELECT format('%I.%I', n.nspname, c.relname) AS ident FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+          WHERE c.oid = ANY($1::oid[]) AND NOT pg_has_role(current_user, c.relowner, 'MEMBER')`,
+        [tableOids],
+      );
+      for (const r of notOwned) f.problems.push(`the role does not own ${r.ident}: only the owner (or a superuser) can add it to a publication`);
+    }
+  }
+
+  // DDL capture: event triggers need a superuser (PostgreSQL docs: CREATE EVENT TRIGGER).
+  const triggers = (await q<{ evtname: string; evtenabled: string }>('SELECT evtname, evtenabled FROM pg_event_trigger WHERE evtname = ANY($1)', [[EVENT_TRIGGER_END, EVENT_TRIGGER_DROP]]));
+  const ddlCaptureInstalled = triggers.length === 2;
+  for (const t of triggers) if (t.evtenabled === 'D') f.warnings.push(`event trigger ${t.evtname} is disabled: schema changes will not be captured; ALTER EVENT TRIGGER ${t.evtname} ENABLE`);
+  if (!s.rolsuper) {
+    f.warnings.push(
+      ddlCaptureInstalled
+        ? 'not a superuser: the DDL capture functions cannot be refreshed (the installed event triggers stay in place)'
+        : 'the role cannot create event triggers (superuser only): schema changes (DDL) will NOT be captured, and a restore past a schema change will fail; run setup once as a superuser to install DDL capture',
+    );
+  }
+
+  // What would break or be incomplete once published.
+  const scope = cfg.source.tables.length > 0 ? 'c.oid = ANY($2::oid[])' : cfg.source.schemas.length > 0 ? 'n.nspname = ANY($1::text[])' : 'true';
+  const tables = await q<{ ident: string; relreplident: string; relpersistence: string; has_pk: boolean; has_ri: boolean }>(
+    `SELECT format('%I.%I', n.nspname, c.relname) AS ident, c.relreplident::text, c.relpersistence::text,
+            EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary) AS has_pk,
+            EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisreplident) AS has_ri
+       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE c.relkind = 'r' AND c.relpersistence <> 't'
+        AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'katya_cdp')
+        AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'
+        AND ${scope}
+      ORDER BY 1`,
+    [cfg.source.schemas, tableOids],
+  );
+  for (const t of tables) {
+    if (t.relpersistence === 'u') {
+      f.warnings.push(`table ${t.ident} is UNLOGGED: it writes no WAL, so its changes are not captured (ALTER TABLE ${t.ident} SET LOGGED to protect it)`);
+      continue;
+    }
+    const noIdentity = t.relreplident === 'n' || (t.relreplident === 'd' && !t.has_pk) || (t.relreplident === 'i' && !t.has_ri);
+    if (noIdentity) {
+      f.warnings.push(
+        `table ${t.ident} has no primary key or replica identity: once published, its UPDATE and DELETE statements FAIL on the source; fix with ALTER TABLE ${t.ident} ADD PRIMARY KEY (...) or ALTER TABLE ${t.ident} REPLICA IDENTITY FULL`,
+      );
+    }
+  }
+  const [lo] = await q<{ n: number }>('SELECT count(*)::int AS n FROM pg_largeobject_metadata');
+  if (lo && lo.n > 0) {
+    f.warnings.push(`the database holds ${lo.n} large object(s): logical decoding does not carry large objects, so their changes are not captured (base backups include them)`);
+  }
+
+  return {
+    superuser: s.rolsuper,
+    serverVersionNum: s.version_num,
+    publicationExists: Boolean(pub),
+    slotExists: Boolean(slot),
+    ddlCaptureInstalled,
+    ddlCapturePossible: s.rolsuper,
+    tableIdents,
+  };
+}
+
+async function createInSource(client: pg.Client, cfg: Config, s: SourceState, log: Logger): Promise<void> {
+  try {
+    await client.query('BEGIN');
+    // Our own DDL must not be captured by the event trigger of an earlier setup.
+    await client.query(`SELECT pg_catalog.set_config('katya_cdp.skip', 'on', true)`);
+    if (!s.publicationExists) {
+      const pub = `"${cfg.source.publication}"`;
+      const what =
+        cfg.source.tables.length > 0
+          ? `FOR TABLE ${s.tableIdents.join(', ')}`
+          : cfg.source.schemas.length > 0
+            ? `FOR TABLES IN SCHEMA ${cfg.source.schemas.map((n) => `"${n.replace(/"/g, '""')}"`).join(', ')}`
+            : 'FOR ALL TABLES';
+      await client.query(`CREATE PUBLICATION ${pub} ${what} WITH (publish = 'insert, update, delete, truncate')`);
+      log.info({ publication: cfg.source.publication, what }, 'setup: publication created');
+    }
+    if (s.ddlCapturePossible) {
+      await client.query(DDL_CAPTURE_SQL);
+      if (!s.ddlCaptureInstalled) {
+        await client.query(`DROP EVENT TRIGGER IF EXISTS ${EVENT_TRIGGER_END}`);
+        await client.query(`DROP EVENT TRIGGER IF EXISTS ${EVENT_TRIGGER_DROP}`);
+        await client.query(`CREATE EVENT TRIGGER ${EVENT_TRIGGER_DROP} ON sql_drop EXECUTE FUNCTION katya_cdp.on_sql_drop()`);
+        await client.query(`CREATE EVENT TRIGGER ${EVENT_TRIGGER_END} ON ddl_command_end EXECUTE FUNCTION katya_cdp.on_ddl_command_end()`);
+        log.info('setup: DDL capture installed (event triggers katya_cdp_*)');
+      }
+    }
+    await client.query('COMMIT');
+  } catch (err) {
+    await client.query('ROLLBACK').catch(() => {});
+    throw pgError('setup could not create the publication / DDL capture (nothing was changed)', err);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Kafka
+
+async function checkKafka(admin: Admin, cfg: Config, topic: string, f: Findings): Promise<KafkaState> {
+  const topics = await admin.listTopics();
+  if (!topics.includes(topic)) return { topicExists: false };
+  const meta = await admin.fetchTopicMetadata({ topics: [topic] });
+  const n = meta.topics[0]?.partitions.length ?? 0;
+  if (n !== cfg.kafka.partitions) {
+    f.problems.push(`Kafka topic ${topic} exists with ${n} partitions, configured kafka.partitions is ${cfg.kafka.partitions}: set kafka.partitions to ${n} (or use another topic)`);
+  }
+  return { topicExists: true };
+}
+
+async function createTopic(admin: Admin, cfg: Config, topic: string): Promise<void> {
+  try {
+    await admin.createTopics({
+      waitForLeaders: true,
+      topics: [
+        {
+          topic,
+          numPartitions: cfg.kafka.partitions,
+          replicationFactor: cfg.kafka.replicationFactor,
+          configEntries: [
+            { name: 'retention.ms', value: String(cfg.kafka.retentionMs) },
+            { name: 'cleanup.policy', value: 'delete' },
+            { name: 'max.message.bytes', value: String(TOPIC_MAX_MESSAGE_BYTES) },
+          ],
+        },
+      ],
+    });
+  } catch (err) {
+    throw new CdpError(ErrorCodes.KAFKA, `cannot create Kafka topic ${topic}: ${toError(err).message}`, { cause: err });
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// S3
+
+async function checkArchive(store: Store, cfg: Config, topic: string, database: string, f: Findings): Promise<ArchiveState> {
+  await checkBucket(store);
+  const key = archiveManifestKey(archiveRoot(cfg));
+  const body = await getObjectIfExists(store, key);
+  if (!body) return { manifestExists: false };
+  let m: ArchiveManifest;
+  try {
+    m = JSON.parse(body.toString('utf8')) as ArchiveManifest;
+  } catch (err) {
+    f.problems.push(`s3://${cfg.s3.bucket}/${key} is not valid JSON (${toError(err).message}): inspect it; the archive root may belong to something else`);
+    return { manifestExists: true };
+  }
+  if (m.topic !== topic || m.partitions !== cfg.kafka.partitions || m.database !== database) {
+    f.problems.push(
+      `the archive at s3://${cfg.s3.bucket}/${archiveRoot(cfg)} was set up for topic ${m.topic} with ${m.partitions} partitions (database ${m.database}), not topic ${topic} with ${cfg.kafka.partitions}: use the same kafka.topic / kafka.partitions, or another s3.prefix`,
+    );
+  }
+  return { manifestExists: true };
+}
+
+// ---------------------------------------------------------------------------------------------
+
+function sameSet<T>(a: T[], b: T[]): boolean {
+  const sa = new Set(a);
+  return sa.size === new Set(b).size && b.every((x) => sa.has(x));
+}
+
+function describe(err: unknown): string {
+  return toError(err).message;
+}
+
+async function withTimeout<T>(p: Promise<T>, ms: number, message: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      p,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new CdpError(ErrorCodes.KAFKA, message, { canRetry: true })), ms);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

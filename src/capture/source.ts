@@ -1,0 +1,69 @@
+import pg from 'pg';
+import type { Config } from '../config/config.js';
+import { CdpError, ErrorCodes, pgError, toError } from '../errors.js';
+import { CATALOG_SESSION_OPTIONS } from './type-names.js';
+
+// Connections to the source database used by setup and capture (the replication stream itself
+// lives in src/pg/replication-stream.ts).
+
+/** A normal connection; search_path = pg_catalog so format_type qualifies user types. */
+export async function connectCatalog(cfg: Config, applicationName = 'katya-cdp'): Promise<pg.Client> {
+  const client = new pg.Client({
+    connectionString: cfg.source.url,
+    options: CATALOG_SESSION_OPTIONS.replace('katya-cdp-capture', applicationName),
+    connectionTimeoutMillis: 15_000,
+    keepAlive: true,
+  });
+  // An 'error' event without a listener crashes the process; the next query reports the failure.
+  client.on('error', () => {});
+  try {
+    await client.connect();
+  } catch (err) {
+    await client.end().catch(() => {});
+    throw sourceUnreachable(cfg, err);
+  }
+  return client;
+}
+
+export function sourceUnreachable(cfg: Config, err: unknown): CdpError {
+  const e = toError(err) as Error & { code?: string };
+  const where = redactUrl(cfg.source.url);
+  // 28P01/28000: authentication; 3D000: no such database; 57P03: starting up.
+  return new CdpError(ErrorCodes.SOURCE_UNREACHABLE, `cannot connect to the source database ${where}: ${e.message}; check source.url / CDP_SOURCE_URL and that PostgreSQL is up`, {
+    cause: err,
+    canRetry: !(e.code === '28P01' || e.code === '28000' || e.code === '3D000'),
+    details: { sqlstate: e.code },
+  });
+}
+
+/** The URL without its password, for messages and logs. */
+export function redactUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password) u.password = '***';
+    return u.toString();
+  } catch {
+    return '(unparsable URL)';
+  }
+}
+
+/** IDENTIFY_SYSTEM on a short-lived replication connection (55.4): works for any REPLICATION role. */
+export async function identifySystem(cfg: Config): Promise<{ systemId: string; timeline: number; xlogpos: string }> {
+  const client = new pg.Client({ connectionString: cfg.source.url, replication: 'database', connectionTimeoutMillis: 15_000 } as pg.ClientConfig);
+  client.on('error', () => {});
+  try {
+    await client.connect();
+  } catch (err) {
+    await client.end().catch(() => {});
+    throw sourceUnreachable(cfg, err);
+  }
+  try {
+    const res = await client.query('IDENTIFY_SYSTEM');
+    const row = res.rows[0] as { systemid: string; timeline: number; xlogpos: string };
+    return { systemId: String(row.systemid), timeline: Number(row.timeline), xlogpos: String(row.xlogpos) };
+  } catch (err) {
+    throw pgError('IDENTIFY_SYSTEM failed (the role needs the REPLICATION attribute)', err);
+  } finally {
+    await client.end().catch(() => {});
+  }
+}

@@ -1,0 +1,130 @@
+import { describe, expect, it } from 'vitest';
+import { ChangeMapper, messageText, PREFIX } from '../../../src/capture/mapper.js';
+import { decodeChange, encodeChange, kafkaKey } from '../../../src/events/change-event.js';
+import type { Relation } from '../../../src/pg/pgoutput.js';
+
+const rel: Relation = {
+  tag: 'relation',
+  oid: 16384,
+  schema: 'public',
+  name: 'items',
+  replicaIdentity: 'd',
+  columns: [
+    { flags: 1, name: 'id', typeOid: 20, typmod: -1 },
+    { flags: 0, name: 'body', typeOid: 25, typmod: -1 },
+    { flags: 0, name: 'price', typeOid: 1700, typmod: 655366 },
+  ],
+};
+const TYPES = ['bigint', 'text', 'numeric(10,2)'];
+
+function mapper(): ChangeMapper {
+  const m = new ChangeMapper('shop');
+  m.relation(rel, TYPES);
+  return m;
+}
+
+const begin = { tag: 'begin' as const, finalLsn: 0x5000, commitTime: 1_700_000_000_000_000, xid: 901 };
+const commit = { tag: 'commit' as const, flags: 0, commitLsn: 0x5000, endLsn: 0x5030, commitTime: begin.commitTime };
+
+describe('ChangeMapper', () => {
+  it('builds RelationInfo with key indexes from the column flags', () => {
+    const info = new ChangeMapper('db').relation(rel, TYPES);
+    expect(info).toEqual({ oid: 16384, replicaIdentity: 'd', columns: ['id', 'body', 'price'], types: TYPES, key: [0] });
+  });
+
+  it('stamps changes with the Begin commit LSN, xid, time and positions, and closes with a COMMIT marker', () => {
+    const m = mapper();
+    m.begin(begin);
+    const a = m.insert({ tag: 'insert', relationOid: 16384, new: { values: ['1', 'x', '1.50'], unchanged: [] } }, 0x4000);
+    const b = m.update(
+      { tag: 'update', relationOid: 16384, oldKind: null, old: null, new: { values: ['1', null, '2.00'], unchanged: [1] } },
+      0x4100,
+    );
+    const c = m.delete({ tag: 'delete', relationOid: 16384, oldKind: 'K', old: { values: ['1', null, null], unchanged: [] } }, 0x4200);
+    const end = m.commit(commit, 0x5000);
+    expect([a.position, b.position, c.position, end?.position]).toEqual([0, 1, 2, 3]);
+    for (const e of [a, b, c, end!]) {
+      expect(e.commitLsn).toBe(0x5000);
+      expect(e.xid).toBe(901);
+      expect(e.commitTime).toBe(begin.commitTime);
+      expect(e.database).toBe('shop');
+    }
+    expect(a).toMatchObject({ op: 'INSERT', schema: 'public', table: 'items', changeLsn: 0x4000, new: ['1', 'x', '1.50'], old: null, unchanged: [] });
+    // NULL and unchanged TOAST stay distinct: body is null in `new` but listed in `unchanged`.
+    expect(b).toMatchObject({ op: 'UPDATE', oldKind: null, old: null, new: ['1', null, '2.00'], unchanged: [1] });
+    expect(c).toMatchObject({ op: 'DELETE', oldKind: 'K', old: ['1', null, null], new: null });
+    expect(end).toMatchObject({ op: 'COMMIT', endLsn: 0x5030, schema: '', table: '', relation: null });
+    expect(a.relation?.key).toEqual([0]);
+    expect(kafkaKey(a)).toBe('public\u0000items\u00001');
+    expect(kafkaKey(c)).toBe('public\u0000items\u00001');
+    // Every event survives the Avro schema unchanged.
+    for (const e of [a, b, c, end!]) expect(decodeChange(encodeChange(e))).toEqual(e);
+  });
+
+  it('keeps the whole old row for REPLICA IDENTITY FULL', () => {
+    const m = new ChangeMapper('db');
+    m.relation({ ...rel, replicaIdentity: 'f', columns: rel.columns.map((c) => ({ ...c, flags: 1 })) }, TYPES);
+    m.begin(begin);
+    const u = m.update(
+      { tag: 'update', relationOid: 16384, oldKind: 'O', old: { values: ['1', 'big', '1.00'], unchanged: [] }, new: { values: ['1', null, '2.00'], unchanged: [1] } },
+      1,
+    );
+    expect(u).toMatchObject({ oldKind: 'O', old: ['1', 'big', '1.00'], unchanged: [1] });
+    expect(u.relation?.key).toEqual([0, 1, 2]);
+  });
+
+  it('drops heartbeats, maps DDL / SEQUENCES / other messages, and numbers them as data records', () => {
+    const m = mapper();
+    m.begin(begin);
+    expect(m.message({ tag: 'message', transactional: true, lsn: 1, prefix: PREFIX.heartbeat, content: Buffer.from('now') }, 1)).toBeNull();
+    const ddl = m.message({ tag: 'message', transactional: true, lsn: 2, prefix: PREFIX.ddl, content: Buffer.from('{"command":"ALTER TABLE t ADD c int"}') }, 2);
+    const seq = m.message({ tag: 'message', transactional: true, lsn: 3, prefix: PREFIX.sequences, content: Buffer.from('{"public.s":5}') }, 3);
+    const other = m.message({ tag: 'message', transactional: true, lsn: 4, prefix: 'app', content: Buffer.from([0xff, 0x00]) }, 4);
+    expect(ddl).toMatchObject({ op: 'DDL', position: 0, content: '{"command":"ALTER TABLE t ADD c int"}', prefix: 'cdp.ddl' });
+    expect(seq).toMatchObject({ op: 'SEQUENCES', position: 1, content: '{"public.s":5}' });
+    expect(other).toMatchObject({ op: 'MESSAGE', position: 2, content: '\\xff00', prefix: 'app' });
+    expect(m.commit(commit)?.position).toBe(3);
+  });
+
+  it('a heartbeat-only transaction has no COMMIT marker', () => {
+    const m = mapper();
+    m.begin(begin);
+    m.message({ tag: 'message', transactional: true, lsn: 1, prefix: PREFIX.heartbeat, content: Buffer.from('x') }, 1);
+    expect(m.commit(commit)).toBeNull();
+    expect(m.inTransaction).toBe(false);
+  });
+
+  it('maps TRUNCATE with its relations and options', () => {
+    const m = mapper();
+    m.relation({ ...rel, oid: 7, name: 'other', schema: 'sales' }, TYPES);
+    m.begin(begin);
+    const one = m.truncate({ tag: 'truncate', cascade: false, restartIdentity: true, relationOids: [16384] }, 9);
+    const two = m.truncate({ tag: 'truncate', cascade: true, restartIdentity: false, relationOids: [16384, 7] }, 10);
+    expect(one).toMatchObject({ op: 'TRUNCATE', schema: 'public', table: 'items', position: 0 });
+    expect(JSON.parse(one.content!)).toEqual({ relations: [['public', 'items']], cascade: false, restartIdentity: true });
+    expect(two).toMatchObject({ schema: '', table: '', position: 1 });
+    expect(JSON.parse(two.content!)).toEqual({ relations: [['public', 'items'], ['sales', 'other']], cascade: true, restartIdentity: false });
+  });
+
+  it('stamps a non-transactional message with its own LSN', () => {
+    const m = mapper();
+    const e = m.message({ tag: 'message', transactional: false, lsn: 0x777, prefix: 'app', content: Buffer.from('hi') }, 0x777);
+    expect(e).toMatchObject({ op: 'MESSAGE', commitLsn: 0x777, position: 0, xid: 0, content: 'hi' });
+  });
+
+  it('refuses protocol violations', () => {
+    const m = mapper();
+    expect(() => m.insert({ tag: 'insert', relationOid: 16384, new: { values: ['1', 'x', '1'], unchanged: [] } }, 1)).toThrow(/outside a transaction/);
+    m.begin(begin);
+    expect(() => m.insert({ tag: 'insert', relationOid: 99, new: { values: [], unchanged: [] } }, 1)).toThrow(/before its Relation/);
+    expect(() => m.begin(begin)).toThrow(/inside the open transaction/);
+    expect(() => m.commit({ ...commit, commitLsn: 1 })).toThrow(/differs/);
+    expect(() => m.message({ tag: 'message', transactional: true, lsn: 1, prefix: 'x', content: Buffer.alloc(0) }, 1)).not.toThrow();
+  });
+
+  it('messageText keeps valid UTF-8 and hex-encodes anything else losslessly', () => {
+    expect(messageText(Buffer.from('héllo 𝄞'))).toBe('héllo 𝄞');
+    expect(messageText(Buffer.from([0xc3]))).toBe('\\xc3');
+    expect(messageText(Buffer.from('\uFFFD'))).toBe('\uFFFD');
+  });
+});
