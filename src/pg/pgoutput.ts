@@ -297,33 +297,36 @@ function tagText(tag: number): string {
 // pgoutput messages (55.9). One parser per message type.
 
 /**
- * Decodes one pgoutput message (the payload of an XLogData CopyData message).
+ * Decodes one pgoutput message (the payload of an XLogData CopyData message), which runs from
+ * `start` to the end of `buf`. Passing the whole XLogData with start = XLOGDATA_HEADER_SIZE decodes
+ * its payload without creating a subarray. Strings are copies; nothing returned aliases `buf`.
  * Throws CdpError(PROTOCOL) for truncated, malformed or unsupported messages.
  */
-export function decodePgoutput(buf: Buffer): PgoutputMessage {
-  if (buf.length === 0) throw protocolError('empty pgoutput message');
-  const tag = buf[0]!;
+export function decodePgoutput(buf: Buffer, start = 0): PgoutputMessage {
+  if (start >= buf.length) throw protocolError('empty pgoutput message');
+  const tag = buf[start]!;
+  const at = start + 1;
   switch (tag) {
     case MessageTag.Begin:
-      return parseBegin(new Cursor(buf, 1, 'Begin'));
+      return parseBegin(new Cursor(buf, at, 'Begin'));
     case MessageTag.Commit:
-      return parseCommit(new Cursor(buf, 1, 'Commit'));
+      return parseCommit(new Cursor(buf, at, 'Commit'));
     case MessageTag.Origin:
-      return parseOrigin(new Cursor(buf, 1, 'Origin'));
+      return parseOrigin(new Cursor(buf, at, 'Origin'));
     case MessageTag.Relation:
-      return parseRelation(new Cursor(buf, 1, 'Relation'));
+      return parseRelation(new Cursor(buf, at, 'Relation'));
     case MessageTag.Type:
-      return parseType(new Cursor(buf, 1, 'Type'));
+      return parseType(new Cursor(buf, at, 'Type'));
     case MessageTag.Insert:
-      return parseInsert(new Cursor(buf, 1, 'Insert'));
+      return parseInsert(new Cursor(buf, at, 'Insert'));
     case MessageTag.Update:
-      return parseUpdate(new Cursor(buf, 1, 'Update'));
+      return parseUpdate(new Cursor(buf, at, 'Update'));
     case MessageTag.Delete:
-      return parseDelete(new Cursor(buf, 1, 'Delete'));
+      return parseDelete(new Cursor(buf, at, 'Delete'));
     case MessageTag.Truncate:
-      return parseTruncate(new Cursor(buf, 1, 'Truncate'));
+      return parseTruncate(new Cursor(buf, at, 'Truncate'));
     case MessageTag.Message:
-      return parseMessage(new Cursor(buf, 1, 'Message'));
+      return parseMessage(new Cursor(buf, at, 'Message'));
     case MessageTag.StreamStart:
     case MessageTag.StreamStop:
     case MessageTag.StreamCommit:
@@ -522,6 +525,9 @@ function parseTuple(c: Cursor): Tuple {
 
 // ---------------------------------------------------------------------------------------------
 // CopyData envelopes of the streaming replication protocol (55.4).
+
+/** Bytes before the payload of an XLogData message: Byte1('w'), Int64 x 3. */
+export const XLOGDATA_HEADER_SIZE = 25;
 
 /** XLogData ('w'): Int64 walStart, Int64 walEnd, Int64 server time, Byte(n) payload (no copy). */
 export function parseXLogData(buf: Buffer): XLogData {
