@@ -66,6 +66,8 @@ export interface ArchiverHandle {
 export interface ArchiverOptions {
   /** Kafka client id suffix (tests run several archivers in one process). */
   clientSuffix?: string;
+  /** Called after each segment is stored, before its offsets are committed (benchmarks, tests). */
+  onSegmentStored?: (seg: FinishedSegment, key: string, storedAt: number) => void;
 }
 
 export async function startArchiver(ctx: CommandContext, opts: ArchiverOptions = {}): Promise<ArchiverHandle> {
@@ -194,6 +196,7 @@ export async function startArchiver(ctx: CommandContext, opts: ArchiverOptions =
       m.ratio.set(rawTotal / storedTotal);
       lastStoredAt = Date.now();
       log.debug({ key, result, count: seg.manifest.count, bytes: seg.bytes.length, watermark: seg.manifest.watermarkLsn }, 'segment stored');
+      opts.onSegmentStored?.(seg, key, lastStoredAt);
       faultPoint('crash-after-upload');
       // Every earlier offset of this partition is stored: earlier segments went through this chain
       // before us, and offsets before where this owner started were committed, hence stored.
