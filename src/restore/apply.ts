@@ -109,7 +109,9 @@ interface DdlContent {
   tag?: string;
   searchPath?: string;
   objects?: Array<Record<string, unknown>>;
-  event?: string;
+  dropped?: Array<Record<string, unknown>>;
+  /** The previous DDL event of the transaction had the same command text (a multi-statement query string or a DO block): replayed once. */
+  repeatOfPrevious?: boolean;
 }
 
 export class Applier {
@@ -190,6 +192,7 @@ export class Applier {
       case 'DDL': {
         await this.flushBatch();
         const c = JSON.parse(ev.content ?? '{}') as DdlContent;
+        if (c.repeatOfPrevious) return;
         if (!c.command || (this.opts.filter && !ddlTouches(c, this.opts.filter))) {
           this.stats.skipped++;
           this.opts.onDdlSkipped?.(ev);
@@ -320,7 +323,7 @@ function parseSequences(content: string): Record<string, string | number> | unde
 }
 
 function ddlTouches(c: DdlContent, f: TableFilter): boolean {
-  for (const o of c.objects ?? []) {
+  for (const o of [...(c.objects ?? []), ...(c.dropped ?? [])]) {
     const id = String(o.object_identity ?? o.identity ?? o.objectIdentity ?? '');
     const schema = String(o.schema_name ?? o.schema ?? '');
     for (const t of f.tables) {

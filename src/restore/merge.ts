@@ -54,6 +54,13 @@ class PartitionCursor {
     return ev;
   }
 
+  async close(): Promise<void> {
+    if (!this.done) {
+      this.done = true;
+      await this.it.return?.();
+    }
+  }
+
   /** Loads the next chunk; false when the partition is exhausted. */
   async fill(): Promise<boolean> {
     while (!this.done) {
@@ -142,6 +149,8 @@ export async function* mergePartitions(
     if (out.length > 0) yield out;
   } finally {
     if (opts.stats) opts.stats.duplicates = cursors.reduce((n, c) => n + c.duplicates, 0);
+    // Stop the partition readers (and their read-ahead) when the consumer stops early.
+    await Promise.all(cursors.map((c) => c.close()));
   }
 }
 

@@ -1,0 +1,240 @@
+import { spawn } from 'node:child_process';
+import { createCipheriv, createHash, randomBytes } from 'node:crypto';
+import { PassThrough, Transform } from 'node:stream';
+import { Upload } from '@aws-sdk/lib-storage';
+import pg from 'pg';
+import type { CommandContext } from '../cli/main.js';
+import { archiveRoot, sourceDatabase, type Config } from '../config/config.js';
+import { loadKeyring, type MasterKey } from '../archive/crypto.js';
+import { baseDumpKey, baseManifestKey, type BaseManifest } from '../archive/layout.js';
+import { CdpError, ErrorCodes, pgError, toError } from '../errors.js';
+import { createStore, getObjectIfExists, putOnce, s3Error, type Store } from '../s3/client.js';
+import { formatLsn, microsToIso, parseLsn } from '../util/lsn.js';
+
+// `cdp basebackup`: a consistent full copy at a known LSN (DESIGN.md section 4).
+//
+// CREATE_REPLICATION_SLOT ... TEMPORARY LOGICAL pgoutput (SNAPSHOT 'export') on a replication
+// connection returns consistent_point and a snapshot name (PostgreSQL docs 55.4 "Streaming
+// Replication Protocol"). The exported snapshot sees exactly the transactions whose commit record
+// is before consistent_point, and a slot created there decodes exactly those at or after it
+// (snapbuild.c, SnapBuildXactNeedsSkip compares the commit record's start LSN with
+// start_decoding_at), so replay after this base applies commit LSN >= consistent_point. The
+// snapshot lives only while the replication connection stays idle in that state ("any further
+// command destroys it"), so we hold it, untouched, until pg_dump has finished.
+//
+// The dump streams from pg_dump's stdout through a SHA-256 (and optionally AES-256-GCM) into a
+// multipart upload (8 MiB parts, each checksummed by the server with x-amz-checksum-sha256): memory
+// stays at queueSize * partSize whatever the database size. The manifest is written last, with
+// putOnce: a base without manifest.json is incomplete and never used.
+
+/** Our manifest carries two extra facts restore uses; older readers ignore them. */
+export type BaseManifestExt = BaseManifest & {
+  /** 64-bit xmax of the exported snapshot: every xid >= it committed after the base. */
+  snapshotXmax?: number;
+  compressed?: boolean;
+};
+
+const PART_SIZE = 8 * 1024 * 1024;
+/** The CDP's own objects in the source (capture's DDL-capture schema); never part of a base. */
+export const CDP_SCHEMA = 'katya_cdp';
+
+export function pgDumpArgs(cfg: Config, snapshot: string, excludeSchemas: string[]): string[] {
+  return [
+    '--format=custom',
+    `--snapshot=${snapshot}`,
+    // The source's publication and subscriptions belong to the source, not to a restored copy.
+    '--no-publications',
+    '--no-subscriptions',
+    ...excludeSchemas.map((s) => `--exclude-schema=${s}`),
+    `--dbname=${cfg.source.url}`,
+  ];
+}
+
+async function commandVersion(path: string): Promise<string> {
+  return new Promise((resolve) => {
+    const p = spawn(path, ['--version'], { stdio: ['ignore', 'pipe', 'ignore'] });
+    let out = '';
+    p.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    p.on('error', () => resolve('unknown'));
+    p.on('close', () => resolve(out.trim() || 'unknown'));
+  });
+}
+
+/** Streaming AES-256-GCM under a fresh data key wrapped by the master key (envelope, like segments). */
+function encryptor(master: MasterKey): { stream: Transform; finish: () => NonNullable<BaseManifest['encryption']> } {
+  const dataKey = randomBytes(32);
+  const aad = Buffer.from(master.id, 'ascii');
+  const wrapIv = randomBytes(12);
+  const w = createCipheriv('aes-256-gcm', master.key, wrapIv);
+  w.setAAD(aad);
+  const wrapped = Buffer.concat([w.update(dataKey), w.final()]);
+  const wrapTag = w.getAuthTag();
+  const iv = randomBytes(12);
+  const c = createCipheriv('aes-256-gcm', dataKey, iv);
+  c.setAAD(aad);
+  return {
+    stream: c,
+    finish: () => ({
+      keyId: master.id,
+      // wrapIv | wrapTag | wrapped data key, base64.
+      wrappedKey: Buffer.concat([wrapIv, wrapTag, wrapped]).toString('base64'),
+      iv: iv.toString('base64'),
+      tag: c.getAuthTag().toString('base64'),
+    }),
+  };
+}
+
+export async function takeBaseBackup(ctx: CommandContext): Promise<BaseManifestExt> {
+  const { cfg, log } = ctx;
+  const store = createStore(cfg, log, { signal: ctx.signal, maxElapsedMs: 300_000 });
+  const root = archiveRoot(cfg);
+  const keyring = loadKeyring(cfg);
+  const started = Date.now();
+
+  const repl = new pg.Client({ connectionString: cfg.source.url, replication: 'database' } as pg.ClientConfig);
+  const sql = new pg.Client({ connectionString: cfg.source.url });
+  try {
+    try {
+      await repl.connect();
+      await sql.connect();
+    } catch (err) {
+      throw new CdpError(ErrorCodes.SOURCE_UNREACHABLE, `cannot connect to the source ${redact(cfg.source.url)}: ${toError(err).message}; check source.url / CDP_SOURCE_URL`, { cause: err, canRetry: true });
+    }
+    const slot = `cdp_base_${randomBytes(6).toString('hex')}`;
+    let consistentPoint: string;
+    let snapshotName: string;
+    try {
+      const r = await repl.query(`CREATE_REPLICATION_SLOT ${slot} TEMPORARY LOGICAL pgoutput (SNAPSHOT 'export')`);
+      consistentPoint = r.rows[0].consistent_point;
+      snapshotName = r.rows[0].snapshot_name;
+    } catch (err) {
+      throw pgError('base backup: cannot create the temporary slot that exports a snapshot (needs wal_level=logical, a free replication slot and the REPLICATION attribute)', err);
+    }
+    const lsn = parseLsn(consistentPoint);
+    // Facts about the snapshot, read inside it (importing an exported snapshot is allowed while
+    // the exporter holds it; docs 9.27.5 "Snapshot Synchronization Functions").
+    await sql.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+    await sql.query(`SET TRANSACTION SNAPSHOT '${snapshotName.replace(/'/g, "''")}'`);
+    const facts = await sql.query(
+      `SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint::text AS now_us,
+              txid_snapshot_xmax(txid_current_snapshot())::text AS xmax,
+              current_setting('server_version') AS version,
+              current_setting('server_version_num')::int AS version_num,
+              EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1) AS has_cdp_schema`,
+      [CDP_SCHEMA],
+    );
+    await sql.query('COMMIT');
+    const f = facts.rows[0];
+    const timeMicros = Number(f.now_us);
+    const dumpKey = baseDumpKey(root, lsn);
+    const manifestKey = baseManifestKey(root, lsn);
+    if (await getObjectIfExists(store, manifestKey)) {
+      throw new CdpError(ErrorCodes.INTEGRITY, `a base at ${consistentPoint} already exists (${manifestKey}); bases are write-once`);
+    }
+    log.info({ lsn: consistentPoint, snapshot: snapshotName, key: dumpKey }, 'basebackup: snapshot exported, running pg_dump');
+
+    const args = pgDumpArgs(cfg, snapshotName, f.has_cdp_schema ? [CDP_SCHEMA] : []);
+    const child = spawn(cfg.basebackup.pgDumpPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => {
+      stderr += d.toString();
+      if (stderr.length > 64_000) stderr = stderr.slice(-32_000);
+    });
+    const exited = new Promise<number>((resolve, reject) => {
+      child.on('error', (err) => reject(new CdpError(ErrorCodes.SOURCE_NOT_READY, `cannot run ${cfg.basebackup.pgDumpPath}: ${err.message}; install the PostgreSQL client or set basebackup.pgDumpPath`, { cause: err })));
+      child.on('close', (code, sig) => resolve(code ?? (sig ? 128 : 1)));
+    });
+    const onAbort = () => child.kill('SIGTERM');
+    ctx.signal.addEventListener('abort', onAbort, { once: true });
+
+    const hash = createHash('sha256');
+    let size = 0;
+    const enc = keyring ? encryptor(keyring.current) : undefined;
+    const meter = new Transform({
+      transform(chunk: Buffer, _e, cb) {
+        hash.update(chunk);
+        size += chunk.length;
+        cb(null, chunk);
+      },
+    });
+    const body = new PassThrough({ highWaterMark: PART_SIZE });
+    (enc ? child.stdout.pipe(enc.stream).pipe(meter) : child.stdout.pipe(meter)).pipe(body);
+    const upload = uploadStream(store, dumpKey, body);
+    let code: number;
+    try {
+      [code] = await Promise.all([exited, upload]);
+    } catch (err) {
+      child.kill('SIGKILL');
+      throw err;
+    } finally {
+      ctx.signal.removeEventListener('abort', onAbort);
+    }
+    if (ctx.signal.aborted) throw ctx.signal.reason ?? new CdpError(ErrorCodes.SHUTDOWN, 'base backup aborted');
+    if (code !== 0) {
+      throw new CdpError(ErrorCodes.PG_ERROR, `pg_dump failed (exit ${code}): ${stderr.trim().split('\n').slice(-5).join(' | ')}; the base at ${consistentPoint} is incomplete (no manifest) and will not be used`);
+    }
+    const manifest: BaseManifestExt = {
+      version: 1,
+      database: sourceDatabase(cfg),
+      lsn,
+      lsnText: formatLsn(lsn),
+      time: microsToIso(timeMicros),
+      timeMicros,
+      key: dumpKey,
+      size,
+      sha256: hash.digest('hex'),
+      serverVersion: String(f.version),
+      serverVersionNum: Number(f.version_num),
+      pgDumpVersion: await commandVersion(cfg.basebackup.pgDumpPath),
+      encryption: enc ? enc.finish() : null,
+      snapshotXmax: Number(f.xmax),
+    };
+    await putOnce(store, manifestKey, Buffer.from(JSON.stringify(manifest, null, 1)), { contentType: 'application/json' });
+    log.info({ lsn: manifest.lsnText, size, seconds: (Date.now() - started) / 1000, key: dumpKey }, 'basebackup: stored');
+    return manifest;
+  } finally {
+    // Ends the exporting transaction; the temporary slot goes with the connection.
+    await repl.end().catch(() => {});
+    await sql.end().catch(() => {});
+  }
+}
+
+async function uploadStream(store: Store, key: string, body: PassThrough): Promise<void> {
+  const abort = new AbortController();
+  const onAbort = () => abort.abort();
+  store.signal?.addEventListener('abort', onAbort, { once: true });
+  try {
+    const upload = new Upload({
+      client: store.client,
+      partSize: PART_SIZE,
+      queueSize: 2,
+      leavePartsOnError: false,
+      abortController: abort,
+      params: {
+        Bucket: store.bucket,
+        Key: key,
+        Body: body,
+        ContentType: 'application/octet-stream',
+        ChecksumAlgorithm: 'SHA256',
+        Metadata: { 'cdp-kind': 'base' },
+        ...store.sse,
+      },
+    });
+    await upload.done();
+  } catch (err) {
+    body.resume();
+    throw err instanceof CdpError ? err : s3Error(`multipart upload s3://${store.bucket}/${key}`, err);
+  } finally {
+    store.signal?.removeEventListener('abort', onAbort);
+  }
+}
+
+export function redact(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password) u.password = '***';
+    return u.toString();
+  } catch {
+    return '(invalid URL)';
+  }
+}

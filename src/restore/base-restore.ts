@@ -1,0 +1,171 @@
+import { spawn } from 'node:child_process';
+import { createDecipheriv, createHash, type DecipherGCM } from 'node:crypto';
+import { createWriteStream } from 'node:fs';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Transform, type Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { GetObjectCommand } from '@aws-sdk/client-s3';
+import type { Keyring } from '../archive/crypto.js';
+import { basesPrefix } from '../archive/layout.js';
+import type { BaseManifestExt } from '../base/basebackup.js';
+import { CDP_SCHEMA } from '../base/basebackup.js';
+import { CdpError, ErrorCodes, IntegrityError, toError } from '../errors.js';
+import { getObject, listObjects, s3Error, type Store } from '../s3/client.js';
+import { withRetry } from '../util/retry.js';
+import type { TableFilter } from './apply.js';
+
+// Loading a base: download to a temporary file (pg_restore -j needs a seekable archive file),
+// checking size and SHA-256 of the stored bytes while streaming (G5), decrypting when the manifest
+// says so (the GCM tag, checked at the end, authenticates the whole dump), then pg_restore with a
+// filtered table of contents (pg_restore -l / -L, docs "pg_restore"): the CDP's own event triggers
+// never reach the target, and with --tables only the chosen tables get their data.
+
+export async function listBaseManifests(store: Store, root: string): Promise<BaseManifestExt[]> {
+  const out: BaseManifestExt[] = [];
+  for await (const o of listObjects(store, basesPrefix(root))) {
+    if (!o.key.endsWith('/manifest.json')) continue;
+    try {
+      out.push(JSON.parse((await getObject(store, o.key)).toString('utf8')) as BaseManifestExt);
+    } catch (err) {
+      store.log.warn({ key: o.key, err: toError(err).message }, 'ignoring an unreadable base manifest');
+    }
+  }
+  return out.sort((a, b) => a.lsn - b.lsn);
+}
+
+export async function downloadBase(store: Store, base: BaseManifestExt, keyring: Keyring | undefined): Promise<{ dir: string; file: string }> {
+  const dir = await mkdtemp(join(tmpdir(), 'cdp-restore-'));
+  const file = join(dir, 'base.dump');
+  try {
+    await withRetry(
+      async () => {
+        let body: Readable;
+        try {
+          const out = await store.client.send(new GetObjectCommand({ Bucket: store.bucket, Key: base.key }), { abortSignal: store.signal });
+          body = out.Body as Readable;
+        } catch (err) {
+          throw s3Error(`get s3://${store.bucket}/${base.key}`, err);
+        }
+        const hash = createHash('sha256');
+        let size = 0;
+        const meter = new Transform({
+          transform(chunk: Buffer, _e, cb) {
+            hash.update(chunk);
+            size += chunk.length;
+            cb(null, chunk);
+          },
+        });
+        const stages: NodeJS.ReadWriteStream[] = [meter];
+        let decipher: DecipherGCM | undefined;
+        if (base.encryption) {
+          if (!keyring) throw new CdpError(ErrorCodes.ENCRYPTION, `base ${base.lsnText} is encrypted with key ${base.encryption.keyId}; configure archive.encryptionKeyFile or archive.encryptionKeyEnv`);
+          const master = keyring.keys.get(base.encryption.keyId);
+          if (!master) throw new CdpError(ErrorCodes.ENCRYPTION, `base ${base.lsnText} is encrypted with key ${base.encryption.keyId}, which is not in the configured keyring`);
+          const packed = Buffer.from(base.encryption.wrappedKey, 'base64');
+          const aad = Buffer.from(base.encryption.keyId, 'ascii');
+          const w = createDecipheriv('aes-256-gcm', master, packed.subarray(0, 12));
+          w.setAAD(aad);
+          w.setAuthTag(packed.subarray(12, 28));
+          let dataKey: Buffer;
+          try {
+            dataKey = Buffer.concat([w.update(packed.subarray(28)), w.final()]);
+          } catch (err) {
+            throw new CdpError(ErrorCodes.ENCRYPTION, `base ${base.lsnText}: cannot unwrap its data key (wrong key?)`, { cause: err });
+          }
+          decipher = createDecipheriv('aes-256-gcm', dataKey, Buffer.from(base.encryption.iv, 'base64'));
+          decipher.setAAD(aad);
+          decipher.setAuthTag(Buffer.from(base.encryption.tag ?? '', 'base64'));
+          stages.push(decipher);
+        }
+        try {
+          await pipeline(body, ...(stages as [NodeJS.ReadWriteStream]), createWriteStream(file));
+        } catch (err) {
+          if (decipher) throw new CdpError(ErrorCodes.ENCRYPTION, `base ${base.lsnText}: decryption failed (${toError(err).message}); the dump was altered or the key is wrong`, { cause: err });
+          throw new CdpError(ErrorCodes.S3, `downloading ${base.key}: ${toError(err).message}`, { cause: err, canRetry: true });
+        }
+        const digest = hash.digest('hex');
+        if (digest !== base.sha256 || size !== base.size) {
+          throw new IntegrityError(`base ${base.key}: ${size} bytes with SHA-256 ${digest}, its manifest says ${base.size} bytes / ${base.sha256}; the dump was altered or truncated: restore from another base or the offsite copy`);
+        }
+      },
+      { what: `download ${base.key}`, log: store.log, signal: store.signal, maxElapsedMs: 300_000 },
+    );
+    return { dir, file };
+  } catch (err) {
+    await rm(dir, { recursive: true, force: true });
+    throw err;
+  }
+}
+
+async function run(cmd: string, args: string[], signal: AbortSignal): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const p = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    p.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    p.stderr.on('data', (d: Buffer) => {
+      err += d.toString();
+      if (err.length > 64_000) err = err.slice(-32_000);
+    });
+    const onAbort = () => p.kill('SIGTERM');
+    signal.addEventListener('abort', onAbort, { once: true });
+    p.on('error', (e) => reject(new CdpError(ErrorCodes.SOURCE_NOT_READY, `cannot run ${cmd}: ${e.message}; install the PostgreSQL client or set basebackup.pgRestorePath`, { cause: e })));
+    p.on('close', (code) => {
+      signal.removeEventListener('abort', onAbort);
+      if (code === 0) resolve(out);
+      else reject(new CdpError(ErrorCodes.PG_ERROR, `${cmd} failed (exit ${code}): ${err.trim().split('\n').slice(-6).join(' | ')}`));
+    });
+  });
+}
+
+/**
+ * Filters a pg_restore -l listing. Each entry line is "id; tableoid oid TYPE schema name owner"
+ * (comments start with ';'). Dropped: the CDP's event triggers and schema; with a table filter,
+ * TABLE DATA of other tables and every FK CONSTRAINT (a key pointing at a table left empty would
+ * fail to validate; the chosen tables still get their own constraints, indexes and sequences).
+ */
+export function filterToc(listing: string, filter: TableFilter | undefined): string {
+  const out: string[] = [];
+  for (const line of listing.split('\n')) {
+    if (line.startsWith(';') || line.trim() === '') {
+      out.push(line);
+      continue;
+    }
+    const m = /^\d+; \d+ \d+ (.*)$/.exec(line);
+    if (!m) {
+      out.push(line);
+      continue;
+    }
+    const rest = m[1]!;
+    if (/^EVENT TRIGGER - katya_cdp_/.test(rest)) continue;
+    if (rest.startsWith(`SCHEMA - ${CDP_SCHEMA} `) || new RegExp(`^[A-Z ]+ ${CDP_SCHEMA} `).test(rest)) continue;
+    if (filter) {
+      if (rest.startsWith('FK CONSTRAINT ')) continue;
+      const d = /^TABLE DATA (\S+) (.+) \S+$/.exec(rest);
+      if (d && !filter.tables.has(`${d[1]}.${d[2]}`)) continue;
+    }
+    out.push(line);
+  }
+  return out.join('\n');
+}
+
+export async function restoreBase(opts: {
+  file: string;
+  dir: string;
+  into: string;
+  jobs: number;
+  pgRestorePath: string;
+  filter?: TableFilter;
+  signal: AbortSignal;
+}): Promise<void> {
+  const listing = await run(opts.pgRestorePath, ['--list', opts.file], opts.signal);
+  const listFile = join(opts.dir, 'toc.list');
+  await writeFile(listFile, filterToc(listing, opts.filter));
+  await run(
+    opts.pgRestorePath,
+    ['--no-owner', '--exit-on-error', `--jobs=${opts.jobs}`, `--use-list=${listFile}`, `--dbname=${opts.into}`, opts.file],
+    opts.signal,
+  );
+}

@@ -1,0 +1,372 @@
+import { rm } from 'node:fs/promises';
+import { createWriteStream, type WriteStream } from 'node:fs';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import pg from 'pg';
+import copyStreams from 'pg-copy-streams';
+import type { CommandContext } from '../cli/main.js';
+import { archiveRoot } from '../config/config.js';
+import { readArchiveManifest, restorablePoint } from '../archive/catalog.js';
+import { loadKeyring } from '../archive/crypto.js';
+import type { BaseManifestExt } from '../base/basebackup.js';
+import { redact } from '../base/basebackup.js';
+import { CdpError, ErrorCodes, ExitCode, pgError, toError } from '../errors.js';
+import { createStore } from '../s3/client.js';
+import { formatLsn, microsToIso, type Lsn } from '../util/lsn.js';
+import { Applier, parseTableList, sequencesSql, type SqlSink, type TableFilter } from './apply.js';
+import { Limiter, listPartitionSegments, partitionChunks, type SegmentReadStats } from './archive-source.js';
+import { downloadBase, listBaseManifests, restoreBase } from './base-restore.js';
+import { groupTransactions, mergePartitions, type MergeStats, type ReplayItem } from './merge.js';
+import { describeTarget, makeCut, parseTarget, type RestoreTarget } from './target.js';
+
+// `cdp restore` (DESIGN.md section 5): newest base at or before the target, then the archived
+// transactions with commit LSN in [base LSN, target], merged across partitions in commit order,
+// deduplicated by identity, each applied atomically (G2); never beyond the restorable point (G3).
+
+export interface RestoreOptions {
+  into: string;
+  time?: string;
+  lsn?: string;
+  xid?: number;
+  latest: boolean;
+  tables?: string[];
+  dryRun: boolean;
+  sqlFile?: string;
+  force: boolean;
+  jobs?: number;
+}
+
+const CURSOR_SCHEMA = '_cdp_restore';
+
+function outOfRange(why: string, bases: BaseManifestExt[], point: { lsn: Lsn; time: number } | undefined): CdpError {
+  const first = bases[0];
+  const range = first && point ? `available range: ${first.lsnText} (${first.time}) .. ${formatLsn(point.lsn)} (${microsToIso(point.time)})` : 'nothing is restorable yet';
+  return new CdpError(ErrorCodes.TARGET_OUT_OF_RANGE, `${why}; ${range}. Nothing was written.`, {
+    details: { earliest: first ? { lsn: first.lsnText, time: first.time } : null, latest: point ? { lsn: formatLsn(point.lsn), time: microsToIso(point.time) } : null },
+  });
+}
+
+/** Chooses the base and the replay limit for a target, or refuses it with the available range. */
+export function planRestore(target: RestoreTarget, bases: BaseManifestExt[], point: { lsn: Lsn; time: number } | undefined): { base: BaseManifestExt; limitLsn: Lsn } {
+  if (bases.length === 0) throw outOfRange('the archive has no base backup (run cdp basebackup)', bases, point);
+  if (!point) throw outOfRange('the archive has no restorable point yet (is cdp archive running? every partition needs an archived watermark)', bases, point);
+  // A base contains the transactions with commit LSN < base.lsn; usable for a target when all of
+  // them are at or before the target.
+  const usable = (pred: (b: BaseManifestExt) => boolean) => bases.filter(pred).at(-1);
+  let base: BaseManifestExt | undefined;
+  switch (target.kind) {
+    case 'latest':
+      base = usable((b) => b.lsn - 1 <= point.lsn);
+      break;
+    case 'lsn':
+      if (target.lsn > point.lsn) throw outOfRange(`--lsn ${formatLsn(target.lsn)} is after the restorable point`, bases, point);
+      base = usable((b) => b.lsn - 1 <= target.lsn);
+      if (!base) throw outOfRange(`--lsn ${formatLsn(target.lsn)} is before the earliest base`, bases, point);
+      break;
+    case 'time':
+      if (target.micros > point.time) throw outOfRange(`--time ${microsToIso(target.micros)} is after the restorable point`, bases, point);
+      // base.timeMicros was read after the snapshot was exported: every transaction in the base
+      // committed before it.
+      base = usable((b) => b.timeMicros <= target.micros);
+      if (!base) throw outOfRange(`--time ${microsToIso(target.micros)} is before the earliest base`, bases, point);
+      break;
+    case 'xid': {
+      // An xid >= the snapshot's xmax was not yet assigned when the base was taken, so it commits
+      // after it. Without that fact, the earliest base is the only safe choice.
+      const x = target.xid;
+      base = usable((b) => b.snapshotXmax !== undefined && x >= (x > 0xffffffff ? b.snapshotXmax : b.snapshotXmax % 2 ** 32)) ?? bases[0];
+      break;
+    }
+  }
+  if (!base) throw outOfRange('no base at or before the restorable point', bases, point);
+  return { base, limitLsn: target.kind === 'lsn' ? Math.min(target.lsn, point.lsn) : point.lsn };
+}
+
+/** A live session: SQL text as simple queries, two in flight so JS builds while Postgres executes. */
+class PgSink implements SqlSink {
+  private inflight: Array<Promise<void>> = [];
+  private error: Error | undefined;
+  constructor(private readonly client: pg.Client) {}
+  private track(p: Promise<unknown>): void {
+    this.inflight.push(
+      p.then(
+        () => undefined,
+        (err: unknown) => {
+          this.error ??= toError(err);
+        },
+      ),
+    );
+  }
+  private async room(): Promise<void> {
+    while (this.inflight.length >= 2) await this.inflight.shift();
+    if (this.error) throw pgError('restore: applying a change failed', this.error);
+  }
+  async exec(sql: string): Promise<void> {
+    await this.room();
+    this.track(this.client.query(sql));
+  }
+  async copy(sql: string, data: string): Promise<void> {
+    await this.room();
+    const stream = this.client.query(copyStreams.from(sql));
+    this.track(pipeline(Readable.from([Buffer.from(data)]), stream));
+  }
+  async drain(): Promise<void> {
+    while (this.inflight.length > 0) await this.inflight.shift();
+    if (this.error) throw pgError('restore: applying a change failed', this.error);
+  }
+}
+
+/** The --sql file: the same statements, COPY data inline as psql reads it. */
+class FileSink implements SqlSink {
+  constructor(private readonly out: WriteStream) {}
+  private async write(s: string): Promise<void> {
+    if (!this.out.write(s)) await new Promise<void>((r) => this.out.once('drain', () => r()));
+  }
+  async exec(sql: string): Promise<void> {
+    await this.write(sql);
+  }
+  async copy(sql: string, data: string): Promise<void> {
+    await this.write(`${sql};\n${data}\\.\n`);
+  }
+  async drain(): Promise<void> {}
+}
+
+/** Counts without applying (--dry-run). */
+class NullSink implements SqlSink {
+  async exec(): Promise<void> {}
+  async copy(): Promise<void> {}
+  async drain(): Promise<void> {}
+}
+
+async function connectTarget(url: string): Promise<pg.Client> {
+  const c = new pg.Client({ connectionString: url });
+  try {
+    await c.connect();
+  } catch (err) {
+    throw new CdpError(ErrorCodes.USAGE, `cannot connect to the target ${redact(url)}: ${toError(err).message}; create the database first (createdb) and check --into`, { cause: err });
+  }
+  c.on('error', () => {});
+  return c;
+}
+
+interface Cursor {
+  base_lsn: string;
+  target: string;
+  commit_lsn: string;
+  commit_time: string;
+  xid: string;
+  transactions: string;
+  phase: string;
+}
+
+async function readCursor(c: pg.Client): Promise<Cursor | undefined> {
+  const r = await c.query(`SELECT to_regclass('${CURSOR_SCHEMA}.cursor') IS NOT NULL AS present`);
+  if (!r.rows[0].present) return undefined;
+  const rows = await c.query<Cursor>(`SELECT base_lsn::text, target, commit_lsn::text, commit_time::text, xid::text, transactions::text, phase FROM ${CURSOR_SCHEMA}.cursor`);
+  return rows.rows[0];
+}
+
+async function userTables(c: pg.Client): Promise<string[]> {
+  const r = await c.query<{ name: string }>(
+    `SELECT n.nspname || '.' || c.relname AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema', '${CURSOR_SCHEMA}')
+        AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%' ORDER BY 1 LIMIT 5`,
+  );
+  return r.rows.map((x) => x.name);
+}
+
+class Progress {
+  private timer: NodeJS.Timeout | undefined;
+  private readonly tty = process.stderr.isTTY;
+  private lastLog = Date.now();
+  constructor(
+    private readonly ctx: CommandContext,
+    private readonly started: number,
+    private readonly get: () => { transactions: number; changes: number; lsn: Lsn; time: number },
+  ) {}
+  start(): void {
+    this.timer = setInterval(() => this.tick(), 500);
+    this.timer.unref();
+  }
+  private tick(): void {
+    const s = this.get();
+    const secs = (Date.now() - this.started) / 1000;
+    const rate = Math.round(s.changes / Math.max(secs, 0.001));
+    if (this.tty) {
+      process.stderr.write(`\rrestore: ${s.transactions} txns, ${s.changes} changes, at ${formatLsn(s.lsn)} ${s.time ? microsToIso(s.time) : ''} (${rate} changes/s)   `);
+    } else if (Date.now() - this.lastLog >= 10_000) {
+      this.lastLog = Date.now();
+      this.ctx.log.info({ transactions: s.transactions, changes: s.changes, lsn: formatLsn(s.lsn), rate }, 'restore: progress');
+    }
+  }
+  stop(): void {
+    if (this.timer) clearInterval(this.timer);
+    if (this.tty) process.stderr.write('\n');
+  }
+}
+
+export async function runRestore(ctx: CommandContext, opts: RestoreOptions): Promise<number> {
+  const { cfg, log } = ctx;
+  const started = Date.now();
+  const target = parseTarget(opts);
+  const filter: TableFilter | undefined = opts.tables && opts.tables.length > 0 ? parseTableList(opts.tables) : undefined;
+  const store = createStore(cfg, log, { signal: ctx.signal, maxElapsedMs: 120_000 });
+  const root = archiveRoot(cfg);
+  const keyring = loadKeyring(cfg);
+
+  const manifest = await readArchiveManifest(store, root);
+  if (!manifest) throw new CdpError(ErrorCodes.USAGE, `no archive at s3://${cfg.s3.bucket}/${root}/ (archive.json missing): check s3.prefix / CDP_S3_PREFIX and the source database name`);
+  const [point, bases] = await Promise.all([restorablePoint(store, root, { partitions: manifest.partitions }), listBaseManifests(store, root)]);
+  const { base, limitLsn } = planRestore(target, bases, point);
+  const targetText = describeTarget(target);
+
+  // Resume or refuse a non-empty target, before anything is written.
+  let client: pg.Client | undefined;
+  let resumeFrom: Lsn | undefined;
+  let resumed: Cursor | undefined;
+  if (!opts.dryRun && !opts.sqlFile) {
+    client = await connectTarget(opts.into);
+    resumed = await readCursor(client);
+    if (resumed) {
+      if (Number(resumed.base_lsn) !== base.lsn || resumed.target !== targetText) {
+        await client.end();
+        throw new CdpError(ErrorCodes.TARGET_NOT_EMPTY, `the target holds an interrupted restore from base ${formatLsn(Number(resumed.base_lsn))} to ${resumed.target}; resume it with the same target, or use a fresh database`);
+      }
+      if (resumed.phase === 'base') {
+        await client.end();
+        throw new CdpError(ErrorCodes.TARGET_NOT_EMPTY, 'the target holds a restore interrupted while loading its base; drop and recreate the database, then restore again');
+      }
+      resumeFrom = Number(resumed.commit_lsn) + 1;
+      log.info({ from: formatLsn(Number(resumed.commit_lsn)), transactions: Number(resumed.transactions) }, 'restore: resuming an interrupted restore after its last applied transaction');
+    } else {
+      const tables = await userTables(client);
+      if (tables.length > 0 && !opts.force) {
+        await client.end();
+        throw new CdpError(ErrorCodes.TARGET_NOT_EMPTY, `the target database is not empty (${tables.join(', ')}${tables.length === 5 ? ', ...' : ''}); restore into a fresh database, or pass --force`);
+      }
+    }
+  }
+
+  const segStats: SegmentReadStats = { segments: 0, bytes: 0 };
+  const mergeStats: MergeStats = { duplicates: 0 };
+  const fromLsn = Math.max(base.lsn, resumeFrom ?? 0);
+  const segLists = await listPartitionSegments(store, root, manifest.partitions, fromLsn);
+  const limiter = new Limiter(Math.max(2, Math.min(8, manifest.partitions * 2)));
+  const sources = segLists.map((segs, p) => ({ partition: p, chunks: partitionChunks(store, segs, { keyring, readAhead: 2, limiter, stats: segStats }) }));
+  const items = groupTransactions(mergePartitions(sources, { fromLsn, stats: mergeStats }), makeCut(target, limitLsn), {
+    sequenceScanMicros: Math.max(5 * 60 * 1e6, 4 * cfg.capture.sequenceIntervalMs * 1000),
+  });
+
+  const planInfo = {
+    base: { lsn: base.lsnText, time: base.time, key: base.key, size: base.size },
+    target: targetText,
+    restorablePoint: { lsn: formatLsn(point!.lsn), time: microsToIso(point!.time) },
+    segments: segLists.reduce((n, s) => n + s.length, 0),
+  };
+
+  let sink: SqlSink;
+  let file: WriteStream | undefined;
+  if (opts.dryRun) sink = new NullSink();
+  else if (opts.sqlFile) {
+    file = createWriteStream(opts.sqlFile);
+    sink = new FileSink(file);
+    await sink.exec(
+      `-- Katya CDP replay: base ${base.lsnText} (${base.time}, ${base.key}) to ${targetText}\n` +
+        `-- Restore the base first: pg_restore --no-owner --exit-on-error -d <target> base.dump\n` +
+        `SET standard_conforming_strings = on;\nSET session_replication_role = replica;\n`,
+    );
+  } else sink = new PgSink(client!);
+
+  const applier = new Applier(sink, {
+    cursor: !opts.dryRun && !opts.sqlFile,
+    onePerSource: Boolean(opts.sqlFile),
+    filter,
+    onDdlSkipped: (ev) => log.debug({ commitLsn: formatLsn(ev.commitLsn), position: ev.position }, 'restore: DDL not about the chosen tables, skipped'),
+  });
+  const progress = new Progress(ctx, started, () => ({
+    transactions: applier.stats.transactions,
+    changes: applier.stats.changes,
+    lsn: applier.stats.last?.commitLsn ?? 0,
+    time: applier.stats.last?.commitTime ?? 0,
+  }));
+
+  let end: Extract<ReplayItem, { type: 'end' }> | undefined;
+  try {
+    if (client && !resumed) {
+      // 1. The base.
+      log.info({ base: base.lsnText, key: base.key, size: base.size }, 'restore: downloading the base');
+      const { dir, file: dump } = await downloadBase(store, base, keyring);
+      try {
+        log.info({ jobs: opts.jobs ?? cfg.restore.jobs }, 'restore: pg_restore');
+        await restoreBase({ file: dump, dir, into: opts.into, jobs: opts.jobs ?? cfg.restore.jobs, pgRestorePath: cfg.basebackup.pgRestorePath, filter, signal: ctx.signal });
+      } finally {
+        await rm(dir, { recursive: true, force: true });
+      }
+      await client.query(
+        `CREATE SCHEMA ${CURSOR_SCHEMA};
+         CREATE TABLE ${CURSOR_SCHEMA}.cursor (base_lsn bigint NOT NULL, target text NOT NULL, commit_lsn bigint NOT NULL, commit_time bigint NOT NULL,
+           xid bigint NOT NULL, end_lsn bigint NOT NULL, transactions bigint NOT NULL, phase text NOT NULL, updated_at timestamptz NOT NULL);
+         INSERT INTO ${CURSOR_SCHEMA}.cursor VALUES (${base.lsn}, '${targetText.replace(/'/g, "''")}', 0, 0, 0, 0, 0, 'replay', clock_timestamp());`,
+      );
+    }
+    if (client) {
+      // The stream already holds what the source's triggers, FK actions and defaults did; the
+      // target must not do it again (docs, session_replication_role: "replica" fires only
+      // ENABLE REPLICA / ALWAYS triggers; FK constraints are implemented as triggers).
+      // synchronous_commit off: a crash of the target loses whole recent groups together with
+      // their cursor update, so the resume stays exact.
+      await client.query(`SET session_replication_role = replica; SET standard_conforming_strings = on; SET synchronous_commit = off; SET statement_timeout = 0; SET lock_timeout = 0`);
+    }
+    progress.start();
+    for await (const item of items) {
+      if (ctx.signal.aborted) break;
+      await applier.handle(item);
+      if (item.type === 'end') end = item;
+    }
+    if (ctx.signal.aborted) {
+      // Whole groups only: roll back the open one; the cursor says where to resume.
+      await sink.drain().catch(() => {});
+      if (client) await client.query('ROLLBACK').catch(() => {});
+      log.warn({ at: applier.stats.last ? formatLsn(applier.stats.last.commitLsn) : null }, 'restore: interrupted; run the same command again to resume');
+      return ExitCode.ok;
+    }
+    if (target.kind === 'xid' && !(end?.stoppedBy === 'target' && applier.stats.last?.xid === target.xid)) {
+      throw outOfRange(`--xid ${target.xid} is not among the archived transactions after base ${base.lsnText} up to the restorable point (a transaction that changed nothing has no record)`, bases, point);
+    }
+    // 2. Sequences, then the cursor goes.
+    const seqSql = sequencesSql(applier.sequences);
+    if (!opts.dryRun) await sink.exec(seqSql);
+    if (client) await sink.exec(`DROP SCHEMA ${CURSOR_SCHEMA} CASCADE;\n`);
+    await sink.drain();
+  } catch (err) {
+    if (client) await client.query('ROLLBACK').catch(() => {});
+    throw err;
+  } finally {
+    progress.stop();
+    if (file) await new Promise<void>((r) => file!.end(() => r()));
+    if (client) await client.end().catch(() => {});
+  }
+
+  const reached = applier.stats.last ?? (resumed ? { commitLsn: Number(resumed.commit_lsn), commitTime: Number(resumed.commit_time), xid: Number(resumed.xid) } : undefined);
+  const seconds = (Date.now() - started) / 1000;
+  const report = {
+    ok: true,
+    mode: opts.dryRun ? 'dry-run' : opts.sqlFile ? 'sql' : 'apply',
+    ...planInfo,
+    segmentsRead: segStats.segments,
+    bytesRead: segStats.bytes,
+    duplicatesDropped: mergeStats.duplicates,
+    lsn: reached ? formatLsn(reached.commitLsn) : base.lsnText,
+    time: reached ? microsToIso(reached.commitTime) : base.time,
+    xid: reached?.xid ?? null,
+    transactions: applier.stats.transactions,
+    changes: applier.stats.changes,
+    targetCommits: applier.stats.targetCommits,
+    seconds: Math.round(seconds * 1000) / 1000,
+    changesPerSecond: Math.round(applier.stats.changes / Math.max(seconds, 0.001)),
+    resumed: Boolean(resumed),
+    sqlFile: opts.sqlFile ?? null,
+  };
+  process.stdout.write(JSON.stringify(report) + '\n');
+  return ExitCode.ok;
+}
