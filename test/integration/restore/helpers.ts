@@ -1,0 +1,140 @@
+import { execFileSync, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import pg from 'pg';
+import { pino } from 'pino';
+import { loadConfig, type Config } from '../../../src/config/config.js';
+import type { CommandContext } from '../../../src/cli/main.js';
+
+// Shared by the base and restore integration tests: the local stack's environment, fresh
+// databases, CLI child processes, and the table fingerprint the oracle compares.
+
+export const REPO = new URL('../../../', import.meta.url).pathname;
+export const rand = () => randomBytes(4).toString('hex');
+export const silentLog = pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' });
+
+let stackEnv: Record<string, string> | undefined;
+export function stackEnvironment(): Record<string, string> {
+  if (stackEnv) return stackEnv;
+  const out = execFileSync('bash', [`${REPO}deploy/local/stack.sh`, 'env'], { encoding: 'utf8' });
+  stackEnv = {};
+  for (const line of out.split('\n')) {
+    const m = /^export ([A-Z0-9_]+)=(.*)$/.exec(line.trim());
+    if (m) stackEnv[m[1]!] = m[2]!.replace(/^'(.*)'$/, '$1').replace(/^"(.*)"$/, '$1');
+  }
+  for (const [k, v] of Object.entries(stackEnv)) process.env[k] ??= v;
+  return stackEnv;
+}
+
+export function adminUrl(db = 'postgres'): string {
+  const u = new URL(stackEnvironment().CDP_SOURCE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres');
+  u.pathname = `/${db}`;
+  return u.toString();
+}
+
+export async function withClient<T>(url: string, fn: (c: pg.Client) => Promise<T>): Promise<T> {
+  const c = new pg.Client({ connectionString: url });
+  await c.connect();
+  try {
+    return await fn(c);
+  } finally {
+    await c.end();
+  }
+}
+
+export async function createDatabase(name: string): Promise<string> {
+  await withClient(adminUrl(), (c) => c.query(`CREATE DATABASE ${name}`));
+  return adminUrl(name);
+}
+
+export async function dropDatabase(name: string): Promise<void> {
+  await withClient(adminUrl(), async (c) => {
+    // Slots of this database first: a leftover slot retains WAL and fills the disk.
+    const slots = await c.query(`SELECT slot_name, active_pid FROM pg_replication_slots WHERE database = $1`, [name]);
+    for (const s of slots.rows) {
+      if (s.active_pid) await c.query('SELECT pg_terminate_backend($1)', [s.active_pid]).catch(() => {});
+    }
+    for (const s of slots.rows) {
+      for (let i = 0; i < 20; i++) {
+        try {
+          await c.query('SELECT pg_drop_replication_slot($1)', [s.slot_name]);
+          break;
+        } catch {
+          await new Promise((r) => setTimeout(r, 250));
+        }
+      }
+    }
+    await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+  }).catch(() => {});
+}
+
+export function testConfig(env: Record<string, string>): Config {
+  return loadConfig({ env: { ...process.env, ...stackEnvironment(), ...env }, flags: { 'metrics.port': 0 } });
+}
+
+export function testContext(cfg: Config, signal = new AbortController().signal): CommandContext {
+  return { cfg, log: silentLog, signal };
+}
+
+export interface CliResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs `node bin/cdp.mjs <args>` to completion. */
+export function runCli(args: string[], env: Record<string, string>, timeoutMs = 600_000): Promise<CliResult> {
+  return new Promise((resolve) => {
+    const p = spawn(process.execPath, [`${REPO}bin/cdp.mjs`, ...args], {
+      env: { ...process.env, ...stackEnvironment(), CDP_LOG_FORMAT: 'json', CDP_METRICS_PORT: '0', ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    p.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    p.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const t = setTimeout(() => p.kill('SIGKILL'), timeoutMs);
+    p.on('close', (code) => {
+      clearTimeout(t);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+/**
+ * Every user table's content as an ordered md5 of its rows, read in one snapshot: two databases
+ * with the same fingerprint hold the same rows in every table (and the same set of tables).
+ */
+export async function fingerprint(c: pg.Client): Promise<Record<string, string>> {
+  await c.query('BEGIN ISOLATION LEVEL REPEATABLE READ');
+  try {
+    const tables = await c.query<{ s: string; t: string }>(
+      `SELECT n.nspname AS s, c.relname AS t FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relkind IN ('r') AND NOT c.relispartition AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'katya_cdp', '_cdp_restore')
+          AND n.nspname NOT LIKE 'pg_toast%' ORDER BY 1, 2`,
+    );
+    const out: Record<string, string> = {};
+    for (const { s, t } of tables.rows) {
+      const q = `"${s.replace(/"/g, '""')}"."${t.replace(/"/g, '""')}"`;
+      const r = await c.query(`SELECT count(*)::int AS n, md5(coalesce(string_agg(x.r, E'\\n' ORDER BY x.r), '')) AS h FROM (SELECT (${q}.*)::text AS r FROM ${q}) x`);
+      out[`${s}.${t}`] = `${r.rows[0].n}:${r.rows[0].h}`;
+    }
+    return out;
+  } finally {
+    await c.query('COMMIT');
+  }
+}
+
+export async function waitFor<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 180_000, everyMs = 500): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let lastErr: unknown;
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v !== undefined && v !== false) return v;
+    } catch (err) {
+      lastErr = err;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${lastErr ? `: ${(lastErr as Error).message}` : ''}`);
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}
