@@ -240,11 +240,12 @@ export class ReplicationStream implements AsyncIterable<StreamEvent> {
       this.replication = client.query(sql).then(
         () => {
           con.removeListener('replicationStart', onStart);
-          if (this.state === 'closed' || this.state === 'failed') return;
           if (!begun) {
             const err = new CdpError(ErrorCodes.PROTOCOL, `START_REPLICATION for slot ${slot} completed without streaming`);
             this.fail(err);
             reject(err);
+          } else if (this.state === 'closed' || this.state === 'failed') {
+            // our CopyDone was answered (close), or the failure is already recorded
           } else if (this.state === 'streaming') {
             // The server left COPY mode by itself (we did not send CopyDone).
             this.fail(new CdpError(ErrorCodes.SOURCE_UNREACHABLE, 'the server ended the replication stream', { canRetry: true }));
