@@ -1,0 +1,623 @@
+#!/usr/bin/env bash
+# Katya CDP local stack: the real services the tests and the demo run against (DESIGN.md section 7).
+#
+#   PostgreSQL  127.0.0.1:5432   the machine's Debian cluster, switched to wal_level=logical
+#   Kafka       127.0.0.1:9092   single-node KRaft broker+controller (controller on 9093),
+#                                real Apache Kafka jars fetched from Maven Central by Maven
+#   S3          127.0.0.1:9000   S3Proxy with a filesystem backend, jars from Maven Central
+#
+# Usage: deploy/local/stack.sh up|down [--purge]|status|env
+#   up      idempotent: starts what is not running, waits until every service answers.
+#   down    stops what `up` started (Kafka, S3Proxy, and Postgres only if `up` had to start it).
+#           --purge also deletes the Kafka log dirs and the S3 objects (not the downloaded jars).
+#   status  one line per service; exit 0 only when all three answer.
+#   env     prints the `export` lines that point the cdp CLI and the tests at this stack.
+#
+# Everything lives under CDP_STACK_HOME (default ~/.cache/katya-cdp):
+#   kafka-<ver>/libs, s3proxy-<ver>/libs   jars (downloaded once per version)
+#   kafka/ s3proxy/                         generated config and data
+#   run/                                    pid files, logs, lock, postgres marker
+# Only loopback addresses are used. See deploy/local/README.md for the version choices.
+set -euo pipefail
+
+# ---------------------------------------------------------------------------------------------
+# Settings. The versions are the only place to change them (the poms take them as -D properties).
+KAFKA_VERSION=4.4.0        # newest Kafka that kafkajs 2.2.4 was verified against; README.md
+S3PROXY_VERSION=4.1.0
+PG_HOST=127.0.0.1
+PG_PORT=5432
+KAFKA_PORT=9092
+KAFKA_CONTROLLER_PORT=9093
+S3_PORT=9000
+S3_BUCKET=katya-cdp
+# Fake credentials for a loopback-only server: safe to commit, never use them anywhere else.
+S3_IDENTITY=cdp-local
+S3_CREDENTIAL=cdp-local-secret
+# Timeouts (seconds) for a service to answer after being started. Generous: CI shares 2 cores.
+PG_TIMEOUT=${CDP_STACK_PG_TIMEOUT:-90}
+KAFKA_TIMEOUT=${CDP_STACK_KAFKA_TIMEOUT:-180}
+S3_TIMEOUT=${CDP_STACK_S3_TIMEOUT:-90}
+
+SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+STACK_HOME=${CDP_STACK_HOME:-${HOME:-/tmp}/.cache/katya-cdp}
+RUN_DIR=$STACK_HOME/run
+KAFKA_LIBS=$STACK_HOME/kafka-$KAFKA_VERSION/libs
+KAFKA_HOME=$STACK_HOME/kafka
+S3_LIBS=$STACK_HOME/s3proxy-$S3PROXY_VERSION/libs
+S3_HOME=$STACK_HOME/s3proxy
+PG_MARKER=$RUN_DIR/postgres.started-by-stack
+JAVA=${JAVA_HOME:+$JAVA_HOME/bin/}java
+JAVAC=${JAVA_HOME:+$JAVA_HOME/bin/}javac
+
+# ---------------------------------------------------------------------------------------------
+# Small helpers
+log()  { printf '[stack] %s\n' "$*" >&2; }
+die()  { printf '[stack] ERROR: %s\n' "$*" >&2; exit 1; }
+now()  { date +%s; }
+
+# port_open PORT: true when something accepts TCP connections on 127.0.0.1:PORT.
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# pid_alive PIDFILE PATTERN: true when the pid file names a live process whose command line
+# contains PATTERN (guards against a stale pid file whose number was reused by another program).
+pid_alive() {
+  local pidfile=$1 pattern=$2 pid
+  [[ -s $pidfile ]] || return 1
+  pid=$(<"$pidfile")
+  [[ $pid =~ ^[0-9]+$ ]] || return 1
+  [[ -r /proc/$pid/cmdline ]] || return 1
+  tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q -- "$pattern"
+}
+
+# tail_log FILE: the last lines of a log, for error messages.
+tail_log() { [[ -f $1 ]] && { echo "---- last lines of $1 ----" >&2; tail -n 25 "$1" >&2; echo "----" >&2; } || true; }
+
+# stop_pid PIDFILE PATTERN NAME: TERM, wait (Kafka's controlled shutdown takes a few seconds), KILL.
+stop_pid() {
+  local pidfile=$1 pattern=$2 name=$3 pid i
+  if ! pid_alive "$pidfile" "$pattern"; then
+    rm -f "$pidfile"
+    log "$name: not running (nothing to stop)"
+    return 0
+  fi
+  pid=$(<"$pidfile")
+  kill -TERM "$pid" 2>/dev/null || true
+  for ((i = 0; i < 60; i++)); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 1
+  done
+  if kill -0 "$pid" 2>/dev/null; then
+    log "$name: still alive 60 s after SIGTERM, sending SIGKILL"
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+  rm -f "$pidfile"
+  log "$name: stopped (pid $pid)"
+}
+
+need_java() {
+  command -v "$JAVA" >/dev/null 2>&1 ||
+    die "java not found. Kafka $KAFKA_VERSION needs Java 17+: apt-get install -y openjdk-17-jdk-headless (or set JAVA_HOME)."
+  local major
+  major=$("$JAVA" -XshowSettings:properties -version 2>&1 | sed -n 's/^ *java.specification.version = //p')
+  [[ ${major:-0} =~ ^[0-9]+$ && $major -ge 17 ]] ||
+    die "Java $major found, Kafka $KAFKA_VERSION and S3Proxy $S3PROXY_VERSION need Java 17+. Set JAVA_HOME to a JDK 17 or newer."
+}
+
+# fetch_jars NAME POM VERSIONPROPERTY VERSION DEST: copy the runtime jars of a pom into DEST once.
+# Downloads into a temporary folder and renames it at the end, so an interrupted download is
+# retried on the next `up` instead of leaving a half-filled libs/ that fails at start.
+fetch_jars() {
+  local name=$1 pom=$2 prop=$3 version=$4 dest=$5 tmp
+  [[ -f $dest/.complete ]] && return 0
+  command -v mvn >/dev/null 2>&1 ||
+    die "mvn not found: it fetches the $name jars from Maven Central. apt-get install -y maven"
+  log "$name $version: fetching jars from Maven Central (once; cached in $dest)"
+  tmp=$dest.tmp.$$
+  rm -rf "$tmp"
+  mkdir -p "$tmp"
+  if ! mvn -q -B -Dstyle.color=never -f "$pom" "-D$prop=$version" dependency:copy-dependencies \
+        -DincludeScope=runtime "-DoutputDirectory=$tmp" >&2; then
+    rm -rf "$tmp"
+    die "Maven could not fetch $name $version (see its output above). It needs Maven Central; check the network / ~/.m2/settings.xml, then run 'up' again."
+  fi
+  touch "$tmp/.complete"
+  rm -rf "$dest"
+  mkdir -p "$(dirname "$dest")"
+  mv "$tmp" "$dest"
+}
+
+# ---------------------------------------------------------------------------------------------
+# PostgreSQL: the machine's own Debian cluster. We reconfigure it, we do not own it.
+PG_VERSION=
+PG_LOG=
+
+pg_detect() {
+  PG_VERSION=$(ls /etc/postgresql 2>/dev/null | sort -V | tail -n 1 || true)
+  PG_LOG=/var/log/postgresql/postgresql-$PG_VERSION-main.log
+}
+
+# psql as the postgres superuser over the Unix socket (peer auth as the OS user postgres), so it
+# works even before TCP trust is set up; falls back to TCP when we are not root.
+pg_sql() {
+  if [[ $(id -u) -eq 0 ]] && id postgres >/dev/null 2>&1; then
+    # cd /: psql warns when it cannot read the caller's working directory (e.g. /root).
+    (cd / && runuser -u postgres -- psql -X -q -At -v ON_ERROR_STOP=1 -p "$PG_PORT" -d postgres -c "$1")
+  else
+    psql -X -q -At -v ON_ERROR_STOP=1 -h "$PG_HOST" -p "$PG_PORT" -U postgres -d postgres -c "$1"
+  fi
+}
+
+pg_running() { pg_isready -q -h "$PG_HOST" -p "$PG_PORT" -t 2 >/dev/null 2>&1; }
+
+pg_wait() {
+  local deadline=$(( $(now) + PG_TIMEOUT ))
+  until pg_running; do
+    if (( $(now) > deadline )); then
+      tail_log "$PG_LOG"
+      die "PostgreSQL did not answer on $PG_HOST:$PG_PORT within ${PG_TIMEOUT}s. Log: $PG_LOG (pg_lsclusters shows the cluster state)."
+    fi
+    sleep 0.5
+  done
+}
+
+pg_install() {
+  [[ $(id -u) -eq 0 ]] ||
+    die "PostgreSQL is not installed. As root: apt-get update && apt-get install -y postgresql"
+  log "postgres: not installed, installing Debian's postgresql package"
+  apt-get update -q >&2
+  # The package's postinst starts the new cluster: keep the lock descriptor away from it (9>&-).
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >&2 9>&-
+  pg_detect
+  [[ -n $PG_VERSION ]] || die "apt-get installed postgresql but /etc/postgresql is still empty"
+}
+
+# 9>&-: the postmaster would otherwise inherit the stack.flock descriptor and hold the lock of
+# every later `up`/`down` for as long as it runs.
+pg_ctl() { pg_ctlcluster --skip-systemctl-redirect "$PG_VERSION" main "$@" 9>&-; }
+
+# The settings logical decoding needs. All three are postmaster-context: a restart is needed.
+pg_settings_ok() {
+  local row
+  row=$(pg_sql "SELECT current_setting('wal_level') = 'logical'
+                   AND current_setting('max_replication_slots')::int >= 20
+                   AND current_setting('max_wal_senders')::int >= 20")
+  [[ $row == t ]]
+}
+
+# Loopback trust for the postgres role (the CDP_SOURCE_URL has no password). On a fresh Debian
+# install pg_hba.conf says scram-sha-256 for 127.0.0.1; prepend trust lines for loopback only.
+pg_ensure_trust() {
+  if psql -X -q -At -w -h "$PG_HOST" -p "$PG_PORT" -U postgres -d postgres -c 'SELECT 1' >/dev/null 2>&1; then
+    return 0
+  fi
+  local hba
+  hba=$(pg_sql "SHOW hba_file")
+  log "postgres: $PG_HOST does not accept the postgres role without a password; adding loopback trust lines to $hba"
+  local tmp
+  tmp=$(mktemp)
+  {
+    echo "# katya-cdp deploy/local/stack.sh: passwordless postgres on loopback only (local dev/test stack)"
+    echo "host    all          postgres   127.0.0.1/32   trust"
+    echo "host    all          postgres   ::1/128        trust"
+    echo "host    replication  postgres   127.0.0.1/32   trust"
+    cat "$hba"
+  } >"$tmp"
+  cat "$tmp" >"$hba" # keep the file's owner and mode
+  rm -f "$tmp"
+  pg_sql "SELECT pg_reload_conf()" >/dev/null
+  sleep 0.5
+  psql -X -q -At -w -h "$PG_HOST" -p "$PG_PORT" -U postgres -d postgres -c 'SELECT 1' >/dev/null ||
+    die "postgres still refuses postgres@$PG_HOST without a password; check $hba"
+}
+
+pg_up() {
+  pg_detect
+  if [[ -z $PG_VERSION ]]; then
+    if command -v pg_ctlcluster >/dev/null 2>&1 || ! pg_running; then
+      pg_install
+    fi
+  fi
+
+  if [[ -z $PG_VERSION ]]; then
+    # Not a Debian cluster (e.g. a developer's own server on 5432): configure it if it answers,
+    # but we cannot restart it for them.
+    pg_running || die "no PostgreSQL on $PG_HOST:$PG_PORT and no Debian cluster to start"
+    if ! pg_settings_ok; then
+      pg_sql "ALTER SYSTEM SET wal_level = 'logical'" >/dev/null
+      pg_sql "ALTER SYSTEM SET max_replication_slots = 20" >/dev/null
+      pg_sql "ALTER SYSTEM SET max_wal_senders = 20" >/dev/null
+      die "PostgreSQL on $PG_HOST:$PG_PORT was set to wal_level=logical (ALTER SYSTEM) but needs a restart: restart it, then run 'up' again."
+    fi
+    log "postgres: ready on $PG_HOST:$PG_PORT (not a Debian cluster; not managed by stack.sh)"
+    return 0
+  fi
+
+  if ! pg_ctl status >/dev/null 2>&1; then
+    log "postgres: cluster $PG_VERSION/main is stopped, starting it"
+    pg_ctl start >&2 || { tail_log "$PG_LOG"; die "pg_ctlcluster $PG_VERSION main start failed. Log: $PG_LOG"; }
+    # Remember that we started it, so `down` stops it again and leaves the machine as it was.
+    mkdir -p "$RUN_DIR"
+    touch "$PG_MARKER"
+  fi
+  pg_wait
+
+  if ! pg_settings_ok; then
+    log "postgres: setting wal_level=logical, max_replication_slots>=20, max_wal_senders>=20 (ALTER SYSTEM) and restarting"
+    pg_sql "ALTER SYSTEM SET wal_level = 'logical'" >/dev/null
+    # Only raise the limits, never lower what an administrator chose. (ALTER SYSTEM cannot run
+    # inside a DO block, hence the comparison here in bash.)
+    local name
+    for name in max_replication_slots max_wal_senders; do
+      if (( $(pg_sql "SHOW $name") < 20 )); then
+        pg_sql "ALTER SYSTEM SET $name = 20" >/dev/null
+      fi
+    done
+    pg_ctl restart >&2 || { tail_log "$PG_LOG"; die "restarting PostgreSQL $PG_VERSION/main failed. Log: $PG_LOG"; }
+    pg_wait
+    pg_settings_ok ||
+      die "PostgreSQL still does not run with wal_level=logical after a restart (set on its command line?). SHOW wal_level; and check $PG_LOG"
+  fi
+  pg_ensure_trust
+  log "postgres: ready on $PG_HOST:$PG_PORT (cluster $PG_VERSION/main, wal_level=logical)"
+}
+
+pg_down() {
+  pg_detect
+  if [[ -f $PG_MARKER && -n $PG_VERSION ]]; then
+    if pg_ctl status >/dev/null 2>&1; then
+      pg_ctl stop >&2 || log "postgres: stop failed, see $PG_LOG"
+      log "postgres: stopped (stack.sh had started it)"
+    fi
+    rm -f "$PG_MARKER"
+  else
+    log "postgres: left running (it was running before stack.sh up)"
+  fi
+}
+
+pg_status() {
+  if pg_running; then
+    local wl
+    wl=$(psql -X -q -At -w -h "$PG_HOST" -p "$PG_PORT" -U postgres -d postgres -c 'SHOW wal_level' 2>/dev/null || echo '?')
+    echo "postgres  up    $PG_HOST:$PG_PORT  wal_level=$wl$([[ -f $PG_MARKER ]] && echo ' (started by stack.sh)')"
+  else
+    echo "postgres  down  $PG_HOST:$PG_PORT"
+    return 1
+  fi
+}
+
+# ---------------------------------------------------------------------------------------------
+# Kafka: one JVM that is both KRaft controller (9093) and broker (9092).
+KAFKA_PID=$RUN_DIR/kafka.pid
+KAFKA_LOG=$RUN_DIR/kafka.log
+KAFKA_OUT=$RUN_DIR/kafka.out   # the JVM's own stdout/stderr (crashes, OOM) beside the log4j log
+KAFKA_PROBE_DIR=$STACK_HOME/kafka-$KAFKA_VERSION/probe
+
+kafka_write_config() {
+  mkdir -p "$KAFKA_HOME/data"
+  # Regenerated on every `up` so that a change here takes effect on the next start.
+  cat >"$KAFKA_HOME/server.properties" <<EOF
+# Generated by deploy/local/stack.sh; edits are overwritten on the next 'up'.
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:$KAFKA_CONTROLLER_PORT
+controller.listener.names=CONTROLLER
+listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
+advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+log.dirs=$KAFKA_HOME/data
+num.partitions=1
+default.replication.factor=1
+# One broker: every internal topic must live with replication factor 1 and min ISR 1.
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=10
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+transaction.state.log.num.partitions=10
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+# Tests start consumer groups all the time; do not wait 3 s for more members to join.
+group.initial.rebalance.delay.ms=0
+# Topics are created explicitly (cdp setup, tests) with the partition count they need; a typo in
+# a topic name should fail loudly, not create a 1-partition topic.
+auto.create.topics.enable=false
+# Deleting topics is how tests clean up.
+delete.topic.enable=true
+# Capture produces with acks=all; with one replica that is the same durability as acks=1.
+min.insync.replicas=1
+# Small segments for a dev box: topics with short retention actually free disk.
+log.segment.bytes=104857600
+log.retention.hours=168
+EOF
+}
+
+kafka_java() {
+  # Common JVM flags for the short tool calls: small heap, quiet logging.
+  "$JAVA" -Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 \
+    "-Dlog4j2.configurationFile=$SCRIPT_DIR/kafka/log4j2-tools.properties" "$@"
+}
+
+kafka_format() {
+  # Formatting writes meta.properties with the cluster id; `-g` makes a second format a no-op.
+  [[ -f $KAFKA_HOME/data/meta.properties ]] && return 0
+  local id
+  if [[ ! -s $KAFKA_HOME/cluster.id ]]; then
+    kafka_java -cp "$KAFKA_LIBS/*" kafka.tools.StorageTool random-uuid >"$KAFKA_HOME/cluster.id" ||
+      die "kafka.tools.StorageTool random-uuid failed (see above)"
+  fi
+  id=$(tr -d '[:space:]' <"$KAFKA_HOME/cluster.id")
+  log "kafka: formatting $KAFKA_HOME/data (cluster id $id)"
+  kafka_java -cp "$KAFKA_LIBS/*" kafka.tools.StorageTool format -t "$id" \
+      -c "$KAFKA_HOME/server.properties" -g >/dev/null ||
+    die "formatting the Kafka log dir failed (see above). To start from scratch: $0 down --purge"
+}
+
+kafka_compile_probe() {
+  [[ -f $KAFKA_PROBE_DIR/KafkaProbe.class && $KAFKA_PROBE_DIR/KafkaProbe.class -nt $SCRIPT_DIR/kafka/KafkaProbe.java ]] && return 0
+  command -v "$JAVAC" >/dev/null 2>&1 || die "javac not found (a JDK, not only a JRE, is needed): apt-get install -y openjdk-17-jdk-headless"
+  mkdir -p "$KAFKA_PROBE_DIR"
+  "$JAVAC" -nowarn -cp "$KAFKA_LIBS/*" -d "$KAFKA_PROBE_DIR" "$SCRIPT_DIR/kafka/KafkaProbe.java" ||
+    die "compiling deploy/local/kafka/KafkaProbe.java failed"
+}
+
+kafka_probe() {
+  kafka_java -cp "$KAFKA_PROBE_DIR:$KAFKA_LIBS/*" KafkaProbe "127.0.0.1:$KAFKA_PORT" "${1:-10}"
+}
+
+kafka_wait() {
+  local deadline=$(( $(now) + KAFKA_TIMEOUT )) out
+  # First the port (cheap), then the real probe (a JVM start, ~1 s).
+  until port_open "$KAFKA_PORT"; do
+    if ! pid_alive "$KAFKA_PID" kafka.Kafka; then
+      tail_log "$KAFKA_OUT"; tail_log "$KAFKA_LOG"
+      die "the Kafka broker exited during start. Logs: $KAFKA_LOG and $KAFKA_OUT"
+    fi
+    if (( $(now) > deadline )); then
+      tail_log "$KAFKA_LOG"
+      die "Kafka did not open 127.0.0.1:$KAFKA_PORT within ${KAFKA_TIMEOUT}s. Log: $KAFKA_LOG"
+    fi
+    sleep 0.5
+  done
+  until out=$(kafka_probe 10 2>&1); do
+    if (( $(now) > deadline )); then
+      tail_log "$KAFKA_LOG"
+      die "Kafka accepts connections on $KAFKA_PORT but is not serving within ${KAFKA_TIMEOUT}s ($out). Log: $KAFKA_LOG"
+    fi
+    sleep 1
+  done
+  log "kafka: $out"
+}
+
+kafka_up() {
+  need_java
+  fetch_jars Kafka "$SCRIPT_DIR/kafka/pom.xml" kafka.version "$KAFKA_VERSION" "$KAFKA_LIBS"
+  kafka_compile_probe
+  if pid_alive "$KAFKA_PID" kafka.Kafka; then
+    kafka_wait
+    log "kafka: already running (pid $(<"$KAFKA_PID")) on 127.0.0.1:$KAFKA_PORT"
+    return 0
+  fi
+  rm -f "$KAFKA_PID"
+  if port_open "$KAFKA_PORT" || port_open "$KAFKA_CONTROLLER_PORT"; then
+    # Not ours. If it is a working Kafka, use it (a developer's own broker); otherwise refuse.
+    if out=$(kafka_probe 10 2>&1); then
+      log "kafka: a broker not started by stack.sh already serves 127.0.0.1:$KAFKA_PORT ($out); using it as is"
+      return 0
+    fi
+    die "port $KAFKA_PORT or $KAFKA_CONTROLLER_PORT is taken by another program that is not a working Kafka broker (see: ss -ltnp | grep -E ':($KAFKA_PORT|$KAFKA_CONTROLLER_PORT) '). Stop it, then run 'up' again."
+  fi
+  kafka_write_config
+  kafka_format
+  log "kafka: starting $KAFKA_VERSION (KRaft, broker+controller); log $KAFKA_LOG"
+  # setsid + nohup + all three fds redirected: the broker must outlive this script and whatever
+  # spawned it (vitest's global setup), and must not hold its caller's stdout/stderr pipes open.
+  # 9>&- closes the stack.flock descriptor: a daemon that inherited it would hold the flock for
+  # its whole life and every later `up`/`down` would wait on it.
+  (
+    cd "$KAFKA_HOME"
+    setsid nohup "$JAVA" -Xms256m -Xmx512m -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
+      -Djava.awt.headless=true \
+      "-Dlog4j2.configurationFile=$SCRIPT_DIR/kafka/log4j2.properties" \
+      "-Dcdp.kafka.log=$KAFKA_LOG" \
+      -cp "$KAFKA_LIBS/*" kafka.Kafka "$KAFKA_HOME/server.properties" \
+      </dev/null >>"$KAFKA_OUT" 2>&1 9>&- &
+    echo $! >"$KAFKA_PID"
+  )
+  kafka_wait
+  log "kafka: ready on 127.0.0.1:$KAFKA_PORT (controller 127.0.0.1:$KAFKA_CONTROLLER_PORT)"
+}
+
+kafka_down() { stop_pid "$KAFKA_PID" kafka.Kafka kafka; }
+
+kafka_status() {
+  if pid_alive "$KAFKA_PID" kafka.Kafka && port_open "$KAFKA_PORT"; then
+    echo "kafka     up    127.0.0.1:$KAFKA_PORT  pid $(<"$KAFKA_PID"), Kafka $KAFKA_VERSION, log $KAFKA_LOG"
+  elif port_open "$KAFKA_PORT"; then
+    echo "kafka     up    127.0.0.1:$KAFKA_PORT  (not started by stack.sh)"
+  else
+    echo "kafka     down  127.0.0.1:$KAFKA_PORT"
+    return 1
+  fi
+}
+
+# ---------------------------------------------------------------------------------------------
+# S3: S3Proxy, filesystem backend (one directory per bucket under $S3_HOME/data).
+S3_PID=$RUN_DIR/s3proxy.pid
+S3_LOG=$RUN_DIR/s3proxy.log
+S3_OUT=$RUN_DIR/s3proxy.out
+S3_URL=http://127.0.0.1:$S3_PORT
+# SHA-256 of the empty body: curl 7.88's --aws-sigv4 does not send x-amz-content-sha256 itself,
+# and S3Proxy rejects a v4 request without it (XAmzContentSHA256Mismatch).
+EMPTY_SHA256=e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855
+
+# s3_curl METHOD PATH: a SigV4-signed request; prints the HTTP status code.
+s3_curl() {
+  curl -s -o /dev/null -w '%{http_code}' --max-time 10 -X "$1" \
+    --aws-sigv4 "aws:amz:us-east-1:s3" --user "$S3_IDENTITY:$S3_CREDENTIAL" \
+    -H "x-amz-content-sha256: $EMPTY_SHA256" "$S3_URL$2" || echo 000
+}
+
+s3_write_config() {
+  mkdir -p "$S3_HOME/data"
+  cat >"$S3_HOME/s3proxy.properties" <<EOF
+# Generated by deploy/local/stack.sh; edits are overwritten on the next 'up'.
+s3proxy.endpoint=$S3_URL
+# Real signature checking (SigV2 or SigV4), so a client with wrong credentials fails here too.
+s3proxy.authorization=aws-v2-or-v4
+s3proxy.identity=$S3_IDENTITY
+s3proxy.credential=$S3_CREDENTIAL
+jclouds.provider=filesystem
+jclouds.filesystem.basedir=$S3_HOME/data
+EOF
+}
+
+s3_wait() {
+  local deadline=$(( $(now) + S3_TIMEOUT )) code
+  while :; do
+    # Any HTTP answer to an unsigned request (S3Proxy says 403 AccessDenied) means it serves.
+    code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "$S3_URL/" || true)
+    [[ $code =~ ^[1-5][0-9][0-9]$ ]] && break
+    if [[ -f $S3_PID ]] && ! pid_alive "$S3_PID" org.gaul.s3proxy.Main; then
+      tail_log "$S3_OUT"; tail_log "$S3_LOG"
+      die "S3Proxy exited during start. Logs: $S3_LOG and $S3_OUT"
+    fi
+    if (( $(now) > deadline )); then
+      tail_log "$S3_LOG"
+      die "S3Proxy did not answer HTTP on $S3_URL within ${S3_TIMEOUT}s. Log: $S3_LOG"
+    fi
+    sleep 0.5
+  done
+}
+
+s3_ensure_bucket() {
+  local code
+  code=$(s3_curl HEAD "/$S3_BUCKET")
+  case $code in
+    200) ;;
+    404)
+      code=$(s3_curl PUT "/$S3_BUCKET")
+      [[ $code == 200 || $code == 409 ]] || die "creating bucket $S3_BUCKET on $S3_URL failed with HTTP $code. Log: $S3_LOG"
+      log "s3: created bucket $S3_BUCKET"
+      ;;
+    403) die "the S3 server on $S3_URL refuses identity $S3_IDENTITY (HTTP 403): is it our S3Proxy? Log: $S3_LOG" ;;
+    *) die "HEAD /$S3_BUCKET on $S3_URL answered HTTP $code. Log: $S3_LOG" ;;
+  esac
+}
+
+s3_up() {
+  need_java
+  command -v curl >/dev/null 2>&1 || die "curl not found (used to probe S3 and create the bucket): apt-get install -y curl"
+  fetch_jars S3Proxy "$SCRIPT_DIR/s3proxy/pom.xml" s3proxy.version "$S3PROXY_VERSION" "$S3_LIBS"
+  if pid_alive "$S3_PID" org.gaul.s3proxy.Main; then
+    s3_wait
+    s3_ensure_bucket
+    log "s3: already running (pid $(<"$S3_PID")) on $S3_URL"
+    return 0
+  fi
+  rm -f "$S3_PID"
+  if port_open "$S3_PORT"; then
+    log "s3: port $S3_PORT is served by a program not started by stack.sh; trying it with our credentials"
+    s3_ensure_bucket
+    return 0
+  fi
+  s3_write_config
+  log "s3: starting S3Proxy $S3PROXY_VERSION (filesystem backend in $S3_HOME/data); log $S3_LOG"
+  (
+    cd "$S3_HOME"
+    setsid nohup "$JAVA" -Xms64m -Xmx512m -Djava.awt.headless=true \
+      "-Dlogback.configurationFile=$SCRIPT_DIR/s3proxy/logback.xml" \
+      "-Dcdp.s3.log=$S3_LOG" \
+      -cp "$S3_LIBS/*" org.gaul.s3proxy.Main --properties "$S3_HOME/s3proxy.properties" \
+      </dev/null >>"$S3_OUT" 2>&1 9>&- &
+    echo $! >"$S3_PID"
+  )
+  s3_wait
+  s3_ensure_bucket
+  log "s3: ready on $S3_URL (bucket $S3_BUCKET, path-style, identity $S3_IDENTITY)"
+}
+
+s3_down() { stop_pid "$S3_PID" org.gaul.s3proxy.Main s3proxy; }
+
+s3_status() {
+  local code
+  code=$(s3_curl HEAD "/$S3_BUCKET")
+  if [[ $code == 200 ]]; then
+    if pid_alive "$S3_PID" org.gaul.s3proxy.Main; then
+      echo "s3        up    $S3_URL  pid $(<"$S3_PID"), S3Proxy $S3PROXY_VERSION, bucket $S3_BUCKET, log $S3_LOG"
+    else
+      echo "s3        up    $S3_URL  bucket $S3_BUCKET (not started by stack.sh)"
+    fi
+  else
+    echo "s3        down  $S3_URL  (HEAD /$S3_BUCKET -> HTTP $code)"
+    return 1
+  fi
+}
+
+# ---------------------------------------------------------------------------------------------
+print_env() {
+  cat <<EOF
+export CDP_SOURCE_URL=postgres://postgres@$PG_HOST:$PG_PORT/postgres
+export CDP_KAFKA_BROKERS=127.0.0.1:$KAFKA_PORT
+export CDP_S3_ENDPOINT=$S3_URL
+export CDP_S3_BUCKET=$S3_BUCKET
+export CDP_S3_PREFIX=local
+export CDP_S3_FORCE_PATH_STYLE=true
+export AWS_ACCESS_KEY_ID=$S3_IDENTITY
+export AWS_SECRET_ACCESS_KEY=$S3_CREDENTIAL
+export AWS_REGION=us-east-1
+EOF
+}
+
+# One `up`/`down` at a time: vitest projects, a demo and a developer may all call `up` together.
+with_lock() {
+  mkdir -p "$RUN_DIR"
+  exec 9>"$RUN_DIR/stack.flock"
+  if ! flock -w 900 9; then
+    die "another stack.sh has held $RUN_DIR/stack.flock for 15 minutes; is it stuck?"
+  fi
+}
+
+cmd_up() {
+  local t0
+  t0=$(now)
+  with_lock
+  pg_up
+  kafka_up
+  s3_up
+  log "stack up in $(( $(now) - t0 ))s. Logs and pid files: $RUN_DIR. Point the CLI at it with: eval \"\$($0 env)\""
+  {
+    echo "  postgres  postgres://postgres@$PG_HOST:$PG_PORT/postgres"
+    echo "  kafka     127.0.0.1:$KAFKA_PORT (controller 127.0.0.1:$KAFKA_CONTROLLER_PORT)"
+    echo "  s3        $S3_URL bucket $S3_BUCKET"
+  } >&2
+}
+
+cmd_down() {
+  with_lock
+  s3_down
+  kafka_down
+  pg_down
+  if [[ ${1:-} == --purge ]]; then
+    rm -rf "$KAFKA_HOME" "$S3_HOME"
+    log "purged Kafka data ($KAFKA_HOME) and S3 objects ($S3_HOME); jars kept"
+  fi
+}
+
+cmd_status() {
+  local rc=0
+  pg_status || rc=1
+  kafka_status || rc=1
+  s3_status || rc=1
+  return $rc
+}
+
+case ${1:-} in
+  up) cmd_up ;;
+  down) cmd_down "${2:-}" ;;
+  status) cmd_status ;;
+  env) print_env ;;
+  *)
+    echo "usage: $0 up|down [--purge]|status|env" >&2
+    exit 2
+    ;;
+esac
