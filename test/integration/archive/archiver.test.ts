@@ -13,6 +13,7 @@ import {
   createTopic,
   deleteTopic,
   endOffsets,
+  membersWithPartitions,
   FakeCapture,
   kafkaClient,
   rand,
@@ -118,6 +119,13 @@ describe('cdp archive', () => {
     const a = spawnArchiver({ ...f.env, CDP_FAULT: 'crash-after-upload:3' }, log);
     const first = await a.exited;
     expect(first.signal).toBe('SIGKILL');
+    // The fault hit the window that matters: a stored segment whose offsets were never committed.
+    const committedAtCrash = await committedOffsets(kafka, f.groupId, f.topic);
+    let uncommittedStored = 0;
+    for (let p = 0; p < PARTITIONS; p++) {
+      for await (const s of listSegments(f.store, f.root, p, 0)) if (BigInt(s.lastOffset) >= (committedAtCrash.get(p) ?? -1n)) uncommittedStored++;
+    }
+    expect(uncommittedStored).toBeGreaterThan(0);
     await f.capture.transactions(400, 4);
     const b = spawnArchiver(f.env, log);
     try {
@@ -142,11 +150,11 @@ describe('cdp archive', () => {
       await pointReaches(f.store, f.root, f.capture.lastWatermark);
       proxy.setMode('slowdown');
       await f.capture.transactions(300, 4);
-      await waitFor('the archiver to hit SlowDown', async () => proxy.faults() >= 5);
+      await waitFor('the archiver to hit SlowDown for a while', async () => proxy.faults() >= 12);
       proxy.setMode('drop');
       const before = proxy.faults();
       await f.capture.transactions(300, 4);
-      await waitFor('the archiver to hit dropped connections', async () => proxy.faults() >= before + 5);
+      await waitFor('the archiver to hit dropped connections for a while', async () => proxy.faults() >= before + 12);
       // During the outage the archive must not claim the new changes.
       const during = await restorablePoint(f.store, f.root);
       expect(during!.lsn).toBeLessThan(f.capture.lastWatermark);
@@ -164,27 +172,38 @@ describe('cdp archive', () => {
     expectExactlyOnce(archive.events, f.capture.produced);
   });
 
-  it('two archivers, a rebalance and a kill -9 of one member: nothing lost', async () => {
+  it('two archivers, rebalances and a kill -9 of one member: nothing lost', async () => {
     const f = await fixture();
     const log = `/tmp/it-archive-${f.id}-group.log`;
+    const twoMembers = () => waitFor('two archivers sharing the partitions', async () => (await membersWithPartitions(kafka, f.groupId, f.topic)) === 2);
     const a = spawnArchiver(f.env, log);
-    const b = spawnArchiver(f.env, log);
+    let b: ReturnType<typeof spawnArchiver> | undefined;
     let c: ReturnType<typeof spawnArchiver> | undefined;
     try {
       await f.capture.transactions(300, 4);
       await pointReaches(f.store, f.root, f.capture.lastWatermark);
+      // A second member joins: A gives up partitions it holds open segments for.
+      b = spawnArchiver(f.env, log);
+      await f.capture.transactions(300, 4);
+      await twoMembers();
+      await f.capture.transactions(300, 4);
+      await pointReaches(f.store, f.root, f.capture.lastWatermark);
+      // A dies mid-stream; its partitions move to B once its session expires; then C joins.
       await f.capture.transactions(300, 4);
       a.kill('SIGKILL');
       await a.exited;
       await f.capture.transactions(300, 4);
-      c = spawnArchiver(f.env, log); // another rebalance
+      c = spawnArchiver(f.env, log);
+      await f.capture.transactions(300, 4);
+      await twoMembers();
       await f.capture.transactions(300, 4);
       await pointReaches(f.store, f.root, f.capture.lastWatermark);
     } finally {
-      b.kill('SIGTERM');
+      a.kill('SIGKILL');
+      b?.kill('SIGTERM');
       c?.kill('SIGTERM');
     }
-    expect((await b.exited).code).toBe(0);
+    expect((await b!.exited).code).toBe(0);
     expect((await c!.exited).code).toBe(0);
     await f.capture.disconnect();
     const archive = await readArchiveWithAvsc(f.store, f.root);

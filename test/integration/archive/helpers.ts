@@ -5,7 +5,7 @@ import { createServer, request, type Server } from 'node:http';
 import { Readable } from 'node:stream';
 import { inflateRawSync } from 'node:zlib';
 import avro from 'avsc';
-import { Kafka, logLevel, Partitioners, type Producer } from 'kafkajs';
+import { AssignerProtocol, Kafka, logLevel, Partitioners, type Producer } from 'kafkajs';
 import { pino } from 'pino';
 import { decompress as zstdDecompress } from 'zstd-napi';
 import { parseSegmentKey, archiveManifestKey, type ArchiveManifest } from '../../../src/archive/layout.js';
@@ -25,7 +25,8 @@ export function loadStackEnv(): void {
   const out = execFileSync('bash', [`${REPO}deploy/local/stack.sh`, 'env'], { encoding: 'utf8' });
   for (const line of out.split('\n')) {
     const m = /^export ([A-Z0-9_]+)=(.*)$/.exec(line.trim());
-    if (m) process.env[m[1]!] = m[2]!.replace(/^'(.*)'$/, '$1').replace(/^"(.*)"$/, '$1');
+    // Variables already set win (a developer may point the tests at another broker).
+    if (m) process.env[m[1]!] ??= m[2]!.replace(/^'(.*)'$/, '$1').replace(/^"(.*)"$/, '$1');
   }
   envLoaded = true;
 }
@@ -281,6 +282,24 @@ export async function endOffsets(kafka: Kafka, topic: string): Promise<Map<numbe
   try {
     const offs = await admin.fetchTopicOffsets(topic);
     return new Map(offs.map((p) => [p.partition, BigInt(p.high)]));
+  } finally {
+    await admin.disconnect();
+  }
+}
+
+/** Number of group members that hold at least one partition of the topic (admin DescribeGroups). */
+export async function membersWithPartitions(kafka: Kafka, groupId: string, topic: string): Promise<number> {
+  const admin = kafka.admin();
+  await admin.connect();
+  try {
+    const { groups } = await admin.describeGroups([groupId]);
+    let n = 0;
+    for (const member of groups[0]?.members ?? []) {
+      if (!member.memberAssignment?.length) continue;
+      const a = AssignerProtocol.MemberAssignment.decode(member.memberAssignment);
+      if ((a?.assignment[topic]?.length ?? 0) > 0) n++;
+    }
+    return n;
   } finally {
     await admin.disconnect();
   }
