@@ -76,15 +76,32 @@ export interface ApplyStats {
 }
 
 type Batch =
-  | { kind: 'insert'; ref: TableRef; sig: string; rows: Array<(string | null)[]> }
-  | { kind: 'update'; ref: TableRef; sig: string; setCols: number[]; rows: Array<{ key: (string | null)[]; values: (string | null)[] }>; keys: Set<string> }
-  | { kind: 'delete'; ref: TableRef; sig: string; keys: Set<string>; rows: Array<(string | null)[]> };
+  | { kind: 'insert'; ref: TableRef; rows: Array<(string | null)[]> }
+  | { kind: 'update'; ref: TableRef; setCols: number[]; rows: Array<{ key: (string | null)[]; values: (string | null)[] }>; keys: Set<string> }
+  | { kind: 'delete'; ref: TableRef; keys: Set<string>; rows: Array<(string | null)[]> };
 
 const SQL_BUFFER_BYTES = 1 << 20;
 
-function relSig(ev: ChangeEvent): string {
-  const r = ev.relation!;
-  return `${ev.schema}\u0000${ev.table}\u0000${r.oid}\u0000${r.columns.join('\u0001')}\u0000${r.types.join('\u0001')}\u0000${r.key.join(',')}`;
+/** Same table with the same columns, types and key (a DDL in between changes them). */
+function sameShape(a: TableRef, ev: ChangeEvent): boolean {
+  const x = a.relation;
+  const y = ev.relation!;
+  if (x === y) return true;
+  if (x.oid !== y.oid || a.table !== ev.table || a.schema !== ev.schema) return false;
+  if (x.columns.length !== y.columns.length || x.key.length !== y.key.length) return false;
+  for (let i = 0; i < x.columns.length; i++) if (x.columns[i] !== y.columns[i] || x.types[i] !== y.types[i]) return false;
+  for (let i = 0; i < x.key.length; i++) if (x.key[i] !== y.key[i]) return false;
+  return true;
+}
+
+function sameCols(a: number[], b: number[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+function refOf(ev: ChangeEvent): TableRef {
+  return { schema: ev.schema, table: ev.table, relation: ev.relation! };
 }
 
 function keyString(k: (string | null)[]): string {
@@ -119,7 +136,10 @@ export class Applier {
   /** Latest SEQUENCES snapshot applied (values at or before the last applied transaction). */
   sequences: Record<string, string | number> | undefined;
   private batch: Batch | undefined;
-  private sql = '';
+  /** SQL text not yet cut into an op, and the ops (text runs and COPYs) not yet sent, in order. */
+  private sql: string[] = [];
+  private sqlBytes = 0;
+  private ops: Array<{ sql?: string; copy?: string; data?: string }> = [];
   private inTxn = false;
   private groupChanges = 0;
   private groupStarted = 0;
@@ -142,25 +162,26 @@ export class Applier {
     switch (item.type) {
       case 'begin':
         if (!this.inTxn) {
-          this.sql += 'BEGIN;\n';
+          this.sql.push('BEGIN;\n');
           this.inTxn = true;
           this.groupChanges = 0;
           this.groupStarted = Date.now();
         }
         return;
       case 'changes':
-        for (const ev of item.events) await this.change(ev);
-        return;
+        for (const ev of item.events) this.change(ev);
+        return this.sendOps();
       case 'commit':
         this.stats.transactions++;
         this.stats.last = item.txn;
         this.stats.lastEndLsn = item.endLsn;
-        if (this.groupChanges >= this.groupMaxChanges || Date.now() - this.groupStarted >= this.groupMaxMs) await this.commitGroup();
-        return;
+        if (this.groupChanges >= this.groupMaxChanges || Date.now() - this.groupStarted >= this.groupMaxMs) this.commitGroup();
+        return this.sendOps();
       case 'end':
         if (item.sequencesAfter?.content) this.sequences = parseSequences(item.sequencesAfter.content);
-        await this.commitGroup();
-        await this.flushSql();
+        this.commitGroup();
+        this.cutSql();
+        await this.sendOps();
         await this.sink.drain();
         return;
     }
@@ -170,7 +191,7 @@ export class Applier {
     return !this.opts.filter || this.opts.filter.tables.has(`${schema}.${table}`);
   }
 
-  private async change(ev: ChangeEvent): Promise<void> {
+  private change(ev: ChangeEvent): void {
     this.groupChanges++;
     this.stats.changes++;
     switch (ev.op) {
@@ -183,14 +204,14 @@ export class Applier {
         }
         return this.row(ev);
       case 'TRUNCATE': {
-        await this.flushBatch();
+        this.flushBatch();
         const c = JSON.parse(ev.content ?? '{}') as { relations?: Array<[string, string]>; cascade?: boolean; restartIdentity?: boolean };
         const rels = (c.relations ?? []).filter(([s, t]) => this.selected(s, t));
         this.emit(truncateSql(rels, Boolean(c.cascade), Boolean(c.restartIdentity)));
         return;
       }
       case 'DDL': {
-        await this.flushBatch();
+        this.flushBatch();
         const c = JSON.parse(ev.content ?? '{}') as DdlContent;
         if (c.repeatOfPrevious) return;
         if (!c.command || (this.opts.filter && !ddlTouches(c, this.opts.filter))) {
@@ -211,25 +232,24 @@ export class Applier {
     }
   }
 
-  private async row(ev: ChangeEvent): Promise<void> {
+  private row(ev: ChangeEvent): void {
     const r = ev.relation!;
-    const ref: TableRef = { schema: ev.schema, table: ev.table, relation: r };
-    const sig = relSig(ev);
     const full = r.replicaIdentity === 'f' || r.key.length === 0;
     if (ev.op === 'INSERT') {
       const b = this.batch;
-      if (b && b.kind === 'insert' && b.sig === sig && b.rows.length < this.batchMaxRows) {
+      if (b && b.kind === 'insert' && b.rows.length < this.batchMaxRows && sameShape(b.ref, ev)) {
         b.rows.push(ev.new!);
         return;
       }
-      await this.flushBatch();
-      this.batch = { kind: 'insert', ref, sig, rows: [ev.new!] };
+      this.flushBatch();
+      this.batch = { kind: 'insert', ref: refOf(ev), rows: [ev.new!] };
       return;
     }
     if (full) {
       // No key to batch by: one statement per change, in order.
-      await this.flushBatch();
+      this.flushBatch();
       const old = ev.old ?? ev.new!;
+      const ref = refOf(ev);
       this.emit(ev.op === 'UPDATE' ? updateFullSql(ref, old, ev.new!, ev.unchanged) : deleteFullSql(ref, old));
       return;
     }
@@ -237,12 +257,11 @@ export class Applier {
     const ks = keyString(key);
     if (ev.op === 'UPDATE') {
       const setCols = updateColumns(ev);
-      const usig = `${sig}\u0002${setCols.join(',')}`;
       const newKey = ev.oldKind ? keyString(r.key.map((i) => ev.new![i] ?? null)) : ks;
       let b = this.batch;
-      if (!(b && b.kind === 'update' && b.sig === usig && b.rows.length < this.batchMaxRows && !b.keys.has(ks) && !b.keys.has(newKey))) {
-        await this.flushBatch();
-        b = this.batch = { kind: 'update', ref, sig: usig, setCols, rows: [], keys: new Set() };
+      if (!(b && b.kind === 'update' && b.rows.length < this.batchMaxRows && sameCols(b.setCols, setCols) && sameShape(b.ref, ev) && !b.keys.has(ks) && !b.keys.has(newKey))) {
+        this.flushBatch();
+        b = this.batch = { kind: 'update', ref: refOf(ev), setCols, rows: [], keys: new Set() };
       }
       b.rows.push({ key, values: ev.new! });
       b.keys.add(ks);
@@ -250,9 +269,9 @@ export class Applier {
       return;
     }
     let b = this.batch;
-    if (!(b && b.kind === 'delete' && b.sig === sig && b.rows.length < this.batchMaxRows && !b.keys.has(ks))) {
-      await this.flushBatch();
-      b = this.batch = { kind: 'delete', ref, sig, rows: [], keys: new Set() };
+    if (!(b && b.kind === 'delete' && b.rows.length < this.batchMaxRows && sameShape(b.ref, ev) && !b.keys.has(ks))) {
+      this.flushBatch();
+      b = this.batch = { kind: 'delete', ref: refOf(ev), rows: [], keys: new Set() };
     }
     b.rows.push(key);
     b.keys.add(ks);
@@ -261,28 +280,41 @@ export class Applier {
   private emit(sql: string): void {
     if (!sql) return;
     this.stats.statements++;
-    this.sql += sql;
+    this.sql.push(sql);
+    this.sqlBytes += sql.length;
   }
 
-  private async flushSql(): Promise<void> {
+  /** Closes the current run of SQL text into one op (one simple-query round trip). */
+  private cutSql(): void {
     if (this.sql.length === 0) return;
-    const text = this.sql;
-    this.sql = '';
-    await this.sink.exec(text);
+    this.ops.push({ sql: this.sql.join('') });
+    this.sql = [];
+    this.sqlBytes = 0;
   }
 
-  private async flushBatch(): Promise<void> {
+  /** Sends the ops built so far, in order. The only await on the per-change path. */
+  private async sendOps(): Promise<void> {
+    if (this.sqlBytes >= SQL_BUFFER_BYTES) this.cutSql();
+    const ops = this.ops;
+    this.ops = [];
+    for (const op of ops) {
+      if (op.copy !== undefined) await this.sink.copy(op.copy, op.data!);
+      else await this.sink.exec(op.sql!);
+    }
+  }
+
+  private flushBatch(): void {
     const b = this.batch;
     this.batch = undefined;
     if (b) {
       if (b.kind === 'insert') {
         if (b.rows.length >= this.copyMinRows) {
-          await this.flushSql();
+          this.cutSql();
           const n = b.ref.relation.columns.length;
           let data = '';
           for (const row of b.rows) data += copyRow(row, n);
           this.stats.statements++;
-          await this.sink.copy(copySql(b.ref), data);
+          this.ops.push({ copy: copySql(b.ref), data });
         } else {
           this.emit(insertSql(b.ref, b.rows));
         }
@@ -292,23 +324,24 @@ export class Applier {
         this.emit(deleteSql(b.ref, b.rows));
       }
     }
-    if (this.sql.length >= SQL_BUFFER_BYTES) await this.flushSql();
+    if (this.sqlBytes >= SQL_BUFFER_BYTES) this.cutSql();
   }
 
-  private async commitGroup(): Promise<void> {
+  private commitGroup(): void {
     if (!this.inTxn) return;
-    await this.flushBatch();
+    this.flushBatch();
     const last = this.stats.last;
     if (this.opts.cursor && last) {
-      this.sql +=
+      this.sql.push(
         `UPDATE _cdp_restore.cursor SET commit_lsn = ${last.commitLsn}, commit_time = ${last.commitTime}, xid = ${last.xid}, ` +
-        `end_lsn = ${this.stats.lastEndLsn}, transactions = transactions + ${this.stats.transactions - this.committedTxns}, updated_at = clock_timestamp();\n`;
+        `end_lsn = ${this.stats.lastEndLsn}, transactions = transactions + ${this.stats.transactions - this.committedTxns}, updated_at = clock_timestamp();\n`,
+      );
     }
     this.committedTxns = this.stats.transactions;
-    this.sql += 'COMMIT;\n';
+    this.sql.push('COMMIT;\n');
     this.inTxn = false;
     this.stats.targetCommits++;
-    await this.flushSql();
+    this.cutSql();
   }
   private committedTxns = 0;
 }

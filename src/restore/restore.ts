@@ -291,6 +291,7 @@ export async function runRestore(ctx: CommandContext, opts: RestoreOptions): Pro
   }));
 
   let end: Extract<ReplayItem, { type: 'end' }> | undefined;
+  let replayStarted = Date.now();
   try {
     if (client && !resumed) {
       // 1. The base.
@@ -315,9 +316,17 @@ export async function runRestore(ctx: CommandContext, opts: RestoreOptions): Pro
       // ENABLE REPLICA / ALWAYS triggers; FK constraints are implemented as triggers).
       // synchronous_commit off: a crash of the target loses whole recent groups together with
       // their cursor update, so the resume stays exact.
-      await client.query(`SET session_replication_role = replica; SET standard_conforming_strings = on; SET synchronous_commit = off; SET statement_timeout = 0; SET lock_timeout = 0`);
+      // Batched UPDATE ... FROM (VALUES ...) / DELETE ... USING (VALUES ...) join at most
+      // batchMaxRows rows against the table; without statistics (a freshly restored table has none)
+      // the planner picks a hash join over a sequential scan of the whole table for each batch.
+      // A nested loop over the key index is always the right plan here.
+      await client.query(
+        `SET session_replication_role = replica; SET standard_conforming_strings = on; SET synchronous_commit = off; SET statement_timeout = 0; SET lock_timeout = 0;
+         SET enable_hashjoin = off; SET enable_mergejoin = off`,
+      );
     }
     progress.start();
+    replayStarted = Date.now();
     for await (const item of items) {
       if (ctx.signal.aborted) break;
       await applier.handle(item);
@@ -363,7 +372,8 @@ export async function runRestore(ctx: CommandContext, opts: RestoreOptions): Pro
     changes: applier.stats.changes,
     targetCommits: applier.stats.targetCommits,
     seconds: Math.round(seconds * 1000) / 1000,
-    changesPerSecond: Math.round(applier.stats.changes / Math.max(seconds, 0.001)),
+    replaySeconds: Math.round((Date.now() - replayStarted)) / 1000,
+    replayChangesPerSecond: Math.round(applier.stats.changes / Math.max((Date.now() - replayStarted) / 1000, 0.001)),
     resumed: Boolean(resumed),
     sqlFile: opts.sqlFile ?? null,
   };

@@ -109,7 +109,7 @@ export async function fingerprint(c: pg.Client): Promise<Record<string, string>>
   try {
     const tables = await c.query<{ s: string; t: string }>(
       `SELECT n.nspname AS s, c.relname AS t FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE c.relkind IN ('r') AND NOT c.relispartition AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'katya_cdp', '_cdp_restore')
+        WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'katya_cdp', '_cdp_restore')
           AND n.nspname NOT LIKE 'pg_toast%' ORDER BY 1, 2`,
     );
     const out: Record<string, string> = {};

@@ -1,0 +1,214 @@
+// Restore apply rate against PostgreSQL's own logical-replication apply of the same changes, in
+// the same run on the same server (DESIGN.md section 9; ANCHORS.md: native apply ~62,000 changes/s
+// on this kind of machine).
+//
+//   npx tsx bench/restore.ts [--rows 1000000]
+//
+// Workload (ANCHORS.md): one table (bigint key, int, md5 text, timestamptz, numeric); N inserts in
+// one transaction, N/2 updates in a second, N/5 deletes in a third.
+//
+// Native: a pgoutput slot is created on the source before the workload; afterwards a subscription
+// (create_slot = false, copy_data = false) into an empty copy of the table drains it; timed from
+// CREATE SUBSCRIPTION until the replication origin has passed the last transaction.
+//
+// Ours: the same row changes as Katya change events in segments on the local S3 server (written
+// with the archive's own SegmentWriter, zstandard, 3 partitions keyed like capture, with COMMIT
+// markers and watermarks; built here rather than through capture + Kafka so that the benchmark
+// measures restore alone), then `cdp restore --latest` into an empty database from a base taken
+// before the workload. The rate is the replay phase (segments fetched, verified, decoded, merged,
+// applied); the base load of an empty table is reported separately.
+//
+// Both targets are then compared with the source, table content by md5.
+import { spawn } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { execFileSync } from 'node:child_process';
+import pg from 'pg';
+import { pino } from 'pino';
+import { advancePartitionState } from '../src/archive/catalog.js';
+import { archiveManifestKey, segmentKey, type ArchiveManifest } from '../src/archive/layout.js';
+import { SegmentWriter } from '../src/archive/segment.js';
+import { storeSegment } from '../src/archive/upload.js';
+import { takeBaseBackup } from '../src/base/basebackup.js';
+import { loadConfig } from '../src/config/config.js';
+import { emptyEvent, kafkaKey, type ChangeEvent, type RelationInfo } from '../src/events/change-event.js';
+import { createStore, putOnce } from '../src/s3/client.js';
+import { formatLsn, parseLsn } from '../src/util/lsn.js';
+
+const REPO = new URL('../', import.meta.url).pathname;
+const rowsArg = process.argv.indexOf('--rows');
+const N = rowsArg > 0 ? Number(process.argv[rowsArg + 1]) : 1_000_000;
+const PARTITIONS = 3;
+const SEGMENT_EVENTS = 200_000;
+const id = randomBytes(3).toString('hex');
+const SRC = `bench_rs_src_${id}`;
+const OURS = `bench_rs_ours_${id}`;
+const NATIVE = `bench_rs_native_${id}`;
+const SLOT = `bench_rs_${id}`;
+const PREFIX = `bench-restore-${id}`;
+const log = pino({ level: 'warn' }, pino.destination(2));
+
+const env: Record<string, string> = {};
+for (const line of execFileSync('bash', [`${REPO}deploy/local/stack.sh`, 'env'], { encoding: 'utf8' }).split('\n')) {
+  const m = /^export ([A-Z0-9_]+)=(.*)$/.exec(line.trim());
+  if (m) env[m[1]!] = m[2]!.replace(/^'(.*)'$/, '$1');
+}
+Object.assign(process.env, env);
+const baseUrl = new URL(env.CDP_SOURCE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres');
+const urlOf = (db: string) => {
+  const u = new URL(baseUrl.toString());
+  u.pathname = `/${db}`;
+  return u.toString();
+};
+
+async function q<T = Record<string, unknown>>(db: string, sql: string, values?: unknown[]): Promise<T[]> {
+  const c = new pg.Client({ connectionString: urlOf(db) });
+  await c.connect();
+  try {
+    return (await c.query(sql, values)).rows as T[];
+  } finally {
+    await c.end();
+  }
+}
+
+const TABLE = `CREATE TABLE bench (id bigint PRIMARY KEY, i int NOT NULL, t text NOT NULL, ts timestamptz NOT NULL, n numeric NOT NULL)`;
+const REL: RelationInfo = { oid: 1, replicaIdentity: 'd', columns: ['id', 'i', 't', 'ts', 'n'], types: ['bigint', 'integer', 'text', 'timestamp with time zone', 'numeric'], key: [0] };
+const md5 = (s: string) => createHash('md5').update(s).digest('hex');
+const T0 = Date.UTC(2026, 0, 1);
+const tsText = (g: number) => new Date(T0 + g * 1000).toISOString();
+
+// Murmur2 as Kafka's default partitioner (only the spread matters here).
+function partitionOf(key: string): number {
+  let h = 0;
+  for (let i = 0; i < key.length; i++) h = (Math.imul(h, 31) + key.charCodeAt(i)) | 0;
+  return Math.abs(h) % PARTITIONS;
+}
+
+async function fingerprint(db: string): Promise<string> {
+  const r = await q<{ n: number; h: string }>(db, `SELECT count(*)::int AS n, md5(string_agg(b::text, ',' ORDER BY id)) AS h FROM bench b`);
+  return `${r[0]!.n}:${r[0]!.h}`;
+}
+
+async function main(): Promise<void> {
+  const cfg = loadConfig({ env: { ...process.env, CDP_SOURCE_URL: urlOf(SRC), CDP_S3_PREFIX: PREFIX }, flags: { 'metrics.port': 0, 'log.level': 'warn' } });
+  const store = createStore(cfg, log);
+  const root = `${PREFIX}/${SRC}`;
+  for (const db of [SRC, OURS, NATIVE]) await q('postgres', `CREATE DATABASE ${db}`);
+  try {
+    await q(SRC, TABLE);
+    await q(NATIVE, TABLE);
+    await q(SRC, `CREATE PUBLICATION ${SLOT} FOR TABLE bench`);
+    await q(SRC, `SELECT pg_create_logical_replication_slot('${SLOT}', 'pgoutput')`);
+    const base = await takeBaseBackup({ cfg, log, signal: new AbortController().signal });
+
+    // The workload on the source.
+    const t0 = Date.now();
+    await q(SRC, `INSERT INTO bench SELECT g, g % 1000, md5(g::text), '2026-01-01 00:00:00+00'::timestamptz + g * interval '1 second', g * 1.5 FROM generate_series(1, ${N}) g`);
+    await q(SRC, `UPDATE bench SET i = i + 1, t = md5(t) WHERE id <= ${N / 2}`);
+    const c = new pg.Client({ connectionString: urlOf(SRC) });
+    await c.connect();
+    await c.query('BEGIN');
+    await c.query(`DELETE FROM bench WHERE id > ${N - N / 5}`);
+    const beforeLastCommit = parseLsn((await c.query('SELECT pg_current_wal_lsn()::text AS l')).rows[0].l);
+    await c.query('COMMIT');
+    await c.end();
+    const changes = N + N / 2 + N / 5;
+    console.error(`workload: ${changes} changes in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+
+    // The same changes as archived segments.
+    const tb = Date.now();
+    const writers = Array.from({ length: PARTITIONS }, (_, p) => ({ w: new SegmentWriter({ partition: p, codec: 'zstandard', zstdLevel: 1 }), offset: 0 }));
+    let lastKey = ['', '', ''];
+    const flush = async (p: number) => {
+      const s = writers[p]!;
+      if (s.w.count === 0) return;
+      const seg = s.w.finish();
+      await storeSegment(store, segmentKey(root, seg.name), seg.bytes, seg.name.sha256);
+      lastKey[p] = segmentKey(root, seg.name);
+      s.w = new SegmentWriter({ partition: p, codec: 'zstandard', zstdLevel: 1 });
+    };
+    const put = async (ev: ChangeEvent, p = partitionOf(kafkaKey(ev))) => {
+      const s = writers[p]!;
+      s.w.appendEvent(ev, String(s.offset++));
+      if (s.w.count >= SEGMENT_EVENTS) await flush(p);
+    };
+    const now = Date.now() * 1000;
+    const txns: Array<{ lsn: number; xid: number; n: number; gen: (k: number) => Partial<ChangeEvent> }> = [
+      { lsn: base.lsn + 100, xid: 9001, n: N, gen: (k) => { const g = k + 1; return { op: 'INSERT', new: [String(g), String(g % 1000), md5(String(g)), tsText(g), (g * 1.5).toFixed(1)] }; } },
+      { lsn: base.lsn + 200, xid: 9002, n: N / 2, gen: (k) => { const g = k + 1; return { op: 'UPDATE', new: [String(g), String((g % 1000) + 1), md5(md5(String(g))), tsText(g), (g * 1.5).toFixed(1)] }; } },
+      { lsn: base.lsn + 300, xid: 9003, n: N / 5, gen: (k) => { const g = N - N / 5 + k + 1; return { op: 'DELETE', oldKind: 'K', old: [String(g), null, null, null, null] }; } },
+    ];
+    for (const t of txns) {
+      for (let k = 0; k < t.n; k++) {
+        await put(emptyEvent({ database: SRC, schema: 'public', table: 'bench', relation: REL, commitLsn: t.lsn, xid: t.xid, commitTime: now, position: k, op: 'INSERT', ...t.gen(k) }));
+      }
+      await put(emptyEvent({ op: 'COMMIT', database: SRC, commitLsn: t.lsn, xid: t.xid, commitTime: now, position: t.n, endLsn: t.lsn + 50 }), partitionOf(`txn\u0000${t.xid}`));
+    }
+    const wm = txns.at(-1)!.lsn;
+    for (let p = 0; p < PARTITIONS; p++) {
+      await put(emptyEvent({ op: 'WATERMARK', database: SRC, commitLsn: wm, commitTime: now, content: JSON.stringify({ partition: p }) }), p);
+      const lastOffset = String(writers[p]!.offset - 1);
+      await flush(p);
+      await advancePartitionState(store, root, { partition: p, watermarkLsn: wm, watermarkTime: now, lastOffset, lastKey: lastKey[p]! });
+    }
+    const manifest: ArchiveManifest = { version: 1, database: SRC, systemId: 'bench', topic: 'bench', partitions: PARTITIONS, createdAt: new Date().toISOString() };
+    await putOnce(store, archiveManifestKey(root), Buffer.from(JSON.stringify(manifest)));
+    console.error(`segments written in ${((Date.now() - tb) / 1000).toFixed(1)} s`);
+
+    // Native logical-replication apply of the same changes.
+    const tn = Date.now();
+    await q(NATIVE, `CREATE SUBSCRIPTION ${SLOT} CONNECTION 'host=${baseUrl.hostname} port=${baseUrl.port || 5432} user=${decodeURIComponent(baseUrl.username) || 'postgres'} dbname=${SRC}' PUBLICATION ${SLOT} WITH (create_slot = false, slot_name = '${SLOT}', copy_data = false)`);
+    for (;;) {
+      const r = await q<{ l: string | null }>(NATIVE, `SELECT remote_lsn::text AS l FROM pg_replication_origin_status`);
+      const l = r[0]?.l;
+      if (l && parseLsn(l) > beforeLastCommit) break;
+      await new Promise((res) => setTimeout(res, 100));
+    }
+    const nativeSeconds = (Date.now() - tn) / 1000;
+    await q(NATIVE, `ALTER SUBSCRIPTION ${SLOT} DISABLE`);
+    await q(NATIVE, `ALTER SUBSCRIPTION ${SLOT} SET (slot_name = NONE)`);
+    await q(NATIVE, `DROP SUBSCRIPTION ${SLOT}`);
+
+    // Ours: first a dry run (fetch, verify, decode, merge, group, build SQL; nothing applied), then
+    // the real restore.
+    const dry = JSON.parse((await cdpRestore(['--dry-run'])).trim().split('\n').at(-1)!) as { replaySeconds: number };
+    const tr = Date.now();
+    const out = await cdpRestore([]);
+    const total = (Date.now() - tr) / 1000;
+    const report = JSON.parse(out.trim().split('\n').at(-1)!) as { replaySeconds: number; changes: number; seconds: number };
+
+    const [fs, fn, fo] = await Promise.all([fingerprint(SRC), fingerprint(NATIVE), fingerprint(OURS)]);
+    const nativeRate = changes / nativeSeconds;
+    const oursRate = report.changes / report.replaySeconds;
+    console.log(
+      JSON.stringify({
+        bench: 'restore',
+        rows: N,
+        changes,
+        native: { seconds: nativeSeconds, changesPerSecond: Math.round(nativeRate) },
+        ours: { replaySeconds: report.replaySeconds, totalSeconds: total, changesPerSecond: Math.round(oursRate), dryRunReplaySeconds: dry.replaySeconds },
+        ratio: Math.round((oursRate / nativeRate) * 100) / 100,
+        identical: { native: fn === fs, ours: fo === fs },
+        baseLsn: formatLsn(base.lsn),
+      }),
+    );
+    if (fn !== fs || fo !== fs) process.exitCode = 3;
+  } finally {
+    await q(SRC, `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = '${SLOT}'`).catch(() => {});
+    for (const db of [OURS, NATIVE, SRC]) await q('postgres', `DROP DATABASE IF EXISTS ${db} WITH (FORCE)`).catch(() => {});
+    store.client.destroy();
+  }
+}
+
+function cdpRestore(extra: string[]): Promise<string> {
+  return new Promise<string>((resolve, reject) => {
+      const p = spawn(process.execPath, [`${REPO}bin/cdp.mjs`, 'restore', '--into', urlOf(OURS), '--latest', ...extra], {
+        env: { ...process.env, CDP_SOURCE_URL: urlOf(SRC), CDP_S3_PREFIX: PREFIX, CDP_LOG_LEVEL: 'warn', CDP_LOG_FORMAT: 'json' },
+        stdio: ['ignore', 'pipe', 'inherit'],
+      });
+      let s = '';
+      p.stdout.on('data', (d: Buffer) => (s += d.toString()));
+      p.on('close', (code) => (code === 0 ? resolve(s) : reject(new Error(`restore exited ${code}`))));
+  });
+}
+
+await main();
