@@ -1,4 +1,4 @@
-import type { Producer } from 'kafkajs';
+import { Partitioners, type Producer } from 'kafkajs';
 import type pg from 'pg';
 import type { CommandContext } from '../cli/main.js';
 import { sourceDatabase, topicName, type Config } from '../config/config.js';
@@ -238,6 +238,8 @@ class CaptureSession {
       // request in flight would reuse them. Our pipeline sends one batch at a time anyway.
       maxInFlightRequests: 1,
       allowAutoTopicCreation: false,
+      // murmur2 like the Java client (kafkajs's default since 2.0; explicit to silence its warning).
+      createPartitioner: Partitioners.DefaultPartitioner,
       // Bounded: after these, the error reaches us and the session restarts from the slot
       // (kafkajs would otherwise retry forever while we hold the batch).
       retry: { retries: 6, initialRetryTime: 300, maxRetryTime: 10_000 },
@@ -319,7 +321,7 @@ class CaptureSession {
           mapper.begin(m);
           continue;
         case 'commit': {
-          out = mapper.commit(m, ev.walStart);
+          out = mapper.commit(m);
           if (out) this.produce(out, false);
           metrics.transactions.inc();
           if (tracker.commit({ commitLsn: m.commitLsn, endLsn: m.endLsn, commitTime: m.commitTime })) this.confirm();

@@ -268,7 +268,12 @@ async function checkSource(client: pg.Client, cfg: Config, f: Findings): Promise
   }
 
   // What would break or be incomplete once published.
-  const scope = cfg.source.tables.length > 0 ? 'c.oid = ANY($2::oid[])' : cfg.source.schemas.length > 0 ? 'n.nspname = ANY($1::text[])' : 'true';
+  const [scope, scopeParams] =
+    cfg.source.tables.length > 0
+      ? ['c.oid = ANY($1::oid[])', [tableOids]]
+      : cfg.source.schemas.length > 0
+        ? ['n.nspname = ANY($1::text[])', [cfg.source.schemas]]
+        : ['true', []];
   const tables = await q<{ ident: string; relreplident: string; relpersistence: string; has_pk: boolean; has_ri: boolean }>(
     `SELECT format('%I.%I', n.nspname, c.relname) AS ident, c.relreplident::text, c.relpersistence::text,
             EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary) AS has_pk,
@@ -279,7 +284,7 @@ async function checkSource(client: pg.Client, cfg: Config, f: Findings): Promise
         AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'
         AND ${scope}
       ORDER BY 1`,
-    [cfg.source.schemas, tableOids],
+    scopeParams,
   );
   for (const t of tables) {
     if (t.relpersistence === 'u') {
