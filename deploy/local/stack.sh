@@ -115,10 +115,14 @@ fetch_jars() {
   tmp=$dest.tmp.$$
   rm -rf "$tmp"
   mkdir -p "$tmp"
-  if ! mvn -q -B -Dstyle.color=never -f "$pom" "-D$prop=$version" dependency:copy-dependencies \
-        -DincludeScope=runtime "-DoutputDirectory=$tmp" >&2; then
+  # Maven's chatter goes to a log file; it is shown only when the fetch fails.
+  mkdir -p "$RUN_DIR"
+  local mvnlog=$RUN_DIR/mvn-$name.log
+  if ! mvn -B -Dstyle.color=never -f "$pom" "-D$prop=$version" dependency:copy-dependencies \
+        -DincludeScope=runtime "-DoutputDirectory=$tmp" >"$mvnlog" 2>&1; then
     rm -rf "$tmp"
-    die "Maven could not fetch $name $version (see its output above). It needs Maven Central; check the network / ~/.m2/settings.xml, then run 'up' again."
+    grep -E 'ERROR|BUILD' "$mvnlog" | tail -n 15 >&2 || true
+    die "Maven could not fetch $name $version (full output: $mvnlog). It needs Maven Central: check the network and ~/.m2/settings.xml, then run 'up' again."
   fi
   touch "$tmp/.complete"
   rm -rf "$dest"

@@ -131,7 +131,8 @@ describe('local stack smoke', () => {
       maxInFlightRequests: 1,
       createPartitioner: Partitioners.DefaultPartitioner,
     });
-    const consumer = kafka.consumer({ groupId, sessionTimeout: 10_000, heartbeatInterval: 1_000 });
+    // A short fetch wait: disconnect() waits for the in-flight long poll (5 s by default).
+    const consumer = kafka.consumer({ groupId, sessionTimeout: 10_000, heartbeatInterval: 1_000, maxWaitTimeInMs: 250 });
     await admin.connect();
     try {
       const created = await admin.createTopics({
