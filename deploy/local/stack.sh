@@ -24,11 +24,15 @@ set -euo pipefail
 # Settings. The versions are the only place to change them (the poms take them as -D properties).
 KAFKA_VERSION=4.4.0        # newest Kafka that kafkajs 2.2.4 was verified against; README.md
 S3PROXY_VERSION=4.1.0
+# Ports and the cluster are fixed by the contract (DESIGN.md section 7); the CDP_STACK_* overrides
+# exist to run a second, throw-away stack beside the shared one (e.g. to test this script itself:
+# CDP_STACK_HOME=/tmp/x CDP_STACK_PG_CLUSTER=scratch CDP_STACK_PG_PORT=5433 ...).
 PG_HOST=127.0.0.1
-PG_PORT=5432
-KAFKA_PORT=9092
-KAFKA_CONTROLLER_PORT=9093
-S3_PORT=9000
+PG_PORT=${CDP_STACK_PG_PORT:-5432}
+PG_CLUSTER=${CDP_STACK_PG_CLUSTER:-main}
+KAFKA_PORT=${CDP_STACK_KAFKA_PORT:-9092}
+KAFKA_CONTROLLER_PORT=${CDP_STACK_KAFKA_CONTROLLER_PORT:-9093}
+S3_PORT=${CDP_STACK_S3_PORT:-9000}
 S3_BUCKET=katya-cdp
 # Fake credentials for a loopback-only server: safe to commit, never use them anywhere else.
 S3_IDENTITY=cdp-local
@@ -136,8 +140,9 @@ PG_VERSION=
 PG_LOG=
 
 pg_detect() {
-  PG_VERSION=$(ls /etc/postgresql 2>/dev/null | sort -V | tail -n 1 || true)
-  PG_LOG=/var/log/postgresql/postgresql-$PG_VERSION-main.log
+  # The newest installed major version that has our cluster (Debian layout /etc/postgresql/<ver>/<cluster>).
+  PG_VERSION=$(ls -d /etc/postgresql/*/"$PG_CLUSTER" 2>/dev/null | awk -F/ '{print $4}' | sort -V | tail -n 1 || true)
+  PG_LOG=/var/log/postgresql/postgresql-$PG_VERSION-$PG_CLUSTER.log
 }
 
 # psql as the postgres superuser over the Unix socket (peer auth as the OS user postgres), so it
@@ -167,17 +172,37 @@ pg_wait() {
 pg_install() {
   [[ $(id -u) -eq 0 ]] ||
     die "PostgreSQL is not installed. As root: apt-get update && apt-get install -y postgresql"
-  log "postgres: not installed, installing Debian's postgresql package"
-  apt-get update -q >&2
-  # The package's postinst starts the new cluster: keep the lock descriptor away from it (9>&-).
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >&2 9>&-
-  pg_detect
-  [[ -n $PG_VERSION ]] || die "apt-get installed postgresql but /etc/postgresql is still empty"
+  log "postgres: not installed, installing Debian's postgresql package (apt-get)"
+  apt-get update -q >&2 || die "apt-get update failed (see above)"
+  # The package's postinst creates and starts cluster main: keep the lock descriptor away from it.
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >&2 9>&- ||
+    die "apt-get install postgresql failed (see above)"
+}
+
+# Debian packages present but no cluster of that name (or a CDP_STACK_PG_CLUSTER of our own).
+pg_create_cluster() {
+  local ver
+  ver=$(ls /usr/lib/postgresql 2>/dev/null | sort -V | tail -n 1 || true)
+  [[ -n $ver ]] || die "no PostgreSQL server binaries under /usr/lib/postgresql; apt-get install -y postgresql"
+  log "postgres: creating cluster $ver/$PG_CLUSTER on port $PG_PORT"
+  pg_createcluster "$ver" "$PG_CLUSTER" -p "$PG_PORT" >&2 9>&- || die "pg_createcluster $ver $PG_CLUSTER failed (see above)"
+}
+
+# A PostgreSQL that is not a Debian cluster (e.g. a developer's own server on 5432): configure it
+# if it answers, but we cannot restart it for them.
+pg_up_foreign() {
+  if ! pg_settings_ok; then
+    pg_sql "ALTER SYSTEM SET wal_level = 'logical'" >/dev/null
+    pg_sql "ALTER SYSTEM SET max_replication_slots = 20" >/dev/null
+    pg_sql "ALTER SYSTEM SET max_wal_senders = 20" >/dev/null
+    die "PostgreSQL on $PG_HOST:$PG_PORT was set to wal_level=logical (ALTER SYSTEM) but needs a restart: restart it, then run 'up' again."
+  fi
+  log "postgres: ready on $PG_HOST:$PG_PORT (not a Debian cluster; not managed by stack.sh)"
 }
 
 # 9>&-: the postmaster would otherwise inherit the stack.flock descriptor and hold the lock of
 # every later `up`/`down` for as long as it runs.
-pg_ctl() { pg_ctlcluster --skip-systemctl-redirect "$PG_VERSION" main "$@" 9>&-; }
+pg_ctl() { pg_ctlcluster --skip-systemctl-redirect "$PG_VERSION" "$PG_CLUSTER" "$@" 9>&-; }
 
 # The settings logical decoding needs. All three are postmaster-context: a restart is needed.
 pg_settings_ok() {
@@ -217,28 +242,20 @@ pg_ensure_trust() {
 pg_up() {
   pg_detect
   if [[ -z $PG_VERSION ]]; then
-    if command -v pg_ctlcluster >/dev/null 2>&1 || ! pg_running; then
-      pg_install
+    if ! command -v pg_ctlcluster >/dev/null 2>&1 && pg_running; then
+      pg_up_foreign
+      return 0
     fi
-  fi
-
-  if [[ -z $PG_VERSION ]]; then
-    # Not a Debian cluster (e.g. a developer's own server on 5432): configure it if it answers,
-    # but we cannot restart it for them.
-    pg_running || die "no PostgreSQL on $PG_HOST:$PG_PORT and no Debian cluster to start"
-    if ! pg_settings_ok; then
-      pg_sql "ALTER SYSTEM SET wal_level = 'logical'" >/dev/null
-      pg_sql "ALTER SYSTEM SET max_replication_slots = 20" >/dev/null
-      pg_sql "ALTER SYSTEM SET max_wal_senders = 20" >/dev/null
-      die "PostgreSQL on $PG_HOST:$PG_PORT was set to wal_level=logical (ALTER SYSTEM) but needs a restart: restart it, then run 'up' again."
-    fi
-    log "postgres: ready on $PG_HOST:$PG_PORT (not a Debian cluster; not managed by stack.sh)"
-    return 0
+    [[ -d /usr/lib/postgresql ]] && command -v pg_createcluster >/dev/null 2>&1 || pg_install
+    pg_detect
+    [[ -n $PG_VERSION ]] || pg_create_cluster
+    pg_detect
+    [[ -n $PG_VERSION ]] || die "no PostgreSQL cluster '$PG_CLUSTER' under /etc/postgresql after installing; see pg_lsclusters"
   fi
 
   if ! pg_ctl status >/dev/null 2>&1; then
-    log "postgres: cluster $PG_VERSION/main is stopped, starting it"
-    pg_ctl start >&2 || { tail_log "$PG_LOG"; die "pg_ctlcluster $PG_VERSION main start failed. Log: $PG_LOG"; }
+    log "postgres: cluster $PG_VERSION/$PG_CLUSTER is stopped, starting it"
+    pg_ctl start >&2 || { tail_log "$PG_LOG"; die "pg_ctlcluster $PG_VERSION $PG_CLUSTER start failed. Log: $PG_LOG"; }
     # Remember that we started it, so `down` stops it again and leaves the machine as it was.
     mkdir -p "$RUN_DIR"
     touch "$PG_MARKER"
@@ -256,13 +273,13 @@ pg_up() {
         pg_sql "ALTER SYSTEM SET $name = 20" >/dev/null
       fi
     done
-    pg_ctl restart >&2 || { tail_log "$PG_LOG"; die "restarting PostgreSQL $PG_VERSION/main failed. Log: $PG_LOG"; }
+    pg_ctl restart >&2 || { tail_log "$PG_LOG"; die "restarting PostgreSQL $PG_VERSION/$PG_CLUSTER failed. Log: $PG_LOG"; }
     pg_wait
     pg_settings_ok ||
       die "PostgreSQL still does not run with wal_level=logical after a restart (set on its command line?). SHOW wal_level; and check $PG_LOG"
   fi
   pg_ensure_trust
-  log "postgres: ready on $PG_HOST:$PG_PORT (cluster $PG_VERSION/main, wal_level=logical)"
+  log "postgres: ready on $PG_HOST:$PG_PORT (cluster $PG_VERSION/$PG_CLUSTER, wal_level=logical)"
 }
 
 pg_down() {
@@ -458,7 +475,7 @@ EMPTY_SHA256=e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855
 s3_curl() {
   curl -s -o /dev/null -w '%{http_code}' --max-time 10 -X "$1" \
     --aws-sigv4 "aws:amz:us-east-1:s3" --user "$S3_IDENTITY:$S3_CREDENTIAL" \
-    -H "x-amz-content-sha256: $EMPTY_SHA256" "$S3_URL$2" || echo 000
+    -H "x-amz-content-sha256: $EMPTY_SHA256" "$S3_URL$2" || true # curl prints 000 when it cannot connect
 }
 
 s3_write_config() {
