@@ -13,7 +13,8 @@
 // this measurement, so this is produce-to-durable, not Postgres-commit-to-durable.
 //
 // Env: BENCH_ROWS (default 200000), BENCH_RATE changes/s (default 5000), BENCH_SECONDS (default 30),
-// BENCH_AGE_MS segmentMaxAgeMs for part 2 (default 1000), BENCH_SKIP_E2E=1, BENCH_SKIP_PG=1.
+// BENCH_AGE_MS segmentMaxAgeMs for part 2 (default 1000), BENCH_SKIP_E2E=1, BENCH_SKIP_PG=1,
+// BENCH_SKIP_CODEC=1 (part 2 only: its RSS figure then excludes part 1's data).
 
 import { execFileSync, spawn } from 'node:child_process';
 import { randomBytes, createHash } from 'node:crypto';
@@ -235,6 +236,7 @@ async function e2e(): Promise<void> {
 
 async function main(): Promise<void> {
   stackEnv();
+  if (process.env.BENCH_SKIP_CODEC === '1') return e2e();
   const { events, rowsIns } = workload();
   const values = events.map(encodeChange);
   const dataChanges = events.filter((e) => e.op !== 'COMMIT').length;

@@ -180,6 +180,42 @@ describe('cdp archive', () => {
     expectExactlyOnce(archive.events, f.capture.produced);
   });
 
+  it('keeps memory bounded while S3 is down: fetching pauses, buffered bytes stay under the bound, nothing lost', async () => {
+    const segmentMaxBytes = 32 * 1024;
+    const f0 = await fixture({ 'archive.segmentMaxBytes': segmentMaxBytes });
+    const proxy = await startFaultyProxy(new URL(f0.cfg.s3.endpoint!));
+    const cfg = testConfig({ ...Object.fromEntries([['kafka.topic', f0.topic], ['s3.prefix', `it-archive/${f0.id}`], ['archive.groupId', f0.groupId]]), 'archive.segmentMaxAgeMs': 500, 'archive.segmentMaxBytes': segmentMaxBytes, 's3.endpoint': proxy.url });
+    const controller = new AbortController();
+    const { done } = await startArchiver({ cfg, log: silentLog, signal: controller.signal }, { clientSuffix: f0.id });
+    const gaugeValue = async (name: string) => (await registry.getSingleMetric(name)!.get()).values[0]?.value ?? 0;
+    let maxBuffered = 0;
+    const sampler = setInterval(() => {
+      void Promise.all([gaugeValue('cdp_archive_pending_bytes'), gaugeValue('cdp_archive_open_bytes')]).then(([a, b]) => (maxBuffered = Math.max(maxBuffered, a + b)));
+    }, 20);
+    try {
+      proxy.setMode('slowdown');
+      for (let i = 0; i < 8; i++) await f0.capture.transactions(500, 4, 200);
+      await waitFor('the archiver to keep hitting SlowDown', async () => proxy.faults() >= 20);
+      proxy.setMode('pass');
+      await pointReaches(f0.store, f0.root, f0.capture.lastWatermark);
+    } finally {
+      clearInterval(sampler);
+      proxy.setMode('pass');
+      controller.abort();
+      await done;
+      await proxy.close();
+      await f0.capture.disconnect();
+    }
+    // Bound: 2 x segmentMaxBytes of cut segments waiting (+ at most one cut per partition past the
+    // check) and one open segment per partition: far below what was produced during the outage.
+    const bound = 2 * segmentMaxBytes + 2 * PARTITIONS * (segmentMaxBytes + 64 * 1024);
+    expect(maxBuffered).toBeGreaterThan(0);
+    expect(maxBuffered).toBeLessThanOrEqual(bound);
+    expect(f0.capture.producedBytes).toBeGreaterThan(5 * bound);
+    const archive = await readArchiveWithAvsc(f0.store, f0.root);
+    expectExactlyOnce(archive.events, f0.capture.produced);
+  });
+
   it('two archivers, rebalances and a kill -9 of one member: nothing lost', async () => {
     const f = await fixture();
     const log = `/tmp/it-archive-${f.id}-group.log`;

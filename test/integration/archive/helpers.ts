@@ -78,6 +78,8 @@ export class FakeCapture {
   private xid = 5000;
   readonly produced: ChangeEvent[] = [];
   lastWatermark = 0;
+  /** Bytes of record values produced so far. */
+  producedBytes = 0;
   private producer: Producer;
 
   constructor(kafka: Kafka, readonly topic: string, readonly partitions: number) {
@@ -122,7 +124,9 @@ export class FakeCapture {
       evs.push(emptyEvent({ op: 'COMMIT', database: 'postgres', commitLsn, endLsn: commitLsn + 0x30, xid: this.xid, commitTime, position: rows }));
       for (const ev of evs) {
         this.produced.push(ev);
-        msgs.push({ key: kafkaKey(ev), value: encodeChange(ev), headers: { [SCHEMA_HEADER.name]: SCHEMA_HEADER.value } });
+        const value = encodeChange(ev);
+        this.producedBytes += value.length;
+        msgs.push({ key: kafkaKey(ev), value, headers: { [SCHEMA_HEADER.name]: SCHEMA_HEADER.value } });
       }
     }
     for (let i = 0; i < msgs.length; i += 2000) {
