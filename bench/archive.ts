@@ -212,7 +212,8 @@ async function e2e(): Promise<void> {
         msgs.push({ partition: p, key: 'wm', value: encodeChange(emptyEvent({ op: 'WATERMARK', database: 'bench', commitLsn: lsn, commitTime: Date.now() * 1000, content: JSON.stringify({ partition: p }) })), headers: { [SCHEMA_HEADER.name]: SCHEMA_HEADER.value } });
       }
     }
-    if (msgs.length) await producer.send({ topic, acks: -1, messages: msgs });
+    // Chunks keep each partition's record batch under the broker's message.max.bytes (1 MB).
+    for (let i = 0; i < msgs.length; i += 1000) await producer.send({ topic, acks: -1, messages: msgs.slice(i, i + 1000) });
     sent += Math.max(0, due);
     await new Promise((r) => setTimeout(r, 20));
   }

@@ -7,6 +7,7 @@ import { counter, gauge, histogram, registerHealth, startMetricsServer } from '.
 import { createStore, type Store } from '../s3/client.js';
 import { advancePartitionState, readArchiveManifest, restorablePoint } from './catalog.js';
 import { loadKeyring, type Keyring } from './crypto.js';
+import { cutReason } from './cut-policy.js';
 import { faultPoint } from './faults.js';
 import { segmentKey } from './layout.js';
 import { SegmentWriter, type FinishedSegment } from './segment.js';
@@ -82,6 +83,7 @@ export async function startArchiver(ctx: CommandContext, opts: ArchiverOptions =
   // Memory bound (G4): cut segments waiting for S3 may hold at most this many bytes in total, and
   // a partition at most two (one uploading, one waiting); beyond that its fetching is paused.
   const maxPendingBytes = 2 * maxBytes;
+  const limits = { maxBytes, maxAgeMs: maxAge };
 
   // The store keeps retrying through S3 outages until this controller aborts: NOT ctx.signal, since
   // on SIGTERM we still want the final flush to reach S3. It is aborted when the flush gives up.
@@ -265,7 +267,7 @@ export async function startArchiver(ctx: CommandContext, opts: ArchiverOptions =
         }
         l.nextOffset = off + 1n;
         resolveOffset(msg.offset);
-        if (l.open && l.open.rawBytes >= maxBytes) cut(l);
+        if (cutReason(l.open, Date.now(), limits) === 'size') cut(l);
         if (overLimit(l)) {
           pause(l);
           break;
@@ -286,7 +288,7 @@ export async function startArchiver(ctx: CommandContext, opts: ArchiverOptions =
   const ageTimer = setInterval(() => {
     if (stopping) return;
     const now = Date.now();
-    for (const l of lanes.values()) if (l.open && now - l.open.createdAt >= maxAge) cut(l);
+    for (const l of lanes.values()) if (cutReason(l.open, now, limits)) cut(l);
   }, Math.max(50, Math.min(1_000, Math.floor(maxAge / 4))));
 
   // The restorable point for /metrics (status computes the same from S3).

@@ -8,6 +8,7 @@ import { emptyEvent, encodeChange, type ChangeEvent } from '../../../src/events/
 import { CdpError, IntegrityError } from '../../../src/errors.js';
 import { keyringOf, parseMasterKey } from '../../../src/archive/crypto.js';
 import { SEGMENT_MANIFEST_META, type SegmentManifest } from '../../../src/archive/layout.js';
+import { cutReason } from '../../../src/archive/cut-policy.js';
 import { encodeSegment, readLong, readSegment, readValuePrefix, SegmentWriter, writeLong } from '../../../src/archive/segment.js';
 
 function txn(commitLsn: number, rows: number, partition = 0): ChangeEvent[] {
@@ -183,3 +184,25 @@ describe('client-side encryption', () => {
   });
 });
 
+
+describe('cut policy', () => {
+  const limits = { maxBytes: 1000, maxAgeMs: 5000 };
+  it('cuts by size at segmentMaxBytes of raw Avro, by age from the first record, never an empty segment', () => {
+    expect(cutReason(undefined, 10_000, limits)).toBeUndefined();
+    expect(cutReason({ count: 0, rawBytes: 0, createdAt: 0 }, 10_000, limits)).toBeUndefined();
+    expect(cutReason({ count: 3, rawBytes: 999, createdAt: 1000 }, 5999, limits)).toBeUndefined();
+    expect(cutReason({ count: 3, rawBytes: 1000, createdAt: 1000 }, 1000, limits)).toBe('size');
+    expect(cutReason({ count: 1, rawBytes: 10, createdAt: 1000 }, 6000, limits)).toBe('age');
+  });
+  it('a SegmentWriter reports what the policy needs', () => {
+    const w = new SegmentWriter({ partition: 0, codec: 'zstandard' });
+    const before = Date.now();
+    for (const [i, ev] of txn(0x9000, 30).entries()) w.appendEvent(ev, String(i));
+    expect(cutReason(w, w.createdAt + 4999, limits)).toBe('size');
+    expect(w.createdAt).toBeLessThanOrEqual(before + 1);
+    const small = new SegmentWriter({ partition: 0, codec: 'zstandard' });
+    small.appendEvent(txn(0x9000, 1)[0]!, '0');
+    expect(cutReason(small, small.createdAt + 4999, limits)).toBeUndefined();
+    expect(cutReason(small, small.createdAt + 5000, limits)).toBe('age');
+  });
+});
