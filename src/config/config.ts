@@ -156,6 +156,7 @@ export const ENV_MAP: Record<string, { path: string; kind: 'string' | 'list' | '
   CDP_RETENTION_DAYS: { path: 'retention.days', kind: 'number' },
   CDP_RPO_SECONDS: { path: 'status.rpoSeconds', kind: 'number' },
   CDP_METRICS_PORT: { path: 'metrics.port', kind: 'int' },
+  CDP_METRICS_HOST: { path: 'metrics.host', kind: 'string' },
   CDP_LOG_LEVEL: { path: 'log.level', kind: 'string' },
 };
 
