@@ -141,7 +141,8 @@ class CaptureSession {
   private readonly database: string;
   private readonly topic: string;
   private readonly timers: NodeJS.Timeout[] = [];
-  private failure: ((err: Error) => void) | null = null;
+  private failed: Error | null = null;
+  private wake: (() => void) | null = null;
   private stream: ReplicationStream | null = null;
   private producer: Producer | null = null;
   private catalog: pg.Client | null = null;
@@ -161,19 +162,11 @@ class CaptureSession {
   }
 
   async run(): Promise<void> {
-    // Rejected by background failures (a send, the catalog connection) so that a loop blocked on
-    // the replication stream notices at once; resolved by the stop signal.
-    let stopResolve!: () => void;
-    const stopped = new Promise<'stop'>((resolve, reject) => {
-      stopResolve = () => resolve('stop');
-      this.failure = reject;
-    });
-    stopped.catch(() => {});
-    const onAbort = () => stopResolve();
+    const onAbort = () => this.interrupt();
     this.ctx.signal.addEventListener('abort', onAbort, { once: true });
     try {
       await this.open();
-      await this.stream_(stopped);
+      await this.stream_();
       await this.stop();
     } finally {
       this.ctx.signal.removeEventListener('abort', onAbort);
@@ -181,8 +174,35 @@ class CaptureSession {
     }
   }
 
+  /** A background failure (a send, the catalog connection): ends the session at once. */
   private fail(err: Error): void {
-    this.failure?.(err);
+    this.failed ??= err;
+    this.interrupt();
+  }
+
+  private interrupt(): void {
+    const w = this.wake;
+    this.wake = null;
+    w?.();
+  }
+
+  /**
+   * Awaits `p` unless the session is stopped or fails first. (Not Promise.race against one
+   * long-lived promise: every race would leave a reaction on it, holding its event, for as long
+   * as the session lives.)
+   */
+  private interruptible<T>(p: Promise<T>): Promise<T | 'interrupted'> {
+    if (this.failed || this.ctx.signal.aborted) return Promise.resolve('interrupted');
+    return new Promise<T | 'interrupted'>((resolve, reject) => {
+      this.wake = () => resolve('interrupted');
+      p.then(resolve, reject);
+    }).finally(() => {
+      this.wake = null;
+    });
+  }
+
+  private check(): void {
+    if (this.failed) throw this.failed;
   }
 
   private async open(): Promise<void> {
@@ -285,13 +305,17 @@ class CaptureSession {
     this.every(1_000, () => {
       const s = this.stream;
       if (s) metrics.lag.set(Math.max(0, s.receivedLsn - s.confirmedLsn));
+      if (process.env.CDP_CAPTURE_DEBUG_MEMORY) {
+        const mu = process.memoryUsage();
+        this.log.warn({ heapMB: Math.round(mu.heapUsed / 1e6), rssMB: Math.round(mu.rss / 1e6), extMB: Math.round(mu.external / 1e6), abMB: Math.round(mu.arrayBuffers / 1e6), buffered: s?.buffered, batch: this.pipeline.pendingRecords, produced: this.tracker.producedSeq, acked: this.tracker.ackedSeq }, 'memory');
+      }
     });
     // Sequences once at the start too, so that a short capture run still records them.
     void this.sequences();
   }
 
   /** The main loop: one replication event at a time, in WAL order. */
-  private async stream_(stopped: Promise<'stop'>): Promise<void> {
+  private async stream_(): Promise<void> {
     const stream = this.stream!;
     const it = stream[Symbol.asyncIterator]();
     const mapper = new ChangeMapper(this.database);
@@ -300,12 +324,12 @@ class CaptureSession {
     const pipeline = this.pipeline;
 
     for (;;) {
+      this.check();
       if (this.ctx.signal.aborted) return;
-      const r = await Promise.race([it.next(), stopped]);
-      if (r === 'stop' || r.done) {
-        if (r !== 'stop') throw new CdpError(ErrorCodes.SOURCE_UNREACHABLE, 'the replication stream ended', { canRetry: true });
-        return;
-      }
+      // Buffered events resolve at once; only a wait for the network needs to be interruptible.
+      const r = stream.buffered > 0 ? await it.next() : await this.interruptible(it.next());
+      if (r === 'interrupted') continue;
+      if (r.done) throw this.failed ?? new CdpError(ErrorCodes.SOURCE_UNREACHABLE, 'the replication stream ended', { canRetry: true });
       const ev: StreamEvent = r.value;
       if (ev.kind === 'keepalive') {
         // Idle and between transactions: everything before walEnd was sent to us already and
@@ -353,7 +377,7 @@ class CaptureSession {
           break;
       }
       if (out && out.op !== 'COMMIT') this.produce(out, true);
-      if (pipeline.full) await Promise.race([pipeline.room(), stopped]);
+      if (pipeline.full) await this.interruptible(pipeline.room());
     }
   }
 
@@ -423,15 +447,18 @@ class CaptureSession {
       this.watermark();
       await this.pipeline.flush();
     };
+    let timer: NodeJS.Timeout | undefined;
     try {
       await Promise.race([
         flush(),
-        sleep(STOP_FLUSH_TIMEOUT_MS).then(() => {
-          throw new CdpError(ErrorCodes.KAFKA, `Kafka did not acknowledge within ${STOP_FLUSH_TIMEOUT_MS / 1000} s`);
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(new CdpError(ErrorCodes.KAFKA, `Kafka did not acknowledge within ${STOP_FLUSH_TIMEOUT_MS / 1000} s`)), STOP_FLUSH_TIMEOUT_MS);
         }),
       ]);
     } catch (err) {
       this.log.warn({ err: toError(err).message }, 'stopping without the last flush; the unacknowledged changes will be produced again on the next start');
+    } finally {
+      clearTimeout(timer);
     }
     this.confirm();
     this.log.info({ confirmedLsn: formatLsn(this.tracker.confirmed) }, 'capture stopped');
