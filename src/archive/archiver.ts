@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import type { Consumer, EachBatchPayload } from 'kafkajs';
 import type { CommandContext } from '../cli/main.js';
 import { archiveRoot, sourceDatabase, topicName } from '../config/config.js';
@@ -88,6 +89,9 @@ export async function startArchiver(ctx: CommandContext, opts: ArchiverOptions =
   // The store keeps retrying through S3 outages until this controller aborts: NOT ctx.signal, since
   // on SIGTERM we still want the final flush to reach S3. It is aborted when the flush gives up.
   const storeAbort = new AbortController();
+  // Every in-flight S3 call and retry sleep listens on it: one per partition upload chain, each
+  // with a few concurrent calls; Node warns past 10 listeners by default.
+  setMaxListeners(1000, storeAbort.signal);
   const store: Store = createStore(cfg, log, { signal: storeAbort.signal });
 
   const kafka = createKafka(cfg, log, opts.clientSuffix ?? 'archive');
