@@ -18,7 +18,10 @@ export function createKafka(cfg: Config, log: Logger, clientSuffix = ''): Kafka 
       () =>
       ({ level, log: entry }: LogEntry) => {
         const { message, ...rest } = entry;
-        if (level <= logLevel.ERROR) kafkaLog.error(rest, message);
+        // kafkajs reports the ordinary rebalance protocol ("The group is rebalancing, re-joining")
+        // as an error; it is how partitions move between archivers, not a fault.
+        if (/rebalanc/i.test(String(message) + String(rest.error ?? ''))) kafkaLog.info(rest, message);
+        else if (level <= logLevel.ERROR) kafkaLog.error(rest, message);
         else if (level === logLevel.WARN) kafkaLog.warn(rest, message);
         else kafkaLog.debug(rest, message);
       },
