@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { openSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
@@ -26,7 +26,8 @@ interface Moment {
 function daemon(cmd: 'capture' | 'archive', env: Record<string, string>, cfgFile: string): ChildProcess {
   const p = spawn(process.execPath, [`${REPO}bin/cdp.mjs`, '-c', cfgFile, cmd], {
     env: { ...process.env, ...stackEnvironment(), CDP_LOG_FORMAT: 'json', ...env },
-    stdio: ['ignore', 'ignore', process.env.TEST_DAEMON_LOGS ? 'inherit' : 'ignore'],
+    // TEST_DAEMON_LOGS=<dir> keeps each daemon's log there.
+    stdio: ['ignore', 'ignore', process.env.TEST_DAEMON_LOGS ? openSync(join(process.env.TEST_DAEMON_LOGS, `${cmd}-${env.CDP_SLOT}-${Date.now()}.log`), 'a') : 'ignore'],
   });
   return p;
 }
@@ -138,12 +139,14 @@ function oracleSuite(name: string, opts: { kill: boolean }) {
     CDP_KAFKA_PARTITIONS: '3',
     CDP_SEGMENT_MAX_AGE_MS: '700',
     CDP_HEARTBEAT_INTERVAL_MS: '300',
+    CDP_METRICS_PORT: '0',
   };
   const cfgFile = join(tmpdir(), `cdp-oracle-${id}.json`);
   const targets: string[] = [];
   let capture: ChildProcess | undefined;
   let archive: ChildProcess | undefined;
   const moments: Moment[] = [];
+  let lastReport: Record<string, unknown> | undefined;
 
   describe(name, () => {
     beforeAll(async () => {
@@ -201,7 +204,7 @@ function oracleSuite(name: string, opts: { kill: boolean }) {
       await waitFor('the restorable point to pass the last moment', async () => {
         const p = await restorablePoint(store, `${env.CDP_S3_PREFIX}/${db}`);
         return p && p.lsn >= parseLsn(last.lsn) && microsToIso(p.time) > last.time ? p : undefined;
-      }, 300_000);
+      }, 180_000);
     });
 
     afterAll(async () => {
@@ -224,12 +227,22 @@ function oracleSuite(name: string, opts: { kill: boolean }) {
 
     it('restores every sampled moment exactly, by time, by LSN and by xid', async () => {
       const sample = [1, 7, 12, 19, 29, 31, 44, 58, 60].map((k) => moments[k - 1]!);
+      // The moments are really different states (else the comparison would prove little).
+      expect(new Set(sample.map((m) => JSON.stringify(m.tables))).size).toBe(sample.length);
+      expect(Object.keys(sample.at(-1)!.tables)).toEqual(expect.arrayContaining(['public.accounts', 'public.orders', 'public.nopk', 'public.parted_eu', 'public.parted_us', 'public.Odd "Name" T', 'public.audit', 'public.late_11']));
+      const basesUsed = new Set<string>();
       for (const m of sample) {
         const byLsn = await restoreAndCompare(['--lsn', m.lsn], m.tables);
+        lastReport = byLsn;
         expect(byLsn.xid).toBe(m.xid);
+        basesUsed.add((byLsn.base as { lsn: string }).lsn);
         await restoreAndCompare(['--time', m.time], m.tables);
         await restoreAndCompare(['--xid', String(m.xid)], m.tables);
       }
+      // Moments after the second base (taken before step 30) start from it.
+      expect(basesUsed.size).toBe(2);
+      // Informational: duplicates met (replays after the kills); not asserted, timing decides.
+      console.log(`${name}: duplicates dropped by identity in the --latest-like restore of moment 60: ${JSON.stringify(lastReport?.duplicatesDropped)}`);
     });
 
     it('restores the latest point, with sequences past every used value', async () => {
