@@ -1,0 +1,144 @@
+import { writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Kafka, logLevel, ConfigResourceTypes } from 'kafkajs';
+import { afterAll, describe, expect, it } from 'vitest';
+import { ADMIN_URL, BROKERS, cdpSync, freshSource, query, type Fixture } from './helpers.js';
+import { createStore, getObjectIfExists } from '../../../src/s3/client.js';
+import { loadConfig } from '../../../src/config/config.js';
+import { pino } from 'pino';
+
+// `cdp setup` through the CLI: idempotent creation, refusals with exit 2 that create nothing, and
+// the report of what would break once published.
+
+const fixtures: Fixture[] = [];
+const roles: string[] = [];
+afterAll(async () => {
+  for (const f of fixtures) await f.cleanup().catch((err) => console.error(`cleanup of ${f.name} failed`, err));
+  for (const r of roles) await query(ADMIN_URL, `DROP ROLE IF EXISTS ${r}`).catch((err) => console.error(err));
+});
+
+async function fresh(label: string): Promise<Fixture> {
+  const f = await freshSource(label);
+  fixtures.push(f);
+  return f;
+}
+
+async function sourceObjects(f: Fixture) {
+  const [row] = await query<{ pub: boolean; slot: string | null; triggers: number }>(
+    f.url,
+    `SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1) AS pub,
+            (SELECT plugin FROM pg_replication_slots WHERE slot_name = $1) AS slot,
+            (SELECT count(*)::int FROM pg_event_trigger WHERE evtname LIKE 'katya_cdp_%') AS triggers`,
+    [f.name],
+  );
+  return row!;
+}
+
+async function topicExists(topic: string): Promise<boolean> {
+  const admin = new Kafka({ brokers: BROKERS, logLevel: logLevel.NOTHING }).admin();
+  await admin.connect();
+  try {
+    return (await admin.listTopics()).includes(topic);
+  } finally {
+    await admin.disconnect();
+  }
+}
+
+describe('cdp setup', () => {
+  it('creates publication, DDL capture, topic, archive manifest and slot, and is idempotent', async () => {
+    const f = await fresh('setup_ok');
+    await query(f.url, `CREATE TABLE ok (id integer PRIMARY KEY)`);
+    const first = cdpSync(f.env, ['setup', '--no-basebackup']);
+    expect(first.code, first.stderr).toBe(0);
+    expect(await sourceObjects(f)).toEqual({ pub: true, slot: 'pgoutput', triggers: 2 });
+    const [pub] = await query<{ puballtables: boolean }>(f.url, 'SELECT puballtables FROM pg_publication WHERE pubname = $1', [f.name]);
+    expect(pub!.puballtables).toBe(true);
+
+    const admin = new Kafka({ brokers: BROKERS, logLevel: logLevel.NOTHING }).admin();
+    await admin.connect();
+    try {
+      const meta = await admin.fetchTopicMetadata({ topics: [f.name] });
+      expect(meta.topics[0]!.partitions).toHaveLength(3);
+      const cfg = await admin.describeConfigs({ includeSynonyms: false, resources: [{ type: ConfigResourceTypes.TOPIC, name: f.name, configNames: ['retention.ms', 'max.message.bytes'] }] });
+      const entries = Object.fromEntries(cfg.resources[0]!.configEntries.map((e) => [e.configName, e.configValue]));
+      expect(entries).toEqual({ 'retention.ms': String(7 * 24 * 3600 * 1000), 'max.message.bytes': String(64 * 1024 * 1024) });
+    } finally {
+      await admin.disconnect();
+    }
+
+    const cfg = loadConfig({ env: f.env });
+    const store = createStore(cfg, pino({ level: 'silent' }));
+    const manifest = JSON.parse((await getObjectIfExists(store, `test-capture/${f.name}/${f.name}/archive.json`))!.toString()) as Record<string, unknown>;
+    expect(manifest).toMatchObject({ version: 1, database: f.name, topic: f.name, partitions: 3 });
+    expect(manifest.systemId).toMatch(/^\d+$/);
+
+    const second = cdpSync(f.env, ['setup', '--no-basebackup']);
+    expect(second.code, second.stderr).toBe(0);
+    expect(await sourceObjects(f)).toEqual({ pub: true, slot: 'pgoutput', triggers: 2 });
+    // Setup's own DDL is not captured (its event trigger skips it).
+    const [{ n }] = await query<{ n: number }>(f.url, `SELECT count(*)::int AS n FROM pg_logical_slot_peek_binary_changes($1::name, NULL, NULL, 'proto_version', '1', 'publication_names', $2::text, 'messages', 'true')`, [f.name, f.name]);
+    expect(n).toBe(0);
+  });
+
+  it('refuses with exit 2 and creates nothing when Kafka is unreachable', async () => {
+    const f = await fresh('setup_nokafka');
+    const r = cdpSync({ ...f.env, CDP_KAFKA_BROKERS: '127.0.0.1:1' }, ['setup', '--no-basebackup']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/Kafka is not usable/);
+    expect(r.stderr).toMatch(/nothing was created/);
+    expect(await sourceObjects(f)).toEqual({ pub: false, slot: null, triggers: 0 });
+  });
+
+  it('refuses with exit 2 when the archive was set up for other partitions or another topic', async () => {
+    const f = await fresh('setup_conflict');
+    expect(cdpSync(f.env, ['setup', '--no-basebackup']).code).toBe(0);
+    const other = `${f.name}_other`;
+    const r = cdpSync({ ...f.env, CDP_TOPIC: other, CDP_KAFKA_PARTITIONS: '5' }, ['setup', '--no-basebackup']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/was set up for topic .* with 3 partitions/);
+    expect(await topicExists(other)).toBe(false);
+  });
+
+  it('reports tables that would break or be incomplete, and large objects', async () => {
+    const f = await fresh('setup_report');
+    await query(
+      f.url,
+      `CREATE TABLE nokey (x integer);
+       CREATE TABLE full_ident (x integer); ALTER TABLE full_ident REPLICA IDENTITY FULL;
+       CREATE TABLE nothing (id integer PRIMARY KEY); ALTER TABLE nothing REPLICA IDENTITY NOTHING;
+       CREATE UNLOGGED TABLE scratch (id integer PRIMARY KEY);
+       SELECT lo_from_bytea(0, '\\x01');`,
+    );
+    const r = cdpSync(f.env, ['setup', '--no-basebackup']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/table public\.nokey has no primary key or replica identity.*ALTER TABLE public\.nokey REPLICA IDENTITY FULL/);
+    expect(r.stderr).toMatch(/table public\.nothing has no primary key or replica identity/);
+    expect(r.stderr).not.toMatch(/public\.full_ident has no/);
+    expect(r.stderr).toMatch(/table public\.scratch is UNLOGGED/);
+    expect(r.stderr).toMatch(/1 large object\(s\)/);
+  });
+
+  it('works for a non-superuser with REPLICATION on its own tables, warning that DDL is not captured', async () => {
+    const f = await fresh('setup_role');
+    const role = `${f.name}_r`;
+    roles.push(role);
+    await query(ADMIN_URL, `CREATE ROLE ${role} LOGIN REPLICATION`);
+    await query(f.url, `GRANT CREATE ON DATABASE ${f.name} TO ${role}; CREATE TABLE owned (id integer PRIMARY KEY); ALTER TABLE owned OWNER TO ${role}`);
+    const url = `postgres://${role}@127.0.0.1:5432/${f.name}`;
+    // All tables needs a superuser: refused, nothing created.
+    const refused = cdpSync({ ...f.env, CDP_SOURCE_URL: url }, ['setup', '--no-basebackup']);
+    expect(refused.code).toBe(2);
+    expect(refused.stderr).toMatch(/needs a superuser/);
+    expect(await sourceObjects(f)).toEqual({ pub: false, slot: null, triggers: 0 });
+    // source.tables: its own table.
+    const file = join(tmpdir(), `${f.name}.json`);
+    writeFileSync(file, JSON.stringify({ source: { tables: ['public.owned'] } }));
+    const ok = cdpSync({ ...f.env, CDP_SOURCE_URL: url }, ['--config', file, 'setup', '--no-basebackup']);
+    expect(ok.code, ok.stderr).toBe(0);
+    expect(ok.stderr).toMatch(/schema changes \(DDL\) will NOT be captured/);
+    expect(await sourceObjects(f)).toEqual({ pub: true, slot: 'pgoutput', triggers: 0 });
+    const tables = await query<{ t: string }>(f.url, `SELECT schemaname || '.' || tablename AS t FROM pg_publication_tables WHERE pubname = $1`, [f.name]);
+    expect(tables).toEqual([{ t: 'public.owned' }]);
+  });
+});
