@@ -382,7 +382,8 @@ class CaptureSession {
   }
 
   private produce(ev: ChangeEvent, data: boolean, partition?: number): void {
-    this.pipeline.add(kafkaKey(ev), encodeChange(ev), data, partition);
+    // A Buffer key: kafkajs would otherwise convert the string twice (partitioner and encoder).
+    this.pipeline.add(Buffer.from(kafkaKey(ev)), encodeChange(ev), data, partition);
   }
 
   /** Passes the tracker's confirmable LSN to the stream (sent with the next status update). */

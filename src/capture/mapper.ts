@@ -20,6 +20,9 @@ export const PREFIX = {
   sequences: 'cdp.sequences',
 } as const;
 
+/** Shared empty list (never mutated): DELETE has no new tuple, hence no unchanged columns. */
+const NO_COLUMNS: number[] = [];
+
 interface KnownRelation {
   schema: string;
   table: string;
@@ -96,24 +99,24 @@ export class ChangeMapper {
     });
   }
 
+  // INSERT / UPDATE / DELETE are the hot path: one object literal of a fixed shape per change,
+  // no intermediate objects.
   insert(m: Insert, changeLsn: Lsn): ChangeEvent {
     const rel = this.known(m.relationOid, 'Insert');
-    return this.data('INSERT', changeLsn, rel, { new: m.new.values, unchanged: m.new.unchanged });
+    this.requireOpen('INSERT');
+    return this.row('INSERT', changeLsn, rel, null, null, m.new.values, m.new.unchanged);
   }
 
   update(m: Update, changeLsn: Lsn): ChangeEvent {
     const rel = this.known(m.relationOid, 'Update');
-    return this.data('UPDATE', changeLsn, rel, {
-      oldKind: m.oldKind,
-      old: m.old ? m.old.values : null,
-      new: m.new.values,
-      unchanged: m.new.unchanged,
-    });
+    this.requireOpen('UPDATE');
+    return this.row('UPDATE', changeLsn, rel, m.oldKind, m.old ? m.old.values : null, m.new.values, m.new.unchanged);
   }
 
   delete(m: Delete, changeLsn: Lsn): ChangeEvent {
     const rel = this.known(m.relationOid, 'Delete');
-    return this.data('DELETE', changeLsn, rel, { oldKind: m.oldKind, old: m.old.values });
+    this.requireOpen('DELETE');
+    return this.row('DELETE', changeLsn, rel, m.oldKind, m.old.values, null, NO_COLUMNS);
   }
 
   truncate(m: Truncate, changeLsn: Lsn): ChangeEvent {
@@ -170,9 +173,34 @@ export class ChangeMapper {
     if (!this.open) throw protocol(`pgoutput ${what} outside a transaction`);
   }
 
-  private data(op: 'INSERT' | 'UPDATE' | 'DELETE', changeLsn: Lsn, rel: KnownRelation, fields: Partial<ChangeEvent>): ChangeEvent {
-    this.requireOpen(op);
-    return this.event(op, changeLsn, rel.schema, rel.table, rel.info, { ...fields, position: this.position++ });
+  private row(
+    op: 'INSERT' | 'UPDATE' | 'DELETE',
+    changeLsn: Lsn,
+    rel: KnownRelation,
+    oldKind: string | null,
+    old: (string | null)[] | null,
+    values: (string | null)[] | null,
+    unchanged: number[],
+  ): ChangeEvent {
+    return {
+      op,
+      database: this.database,
+      commitLsn: this.commitLsn,
+      changeLsn,
+      endLsn: 0,
+      xid: this.xid,
+      commitTime: this.commitTime,
+      position: this.position++,
+      schema: rel.schema,
+      table: rel.table,
+      relation: rel.info,
+      oldKind,
+      old,
+      new: values,
+      unchanged,
+      content: null,
+      prefix: null,
+    };
   }
 
   private event(

@@ -66,7 +66,7 @@ export class ProducePipeline {
    * Adds one encoded record. Synchronous; the caller checks `full` and then awaits room().
    * @param partition explicit partition (watermarks), else the key decides (murmur2, as Java).
    */
-  add(key: string, value: Buffer, data: boolean, partition?: number): void {
+  add(key: string | Buffer, value: Buffer, data: boolean, partition?: number): void {
     if (this.failure) throw this.failure;
     if (this.closed) throw new CdpError(ErrorCodes.INTERNAL, 'produce pipeline is closed');
     const m: Message = partition === undefined ? { key, value, headers: HEADERS } : { key, value, partition, headers: HEADERS };
