@@ -1,6 +1,7 @@
 import { listSegments, type ListedSegment } from '../archive/catalog.js';
 import type { Keyring } from '../archive/crypto.js';
-import { fetchSegment, type OpenedSegment } from '../archive/segment.js';
+import { getObject } from '../s3/client.js';
+import { ChangeEventDecoder, openSegment, type FastSegment } from './fast-decode.js';
 import type { ChangeEvent } from '../events/change-event.js';
 import type { Store } from '../s3/client.js';
 import type { Lsn } from '../util/lsn.js';
@@ -45,15 +46,16 @@ export async function listPartitionSegments(store: Store, root: string, partitio
 export async function* partitionChunks(
   store: Store,
   segments: ListedSegment[],
-  opts: { keyring?: Keyring; readAhead: number; limiter: Limiter; stats?: SegmentReadStats },
+  opts: { keyring?: Keyring; readAhead: number; limiter: Limiter; stats?: SegmentReadStats; decoder?: ChangeEventDecoder },
 ): AsyncGenerator<ChangeEvent[]> {
-  const queue: Array<Promise<OpenedSegment>> = [];
+  const decoder = opts.decoder ?? new ChangeEventDecoder();
+  const queue: Array<Promise<FastSegment>> = [];
   let next = 0;
   const start = () => {
     while (queue.length < opts.readAhead && next < segments.length) {
       const s = segments[next++]!;
       const p = opts.limiter.run(async () => {
-        const seg = await fetchSegment(store, s.key, s.sha256, opts.keyring);
+        const seg = openSegment(await getObject(store, s.key), { expectedSha256: s.sha256, keyring: opts.keyring, key: s.key, decoder });
         if (opts.stats) {
           opts.stats.segments++;
           opts.stats.bytes += s.size;
