@@ -1,5 +1,6 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { startCapture } from '../../../src/capture/capture.js';
+import { registry } from '../../../src/ops/metrics.js';
 import { setup } from '../../../src/capture/setup.js';
 import type { ChangeEvent } from '../../../src/events/change-event.js';
 import { parseLsn } from '../../../src/util/lsn.js';
@@ -110,6 +111,15 @@ describe('capture', () => {
     // Every transaction closes with a COMMIT marker whose position counts its data records.
     const commits = evs.filter((e) => e.op === 'COMMIT' && got.some((g) => g.commitLsn === e.commitLsn));
     expect(commits.map((c) => c.position)).toEqual([1, 1, 1, 1, 1, 1]);
+
+    // Prometheus metrics of the (in-process) capture.
+    const text = await registry.metrics();
+    const value = (name: string) => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1]);
+    expect(value('cdp_capture_changes_total')).toBeGreaterThanOrEqual(6);
+    expect(value('cdp_capture_bytes_total')).toBeGreaterThan(0);
+    expect(value('cdp_capture_acknowledged_lsn')).toBeGreaterThan(0);
+    expect(text).toMatch(/^cdp_capture_slot_lag_bytes /m);
+    expect(text).toMatch(/^cdp_capture_produce_latency_seconds_count [1-9]/m);
   });
 
   it('marks an untouched TOASTed value as unchanged, and carries old values with REPLICA IDENTITY FULL', async () => {
