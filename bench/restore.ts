@@ -2,7 +2,7 @@
 // the same run on the same server (DESIGN.md section 9; ANCHORS.md: native apply ~62,000 changes/s
 // on this kind of machine).
 //
-//   npx tsx bench/restore.ts [--rows 1000000]
+//   npx tsx bench/restore.ts [--workload bulk|oltp] [--rows N]
 //
 // Workload (ANCHORS.md): one table (bigint key, int, md5 text, timestamptz, numeric); N inserts in
 // one transaction, N/2 updates in a second, N/5 deletes in a third.
@@ -35,8 +35,15 @@ import { createStore, putOnce } from '../src/s3/client.js';
 import { formatLsn, parseLsn } from '../src/util/lsn.js';
 
 const REPO = new URL('../', import.meta.url).pathname;
-const rowsArg = process.argv.indexOf('--rows');
-const N = rowsArg > 0 ? Number(process.argv[rowsArg + 1]) : 1_000_000;
+const arg = (name: string) => {
+  const i = process.argv.indexOf(name);
+  return i > 0 ? process.argv[i + 1] : undefined;
+};
+const WORKLOAD = arg('--workload') ?? 'bulk';
+// bulk: N inserts, N/2 updates, N/5 deletes in three transactions (ANCHORS.md).
+// oltp: T transactions of 3 changes (insert one row, update one, delete one) on a table holding
+// 2T rows before the base: the shape of the changes a CDP archive mostly holds.
+const N = Number(arg('--rows') ?? (WORKLOAD === 'oltp' ? 100_000 : 1_000_000));
 const PARTITIONS = 3;
 const SEGMENT_EVENTS = 200_000;
 const id = randomBytes(3).toString('hex');
@@ -96,22 +103,36 @@ async function main(): Promise<void> {
   try {
     await q(SRC, TABLE);
     await q(NATIVE, TABLE);
+    const M = 2 * N;
+    if (WORKLOAD === 'oltp') {
+      // The rows the transactions update and delete, present in the base and in the native copy.
+      for (const db of [SRC, NATIVE]) await q(db, `INSERT INTO bench SELECT g, g % 1000, md5(g::text), '2026-01-01 00:00:00+00'::timestamptz + g * interval '1 second', g * 1.5 FROM generate_series(1, ${M}) g`);
+    }
     await q(SRC, `CREATE PUBLICATION ${SLOT} FOR TABLE bench`);
     await q(SRC, `SELECT pg_create_logical_replication_slot('${SLOT}', 'pgoutput')`);
     const base = await takeBaseBackup({ cfg, log, signal: new AbortController().signal });
 
     // The workload on the source.
     const t0 = Date.now();
-    await q(SRC, `INSERT INTO bench SELECT g, g % 1000, md5(g::text), '2026-01-01 00:00:00+00'::timestamptz + g * interval '1 second', g * 1.5 FROM generate_series(1, ${N}) g`);
-    await q(SRC, `UPDATE bench SET i = i + 1, t = md5(t) WHERE id <= ${N / 2}`);
+    const oltpTxn = (x: string) =>
+      `INSERT INTO bench VALUES (${M} + ${x}, ${x} % 1000, md5(${x}::text), '2026-01-01 00:00:00+00'::timestamptz + ${x} * interval '1 second', ${x} * 1.5);
+       UPDATE bench SET i = i + 1 WHERE id = ${x};
+       DELETE FROM bench WHERE id = ${M} - ${x} + 1;`;
+    if (WORKLOAD === 'oltp') {
+      // One transaction per iteration (COMMIT inside DO: docs, PL/pgSQL "Transaction Management").
+      await q(SRC, `DO $$ BEGIN FOR x IN 1..${N - 1} LOOP ${oltpTxn('x')} COMMIT; END LOOP; END $$`);
+    } else {
+      await q(SRC, `INSERT INTO bench SELECT g, g % 1000, md5(g::text), '2026-01-01 00:00:00+00'::timestamptz + g * interval '1 second', g * 1.5 FROM generate_series(1, ${N}) g`);
+      await q(SRC, `UPDATE bench SET i = i + 1, t = md5(t) WHERE id <= ${N / 2}`);
+    }
     const c = new pg.Client({ connectionString: urlOf(SRC) });
     await c.connect();
     await c.query('BEGIN');
-    await c.query(`DELETE FROM bench WHERE id > ${N - N / 5}`);
+    await c.query(WORKLOAD === 'oltp' ? oltpTxn(String(N)) : `DELETE FROM bench WHERE id > ${N - N / 5}`);
     const beforeLastCommit = parseLsn((await c.query('SELECT pg_current_wal_lsn()::text AS l')).rows[0].l);
     await c.query('COMMIT');
     await c.end();
-    const changes = N + N / 2 + N / 5;
+    const changes = WORKLOAD === 'oltp' ? 3 * N : N + N / 2 + N / 5;
     console.error(`workload: ${changes} changes in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
 
     // The same changes as archived segments.
@@ -132,7 +153,15 @@ async function main(): Promise<void> {
       if (s.w.count >= SEGMENT_EVENTS) await flush(p);
     };
     const now = Date.now() * 1000;
-    const txns: Array<{ lsn: number; xid: number; n: number; gen: (k: number) => Partial<ChangeEvent> }> = [
+    const row = (g: number, i = g % 1000, t = md5(String(g))) => [String(g), String(i), t, tsText(g), (g * 1.5).toFixed(1)];
+    const oltp = (x: number): Array<Partial<ChangeEvent>> => [
+      { op: 'INSERT', new: row(M + x, x % 1000, md5(String(x))).map((v, i) => (i === 3 ? tsText(x) : i === 4 ? (x * 1.5).toFixed(1) : v)) },
+      { op: 'UPDATE', new: row(x, (x % 1000) + 1) },
+      { op: 'DELETE', oldKind: 'K', old: [String(M - x + 1), null, null, null, null] },
+    ];
+    const txns: Array<{ lsn: number; xid: number; n: number; gen: (k: number) => Partial<ChangeEvent> }> = WORKLOAD === 'oltp'
+      ? Array.from({ length: N }, (_, j) => { const evs = oltp(j + 1); return { lsn: base.lsn + 100 * (j + 1), xid: 100_000 + j, n: 3, gen: (k: number) => evs[k]! }; })
+      : [
       { lsn: base.lsn + 100, xid: 9001, n: N, gen: (k) => { const g = k + 1; return { op: 'INSERT', new: [String(g), String(g % 1000), md5(String(g)), tsText(g), (g * 1.5).toFixed(1)] }; } },
       { lsn: base.lsn + 200, xid: 9002, n: N / 2, gen: (k) => { const g = k + 1; return { op: 'UPDATE', new: [String(g), String((g % 1000) + 1), md5(md5(String(g))), tsText(g), (g * 1.5).toFixed(1)] }; } },
       { lsn: base.lsn + 300, xid: 9003, n: N / 5, gen: (k) => { const g = N - N / 5 + k + 1; return { op: 'DELETE', oldKind: 'K', old: [String(g), null, null, null, null] }; } },
@@ -182,8 +211,10 @@ async function main(): Promise<void> {
     console.log(
       JSON.stringify({
         bench: 'restore',
+        workload: WORKLOAD,
         rows: N,
         changes,
+        transactions: WORKLOAD === 'oltp' ? N : 3,
         native: { seconds: nativeSeconds, changesPerSecond: Math.round(nativeRate) },
         ours: { replaySeconds: report.replaySeconds, totalSeconds: total, changesPerSecond: Math.round(oursRate), dryRunReplaySeconds: dry.replaySeconds },
         ratio: Math.round((oursRate / nativeRate) * 100) / 100,
