@@ -7,7 +7,7 @@ import { createHash } from 'node:crypto';
 import { encodeSegment, readSegment } from '../src/archive/segment.js';
 import { emptyEvent, type ChangeEvent, type RelationInfo } from '../src/events/change-event.js';
 import { Applier, type SqlSink } from '../src/restore/apply.js';
-import { groupTransactions, mergePartitions } from '../src/restore/merge.js';
+import { groupTransactionBatches, groupTransactions, mergePartitions } from '../src/restore/merge.js';
 import { makeCut } from '../src/restore/target.js';
 import { ChangeEventDecoder, openSegment } from '../src/restore/fast-decode.js';
 
@@ -54,7 +54,7 @@ let bytes = 0;
 const sink: SqlSink = { exec: async (s) => void (bytes += s.length), copy: async (_s, d) => void (bytes += d.length), drain: async () => {} };
 const a = new Applier(sink, { cursor: true });
 t0 = performance.now();
-for await (const item of groupTransactions(mergePartitions([0, 1, 2].map((p) => ({ partition: p, chunks: chunksOf(p) })), { fromLsn: 0 }), makeCut({ kind: 'latest' }, 1e12))) await a.handle(item);
+for await (const b of groupTransactionBatches(mergePartitions([0, 1, 2].map((p) => ({ partition: p, chunks: chunksOf(p) })), { fromLsn: 0 }), makeCut({ kind: 'latest' }, 1e12))) await a.handleBatch(b);
 const apply = performance.now() - t0;
 const us = (ms: number) => Math.round((ms * 1000) / total * 100) / 100;
 console.log(JSON.stringify({ bench: 'restore-pipeline', changes: total, merged: n, items, usPerChange: { genericDecode: us(t.decode), decode: us(fastDecode), decodeMerge: us(merge), decodeMergeGroup: us(group), all: us(apply) }, sqlBytes: bytes, changesPerSecond: Math.round(total / (apply / 1000)) }));

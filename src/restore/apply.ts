@@ -63,6 +63,30 @@ export interface ApplyOptions {
   batchMaxRows?: number;
   copyMinRows?: number;
   onDdlSkipped?: (ev: ChangeEvent) => void;
+  /**
+   * Coalescing inside a target transaction (see NetTable): allowed for a table when this says so
+   * (the caller knows the target's catalog: no unique index besides the replica identity, no
+   * exclusion constraint). Absent = never coalesce, every change in stream order.
+   */
+  reorderable?: (schema: string, table: string) => boolean;
+  /** Called after a DDL has been sent, before more rows are coalesced: refresh `reorderable`. */
+  afterDdl?: () => Promise<void>;
+  /** Rows one table may hold in the coalescing buffer before it is written. */
+  netMaxRows?: number;
+}
+
+/** The net effect of a run of changes on one row (by replica identity key). */
+interface NetRow {
+  kind: 'insert' | 'update' | 'delete' | 'replace';
+  key: (string | null)[];
+  /** insert / replace: the whole row; update: the row with `assigned` columns set. */
+  row: (string | null)[] | null;
+  assigned: Set<number> | null;
+}
+
+interface NetTable {
+  ref: TableRef;
+  rows: Map<string, NetRow>;
 }
 
 export interface ApplyStats {
@@ -140,6 +164,9 @@ export class Applier {
   private sql: string[] = [];
   private sqlBytes = 0;
   private ops: Array<{ sql?: string; copy?: string; data?: string }> = [];
+  private readonly net = new Map<string, NetTable>();
+  private catalogStale = false;
+  private readonly netMaxRows: number;
   private inTxn = false;
   private groupChanges = 0;
   private groupStarted = 0;
@@ -156,9 +183,40 @@ export class Applier {
     this.groupMaxMs = opts.groupMaxMs ?? 2_000;
     this.batchMaxRows = opts.batchMaxRows ?? 1_000;
     this.copyMinRows = opts.copyMinRows ?? 32;
+    this.netMaxRows = opts.netMaxRows ?? 10_000;
   }
 
   async handle(item: ReplayItem): Promise<void> {
+    return this.handleBatch([item]);
+  }
+
+  /** Items of one batch are processed synchronously; ops are sent once per batch. */
+  async handleBatch(items: ReplayItem[]): Promise<void> {
+    for (const item of items) {
+      if (item.type === 'end') {
+        await this.finish(item);
+        continue;
+      }
+      this.handleSync(item);
+      if (this.ops.length > 8) await this.sendOps();
+    }
+    await this.sendOps();
+    if (this.catalogStale && this.opts.afterDdl) {
+      await this.sink.drain();
+      await this.opts.afterDdl();
+      this.catalogStale = false;
+    }
+  }
+
+  private async finish(item: Extract<ReplayItem, { type: 'end' }>): Promise<void> {
+    if (item.sequencesAfter?.content) this.sequences = parseSequences(item.sequencesAfter.content);
+    this.commitGroup();
+    this.cutSql();
+    await this.sendOps();
+    await this.sink.drain();
+  }
+
+  private handleSync(item: Exclude<ReplayItem, { type: 'end' }>): void {
     switch (item.type) {
       case 'begin':
         if (!this.inTxn) {
@@ -170,19 +228,12 @@ export class Applier {
         return;
       case 'changes':
         for (const ev of item.events) this.change(ev);
-        return this.sendOps();
+        return;
       case 'commit':
         this.stats.transactions++;
         this.stats.last = item.txn;
         this.stats.lastEndLsn = item.endLsn;
         if (this.groupChanges >= this.groupMaxChanges || Date.now() - this.groupStarted >= this.groupMaxMs) this.commitGroup();
-        return this.sendOps();
-      case 'end':
-        if (item.sequencesAfter?.content) this.sequences = parseSequences(item.sequencesAfter.content);
-        this.commitGroup();
-        this.cutSql();
-        await this.sendOps();
-        await this.sink.drain();
         return;
     }
   }
@@ -204,14 +255,14 @@ export class Applier {
         }
         return this.row(ev);
       case 'TRUNCATE': {
-        this.flushBatch();
+        this.flushAll();
         const c = JSON.parse(ev.content ?? '{}') as { relations?: Array<[string, string]>; cascade?: boolean; restartIdentity?: boolean };
         const rels = (c.relations ?? []).filter(([s, t]) => this.selected(s, t));
         this.emit(truncateSql(rels, Boolean(c.cascade), Boolean(c.restartIdentity)));
         return;
       }
       case 'DDL': {
-        this.flushBatch();
+        this.flushAll();
         const c = JSON.parse(ev.content ?? '{}') as DdlContent;
         if (c.repeatOfPrevious) return;
         if (!c.command || (this.opts.filter && !ddlTouches(c, this.opts.filter))) {
@@ -220,6 +271,8 @@ export class Applier {
           return;
         }
         this.emit(ddlSql(c.command, c.searchPath, c.tag));
+        // Until the caller has re-read the catalog, nothing is coalesced (a new unique index?).
+        this.catalogStale = true;
         return;
       }
       case 'SEQUENCES':
@@ -235,6 +288,10 @@ export class Applier {
   private row(ev: ChangeEvent): void {
     const r = ev.relation!;
     const full = r.replicaIdentity === 'f' || r.key.length === 0;
+    if (!full && !this.catalogStale && this.opts.reorderable?.(ev.schema, ev.table)) {
+      if (this.netRow(ev)) return;
+    }
+    this.flushNetOf(ev);
     if (ev.op === 'INSERT') {
       const b = this.batch;
       if (b && b.kind === 'insert' && b.rows.length < this.batchMaxRows && sameShape(b.ref, ev)) {
@@ -275,6 +332,112 @@ export class Applier {
     }
     b.rows.push(key);
     b.keys.add(ks);
+  }
+
+  /**
+   * Coalescing. Inside one target transaction only the state at its COMMIT is ever visible, so the
+   * changes of a group may be reordered as long as every row ends in the same state: the changes of
+   * one key are folded into their net effect (insert+update = insert of the updated row,
+   * insert+delete = nothing, update+update = one update of the union of assigned columns,
+   * delete+insert = replace), and a table's buffer is written as deletes, then updates, then
+   * inserts. Rows of different keys are independent: triggers and FK actions are off (replica
+   * role), FK checks too, and the caller allows this only for tables without other unique
+   * indexes or exclusion constraints (where a reordered pair could collide). A primary-key change
+   * and anything unexpected fall back to stream order. Returns false when the change must go the
+   * ordered way.
+   */
+  private netRow(ev: ChangeEvent): boolean {
+    const r = ev.relation!;
+    const name = `${ev.schema}\u0000${ev.table}`;
+    let t = this.net.get(name);
+    if (t && !sameShape(t.ref, ev)) {
+      this.flushNet(t);
+      t = undefined;
+    }
+    if (ev.op === 'UPDATE' && ev.oldKind && ev.old) {
+      // A key change moves the row to another key: written in stream order.
+      for (const i of r.key) if ((ev.old[i] ?? null) !== (ev.new![i] ?? null)) return false;
+    }
+    if (!t) {
+      t = { ref: refOf(ev), rows: new Map() };
+      this.net.set(name, t);
+    }
+    const key = ev.op === 'INSERT' ? r.key.map((i) => ev.new![i] ?? null) : keyValues(ev);
+    const ks = keyString(key);
+    const cur = t.rows.get(ks);
+    if (ev.op === 'INSERT') {
+      if (!cur) t.rows.set(ks, { kind: 'insert', key, row: ev.new!, assigned: null });
+      else if (cur.kind === 'delete') t.rows.set(ks, { kind: 'replace', key, row: ev.new!, assigned: null });
+      else return this.netFallback(t);
+    } else if (ev.op === 'UPDATE') {
+      const cols = updateColumns(ev);
+      if (!cur) t.rows.set(ks, { kind: 'update', key, row: ev.new!.slice(), assigned: new Set(cols) });
+      else if (cur.kind === 'delete') return this.netFallback(t);
+      else {
+        const row = cur.row!;
+        for (const i of cols) row[i] = ev.new![i] ?? null;
+        if (cur.assigned) for (const i of cols) cur.assigned.add(i);
+      }
+    } else {
+      if (!cur) t.rows.set(ks, { kind: 'delete', key, row: null, assigned: null });
+      else if (cur.kind === 'insert') t.rows.delete(ks);
+      else if (cur.kind === 'delete') return this.netFallback(t);
+      else t.rows.set(ks, { kind: 'delete', key, row: null, assigned: null });
+    }
+    if (t.rows.size >= this.netMaxRows) this.flushNet(t);
+    return true;
+  }
+
+  private netFallback(t: NetTable): false {
+    this.flushNet(t);
+    return false;
+  }
+
+  private flushNetOf(ev: ChangeEvent): void {
+    if (this.net.size === 0) return;
+    const t = this.net.get(`${ev.schema}\u0000${ev.table}`);
+    if (t) this.flushNet(t);
+  }
+
+  private flushNet(t: NetTable): void {
+    // Anything written in stream order before now precedes this buffer's changes.
+    this.flushBatch();
+    this.net.delete(`${t.ref.schema}\u0000${t.ref.table}`);
+    if (t.rows.size === 0) return;
+    const deletes: Array<(string | null)[]> = [];
+    const inserts: Array<(string | null)[]> = [];
+    const updates = new Map<string, { setCols: number[]; rows: Array<{ key: (string | null)[]; values: (string | null)[] }> }>();
+    for (const n of t.rows.values()) {
+      if (n.kind === 'delete' || n.kind === 'replace') deletes.push(n.key);
+      if (n.kind === 'insert' || n.kind === 'replace') inserts.push(n.row!);
+      if (n.kind === 'update') {
+        const setCols = [...n.assigned!].sort((a, b) => a - b);
+        if (setCols.length === 0) continue;
+        const sig = setCols.join(',');
+        let u = updates.get(sig);
+        if (!u) updates.set(sig, (u = { setCols, rows: [] }));
+        u.rows.push({ key: n.key, values: n.row! });
+      }
+    }
+    const max = this.batchMaxRows;
+    for (let i = 0; i < deletes.length; i += max) this.emit(deleteSql(t.ref, deletes.slice(i, i + max)));
+    for (const u of updates.values()) for (let i = 0; i < u.rows.length; i += max) this.emit(updateSql(t.ref, u.setCols, u.rows.slice(i, i + max)));
+    if (inserts.length >= this.copyMinRows) {
+      this.cutSql();
+      const n = t.ref.relation.columns.length;
+      let data = '';
+      for (const row of inserts) data += copyRow(row, n);
+      this.stats.statements++;
+      this.ops.push({ copy: copySql(t.ref), data });
+    } else if (inserts.length > 0) {
+      this.emit(insertSql(t.ref, inserts));
+    }
+    if (this.sqlBytes >= SQL_BUFFER_BYTES) this.cutSql();
+  }
+
+  private flushAll(): void {
+    this.flushBatch();
+    for (const t of [...this.net.values()]) this.flushNet(t);
   }
 
   private emit(sql: string): void {
@@ -329,7 +492,7 @@ export class Applier {
 
   private commitGroup(): void {
     if (!this.inTxn) return;
-    this.flushBatch();
+    this.flushAll();
     const last = this.stats.last;
     if (this.opts.cursor && last) {
       this.sql.push(

@@ -170,11 +170,11 @@ export type ReplayItem =
  * After the cut, the stream is read on (nothing more applied) until the first SEQUENCES snapshot,
  * which is the best-known upper value of every sequence at the target.
  */
-export async function* groupTransactions(
+export async function* groupTransactionBatches(
   merged: AsyncIterable<ChangeEvent[]>,
   cut: (t: TxnHeader) => CutDecision,
   opts: { sequenceScanMicros?: number } = {},
-): AsyncGenerator<ReplayItem> {
+): AsyncGenerator<ReplayItem[]> {
   // How far past the target to look for a SEQUENCES snapshot (capture emits one every
   // capture.sequenceIntervalMs, 30 s by default); beyond that the last one before the target is used.
   const scanMicros = opts.sequenceScanMicros ?? 5 * 60 * 1_000_000;
@@ -187,6 +187,7 @@ export async function* groupTransactions(
   let stopped = false;
   let stoppedBy: 'target' | 'exhausted' = 'exhausted';
   let sequencesAfter: ChangeEvent | undefined;
+  let out: ReplayItem[] = [];
 
   const incomplete = (t: TxnHeader, seen: number) =>
     new IntegrityError(
@@ -222,7 +223,7 @@ export async function* groupTransactions(
         cur = header;
         curStop = d === 'apply-and-stop';
         count = 0;
-        yield { type: 'begin', txn: cur };
+        out.push({ type: 'begin', txn: cur });
       }
       if (ev.op === 'COMMIT') {
         if (ev.position !== count) {
@@ -233,10 +234,10 @@ export async function* groupTransactions(
           );
         }
         if (pending.length > 0) {
-          yield { type: 'changes', events: pending };
+          out.push({ type: 'changes', events: pending });
           pending = [];
         }
-        yield { type: 'commit', txn: cur, endLsn: ev.endLsn, count };
+        out.push({ type: 'commit', txn: cur, endLsn: ev.endLsn, count });
         reached = cur;
         cur = undefined;
         if (curStop) {
@@ -257,12 +258,31 @@ export async function* groupTransactions(
       count++;
       pending.push(ev);
       if (pending.length >= 2048) {
-        yield { type: 'changes', events: pending };
+        out.push({ type: 'changes', events: pending });
         pending = [];
       }
+    }
+    // One array of items per input chunk: consumers loop over it synchronously.
+    if (pending.length > 0) {
+      out.push({ type: 'changes', events: pending });
+      pending = [];
+    }
+    if (out.length > 0) {
+      yield out;
+      out = [];
     }
     if (stopped && (sequencesAfter || chunk.length === 0 || chunk[chunk.length - 1]!.commitTime > scanUntil)) break;
   }
   if (cur) throw incomplete(cur, count);
-  yield { type: 'end', reached, stoppedBy, sequencesAfter };
+  out.push({ type: 'end', reached, stoppedBy, sequencesAfter });
+  yield out;
+}
+
+/** The same stream, one item at a time (tests, simple consumers). */
+export async function* groupTransactions(
+  merged: AsyncIterable<ChangeEvent[]>,
+  cut: (t: TxnHeader) => CutDecision,
+  opts: { sequenceScanMicros?: number } = {},
+): AsyncGenerator<ReplayItem> {
+  for await (const batch of groupTransactionBatches(merged, cut, opts)) yield* batch;
 }

@@ -16,7 +16,7 @@ import { formatLsn, microsToIso, type Lsn } from '../util/lsn.js';
 import { Applier, parseTableList, sequencesSql, type SqlSink, type TableFilter } from './apply.js';
 import { Limiter, listPartitionSegments, partitionChunks, type SegmentReadStats } from './archive-source.js';
 import { downloadBase, listBaseManifests, restoreBase } from './base-restore.js';
-import { groupTransactions, mergePartitions, type MergeStats, type ReplayItem } from './merge.js';
+import { groupTransactionBatches, mergePartitions, type MergeStats, type ReplayItem } from './merge.js';
 import { describeTarget, makeCut, parseTarget, type RestoreTarget } from './target.js';
 
 // `cdp restore` (DESIGN.md section 5): newest base at or before the target, then the archived
@@ -253,7 +253,7 @@ export async function runRestore(ctx: CommandContext, opts: RestoreOptions): Pro
   const segLists = await listPartitionSegments(store, root, manifest.partitions, fromLsn);
   const limiter = new Limiter(Math.max(2, Math.min(8, manifest.partitions * 2)));
   const sources = segLists.map((segs, p) => ({ partition: p, chunks: partitionChunks(store, segs, { keyring, readAhead: 2, limiter, stats: segStats }) }));
-  const items = groupTransactions(mergePartitions(sources, { fromLsn, stats: mergeStats }), makeCut(target, limitLsn), {
+  const batches = groupTransactionBatches(mergePartitions(sources, { fromLsn, stats: mergeStats }), makeCut(target, limitLsn), {
     sequenceScanMicros: Math.max(5 * 60 * 1e6, 4 * cfg.capture.sequenceIntervalMs * 1000),
   });
 
@@ -277,8 +277,23 @@ export async function runRestore(ctx: CommandContext, opts: RestoreOptions): Pro
     );
   } else sink = new PgSink(client!);
 
+  // Tables whose changes may be coalesced inside a target transaction: all but those with a unique
+  // index other than the replica identity, or an exclusion constraint (see Applier.netRow).
+  let noReorder = new Set<string>();
+  const readCatalog = async () => {
+    const r = await client!.query<{ name: string }>(
+      `SELECT DISTINCT n.nspname || '.' || c.relname AS name
+         FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE i.indisexclusion
+           OR (i.indisunique AND NOT (CASE c.relreplident WHEN 'i' THEN i.indisreplident ELSE i.indisprimary END))
+           OR c.relreplident IN ('f', 'n')`,
+    );
+    noReorder = new Set(r.rows.map((x) => x.name));
+  };
   const applier = new Applier(sink, {
     cursor: !opts.dryRun && !opts.sqlFile,
+    reorderable: client ? (schema, table) => !noReorder.has(`${schema}.${table}`) : undefined,
+    afterDdl: client ? readCatalog : undefined,
     onePerSource: Boolean(opts.sqlFile),
     filter,
     onDdlSkipped: (ev) => log.debug({ commitLsn: formatLsn(ev.commitLsn), position: ev.position }, 'restore: DDL not about the chosen tables, skipped'),
@@ -325,12 +340,14 @@ export async function runRestore(ctx: CommandContext, opts: RestoreOptions): Pro
          SET enable_hashjoin = off; SET enable_mergejoin = off`,
       );
     }
+    if (client) await readCatalog();
     progress.start();
     replayStarted = Date.now();
-    for await (const item of items) {
+    for await (const items of batches) {
       if (ctx.signal.aborted) break;
-      await applier.handle(item);
-      if (item.type === 'end') end = item;
+      await applier.handleBatch(items);
+      const last = items[items.length - 1]!;
+      if (last.type === 'end') end = last;
     }
     if (ctx.signal.aborted) {
       // Whole groups only: roll back the open one; the cursor says where to resume.

@@ -182,3 +182,50 @@ describe('batching rules', () => {
     expect(sql).toContain('ALTER TABLE t ADD c int');
   });
 });
+
+describe('coalescing inside a target transaction', () => {
+  const co = { reorderable: () => true, copyMinRows: 1000 };
+  it('folds each key to its net effect and writes deletes, updates, inserts', async () => {
+    const evs = [
+      ...txn(100, 1, 1, [ins('1', 'a'), upd('1', 'b'), ins('2', 'x')]),
+      ...txn(200, 2, 2, [del('2'), upd('3', 'c'), upd('3', null, [1])]),
+      ...txn(300, 3, 3, [del('4'), ins('4', 'again'), upd('5', 'd'), del('5')]),
+    ];
+    const { sql } = await replay(evs, co);
+    const stmts = sql.split(';\n').filter((x) => /^(INSERT|UPDATE|DELETE)/.test(x));
+    expect(stmts).toEqual([
+      `DELETE FROM "public"."t" WHERE "id" IN ('4'::bigint, '5'::bigint)`,
+      `UPDATE "public"."t" SET "v" = 'c'::text WHERE "id" = '3'::bigint`,
+      `INSERT INTO "public"."t" ("id", "v") OVERRIDING SYSTEM VALUE VALUES\n  ('1'::bigint, 'b'::text),\n  ('4'::bigint, 'again'::text)`,
+    ]);
+  });
+
+  it('keeps stream order for a primary-key change and for tables it may not reorder', async () => {
+    const evs = txn(100, 1, 1, [upd('1', 'a'), { op: 'UPDATE', oldKind: 'K', old: ['1', null], new: ['9', 'a'] }, upd('9', 'b')]);
+    const { sql } = await replay(evs, co);
+    const order = sql.split('\n').filter((l) => l.startsWith('UPDATE')).map((l) => l.replace(/ WHERE.*/, ''));
+    expect(order).toEqual([`UPDATE "public"."t" SET "v" = 'a'::text`, `UPDATE "public"."t" SET "id" = '9'::bigint, "v" = 'a'::text`, `UPDATE "public"."t" SET "v" = 'b'::text`]);
+    const plain = await replay(txn(100, 1, 1, [ins('1'), upd('1', 'b')]), { reorderable: () => false });
+    expect(plain.sql).toContain('INSERT INTO');
+    expect(plain.sql).toContain('UPDATE');
+  });
+
+  it('treats TRUNCATE and DDL as barriers and stops coalescing until the catalog is re-read', async () => {
+    let refreshed = 0;
+    const evs = txn(100, 1, 1, [
+      ins('1'),
+      { op: 'DDL', relation: null, new: null, content: JSON.stringify({ command: 'CREATE UNIQUE INDEX u ON t (v)', tag: 'CREATE INDEX', searchPath: 'public' }) },
+      ins('2'),
+      upd('2', 'z'),
+    ]);
+    const { sql } = await replay(evs, { ...co, afterDdl: async () => void refreshed++ });
+    const kinds = sql.split('\n').filter((l) => /^(INSERT|UPDATE|CREATE)/.test(l)).map((l) => l.split(' ')[0]);
+    expect(kinds).toEqual(['INSERT', 'CREATE', 'INSERT', 'UPDATE']);
+    expect(refreshed).toBe(1);
+  });
+
+  it('bounds the buffer of one table', async () => {
+    const { sql } = await replay(txn(100, 1, 1, Array.from({ length: 25 }, (_, i) => ins(String(i)))), { ...co, netMaxRows: 10 });
+    expect(sql.match(/INSERT INTO/g)?.length).toBe(3);
+  });
+});
