@@ -1,5 +1,9 @@
 import { defineConfig } from 'vitest/config';
 
+// Test workers build AWS SDK clients in-process: the same reason as bin/cdp.mjs to silence the
+// SDK's Node 20 notice (set here, in the parent, so every forked worker inherits it).
+process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+
 // Two tiers (STYLE.md habit 6): `unit` needs no service; `integration` talks to the real
 // Postgres, Kafka and S3 server of deploy/local, which the global setup brings up when absent.
 export default defineConfig({
