@@ -129,6 +129,7 @@ function refOf(ev: ChangeEvent): TableRef {
 }
 
 function keyString(k: (string | null)[]): string {
+  if (k.length === 1) return k[0] ?? '\u0001';
   return k.map((v) => (v === null ? '\u0001' : v)).join('\u0000');
 }
 

@@ -217,8 +217,34 @@ export async function runRestore(ctx: CommandContext, opts: RestoreOptions): Pro
   const manifest = await readArchiveManifest(store, root);
   if (!manifest) throw new CdpError(ErrorCodes.USAGE, `no archive at s3://${cfg.s3.bucket}/${root}/ (archive.json missing): check s3.prefix / CDP_S3_PREFIX and the source database name`);
   const [point, bases] = await Promise.all([restorablePoint(store, root, { partitions: manifest.partitions }), listBaseManifests(store, root)]);
-  const { base, limitLsn } = planRestore(target, bases, point);
+  const planned = planRestore(target, bases, point);
+  let base = planned.base;
+  const limitLsn = planned.limitLsn;
   const targetText = describeTarget(target);
+  const keyringForScan = keyring;
+
+  if (target.kind === 'xid') {
+    // An xid says nothing about where it committed: find its commit LSN first (reading, not
+    // applying), so that an unknown xid is refused before anything is written and the newest base
+    // before that commit is used.
+    const segs = await listPartitionSegments(store, root, manifest.partitions, base.lsn);
+    const lim = new Limiter(Math.max(2, Math.min(8, manifest.partitions * 2)));
+    const scan = groupTransactionBatches(
+      mergePartitions(segs.map((ss, p) => ({ partition: p, chunks: partitionChunks(store, ss, { keyring: keyringForScan, readAhead: 2, limiter: lim }) })), { fromLsn: base.lsn }),
+      makeCut(target, limitLsn),
+      { sequenceScanMicros: 0 },
+    );
+    let commitLsn: Lsn | undefined;
+    for await (const items of scan) {
+      for (const it of items) if (it.type === 'commit' && it.txn.xid === target.xid) commitLsn = it.txn.commitLsn;
+      if (commitLsn !== undefined) break;
+    }
+    if (commitLsn === undefined) {
+      throw outOfRange(`--xid ${target.xid} is not among the archived transactions after base ${base.lsnText} up to the restorable point (a transaction that changed nothing has no record)`, bases, point);
+    }
+    base = bases.filter((b) => b.lsn - 1 <= commitLsn!).at(-1) ?? base;
+    log.info({ xid: target.xid, commitLsn: formatLsn(commitLsn), base: base.lsnText }, 'restore: transaction found');
+  }
 
   // Resume or refuse a non-empty target, before anything is written.
   let client: pg.Client | undefined;

@@ -1,4 +1,5 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { rm } from 'node:fs/promises';
 import { openSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -6,6 +7,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { restorablePoint } from '../../../src/archive/catalog.js';
 import { createStore } from '../../../src/s3/client.js';
+import { downloadBase, listBaseManifests, restoreBase } from '../../../src/restore/base-restore.js';
 import { formatLsn, microsToIso, parseLsn } from '../../../src/util/lsn.js';
 import { createDatabase, dropDatabase, fingerprint, rand, REPO, runCli, silentLog, stackEnvironment, testConfig, waitFor, withClient } from './helpers.js';
 
@@ -271,6 +273,9 @@ function oracleSuite(name: string, opts: { kill: boolean }) {
         const late = await runCli(['-c', cfgFile, 'restore', '--into', into, '--lsn', 'FFFF/0'], env);
         expect(late.code).toBe(2);
         expect(late.stderr).toMatch(/after the restorable point/);
+        const noXid = await runCli(['-c', cfgFile, 'restore', '--into', into, '--xid', '3'], env);
+        expect(noXid.code).toBe(2);
+        expect(noXid.stderr).toMatch(/not among the archived transactions/);
         expect(await withClient(into, fingerprint)).toEqual({});
         // A non-empty target is refused without --force.
         await withClient(into, (c) => c.query('CREATE TABLE mine (x int)'));
@@ -297,6 +302,22 @@ function oracleSuite(name: string, opts: { kill: boolean }) {
         const text = (await import('node:fs')).readFileSync(sqlFile, 'utf8');
         expect(text).toContain('SET session_replication_role = replica;');
         expect(text).toMatch(/COMMIT;/);
+        // The file is the replay: the base loaded by hand, then psql -f, gives the same content.
+        const report = JSON.parse(sql.stdout.trim().split('\n').at(-1)!);
+        const cfg = testConfig(env);
+        const store = createStore(cfg, silentLog);
+        const base = (await listBaseManifests(store, `${env.CDP_S3_PREFIX}/${db}`)).find((b) => b.lsnText === report.base.lsn)!;
+        const manual = `cdp_or_t_${rand()}`;
+        targets.push(manual);
+        const manualUrl = await createDatabase(manual);
+        const { dir, file } = await downloadBase(store, base, undefined);
+        try {
+          await restoreBase({ file, dir, into: manualUrl, jobs: 1, pgRestorePath: 'pg_restore', signal: new AbortController().signal });
+        } finally {
+          await rm(dir, { recursive: true, force: true });
+        }
+        execFileSync('psql', ['-q', '-v', 'ON_ERROR_STOP=1', '-d', manualUrl, '-f', sqlFile], { stdio: 'pipe' });
+        expect(await withClient(manualUrl, fingerprint)).toEqual(m.tables);
       });
 
       it('restores only the chosen tables with --tables', async () => {
