@@ -7,6 +7,8 @@ import { archiveRoot } from '../../../src/config/config.js';
 import { formatLsn } from '../../../src/util/lsn.js';
 import { createDatabase, dropDatabase, rand, silentLog, testConfig, testContext, withClient } from '../restore/helpers.js';
 import { rm } from 'node:fs/promises';
+import { loadKeyring } from '../../../src/archive/crypto.js';
+import { getObject } from '../../../src/s3/client.js';
 
 // The base's LSN semantics, checked rather than trusted: while transactions commit concurrently,
 // the dump taken at the exported snapshot must contain exactly the transactions whose commit LSN
@@ -94,5 +96,34 @@ describe('basebackup', () => {
     expect(inDump).toEqual(before);
     expect(silentLog.level).toBeDefined();
     expect(formatLsn(manifest.lsn)).toBe(manifest.lsnText);
+  });
+
+  it('encrypts the dump with the archive keyring when configured, and refuses a wrong key', async () => {
+    process.env.CDP_TEST_BASE_KEY = 'ab'.repeat(32);
+    process.env.CDP_TEST_WRONG_KEY = 'cd'.repeat(32);
+    const cfg = testConfig({ CDP_SOURCE_URL: srcUrl, CDP_S3_PREFIX: `test-bb-enc-${id}`, CDP_ENCRYPTION_KEY_ENV: 'CDP_TEST_BASE_KEY' });
+    const manifest = await takeBaseBackup(testContext(cfg));
+    expect(manifest.encryption?.keyId).toMatch(/^[0-9a-f]{16}$/);
+    const store = createStore(cfg, silentLog);
+    // Stored bytes are not a pg_dump archive ("PGDMP" magic) in clear.
+    const stored = await getObject(store, manifest.key);
+    expect(stored.subarray(0, 5).toString('latin1')).not.toBe('PGDMP');
+    const target = `${dst}_enc`;
+    const url = await createDatabase(target);
+    try {
+      const { dir, file } = await downloadBase(store, manifest, loadKeyring(cfg));
+      try {
+        await restoreBase({ file, dir, into: url, jobs: 1, pgRestorePath: 'pg_restore', signal: new AbortController().signal });
+      } finally {
+        await rm(dir, { recursive: true, force: true });
+      }
+      const n = await withClient(url, async (c) => (await c.query('SELECT count(*)::int AS n FROM t')).rows[0].n as number);
+      const m = await withClient(srcUrl, async (c) => (await c.query('SELECT count(*)::int AS n FROM t')).rows[0].n as number);
+      expect(n).toBe(m);
+      const wrong = testConfig({ CDP_SOURCE_URL: srcUrl, CDP_S3_PREFIX: `test-bb-enc-${id}`, CDP_ENCRYPTION_KEY_ENV: 'CDP_TEST_WRONG_KEY' });
+      await expect(downloadBase(store, manifest, loadKeyring(wrong))).rejects.toThrow(/not in the configured keyring/);
+    } finally {
+      await dropDatabase(target);
+    }
   });
 });
