@@ -1,9 +1,9 @@
-import { Partitioners, type Producer } from 'kafkajs';
+import { CompressionTypes, Partitioners, type Producer } from 'kafkajs';
 import type pg from 'pg';
 import type { CommandContext } from '../cli/main.js';
 import { sourceDatabase, topicName, type Config } from '../config/config.js';
 import { CdpError, ErrorCodes, ExitCode, pgError, toError } from '../errors.js';
-import { emptyEvent, encodeChange, kafkaKey, type ChangeEvent } from '../events/change-event.js';
+import { emptyEvent, encodeChange, kafkaKey, SCHEMA_HEADER, type ChangeEvent } from '../events/change-event.js';
 import { createKafka } from '../kafka/client.js';
 import { counter, gauge, histogram, registerHealth, startMetricsServer } from '../ops/metrics.js';
 import { pluginOptions, ReplicationStream, type StreamEvent } from '../pg/replication-stream.js';
@@ -11,6 +11,7 @@ import type { Logger } from '../util/log.js';
 import { formatLsn, parseLsn, type Lsn } from '../util/lsn.js';
 import { sleep } from '../util/retry.js';
 import { AckTracker } from './ack-tracker.js';
+import { DirectProducer, type OutRecord } from './direct-producer.js';
 import { ChangeMapper, PREFIX } from './mapper.js';
 import { ProducePipeline } from './pipeline.js';
 import { connectCatalog, redactUrl } from './source.js';
@@ -145,6 +146,7 @@ class CaptureSession {
   private wake: (() => void) | null = null;
   private stream: ReplicationStream | null = null;
   private producer: Producer | null = null;
+  private direct: DirectProducer | null = null;
   private catalog: pg.Client | null = null;
   private tracker!: AckTracker;
   private pipeline!: ProducePipeline;
@@ -252,26 +254,51 @@ class CaptureSession {
     } finally {
       await admin.disconnect().catch(() => {});
     }
-    this.producer = kafka.producer({
-      idempotent: true,
-      // kafkajs assigns idempotent sequence numbers when a request completes: more than one
-      // request in flight would reuse them. Our pipeline sends one batch at a time anyway.
-      maxInFlightRequests: 1,
-      allowAutoTopicCreation: false,
-      // murmur2 like the Java client (kafkajs's default since 2.0; explicit to silence its warning).
-      createPartitioner: Partitioners.DefaultPartitioner,
-      // Bounded: after these, the error reaches us and the session restarts from the slot
-      // (kafkajs would otherwise retry forever while we hold the batch).
-      retry: { retries: 6, initialRetryTime: 300, maxRetryTime: 10_000 },
-    });
-    try {
-      await this.producer.connect();
-    } catch (err) {
-      throw new CdpError(ErrorCodes.KAFKA, `cannot connect the Kafka producer: ${toError(err).message}`, { cause: err, canRetry: true });
+    // CDP_CAPTURE_PRODUCER=kafkajs selects kafkajs's own producer (slower per record: see
+    // direct-producer.ts); the default writes record batches directly.
+    let send: (records: OutRecord[]) => Promise<void>;
+    if (process.env.CDP_CAPTURE_PRODUCER === 'kafkajs') {
+      const producer = kafka.producer({
+        idempotent: true,
+        // kafkajs assigns idempotent sequence numbers when a request completes: more than one
+        // request in flight would reuse them. Our pipeline sends one batch at a time anyway.
+        maxInFlightRequests: 1,
+        allowAutoTopicCreation: false,
+        // murmur2 like the Java client (kafkajs's default since 2.0; explicit to silence its warning).
+        createPartitioner: Partitioners.DefaultPartitioner,
+        // Bounded: after these, the error reaches us and the session restarts from the slot
+        // (kafkajs would otherwise retry forever while we hold the batch).
+        retry: { retries: 6, initialRetryTime: 300, maxRetryTime: 10_000 },
+      });
+      this.producer = producer;
+      const headers = { [SCHEMA_HEADER.name]: SCHEMA_HEADER.value };
+      send = async (records) => {
+        await producer.send({
+          topic: this.topic,
+          acks: -1,
+          compression: CompressionTypes.None,
+          messages: records.map((r) => (r.partition >= 0 ? { key: r.key, value: r.value, partition: r.partition, headers } : { key: r.key, value: r.value, headers })),
+        });
+      };
+      try {
+        await producer.connect();
+      } catch (err) {
+        throw new CdpError(ErrorCodes.KAFKA, `cannot connect the Kafka producer: ${toError(err).message}`, { cause: err, canRetry: true });
+      }
+    } else {
+      const direct = new DirectProducer(kafka, this.topic, SCHEMA_HEADER.value);
+      this.direct = direct;
+      try {
+        await direct.connect();
+      } catch (err) {
+        throw err instanceof CdpError ? err : new CdpError(ErrorCodes.KAFKA, `cannot connect the Kafka producer: ${toError(err).message}`, { cause: err, canRetry: true });
+      }
+      if (direct.partitions !== this.partitions) throw new CdpError(ErrorCodes.KAFKA, `Kafka topic ${this.topic} metadata changed during start-up`, { canRetry: true });
+      send = (records) => direct.send(records);
     }
 
     this.pipeline = new ProducePipeline({
-      producer: this.producer,
+      send,
       topic: this.topic,
       tracker: this.tracker,
       maxRecords: cfg.capture.batchMaxRecords,
@@ -472,6 +499,7 @@ class CaptureSession {
     // close() sends a last status update with the confirmed LSN (only what Kafka acknowledged).
     await this.stream?.close();
     await this.producer?.disconnect().catch(() => {});
+    await this.direct?.disconnect().catch(() => {});
     await this.catalog?.end().catch(() => {});
   }
 }

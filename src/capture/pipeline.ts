@@ -1,7 +1,6 @@
-import { CompressionTypes, type Message, type Producer } from 'kafkajs';
 import { CdpError, ErrorCodes, toError } from '../errors.js';
-import { SCHEMA_HEADER } from '../events/change-event.js';
 import type { AckTracker } from './ack-tracker.js';
+import type { OutRecord } from './direct-producer.js';
 
 // The produce pipeline: one batch accumulating while one request is in flight.
 //
@@ -18,7 +17,8 @@ import type { AckTracker } from './ack-tracker.js';
 // slot's confirmed position.
 
 export interface PipelineOptions {
-  producer: Producer;
+  /** Sends one batch with acks=all, in order per partition; rejects if any record was not stored. */
+  send: (records: OutRecord[]) => Promise<void>;
   topic: string;
   tracker: AckTracker;
   maxRecords: number;
@@ -31,10 +31,8 @@ export interface PipelineOptions {
   onError: (err: CdpError) => void;
 }
 
-const HEADERS = { [SCHEMA_HEADER.name]: SCHEMA_HEADER.value };
-
 export class ProducePipeline {
-  private batch: Message[] = [];
+  private batch: OutRecord[] = [];
   private bytes = 0;
   private dataRecords = 0;
   private lastSeq = 0;
@@ -64,13 +62,12 @@ export class ProducePipeline {
 
   /**
    * Adds one encoded record. Synchronous; the caller checks `full` and then awaits room().
-   * @param partition explicit partition (watermarks), else the key decides (murmur2, as Java).
+   * @param partition explicit partition (watermarks), -1: the key decides (murmur2, as Java).
    */
-  add(key: string | Buffer, value: Buffer, data: boolean, partition?: number): void {
+  add(key: Buffer, value: Buffer, data: boolean, partition = -1): void {
     if (this.failure) throw this.failure;
     if (this.closed) throw new CdpError(ErrorCodes.INTERNAL, 'produce pipeline is closed');
-    const m: Message = partition === undefined ? { key, value, headers: HEADERS } : { key, value, partition, headers: HEADERS };
-    this.batch.push(m);
+    this.batch.push({ key, value, partition });
     this.bytes += value.length + key.length;
     if (data) this.dataRecords++;
     this.lastSeq = this.o.tracker.produce();
@@ -128,8 +125,8 @@ export class ProducePipeline {
     this.bytes = 0;
     this.dataRecords = 0;
     const started = process.hrtime.bigint();
-    this.inflight = this.o.producer
-      .send({ topic: this.o.topic, messages, acks: -1, compression: CompressionTypes.None })
+    this.inflight = this.o
+      .send(messages)
       .then(
         () => {
           this.inflight = null;
