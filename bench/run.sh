@@ -11,7 +11,7 @@ bash deploy/local/stack.sh up
 eval "$(bash deploy/local/stack.sh env)"
 mkdir -p bench/results
 out="bench/results/$(date +%Y%m%d-%H%M%S).txt"
-for b in ${BENCHES:-capture-decode capture archive restore}; do
+for b in ${BENCHES:-capture-decode capture archive restore latency}; do
   echo "== bench/$b.ts" | tee -a "$out"
   npx tsx "bench/$b.ts" 2>&1 | tee -a "$out"
 done
