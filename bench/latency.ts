@@ -537,7 +537,7 @@ function report(phases: Phase[], tap: PgoutputTap): void {
   for (const ph of phases) {
     const achieved = ph.txns.length / ph.seconds;
     if (achieved < 0.95 * ph.rate) {
-      console.log(`note: ${ph.rate} tx/s offered, ${achieved.toFixed(0)} achieved: the client connections are the limit (each synchronous COMMIT waits for its WAL flush); try --conns`);
+      console.log(`note: ${ph.rate} tx/s offered, ${achieved.toFixed(0)} achieved: the paced load fell behind (each connection waits for its synchronous COMMIT's WAL flush, and this machine also runs Postgres, capture and archive); more --conns may help`);
     }
   }
   console.log(
