@@ -111,7 +111,7 @@ export const ConfigSchema = z.strictObject({
   retention: z
     .strictObject({
       /** Keep every base (and the segments after it) younger than this; Tier 1 asks for a year. */
-      days: z.number().min(1).default(365),
+      days: z.number().positive().default(365),
     })
     .prefault({}),
   metrics: z
