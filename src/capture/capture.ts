@@ -3,7 +3,7 @@ import type pg from 'pg';
 import type { CommandContext } from '../cli/main.js';
 import { sourceDatabase, topicName, type Config } from '../config/config.js';
 import { CdpError, ErrorCodes, ExitCode, pgError, toError } from '../errors.js';
-import { emptyEvent, encodeChange, kafkaKey, SCHEMA_HEADER, type ChangeEvent } from '../events/change-event.js';
+import { emptyEvent, kafkaKey, SCHEMA_HEADER, type ChangeEvent } from '../events/change-event.js';
 import { createKafka } from '../kafka/client.js';
 import { counter, gauge, histogram, registerHealth, startMetricsServer } from '../ops/metrics.js';
 import { pluginOptions, ReplicationStream, type StreamEvent } from '../pg/replication-stream.js';
@@ -12,6 +12,7 @@ import { formatLsn, parseLsn, type Lsn } from '../util/lsn.js';
 import { sleep } from '../util/retry.js';
 import { AckTracker } from './ack-tracker.js';
 import { DirectProducer, type OutRecord } from './direct-producer.js';
+import { encodeChangeFast } from './encode.js';
 import { ChangeMapper, PREFIX } from './mapper.js';
 import { ProducePipeline } from './pipeline.js';
 import { connectCatalog, redactUrl } from './source.js';
@@ -410,7 +411,8 @@ class CaptureSession {
 
   private produce(ev: ChangeEvent, data: boolean, partition?: number): void {
     // A Buffer key: kafkajs would otherwise convert the string twice (partitioner and encoder).
-    this.pipeline.add(Buffer.from(kafkaKey(ev)), encodeChange(ev), data, partition);
+    // encodeChangeFast = encodeChange (avsc) byte for byte, with the relation's encoding cached.
+    this.pipeline.add(Buffer.from(kafkaKey(ev)), encodeChangeFast(ev), data, partition);
   }
 
   /** Passes the tracker's confirmable LSN to the stream (sent with the next status update). */
