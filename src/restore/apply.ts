@@ -71,6 +71,8 @@ export interface ApplyOptions {
   reorderable?: (schema: string, table: string) => boolean;
   /** Called after a DDL has been sent, before more rows are coalesced: refresh `reorderable`. */
   afterDdl?: () => Promise<void>;
+  /** Rows of one INSERT / COPY in stream order (default 10,000). */
+  insertMaxRows?: number;
   /** Rows one table may hold in the coalescing buffer before it is written. */
   netMaxRows?: number;
 }
@@ -168,6 +170,8 @@ export class Applier {
   private readonly net = new Map<string, NetTable>();
   private catalogStale = false;
   private readonly netMaxRows: number;
+  /** COPY gets cheaper per row up to ~10,000 rows a statement (bench/restore-apply.ts). */
+  private readonly insertMaxRows: number;
   private inTxn = false;
   private groupChanges = 0;
   private groupStarted = 0;
@@ -185,6 +189,7 @@ export class Applier {
     this.batchMaxRows = opts.batchMaxRows ?? 1_000;
     this.copyMinRows = opts.copyMinRows ?? 32;
     this.netMaxRows = opts.netMaxRows ?? 10_000;
+    this.insertMaxRows = opts.insertMaxRows ?? Math.max(this.batchMaxRows, 10_000);
   }
 
   async handle(item: ReplayItem): Promise<void> {
@@ -295,7 +300,7 @@ export class Applier {
     this.flushNetOf(ev);
     if (ev.op === 'INSERT') {
       const b = this.batch;
-      if (b && b.kind === 'insert' && b.rows.length < this.batchMaxRows && sameShape(b.ref, ev)) {
+      if (b && b.kind === 'insert' && b.rows.length < this.insertMaxRows && sameShape(b.ref, ev)) {
         b.rows.push(ev.new!);
         return;
       }
