@@ -335,7 +335,15 @@ export async function runRestore(ctx: CommandContext, opts: RestoreOptions): Pro
   let replayStarted = Date.now();
   try {
     if (client && !resumed) {
-      // 1. The base.
+      // 1. The base. The cursor exists from the start, in phase 'base', so that a restore
+      // interrupted while loading the base is recognised as such (and not mistaken for a user's
+      // database) when run again.
+      await client.query(
+        `CREATE SCHEMA ${CURSOR_SCHEMA};
+         CREATE TABLE ${CURSOR_SCHEMA}.cursor (base_lsn bigint NOT NULL, target text NOT NULL, commit_lsn bigint NOT NULL, commit_time bigint NOT NULL,
+           xid bigint NOT NULL, end_lsn bigint NOT NULL, transactions bigint NOT NULL, phase text NOT NULL, updated_at timestamptz NOT NULL);
+         INSERT INTO ${CURSOR_SCHEMA}.cursor VALUES (${base.lsn}, '${targetText.replace(/'/g, "''")}', 0, 0, 0, 0, 0, 'base', clock_timestamp());`,
+      );
       log.info({ base: base.lsnText, key: base.key, size: base.size }, 'restore: downloading the base');
       const { dir, file: dump } = await downloadBase(store, base, keyring);
       try {
@@ -344,12 +352,7 @@ export async function runRestore(ctx: CommandContext, opts: RestoreOptions): Pro
       } finally {
         await rm(dir, { recursive: true, force: true });
       }
-      await client.query(
-        `CREATE SCHEMA ${CURSOR_SCHEMA};
-         CREATE TABLE ${CURSOR_SCHEMA}.cursor (base_lsn bigint NOT NULL, target text NOT NULL, commit_lsn bigint NOT NULL, commit_time bigint NOT NULL,
-           xid bigint NOT NULL, end_lsn bigint NOT NULL, transactions bigint NOT NULL, phase text NOT NULL, updated_at timestamptz NOT NULL);
-         INSERT INTO ${CURSOR_SCHEMA}.cursor VALUES (${base.lsn}, '${targetText.replace(/'/g, "''")}', 0, 0, 0, 0, 0, 'replay', clock_timestamp());`,
-      );
+      await client.query(`UPDATE ${CURSOR_SCHEMA}.cursor SET phase = 'replay', updated_at = clock_timestamp()`);
     }
     if (client) {
       // The stream already holds what the source's triggers, FK actions and defaults did; the
