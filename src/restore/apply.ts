@@ -10,7 +10,6 @@ import {
   deleteSql,
   insertSql,
   keyValues,
-  qualify,
   quoteLiteral,
   truncateSql,
   updateColumns,
@@ -576,5 +575,3 @@ END
 $cdp$;
 `;
 }
-
-export { qualify };

@@ -221,7 +221,6 @@ export async function runRestore(ctx: CommandContext, opts: RestoreOptions): Pro
   let base = planned.base;
   const limitLsn = planned.limitLsn;
   const targetText = describeTarget(target);
-  const keyringForScan = keyring;
 
   if (target.kind === 'xid') {
     // An xid says nothing about where it committed: find its commit LSN first (reading, not
@@ -230,7 +229,7 @@ export async function runRestore(ctx: CommandContext, opts: RestoreOptions): Pro
     const segs = await listPartitionSegments(store, root, manifest.partitions, base.lsn);
     const lim = new Limiter(Math.max(2, Math.min(8, manifest.partitions * 2)));
     const scan = groupTransactionBatches(
-      mergePartitions(segs.map((ss, p) => ({ partition: p, chunks: partitionChunks(store, ss, { keyring: keyringForScan, readAhead: 2, limiter: lim }) })), { fromLsn: base.lsn }),
+      mergePartitions(segs.map((ss, p) => ({ partition: p, chunks: partitionChunks(store, ss, { keyring, readAhead: 2, limiter: lim }) })), { fromLsn: base.lsn }),
       makeCut(target, limitLsn),
       { sequenceScanMicros: 0 },
     );
