@@ -13,8 +13,13 @@
 //   - we still talk to the server while the consumer is blocked (on Kafka, say): keepalives that
 //     request a reply are answered at once from the socket handler, and a status update goes out
 //     every statusIntervalMs, so wal_sender_timeout (default 60 s) never fires;
-//   - back-pressure (G4): when `highWaterMark` events wait for the consumer, the socket is paused,
-//     TCP flow control stops the walsender, and the slot keeps the WAL. Reading resumes below half.
+//   - back-pressure (G4): when `highWaterMark` events, or `highWaterBytes` bytes of CopyData
+//     payload, wait for the consumer, the socket is paused, TCP flow control stops the walsender,
+//     and the slot keeps the WAL. Reading resumes once both are below half. The byte bound is what
+//     makes memory independent of row size: a count alone lets 4,000 rows of 50 MB hold 200 GB.
+//     What may still arrive after the pause is the rest of the socket chunk being parsed, and a
+//     single message is held whole however large (pg's parser needs all of it), so the buffer stays
+//     within highWaterBytes + one socket read + one message.
 
 import type { Socket } from 'node:net';
 import pg from 'pg';
@@ -41,6 +46,11 @@ export interface ReplicationStreamOptions {
   statusIntervalMs?: number;
   /** Events buffered for the consumer before the socket is paused. */
   highWaterMark?: number;
+  /**
+   * Bytes buffered for the consumer (the CopyData payload sizes of the waiting events, a proxy for
+   * the memory their decoded rows hold) before the socket is paused. Default 64 MiB.
+   */
+  highWaterBytes?: number;
   /** Bound on the graceful part of close() (CopyDone handshake, Terminate), ms. */
   closeTimeoutMs?: number;
 }
@@ -66,6 +76,7 @@ type State = 'idle' | 'connecting' | 'connected' | 'starting' | 'streaming' | 'e
 
 const DEFAULT_STATUS_INTERVAL_MS = 10_000;
 const DEFAULT_HIGH_WATER_MARK = 10_000;
+const DEFAULT_HIGH_WATER_BYTES = 64 * 1024 * 1024;
 const DEFAULT_CLOSE_TIMEOUT_MS = 5_000;
 
 /**
@@ -139,6 +150,8 @@ export class ReplicationStream implements AsyncIterable<StreamEvent> {
   private readonly statusIntervalMs: number;
   private readonly highWaterMark: number;
   private readonly lowWaterMark: number;
+  private readonly highWaterBytes: number;
+  private readonly lowWaterBytes: number;
   private readonly closeTimeoutMs: number;
 
   private state: State = 'idle';
@@ -151,8 +164,11 @@ export class ReplicationStream implements AsyncIterable<StreamEvent> {
   private failure: CdpError | null = null;
 
   // Event queue: an array consumed from `head`, compacted now and then (no O(n) shift per event).
+  // `sizes` runs beside it: the CopyData payload size of each queued event, summed in `bytes`.
   private queue: (StreamEvent | undefined)[] = [];
+  private sizes: number[] = [];
   private head = 0;
+  private bytes = 0;
   private paused = false;
   private waiter: { resolve: (r: IteratorResult<StreamEvent>) => void; reject: (e: unknown) => void } | null = null;
 
@@ -168,6 +184,9 @@ export class ReplicationStream implements AsyncIterable<StreamEvent> {
     if (!(this.statusIntervalMs > 0)) throw new CdpError(ErrorCodes.INTERNAL, `statusIntervalMs must be > 0, got ${this.statusIntervalMs}`);
     if (!(this.highWaterMark >= 1)) throw new CdpError(ErrorCodes.INTERNAL, `highWaterMark must be >= 1, got ${this.highWaterMark}`);
     this.lowWaterMark = Math.floor(this.highWaterMark / 2);
+    this.highWaterBytes = opts.highWaterBytes ?? DEFAULT_HIGH_WATER_BYTES;
+    if (!(this.highWaterBytes >= 1)) throw new CdpError(ErrorCodes.INTERNAL, `highWaterBytes must be >= 1, got ${this.highWaterBytes}`);
+    this.lowWaterBytes = Math.floor(this.highWaterBytes / 2);
   }
 
   /** The highest LSN passed to confirm(): what the next status update reports as flushed. */
@@ -180,7 +199,7 @@ export class ReplicationStream implements AsyncIterable<StreamEvent> {
     return this.lastReceived;
   }
 
-  /** True while back-pressure holds the socket (the buffer reached highWaterMark). */
+  /** True while back-pressure holds the socket (the buffer reached highWaterMark or highWaterBytes). */
   get isPaused(): boolean {
     return this.paused;
   }
@@ -188,6 +207,11 @@ export class ReplicationStream implements AsyncIterable<StreamEvent> {
   /** Events waiting for the consumer. */
   get buffered(): number {
     return this.queue.length - this.head;
+  }
+
+  /** CopyData payload bytes of the events waiting for the consumer. */
+  get bufferedBytes(): number {
+    return this.bytes;
   }
 
   /** IDENTIFY_SYSTEM (55.4). Connects if needed; not allowed once streaming. */
@@ -319,22 +343,25 @@ export class ReplicationStream implements AsyncIterable<StreamEvent> {
   private take(): StreamEvent {
     const q = this.queue;
     const ev = q[this.head]!;
-    q[this.head++] = undefined;
+    q[this.head] = undefined;
+    this.bytes -= this.sizes[this.head++]!;
     if (this.head === q.length) {
       q.length = 0;
+      this.sizes.length = 0;
       this.head = 0;
     } else if (this.head >= 4096 && this.head * 2 >= q.length) {
       q.splice(0, this.head);
+      this.sizes.splice(0, this.head);
       this.head = 0;
     }
-    if (this.paused && q.length - this.head <= this.lowWaterMark) {
+    if (this.paused && q.length - this.head <= this.lowWaterMark && this.bytes <= this.lowWaterBytes) {
       this.paused = false;
       this.con?.stream.resume();
     }
     return ev;
   }
 
-  private push(ev: StreamEvent): void {
+  private push(ev: StreamEvent, size: number): void {
     const w = this.waiter;
     if (w !== null) {
       this.waiter = null;
@@ -342,7 +369,9 @@ export class ReplicationStream implements AsyncIterable<StreamEvent> {
       return;
     }
     this.queue.push(ev);
-    if (!this.paused && this.queue.length - this.head >= this.highWaterMark) {
+    this.sizes.push(size);
+    this.bytes += size;
+    if (!this.paused && (this.queue.length - this.head >= this.highWaterMark || this.bytes >= this.highWaterBytes)) {
       this.paused = true;
       this.con?.stream.pause();
     }
@@ -371,14 +400,14 @@ export class ReplicationStream implements AsyncIterable<StreamEvent> {
         const walEnd = buf.readUInt32BE(9) * 0x1_0000_0000 + buf.readUInt32BE(13);
         const message = decodePgoutput(buf, XLOGDATA_HEADER_SIZE);
         if (walEnd > this.lastReceived) this.lastReceived = walEnd;
-        this.push({ kind: 'data', walStart, walEnd, message });
+        this.push({ kind: 'data', walStart, walEnd, message }, buf.length);
       } else if (tag === CopyTag.Keepalive) {
         const k = parseKeepalive(buf);
         if (k.walEnd > this.lastReceived) this.lastReceived = k.walEnd;
         // Answer at once, whatever the consumer is doing: the server asks because it is about to
         // time us out (wal_sender_timeout / 2) or is shutting down. We report the confirmed LSN only.
         if (k.replyRequested) this.sendStatus(false);
-        this.push({ kind: 'keepalive', walEnd: k.walEnd, replyRequested: k.replyRequested });
+        this.push({ kind: 'keepalive', walEnd: k.walEnd, replyRequested: k.replyRequested }, buf.length);
       } else {
         throw new CdpError(ErrorCodes.PROTOCOL, `unexpected CopyData message type ${tag === undefined ? '(empty)' : `0x${tag.toString(16)}`} on a replication connection`);
       }
@@ -468,7 +497,9 @@ export class ReplicationStream implements AsyncIterable<StreamEvent> {
     }
     this.state = 'closed';
     this.queue = [];
+    this.sizes = [];
     this.head = 0;
+    this.bytes = 0;
     this.wake();
     if (!client || !con) return;
     if (this.paused) {

@@ -417,6 +417,47 @@ describe('ReplicationStream on a real Postgres', () => {
     await waitFor('slot to be released', slotActivePid, (p) => p === null);
   });
 
+  it('bounds the buffer by bytes, not only by count: large rows pause the socket near highWaterBytes', async () => {
+    // 40 rows of 256 KB (10 MB) against a 1 MiB byte bound and the default count bound (10,000
+    // events, which these rows never reach): only the byte bound can pause the socket.
+    const rows = 40;
+    const rowText = randomBytes(128 * 1024).toString('hex');
+    const limit = 1024 * 1024;
+    const bounded = newStream({ statusIntervalMs: 300, highWaterBytes: limit });
+    await bounded.start(SLOT, 0, pluginOptions(PUB, serverVersionNum));
+    for (let i = 0; i < rows; i++) await tx([`INSERT INTO items VALUES ($1::int, $1::int, $2, 'big')`, [200 + i, rowText]]);
+    await waitFor('the socket to pause', async () => bounded.isPaused, (p) => p);
+    await sleep(1_000); // nobody reads: nothing more may arrive while paused
+    expect(bounded.isPaused).toBe(true);
+    // Past the bound by at most the rest of one socket read and one message (a row here).
+    expect(bounded.bufferedBytes).toBeGreaterThanOrEqual(limit);
+    expect(bounded.bufferedBytes).toBeLessThan(limit + 2 * rowText.length + 256 * 1024);
+    expect(bounded.buffered).toBeLessThan(rows);
+
+    const r = new Reader(bounded);
+    const ids: string[] = [];
+    let maxBytes = 0;
+    for (let i = 0; i < rows; i++) {
+      const t = await r.txn();
+      const v = (t.changes[0] as { new: { values: (string | null)[] } }).new.values;
+      expect(v[2]).toBe(rowText);
+      ids.push(v[0]!);
+      maxBytes = Math.max(maxBytes, bounded.bufferedBytes);
+      bounded.confirm(t.commit.endLsn);
+    }
+    // Every row arrived, in order: reading resumed below half of the bound each time.
+    expect(ids).toEqual(Array.from({ length: rows }, (_, i) => String(200 + i)));
+    expect(maxBytes).toBeLessThan(limit + 2 * rowText.length + 256 * 1024);
+    expect(bounded.bufferedBytes).toBeLessThanOrEqual(limit / 2); // keepalives may wait
+    expect(bounded.isPaused).toBe(false);
+    await bounded.close();
+    await waitFor('slot to be released', slotActivePid, (p) => p === null);
+  });
+
+  it('rejects a byte bound below 1', () => {
+    expect(() => new ReplicationStream({ connectionString: dbUrl(DB), log, highWaterBytes: 0 })).toThrow(/highWaterBytes must be >= 1/);
+  });
+
   it('fails start() with SQLSTATE 55006 (retryable) when the slot is in use, and close() is safe after it', async () => {
     const holder = newStream();
     await holder.start(SLOT, 0, pluginOptions(PUB, serverVersionNum));
