@@ -1,17 +1,15 @@
 import { HeadObjectCommand } from '@aws-sdk/client-s3';
-import { Upload } from '@aws-sdk/lib-storage';
 import { CdpError, ErrorCodes } from '../errors.js';
 import { isNotFound, putOnce, s3Error, type Store } from '../s3/client.js';
+import { uploadMultipart } from '../s3/multipart.js';
 import { withRetry } from '../util/retry.js';
 
 // Storing a finished segment. Small objects go through putOnce (one PUT, If-None-Match: *, with its
 // SHA-256 checked by the server). Above MULTIPART_THRESHOLD a single PUT is one long request that
-// an S3 blip restarts from zero; a multipart upload (S3 API reference, CreateMultipartUpload) sends
-// 8 MiB parts, each with its own x-amz-checksum-sha256 (ChecksumAlgorithm SHA256) verified by the
-// server, and retries parts independently.
+// an S3 blip restarts from zero; a multipart upload (s3/multipart.ts) sends 8 MiB parts, each
+// checksummed by the server, and retries parts independently.
 
 export const MULTIPART_THRESHOLD = 16 * 1024 * 1024;
-const PART_SIZE = 8 * 1024 * 1024;
 
 export async function storeSegment(store: Store, key: string, bytes: Buffer, sha: string): Promise<'created' | 'exists'> {
   if (bytes.length < MULTIPART_THRESHOLD) {
@@ -30,33 +28,8 @@ export async function storeSegment(store: Store, key: string, bytes: Buffer, sha
         if (err instanceof CdpError) throw err;
         if (!isNotFound(err)) throw s3Error(`head s3://${store.bucket}/${key}`, err);
       }
-      const abort = new AbortController();
-      const onAbort = () => abort.abort();
-      store.signal?.addEventListener('abort', onAbort, { once: true });
-      try {
-        const upload = new Upload({
-          client: store.client,
-          partSize: PART_SIZE,
-          queueSize: 2,
-          leavePartsOnError: false,
-          abortController: abort,
-          params: {
-            Bucket: store.bucket,
-            Key: key,
-            Body: bytes,
-            ContentType: 'application/avro',
-            ChecksumAlgorithm: 'SHA256',
-            Metadata: { 'cdp-kind': 'segment', 'cdp-sha256': sha },
-            ...store.sse,
-          },
-        });
-        await upload.done();
-        return 'created' as const;
-      } catch (err) {
-        throw err instanceof CdpError ? err : s3Error(`multipart upload s3://${store.bucket}/${key}`, err);
-      } finally {
-        store.signal?.removeEventListener('abort', onAbort);
-      }
+      await uploadMultipart(store, key, bytes, { contentType: 'application/avro', metadata: { 'cdp-kind': 'segment', 'cdp-sha256': sha } });
+      return 'created' as const;
     },
     { what: `store segment ${key}`, log: store.log, signal: store.signal, maxElapsedMs: store.maxElapsedMs },
   );

@@ -1,14 +1,14 @@
 import { spawn } from 'node:child_process';
 import { createCipheriv, createHash, randomBytes } from 'node:crypto';
 import { PassThrough, Transform } from 'node:stream';
-import { Upload } from '@aws-sdk/lib-storage';
 import pg from 'pg';
 import type { CommandContext } from '../cli/main.js';
 import { archiveRoot, sourceDatabase, type Config } from '../config/config.js';
 import { loadKeyring, type MasterKey } from '../archive/crypto.js';
 import { baseDumpKey, baseManifestKey, type BaseManifest } from '../archive/layout.js';
 import { CdpError, ErrorCodes, pgError, toError } from '../errors.js';
-import { createStore, getObjectIfExists, putOnce, s3Error, type Store } from '../s3/client.js';
+import { createStore, getObjectIfExists, putOnce, type Store } from '../s3/client.js';
+import { MULTIPART_PART_SIZE, uploadMultipart } from '../s3/multipart.js';
 import { formatLsn, microsToIso, parseLsn } from '../util/lsn.js';
 
 // `cdp basebackup`: a consistent full copy at a known LSN (DESIGN.md section 4).
@@ -34,7 +34,6 @@ export type BaseManifestExt = BaseManifest & {
   compressed?: boolean;
 };
 
-const PART_SIZE = 8 * 1024 * 1024;
 /** The CDP's own objects in the source (capture's DDL-capture schema); never part of a base. */
 export const CDP_SCHEMA = 'katya_cdp';
 
@@ -157,7 +156,7 @@ export async function takeBaseBackup(ctx: CommandContext): Promise<BaseManifestE
         cb(null, chunk);
       },
     });
-    const body = new PassThrough({ highWaterMark: PART_SIZE });
+    const body = new PassThrough({ highWaterMark: MULTIPART_PART_SIZE });
     (enc ? child.stdout.pipe(enc.stream).pipe(meter) : child.stdout.pipe(meter)).pipe(body);
     const upload = uploadStream(store, dumpKey, body);
     let code: number;
@@ -200,32 +199,11 @@ export async function takeBaseBackup(ctx: CommandContext): Promise<BaseManifestE
 }
 
 async function uploadStream(store: Store, key: string, body: PassThrough): Promise<void> {
-  const abort = new AbortController();
-  const onAbort = () => abort.abort();
-  store.signal?.addEventListener('abort', onAbort, { once: true });
   try {
-    const upload = new Upload({
-      client: store.client,
-      partSize: PART_SIZE,
-      queueSize: 2,
-      leavePartsOnError: false,
-      abortController: abort,
-      params: {
-        Bucket: store.bucket,
-        Key: key,
-        Body: body,
-        ContentType: 'application/octet-stream',
-        ChecksumAlgorithm: 'SHA256',
-        Metadata: { 'cdp-kind': 'base' },
-        ...store.sse,
-      },
-    });
-    await upload.done();
+    await uploadMultipart(store, key, body, { contentType: 'application/octet-stream', metadata: { 'cdp-kind': 'base' } });
   } catch (err) {
     body.resume();
-    throw err instanceof CdpError ? err : s3Error(`multipart upload s3://${store.bucket}/${key}`, err);
-  } finally {
-    store.signal?.removeEventListener('abort', onAbort);
+    throw err;
   }
 }
 
