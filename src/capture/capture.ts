@@ -1,4 +1,4 @@
-import { CompressionTypes, Partitioners, type Producer } from 'kafkajs';
+import { CompressionTypes, ConfigResourceTypes, Partitioners, type Admin, type Producer } from 'kafkajs';
 import type pg from 'pg';
 import type { CommandContext } from '../cli/main.js';
 import { sourceDatabase, topicName, type Config } from '../config/config.js';
@@ -11,7 +11,7 @@ import type { Logger } from '../util/log.js';
 import { formatLsn, parseLsn, type Lsn } from '../util/lsn.js';
 import { sleep } from '../util/retry.js';
 import { AckTracker } from './ack-tracker.js';
-import { DirectProducer, type OutRecord } from './direct-producer.js';
+import { DirectProducer, singleRecordBatchSize, type OutRecord } from './direct-producer.js';
 import { encodeChangeFast } from './encode.js';
 import { ChangeMapper, PREFIX } from './mapper.js';
 import { ProducePipeline } from './pipeline.js';
@@ -21,7 +21,7 @@ import { TypeNames } from './type-names.js';
 // `cdp capture` (DESIGN.md sections 1 and 2): stream the slot with pgoutput, turn every change into
 // an Avro change event, produce it to Kafka with an idempotent producer, and confirm to the slot
 // only what Kafka has acknowledged (G1). Memory is bounded (G4): the replication stream buffers a
-// bounded number of events, the pipeline one batch plus one request in flight.
+// bounded number of events and bytes, the pipeline one batch plus one request in flight.
 //
 // A session = one replication connection + one producer + one catalog connection. Any failure
 // (Kafka error, Postgres restart, cut connection) ends the session without confirming anything
@@ -31,6 +31,8 @@ import { TypeNames } from './type-names.js';
 
 /** Replication stream events buffered before its socket pauses (each holds one row). */
 const STREAM_HIGH_WATER_MARK = 4_000;
+/** ... and bytes of them: rows can be up to 1 GB each, so a count alone bounds nothing (G4). */
+const STREAM_HIGH_WATER_BYTES = 64 * 1024 * 1024;
 /** Standby status updates at least this often (confirmed LSN reaches the slot within it). */
 const STATUS_INTERVAL_MS = 1_000;
 /** Graceful stop: how long the last flush to Kafka may take before leaving without it. */
@@ -126,10 +128,11 @@ async function loop(ctx: CommandContext, state: CaptureState): Promise<void> {
   }
 }
 
-/** Errors that retrying cannot fix: the operator must act (run setup, fix configuration). */
+/** Errors that retrying cannot fix: the operator must act (run setup, fix configuration, raise a limit). */
 function isFatal(err: Error): boolean {
   if (!(err instanceof CdpError)) return false;
   if (err.code === ErrorCodes.SOURCE_NOT_READY || err.code === ErrorCodes.CONFIG_INVALID) return true;
+  if (err.code === ErrorCodes.KAFKA && !err.canRetry && err.details.kafkaError === 'MESSAGE_TOO_LARGE') return true;
   const sqlstate = err.details.sqlstate;
   // 42704 undefined_object: slot or publication missing; 28P01/28000 authentication; 3D000 no database;
   // 42501 insufficient privilege.
@@ -153,6 +156,8 @@ class CaptureSession {
   private pipeline!: ProducePipeline;
   private lastWatermark: Lsn = 0;
   private partitions = 0;
+  /** The topic's max.message.bytes; null when it could not be read (the broker still checks). */
+  private maxMessageBytes: number | null = null;
 
   constructor(
     private readonly ctx: CommandContext,
@@ -250,6 +255,7 @@ class CaptureSession {
       });
       this.partitions = meta.topics[0]?.partitions.length ?? 0;
       if (this.partitions < 1) throw new CdpError(ErrorCodes.KAFKA, `Kafka topic ${this.topic} has no partitions`, { canRetry: true });
+      this.maxMessageBytes = await topicMaxMessageBytes(admin, this.topic, log);
     } catch (err) {
       throw err instanceof CdpError ? err : new CdpError(ErrorCodes.KAFKA, `Kafka is not reachable: ${toError(err).message}`, { cause: err, canRetry: true });
     } finally {
@@ -321,6 +327,7 @@ class CaptureSession {
       log: this.log,
       statusIntervalMs: STATUS_INTERVAL_MS,
       highWaterMark: STREAM_HIGH_WATER_MARK,
+      highWaterBytes: STREAM_HIGH_WATER_BYTES,
     });
     this.stream.confirm(confirmed);
     await this.stream.start(cfg.source.slot, 0, pluginOptions(cfg.source.publication, info.version));
@@ -404,7 +411,16 @@ class CaptureSession {
           out = mapper.message(m, ev.walStart);
           break;
       }
-      if (out && out.op !== 'COMMIT') this.produce(out, true);
+      if (out && out.op !== 'COMMIT') {
+        const key = Buffer.from(kafkaKey(out));
+        const value = encodeChangeFast(out);
+        this.checkRecordSize(out, key, value);
+        // A large row does not join a batch it would take past batchMaxBytes: the batch goes first.
+        // Interrupted means failed or stopping: the loop's check ends the session, and this change's
+        // transaction is not confirmed (its COMMIT was not reached).
+        if (!pipeline.fits(key.length + value.length) && (await this.interruptible(pipeline.room(key.length + value.length))) === 'interrupted') continue;
+        pipeline.add(key, value, true);
+      }
       if (pipeline.full) await this.interruptible(pipeline.room());
     }
   }
@@ -413,6 +429,19 @@ class CaptureSession {
     // A Buffer key: kafkajs would otherwise convert the string twice (partitioner and encoder).
     // encodeChangeFast = encodeChange (avsc) byte for byte, with the relation's encoding cached.
     this.pipeline.add(Buffer.from(kafkaKey(ev)), encodeChangeFast(ev), data, partition);
+  }
+
+  /**
+   * A change Kafka would refuse (its record batch larger than the topic's max.message.bytes) would
+   * fail every session at the same place: a restart loop that never ends. Stop with an error that
+   * says which table, how large, and what the operator must change. Nothing is skipped.
+   */
+  private checkRecordSize(ev: ChangeEvent, key: Buffer, value: Buffer): void {
+    const max = this.maxMessageBytes;
+    if (max === null || key.length + value.length + 256 < max) return;
+    const size = singleRecordBatchSize(key, value, SCHEMA_HEADER.value);
+    if (size <= max) return;
+    throw recordTooLarge(ev, size, max, this.topic);
   }
 
   /** Passes the tracker's confirmable LSN to the stream (sent with the next status update). */
@@ -503,5 +532,34 @@ class CaptureSession {
     await this.producer?.disconnect().catch(() => {});
     await this.direct?.disconnect().catch(() => {});
     await this.catalog?.end().catch(() => {});
+  }
+}
+
+export function recordTooLarge(ev: ChangeEvent, size: number, maxMessageBytes: number, topic: string): CdpError {
+  const what = ev.table ? `a ${ev.op} on table ${ev.schema}.${ev.table}` : `a ${ev.op} record`;
+  return new CdpError(
+    ErrorCodes.KAFKA,
+    `${what} (commit LSN ${formatLsn(ev.commitLsn)}, xid ${ev.xid}) is ${size} bytes as a Kafka record, more than max.message.bytes = ${maxMessageBytes} of topic ${topic}: ` +
+      `Kafka would refuse it on every attempt and capture does not skip changes. Raise the topic's limit above ${size} ` +
+      `(kafka-configs.sh --alter --entity-type topics --entity-name ${topic} --add-config max.message.bytes=N; N at most the broker's socket.request.max.bytes), then start capture again; the slot keeps the WAL meanwhile`,
+    {
+      canRetry: false,
+      details: { kafkaError: 'MESSAGE_TOO_LARGE', schema: ev.schema, table: ev.table, bytes: size, maxMessageBytes, commitLsn: formatLsn(ev.commitLsn) },
+    },
+  );
+}
+
+/** The topic's max.message.bytes (Kafka topic configs), or null if it cannot be read (e.g. no DescribeConfigs ACL). */
+async function topicMaxMessageBytes(admin: Admin, topic: string, log: Logger): Promise<number | null> {
+  try {
+    const r = await admin.describeConfigs({
+      includeSynonyms: false,
+      resources: [{ type: ConfigResourceTypes.TOPIC, name: topic, configNames: ['max.message.bytes'] }],
+    });
+    const v = Number(r.resources[0]?.configEntries.find((e) => e.configName === 'max.message.bytes')?.configValue);
+    return Number.isSafeInteger(v) && v > 0 ? v : null;
+  } catch (err) {
+    log.warn({ err: toError(err).message, topic }, 'cannot read the topic max.message.bytes; a row larger than it will be reported by Kafka instead');
+    return null;
   }
 }

@@ -65,6 +65,7 @@ const KAFKA_ERRORS: Record<number, string> = {
   6: 'NOT_LEADER_OR_FOLLOWER',
   7: 'REQUEST_TIMED_OUT',
   10: 'MESSAGE_TOO_LARGE',
+  18: 'RECORD_LIST_TOO_LARGE',
   19: 'NOT_ENOUGH_REPLICAS',
   20: 'NOT_ENOUGH_REPLICAS_AFTER_APPEND',
   45: 'OUT_OF_ORDER_SEQUENCE_NUMBER',
@@ -231,6 +232,7 @@ export class DirectProducer {
     const d = new Decoder(res);
     const errors: string[] = [];
     const seen = new Set<number>();
+    let tooLarge = false;
     d.readArray((t) => {
       t.readString();
       t.readArray((p) => {
@@ -240,11 +242,20 @@ export class DirectProducer {
         p.readInt64();
         seen.add(partition);
         if (code !== 0) errors.push(`partition ${partition}: ${KAFKA_ERRORS[code] ?? `error ${code}`}`);
+        if (code === 10 || code === 18) tooLarge = true; // MESSAGE_TOO_LARGE, RECORD_LIST_TOO_LARGE
         return null;
       });
       return null;
     });
     for (const p of partitions) if (!seen.has(p)) errors.push(`partition ${p}: no answer`);
+    if (tooLarge) {
+      // Retrying sends the same records again: the operator must act.
+      throw new CdpError(
+        ErrorCodes.KAFKA,
+        `Kafka refused a record batch to ${this.topic} as larger than the topic's max.message.bytes (${errors.join(', ')}): raise max.message.bytes on topic ${this.topic}, or lower capture.batchMaxBytes below it, then start capture again`,
+        { canRetry: false, details: { errors, kafkaError: 'MESSAGE_TOO_LARGE' } },
+      );
+    }
     if (errors.length > 0) {
       throw new CdpError(ErrorCodes.KAFKA, `Kafka refused a produce request to ${this.topic}: ${errors.join(', ')}`, { canRetry: true, details: { errors } });
     }
@@ -328,6 +339,15 @@ export function crc32c(buf: Uint8Array): number {
   }
   for (; i < n; i++) crc = t[(crc ^ buf[i]!) & 0xff]! ^ (crc >>> 8);
   return (crc ^ -1) >>> 0;
+}
+
+/**
+ * Bytes of a record batch holding just this record, as the broker compares it with the topic's
+ * max.message.bytes (the batch's sizeInBytes: the 61-byte batch header, log overhead included).
+ */
+export function singleRecordBatchSize(key: Buffer, value: Buffer, schemaHeader: string): number {
+  const body = recordSize({ key, value, partition: -1 }, 0, Buffer.from(schemaHeader, 'utf8'));
+  return 61 + varintSize(body) + body;
 }
 
 /** Bytes of one record's body (after its length varint). */

@@ -61,6 +61,16 @@ export class ProducePipeline {
   }
 
   /**
+   * True when a record of `size` bytes (key + value) can join the accumulating batch without
+   * taking it past maxBytes. An empty batch takes any record: a row larger than maxBytes goes
+   * alone, as a batch of one, instead of swelling a batch that is already nearly full (the broker
+   * compares each partition's record batch with the topic's max.message.bytes).
+   */
+  fits(size: number): boolean {
+    return this.batch.length === 0 || this.bytes + size <= this.o.maxBytes;
+  }
+
+  /**
    * Adds one encoded record. Synchronous; the caller checks `full` and then awaits room().
    * @param partition explicit partition (watermarks), -1: the key decides (murmur2, as Java).
    */
@@ -82,9 +92,9 @@ export class ProducePipeline {
     }
   }
 
-  /** Waits until the accumulating batch has room again (or throws the send error). */
-  async room(): Promise<void> {
-    while (this.full) {
+  /** Waits until the accumulating batch has room again, for `size` more bytes (or throws the send error). */
+  async room(size = 0): Promise<void> {
+    while (this.full || !this.fits(size)) {
       if (this.failure) throw this.failure;
       if (this.inflight) await this.inflight;
       else this.sendNow();
@@ -139,10 +149,13 @@ export class ProducePipeline {
         (raw: unknown) => {
           this.inflight = null;
           const err = toError(raw);
+          // MESSAGE_TOO_LARGE comes back on every retry of the same data: not retryable, the
+          // operator must raise the topic's max.message.bytes (the message says so).
+          const tooLarge = (err as { type?: string }).type === 'MESSAGE_TOO_LARGE' || (err instanceof CdpError && err.details.kafkaError === 'MESSAGE_TOO_LARGE');
           this.failure = new CdpError(ErrorCodes.KAFKA, `producing to Kafka topic ${this.o.topic} failed: ${err.message}`, {
             cause: err,
-            canRetry: true,
-            details: { kafkaError: err.name, retriable: (err as { retriable?: boolean }).retriable },
+            canRetry: !tooLarge,
+            details: { kafkaError: tooLarge ? 'MESSAGE_TOO_LARGE' : err.name, retriable: (err as { retriable?: boolean }).retriable },
           });
           this.batch = [];
           this.o.onError(this.failure);

@@ -1,10 +1,12 @@
+import { ConfigResourceTypes, Kafka, logLevel } from 'kafkajs';
 import { afterAll, describe, expect, it } from 'vitest';
 import { startCapture } from '../../../src/capture/capture.js';
 import { registry } from '../../../src/ops/metrics.js';
 import { setup } from '../../../src/capture/setup.js';
 import type { ChangeEvent } from '../../../src/events/change-event.js';
 import { parseLsn } from '../../../src/util/lsn.js';
-import { confirmedFlush, context, freshSource, inCommitOrder, query, readTopic, waitFor, type Fixture } from './helpers.js';
+import { CdpError, ErrorCodes } from '../../../src/errors.js';
+import { BROKERS, confirmedFlush, context, freshSource, inCommitOrder, query, readTopic, waitFor, type Fixture } from './helpers.js';
 
 // Capture end to end on the real stack: setup creates everything, capture runs in-process
 // (startCapture, stopped by aborting its signal), and the test reads the topic back.
@@ -201,6 +203,42 @@ describe('capture', () => {
     const ddl = JSON.parse(evs.find((e) => e.op === 'DDL' && e.content!.includes('DROP TABLE'))!.content!) as Record<string, unknown>;
     expect(ddl).toMatchObject({ tag: 'DROP TABLE', searchPath: '"$user", public', repeatOfPrevious: false });
     expect(ddl.dropped).toEqual(expect.arrayContaining([expect.objectContaining({ identity: 'public.items', objectType: 'table' })]));
+  });
+
+  it('stops with a clear, non-retryable error naming the table when a row exceeds the topic max.message.bytes', async () => {
+    const f = await source('toolarge', `CREATE TABLE wide (id integer PRIMARY KEY, v text); ALTER TABLE wide ALTER COLUMN v SET STORAGE EXTERNAL`);
+    const limit = 1024 * 1024;
+    const kafka = new Kafka({ brokers: BROKERS, logLevel: logLevel.NOTHING });
+    const admin = kafka.admin();
+    await admin.connect();
+    try {
+      await admin.alterConfigs({
+        validateOnly: false,
+        resources: [{ type: ConfigResourceTypes.TOPIC, name: f.name, configEntries: [{ name: 'max.message.bytes', value: String(limit) }] }],
+      });
+    } finally {
+      await admin.disconnect();
+    }
+    await query(f.url, `INSERT INTO wide VALUES (1, 'small')`);
+    await query(f.url, `INSERT INTO wide VALUES (2, repeat('x', 2 * 1024 * 1024))`);
+    const ac = new AbortController();
+    const handle = await startCapture(context(f.env, ac.signal));
+    const err = await handle.done.then(
+      () => null,
+      (e: unknown) => e,
+    );
+    ac.abort();
+    // Before: MESSAGE_TOO_LARGE from the broker, retried by a new session forever.
+    expect(err).toBeInstanceOf(CdpError);
+    const e = err as CdpError;
+    expect(e.code).toBe(ErrorCodes.KAFKA);
+    expect(e.canRetry).toBe(false);
+    expect(e.message).toMatch(/table public\.wide/);
+    expect(e.message).toMatch(/max\.message\.bytes = 1048576/);
+    expect(e.message).toMatch(/Raise the topic's limit/);
+    expect(e.details).toMatchObject({ kafkaError: 'MESSAGE_TOO_LARGE', schema: 'public', table: 'wide', maxMessageBytes: limit });
+    expect(e.details.bytes as number).toBeGreaterThan(2 * 1024 * 1024);
+    expect(handle.state()).toMatchObject({ phase: 'failed', sessions: 1 });
   });
 
   it('keeps confirmed_flush_lsn moving on an idle database and does not retain WAL', async () => {
