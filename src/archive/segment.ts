@@ -285,11 +285,41 @@ function parseHeader(buf: Buffer, what: string): ParsedHeader {
   return { meta, sync: buf.subarray(pos, pos + 16), end: pos + 16 };
 }
 
+/** Decodes `count` records of a block's (decompressed) bytes. */
+export type BlockDecoder = (data: Buffer, count: number) => ChangeEvent[];
+
+/** avsc's generic decoder: any writer schema that resolves to ours. */
+const decodeBlockGeneric: BlockDecoder = (data, count) => {
+  const out = new Array<ChangeEvent>(count);
+  let p = 0;
+  for (let i = 0; i < count; i++) {
+    const r = changeEventType.decode(data, p);
+    if (r.offset < 0) throw new RangeError('truncated record');
+    out[i] = r.value as ChangeEvent;
+    p = r.offset;
+  }
+  if (p !== data.length) throw new RangeError('trailing bytes in block');
+  return out;
+};
+
+/** A segment whose stored bytes were checked and whose header was read; blocks not yet decoded. */
+export interface SegmentContainer {
+  manifest: SegmentManifest;
+  /** The header's metadata (avro.schema, avro.codec, cdp.manifest). */
+  meta: Map<string, Buffer>;
+  codec: string;
+  /**
+   * Walks the blocks, decompressing each, checking its sync marker, and decoding it with `decode`
+   * (avsc's generic decoder by default); at the end, checks the record count against the manifest.
+   */
+  blocks(decode?: BlockDecoder): Generator<ChangeEvent[]>;
+}
+
 /**
- * Opens a stored segment: FIRST checks the SHA-256 of the stored bytes against the one in its key
- * (G5), then decrypts when encrypted, then decodes lazily, block by block.
+ * Opens a stored segment's container: FIRST checks the SHA-256 of the stored bytes against the one
+ * in its key (G5), then decrypts when encrypted, then reads the header. Blocks are decoded lazily.
  */
-export function readSegment(bytes: Buffer, opts: ReadSegmentOptions): OpenedSegment {
+export function openContainer(bytes: Buffer, opts: ReadSegmentOptions): SegmentContainer {
   const what = opts.key ? `segment ${opts.key}` : 'segment';
   const actual = sha256(bytes);
   if (actual !== opts.expectedSha256) {
@@ -310,7 +340,7 @@ export function readSegment(bytes: Buffer, opts: ReadSegmentOptions): OpenedSegm
     throw new IntegrityError(`${what}: unreadable segment header (${toError(err).message})`, { cause: err, details: { key: opts.key } });
   }
   const codec = header.meta.get('avro.codec')?.toString('utf8') ?? 'null';
-  const blocks = function* (): Generator<ChangeEvent[]> {
+  const blocks = function* (decode: BlockDecoder = decodeBlockGeneric): Generator<ChangeEvent[]> {
     let pos = header.end;
     let seen = 0;
     while (pos < plain.length) {
@@ -325,15 +355,7 @@ export function readSegment(bytes: Buffer, opts: ReadSegmentOptions): OpenedSegm
         pos += size;
         if (!header.sync.equals(plain.subarray(pos, pos + 16))) throw new RangeError('sync marker mismatch');
         pos += 16;
-        out = new Array<ChangeEvent>(count);
-        let p = 0;
-        for (let i = 0; i < count; i++) {
-          const r = changeEventType.decode(data, p);
-          if (r.offset < 0) throw new RangeError('truncated record');
-          out[i] = r.value as ChangeEvent;
-          p = r.offset;
-        }
-        if (p !== data.length) throw new RangeError('trailing bytes in block');
+        out = decode(data, count);
       } catch (err) {
         throw new IntegrityError(`${what}: corrupt block after ${seen} records (${toError(err).message})`, { cause: err, details: { key: opts.key } });
       }
@@ -342,9 +364,16 @@ export function readSegment(bytes: Buffer, opts: ReadSegmentOptions): OpenedSegm
     }
     if (seen !== manifest.count) throw new IntegrityError(`${what}: holds ${seen} records, its manifest says ${manifest.count}`, { details: { key: opts.key } });
   };
+  return { manifest, meta: header.meta, codec, blocks };
+}
+
+/** Opens a stored segment (see openContainer) and decodes it with avsc's generic decoder. */
+export function readSegment(bytes: Buffer, opts: ReadSegmentOptions): OpenedSegment {
+  const c = openContainer(bytes, opts);
+  const blocks = () => c.blocks();
   return {
-    manifest,
-    codec,
+    manifest: c.manifest,
+    codec: c.codec,
     blocks,
     events: () => ({
       async *[Symbol.asyncIterator]() {

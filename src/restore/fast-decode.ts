@@ -1,11 +1,7 @@
 import type { Keyring } from '../archive/crypto.js';
-import { decryptObject, isEncrypted } from '../archive/crypto.js';
-import { decompressBlock } from '../archive/codec.js';
-import { SEGMENT_MANIFEST_META, type SegmentManifest } from '../archive/layout.js';
-import { readSegment } from '../archive/segment.js';
+import type { SegmentManifest } from '../archive/layout.js';
+import { openContainer } from '../archive/segment.js';
 import { changeEventSchemaText, type ChangeEvent, type Op, type RelationInfo } from '../events/change-event.js';
-import { IntegrityError, toError } from '../errors.js';
-import { sha256 } from '../s3/client.js';
 
 // A decoder specialised for schemas/change-event.avsc, for restore's hot path. avsc's generic
 // decoder builds every string of every record, including the relation description that each row
@@ -17,11 +13,11 @@ import { sha256 } from '../s3/client.js';
 // length + UTF-8; union = long branch index; array = blocks of (long count [, long byte size when
 // count < 0]) ending with count 0.
 //
-// Used only when the segment's writer schema is exactly ours; anything else goes through the
-// archive's generic reader (readSegment). The container checks are the same: SHA-256 of the stored
-// bytes first, then decryption, sync markers, block and record counts.
+// Used only when the segment's writer schema is exactly ours; anything else goes through avsc's
+// generic decoder. The container (SHA-256 of the stored bytes first, then decryption, header, sync
+// markers, block and record counts) is the archive's own reader, openContainer; only the records
+// of each block are decoded here.
 
-const MAGIC = Buffer.from([0x4f, 0x62, 0x6a, 0x01]);
 const OPS: Op[] = ['INSERT', 'UPDATE', 'DELETE', 'TRUNCATE', 'DDL', 'MESSAGE', 'SEQUENCES', 'COMMIT', 'WATERMARK'];
 const OUR_SCHEMA = JSON.stringify(JSON.parse(changeEventSchemaText));
 
@@ -81,55 +77,37 @@ class Reader {
     return this.long() === 0 ? null : this.string();
   }
 
+  /**
+   * The item count of an array's next block, 0 at the end. A negative count is followed by the
+   * block's byte size, which we do not need.
+   */
+  blockCount(): number {
+    const n = this.long();
+    if (n >= 0) return n;
+    this.long();
+    return -n;
+  }
+
   stringArray(): string[] {
     const out: string[] = [];
-    for (;;) {
-      let n = this.long();
-      if (n === 0) return out;
-      if (n < 0) {
-        n = -n;
-        this.long();
-      }
-      for (let i = 0; i < n; i++) out.push(this.string());
-    }
+    for (let n = this.blockCount(); n !== 0; n = this.blockCount()) for (let i = 0; i < n; i++) out.push(this.string());
+    return out;
   }
 
   intArray(): number[] {
     const out: number[] = [];
-    for (;;) {
-      let n = this.long();
-      if (n === 0) return out;
-      if (n < 0) {
-        n = -n;
-        this.long();
-      }
-      for (let i = 0; i < n; i++) out.push(this.long());
-    }
+    for (let n = this.blockCount(); n !== 0; n = this.blockCount()) for (let i = 0; i < n; i++) out.push(this.long());
+    return out;
   }
 
   skipArray(item: () => void): void {
-    for (;;) {
-      let n = this.long();
-      if (n === 0) return;
-      if (n < 0) {
-        n = -n;
-        this.long();
-      }
-      for (let i = 0; i < n; i++) item();
-    }
+    for (let n = this.blockCount(); n !== 0; n = this.blockCount()) for (let i = 0; i < n; i++) item();
   }
 
   values(): (string | null)[] {
     const out: (string | null)[] = [];
-    for (;;) {
-      let n = this.long();
-      if (n === 0) return out;
-      if (n < 0) {
-        n = -n;
-        this.long();
-      }
-      for (let i = 0; i < n; i++) out.push(this.long() === 0 ? null : this.string());
-    }
+    for (let n = this.blockCount(); n !== 0; n = this.blockCount()) for (let i = 0; i < n; i++) out.push(this.long() === 0 ? null : this.string());
+    return out;
   }
 }
 
@@ -189,13 +167,6 @@ export class ChangeEventDecoder {
   }
 }
 
-function readLong(buf: Buffer, pos: number): [number, number] {
-  const r = new Reader(buf as Utf8Buffer);
-  r.pos = pos;
-  const v = r.long();
-  return [v, r.pos];
-}
-
 export interface FastSegment {
   manifest: SegmentManifest;
   blocks(): Iterable<ChangeEvent[]>;
@@ -206,87 +177,15 @@ export interface FastSegment {
  * `decoder` when the writer schema is ours and with the archive's generic reader otherwise.
  */
 export function openSegment(bytes: Buffer, opts: { expectedSha256: string; keyring?: Keyring; key?: string; decoder: ChangeEventDecoder }): FastSegment {
-  const what = opts.key ? `segment ${opts.key}` : 'segment';
-  const actual = sha256(bytes);
-  if (actual !== opts.expectedSha256) {
-    throw new IntegrityError(`${what}: SHA-256 of the stored bytes is ${actual}, its name says ${opts.expectedSha256}; the object was altered or truncated. Run cdp verify, and restore it from the offsite copy (cdp replicate)`, {
-      details: { key: opts.key, expected: opts.expectedSha256, actual },
-    });
-  }
-  const plain = isEncrypted(bytes) ? decryptObject(bytes, opts.keyring, what) : bytes;
-  let meta: Map<string, Buffer>;
-  let sync: Buffer;
-  let pos: number;
-  let manifest: SegmentManifest;
-  try {
-    if (plain.length < 4 || !MAGIC.equals(plain.subarray(0, 4))) throw new Error('bad magic');
-    meta = new Map();
-    pos = 4;
-    for (;;) {
-      let n: number;
-      [n, pos] = readLong(plain, pos);
-      if (n === 0) break;
-      if (n < 0) {
-        [, pos] = readLong(plain, pos);
-        n = -n;
-      }
-      for (let i = 0; i < n; i++) {
-        let len: number;
-        [len, pos] = readLong(plain, pos);
-        const k = plain.subarray(pos, pos + len).toString('utf8');
-        pos += len;
-        [len, pos] = readLong(plain, pos);
-        meta.set(k, plain.subarray(pos, pos + len));
-        pos += len;
-      }
-    }
-    if (pos + 16 > plain.length) throw new Error('truncated header');
-    sync = plain.subarray(pos, pos + 16);
-    pos += 16;
-    const m = meta.get(SEGMENT_MANIFEST_META);
-    if (!m) throw new Error(`no ${SEGMENT_MANIFEST_META} metadata`);
-    manifest = JSON.parse(m.toString('utf8')) as SegmentManifest;
-  } catch (err) {
-    throw new IntegrityError(`${what}: unreadable segment header (${toError(err).message})`, { cause: err, details: { key: opts.key } });
-  }
-  const schemaText = meta.get('avro.schema')?.toString('utf8');
+  const c = openContainer(bytes, { expectedSha256: opts.expectedSha256, keyring: opts.keyring, key: opts.key });
+  const schemaText = c.meta.get('avro.schema')?.toString('utf8');
   let ours = false;
   try {
     ours = schemaText !== undefined && JSON.stringify(JSON.parse(schemaText)) === OUR_SCHEMA;
   } catch {
     ours = false;
   }
-  if (!ours) {
-    const generic = readSegment(bytes, { expectedSha256: opts.expectedSha256, keyring: opts.keyring, key: opts.key });
-    return { manifest: generic.manifest, blocks: () => generic.blocks() };
-  }
-  const codec = meta.get('avro.codec')?.toString('utf8') ?? 'null';
-  const start = pos;
-  return {
-    manifest,
-    blocks: function* () {
-      let p = start;
-      let seen = 0;
-      while (p < plain.length) {
-        let out: ChangeEvent[];
-        try {
-          let count: number;
-          let size: number;
-          [count, p] = readLong(plain, p);
-          [size, p] = readLong(plain, p);
-          if (size < 0 || p + size + 16 > plain.length) throw new RangeError('block extends past the end');
-          const data = decompressBlock(codec, plain.subarray(p, p + size));
-          p += size;
-          if (!sync.equals(plain.subarray(p, p + 16))) throw new RangeError('sync marker mismatch');
-          p += 16;
-          out = opts.decoder.decodeBlock(data, count);
-        } catch (err) {
-          throw new IntegrityError(`${what}: corrupt block after ${seen} records (${toError(err).message})`, { cause: err, details: { key: opts.key } });
-        }
-        seen += out.length;
-        yield out;
-      }
-      if (seen !== manifest.count) throw new IntegrityError(`${what}: holds ${seen} records, its manifest says ${manifest.count}`, { details: { key: opts.key } });
-    },
-  };
+  if (!ours) return { manifest: c.manifest, blocks: () => c.blocks() };
+  const decode = (data: Buffer, count: number) => opts.decoder.decodeBlock(data, count);
+  return { manifest: c.manifest, blocks: () => c.blocks(decode) };
 }
