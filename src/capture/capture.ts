@@ -1,4 +1,6 @@
-import { CompressionTypes, ConfigResourceTypes, Partitioners, type Admin, type Producer } from 'kafkajs';
+// ConfigResourceTypes is not among the names Node finds in kafkajs's CommonJS exports: reach it
+// through the default export.
+import kafkajs, { CompressionTypes, Partitioners, type Admin, type Producer } from 'kafkajs';
 import type pg from 'pg';
 import type { CommandContext } from '../cli/main.js';
 import { sourceDatabase, topicName, type Config } from '../config/config.js';
@@ -554,7 +556,7 @@ async function topicMaxMessageBytes(admin: Admin, topic: string, log: Logger): P
   try {
     const r = await admin.describeConfigs({
       includeSynonyms: false,
-      resources: [{ type: ConfigResourceTypes.TOPIC, name: topic, configNames: ['max.message.bytes'] }],
+      resources: [{ type: kafkajs.ConfigResourceTypes.TOPIC, name: topic, configNames: ['max.message.bytes'] }],
     });
     const v = Number(r.resources[0]?.configEntries.find((e) => e.configName === 'max.message.bytes')?.configValue);
     return Number.isSafeInteger(v) && v > 0 ? v : null;
