@@ -15,31 +15,11 @@ import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Kafka, logLevel } from 'kafkajs';
-import pg from 'pg';
+import { query as sql, stackEnv } from '../test/integration/capture/helpers.js';
 
 const ROOT = new URL('../', import.meta.url).pathname;
 const ROWS = Number(process.env.BENCH_ROWS ?? 300_000);
 const ADMIN = 'postgres://postgres@127.0.0.1:5432/postgres';
-
-function stackEnv(): Record<string, string> {
-  const out = spawnSync('bash', [`${ROOT}deploy/local/stack.sh`, 'env'], { encoding: 'utf8' });
-  const env: Record<string, string> = {};
-  for (const line of out.stdout.split('\n')) {
-    const m = /^export ([A-Z0-9_]+)=(.*)$/.exec(line.trim());
-    if (m) env[m[1]!] = m[2]!;
-  }
-  return env;
-}
-
-async function sql<R extends pg.QueryResultRow>(url: string, text: string, values: unknown[] = []): Promise<R[]> {
-  const c = new pg.Client(url);
-  await c.connect();
-  try {
-    return (await c.query<R>(text, values)).rows;
-  } finally {
-    await c.end();
-  }
-}
 
 const lsnNum = (t: string) => {
   const [hi, lo] = t.split('/');
