@@ -14,26 +14,13 @@
 import { execFileSync, spawnSync } from 'node:child_process';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { parseStackExports } from '../support/stack.js';
 
 const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const stackScript = resolve(repoRoot, 'deploy', 'local', 'stack.sh');
 
 // A cold machine downloads ~190 jars and starts two JVMs on 2 shared cores.
 const UP_TIMEOUT_MS = 15 * 60 * 1000;
-
-/** Parses `export NAME=value` lines (the format of `stack.sh env`). */
-function parseExports(text: string): Record<string, string> {
-  const env: Record<string, string> = {};
-  for (const line of text.split('\n')) {
-    const m = /^export ([A-Za-z_][A-Za-z0-9_]*)=(.*)$/.exec(line.trim());
-    if (!m) continue;
-    let value = m[2];
-    // stack.sh prints plain values; accept quoted ones too in case that ever changes.
-    if (/^'.*'$/.test(value) || /^".*"$/.test(value)) value = value.slice(1, -1);
-    env[m[1]] = value;
-  }
-  return env;
-}
 
 export default function setup(): void {
   if (process.env.CDP_SKIP_STACK === '1') {
@@ -57,7 +44,7 @@ export default function setup(): void {
         `which service and which log file. Fix it, or set CDP_SKIP_STACK=1 to use services of your own.`,
     );
   }
-  const exports = parseExports(execFileSync('bash', [stackScript, 'env'], { cwd: repoRoot, encoding: 'utf8' }));
+  const exports = parseStackExports(execFileSync('bash', [stackScript, 'env'], { cwd: repoRoot, encoding: 'utf8' }));
   // The stack we just brought up wins over stray values (e.g. real AWS keys in a developer's shell):
   // the integration tests must talk to the loopback services, never to anything else.
   Object.assign(process.env, exports);

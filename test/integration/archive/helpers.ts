@@ -1,4 +1,4 @@
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
 import { createServer, request, type Server } from 'node:http';
@@ -12,6 +12,7 @@ import { parseSegmentKey, archiveManifestKey, type ArchiveManifest } from '../..
 import { loadConfig, type Config } from '../../../src/config/config.js';
 import { emptyEvent, encodeChange, kafkaKey, SCHEMA_HEADER, type ChangeEvent } from '../../../src/events/change-event.js';
 import { createStore, getObject, listObjects, putOnce, sha256, type Store } from '../../../src/s3/client.js';
+import { applyStackEnv } from '../../support/stack.js';
 
 // Shared pieces of the archiver's integration tests: the local stack's environment, a producer
 // that behaves like capture (transactions with COMMIT markers, WATERMARK to every partition), an
@@ -22,12 +23,7 @@ export const REPO = new URL('../../../', import.meta.url).pathname;
 let envLoaded = false;
 export function loadStackEnv(): void {
   if (envLoaded) return;
-  const out = execFileSync('bash', [`${REPO}deploy/local/stack.sh`, 'env'], { encoding: 'utf8' });
-  for (const line of out.split('\n')) {
-    const m = /^export ([A-Z0-9_]+)=(.*)$/.exec(line.trim());
-    // Variables already set win (a developer may point the tests at another broker).
-    if (m) process.env[m[1]!] ??= m[2]!.replace(/^'(.*)'$/, '$1').replace(/^"(.*)"$/, '$1');
-  }
+  applyStackEnv(); // variables already set win (a developer may point the tests at another broker)
   envLoaded = true;
 }
 

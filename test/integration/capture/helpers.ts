@@ -7,6 +7,7 @@ import { pino } from 'pino';
 import type { CommandContext } from '../../../src/cli/main.js';
 import { loadConfig } from '../../../src/config/config.js';
 import { decodeChange, type ChangeEvent } from '../../../src/events/change-event.js';
+import { stackEnv as sharedStackEnv } from '../../support/stack.js';
 
 // Shared pieces of the capture integration tests: a fresh database / slot / publication / topic /
 // S3 prefix per test, the capture daemon as a child process or in-process, and a reader of the
@@ -18,13 +19,7 @@ export const BROKERS = ['127.0.0.1:9092'];
 
 /** The export lines of `deploy/local/stack.sh env`, as an object. */
 export function stackEnv(): Record<string, string> {
-  const out = spawnSync('bash', [`${ROOT}deploy/local/stack.sh`, 'env'], { encoding: 'utf8' });
-  const env: Record<string, string> = {};
-  for (const line of out.stdout.split('\n')) {
-    const m = /^export ([A-Z0-9_]+)=(.*)$/.exec(line.trim());
-    if (m) env[m[1]!] = m[2]!.replace(/^'(.*)'$/, '$1').replace(/^"(.*)"$/, '$1');
-  }
-  return env;
+  return sharedStackEnv();
 }
 
 export interface Fixture {

@@ -1,71 +1,21 @@
-import { execFileSync, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { pino } from 'pino';
 import { loadConfig, type Config } from '../../../src/config/config.js';
 import type { CommandContext } from '../../../src/cli/main.js';
+import { applyStackEnv, REPO } from '../../support/stack.js';
 
-// Shared by the base and restore integration tests: the local stack's environment, fresh
-// databases, CLI child processes, and the table fingerprint the oracle compares.
+// Shared by the base, restore and ops integration tests: the local stack's environment and fresh
+// databases (from test/support/stack.ts), CLI child processes, and the table fingerprint the
+// oracle compares.
 
-export const REPO = new URL('../../../', import.meta.url).pathname;
 export const rand = () => randomBytes(4).toString('hex');
 export const silentLog = pino({ level: process.env.TEST_LOG_LEVEL ?? 'silent' });
 
-let stackEnv: Record<string, string> | undefined;
-export function stackEnvironment(): Record<string, string> {
-  if (stackEnv) return stackEnv;
-  const out = execFileSync('bash', [`${REPO}deploy/local/stack.sh`, 'env'], { encoding: 'utf8' });
-  stackEnv = {};
-  for (const line of out.split('\n')) {
-    const m = /^export ([A-Z0-9_]+)=(.*)$/.exec(line.trim());
-    if (m) stackEnv[m[1]!] = m[2]!.replace(/^'(.*)'$/, '$1').replace(/^"(.*)"$/, '$1');
-  }
-  for (const [k, v] of Object.entries(stackEnv)) process.env[k] ??= v;
-  return stackEnv;
-}
-
-export function adminUrl(db = 'postgres'): string {
-  const u = new URL(stackEnvironment().CDP_SOURCE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres');
-  u.pathname = `/${db}`;
-  return u.toString();
-}
-
-export async function withClient<T>(url: string, fn: (c: pg.Client) => Promise<T>): Promise<T> {
-  const c = new pg.Client({ connectionString: url });
-  await c.connect();
-  try {
-    return await fn(c);
-  } finally {
-    await c.end();
-  }
-}
-
-export async function createDatabase(name: string): Promise<string> {
-  await withClient(adminUrl(), (c) => c.query(`CREATE DATABASE ${name}`));
-  return adminUrl(name);
-}
-
-export async function dropDatabase(name: string): Promise<void> {
-  await withClient(adminUrl(), async (c) => {
-    // Slots of this database first: a leftover slot retains WAL and fills the disk.
-    const slots = await c.query(`SELECT slot_name, active_pid FROM pg_replication_slots WHERE database = $1`, [name]);
-    for (const s of slots.rows) {
-      if (s.active_pid) await c.query('SELECT pg_terminate_backend($1)', [s.active_pid]).catch(() => {});
-    }
-    for (const s of slots.rows) {
-      for (let i = 0; i < 20; i++) {
-        try {
-          await c.query('SELECT pg_drop_replication_slot($1)', [s.slot_name]);
-          break;
-        } catch {
-          await new Promise((r) => setTimeout(r, 250));
-        }
-      }
-    }
-    await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-  }).catch(() => {});
-}
+export { adminUrl, createDatabase, dropDatabase, REPO, withClient } from '../../support/stack.js';
+/** The local stack's variables, copied into process.env (variables already set win). */
+export const stackEnvironment = applyStackEnv;
 
 export function testConfig(env: Record<string, string>): Config {
   return loadConfig({ env: { ...process.env, ...stackEnvironment(), ...env }, flags: { 'metrics.port': 0 } });
