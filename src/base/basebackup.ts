@@ -6,6 +6,7 @@ import type { CommandContext } from '../cli/main.js';
 import { archiveRoot, sourceDatabase, type Config } from '../config/config.js';
 import { loadKeyring, type MasterKey } from '../archive/crypto.js';
 import { baseDumpKey, baseManifestKey, type BaseManifest } from '../archive/layout.js';
+import { redactUrl } from '../capture/source.js';
 import { CdpError, ErrorCodes, pgError, toError } from '../errors.js';
 import { createStore, getObjectIfExists, putOnce, type Store } from '../s3/client.js';
 import { MULTIPART_PART_SIZE, uploadMultipart } from '../s3/multipart.js';
@@ -97,7 +98,7 @@ export async function takeBaseBackup(ctx: CommandContext): Promise<BaseManifestE
       await repl.connect();
       await sql.connect();
     } catch (err) {
-      throw new CdpError(ErrorCodes.SOURCE_UNREACHABLE, `cannot connect to the source ${redact(cfg.source.url)}: ${toError(err).message}; check source.url / CDP_SOURCE_URL`, { cause: err, canRetry: true });
+      throw new CdpError(ErrorCodes.SOURCE_UNREACHABLE, `cannot connect to the source ${redactUrl(cfg.source.url)}: ${toError(err).message}; check source.url / CDP_SOURCE_URL`, { cause: err, canRetry: true });
     }
     const slot = `cdp_base_${randomBytes(6).toString('hex')}`;
     let consistentPoint: string;
@@ -204,15 +205,5 @@ async function uploadStream(store: Store, key: string, body: PassThrough): Promi
   } catch (err) {
     body.resume();
     throw err;
-  }
-}
-
-export function redact(url: string): string {
-  try {
-    const u = new URL(url);
-    if (u.password) u.password = '***';
-    return u.toString();
-  } catch {
-    return '(invalid URL)';
   }
 }

@@ -9,7 +9,7 @@ import { archiveRoot } from '../config/config.js';
 import { readArchiveManifest, restorablePoint } from '../archive/catalog.js';
 import { loadKeyring } from '../archive/crypto.js';
 import type { BaseManifestExt } from '../base/basebackup.js';
-import { redact } from '../base/basebackup.js';
+import { redactUrl } from '../capture/source.js';
 import { CdpError, ErrorCodes, ExitCode, pgError, toError } from '../errors.js';
 import { createStore } from '../s3/client.js';
 import { formatLsn, microsToIso, type Lsn } from '../util/lsn.js';
@@ -143,7 +143,7 @@ async function connectTarget(url: string): Promise<pg.Client> {
   try {
     await c.connect();
   } catch (err) {
-    throw new CdpError(ErrorCodes.USAGE, `cannot connect to the target ${redact(url)}: ${toError(err).message}; create the database first (createdb) and check --into`, { cause: err });
+    throw new CdpError(ErrorCodes.USAGE, `cannot connect to the target ${redactUrl(url)}: ${toError(err).message}; create the database first (createdb) and check --into`, { cause: err });
   }
   c.on('error', () => {});
   return c;
