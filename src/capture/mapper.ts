@@ -1,5 +1,5 @@
 import { CdpError, ErrorCodes } from '../errors.js';
-import type { ChangeEvent, RelationInfo } from '../events/change-event.js';
+import { emptyEvent, type ChangeEvent, type RelationInfo } from '../events/change-event.js';
 import type { Begin, Commit, Delete, Insert, Message, Relation, Truncate, Update } from '../pg/pgoutput.js';
 import type { Lsn } from '../util/lsn.js';
 
@@ -92,7 +92,7 @@ export class ChangeMapper {
     }
     this.open = false;
     if (this.position === 0) return null;
-    return this.event('COMMIT', changeLsn, '', '', null, {
+    return this.event('COMMIT', changeLsn, {
       endLsn: c.endLsn,
       // The marker's own position is the count of data records before it.
       position: this.position,
@@ -125,7 +125,7 @@ export class ChangeMapper {
     // schema/table name the relation when there is exactly one (table filters); else the content says.
     const one = rels.length === 1 ? rels[0]! : undefined;
     this.requireOpen('Truncate');
-    return this.event('TRUNCATE', changeLsn, one?.schema ?? '', one?.table ?? '', null, { content, position: this.position++ });
+    return this.event('TRUNCATE', changeLsn, { schema: one?.schema ?? '', table: one?.table ?? '', content, position: this.position++ });
   }
 
   /**
@@ -140,27 +140,9 @@ export class ChangeMapper {
     const op = m.prefix === PREFIX.ddl ? 'DDL' : m.prefix === PREFIX.sequences ? 'SEQUENCES' : 'MESSAGE';
     if (!this.open) {
       if (m.transactional) throw protocol(`pgoutput transactional Message '${m.prefix}' outside a transaction`);
-      return {
-        op,
-        database: this.database,
-        commitLsn: m.lsn,
-        changeLsn: m.lsn,
-        endLsn: 0,
-        xid: 0,
-        commitTime: 0,
-        position: 0,
-        schema: '',
-        table: '',
-        relation: null,
-        oldKind: null,
-        old: null,
-        new: null,
-        unchanged: [],
-        content: text,
-        prefix: m.prefix,
-      };
+      return emptyEvent({ op, database: this.database, commitLsn: m.lsn, changeLsn: m.lsn, content: text, prefix: m.prefix });
     }
-    return this.event(op, changeLsn, '', '', null, { content: text, prefix: m.prefix, position: this.position++ });
+    return this.event(op, changeLsn, { content: text, prefix: m.prefix, position: this.position++ });
   }
 
   private known(oid: number, what: string): KnownRelation {
@@ -203,33 +185,9 @@ export class ChangeMapper {
     };
   }
 
-  private event(
-    op: ChangeEvent['op'],
-    changeLsn: Lsn,
-    schema: string,
-    table: string,
-    relation: RelationInfo | null,
-    fields: Partial<ChangeEvent> & { position: number },
-  ): ChangeEvent {
-    return {
-      op,
-      database: this.database,
-      commitLsn: this.commitLsn,
-      changeLsn,
-      endLsn: fields.endLsn ?? 0,
-      xid: this.xid,
-      commitTime: this.commitTime,
-      position: fields.position,
-      schema,
-      table,
-      relation,
-      oldKind: fields.oldKind ?? null,
-      old: fields.old ?? null,
-      new: fields.new ?? null,
-      unchanged: fields.unchanged ?? [],
-      content: fields.content ?? null,
-      prefix: fields.prefix ?? null,
-    };
+  /** Events other than row changes (COMMIT, TRUNCATE, DDL, messages), stamped with the open transaction. */
+  private event(op: ChangeEvent['op'], changeLsn: Lsn, fields: Partial<ChangeEvent> & { position: number }): ChangeEvent {
+    return emptyEvent({ op, database: this.database, commitLsn: this.commitLsn, changeLsn, xid: this.xid, commitTime: this.commitTime, ...fields });
   }
 }
 
