@@ -8,12 +8,15 @@ import { CATALOG_SESSION_OPTIONS } from './type-names.js';
 
 /** A normal connection; search_path = pg_catalog so format_type qualifies user types. */
 export async function connectCatalog(cfg: Config, applicationName = 'katya-cdp'): Promise<pg.Client> {
-  const client = new pg.Client({
-    connectionString: cfg.source.url,
+  return connectSource(cfg, {
     options: CATALOG_SESSION_OPTIONS.replace('katya-cdp-capture', applicationName),
-    connectionTimeoutMillis: 15_000,
     keepAlive: true,
   });
+}
+
+/** Connects to the source database with `extra` settings, or throws sourceUnreachable(). */
+async function connectSource(cfg: Config, extra: pg.ClientConfig): Promise<pg.Client> {
+  const client = new pg.Client({ connectionString: cfg.source.url, connectionTimeoutMillis: 15_000, ...extra });
   // An 'error' event without a listener crashes the process; the next query reports the failure.
   client.on('error', () => {});
   try {
@@ -49,14 +52,8 @@ export function redactUrl(url: string): string {
 
 /** IDENTIFY_SYSTEM on a short-lived replication connection (55.4): works for any REPLICATION role. */
 export async function identifySystem(cfg: Config): Promise<{ systemId: string; timeline: number; xlogpos: string }> {
-  const client = new pg.Client({ connectionString: cfg.source.url, replication: 'database', connectionTimeoutMillis: 15_000 } as pg.ClientConfig);
-  client.on('error', () => {});
-  try {
-    await client.connect();
-  } catch (err) {
-    await client.end().catch(() => {});
-    throw sourceUnreachable(cfg, err);
-  }
+  // `replication` is a startup parameter absent from @types/pg.
+  const client = await connectSource(cfg, { replication: 'database' } as pg.ClientConfig);
   try {
     const res = await client.query('IDENTIFY_SYSTEM');
     const row = res.rows[0] as { systemid: string; timeline: number; xlogpos: string };
