@@ -26,6 +26,8 @@ export const ErrorCodes = {
   TARGET_NOT_EMPTY: 'CDP_TARGET_NOT_EMPTY',
   RPO_BREACHED: 'CDP_RPO_BREACHED',
   SHUTDOWN: 'CDP_SHUTDOWN',
+  /** A one-shot command (restore) stopped by a signal before it finished: its work is incomplete. */
+  INTERRUPTED: 'CDP_INTERRUPTED',
   INTERNAL: 'CDP_INTERNAL',
 } as const;
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
@@ -45,6 +47,7 @@ const exitFor: Record<ErrorCode, ExitCode> = {
   CDP_TARGET_NOT_EMPTY: ExitCode.usage,
   CDP_RPO_BREACHED: ExitCode.rpoBreached,
   CDP_SHUTDOWN: ExitCode.ok,
+  CDP_INTERRUPTED: ExitCode.failure,
   CDP_INTERNAL: ExitCode.failure,
 };
 

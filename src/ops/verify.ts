@@ -72,6 +72,7 @@ export async function verifyArchive(ctx: CommandContext): Promise<{ segments: nu
 export async function runVerify(ctx: CommandContext, opts: { deep: boolean }): Promise<number> {
   const result = await verifyArchive(ctx);
   let deep: string | undefined;
+  let deepReport: Record<string, unknown> | undefined;
   if (opts.deep && result.problems.length === 0) {
     const scratch = `cdp_verify_${randomBytes(4).toString('hex')}`;
     const admin = new pg.Client({ connectionString: ctx.cfg.source.url });
@@ -81,14 +82,19 @@ export async function runVerify(ctx: CommandContext, opts: { deep: boolean }): P
       const into = new URL(ctx.cfg.source.url);
       into.pathname = `/${scratch}`;
       const { runRestore } = await import('../restore/restore.js');
-      const code = await runRestore(ctx, { into: into.toString(), latest: true, dryRun: false, force: false });
-      deep = code === ExitCode.ok ? `test restore of the latest point into ${scratch} succeeded` : `test restore failed with exit ${code}`;
+      let restored: Record<string, unknown> | undefined;
+      const code = await runRestore(ctx, { into: into.toString(), latest: true, dryRun: false, force: false }, (r) => (restored = r));
+      deep =
+        code === ExitCode.ok
+          ? `test restore of the latest point into ${scratch} succeeded`
+          : `test restore failed with exit ${code}`;
+      if (restored) deepReport = restored;
       if (code !== ExitCode.ok) result.problems.push({ what: 'deep', problem: deep });
     } finally {
       await admin.query(`DROP DATABASE IF EXISTS ${scratch} WITH (FORCE)`).catch(() => {});
       await admin.end();
     }
   }
-  process.stdout.write(JSON.stringify({ ok: result.problems.length === 0, segments: result.segments, bases: result.bases, deep, problems: result.problems }, null, 2) + '\n');
+  process.stdout.write(JSON.stringify({ ok: result.problems.length === 0, segments: result.segments, bases: result.bases, deep, deepRestore: deepReport, problems: result.problems }, null, 2) + '\n');
   return result.problems.length === 0 ? ExitCode.ok : ExitCode.integrity;
 }

@@ -205,7 +205,15 @@ class Progress {
   }
 }
 
-export async function runRestore(ctx: CommandContext, opts: RestoreOptions): Promise<number> {
+/**
+ * Restores and reports. The final report goes to `onReport` (by default one JSON line on stdout);
+ * `cdp verify --deep` collects it instead so its own output stays one document.
+ */
+export async function runRestore(
+  ctx: CommandContext,
+  opts: RestoreOptions,
+  onReport: (report: Record<string, unknown>) => void = (r) => process.stdout.write(JSON.stringify(r) + '\n'),
+): Promise<number> {
   const { cfg, log } = ctx;
   const started = Date.now();
   const target = parseTarget(opts);
@@ -381,8 +389,10 @@ export async function runRestore(ctx: CommandContext, opts: RestoreOptions): Pro
       // Whole groups only: roll back the open one; the cursor says where to resume.
       await sink.drain().catch(() => {});
       if (client) await client.query('ROLLBACK').catch(() => {});
-      log.warn({ at: applier.stats.last ? formatLsn(applier.stats.last.commitLsn) : null }, 'restore: interrupted; run the same command again to resume');
-      return ExitCode.ok;
+      const at = applier.stats.last ? formatLsn(applier.stats.last.commitLsn) : null;
+      log.warn({ at }, 'restore: interrupted; run the same command again to resume');
+      // Not exit 0: a script must not take a half-restored database for a finished restore.
+      throw new CdpError(ErrorCodes.INTERRUPTED, `restore interrupted${at ? ` after commit LSN ${at}` : ''}; the target is incomplete: run the same command again to resume`);
     }
     if (target.kind === 'xid' && !(end?.stoppedBy === 'target' && applier.stats.last?.xid === target.xid)) {
       throw outOfRange(`--xid ${target.xid} is not among the archived transactions after base ${base.lsnText} up to the restorable point (a transaction that changed nothing has no record)`, bases, point);
@@ -422,6 +432,6 @@ export async function runRestore(ctx: CommandContext, opts: RestoreOptions): Pro
     resumed: Boolean(resumed),
     sqlFile: opts.sqlFile ?? null,
   };
-  process.stdout.write(JSON.stringify(report) + '\n');
+  onReport(report);
   return ExitCode.ok;
 }

@@ -128,6 +128,17 @@ describe('operations on a live archive', () => {
     expect(out.segments).toBeGreaterThan(0);
   });
 
+  it('verify --deep test-restores the latest point into a scratch database and drops it', async () => {
+    const before = await withClient(url, (c) => c.query(`SELECT count(*)::int AS n FROM pg_database WHERE datname LIKE 'cdp_verify_%'`));
+    const r = await runCli(['verify', '--deep'], env);
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    const out = JSON.parse(r.stdout);
+    expect(out.ok).toBe(true);
+    expect(out.deep).toMatch(/^test restore of the latest point into cdp_verify_[0-9a-f]+ succeeded$/);
+    const after = await withClient(url, (c) => c.query(`SELECT count(*)::int AS n FROM pg_database WHERE datname LIKE 'cdp_verify_%'`));
+    expect(after.rows[0].n).toBe(before.rows[0].n);
+  });
+
   it('replicate copies every object to a second bucket, and a second run copies only the mutable pointers', async () => {
     const cfg = testConfig(env);
     const store = createStore(cfg, silentLog);

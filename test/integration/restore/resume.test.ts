@@ -142,6 +142,41 @@ describe('restore resume and integrity', () => {
     await withClient(into, async (c) => expect((await c.query(`SELECT to_regnamespace('_cdp_restore') AS s`)).rows[0].s).toBeNull());
   });
 
+  it('on SIGTERM stops between groups with exit 1 (not 0: the target is incomplete), then resumes exactly', async () => {
+    const target = `cdp_rs_t_${rand()}`;
+    targets.push(target);
+    const into = await createDatabase(target);
+    const p = spawn(process.execPath, [`${REPO}bin/cdp.mjs`, 'restore', '--into', into, '--latest'], {
+      env: { ...process.env, ...stackEnvironment(), ...env, CDP_LOG_FORMAT: 'json' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stderr = '';
+    p.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const exited = new Promise<number | null>((r) => p.on('exit', (code) => r(code)));
+    let exitedEarly = false;
+    void exited.then(() => (exitedEarly = true));
+    await waitFor(
+      'the restore to commit a few groups',
+      async () => {
+        if (exitedEarly) throw new Error('restore finished before it could be interrupted');
+        return withClient(into, async (c) => {
+          const r = await c.query(`SELECT CASE WHEN to_regclass('_cdp_restore.cursor') IS NULL THEN NULL ELSE (SELECT transactions FROM _cdp_restore.cursor) END AS n`);
+          return Number(r.rows[0].n ?? 0) >= 200 ? true : undefined;
+        });
+      },
+      300_000,
+      50,
+    );
+    p.kill('SIGTERM');
+    expect(await exited).toBe(1);
+    expect(stderr).toMatch(/restore interrupted.*run the same command again to resume/);
+
+    const again = await runCli(['restore', '--into', into, '--latest'], { ...env });
+    expect(again.code, again.stderr).toBe(0);
+    expect(JSON.parse(again.stdout.trim().split('\n').at(-1)!).resumed).toBe(true);
+    expect(await content(into)).toEqual(expectedRows());
+  });
+
   it('stops with exit 3 on a corrupted segment', async () => {
     const target = `cdp_rs_t_${rand()}`;
     targets.push(target);
