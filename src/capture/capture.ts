@@ -45,6 +45,7 @@ const metrics = {
   records: counter('cdp_capture_records_total', 'Kafka records acknowledged (data, COMMIT markers, watermarks)'),
   bytes: counter('cdp_capture_bytes_total', 'Bytes of encoded change events acknowledged by Kafka'),
   transactions: counter('cdp_capture_transactions_total', 'Transactions decoded (including heartbeats)'),
+  nonTransactionalMessages: counter('cdp_capture_nontransactional_messages_total', 'Non-transactional logical messages seen and not archived (they belong to no transaction)'),
   restarts: counter('cdp_capture_restarts_total', 'Capture sessions restarted after an error'),
   lag: gauge('cdp_capture_slot_lag_bytes', 'WAL bytes between the server WAL end last seen and the confirmed LSN'),
   ackLsn: gauge('cdp_capture_acknowledged_lsn', 'Last LSN confirmed to the replication slot (bytes)'),
@@ -411,6 +412,11 @@ class CaptureSession {
           break;
         case 'message':
           out = mapper.message(m, ev.walStart);
+          if (!m.transactional) {
+            // Outside any transaction: nothing for restore to apply, and no COMMIT to group it by (mapper.ts).
+            metrics.nonTransactionalMessages.inc();
+            this.log.debug({ prefix: m.prefix, lsn: formatLsn(m.lsn), bytes: m.content.length }, 'non-transactional logical message not archived');
+          }
           break;
       }
       if (out && out.op !== 'COMMIT') {

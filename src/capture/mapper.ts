@@ -32,6 +32,8 @@ interface KnownRelation {
 export class ChangeMapper {
   private readonly relations = new Map<number, KnownRelation>();
   private open = false;
+  /** Non-transactional logical messages dropped so far (see message()). */
+  nonTransactionalDropped = 0;
   private commitLsn: Lsn = 0;
   private xid = 0;
   private commitTime = 0;
@@ -130,18 +132,23 @@ export class ChangeMapper {
 
   /**
    * Logical messages: cdp.heartbeat is dropped (it exists only to make a transaction), cdp.ddl and
-   * cdp.sequences become DDL / SEQUENCES records, anything else a MESSAGE record. A
-   * non-transactional message (pg_logical_emit_message(false, ...)) arrives outside any
-   * transaction; it is stamped with its own LSN as commit LSN and position 0.
+   * cdp.sequences become DDL / SEQUENCES records, anything else a MESSAGE record.
+   *
+   * A non-transactional message (pg_logical_emit_message(false, ...)) belongs to no transaction:
+   * it has no commit LSN, xid or COMMIT marker, and restore has nothing to apply for it. Produced
+   * as a record it would break restore's transaction grouping (a record with no COMMIT marker),
+   * so it is dropped here (null) and counted in `nonTransactionalDropped`; capture logs and
+   * meters it. (Transactional ones — all of ours — are kept.)
    */
   message(m: Message, changeLsn: Lsn): ChangeEvent | null {
+    if (!m.transactional) {
+      this.nonTransactionalDropped++;
+      return null;
+    }
     if (m.prefix === PREFIX.heartbeat) return null;
+    if (!this.open) throw protocol(`pgoutput transactional Message '${m.prefix}' outside a transaction`);
     const text = messageText(m.content);
     const op = m.prefix === PREFIX.ddl ? 'DDL' : m.prefix === PREFIX.sequences ? 'SEQUENCES' : 'MESSAGE';
-    if (!this.open) {
-      if (m.transactional) throw protocol(`pgoutput transactional Message '${m.prefix}' outside a transaction`);
-      return emptyEvent({ op, database: this.database, commitLsn: m.lsn, changeLsn: m.lsn, content: text, prefix: m.prefix });
-    }
     return this.event(op, changeLsn, { content: text, prefix: m.prefix, position: this.position++ });
   }
 

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { ChangeMapper, messageText, PREFIX } from '../../../src/capture/mapper.js';
-import { decodeChange, encodeChange, kafkaKey } from '../../../src/events/change-event.js';
+import { decodeChange, encodeChange, kafkaKey, type ChangeEvent } from '../../../src/events/change-event.js';
+import { groupTransactions, type ReplayItem } from '../../../src/restore/merge.js';
 import type { Relation } from '../../../src/pg/pgoutput.js';
 
 const rel: Relation = {
@@ -106,10 +107,26 @@ describe('ChangeMapper', () => {
     expect(JSON.parse(two.content!)).toEqual({ relations: [['public', 'items'], ['sales', 'other']], cascade: true, restartIdentity: false });
   });
 
-  it('stamps a non-transactional message with its own LSN', () => {
+  it('drops a non-transactional message (no transaction, no COMMIT marker) and counts it; restore groups what follows', async () => {
     const m = mapper();
-    const e = m.message({ tag: 'message', transactional: false, lsn: 0x777, prefix: 'app', content: Buffer.from('hi') }, 0x777);
-    expect(e).toMatchObject({ op: 'MESSAGE', commitLsn: 0x777, position: 0, xid: 0, content: 'hi' });
+    const out: (ChangeEvent | null)[] = [];
+    out.push(m.message({ tag: 'message', transactional: false, lsn: 0x777, prefix: 'app', content: Buffer.from('hi') }, 0x777));
+    m.begin(begin);
+    out.push(m.insert({ tag: 'insert', relationOid: 16384, new: { values: ['1', 'x', '1.50'], unchanged: [] } }, 0x4000));
+    // pgoutput does not interleave them with a transaction, but even so one is not part of it.
+    out.push(m.message({ tag: 'message', transactional: false, lsn: 0x4050, prefix: 'app', content: Buffer.from('in') }, 0x4050));
+    out.push(m.commit(commit));
+    expect(out[0]).toBeNull();
+    expect(out[2]).toBeNull();
+    expect(m.nonTransactionalDropped).toBe(2);
+    const events = out.filter((e): e is ChangeEvent => e !== null).map((e) => decodeChange(encodeChange(e)));
+    async function* chunks() {
+      yield events;
+    }
+    const items: ReplayItem[] = [];
+    for await (const it of groupTransactions(chunks(), () => 'apply')) items.push(it);
+    expect(items.map((i) => i.type)).toEqual(['begin', 'changes', 'commit', 'end']);
+    expect(items[2]).toMatchObject({ type: 'commit', count: 1, txn: { commitLsn: 0x5000, xid: 901 } });
   });
 
   it('refuses protocol violations', () => {
