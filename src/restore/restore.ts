@@ -47,6 +47,18 @@ function outOfRange(why: string, bases: BaseManifestExt[], point: { lsn: Lsn; ti
 }
 
 /** Chooses the base and the replay limit for a target, or refuses it with the available range. */
+/**
+ * The --sql file's header. client_encoding: the file is written in UTF-8, and psql would otherwise
+ * send it in its own client encoding (PGCLIENTENCODING, the locale), garbling non-ASCII text.
+ */
+export function sqlFileHeader(base: { lsnText: string; time: string; key: string }, targetText: string): string {
+  return (
+    `-- Katya CDP replay: base ${base.lsnText} (${base.time}, ${base.key}) to ${targetText}\n` +
+    `-- Restore the base first: pg_restore --no-owner --exit-on-error -d <target> base.dump\n` +
+    `SET client_encoding = 'UTF8';\nSET standard_conforming_strings = on;\nSET session_replication_role = replica;\n`
+  );
+}
+
 export function planRestore(target: RestoreTarget, bases: BaseManifestExt[], point: { lsn: Lsn; time: number } | undefined): { base: BaseManifestExt; limitLsn: Lsn } {
   if (bases.length === 0) throw outOfRange('the archive has no base backup (run cdp basebackup)', bases, point);
   if (!point) throw outOfRange('the archive has no restorable point yet (is cdp archive running? every partition needs an archived watermark)', bases, point);
@@ -303,11 +315,7 @@ export async function runRestore(
   else if (opts.sqlFile) {
     file = createWriteStream(opts.sqlFile);
     sink = new FileSink(file);
-    await sink.exec(
-      `-- Katya CDP replay: base ${base.lsnText} (${base.time}, ${base.key}) to ${targetText}\n` +
-        `-- Restore the base first: pg_restore --no-owner --exit-on-error -d <target> base.dump\n` +
-        `SET standard_conforming_strings = on;\nSET session_replication_role = replica;\n`,
-    );
+    await sink.exec(sqlFileHeader(base, targetText));
   } else sink = new PgSink(client!);
 
   // Tables whose changes may be coalesced inside a target transaction: all but those with a unique
