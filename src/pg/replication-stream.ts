@@ -80,6 +80,23 @@ const DEFAULT_HIGH_WATER_BYTES = 64 * 1024 * 1024;
 const DEFAULT_CLOSE_TIMEOUT_MS = 5_000;
 
 /**
+ * Session settings for the replication connection. pgoutput formats column values with the
+ * walsender session's settings, so a database or role default (extra_float_digits = 0, DateStyle
+ * 'SQL, DMY', IntervalStyle 'sql_standard') would otherwise reach the archive: floats lose
+ * precision and dates / intervals become text the restore target may read differently. These are
+ * exactly what PostgreSQL's own logical replication sends (libpqwalreceiver_connect(),
+ * src/backend/replication/libpqwalreceiver/libpqwalreceiver.c: for a logical connection
+ * "options" = "-c datestyle=ISO -c intervalstyle=postgres -c extra_float_digits=3").
+ */
+export const REPLICATION_SESSION_OPTIONS = '-c datestyle=ISO -c intervalstyle=postgres -c extra_float_digits=3';
+
+/** The connection's `options` startup parameter: any the user gave, then ours (which must win). */
+export function replicationOptions(userOptions: string | undefined | null): string {
+  const u = userOptions?.trim();
+  return u ? `${u} ${REPLICATION_SESSION_OPTIONS}` : REPLICATION_SESSION_OPTIONS;
+}
+
+/**
  * pgoutput options for START_REPLICATION (PostgreSQL 15 docs, 31.5 / pgoutput): protocol 1, the
  * publication, and logical decoding messages (pg_logical_emit_message; carries captured DDL).
  * `publication_names` is parsed by the server as a list of identifiers (SplitIdentifierString), so
@@ -441,6 +458,10 @@ export class ReplicationStream implements AsyncIterable<StreamEvent> {
     // commands and simple SQL (55.4). It is a startup parameter, absent from @types/pg.
     const config = { connectionString: this.opts.connectionString, replication: 'database', application_name: 'katya-cdp' };
     const client = new pg.Client(config as pg.ClientConfig);
+    // pg lets a connection string's (or PGOPTIONS') `options` win over the config's: ours are
+    // appended to whatever it resolved, so they apply last (a later -c overrides an earlier one).
+    const params = (client as unknown as { connectionParameters: { options?: string } }).connectionParameters;
+    params.options = replicationOptions(params.options);
     client.on('error', this.onClientError);
     this.client = client;
     try {

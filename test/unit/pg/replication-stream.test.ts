@@ -1,7 +1,7 @@
 import pg from 'pg';
 import { describe, expect, it } from 'vitest';
 import { CdpError, ErrorCodes } from '../../../src/errors.js';
-import { pluginOptions, replicationError } from '../../../src/pg/replication-stream.js';
+import { pluginOptions, replicationError, replicationOptions, REPLICATION_SESSION_OPTIONS } from '../../../src/pg/replication-stream.js';
 
 // The I/O of ReplicationStream is covered by test/integration/pg; these are its pure helpers.
 
@@ -65,5 +65,14 @@ describe('replicationError', () => {
   it('passes CdpErrors through unchanged', () => {
     const orig = new CdpError(ErrorCodes.PROTOCOL, 'bad bytes');
     expect(replicationError('x', orig)).toBe(orig);
+  });
+});
+
+describe('replicationOptions', () => {
+  it('forces the output settings PostgreSQL logical replication uses, after any options of the user', () => {
+    expect(REPLICATION_SESSION_OPTIONS).toBe('-c datestyle=ISO -c intervalstyle=postgres -c extra_float_digits=3');
+    expect(replicationOptions(undefined)).toBe(REPLICATION_SESSION_OPTIONS);
+    expect(replicationOptions('  ')).toBe(REPLICATION_SESSION_OPTIONS);
+    expect(replicationOptions('-c statement_timeout=0')).toBe(`-c statement_timeout=0 ${REPLICATION_SESSION_OPTIONS}`);
   });
 });
