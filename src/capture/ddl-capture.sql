@@ -11,7 +11,13 @@
 -- Content JSON: {command, tag, searchPath, objects, dropped, repeatOfPrevious}
 --   command           current_query(): the client's whole statement text
 --   tag               the command tag (CREATE TABLE, ALTER TABLE, ...)
---   searchPath        the session's search_path, for replaying unqualified names
+--   searchPath        the schemas the session's search_path resolved to when the command ran
+--                     (current_schemas(false), each quote_ident'ed, comma-separated), for
+--                     replaying unqualified names. Resolved, not the setting's text: "$user"
+--                     would otherwise be resolved on replay as the RESTORE role (CREATE TABLE
+--                     orders by role app, schema app existing, must land in app.orders).
+--                     'pg_catalog' when nothing resolved (unqualified creation fails on both
+--                     sides alike), never empty: restore sets it before every DDL command.
 --   objects           pg_event_trigger_ddl_commands()
 --   dropped           pg_event_trigger_dropped_objects(), collected by the sql_drop trigger
 --                     (sql_drop fires before ddl_command_end of the same command: docs 40.1)
@@ -21,7 +27,7 @@
 --                     which must be replayed once.
 --
 -- Setup's own statements set katya_cdp.skip = on locally so they are not captured.
--- No SECURITY DEFINER and no SET clause: current_setting('search_path') must be the caller's.
+-- No SECURITY DEFINER and no SET clause: current_schemas(false) must be the caller's.
 -- Every name is qualified with pg_catalog so the caller's search_path cannot redirect a call.
 
 CREATE SCHEMA IF NOT EXISTS katya_cdp;
@@ -72,7 +78,9 @@ BEGIN
   PERFORM pg_catalog.pg_logical_emit_message(true, 'cdp.ddl', pg_catalog.jsonb_build_object(
     'command', q,
     'tag', tg_tag,
-    'searchPath', pg_catalog.current_setting('search_path'),
+    'searchPath', COALESCE(NULLIF(pg_catalog.array_to_string(ARRAY(
+                    SELECT pg_catalog.quote_ident(s) FROM pg_catalog.unnest(pg_catalog.current_schemas(false)) AS s), ', '), ''),
+                  'pg_catalog'),
     'objects', objects,
     'dropped', COALESCE(dropped::jsonb, '[]'::jsonb),
     'repeatOfPrevious', previous IS NOT DISTINCT FROM qhash)::text);

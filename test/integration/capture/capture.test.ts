@@ -201,8 +201,26 @@ describe('capture', () => {
     const tx = evs.filter((e) => e.commitLsn === evs.find((x) => x.op === 'INSERT' && x.new![0] === '3')!.commitLsn);
     expect(tx.map((e) => `${e.position}:${e.op}`)).toEqual(['0:INSERT', '1:DDL', '2:INSERT', '3:COMMIT']);
     const ddl = JSON.parse(evs.find((e) => e.op === 'DDL' && e.content!.includes('DROP TABLE'))!.content!) as Record<string, unknown>;
-    expect(ddl).toMatchObject({ tag: 'DROP TABLE', searchPath: '"$user", public', repeatOfPrevious: false });
+    expect(ddl).toMatchObject({ tag: 'DROP TABLE', searchPath: 'public', repeatOfPrevious: false });
     expect(ddl.dropped).toEqual(expect.arrayContaining([expect.objectContaining({ identity: 'public.items', objectType: 'table' })]));
+  });
+
+  it('records the schemas search_path resolved to for the DDL\'s role, not "$user" (replay runs as another role)', async () => {
+    const f = await source('ddlrole', '');
+    // Mixed case on purpose: the recorded names are quote_ident'ed.
+    const role = `cdpApp_${f.name.slice(-8)}`;
+    await query(f.url, `CREATE ROLE "${role}" NOLOGIN; CREATE SCHEMA "${role}" AUTHORIZATION "${role}"`);
+    try {
+      const evs = await captured(f, async () => {
+        await query(f.url, `SET search_path = "$user", public; SET ROLE "${role}"; CREATE TABLE orders (id integer PRIMARY KEY); RESET ROLE`);
+      });
+      const ddl = evs.filter((e) => e.op === 'DDL').map((e) => JSON.parse(e.content!) as { tag: string; searchPath: string; objects: { identity: string }[] });
+      const create = ddl.find((d) => d.tag === 'CREATE TABLE')!;
+      expect(create.objects).toEqual(expect.arrayContaining([expect.objectContaining({ identity: `"${role}".orders` })]));
+      expect(create.searchPath).toBe(`"${role}", public`);
+    } finally {
+      await query(f.url, `DROP SCHEMA "${role}" CASCADE; DROP ROLE "${role}"`).catch(() => {});
+    }
   });
 
   it('stops with a clear, non-retryable error naming the table when a row exceeds the topic max.message.bytes', async () => {
