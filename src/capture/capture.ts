@@ -3,7 +3,9 @@
 import kafkajs, { CompressionTypes, Partitioners, type Admin, type Producer } from 'kafkajs';
 import type pg from 'pg';
 import type { CommandContext } from '../cli/main.js';
-import { sourceDatabase, topicName, type Config } from '../config/config.js';
+import { archiveRoot, sourceDatabase, topicName, type Config } from '../config/config.js';
+import { readArchiveManifest } from '../archive/catalog.js';
+import { createStore } from '../s3/client.js';
 import { CdpError, ErrorCodes, ExitCode, pgError, toError } from '../errors.js';
 import { emptyEvent, kafkaKey, SCHEMA_HEADER, type ChangeEvent } from '../events/change-event.js';
 import { createKafka } from '../kafka/client.js';
@@ -37,6 +39,11 @@ const STREAM_HIGH_WATER_MARK = 4_000;
 const STREAM_HIGH_WATER_BYTES = 64 * 1024 * 1024;
 /** Standby status updates at least this often (confirmed LSN reaches the slot within it). */
 const STATUS_INTERVAL_MS = 1_000;
+/** How long capture start-up waits for archive.json (the partition count check) before going on without it. */
+const ARCHIVE_CHECK_TIMEOUT_MS = 15_000;
+/** archive.json's partition count, once read (it does not change), per configuration. */
+const archivePartitionsSeen = new WeakMap<Config, number>();
+
 /** Graceful stop: how long the last flush to Kafka may take before leaving without it. */
 const STOP_FLUSH_TIMEOUT_MS = 30_000;
 
@@ -264,6 +271,7 @@ class CaptureSession {
     } finally {
       await admin.disconnect().catch(() => {});
     }
+    await this.checkArchivePartitions();
     // CDP_CAPTURE_PRODUCER=kafkajs selects kafkajs's own producer (slower per record: see
     // direct-producer.ts); the default writes record batches directly.
     let send: (records: OutRecord[]) => Promise<void>;
@@ -353,6 +361,54 @@ class CaptureSession {
   }
 
   /** The main loop: one replication event at a time, in WAL order. */
+  /**
+   * The topic must have the partition count the archive was set up with (archive.json, written
+   * by setup). Kafka can add partitions (kafka-topics --alter --partitions) but the archive only
+   * knows the ones it was set up for: records in an added partition would never be archived or
+   * restored, and the restorable point (the minimum over the archive's partitions) would overstate.
+   * Refused before anything is produced, non-retryable (exit 2). archive.json is read once per
+   * process; S3 unreachable or no archive.json yet only warns: capture does not depend on S3.
+   */
+  private async checkArchivePartitions(): Promise<void> {
+    const { cfg, log } = this;
+    let expected = archivePartitionsSeen.get(cfg);
+    if (expected === undefined) {
+      const root = archiveRoot(cfg);
+      try {
+        const store = createStore(cfg, log, { signal: this.ctx.signal, maxElapsedMs: ARCHIVE_CHECK_TIMEOUT_MS });
+        // Bounded also when a request hangs (a paused S3): the retry budget only counts between attempts.
+        const read = readArchiveManifest(store, root);
+        read.catch(() => {});
+        let timer: NodeJS.Timeout | undefined;
+        const m = await Promise.race([
+          read,
+          new Promise<never>((_, reject) => {
+            timer = setTimeout(() => reject(new Error(`no answer within ${ARCHIVE_CHECK_TIMEOUT_MS} ms`)), ARCHIVE_CHECK_TIMEOUT_MS);
+          }),
+        ]).finally(() => clearTimeout(timer));
+        if (!m) {
+          log.warn({ bucket: cfg.s3.bucket, root }, 'no archive.json: cannot check the topic partitions against the archive (run `cdp setup`)');
+          return;
+        }
+        expected = m.partitions;
+        archivePartitionsSeen.set(cfg, expected);
+      } catch (err) {
+        log.warn({ err: toError(err).message }, 'cannot read archive.json: the topic partition count is checked against it on a later start');
+        return;
+      }
+    }
+    if (expected !== this.partitions) {
+      throw new CdpError(
+        ErrorCodes.SOURCE_NOT_READY,
+        `Kafka topic ${this.topic} has ${this.partitions} partitions but the archive at s3://${cfg.s3.bucket}/${archiveRoot(cfg)} was set up for ${expected}: ` +
+          `records in partitions the archive does not know would never be archived or restored. Kafka cannot remove partitions: ` +
+          `to keep this archive, recreate topic ${this.topic} with ${expected} partitions; to use ${this.partitions}, set up a new archive ` +
+          `(another kafka.topic and s3.prefix, kafka.partitions = ${this.partitions}) with \`cdp setup\`. The slot keeps the WAL meanwhile`,
+        { details: { topic: this.topic, topicPartitions: this.partitions, archivePartitions: expected } },
+      );
+    }
+  }
+
   private async stream_(): Promise<void> {
     const stream = this.stream!;
     const it = stream[Symbol.asyncIterator]();

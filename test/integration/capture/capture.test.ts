@@ -6,7 +6,7 @@ import { setup } from '../../../src/capture/setup.js';
 import type { ChangeEvent } from '../../../src/events/change-event.js';
 import { parseLsn } from '../../../src/util/lsn.js';
 import { CdpError, ErrorCodes } from '../../../src/errors.js';
-import { BROKERS, confirmedFlush, context, freshSource, inCommitOrder, query, readTopic, waitFor, type Fixture } from './helpers.js';
+import { BROKERS, cdpSync, confirmedFlush, context, freshSource, inCommitOrder, query, readTopic, waitFor, type Fixture } from './helpers.js';
 
 // Capture end to end on the real stack: setup creates everything, capture runs in-process
 // (startCapture, stopped by aborting its signal), and the test reads the topic back.
@@ -257,6 +257,43 @@ describe('capture', () => {
     expect(e.details).toMatchObject({ kafkaError: 'MESSAGE_TOO_LARGE', schema: 'public', table: 'wide', maxMessageBytes: limit });
     expect(e.details.bytes as number).toBeGreaterThan(2 * 1024 * 1024);
     expect(handle.state()).toMatchObject({ phase: 'failed', sessions: 1 });
+  });
+
+  it('refuses to start (exit 2) when partitions were added to the topic after setup, naming both counts', async () => {
+    const f = await freshSource('addparts', 2);
+    fixtures.push(f);
+    await query(f.url, `CREATE TABLE t (id integer PRIMARY KEY)`);
+    expect(await setup(context(f.env, new AbortController().signal), { basebackup: false })).toBe(0);
+    const kafka = new Kafka({ brokers: BROKERS, logLevel: logLevel.NOTHING });
+    const admin = kafka.admin();
+    await admin.connect();
+    try {
+      await admin.createPartitions({ topicPartitions: [{ topic: f.name, count: 3 }] });
+      await waitFor('the topic to show 3 partitions', async () => ((await admin.fetchTopicMetadata({ topics: [f.name] })).topics[0]?.partitions.length ?? 0) === 3, 60_000);
+    } finally {
+      await admin.disconnect();
+    }
+    await query(f.url, `INSERT INTO t VALUES (1)`);
+    const ac = new AbortController();
+    const handle = await startCapture(context(f.env, ac.signal));
+    const err = await handle.done.then(
+      () => null,
+      (e: unknown) => e,
+    );
+    ac.abort();
+    expect(err).toBeInstanceOf(CdpError);
+    const e = err as CdpError;
+    expect(e.exitCode).toBe(2);
+    expect(e.canRetry).toBe(false);
+    expect(e.message).toMatch(new RegExp(`topic ${f.name} has 3 partitions but the archive .* was set up for 2`));
+    expect(e.details).toMatchObject({ topicPartitions: 3, archivePartitions: 2 });
+    expect(handle.state()).toMatchObject({ phase: 'failed', sessions: 1 });
+    // Nothing was produced and the slot did not move.
+    expect((await readTopic(f.name)).length).toBe(0);
+    // The CLI exits 2 with the message.
+    const r = cdpSync(f.env, ['capture']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/has 3 partitions but the archive .* was set up for 2/);
   });
 
   it('keeps confirmed_flush_lsn moving on an idle database and does not retain WAL', async () => {
