@@ -1,5 +1,6 @@
 import { listSegments, type ListedSegment } from '../archive/catalog.js';
 import type { Keyring } from '../archive/crypto.js';
+import { IntegrityError } from '../errors.js';
 import { getObject } from '../s3/client.js';
 import { ChangeEventDecoder, openSegment, type FastSegment } from './fast-decode.js';
 import type { ChangeEvent } from '../events/change-event.js';
@@ -33,11 +34,63 @@ export interface SegmentReadStats {
   bytes: number;
 }
 
+/**
+ * The first offset range inside [lo, hi] that no segment of `segs` (sorted by firstOffset, as
+ * listSegments returns them) covers; overlapping segments (duplicates after a crash or a
+ * rebalance) are fine. Capture's producer is idempotent and not transactional, and the archiver
+ * stores every record it fetches, so a partition's stored offsets have no holes: a hole is a
+ * missing segment.
+ */
+export function findOffsetGap(
+  segs: ReadonlyArray<Pick<ListedSegment, 'firstOffset' | 'lastOffset' | 'key'>>,
+  lo: bigint,
+  hi: bigint,
+): { from: bigint; to: bigint; before?: string; after?: string } | undefined {
+  let covered = lo - 1n; // every offset in [lo, covered] is in some segment seen so far
+  let before: string | undefined;
+  for (const s of segs) {
+    const first = BigInt(s.firstOffset);
+    const last = BigInt(s.lastOffset);
+    if (last < lo) continue;
+    if (first > hi) break;
+    if (first > covered + 1n) return { from: covered + 1n, to: first - 1n, before, after: s.key };
+    if (last > covered) {
+      covered = last;
+      before = s.key;
+    }
+    if (covered >= hi) return undefined;
+  }
+  return covered >= hi ? undefined : { from: covered + 1n, to: hi, before };
+}
+
+/**
+ * Per partition, the segments a restore from fromLsn reads, in offset order. Offsets between the
+ * first and the last of them must all be stored: a segment deleted or lost in the middle would
+ * make its transactions vanish silently, so a hole is an IntegrityError. The listing is filtered by
+ * max LSN >= fromLsn, and after a capture restart a segment can legitimately be left out (all its
+ * records are older than fromLsn) between two that are read; so a hole in the filtered listing is
+ * confirmed against the partition's whole listing before failing.
+ */
 export async function listPartitionSegments(store: Store, root: string, partitions: number, fromLsn: Lsn): Promise<ListedSegment[][]> {
   return Promise.all(
     Array.from({ length: partitions }, async (_, p) => {
       const out: ListedSegment[] = [];
       for await (const s of listSegments(store, root, p, fromLsn)) out.push(s);
+      if (out.length < 2) return out;
+      const lo = BigInt(out[0]!.firstOffset);
+      let hi = lo;
+      for (const s of out) if (BigInt(s.lastOffset) > hi) hi = BigInt(s.lastOffset);
+      if (!findOffsetGap(out, lo, hi)) return out;
+      const all: ListedSegment[] = [];
+      for await (const s of listSegments(store, root, p, 0)) all.push(s);
+      const gap = findOffsetGap(all, lo, hi);
+      if (gap) {
+        throw new IntegrityError(
+          `partition ${p}: offsets ${gap.from}..${gap.to} are in no stored segment (between ${gap.before ?? 'the start'} and ${gap.after ?? 'the end'}); ` +
+            'a segment is missing from the archive and the transactions it held would be lost: run cdp verify, and restore the missing segment from the offsite copy (cdp replicate)',
+          { details: { partition: p, fromOffset: String(gap.from), toOffset: String(gap.to), before: gap.before, after: gap.after } },
+        );
+      }
       return out;
     }),
   );
