@@ -223,6 +223,22 @@ describe('capture', () => {
     }
   });
 
+  it('does not archive a non-transactional logical message: every record belongs to a transaction with a COMMIT marker', async () => {
+    const f = await source('ntmsg', `CREATE TABLE t (id integer PRIMARY KEY)`);
+    const metric = async () => Number(/^cdp_capture_nontransactional_messages_total (\S+)$/m.exec(await registry.metrics())?.[1] ?? 0);
+    const before = await metric();
+    const evs = await captured(f, async () => {
+      await query(f.url, `SELECT pg_logical_emit_message(false, 'some.tool', 'outside any transaction')`);
+      await query(f.url, `INSERT INTO t VALUES (1)`);
+    });
+    expect(evs.filter((e) => e.op === 'MESSAGE')).toEqual([]);
+    expect(evs.filter((e) => e.op !== 'WATERMARK' && e.xid === 0)).toEqual([]);
+    const ins = rowsOf(evs, 't');
+    expect(ins.map((e) => e.new)).toEqual([['1']]);
+    expect(evs.find((e) => e.op === 'COMMIT' && e.commitLsn === ins[0]!.commitLsn)?.position).toBe(1);
+    expect(await metric()).toBe(before + 1);
+  });
+
   it('stops with a clear, non-retryable error naming the table when a row exceeds the topic max.message.bytes', async () => {
     const f = await source('toolarge', `CREATE TABLE wide (id integer PRIMARY KEY, v text); ALTER TABLE wide ALTER COLUMN v SET STORAGE EXTERNAL`);
     const limit = 1024 * 1024;
