@@ -258,12 +258,28 @@ export async function startArchiver(ctx: CommandContext, opts: ArchiverOptions =
       l.highWatermark = BigInt(batch.highWatermark);
       for (const msg of batch.messages) {
         if (stopping || !isRunning() || isStale()) break;
+        if (l.revoked) break; // a rebalance replaced this lane while the batch was running
         const off = BigInt(msg.offset);
-        // Re-delivery after a rebalance that left us the partition (kafkajs fetches again from
-        // the committed offset): these records are already in an open, cut or stored segment.
-        if (l.nextOffset !== undefined && off < l.nextOffset) {
+        const step = offsetStep(l.nextOffset, off);
+        // Records below nextOffset are already in an open, cut or stored segment of this lane.
+        if (step === 'held') {
           resolveOffset(msg.offset);
           continue;
+        }
+        if (step === 'jump') {
+          // Never let one segment span a hole: restore reads a partition's segments in offset
+          // order and drops what it has seen by identity, so a segment [C..N, X..] read before the
+          // segment holding N+1..X-1 would hide those records. The open records are contiguous
+          // and really consumed: store them as their own segment (its commit says "all below N+1
+          // is stored", which is true; at worst it moves the group's offset back, which costs a
+          // re-read, never a record); the next segment starts at this record. Lanes are dropped on
+          // every group join, so within one membership a jump means Kafka no longer has the
+          // skipped offsets (retention, offset reset): restore reports that hole (exit 3).
+          log.error(
+            { partition: l.partition, expected: String(l.nextOffset), got: msg.offset },
+            'Kafka delivered a later offset than expected: the offsets between were never archived by this member (deleted by retention before archiving, or stored by another member); cutting the open segment before the jump',
+          );
+          cut(l);
         }
         if (msg.value) {
           l.open ??= new SegmentWriter({ partition: l.partition, codec: cfg.archive.codec, zstdLevel: cfg.archive.zstdLevel });
@@ -319,18 +335,23 @@ export async function startArchiver(ctx: CommandContext, opts: ArchiverOptions =
     detail: { assigned: [...lanes.keys()], storedSegments, pendingBytes: totalQueuedBytes, lastStoredAt: lastStoredAt ? new Date(lastStoredAt).toISOString() : null },
   }));
 
-  // Rebalance (kafkajs has no revocation callback; GROUP_JOIN carries the new assignment):
-  // partitions we lost drop their in-memory segments without storing or committing them; the new
-  // owner reads those records again from the committed offset.
+  // Rebalance (kafkajs has no revocation callback; GROUP_JOIN carries the new assignment): EVERY
+  // lane is dropped on every join, kept partitions included, without storing or committing its
+  // in-memory records. After a join kafkajs fetches each assigned partition again from the group's
+  // committed offset (consumerGroup sync builds a new OffsetManager), and between our leaving and
+  // rejoining another member may have owned the partition and committed past our open records:
+  // a kept lane would then glue its old open records to the fetch from that later offset, a
+  // segment with a hole. Every offset below the committed one is stored (G1), and whatever we
+  // drop is above it, so the next fetch reads it again. Segments already cut finish their upload
+  // (revoked: no commit; an upload not yet started is skipped).
   consumer.on(consumer.events.GROUP_JOIN, ({ payload }) => {
     const assigned = new Set(payload.memberAssignment[topic] ?? []);
     for (const l of [...lanes.values()]) {
-      if (assigned.has(l.partition)) continue;
       l.revoked = true;
       l.open = undefined;
       if (l.paused) consumer.resume([{ topic, partitions: [l.partition] }]);
       lanes.delete(l.partition);
-      log.info({ partition: l.partition }, 'partition revoked: dropped its unstored records (the new owner re-reads them)');
+      log.info({ partition: l.partition, kept: assigned.has(l.partition) }, 'rebalance: dropped the partition\'s unstored records (they are read again from the committed offset)');
     }
     log.info({ groupId, assigned: [...assigned].sort((a, b) => a - b) }, 'joined the archive group');
   });
@@ -372,6 +393,17 @@ export async function startArchiver(ctx: CommandContext, opts: ArchiverOptions =
   if (ctx.signal.aborted) onAbort();
   else ctx.signal.addEventListener('abort', onAbort, { once: true });
   return { done };
+}
+
+/**
+ * Where a fetched record stands relative to a lane's next expected offset: 'held' (below it: a
+ * re-delivery of a record the lane already holds), 'next' (the lane is empty or it is exactly the
+ * next one), or 'jump' (past it: the offsets between were never received by this lane, and the
+ * open segment must not be continued across them).
+ */
+export function offsetStep(nextOffset: bigint | undefined, off: bigint): 'held' | 'next' | 'jump' {
+  if (nextOffset === undefined || off === nextOffset) return 'next';
+  return off < nextOffset ? 'held' : 'jump';
 }
 
 /** `cdp archive`: /metrics + /healthz, then the archiver until SIGTERM. */
