@@ -3,6 +3,7 @@ import { createWriteStream, type WriteStream } from 'node:fs';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import pg from 'pg';
+import { sleep } from '../util/retry.js';
 import copyStreams from 'pg-copy-streams';
 import type { CommandContext } from '../cli/main.js';
 import { archiveRoot } from '../config/config.js';
@@ -233,6 +234,7 @@ export async function runRestore(
   const store = createStore(cfg, log, { signal: ctx.signal, maxElapsedMs: 120_000 });
   const root = archiveRoot(cfg);
   const keyring = loadKeyring(cfg);
+  const groupDelayMs = Number(process.env.CDP_TEST_RESTORE_GROUP_DELAY_MS ?? 0) || 0;
 
   const manifest = await readArchiveManifest(store, root);
   if (!manifest) throw new CdpError(ErrorCodes.USAGE, `no archive at s3://${cfg.s3.bucket}/${root}/ (archive.json missing): check s3.prefix / CDP_S3_PREFIX and the source database name`);
@@ -389,7 +391,12 @@ export async function runRestore(
     replayStarted = Date.now();
     for await (const items of batches) {
       if (ctx.signal.aborted) break;
+      const commitsBefore = applier.stats.targetCommits;
       await applier.handleBatch(items);
+      // TEST-ONLY: CDP_TEST_RESTORE_GROUP_DELAY_MS slows the replay after each target commit so the
+      // resume tests can interrupt it mid-way on a fast machine, deterministically. Never set it in
+      // production; it only adds a wait.
+      if (groupDelayMs > 0 && applier.stats.targetCommits > commitsBefore) await sleep(groupDelayMs);
       const last = items[items.length - 1]!;
       if (last.type === 'end') end = last;
     }
