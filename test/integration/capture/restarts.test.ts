@@ -5,7 +5,7 @@ import { promisify } from 'node:util';
 import { Kafka, logLevel } from 'kafkajs';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { REPO, createDatabase, dropDatabase, fingerprint, rand, runCli, stackEnvironment, waitFor, withClient } from '../restore/helpers.js';
+import { REPO, createDatabase, dropDatabase, fingerprint, pipelineEnv, rand, runCli, stackEnvironment, waitFor, withClient } from '../restore/helpers.js';
 
 // DESIGN.md section 8: a Kafka broker restart and a Postgres restart while `cdp run` (capture +
 // archive) runs under a workload of committed and rolled-back transactions. `cdp run` must ride
@@ -123,17 +123,7 @@ async function status() {
 beforeAll(async () => {
   stackEnvironment();
   url = await createDatabase(name);
-  env = {
-    CDP_SOURCE_URL: url,
-    CDP_SLOT: name,
-    CDP_PUBLICATION: name,
-    CDP_TOPIC: name,
-    CDP_KAFKA_PARTITIONS: '2',
-    CDP_S3_PREFIX: `test-restarts/${name}`,
-    CDP_SEGMENT_MAX_AGE_MS: '500',
-    CDP_HEARTBEAT_INTERVAL_MS: '500',
-    CDP_BASEBACKUP_INTERVAL_HOURS: '0',
-  };
+  env = pipelineEnv(name, url, 'test-restarts');
   await withClient(url, async (c) => {
     await c.query('CREATE TABLE items (id int PRIMARY KEY, v text NOT NULL, tx int)');
     await c.query(`INSERT INTO items SELECT g, md5(g::text), 0 FROM generate_series(1, 300) g`);

@@ -8,6 +8,7 @@ import {
   createDatabase,
   dropDatabase,
   fingerprint,
+  pipelineEnv,
   rand,
   runCli,
   silentLog,
@@ -51,17 +52,7 @@ async function waitRestorable(lsn: string) {
 beforeAll(async () => {
   stackEnvironment();
   url = await createDatabase(name);
-  env = {
-    CDP_SOURCE_URL: url,
-    CDP_SLOT: name,
-    CDP_PUBLICATION: name,
-    CDP_TOPIC: name,
-    CDP_KAFKA_PARTITIONS: '2',
-    CDP_S3_PREFIX: `test-ops/${name}`,
-    CDP_SEGMENT_MAX_AGE_MS: '500',
-    CDP_HEARTBEAT_INTERVAL_MS: '500',
-    CDP_BASEBACKUP_INTERVAL_HOURS: '0',
-  };
+  env = pipelineEnv(name, url, 'test-ops');
   await withClient(url, async (c) => {
     await c.query('CREATE TABLE items (id int PRIMARY KEY, v text NOT NULL)');
     await c.query(`INSERT INTO items SELECT g, md5(g::text) FROM generate_series(1, 500) g`);

@@ -88,3 +88,21 @@ export async function waitFor<T>(what: string, fn: () => Promise<T | undefined |
     await new Promise((r) => setTimeout(r, everyMs));
   }
 }
+
+/**
+ * Environment for a whole pipeline (setup, run, status, restore) on one scratch database: its own
+ * slot, publication, topic and S3 prefix, quick segment cuts and heartbeats, no base schedule.
+ */
+export function pipelineEnv(name: string, url: string, prefix: string, partitions = 2): Record<string, string> {
+  return {
+    CDP_SOURCE_URL: url,
+    CDP_SLOT: name,
+    CDP_PUBLICATION: name,
+    CDP_TOPIC: name,
+    CDP_KAFKA_PARTITIONS: String(partitions),
+    CDP_S3_PREFIX: `${prefix}/${name}`,
+    CDP_SEGMENT_MAX_AGE_MS: '500',
+    CDP_HEARTBEAT_INTERVAL_MS: '500',
+    CDP_BASEBACKUP_INTERVAL_HOURS: '0',
+  };
+}
