@@ -16,6 +16,18 @@ afterAll(async () => {
   for (const f of fixtures) await f.cleanup().catch((err) => console.error(`cleanup of ${f.name} failed`, err));
 });
 
+/** Runs capture in-process on a fixture that must make it stop; returns its handle and the error. */
+async function captureUntilItFails(f: Fixture) {
+  const ac = new AbortController();
+  const handle = await startCapture(context(f.env, ac.signal));
+  const err = await handle.done.then(
+    () => null,
+    (e: unknown) => e,
+  );
+  ac.abort();
+  return { handle, err };
+}
+
 async function source(label: string, ddl: string): Promise<Fixture> {
   const f = await freshSource(label);
   fixtures.push(f);
@@ -255,13 +267,7 @@ describe('capture', () => {
     }
     await query(f.url, `INSERT INTO wide VALUES (1, 'small')`);
     await query(f.url, `INSERT INTO wide VALUES (2, repeat('x', 2 * 1024 * 1024))`);
-    const ac = new AbortController();
-    const handle = await startCapture(context(f.env, ac.signal));
-    const err = await handle.done.then(
-      () => null,
-      (e: unknown) => e,
-    );
-    ac.abort();
+    const { handle, err } = await captureUntilItFails(f);
     // Before: MESSAGE_TOO_LARGE from the broker, retried by a new session forever.
     expect(err).toBeInstanceOf(CdpError);
     const e = err as CdpError;
@@ -290,13 +296,7 @@ describe('capture', () => {
       await admin.disconnect();
     }
     await query(f.url, `INSERT INTO t VALUES (1)`);
-    const ac = new AbortController();
-    const handle = await startCapture(context(f.env, ac.signal));
-    const err = await handle.done.then(
-      () => null,
-      (e: unknown) => e,
-    );
-    ac.abort();
+    const { handle, err } = await captureUntilItFails(f);
     expect(err).toBeInstanceOf(CdpError);
     const e = err as CdpError;
     expect(e.exitCode).toBe(2);
