@@ -24,6 +24,8 @@ export default defineConfig({
           include: ['test/integration/**/*.test.ts'],
           environment: 'node',
           globalSetup: ['test/setup/global-setup.ts'],
+          // Capture writes zstd record batches: every kafkajs reader in the tests needs the codec.
+          setupFiles: ['src/kafka/codecs.ts'],
           // Real services on a shared, noisy 2-core machine: generous timeouts, no timing assertions.
           testTimeout: 600_000,
           hookTimeout: 600_000,

@@ -27,6 +27,7 @@ import { keyringOf, parseMasterKey } from '../src/archive/crypto.js';
 import { readSegment, SegmentWriter } from '../src/archive/segment.js';
 import { loadConfig } from '../src/config/config.js';
 import { emptyEvent, encodeChange, kafkaKey, SCHEMA_HEADER, type ChangeEvent } from '../src/events/change-event.js';
+import '../src/kafka/codecs.js';
 
 const ROWS = Number(process.env.BENCH_ROWS ?? 200_000);
 const RATE = Number(process.env.BENCH_RATE ?? 5_000);

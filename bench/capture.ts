@@ -16,6 +16,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Kafka, logLevel } from 'kafkajs';
 import { query as sql, stackEnv } from '../test/integration/capture/helpers.js';
+import '../src/kafka/codecs.js';
 
 const ROOT = new URL('../', import.meta.url).pathname;
 const ROWS = Number(process.env.BENCH_ROWS ?? 300_000);
@@ -115,6 +116,10 @@ async function main(): Promise<void> {
     if (process.env.CDP_CAPTURE_DEBUG_MEMORY) for (const l of stderr.split('\n')) if (l.includes('"memory"')) console.log(l.slice(0, 300));
     child.kill('SIGTERM');
     await new Promise((res) => child.on('exit', res));
+    // What Kafka stored (the log segments of the topic's partitions, on the local stack's data dir).
+    const dataDir = join(process.env.HOME ?? '/root', '.cache/katya-cdp/kafka/data');
+    const du = spawnSync('bash', ['-c', `du -scb ${dataDir}/${name}-* 2>/dev/null | tail -1`], { encoding: 'utf8' });
+    const stored = Number(du.stdout.split(/\s/)[0]);
 
     const anchorRate = changes / anchorS;
     const captureRate = changes / captureS;
@@ -122,6 +127,7 @@ async function main(): Promise<void> {
     console.log(
       `cdp capture    : ${captureS.toFixed(2)} s  ${Math.round(captureRate).toLocaleString('en')} changes/s  ${(bytes / 1e6 / captureS).toFixed(1)} MB/s of Avro into Kafka (${(bytes / 1e6).toFixed(1)} MB, ${produced} data records acknowledged; from "capture streaming")  peak RSS ${(hwmKb / 1024).toFixed(0)} MB`,
     );
+    console.log(`Kafka log       : ${Number.isFinite(stored) && stored > 0 ? `${(stored / 1e6).toFixed(1)} MB stored` : 'size unknown (not the local stack?)'}, capture.compression=${process.env.CDP_CAPTURE_COMPRESSION ?? 'zstd (default)'}`);
     console.log(`ratio capture / pg_recvlogical: ${(captureRate / anchorRate).toFixed(2)}x`);
   } finally {
     await sql(ADMIN, `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name IN ($1, $2) AND NOT active`, [name, anchorSlot]).catch(() => {});

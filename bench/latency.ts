@@ -44,6 +44,7 @@ import { archiveRoot, loadConfig } from '../src/config/config.js';
 import { createStore, listObjects } from '../src/s3/client.js';
 import { createLogger } from '../src/util/log.js';
 import { parseLsn } from '../src/util/lsn.js';
+import '../src/kafka/codecs.js';
 
 // ---------------------------------------------------------------------------------------------
 // Options

@@ -294,7 +294,7 @@ class CaptureSession {
         await producer.send({
           topic: this.topic,
           acks: -1,
-          compression: CompressionTypes.None,
+          compression: this.cfg.capture.compression === 'zstd' ? CompressionTypes.ZSTD : CompressionTypes.None,
           messages: records.map((r) => (r.partition >= 0 ? { key: r.key, value: r.value, partition: r.partition, headers } : { key: r.key, value: r.value, headers })),
         });
       };
@@ -304,7 +304,7 @@ class CaptureSession {
         throw new CdpError(ErrorCodes.KAFKA, `cannot connect the Kafka producer: ${toError(err).message}`, { cause: err, canRetry: true });
       }
     } else {
-      const direct = new DirectProducer(kafka, this.topic, SCHEMA_HEADER.value);
+      const direct = new DirectProducer(kafka, this.topic, SCHEMA_HEADER.value, this.cfg.capture.compression);
       this.direct = direct;
       try {
         await direct.connect();

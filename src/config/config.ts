@@ -75,6 +75,8 @@ export const ConfigSchema = z.strictObject({
       batchMaxRecords: z.number().int().min(1).default(5_000),
       batchMaxBytes: z.number().int().min(1024).default(4 * 1024 * 1024),
       batchMaxAgeMs: z.number().int().min(1).default(20),
+      /** Record batches into Kafka: zstd (level 1) or none. Readers need zstd support (Kafka 2.1+ and any current client). */
+      compression: z.enum(['zstd', 'none']).default('zstd'),
     })
     .prefault({}),
   archive: z
@@ -152,6 +154,7 @@ export const ENV_MAP: Record<string, { path: string; kind: 'string' | 'list' | '
   CDP_ENCRYPTION_KEY_FILE: { path: 'archive.encryptionKeyFile', kind: 'string' },
   CDP_ENCRYPTION_KEY_ENV: { path: 'archive.encryptionKeyEnv', kind: 'string' },
   CDP_HEARTBEAT_INTERVAL_MS: { path: 'capture.heartbeatIntervalMs', kind: 'int' },
+  CDP_CAPTURE_COMPRESSION: { path: 'capture.compression', kind: 'string' },
   CDP_BASEBACKUP_INTERVAL_HOURS: { path: 'basebackup.intervalHours', kind: 'number' },
   CDP_RETENTION_DAYS: { path: 'retention.days', kind: 'number' },
   CDP_RPO_SECONDS: { path: 'status.rpoSeconds', kind: 'number' },

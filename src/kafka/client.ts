@@ -1,6 +1,7 @@
 import { Kafka, logLevel, type LogEntry } from 'kafkajs';
 import type { Config } from '../config/config.js';
 import type { Logger } from '../util/log.js';
+import './codecs.js'; // zstd for kafkajs: capture may write zstd record batches
 
 // One place that builds the kafkajs client, so that every process logs through pino and uses the
 // same retry policy. kafkajs's own retries cover broker blips; our loops handle long outages.
