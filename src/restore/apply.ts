@@ -22,8 +22,8 @@ import type { TxnHeader } from './target.js';
 // Applies the replay stream through a SqlSink (a live session, or a .sql file).
 //
 // Batching: consecutive changes of one table and one kind become one statement (COPY or a multi-row
-// INSERT for inserts, UPDATE ... FROM (VALUES ...) for updates, DELETE ... WHERE key IN (...) for
-// deletes). A batch is flushed before anything that could observe or reorder it: a change of
+// INSERT for inserts, UPDATE ... FROM (VALUES ...) for updates of tables without other unique
+// indexes, DELETE ... WHERE key IN (...) for deletes). A batch is flushed before anything that could observe or reorder it: a change of
 // another table or kind, an UPDATE with a different set of assigned columns, an UPDATE/DELETE of a
 // key already in the batch (one statement must never touch a row twice), TRUNCATE, DDL, and the
 // end of a target transaction.
@@ -293,7 +293,10 @@ export class Applier {
   private row(ev: ChangeEvent): void {
     const r = ev.relation!;
     const full = r.replicaIdentity === 'f' || r.key.length === 0;
-    if (!full && !this.catalogStale && this.opts.reorderable?.(ev.schema, ev.table)) {
+    // "Reorderable" = no unique index but the replica identity and no exclusion constraint, as the
+    // caller last read the target's catalog. Absent (the --sql file) or stale (a DDL since) = unknown.
+    const reorderable = !this.catalogStale && (this.opts.reorderable?.(ev.schema, ev.table) ?? false);
+    if (!full && reorderable) {
       if (this.netRow(ev)) return;
     }
     this.flushNetOf(ev);
@@ -319,6 +322,15 @@ export class Applier {
     const ks = keyString(key);
     if (ev.op === 'UPDATE') {
       const setCols = updateColumns(ev);
+      if (!reorderable) {
+        // A table with another unique index (or one we cannot vouch for): one statement per UPDATE.
+        // Uniqueness is checked row by row as a statement runs, and a multi-row UPDATE visits its
+        // rows in the plan's order, not the stream's: a pair that swapped values in the source
+        // (a: x->y, b: y->x via a temporary) could collide in one statement.
+        this.flushBatch();
+        this.emit(updateSql(refOf(ev), setCols, [{ key, values: ev.new! }]));
+        return;
+      }
       const newKey = ev.oldKind ? keyString(r.key.map((i) => ev.new![i] ?? null)) : ks;
       let b = this.batch;
       if (!(b && b.kind === 'update' && b.rows.length < this.batchMaxRows && sameCols(b.setCols, setCols) && sameShape(b.ref, ev) && !b.keys.has(ks) && !b.keys.has(newKey))) {

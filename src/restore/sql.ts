@@ -35,11 +35,20 @@ export function hasEquality(type: string): boolean {
   return !NO_EQUALITY.has(type);
 }
 
-/** `col IS NOT DISTINCT FROM value`, for REPLICA IDENTITY FULL matching. */
+/**
+ * One column of a REPLICA IDENTITY FULL match: the same value, not merely an equal one. A type's
+ * `=` can hold between distinguishable values (float -0 = 0, numeric 1.0 = 1.00, citext, jsonb
+ * key order in json): changing the first `=` match could change the wrong one of two such rows.
+ * So the row's text output must equal the captured value's, read back through the type's input and
+ * written by its output function in this same session (no dependence on the session's DateStyle or
+ * extra_float_digits); `=` is kept first where the type has one, so an index can narrow the scan.
+ */
 function matchFull(alias: string, col: string, value: string | null, type: string): string {
   const c = `${alias}${quoteIdent(col)}`;
-  if (!hasEquality(type)) return value === null ? `${c} IS NULL` : `${c}::text = ${quoteLiteral(value)}`;
-  return value === null ? `${c} IS NULL` : `${c} = ${typed(value, type)}`;
+  if (value === null) return `${c} IS NULL`;
+  const v = typed(value, type);
+  const same = `${c}::text = (${v})::text`;
+  return hasEquality(type) ? `${c} = ${v} AND ${same}` : same;
 }
 
 export interface TableRef {
