@@ -183,19 +183,24 @@ async function main(): Promise<void> {
     await putOnce(store, archiveManifestKey(root), Buffer.from(JSON.stringify(manifest)));
     console.error(`segments written in ${((Date.now() - tb) / 1000).toFixed(1)} s`);
 
-    // Native logical-replication apply of the same changes.
+    // Native logical-replication apply of the same changes (BENCH_SKIP_NATIVE=1 skips it, for
+    // profiling our side: no ratio is printed then).
     const tn = Date.now();
-    await q(NATIVE, `CREATE SUBSCRIPTION ${SLOT} CONNECTION 'host=${baseUrl.hostname} port=${baseUrl.port || 5432} user=${decodeURIComponent(baseUrl.username) || 'postgres'} dbname=${SRC}' PUBLICATION ${SLOT} WITH (create_slot = false, slot_name = '${SLOT}', copy_data = false)`);
-    for (;;) {
-      const r = await q<{ l: string | null }>(NATIVE, `SELECT remote_lsn::text AS l FROM pg_replication_origin_status`);
-      const l = r[0]?.l;
-      if (l && parseLsn(l) > beforeLastCommit) break;
-      await new Promise((res) => setTimeout(res, 100));
+    const skipNative = Boolean(process.env.BENCH_SKIP_NATIVE);
+    let nativeSeconds = NaN;
+    if (!skipNative) {
+      await q(NATIVE, `CREATE SUBSCRIPTION ${SLOT} CONNECTION 'host=${baseUrl.hostname} port=${baseUrl.port || 5432} user=${decodeURIComponent(baseUrl.username) || 'postgres'} dbname=${SRC}' PUBLICATION ${SLOT} WITH (create_slot = false, slot_name = '${SLOT}', copy_data = false)`);
+      for (;;) {
+        const r = await q<{ l: string | null }>(NATIVE, `SELECT remote_lsn::text AS l FROM pg_replication_origin_status`);
+        const l = r[0]?.l;
+        if (l && parseLsn(l) > beforeLastCommit) break;
+        await new Promise((res) => setTimeout(res, 100));
+      }
+      nativeSeconds = (Date.now() - tn) / 1000;
+      await q(NATIVE, `ALTER SUBSCRIPTION ${SLOT} DISABLE`);
+      await q(NATIVE, `ALTER SUBSCRIPTION ${SLOT} SET (slot_name = NONE)`);
+      await q(NATIVE, `DROP SUBSCRIPTION ${SLOT}`);
     }
-    const nativeSeconds = (Date.now() - tn) / 1000;
-    await q(NATIVE, `ALTER SUBSCRIPTION ${SLOT} DISABLE`);
-    await q(NATIVE, `ALTER SUBSCRIPTION ${SLOT} SET (slot_name = NONE)`);
-    await q(NATIVE, `DROP SUBSCRIPTION ${SLOT}`);
 
     // Ours: first a dry run (fetch, verify, decode, merge, group, build SQL; nothing applied), then
     // the real restore.
@@ -222,7 +227,7 @@ async function main(): Promise<void> {
         baseLsn: formatLsn(base.lsn),
       }),
     );
-    if (fn !== fs || fo !== fs) process.exitCode = 3;
+    if ((!skipNative && fn !== fs) || fo !== fs) process.exitCode = 3;
   } finally {
     await q(SRC, `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = '${SLOT}'`).catch(() => {});
     for (const db of [OURS, NATIVE, SRC]) await q('postgres', `DROP DATABASE IF EXISTS ${db} WITH (FORCE)`).catch(() => {});
@@ -232,7 +237,9 @@ async function main(): Promise<void> {
 
 function cdpRestore(extra: string[]): Promise<string> {
   return new Promise<string>((resolve, reject) => {
-      const p = spawn(process.execPath, [`${REPO}bin/cdp.mjs`, 'restore', '--into', urlOf(OURS), '--latest', ...extra], {
+      // BENCH_RESTORE_NODE_FLAGS: e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof" for the restore child.
+      const flags = process.env.BENCH_RESTORE_NODE_FLAGS ? process.env.BENCH_RESTORE_NODE_FLAGS.split(' ') : [];
+      const p = spawn(process.execPath, [...flags, `${REPO}bin/cdp.mjs`, 'restore', '--into', urlOf(OURS), '--latest', ...extra], {
         env: { ...process.env, CDP_SOURCE_URL: urlOf(SRC), CDP_S3_PREFIX: PREFIX, CDP_LOG_LEVEL: 'warn', CDP_LOG_FORMAT: 'json' },
         stdio: ['ignore', 'pipe', 'inherit'],
       });
