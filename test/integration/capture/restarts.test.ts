@@ -1,11 +1,11 @@
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { execFile, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { promisify } from 'node:util';
 import { Kafka, logLevel } from 'kafkajs';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { REPO, createDatabase, dropDatabase, fingerprint, pipelineEnv, rand, runCli, stackEnvironment, waitFor, withClient } from '../restore/helpers.js';
+import { REPO, createDatabase, dropDatabase, fingerprint, lsnValue, pipelineEnv, rand, runCli, stackEnvironment, startRun, waitFor, withClient } from '../restore/helpers.js';
 
 // DESIGN.md section 8: a Kafka broker restart and a Postgres restart while `cdp run` (capture +
 // archive) runs under a workload of committed and rolled-back transactions. `cdp run` must ride
@@ -24,11 +24,6 @@ let runStderr = '';
 let runExit: Promise<number | null> | undefined;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-function lsnValue(text: string): bigint {
-  const [hi, lo] = text.split('/');
-  return (BigInt(`0x${hi}`) << 32n) + BigInt(`0x${lo}`);
-}
 
 const runAlive = () => !!run && run.exitCode === null && run.signalCode === null;
 
@@ -151,10 +146,7 @@ describe('cdp run across service restarts', () => {
   it('survives a Kafka broker kill -9 + restart and a Postgres restart; the latest point restores exactly', async () => {
     const setup = await runCli(['setup'], env);
     expect(setup.code, setup.stderr).toBe(0);
-    run = spawn(process.execPath, [`${REPO}bin/cdp.mjs`, 'run'], {
-      env: { ...process.env, ...stackEnvironment(), CDP_LOG_FORMAT: 'json', CDP_METRICS_PORT: '0', ...env },
-      stdio: ['ignore', 'ignore', 'pipe'],
-    });
+    run = startRun(env);
     run.stderr!.on('data', (d: Buffer) => {
       runStderr += d.toString();
       if (runStderr.length > 4_000_000) runStderr = runStderr.slice(-2_000_000);

@@ -1,18 +1,19 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { CreateBucketCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { archiveRoot } from '../../../src/config/config.js';
 import { createStore, getObject, listObjects } from '../../../src/s3/client.js';
 import {
-  REPO,
   createDatabase,
   dropDatabase,
   fingerprint,
+  lsnValue,
   pipelineEnv,
   rand,
   runCli,
   silentLog,
   stackEnvironment,
+  startRun,
   testConfig,
   waitFor,
   withClient,
@@ -35,11 +36,6 @@ async function status(extra: Record<string, string> = {}) {
 
 async function currentLsn(): Promise<string> {
   return withClient(url, async (c) => (await c.query('SELECT pg_current_wal_lsn()::text AS l')).rows[0].l as string);
-}
-
-function lsnValue(text: string): bigint {
-  const [hi, lo] = text.split('/');
-  return (BigInt(`0x${hi}`) << 32n) + BigInt(`0x${lo}`);
 }
 
 async function waitRestorable(lsn: string) {
@@ -70,10 +66,7 @@ describe('operations on a live archive', () => {
   it('setup, run, status: the restorable point follows the source and the RPO is within the objective', async () => {
     const setup = await runCli(['setup'], env);
     expect(setup.code, setup.stderr).toBe(0);
-    run = spawn(process.execPath, [`${REPO}bin/cdp.mjs`, 'run'], {
-      env: { ...process.env, ...stackEnvironment(), CDP_LOG_FORMAT: 'json', CDP_METRICS_PORT: '0', ...env },
-      stdio: ['ignore', 'ignore', 'pipe'],
-    });
+    run = startRun(env);
     await withClient(url, async (c) => {
       for (let i = 0; i < 20; i++) {
         await c.query(`UPDATE items SET v = v || $1 WHERE id % 20 = $2`, [String(i), i]);

@@ -1,4 +1,4 @@
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { pino } from 'pino';
@@ -48,6 +48,27 @@ export function runCli(args: string[], env: Record<string, string>, timeoutMs = 
       resolve({ code, stdout, stderr });
     });
   });
+}
+
+/** Starts `cdp run` (capture + archive) as a child; its stderr is piped for the caller to read. */
+export function startRun(env: Record<string, string>): ChildProcess {
+  return spawn(process.execPath, [`${REPO}bin/cdp.mjs`, 'run'], {
+    env: { ...process.env, ...stackEnvironment(), CDP_LOG_FORMAT: 'json', CDP_METRICS_PORT: '0', ...env },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+}
+
+/** An LSN in text form ("16/B374D848") as a comparable number. */
+export function lsnValue(text: string): bigint {
+  const [hi, lo] = text.split('/');
+  return (BigInt(`0x${hi}`) << 32n) + BigInt(`0x${lo}`);
+}
+
+/** `cdp status --json`'s restorable point as an LSN value, or undefined when there is none yet. */
+export async function restorableLsn(env: Record<string, string>): Promise<bigint | undefined> {
+  const r = await runCli(['status', '--json'], env);
+  const p = (JSON.parse(r.stdout) as { restorablePoint?: { lsn: string } }).restorablePoint;
+  return p ? lsnValue(p.lsn) : undefined;
 }
 
 /**

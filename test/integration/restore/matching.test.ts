@@ -1,6 +1,6 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createDatabase, dropDatabase, fingerprint, pipelineEnv, rand, REPO, runCli, stackEnvironment, waitFor, withClient } from './helpers.js';
+import { createDatabase, dropDatabase, fingerprint, lsnValue, pipelineEnv, rand, restorableLsn, runCli, stackEnvironment, startRun, waitFor, withClient } from './helpers.js';
 
 // Two ways a replayed change can land on the wrong row, through the whole pipeline (setup, run,
 // restore --latest) so the values are exactly what capture decodes:
@@ -45,10 +45,7 @@ describe('restore changes the same row the source changed', () => {
   it('rotating values of a second unique index, and FULL-identity rows that are equal but not the same', async () => {
     const setup = await runCli(['setup'], env);
     expect(setup.code, setup.stderr).toBe(0);
-    run = spawn(process.execPath, [`${REPO}bin/cdp.mjs`, 'run'], {
-      env: { ...process.env, ...stackEnvironment(), CDP_LOG_FORMAT: 'json', CDP_METRICS_PORT: '0', ...env },
-      stdio: ['ignore', 'ignore', 'pipe'],
-    });
+    run = startRun(env);
     const end = await withClient(url, async (c) => {
       await c.query('BEGIN');
       await c.query(`UPDATE u SET email = 'tmp', v = 1 WHERE id = 1`);
@@ -61,15 +58,7 @@ describe('restore changes the same row the source changed', () => {
       await c.query(`DELETE FROM f WHERE x::text = '0' AND tag = 'a'`);
       return (await c.query('SELECT pg_current_wal_lsn()::text AS l')).rows[0].l as string;
     });
-    const [hi, lo] = end.split('/');
-    const want = (BigInt(`0x${hi}`) << 32n) + BigInt(`0x${lo}`);
-    await waitFor(`restorable point past ${end}`, async () => {
-      const r = await runCli(['status', '--json'], env);
-      const p = JSON.parse(r.stdout).restorablePoint as { lsn: string } | undefined;
-      if (!p) return undefined;
-      const [h, l] = p.lsn.split('/');
-      return (BigInt(`0x${h}`) << 32n) + BigInt(`0x${l}`) >= want;
-    });
+    await waitFor(`restorable point past ${end}`, async () => ((await restorableLsn(env)) ?? -1n) >= lsnValue(end));
 
     const into = await createDatabase(restored);
     const r = await runCli(['restore', '--into', into, '--latest'], env);
