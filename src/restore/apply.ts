@@ -5,6 +5,7 @@ import type { ReplayItem } from './merge.js';
 import {
   copyRow,
   copySql,
+  createTableSql,
   ddlSql,
   deleteFullSql,
   deleteSql,
@@ -68,6 +69,11 @@ export interface ApplyOptions {
    * exclusion constraint). Absent = never coalesce, every change in stream order.
    */
   reorderable?: (schema: string, table: string) => boolean;
+  /**
+   * Whether the target has this table (as of the last catalog read). Absent = assume it does (the
+   * --sql file, the dry run). Used for CREATE TABLE AS / SELECT INTO, see Applier.ensureTable.
+   */
+  tableExists?: (schema: string, table: string) => boolean;
   /** Called after a DDL has been sent, before more rows are coalesced: refresh `reorderable`. */
   afterDdl?: () => Promise<void>;
   /** Rows of one INSERT / COPY in stream order (default 10,000). */
@@ -167,6 +173,8 @@ export class Applier {
   private sqlBytes = 0;
   private ops: Array<{ sql?: string; copy?: string; data?: string }> = [];
   private readonly net = new Map<string, NetTable>();
+  /** Tables created from the stream's description (schema.table), until their CREATE TABLE AS event. */
+  private readonly autoCreated = new Set<string>();
   private catalogStale = false;
   private readonly netMaxRows: number;
   /** COPY gets cheaper per row up to ~10,000 rows a statement (bench/restore-apply.ts). */
@@ -289,6 +297,18 @@ export class Applier {
         this.flushAll();
         const c = JSON.parse(ev.content ?? '{}') as DdlContent;
         if (c.repeatOfPrevious) return;
+        if (this.autoCreated.size > 0) {
+          for (const o of c.dropped ?? []) this.autoCreated.delete(plainIdentity(o));
+          if (c.tag === 'CREATE TABLE AS' || c.tag === 'SELECT INTO') {
+            const made = (c.objects ?? []).map(plainIdentity).filter((id) => this.autoCreated.delete(id));
+            // Its rows are already applied, into the table made from their description: running
+            // the query again would add them a second time.
+            if (made.length > 0) {
+              this.stats.skipped++;
+              return;
+            }
+          }
+        }
         if (!c.command || (this.opts.filter && !ddlTouches(c, this.opts.filter))) {
           this.stats.skipped++;
           this.opts.onDdlSkipped?.(ev);
@@ -309,7 +329,26 @@ export class Applier {
     }
   }
 
+  /**
+   * CREATE TABLE AS and SELECT INTO write their rows before the command ends, and the DDL event is
+   * emitted when it ends: in the stream the table's INSERTs come first. A row for a table the
+   * target does not have creates it from the row's relation description (the columns and types
+   * such a command gives a table; it has no constraints); the command's own event is then skipped.
+   * A CREATE TABLE AS that produced no rows has no INSERTs and is replayed as text as before.
+   */
+  private ensureTable(ev: ChangeEvent): void {
+    const exists = this.opts.tableExists;
+    if (!exists || exists(ev.schema, ev.table)) return;
+    const name = `${ev.schema}.${ev.table}`;
+    if (this.autoCreated.has(name)) return;
+    this.flushAll();
+    this.emit(createTableSql(refOf(ev)));
+    this.autoCreated.add(name);
+    this.catalogStale = true;
+  }
+
   private row(ev: ChangeEvent): void {
+    this.ensureTable(ev);
     const r = ev.relation!;
     const full = r.replicaIdentity === 'f' || r.key.length === 0;
     // "Reorderable" = no unique index but the replica identity and no exclusion constraint, as the
@@ -552,6 +591,11 @@ function parseSequences(content: string): Record<string, string | number> | unde
   } catch {
     return undefined;
   }
+}
+
+/** "schema.table" of a DDL object (object_identity with identifier quotes removed). */
+function plainIdentity(o: Record<string, unknown>): string {
+  return String(o.identity ?? o.object_identity ?? '').replace(/"/g, '');
 }
 
 function ddlTouches(c: DdlContent, f: TableFilter): boolean {

@@ -323,7 +323,13 @@ export async function runRestore(
   // Tables whose changes may be coalesced inside a target transaction: all but those with a unique
   // index other than the replica identity, or an exclusion constraint (see Applier.netRow).
   let noReorder = new Set<string>();
+  let tables = new Set<string>();
   const readCatalog = async () => {
+    const t = await client!.query<{ name: string }>(
+      `SELECT n.nspname || '.' || c.relname AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_temp%'`,
+    );
+    tables = new Set(t.rows.map((x) => x.name));
     const r = await client!.query<{ name: string }>(
       `SELECT DISTINCT n.nspname || '.' || c.relname AS name
          FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -336,6 +342,7 @@ export async function runRestore(
   const applier = new Applier(sink, {
     cursor: !opts.dryRun && !opts.sqlFile,
     reorderable: client ? (schema, table) => !noReorder.has(`${schema}.${table}`) : undefined,
+    tableExists: client ? (schema, table) => tables.has(`${schema}.${table}`) : undefined,
     afterDdl: client ? readCatalog : undefined,
     onePerSource: Boolean(opts.sqlFile),
     filter,

@@ -170,6 +170,17 @@ export function deleteFullSql(t: TableRef, old: (string | null)[]): string {
   return `DELETE FROM ${qualify(t.schema, t.table)} WHERE ${fullMatch(t, old)};\n`;
 }
 
+/**
+ * A table as the stream describes it: its columns with their format_type() types, nothing else.
+ * Used for the table of a CREATE TABLE AS / SELECT INTO, whose rows reach the stream before the
+ * command does (see Applier.ensureTable); such a table has no constraints or defaults of its own.
+ */
+export function createTableSql(t: TableRef): string {
+  const r = t.relation;
+  const cols = r.columns.map((c, i) => `${quoteIdent(c)} ${r.types[i]}`).join(', ');
+  return `CREATE TABLE IF NOT EXISTS ${qualify(t.schema, t.table)} (${cols});\n`;
+}
+
 export function truncateSql(relations: Array<[string, string]>, cascade: boolean, restartIdentity: boolean): string {
   if (relations.length === 0) return '';
   return `TRUNCATE ${relations.map(([s, t]) => qualify(s, t)).join(', ')}${restartIdentity ? ' RESTART IDENTITY' : ''}${cascade ? ' CASCADE' : ''};\n`;

@@ -12,7 +12,9 @@ import { createDatabase, dropDatabase, fingerprint, lsnValue, pipelineEnv, rand,
 //   in sql.test.ts guards the statement shape).
 // - A REPLICA IDENTITY FULL table holding rows that are equal but not the same (float 0 and -0,
 //   numeric 1.0 and 1.00). Matching the old row with `=` changes the first of the two.
-// Both end with the restored database's content equal to the source's, table by table.
+// - Tables made by CREATE TABLE AS / SELECT INTO: their rows are decoded before the command's DDL
+//   event (emitted when the command ends), so they arrive for a table the target does not have yet.
+// All end with the restored database's content equal to the source's, table by table.
 
 const name = `match_${rand()}`;
 const restored = `${name}_r`;
@@ -42,7 +44,7 @@ afterAll(async () => {
 });
 
 describe('restore changes the same row the source changed', () => {
-  it('rotating values of a second unique index, and FULL-identity rows that are equal but not the same', async () => {
+  it('rotating values of a second unique index, FULL-identity rows that are equal but not the same, tables made by a query', async () => {
     const setup = await runCli(['setup'], env);
     expect(setup.code, setup.stderr).toBe(0);
     run = startRun(env);
@@ -56,6 +58,17 @@ describe('restore changes the same row the source changed', () => {
       await c.query(`UPDATE f SET tag = 'minus zero' WHERE x::text = '-0'`);
       await c.query(`UPDATE f SET tag = 'two decimals' WHERE n::text = '1.00'`);
       await c.query(`DELETE FROM f WHERE x::text = '0' AND tag = 'a'`);
+      // Tables made by a query: their rows reach the stream before the command's DDL event.
+      await c.query(`CREATE TABLE made AS SELECT id, email, v * 10 AS w FROM u`);
+      await c.query(`SELECT x, tag INTO made_into FROM f`);
+      await c.query(`CREATE TABLE made_empty AS SELECT * FROM u WITH NO DATA`);
+      await c.query(`ALTER TABLE made ADD PRIMARY KEY (id)`);
+      await c.query(`UPDATE made SET w = w + 1 WHERE id = 2`);
+      await c.query(`INSERT INTO made_empty VALUES (9, 'z', 9)`);
+      await c.query('BEGIN');
+      await c.query(`CREATE TABLE made_txn AS SELECT g AS id, md5(g::text) AS h FROM generate_series(1, 100) g`);
+      await c.query(`INSERT INTO made_txn VALUES (101, 'after')`);
+      await c.query('COMMIT');
       return (await c.query('SELECT pg_current_wal_lsn()::text AS l')).rows[0].l as string;
     });
     await waitFor(`restorable point past ${end}`, async () => ((await restorableLsn(env)) ?? -1n) >= lsnValue(end));

@@ -199,6 +199,33 @@ describe('batching rules', () => {
     expect(sql).toContain('TRUNCATE "public"."t";');
     expect(sql).toContain('ALTER TABLE t ADD c int');
   });
+
+  it('creates a CREATE TABLE AS table from its rows, which precede the command, and skips the command', async () => {
+    const ctas = (command: string, tag: string, table: string) => ({
+      op: 'DDL' as const,
+      relation: null,
+      new: null,
+      content: JSON.stringify({ command, tag, searchPath: 'public', objects: [{ objectType: 'table', schema: 'public', identity: `public.${table}` }] }),
+    });
+    const evs = txn(100, 1, 1, [
+      { table: 'x', new: ['1', 'a'] },
+      { table: 'x', new: ['2', 'b'] },
+      ctas('CREATE TABLE x AS SELECT id, v FROM t', 'CREATE TABLE AS', 'x'),
+      // No rows: nothing was created from the stream, the command runs as text.
+      ctas('CREATE TABLE e AS SELECT id, v FROM t WHERE false', 'CREATE TABLE AS', 'e'),
+      ins('3'),
+    ]);
+    const have = new Set(['public.t']);
+    const { sql } = await replay(evs, { tableExists: (s, t) => have.has(`${s}.${t}`) });
+    expect(sql).toContain(`CREATE TABLE IF NOT EXISTS "public"."x" ("id" bigint, "v" text);\nINSERT INTO "public"."x" ("id", "v")`);
+    expect(sql).not.toContain('CREATE TABLE x AS');
+    expect(sql).toContain('CREATE TABLE e AS SELECT id, v FROM t WHERE false');
+    expect(sql.match(/CREATE TABLE IF NOT EXISTS/g)?.length).toBe(1);
+    // Without the target's catalog (the --sql file) nothing is guessed: the command runs as text.
+    const blind = await replay(evs);
+    expect(blind.sql).not.toContain('CREATE TABLE IF NOT EXISTS');
+    expect(blind.sql).toContain('CREATE TABLE x AS SELECT id, v FROM t');
+  });
 });
 
 describe('coalescing inside a target transaction', () => {
