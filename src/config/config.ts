@@ -86,6 +86,8 @@ export const ConfigSchema = z.strictObject({
       segmentMaxAgeMs: z.number().int().min(100).default(5_000),
       codec: z.enum(['zstandard', 'deflate']).default('zstandard'),
       zstdLevel: z.number().int().min(1).max(19).default(1),
+      /** Kafka consumer-group session timeout: the archiving pause after a member or broker dies. */
+      sessionTimeoutMs: z.number().int().min(6_000).max(300_000).default(10_000),
       /** Client-side AES-256-GCM: a 32-byte master key, hex or base64, in a file or an env var. */
       encryptionKeyFile: z.string().optional(),
       encryptionKeyEnv: z.string().optional(),
