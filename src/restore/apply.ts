@@ -1,4 +1,4 @@
-import type { ChangeEvent } from '../events/change-event.js';
+import type { ChangeEvent, RelationInfo } from '../events/change-event.js';
 import { CdpError, ErrorCodes } from '../errors.js';
 import type { Lsn } from '../util/lsn.js';
 import type { ReplayItem } from './merge.js';
@@ -108,7 +108,7 @@ export interface ApplyStats {
 
 type Batch =
   | { kind: 'insert'; ref: TableRef; rows: Array<(string | null)[]> }
-  | { kind: 'update'; ref: TableRef; setCols: number[]; rows: Array<{ key: (string | null)[]; values: (string | null)[] }>; keys: Set<string> }
+  | { kind: 'update'; ref: TableRef; setCols: readonly number[]; rows: Array<{ key: (string | null)[]; values: (string | null)[] }>; keys: Set<string> }
   | { kind: 'delete'; ref: TableRef; keys: Set<string>; rows: Array<(string | null)[]> };
 
 const SQL_BUFFER_BYTES = 1 << 20;
@@ -125,7 +125,7 @@ function sameShape(a: TableRef, ev: ChangeEvent): boolean {
   return true;
 }
 
-function sameCols(a: number[], b: number[]): boolean {
+function sameCols(a: readonly number[], b: readonly number[]): boolean {
   if (a.length !== b.length) return false;
   for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
   return true;
@@ -176,6 +176,8 @@ export class Applier {
   /** Tables created from the stream's description (schema.table), until their CREATE TABLE AS event. */
   private readonly autoCreated = new Set<string>();
   private catalogStale = false;
+  /** The catalog's answers per relation description (one object per table and shape, see fast-decode), until the next catalog read. */
+  private readonly tableInfo = new Map<RelationInfo, { schema: string; table: string; netKey: string; reorderable: boolean; exists: boolean }>();
   private readonly netMaxRows: number;
   /** COPY gets cheaper per row up to ~10,000 rows a statement (bench/restore-apply.ts). */
   private readonly insertMaxRows: number;
@@ -219,6 +221,7 @@ export class Applier {
       await this.sink.drain();
       await this.opts.afterDdl();
       this.catalogStale = false;
+      this.tableInfo.clear();
     }
   }
 
@@ -336,9 +339,25 @@ export class Applier {
    * such a command gives a table; it has no constraints); the command's own event is then skipped.
    * A CREATE TABLE AS that produced no rows has no INSERTs and is replayed as text as before.
    */
+  /** What the caller's catalog says of the event's table; asked once per table between catalog reads. */
+  private info(ev: ChangeEvent): { netKey: string; reorderable: boolean; exists: boolean } {
+    const r = ev.relation!;
+    let i = this.tableInfo.get(r);
+    if (!i || i.schema !== ev.schema || i.table !== ev.table) {
+      i = {
+        schema: ev.schema,
+        table: ev.table,
+        netKey: `${ev.schema}\u0000${ev.table}`,
+        reorderable: this.opts.reorderable?.(ev.schema, ev.table) ?? false,
+        exists: this.opts.tableExists?.(ev.schema, ev.table) ?? true,
+      };
+      this.tableInfo.set(r, i);
+    }
+    return i;
+  }
+
   private ensureTable(ev: ChangeEvent): void {
-    const exists = this.opts.tableExists;
-    if (!exists || exists(ev.schema, ev.table)) return;
+    if (this.info(ev).exists) return;
     const name = `${ev.schema}.${ev.table}`;
     if (this.autoCreated.has(name)) return;
     this.flushAll();
@@ -353,7 +372,7 @@ export class Applier {
     const full = r.replicaIdentity === 'f' || r.key.length === 0;
     // "Reorderable" = no unique index but the replica identity and no exclusion constraint, as the
     // caller last read the target's catalog. Absent (the --sql file) or stale (a DDL since) = unknown.
-    const reorderable = !this.catalogStale && (this.opts.reorderable?.(ev.schema, ev.table) ?? false);
+    const reorderable = !this.catalogStale && this.info(ev).reorderable;
     if (!full && reorderable) {
       if (this.netRow(ev)) return;
     }
@@ -423,7 +442,7 @@ export class Applier {
    */
   private netRow(ev: ChangeEvent): boolean {
     const r = ev.relation!;
-    const name = `${ev.schema}\u0000${ev.table}`;
+    const name = this.info(ev).netKey;
     let t = this.net.get(name);
     if (t && !sameShape(t.ref, ev)) {
       this.flushNet(t);
@@ -470,7 +489,7 @@ export class Applier {
 
   private flushNetOf(ev: ChangeEvent): void {
     if (this.net.size === 0) return;
-    const t = this.net.get(`${ev.schema}\u0000${ev.table}`);
+    const t = this.net.get(this.info(ev).netKey);
     if (t) this.flushNet(t);
   }
 

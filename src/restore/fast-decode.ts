@@ -23,6 +23,9 @@ const OUR_SCHEMA = JSON.stringify(JSON.parse(changeEventSchemaText));
 
 type Utf8Buffer = Buffer & { utf8Slice(start: number, end: number): string };
 
+/** Decoded empty int arrays are this one frozen array: consumers never modify event arrays. */
+const EMPTY_INTS = Object.freeze([]) as unknown as number[];
+
 class Reader {
   pos = 0;
   constructor(readonly buf: Utf8Buffer) {}
@@ -67,7 +70,12 @@ class Reader {
     this.pos += len;
     const b = this.buf;
     const last = slot.bytes;
-    if (last && last.length === len && b.compare(last, 0, len, start, this.pos) === 0) return slot.value;
+    if (last && last.length === len) {
+      // Names are short: a byte loop here is cheaper than a call into Buffer.compare.
+      let i = 0;
+      while (i < len && last[i] === b[start + i]) i++;
+      if (i === len) return slot.value;
+    }
     slot.bytes = Buffer.from(b.subarray(start, this.pos));
     slot.value = b.utf8Slice(start, this.pos);
     return slot.value;
@@ -95,6 +103,11 @@ class Reader {
   }
 
   intArray(): number[] {
+    if (this.buf[this.pos] === 0) {
+      // An empty array (one zero byte): shared, as most events have no unchanged-TOAST columns.
+      this.pos++;
+      return EMPTY_INTS;
+    }
     const out: number[] = [];
     for (let n = this.blockCount(); n !== 0; n = this.blockCount()) for (let i = 0; i < n; i++) out.push(this.long());
     return out;

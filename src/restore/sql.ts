@@ -88,9 +88,25 @@ export function keyValues(ev: { relation: RelationInfo | null; oldKind: string |
   return r.key.map((i) => src[i] ?? null);
 }
 
-/** Columns an UPDATE sets: all but unchanged TOAST values; key columns only when the key changed. */
-export function updateColumns(ev: { relation: RelationInfo | null; oldKind: string | null; unchanged: number[] }): number[] {
+/** Per relation description: [non-key columns, all columns], the answers without unchanged TOAST. */
+const plainUpdateColumns = new WeakMap<RelationInfo, [number[], number[]]>();
+
+/**
+ * Columns an UPDATE sets: all but unchanged TOAST values; key columns only when the key changed.
+ * The result may be shared between calls: callers must not modify it.
+ */
+export function updateColumns(ev: { relation: RelationInfo | null; oldKind: string | null; unchanged: number[] }): readonly number[] {
   const r = ev.relation!;
+  if (ev.unchanged.length === 0) {
+    // The common case, once per relation description instead of two Sets per change.
+    let p = plainUpdateColumns.get(r);
+    if (!p) {
+      const all = r.columns.map((_, i) => i);
+      p = [all.filter((i) => !r.key.includes(i)), all];
+      plainUpdateColumns.set(r, p);
+    }
+    return ev.oldKind !== null ? p[1] : p[0];
+  }
   const unchanged = new Set(ev.unchanged);
   const keySet = new Set(r.key);
   const keyMayChange = ev.oldKind !== null;
@@ -111,7 +127,7 @@ export function updateColumns(ev: { relation: RelationInfo | null; oldKind: stri
  * The VALUES list holds plain literals (resolved as text) and every use casts, so one NULL-only
  * column does not confuse type resolution. The batcher guarantees a key appears at most once.
  */
-export function updateSql(t: TableRef, setCols: number[], rows: Array<{ key: (string | null)[]; values: (string | null)[] }>): string {
+export function updateSql(t: TableRef, setCols: readonly number[], rows: Array<{ key: (string | null)[]; values: (string | null)[] }>): string {
   const r = t.relation;
   if (setCols.length === 0) return '';
   if (rows.length === 1) {
