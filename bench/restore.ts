@@ -185,6 +185,9 @@ async function main(): Promise<void> {
 
     // Native logical-replication apply of the same changes (BENCH_SKIP_NATIVE=1 skips it, for
     // profiling our side: no ratio is printed then).
+    // Each side starts from a fresh checkpoint: whichever runs second would otherwise pay for the
+    // checkpoint (and the full-page writes after it) that the first side's WAL triggered.
+    await q('postgres', 'CHECKPOINT');
     const tn = Date.now();
     const skipNative = Boolean(process.env.BENCH_SKIP_NATIVE);
     let nativeSeconds = NaN;
@@ -205,6 +208,7 @@ async function main(): Promise<void> {
     // Ours: first a dry run (fetch, verify, decode, merge, group, build SQL; nothing applied), then
     // the real restore.
     const dry = JSON.parse((await cdpRestore(['--dry-run'])).trim().split('\n').at(-1)!) as { replaySeconds: number };
+    await q('postgres', 'CHECKPOINT');
     const tr = Date.now();
     const out = await cdpRestore([]);
     const total = (Date.now() - tr) / 1000;

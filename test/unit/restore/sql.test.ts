@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import type { ChangeEvent, RelationInfo } from '../../../src/events/change-event.js';
 import { Applier, parseTableList, sequencesSql } from '../../../src/restore/apply.js';
 import { groupTransactions } from '../../../src/restore/merge.js';
-import { copyRow, ddlSql, deleteSql, insertSql, quoteIdent, quoteLiteral, truncateSql, typed, updateSql } from '../../../src/restore/sql.js';
+import { arrayLiteral, copyRow, ddlSql, deleteSql, insertSql, quoteIdent, quoteLiteral, truncateSql, typed, updateSql } from '../../../src/restore/sql.js';
 import { makeCut, parseTarget, parseTimeMicros } from '../../../src/restore/target.js';
 import { RecordingSink, REL, chunks, txn } from './helpers.js';
 
@@ -39,15 +39,24 @@ describe('statements', () => {
       `INSERT INTO "public"."T""x" ("id", "v") OVERRIDING SYSTEM VALUE VALUES\n  ('1'::bigint, 'o''k'::text),\n  ('2'::bigint, NULL::text);\n`,
     );
   });
-  it('UPDATE of one row, and of many rows through VALUES', () => {
+  it('UPDATE of one row, of many rows through typed arrays, and through VALUES for array-typed columns', () => {
     expect(updateSql(ref, [1], [{ key: ['1'], values: ['1', 'x'] }])).toBe(`UPDATE "public"."T""x" SET "v" = 'x'::text WHERE "id" = '1'::bigint;\n`);
     const many = updateSql({ schema: 's', table: 't', relation: rel2 }, [2], [
       { key: ['1', 'a'], values: ['1', 'a', '{"k": 1}'] },
       { key: ['2', "b'"], values: ['2', "b'", null] },
     ]);
     expect(many).toBe(
-      `UPDATE "s"."t" AS _t SET "v" = _v.c2::jsonb\nFROM (VALUES\n  ('1', 'a', '{"k": 1}'),\n  ('2', 'b''', NULL)) AS _v(k0, k1, c2)\nWHERE _t."a" = _v.k0::integer AND _t."b" = _v.k1::text;\n`,
+      `UPDATE "s"."t" AS _t SET "v" = _v.c2\nFROM unnest('{"1","2"}'::integer[],\n  '{"a","b''"}'::text[],\n  '{"{\\"k\\": 1}",NULL}'::jsonb[]) AS _v(k0, k1, c2)\nWHERE _t."a" = _v.k0 AND _t."b" = _v.k1;\n`,
     );
+    const arr: RelationInfo = { oid: 3, replicaIdentity: 'd', columns: ['id', 'tags'], types: ['bigint', 'text[]'], key: [0] };
+    const withArray = updateSql({ schema: 's', table: 'a', relation: arr }, [1], [
+      { key: ['1'], values: ['1', '{x,y}'] },
+      { key: ['2'], values: ['2', '{}'] },
+    ]);
+    expect(withArray).toBe(`UPDATE "s"."a" AS _t SET "tags" = _v.c1::text[]\nFROM (VALUES\n  ('1', '{x,y}'),\n  ('2', '{}')) AS _v(k0, c1)\nWHERE _t."id" = _v.k0::bigint;\n`);
+  });
+  it('array literals quote every element and escape quotes and backslashes; NULL stays bare', () => {
+    expect(arrayLiteral(['a', null, 'NULL', '', 'x"y', 'b\\c', "it's", '{,}'])).toBe(`'{"a",NULL,"NULL","","x\\"y","b\\\\c","it''s","{,}"}'`);
   });
   it('DELETE by one key column uses IN, by a composite key a VALUES join', () => {
     expect(deleteSql(ref, [['1'], ['2']])).toBe(`DELETE FROM "public"."T""x" WHERE "id" IN ('1'::bigint, '2'::bigint);\n`);
@@ -127,7 +136,7 @@ describe('batching rules', () => {
     const { sql } = await replay(txn(100, 1, 1, [upd('1', 'a'), upd('2', 'b'), upd('1', 'c')]), { reorderable: () => true });
     const stmts = sql.split(/;\n/).filter((s) => s.startsWith('UPDATE'));
     expect(stmts.length).toBe(1);
-    expect(stmts[0]).toContain("('1', 'c'),\n  ('2', 'b')) AS _v(k0, c1)");
+    expect(stmts[0]).toContain(`FROM unnest('{"1","2"}'::bigint[],\n  '{"c","b"}'::text[]) AS _v(k0, c1)`);
   });
 
   it('keeps the order of inserts, updates and deletes (a change of kind flushes)', async () => {
