@@ -28,6 +28,8 @@ export const ErrorCodes = {
   SHUTDOWN: 'CDP_SHUTDOWN',
   /** A one-shot command (restore) stopped by a signal before it finished: its work is incomplete. */
   INTERRUPTED: 'CDP_INTERRUPTED',
+  /** The archive holds something restore cannot replay faithfully (named in the message). */
+  UNSUPPORTED: 'CDP_UNSUPPORTED',
   INTERNAL: 'CDP_INTERNAL',
 } as const;
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
@@ -48,6 +50,7 @@ const exitFor: Record<ErrorCode, ExitCode> = {
   CDP_RPO_BREACHED: ExitCode.rpoBreached,
   CDP_SHUTDOWN: ExitCode.ok,
   CDP_INTERRUPTED: ExitCode.failure,
+  CDP_UNSUPPORTED: ExitCode.failure,
   CDP_INTERNAL: ExitCode.failure,
 };
 

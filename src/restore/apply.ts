@@ -1,6 +1,6 @@
 import type { ChangeEvent, RelationInfo } from '../events/change-event.js';
 import { CdpError, ErrorCodes } from '../errors.js';
-import type { Lsn } from '../util/lsn.js';
+import { formatLsn, type Lsn } from '../util/lsn.js';
 import type { ReplayItem } from './merge.js';
 import {
   copyRow,
@@ -175,6 +175,11 @@ export class Applier {
   private readonly net = new Map<string, NetTable>();
   /** Tables created from the stream's description (schema.table), until their CREATE TABLE AS event. */
   private readonly autoCreated = new Set<string>();
+  /** Tables DDL created or dropped since the caller last read the catalog (schema.table). */
+  private readonly createdSinceRead = new Set<string>();
+  private readonly droppedSinceRead = new Set<string>();
+  /** Commit LSN of the transaction whose CREATE TABLE AS event was skipped (see ensureTable). */
+  private skippedCtasAt: number | undefined;
   private catalogStale = false;
   /** The catalog's answers per relation description (one object per table and shape, see fast-decode), until the next catalog read. */
   private readonly tableInfo = new Map<RelationInfo, { schema: string; table: string; netKey: string; reorderable: boolean; exists: boolean }>();
@@ -222,6 +227,8 @@ export class Applier {
       await this.opts.afterDdl();
       this.catalogStale = false;
       this.tableInfo.clear();
+      this.createdSinceRead.clear();
+      this.droppedSinceRead.clear();
     }
   }
 
@@ -299,18 +306,42 @@ export class Applier {
       case 'DDL': {
         this.flushAll();
         const c = JSON.parse(ev.content ?? '{}') as DdlContent;
-        if (c.repeatOfPrevious) return;
-        if (this.autoCreated.size > 0) {
-          for (const o of c.dropped ?? []) this.autoCreated.delete(plainIdentity(o));
-          if (c.tag === 'CREATE TABLE AS' || c.tag === 'SELECT INTO') {
-            const made = (c.objects ?? []).map(plainIdentity).filter((id) => this.autoCreated.delete(id));
-            // Its rows are already applied, into the table made from their description: running
-            // the query again would add them a second time.
-            if (made.length > 0) {
-              this.stats.skipped++;
-              return;
-            }
+        if (c.repeatOfPrevious) {
+          if (this.skippedCtasAt === ev.commitLsn) {
+            // The skipped CREATE TABLE AS shared its query string with further DDL: replaying
+            // the text would create the table a second time, skipping it loses the rest.
+            throw new CdpError(
+              ErrorCodes.UNSUPPORTED,
+              `cannot replay the DDL of the transaction at commit LSN ${formatLsn(ev.commitLsn)} (xid ${ev.xid}): one query string held CREATE TABLE AS / SELECT INTO and further DDL (${JSON.stringify(c.command?.slice(0, 200))}); restore to a target before it`,
+              { details: { commitLsn: ev.commitLsn, xid: ev.xid } },
+            );
           }
+          return;
+        }
+        this.skippedCtasAt = undefined;
+        // The catalog read before this DDL no longer says which tables exist.
+        this.tableInfo.clear();
+        for (const o of c.dropped ?? []) {
+          const id = plainIdentity(o);
+          this.autoCreated.delete(id);
+          this.createdSinceRead.delete(id);
+          this.droppedSinceRead.add(id);
+        }
+        if (this.autoCreated.size > 0 && (c.tag === 'CREATE TABLE AS' || c.tag === 'SELECT INTO')) {
+          const made = (c.objects ?? []).map(plainIdentity).filter((id) => this.autoCreated.delete(id));
+          // Its rows are already applied, into the table made from their description: running
+          // the query again would add them a second time.
+          if (made.length > 0) {
+            this.skippedCtasAt = ev.commitLsn;
+            this.stats.skipped++;
+            return;
+          }
+        }
+        for (const o of c.objects ?? []) {
+          if (String(o.objectType ?? o.object_type ?? '') !== 'table') continue;
+          const id = plainIdentity(o);
+          this.createdSinceRead.add(id);
+          this.droppedSinceRead.delete(id);
         }
         if (!c.command || (this.opts.filter && !ddlTouches(c, this.opts.filter))) {
           this.stats.skipped++;
@@ -349,20 +380,33 @@ export class Applier {
         table: ev.table,
         netKey: `${ev.schema}\u0000${ev.table}`,
         reorderable: this.opts.reorderable?.(ev.schema, ev.table) ?? false,
-        exists: this.opts.tableExists?.(ev.schema, ev.table) ?? true,
+        exists: this.tableExists(ev.schema, ev.table),
       };
       this.tableInfo.set(r, i);
     }
     return i;
   }
 
+  /** The catalog's answer corrected by the DDL replayed since it was read. Absent catalog = exists. */
+  private tableExists(schema: string, table: string): boolean {
+    const ask = this.opts.tableExists;
+    if (!ask) return true;
+    const name = `${schema}.${table}`;
+    if (this.createdSinceRead.has(name)) return true;
+    if (this.droppedSinceRead.has(name)) return false;
+    return ask(schema, table);
+  }
+
   private ensureTable(ev: ChangeEvent): void {
-    if (this.info(ev).exists) return;
+    const info = this.info(ev);
+    if (info.exists) return;
     const name = `${ev.schema}.${ev.table}`;
-    if (this.autoCreated.has(name)) return;
     this.flushAll();
     this.emit(createTableSql(refOf(ev)));
     this.autoCreated.add(name);
+    this.createdSinceRead.add(name);
+    this.droppedSinceRead.delete(name);
+    info.exists = true;
     this.catalogStale = true;
   }
 
@@ -612,9 +656,30 @@ function parseSequences(content: string): Record<string, string | number> | unde
   }
 }
 
-/** "schema.table" of a DDL object (object_identity with identifier quotes removed). */
-function plainIdentity(o: Record<string, unknown>): string {
-  return String(o.identity ?? o.object_identity ?? '').replace(/"/g, '');
+/**
+ * "schema.table" of a DDL object, its object_identity unquoted: public."a""b" is public.a"b (a
+ * quoted identifier doubles its quotes), so it compares with the events' raw names.
+ */
+export function plainIdentity(o: Record<string, unknown>): string {
+  const id = String(o.identity ?? o.object_identity ?? '');
+  let out = '';
+  for (let i = 0; i < id.length; i++) {
+    const ch = id[i]!;
+    if (ch !== '"') {
+      out += ch;
+      continue;
+    }
+    // A quoted part: up to the closing quote, two quotes standing for one.
+    for (i++; i < id.length; i++) {
+      if (id[i] === '"') {
+        if (id[i + 1] === '"') {
+          out += '"';
+          i++;
+        } else break;
+      } else out += id[i];
+    }
+  }
+  return out;
 }
 
 function ddlTouches(c: DdlContent, f: TableFilter): boolean {

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { ChangeEvent, RelationInfo } from '../../../src/events/change-event.js';
-import { Applier, parseTableList, sequencesSql } from '../../../src/restore/apply.js';
+import { Applier, parseTableList, plainIdentity, sequencesSql } from '../../../src/restore/apply.js';
 import { groupTransactions } from '../../../src/restore/merge.js';
 import { arrayLiteral, copyRow, ddlSql, deleteSql, insertSql, quoteIdent, quoteLiteral, truncateSql, typed, updateSql } from '../../../src/restore/sql.js';
 import { makeCut, parseTarget, parseTimeMicros } from '../../../src/restore/target.js';
@@ -234,6 +234,56 @@ describe('batching rules', () => {
     const blind = await replay(evs);
     expect(blind.sql).not.toContain('CREATE TABLE IF NOT EXISTS');
     expect(blind.sql).toContain('CREATE TABLE x AS SELECT id, v FROM t');
+  });
+});
+
+describe('tables made by CREATE TABLE AS, with the catalog read before DDL', () => {
+  const ddl = (command: string, tag: string, extra: Record<string, unknown> = {}) => ({
+    op: 'DDL' as const,
+    relation: null,
+    new: null,
+    content: JSON.stringify({ command, tag, searchPath: 'public', ...extra }),
+  });
+  const table = (name: string) => ({ objectType: 'table', schema: 'public', identity: name });
+
+  it('a table dropped earlier in the batch and made again by CREATE TABLE AS is created from its rows', async () => {
+    const evs = txn(100, 1, 1, [
+      ddl('DROP TABLE x', 'DROP TABLE', { dropped: [{ objectType: 'table', identity: 'public.x' }] }),
+      { table: 'x', new: ['1', 'a'] },
+      ddl('CREATE TABLE x AS SELECT 1::bigint AS id, $$a$$ AS v', 'CREATE TABLE AS', { objects: [table('public.x')] }),
+      { table: 'x', new: ['2', 'b'] },
+    ]);
+    // The catalog was read before the DROP: it still lists x.
+    const { sql } = await replay(evs, { tableExists: () => true });
+    expect(sql).toContain('DROP TABLE x');
+    expect(sql.match(/CREATE TABLE IF NOT EXISTS "public"."x"/g)?.length).toBe(1);
+    expect(sql).not.toContain('CREATE TABLE x AS');
+    expect(sql.indexOf('DROP TABLE x')).toBeLessThan(sql.indexOf('CREATE TABLE IF NOT EXISTS'));
+  });
+
+  it('refuses, naming the transaction, a query string holding CREATE TABLE AS and further DDL', async () => {
+    const both = 'CREATE TABLE x AS SELECT 1::bigint AS id, $$a$$ AS v; ALTER TABLE x ADD PRIMARY KEY (id)';
+    const evs = txn(100, 7, 1, [
+      { table: 'x', new: ['1', 'a'] },
+      ddl(both, 'CREATE TABLE AS', { objects: [table('public.x')] }),
+      ddl(both, 'ALTER TABLE', { objects: [table('public.x')], repeatOfPrevious: true }),
+    ]);
+    await expect(replay(evs, { tableExists: (s, t) => `${s}.${t}` === 'public.t' })).rejects.toMatchObject({ code: 'CDP_UNSUPPORTED' });
+  });
+
+  it('unquotes object identities the way quote_ident wrote them', () => {
+    expect(plainIdentity({ identity: 'public.x' })).toBe('public.x');
+    expect(plainIdentity({ identity: '"My Schema"."a""b"' })).toBe('My Schema.a"b');
+    expect(plainIdentity({ object_identity: 'public."select"' })).toBe('public.select');
+  });
+
+  it('keeps the VALUES form for box columns (their array delimiter is a semicolon)', () => {
+    const rel: RelationInfo = { oid: 5, replicaIdentity: 'd', columns: ['id', 'b'], types: ['bigint', 'box'], key: [0] };
+    const sql = updateSql({ schema: 's', table: 'b', relation: rel }, [1], [
+      { key: ['1'], values: ['1', '(1,1),(0,0)'] },
+      { key: ['2'], values: ['2', '(2,2),(1,1)'] },
+    ]);
+    expect(sql).toContain('FROM (VALUES');
   });
 });
 
