@@ -1,7 +1,7 @@
 import { createRequire } from 'node:module';
 import type { Kafka } from 'kafkajs';
-import { Compressor } from 'zstd-napi';
 import { CdpError, ErrorCodes, toError } from '../errors.js';
+import { createCodec, type BlockCodec } from '../archive/codec.js';
 import { SCHEMA_HEADER } from '../events/change-event.js';
 
 // An idempotent Kafka producer for capture's hot path that writes the Produce request bytes itself.
@@ -97,8 +97,8 @@ export class DirectProducer {
     private readonly compression: 'none' | 'zstd' = 'none',
   ) {}
 
-  /** One zstd context for every batch (creating one per batch costs more than a level-1 pass). */
-  private cctx: Compressor | undefined;
+  /** The archive's zstandard codec: one context for every batch (cheaper than one per batch). */
+  private zstd: BlockCodec | undefined;
 
   get partitions(): number {
     return this.leaders.length;
@@ -238,11 +238,8 @@ export class DirectProducer {
     }
     let out = b.subarray(0, o);
     if (this.compression === 'zstd') {
-      if (!this.cctx) {
-        this.cctx = new Compressor();
-        this.cctx.setParameters({ compressionLevel: 1 });
-      }
-      const packed = this.cctx.compress(out.subarray(61));
+      this.zstd ??= createCodec('zstandard', 1);
+      const packed = this.zstd.compress(out.subarray(61));
       if (packed.length < out.length - 61) {
         out = Buffer.concat([out.subarray(0, 61), packed]);
         o = out.length;

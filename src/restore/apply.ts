@@ -397,8 +397,7 @@ export class Applier {
     return ask(schema, table);
   }
 
-  private ensureTable(ev: ChangeEvent): void {
-    const info = this.info(ev);
+  private ensureTable(ev: ChangeEvent, info: { exists: boolean }): void {
     if (info.exists) return;
     const name = `${ev.schema}.${ev.table}`;
     this.flushAll();
@@ -411,16 +410,18 @@ export class Applier {
   }
 
   private row(ev: ChangeEvent): void {
-    this.ensureTable(ev);
+    // The catalog's answers for this table, looked up once per change.
+    const info = this.info(ev);
+    this.ensureTable(ev, info);
     const r = ev.relation!;
     const full = r.replicaIdentity === 'f' || r.key.length === 0;
     // "Reorderable" = no unique index but the replica identity and no exclusion constraint, as the
     // caller last read the target's catalog. Absent (the --sql file) or stale (a DDL since) = unknown.
-    const reorderable = !this.catalogStale && this.info(ev).reorderable;
+    const reorderable = !this.catalogStale && info.reorderable;
     if (!full && reorderable) {
-      if (this.netRow(ev)) return;
+      if (this.netRow(ev, info.netKey)) return;
     }
-    this.flushNetOf(ev);
+    this.flushNetOf(info.netKey);
     if (ev.op === 'INSERT') {
       const b = this.batch;
       if (b && b.kind === 'insert' && b.rows.length < this.insertMaxRows && sameShape(b.ref, ev)) {
@@ -484,9 +485,8 @@ export class Applier {
    * and anything unexpected fall back to stream order. Returns false when the change must go the
    * ordered way.
    */
-  private netRow(ev: ChangeEvent): boolean {
+  private netRow(ev: ChangeEvent, name: string): boolean {
     const r = ev.relation!;
-    const name = this.info(ev).netKey;
     let t = this.net.get(name);
     if (t && !sameShape(t.ref, ev)) {
       this.flushNet(t);
@@ -531,9 +531,9 @@ export class Applier {
     return false;
   }
 
-  private flushNetOf(ev: ChangeEvent): void {
+  private flushNetOf(netKey: string): void {
     if (this.net.size === 0) return;
-    const t = this.net.get(this.info(ev).netKey);
+    const t = this.net.get(netKey);
     if (t) this.flushNet(t);
   }
 

@@ -137,9 +137,11 @@ export function arrayLiteral(values: Array<string | null>): string {
 
 /**
  * One UPDATE for many rows with the same set of assigned columns:
+ *   UPDATE t AS _t SET c = _v.c1 FROM unnest('{..}'::type[], ...) AS _v(k0, c1) WHERE _t.k = _v.k0
+ * or, for array-typed columns,
  *   UPDATE t AS _t SET c = _v.c1::type FROM (VALUES (...), ...) AS _v(k0, c1) WHERE _t.k = _v.k0::type
- * The VALUES list holds plain literals (resolved as text) and every use casts, so one NULL-only
- * column does not confuse type resolution. The batcher guarantees a key appears at most once.
+ * whose plain literals cast at every use, so one NULL-only column does not confuse type
+ * resolution. The batcher guarantees a key appears at most once.
  */
 export function updateSql(t: TableRef, setCols: readonly number[], rows: Array<{ key: (string | null)[]; values: (string | null)[] }>): string {
   const r = t.relation;
@@ -150,28 +152,29 @@ export function updateSql(t: TableRef, setCols: readonly number[], rows: Array<{
     const where = r.key.map((ci, k) => `${quoteIdent(r.columns[ci]!)} = ${typed(row.key[k] ?? null, r.types[ci]!)}`).join(' AND ');
     return `UPDATE ${qualify(t.schema, t.table)} SET ${set} WHERE ${where};\n`;
   }
-  const used = [...r.key, ...setCols];
   // box is the one built-in type whose array delimiter is ';', not ','.
-  if (used.every((i) => !r.types[i]!.endsWith(']') && r.types[i] !== 'box')) {
-    // One typed array per column, zipped by unnest: Postgres parses one literal per column instead
-    // of analysing and coercing a VALUES list of rows x columns constants (~20% less Postgres time
-    // per updated row, measured on the ANCHORS table). Not for array-typed columns: an array of
-    // arrays is one multi-dimensional array to Postgres, and unnest would flatten it.
+  const viaArrays = [...r.key, ...setCols].every((i) => !r.types[i]!.endsWith(']') && r.types[i] !== 'box');
+  // Via arrays: one typed array per column, zipped by unnest. Postgres parses one literal per column
+  // instead of analysing and coercing a VALUES list of rows x columns constants (~20% less Postgres
+  // time per updated row, measured on the ANCHORS table). Not for array-typed columns: an array of
+  // arrays is one multi-dimensional array to Postgres, and unnest would flatten it. The VALUES
+  // form holds plain literals (resolved as text) and casts at every use instead.
+  const cast = (type: string) => (viaArrays ? '' : `::${type}`);
+  const cols = [...r.key.map((_, k) => `k${k}`), ...setCols.map((i) => `c${i}`)];
+  const set = setCols.map((i) => `${quoteIdent(r.columns[i]!)} = _v.c${i}${cast(r.types[i]!)}`).join(', ');
+  const where = r.key.map((ci, k) => `_t.${quoteIdent(r.columns[ci]!)} = _v.k${k}${cast(r.types[ci]!)}`).join(' AND ');
+  let from: string;
+  if (viaArrays) {
     const arrays = [
       ...r.key.map((ci, k) => `${arrayLiteral(rows.map((row) => row.key[k] ?? null))}::${r.types[ci]}[]`),
       ...setCols.map((i) => `${arrayLiteral(rows.map((row) => row.values[i] ?? null))}::${r.types[i]}[]`),
     ];
-    const ucols = [...r.key.map((_, k) => `k${k}`), ...setCols.map((i) => `c${i}`)];
-    const uset = setCols.map((i) => `${quoteIdent(r.columns[i]!)} = _v.c${i}`).join(', ');
-    const uwhere = r.key.map((ci, k) => `_t.${quoteIdent(r.columns[ci]!)} = _v.k${k}`).join(' AND ');
-    return `UPDATE ${qualify(t.schema, t.table)} AS _t SET ${uset}\nFROM unnest(${arrays.join(',\n  ')}) AS _v(${ucols.join(', ')})\nWHERE ${uwhere};\n`;
+    from = `unnest(${arrays.join(',\n  ')})`;
+  } else {
+    const lit = (v: string | null) => (v === null ? 'NULL' : quoteLiteral(v));
+    from = `(VALUES\n  ${rows.map((row) => `(${[...row.key.map(lit), ...setCols.map((i) => lit(row.values[i] ?? null))].join(', ')})`).join(',\n  ')})`;
   }
-  const lit = (v: string | null) => (v === null ? 'NULL' : quoteLiteral(v));
-  const vcols = [...r.key.map((_, k) => `k${k}`), ...setCols.map((i) => `c${i}`)];
-  const values = rows.map((row) => `(${[...row.key.map(lit), ...setCols.map((i) => lit(row.values[i] ?? null))].join(', ')})`).join(',\n  ');
-  const set = setCols.map((i) => `${quoteIdent(r.columns[i]!)} = _v.c${i}::${r.types[i]}`).join(', ');
-  const where = r.key.map((ci, k) => `_t.${quoteIdent(r.columns[ci]!)} = _v.k${k}::${r.types[ci]}`).join(' AND ');
-  return `UPDATE ${qualify(t.schema, t.table)} AS _t SET ${set}\nFROM (VALUES\n  ${values}) AS _v(${vcols.join(', ')})\nWHERE ${where};\n`;
+  return `UPDATE ${qualify(t.schema, t.table)} AS _t SET ${set}\nFROM ${from} AS _v(${cols.join(', ')})\nWHERE ${where};\n`;
 }
 
 export function deleteSql(t: TableRef, keys: Array<(string | null)[]>): string {

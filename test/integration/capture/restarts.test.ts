@@ -5,7 +5,8 @@ import { promisify } from 'node:util';
 import { Kafka, logLevel } from 'kafkajs';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { REPO, createDatabase, dropDatabase, fingerprint, lsnValue, pipelineEnv, rand, runCli, stackEnvironment, startRun, waitFor, withClient } from '../restore/helpers.js';
+import { parseLsn } from '../../../src/util/lsn.js';
+import { REPO, createDatabase, dropDatabase, fingerprint, pipelineEnv, rand, runCli, stackEnvironment, startRun, waitFor, withClient } from '../restore/helpers.js';
 
 // DESIGN.md section 8: a Kafka broker restart and a Postgres restart while `cdp run` (capture +
 // archive) runs under a workload of committed and rolled-back transactions. `cdp run` must ride
@@ -203,7 +204,7 @@ describe('cdp run across service restarts', () => {
     await waitFor(`the restorable point to pass ${last}`, async () => {
       if (!runAlive()) return true;
       const r = await status();
-      return !!r.restorablePoint && lsnValue(r.restorablePoint.lsn) >= lsnValue(last);
+      return !!r.restorablePoint && parseLsn(r.restorablePoint.lsn) >= parseLsn(last);
     }, 600_000, 1_000);
     assertRunAlive('while waiting for the restorable point');
     times.catchUpMs = Date.now() - t;

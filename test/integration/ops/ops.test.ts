@@ -1,13 +1,13 @@
 import type { ChildProcess } from 'node:child_process';
 import { CreateBucketCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parseLsn } from '../../../src/util/lsn.js';
 import { archiveRoot } from '../../../src/config/config.js';
 import { createStore, getObject, listObjects } from '../../../src/s3/client.js';
 import {
   createDatabase,
   dropDatabase,
   fingerprint,
-  lsnValue,
   pipelineEnv,
   rand,
   runCli,
@@ -41,7 +41,7 @@ async function currentLsn(): Promise<string> {
 async function waitRestorable(lsn: string) {
   return waitFor(`restorable point past ${lsn}`, async () => {
     const { report } = await status();
-    return report.restorablePoint && lsnValue(report.restorablePoint.lsn) >= lsnValue(lsn) ? report : undefined;
+    return report.restorablePoint && parseLsn(report.restorablePoint.lsn) >= parseLsn(lsn) ? report : undefined;
   });
 }
 

@@ -4,6 +4,7 @@ import pg from 'pg';
 import { pino } from 'pino';
 import { loadConfig, type Config } from '../../../src/config/config.js';
 import type { CommandContext } from '../../../src/cli/main.js';
+import { parseLsn } from '../../../src/util/lsn.js';
 import { applyStackEnv, REPO } from '../../support/stack.js';
 
 // Shared by the base, restore and ops integration tests: the local stack's environment and fresh
@@ -58,17 +59,11 @@ export function startRun(env: Record<string, string>): ChildProcess {
   });
 }
 
-/** An LSN in text form ("16/B374D848") as a comparable number. */
-export function lsnValue(text: string): bigint {
-  const [hi, lo] = text.split('/');
-  return (BigInt(`0x${hi}`) << 32n) + BigInt(`0x${lo}`);
-}
-
 /** `cdp status --json`'s restorable point as an LSN value, or undefined when there is none yet. */
-export async function restorableLsn(env: Record<string, string>): Promise<bigint | undefined> {
+export async function restorableLsn(env: Record<string, string>): Promise<number | undefined> {
   const r = await runCli(['status', '--json'], env);
   const p = (JSON.parse(r.stdout) as { restorablePoint?: { lsn: string } }).restorablePoint;
-  return p ? lsnValue(p.lsn) : undefined;
+  return p ? parseLsn(p.lsn) : undefined;
 }
 
 /**

@@ -1,6 +1,7 @@
 import type { ChildProcess } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createDatabase, dropDatabase, fingerprint, lsnValue, pipelineEnv, rand, restorableLsn, runCli, stackEnvironment, startRun, waitFor, withClient } from './helpers.js';
+import { parseLsn } from '../../../src/util/lsn.js';
+import { createDatabase, dropDatabase, fingerprint, pipelineEnv, rand, restorableLsn, runCli, stackEnvironment, startRun, waitFor, withClient } from './helpers.js';
 
 // Two ways a replayed change can land on the wrong row, through the whole pipeline (setup, run,
 // restore --latest) so the values are exactly what capture decodes:
@@ -71,7 +72,7 @@ describe('restore changes the same row the source changed', () => {
       await c.query('COMMIT');
       return (await c.query('SELECT pg_current_wal_lsn()::text AS l')).rows[0].l as string;
     });
-    await waitFor(`restorable point past ${end}`, async () => ((await restorableLsn(env)) ?? -1n) >= lsnValue(end));
+    await waitFor(`restorable point past ${end}`, async () => ((await restorableLsn(env)) ?? -1) >= parseLsn(end));
 
     const into = await createDatabase(restored);
     const r = await runCli(['restore', '--into', into, '--latest'], env);
