@@ -413,7 +413,10 @@ class CaptureSession {
     const stream = this.stream!;
     const it = stream[Symbol.asyncIterator]();
     const mapper = new ChangeMapper(this.database);
-    const types = new TypeNames(this.catalog!);
+    // Type names at each change's point (type-names.ts): refreshed after every DDL event.
+    const types = new TypeNames(this.catalog!, (w) =>
+      this.log.warn(w, 'a column type was renamed again by a transaction not decoded yet: the name recorded for the changes after this DDL may be newer than they are (restore may stop on it)'),
+    );
     const tracker = this.tracker;
     const pipeline = this.pipeline;
 
@@ -447,7 +450,7 @@ class CaptureSession {
           break;
         }
         case 'relation':
-          mapper.relation(m, await types.resolve(m.columns));
+          mapper.relation(m, await types.relation(m));
           continue;
         case 'type':
           types.noteType(m);
@@ -468,6 +471,8 @@ class CaptureSession {
           break;
         case 'message':
           out = mapper.message(m, ev.walStart);
+          // A type, domain or schema renamed: pgoutput does not resend the Relation messages, the mapper learns the names here.
+          if (out?.op === 'DDL') for (const [rel, names] of await types.afterDdl(out.xid)) mapper.relation(rel, names);
           if (!m.transactional) {
             // Outside any transaction: nothing for restore to apply, and no COMMIT to group it by (mapper.ts).
             metrics.nonTransactionalMessages.inc();
