@@ -698,7 +698,18 @@ function ddlTouches(c: DdlContent, f: TableFilter): boolean {
 /**
  * Sets every sequence to at least its value at the target: the SEQUENCES snapshot (values read
  * after the target when archived, else the last before), the sequence's current value (the base
- * dump's SEQUENCE SET), and the highest value in the column that owns it (serial / identity).
+ * dump's SEQUENCE SET), and the highest value (lowest for a descending sequence) in every integer
+ * column that draws from it: the column that owns it (serial, identity, OWNED BY: pg_depend 'a' /
+ * 'i' from the sequence to the column) and every column whose default calls nextval on it
+ * (pg_depend 'n' from the default, pg_attrdef, to the sequence: a standalone sequence used by a
+ * DEFAULT nextval('seq') without OWNED BY, or shared by several tables, has only these).
+ *
+ * The columns matter because the snapshot can be older than the target: capture writes one every
+ * capture.sequenceIntervalMs, so a target in the last interval before the restorable point
+ * (always so for --latest) gets the snapshot before it, which predates the newest rows, or even
+ * the sequence itself (created after it: no entry at all). A default written as
+ * nextval('seq'::text) records no dependency and is not seen. Clamped to the sequence's bounds
+ * (setval refuses values outside them; the source cannot be past them either).
  * One DO block, so that the same text serves the live target and the --sql file.
  */
 export function sequencesSql(snapshot: Record<string, string | number> | undefined): string {
@@ -706,27 +717,42 @@ export function sequencesSql(snapshot: Record<string, string | number> | undefin
   return `DO $cdp$
 DECLARE
   r record;
+  d record;
   snap jsonb := ${snap}::jsonb;
   v numeric;
   m numeric;
   cur numeric;
 BEGIN
   FOR r IN
-    SELECT c.oid AS seq, n.nspname, c.relname, d.refobjid AS tbl, a.attname, a.atttypid
+    SELECT c.oid AS seq, n.nspname, c.relname, s.seqincrement > 0 AS up, s.seqmin, s.seqmax
     FROM pg_catalog.pg_class c
     JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-    LEFT JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_class'::regclass AND d.objid = c.oid
-      AND d.refclassid = 'pg_catalog.pg_class'::regclass AND d.deptype IN ('a', 'i') AND d.refobjsubid > 0
-    LEFT JOIN pg_catalog.pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+    JOIN pg_catalog.pg_sequence s ON s.seqrelid = c.oid
     WHERE c.relkind = 'S' AND n.nspname NOT IN ('pg_catalog', 'information_schema', '_cdp_restore')
   LOOP
     v := (snap ->> (r.nspname || '.' || r.relname))::numeric;
-    IF r.tbl IS NOT NULL AND r.atttypid IN (20, 21, 23) THEN
-      EXECUTE format('SELECT max(%I)::numeric FROM %s', r.attname, r.tbl::regclass) INTO m;
-      v := greatest(v, m);
-    END IF;
+    FOR d IN
+      SELECT a.attrelid AS tbl, a.attname
+      FROM pg_catalog.pg_depend dep
+      JOIN pg_catalog.pg_attribute a ON a.attrelid = dep.refobjid AND a.attnum = dep.refobjsubid
+      WHERE dep.classid = 'pg_catalog.pg_class'::regclass AND dep.objid = r.seq
+        AND dep.refclassid = 'pg_catalog.pg_class'::regclass AND dep.deptype IN ('a', 'i') AND dep.refobjsubid > 0
+        AND a.atttypid IN (20, 21, 23) AND NOT a.attisdropped
+      UNION
+      SELECT a.attrelid, a.attname
+      FROM pg_catalog.pg_depend dep
+      JOIN pg_catalog.pg_attrdef ad ON ad.oid = dep.objid
+      JOIN pg_catalog.pg_attribute a ON a.attrelid = ad.adrelid AND a.attnum = ad.adnum
+      WHERE dep.classid = 'pg_catalog.pg_attrdef'::regclass AND dep.refclassid = 'pg_catalog.pg_class'::regclass
+        AND dep.refobjid = r.seq AND dep.deptype = 'n'
+        AND a.atttypid IN (20, 21, 23) AND NOT a.attisdropped
+    LOOP
+      EXECUTE format('SELECT %s(%I)::numeric FROM %s', CASE WHEN r.up THEN 'max' ELSE 'min' END, d.attname, d.tbl::regclass) INTO m;
+      v := CASE WHEN r.up THEN greatest(v, m) ELSE least(v, m) END;
+    END LOOP;
+    v := greatest(least(v, r.seqmax), r.seqmin);
     EXECUTE format('SELECT CASE WHEN is_called THEN last_value END::numeric FROM %s', r.seq::regclass) INTO cur;
-    IF v IS NOT NULL AND (cur IS NULL OR v > cur) THEN
+    IF v IS NOT NULL AND (cur IS NULL OR (r.up AND v > cur) OR (NOT r.up AND v < cur)) THEN
       PERFORM pg_catalog.setval(r.seq, v::bigint, true);
     END IF;
   END LOOP;
