@@ -25,6 +25,7 @@ import { pino } from 'pino';
 import { startArchiver } from '../src/archive/archiver.js';
 import { keyringOf, parseMasterKey } from '../src/archive/crypto.js';
 import { readSegment, SegmentWriter } from '../src/archive/segment.js';
+import { segmentKey } from '../src/archive/layout.js';
 import { loadConfig } from '../src/config/config.js';
 import { emptyEvent, encodeChange, kafkaKey, SCHEMA_HEADER, type ChangeEvent } from '../src/events/change-event.js';
 import '../src/kafka/codecs.js';
@@ -75,13 +76,13 @@ function workload(): { events: ChangeEvent[]; rowsIns: string[][]; } {
 }
 
 function codecPart(values: Buffer[], codec: 'zstandard' | 'deflate', encrypt: boolean) {
-  const keyring = encrypt ? keyringOf(parseMasterKey(randomBytes(32).toString('hex'), 'bench')) : undefined;
+  const keyring = encrypt ? keyringOf(parseMasterKey(randomBytes(32).toString('hex'), 'bench'), { archive: 'bench' }) : undefined;
   const t0 = process.hrtime.bigint();
   let w = new SegmentWriter({ partition: 0, codec });
   let stored = 0;
   let raw = 0;
   let segments = 0;
-  const segs: { bytes: Buffer; sha: string }[] = [];
+  const segs: { bytes: Buffer; sha: string; key: string }[] = [];
   for (let i = 0; i < values.length; i++) {
     w.append(values[i]!, String(i));
     if (w.rawBytes >= 64 * MB) {
@@ -89,7 +90,7 @@ function codecPart(values: Buffer[], codec: 'zstandard' | 'deflate', encrypt: bo
       stored += s.bytes.length;
       raw += s.rawBytes;
       segments++;
-      segs.push({ bytes: s.bytes, sha: s.name.sha256 });
+      segs.push({ bytes: s.bytes, sha: s.name.sha256, key: segmentKey('bench', s.name) });
       w = new SegmentWriter({ partition: 0, codec });
     }
   }
@@ -97,12 +98,12 @@ function codecPart(values: Buffer[], codec: 'zstandard' | 'deflate', encrypt: bo
   stored += s.bytes.length;
   raw += s.rawBytes;
   segments++;
-  segs.push({ bytes: s.bytes, sha: s.name.sha256 });
+  segs.push({ bytes: s.bytes, sha: s.name.sha256, key: segmentKey('bench', s.name) });
   const secs = Number(process.hrtime.bigint() - t0) / 1e9;
   // Read back (verify + decrypt + decode) to time the restore side's first step too.
   const r0 = process.hrtime.bigint();
   let n = 0;
-  for (const seg of segs) for (const b of readSegment(seg.bytes, { expectedSha256: seg.sha, keyring }).blocks()) n += b.length;
+  for (const seg of segs) for (const b of readSegment(seg.bytes, { expectedSha256: seg.sha, keyring, key: seg.key }).blocks()) n += b.length;
   const rsecs = Number(process.hrtime.bigint() - r0) / 1e9;
   if (n !== values.length) throw new Error(`read back ${n} of ${values.length}`);
   return { codec, encrypt, segments, raw, stored, secs, rsecs };

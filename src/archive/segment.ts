@@ -3,8 +3,8 @@ import { changeEventSchemaText, changeEventType, encodeChange, type ChangeEvent 
 import { CdpError, ErrorCodes, IntegrityError, toError } from '../errors.js';
 import { getObject, sha256, type Store } from '../s3/client.js';
 import { createCodec, decompressBlock, type BlockCodec } from './codec.js';
-import { decryptObject, encryptObject, isEncrypted, type Keyring } from './crypto.js';
-import { SEGMENT_MANIFEST_META, type SegmentManifest, type SegmentName } from './layout.js';
+import { openObject, sealObject, type Keyring } from './crypto.js';
+import { parseSegmentKey, segmentKey, SEGMENT_MANIFEST_META, type SegmentManifest, type SegmentName } from './layout.js';
 
 // Segment files: Avro Object Container Files (Avro 1.11 specification, "Object Container Files"),
 // so that standard Avro tools read an unencrypted segment:
@@ -212,14 +212,16 @@ export class SegmentWriter {
     let bytes: Buffer = Buffer.concat([...header, ...this.blocks]);
     this.blocks = [];
     this.blocksBytes = 0;
-    if (keyring) bytes = encryptObject(bytes, keyring.current);
     const name: SegmentName = {
       partition: this.partition,
       maxLsn: manifest.maxLsn,
       firstOffset: manifest.firstOffset,
       lastOffset: manifest.lastOffset,
-      sha256: sha256(bytes),
+      sha256: '0'.repeat(64),
     };
+    // Sealed for its name (crypto.ts: the name without the hash of the sealed bytes).
+    if (keyring) bytes = sealObject(bytes, keyring, segmentKey(keyring.archive, name));
+    name.sha256 = sha256(bytes);
     return { bytes, manifest, name, rawBytes: this.raw };
   }
 }
@@ -327,7 +329,7 @@ export function openContainer(bytes: Buffer, opts: ReadSegmentOptions): SegmentC
       details: { key: opts.key, expected: opts.expectedSha256, actual },
     });
   }
-  const plain = isEncrypted(bytes) ? decryptObject(bytes, opts.keyring, what) : bytes;
+  const { plain, envelope } = openObject(bytes, opts.keyring, opts.key, what);
   let header: ParsedHeader;
   let manifest: SegmentManifest;
   try {
@@ -338,6 +340,14 @@ export function openContainer(bytes: Buffer, opts: ReadSegmentOptions): SegmentC
   } catch (err) {
     if (err instanceof CdpError) throw err;
     throw new IntegrityError(`${what}: unreadable segment header (${toError(err).message})`, { cause: err, details: { key: opts.key } });
+  }
+  if (envelope === 'v1') {
+    // A legacy envelope authenticates the content, not the name: the name must match the
+    // authenticated manifest, or the object was moved.
+    const n = opts.key ? parseSegmentKey(opts.key) : undefined;
+    if (!n || n.partition !== manifest.partition || n.firstOffset !== manifest.firstOffset || n.lastOffset !== manifest.lastOffset || n.maxLsn !== manifest.maxLsn) {
+      throw new IntegrityError(`${what}: its v1-encrypted manifest says partition ${manifest.partition}, offsets ${manifest.firstOffset}..${manifest.lastOffset}: the object was moved or renamed`, { details: { key: opts.key } });
+    }
   }
   const codec = header.meta.get('avro.codec')?.toString('utf8') ?? 'null';
   const blocks = function* (decode: BlockDecoder = decodeBlockGeneric): Generator<ChangeEvent[]> {

@@ -1,12 +1,13 @@
 import { spawn } from 'node:child_process';
-import { createCipheriv, createHash, randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { PassThrough, Transform } from 'node:stream';
 import pg from 'pg';
 import type { CommandContext } from '../cli/main.js';
 import { archiveRoot, sourceDatabase, type Config } from '../config/config.js';
-import { loadKeyring, type MasterKey } from '../archive/crypto.js';
+import { loadKeyring, sealStream, type LegacyBaseEncryption } from '../archive/crypto.js';
 import { baseDumpKey, baseManifestKey, type BaseManifest } from '../archive/layout.js';
 import { redactUrl } from '../capture/source.js';
+import { childConnection } from '../pg/child-conn.js';
 import { CdpError, ErrorCodes, pgError, toError } from '../errors.js';
 import { createStore, getObjectIfExists, putOnce, type Store } from '../s3/client.js';
 import { MULTIPART_PART_SIZE, uploadMultipart } from '../s3/multipart.js';
@@ -28,8 +29,13 @@ import { formatLsn, microsToIso, parseLsn } from '../util/lsn.js';
 // stays at queueSize * partSize whatever the database size. The manifest is written last, with
 // putOnce: a base without manifest.json is incomplete and never used.
 
-/** Our manifest carries two extra facts restore uses; older readers ignore them. */
-export type BaseManifestExt = BaseManifest & {
+/**
+ * Our manifest carries two extra facts restore uses; older readers ignore them. `encryption` is
+ * {keyId, envelope: 2} for a dump sealed in the envelope (crypto.ts), or the v1 fields of a dump
+ * written before it (the header then lived in the manifest).
+ */
+export type BaseManifestExt = Omit<BaseManifest, 'encryption'> & {
+  encryption: null | (LegacyBaseEncryption & { envelope?: 2 });
   /** 64-bit xmax of the exported snapshot: every xid >= it committed after the base. */
   snapshotXmax?: number;
   compressed?: boolean;
@@ -38,6 +44,7 @@ export type BaseManifestExt = BaseManifest & {
 /** The CDP's own objects in the source (capture's DDL-capture schema); never part of a base. */
 export const CDP_SCHEMA = 'katya_cdp';
 
+/** pg_dump's arguments; the URL in them has no password (it travels in the env: childConnection). */
 export function pgDumpArgs(cfg: Config, snapshot: string, excludeSchemas: string[]): string[] {
   return [
     '--format=custom',
@@ -46,7 +53,7 @@ export function pgDumpArgs(cfg: Config, snapshot: string, excludeSchemas: string
     '--no-publications',
     '--no-subscriptions',
     ...excludeSchemas.map((s) => `--exclude-schema=${s}`),
-    `--dbname=${cfg.source.url}`,
+    `--dbname=${childConnection(cfg.source.url).url}`,
   ];
 }
 
@@ -58,30 +65,6 @@ async function commandVersion(path: string): Promise<string> {
     p.on('error', () => resolve('unknown'));
     p.on('close', () => resolve(out.trim() || 'unknown'));
   });
-}
-
-/** Streaming AES-256-GCM under a fresh data key wrapped by the master key (envelope, like segments). */
-function encryptor(master: MasterKey): { stream: Transform; finish: () => NonNullable<BaseManifest['encryption']> } {
-  const dataKey = randomBytes(32);
-  const aad = Buffer.from(master.id, 'ascii');
-  const wrapIv = randomBytes(12);
-  const w = createCipheriv('aes-256-gcm', master.key, wrapIv);
-  w.setAAD(aad);
-  const wrapped = Buffer.concat([w.update(dataKey), w.final()]);
-  const wrapTag = w.getAuthTag();
-  const iv = randomBytes(12);
-  const c = createCipheriv('aes-256-gcm', dataKey, iv);
-  c.setAAD(aad);
-  return {
-    stream: c,
-    finish: () => ({
-      keyId: master.id,
-      // wrapIv | wrapTag | wrapped data key, base64.
-      wrappedKey: Buffer.concat([wrapIv, wrapTag, wrapped]).toString('base64'),
-      iv: iv.toString('base64'),
-      tag: c.getAuthTag().toString('base64'),
-    }),
-  };
 }
 
 export async function takeBaseBackup(ctx: CommandContext): Promise<BaseManifestExt> {
@@ -134,7 +117,7 @@ export async function takeBaseBackup(ctx: CommandContext): Promise<BaseManifestE
     log.info({ lsn: consistentPoint, snapshot: snapshotName, key: dumpKey }, 'basebackup: snapshot exported, running pg_dump');
 
     const args = pgDumpArgs(cfg, snapshotName, f.has_cdp_schema ? [CDP_SCHEMA] : []);
-    const child = spawn(cfg.basebackup.pgDumpPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(cfg.basebackup.pgDumpPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: childConnection(cfg.source.url).env });
     let stderr = '';
     child.stderr.on('data', (d: Buffer) => {
       stderr += d.toString();
@@ -149,7 +132,8 @@ export async function takeBaseBackup(ctx: CommandContext): Promise<BaseManifestE
 
     const hash = createHash('sha256');
     let size = 0;
-    const enc = keyring ? encryptor(keyring.current) : undefined;
+    // Sealed for its object key in this archive (envelope v2, crypto.ts).
+    const seal = keyring ? sealStream(keyring, dumpKey) : undefined;
     const meter = new Transform({
       transform(chunk: Buffer, _e, cb) {
         hash.update(chunk);
@@ -158,7 +142,7 @@ export async function takeBaseBackup(ctx: CommandContext): Promise<BaseManifestE
       },
     });
     const body = new PassThrough({ highWaterMark: MULTIPART_PART_SIZE });
-    (enc ? child.stdout.pipe(enc.stream).pipe(meter) : child.stdout.pipe(meter)).pipe(body);
+    (seal ? child.stdout.pipe(seal).pipe(meter) : child.stdout.pipe(meter)).pipe(body);
     const upload = uploadStream(store, dumpKey, body);
     let code: number;
     try {
@@ -186,7 +170,7 @@ export async function takeBaseBackup(ctx: CommandContext): Promise<BaseManifestE
       serverVersion: String(f.version),
       serverVersionNum: Number(f.version_num),
       pgDumpVersion: await commandVersion(cfg.basebackup.pgDumpPath),
-      encryption: enc ? enc.finish() : null,
+      encryption: keyring ? { keyId: keyring.current.id, envelope: 2 } : null,
       snapshotXmax: Number(f.xmax),
     };
     await putOnce(store, manifestKey, Buffer.from(JSON.stringify(manifest, null, 1)), { contentType: 'application/json' });

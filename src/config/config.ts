@@ -91,6 +91,12 @@ export const ConfigSchema = z.strictObject({
       /** Client-side AES-256-GCM: a 32-byte master key, hex or base64, in a file or an env var. */
       encryptionKeyFile: z.string().optional(),
       encryptionKeyEnv: z.string().optional(),
+      /**
+       * Open envelope-v1 objects (written before objects were bound to their name and archive).
+       * Off by default: a v1 object can be moved or replayed undetected, so it is accepted only
+       * when the operator says the archive predates envelope v2.
+       */
+      acceptLegacyEnvelopes: z.boolean().default(false),
     })
     .prefault({}),
   basebackup: z
@@ -155,6 +161,7 @@ export const ENV_MAP: Record<string, { path: string; kind: 'string' | 'list' | '
   CDP_SEGMENT_MAX_AGE_MS: { path: 'archive.segmentMaxAgeMs', kind: 'int' },
   CDP_ENCRYPTION_KEY_FILE: { path: 'archive.encryptionKeyFile', kind: 'string' },
   CDP_ENCRYPTION_KEY_ENV: { path: 'archive.encryptionKeyEnv', kind: 'string' },
+  CDP_ACCEPT_LEGACY_ENVELOPES: { path: 'archive.acceptLegacyEnvelopes', kind: 'bool' },
   CDP_HEARTBEAT_INTERVAL_MS: { path: 'capture.heartbeatIntervalMs', kind: 'int' },
   CDP_CAPTURE_COMPRESSION: { path: 'capture.compression', kind: 'string' },
   CDP_BASEBACKUP_INTERVAL_HOURS: { path: 'basebackup.intervalHours', kind: 'number' },

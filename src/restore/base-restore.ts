@@ -1,13 +1,14 @@
 import { spawn } from 'node:child_process';
-import { createDecipheriv, createHash, type DecipherGCM } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Transform, type Readable } from 'node:stream';
+import { Transform, Writable, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { GetObjectCommand } from '@aws-sdk/client-s3';
-import type { Keyring } from '../archive/crypto.js';
+import { openBaseStream, type Keyring } from '../archive/crypto.js';
+import { childConnection } from '../pg/child-conn.js';
 import { basesPrefix } from '../archive/layout.js';
 import type { BaseManifestExt } from '../base/basebackup.js';
 import { CDP_SCHEMA } from '../base/basebackup.js';
@@ -35,63 +36,56 @@ export async function listBaseManifests(store: Store, root: string): Promise<Bas
   return out.sort((a, b) => a.lsn - b.lsn);
 }
 
+/**
+ * Streams a base's stored bytes into `sink`, checking size and SHA-256 of the stored bytes (G5)
+ * and, with a keyring, opening the envelope (crypto.ts): only a dump sealed for this base's key in
+ * this archive passes; the GCM tag, checked at the end, authenticates the whole dump. Whatever the
+ * (unauthenticated) manifest says, a keyring means the dump must be sealed.
+ */
+async function streamBase(store: Store, base: BaseManifestExt, keyring: Keyring | undefined, sink: () => NodeJS.WritableStream): Promise<void> {
+  const what = `base ${base.key}`;
+  const opener = () => openBaseStream(keyring, base.key, base.encryption, what);
+  opener(); // refuses before the download what the manifest alone decides (no key, v1 refused)
+  await withRetry(
+    async () => {
+      let body: Readable;
+      try {
+        const out = await store.client.send(new GetObjectCommand({ Bucket: store.bucket, Key: base.key }), { abortSignal: store.signal });
+        body = out.Body as Readable;
+      } catch (err) {
+        throw s3Error(`get s3://${store.bucket}/${base.key}`, err);
+      }
+      const hash = createHash('sha256');
+      let size = 0;
+      const meter = new Transform({
+        transform(chunk: Buffer, _e, cb) {
+          hash.update(chunk);
+          size += chunk.length;
+          cb(null, chunk);
+        },
+      });
+      const open = opener();
+      const stages: NodeJS.ReadWriteStream[] = open ? [meter, open] : [meter];
+      try {
+        await pipeline(body, ...(stages as [NodeJS.ReadWriteStream]), sink());
+      } catch (err) {
+        if (err instanceof CdpError) throw err;
+        throw new CdpError(ErrorCodes.S3, `downloading ${base.key}: ${toError(err).message}`, { cause: err, canRetry: true });
+      }
+      const digest = hash.digest('hex');
+      if (digest !== base.sha256 || size !== base.size) {
+        throw new IntegrityError(`base ${base.key}: ${size} bytes with SHA-256 ${digest}, its manifest says ${base.size} bytes / ${base.sha256}; the dump was altered or truncated: restore from another base or the offsite copy`);
+      }
+    },
+    { what: `download ${base.key}`, log: store.log, signal: store.signal, maxElapsedMs: 300_000 },
+  );
+}
+
 export async function downloadBase(store: Store, base: BaseManifestExt, keyring: Keyring | undefined): Promise<{ dir: string; file: string }> {
   const dir = await mkdtemp(join(tmpdir(), 'cdp-restore-'));
   const file = join(dir, 'base.dump');
   try {
-    await withRetry(
-      async () => {
-        let body: Readable;
-        try {
-          const out = await store.client.send(new GetObjectCommand({ Bucket: store.bucket, Key: base.key }), { abortSignal: store.signal });
-          body = out.Body as Readable;
-        } catch (err) {
-          throw s3Error(`get s3://${store.bucket}/${base.key}`, err);
-        }
-        const hash = createHash('sha256');
-        let size = 0;
-        const meter = new Transform({
-          transform(chunk: Buffer, _e, cb) {
-            hash.update(chunk);
-            size += chunk.length;
-            cb(null, chunk);
-          },
-        });
-        const stages: NodeJS.ReadWriteStream[] = [meter];
-        let decipher: DecipherGCM | undefined;
-        if (base.encryption) {
-          if (!keyring) throw new CdpError(ErrorCodes.ENCRYPTION, `base ${base.lsnText} is encrypted with key ${base.encryption.keyId}; configure archive.encryptionKeyFile or archive.encryptionKeyEnv`);
-          const master = keyring.keys.get(base.encryption.keyId);
-          if (!master) throw new CdpError(ErrorCodes.ENCRYPTION, `base ${base.lsnText} is encrypted with key ${base.encryption.keyId}, which is not in the configured keyring`);
-          const packed = Buffer.from(base.encryption.wrappedKey, 'base64');
-          const aad = Buffer.from(base.encryption.keyId, 'ascii');
-          const w = createDecipheriv('aes-256-gcm', master, packed.subarray(0, 12));
-          w.setAAD(aad);
-          w.setAuthTag(packed.subarray(12, 28));
-          let dataKey: Buffer;
-          try {
-            dataKey = Buffer.concat([w.update(packed.subarray(28)), w.final()]);
-          } catch (err) {
-            throw new CdpError(ErrorCodes.ENCRYPTION, `base ${base.lsnText}: cannot unwrap its data key (wrong key?)`, { cause: err });
-          }
-          decipher = createDecipheriv('aes-256-gcm', dataKey, Buffer.from(base.encryption.iv, 'base64'));
-          decipher.setAAD(aad);
-          decipher.setAuthTag(Buffer.from(base.encryption.tag ?? '', 'base64'));
-          stages.push(decipher);
-        }
-        try {
-          await pipeline(body, ...(stages as [NodeJS.ReadWriteStream]), createWriteStream(file));
-        } catch (err) {
-          if (decipher) throw new CdpError(ErrorCodes.ENCRYPTION, `base ${base.lsnText}: decryption failed (${toError(err).message}); the dump was altered or the key is wrong`, { cause: err });
-          throw new CdpError(ErrorCodes.S3, `downloading ${base.key}: ${toError(err).message}`, { cause: err, canRetry: true });
-        }
-        const digest = hash.digest('hex');
-        if (digest !== base.sha256 || size !== base.size) {
-          throw new IntegrityError(`base ${base.key}: ${size} bytes with SHA-256 ${digest}, its manifest says ${base.size} bytes / ${base.sha256}; the dump was altered or truncated: restore from another base or the offsite copy`);
-        }
-      },
-      { what: `download ${base.key}`, log: store.log, signal: store.signal, maxElapsedMs: 300_000 },
-    );
+    await streamBase(store, base, keyring, () => createWriteStream(file, { mode: 0o600 }));
     return { dir, file };
   } catch (err) {
     await rm(dir, { recursive: true, force: true });
@@ -99,9 +93,14 @@ export async function downloadBase(store: Store, base: BaseManifestExt, keyring:
   }
 }
 
-async function run(cmd: string, args: string[], signal: AbortSignal): Promise<string> {
+/** `cdp verify`: reads a base through the same checks as restore, keeping nothing. */
+export async function checkBase(store: Store, base: BaseManifestExt, keyring: Keyring | undefined): Promise<void> {
+  await streamBase(store, base, keyring, () => new Writable({ write: (_c, _e, cb) => cb() }));
+}
+
+async function run(cmd: string, args: string[], signal: AbortSignal, env?: NodeJS.ProcessEnv): Promise<string> {
   return new Promise((resolve, reject) => {
-    const p = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const p = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env });
     let out = '';
     let err = '';
     p.stdout.on('data', (d: Buffer) => (out += d.toString()));
@@ -163,9 +162,11 @@ export async function restoreBase(opts: {
   const listing = await run(opts.pgRestorePath, ['--list', opts.file], opts.signal);
   const listFile = join(opts.dir, 'toc.list');
   await writeFile(listFile, filterToc(listing, opts.filter));
-  await run(
-    opts.pgRestorePath,
-    ['--no-owner', '--exit-on-error', `--jobs=${opts.jobs}`, `--use-list=${listFile}`, `--dbname=${opts.into}`, opts.file],
-    opts.signal,
-  );
+  const conn = childConnection(opts.into);
+  await run(opts.pgRestorePath, pgRestoreArgs({ ...opts, into: conn.url, listFile }), opts.signal, conn.env);
+}
+
+/** pg_restore's arguments. `into` must already be password-free (childConnection). */
+export function pgRestoreArgs(opts: { into: string; jobs: number; listFile: string; file: string }): string[] {
+  return ['--no-owner', '--exit-on-error', `--jobs=${opts.jobs}`, `--use-list=${opts.listFile}`, `--dbname=${opts.into}`, opts.file];
 }

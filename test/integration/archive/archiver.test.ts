@@ -281,8 +281,8 @@ describe('cdp archive', () => {
       await done;
       await f.capture.disconnect();
     }
-    const right = keyringOf(parseMasterKey(key, 'test'));
-    const wrong = keyringOf(parseMasterKey('a5'.repeat(32), 'test'));
+    const right = keyringOf(parseMasterKey(key, 'test'), { archive: f.root });
+    const wrong = keyringOf(parseMasterKey('a5'.repeat(32), 'test'), { archive: f.root });
     const events: ChangeEvent[] = [];
     let firstKey: string | undefined;
     for (let p = 0; p < PARTITIONS; p++) {

@@ -7,7 +7,7 @@ import { decompress as zstdDecompress } from 'zstd-napi';
 import { emptyEvent, encodeChange, type ChangeEvent } from '../../../src/events/change-event.js';
 import { CdpError, IntegrityError } from '../../../src/errors.js';
 import { keyringOf, parseMasterKey } from '../../../src/archive/crypto.js';
-import { SEGMENT_MANIFEST_META, type SegmentManifest } from '../../../src/archive/layout.js';
+import { SEGMENT_MANIFEST_META, segmentKey, type SegmentManifest } from '../../../src/archive/layout.js';
 import { cutReason } from '../../../src/archive/cut-policy.js';
 import { encodeSegment, readLong, readSegment, readValuePrefix, SegmentWriter, writeLong } from '../../../src/archive/segment.js';
 
@@ -149,16 +149,16 @@ describe('segment cuts', () => {
 });
 
 describe('client-side encryption', () => {
-  const keyA = keyringOf(parseMasterKey('11'.repeat(32), 'test'));
-  const keyB = keyringOf(parseMasterKey(Buffer.alloc(32, 2).toString('base64'), 'test'));
+  const keyA = keyringOf(parseMasterKey('11'.repeat(32), 'test'), { archive: 'cdp/db' });
+  const keyB = keyringOf(parseMasterKey(Buffer.alloc(32, 2).toString('base64'), 'test'), { archive: 'cdp/db' });
 
   it('round-trips an encrypted segment and the stored bytes do not show the data', async () => {
     const events = txn(0x8000, 40);
     const seg = encodeSegment(events, { partition: 0, codec: 'zstandard', keyring: keyA });
-    expect(seg.bytes.subarray(0, 8).toString()).toBe('KCDPENC1');
+    expect(seg.bytes.subarray(0, 8).toString()).toBe('KCDPENC2');
     expect(seg.bytes.includes(Buffer.from('Obj\x01'))).toBe(false);
     const got: ChangeEvent[] = [];
-    for await (const ev of readSegment(seg.bytes, { expectedSha256: seg.name.sha256, keyring: keyA }).events()) got.push(ev);
+    for await (const ev of readSegment(seg.bytes, { expectedSha256: seg.name.sha256, keyring: keyA, key: segmentKey('cdp/db', seg.name) }).events()) got.push(ev);
     expect(got).toEqual(events);
   });
 
@@ -167,7 +167,7 @@ describe('client-side encryption', () => {
     for (const keyring of [keyB, undefined]) {
       let err: unknown;
       try {
-        readSegment(seg.bytes, { expectedSha256: seg.name.sha256, keyring });
+        readSegment(seg.bytes, { expectedSha256: seg.name.sha256, keyring, key: segmentKey('cdp/db', seg.name) });
       } catch (e) {
         err = e;
       }

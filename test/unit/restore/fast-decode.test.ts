@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { keyringOf, parseMasterKey } from '../../../src/archive/crypto.js';
 import { encodeSegment, readSegment } from '../../../src/archive/segment.js';
+import { segmentKey } from '../../../src/archive/layout.js';
 import { emptyEvent, type ChangeEvent, type RelationInfo } from '../../../src/events/change-event.js';
 import { IntegrityError } from '../../../src/errors.js';
 import { ChangeEventDecoder, openSegment } from '../../../src/restore/fast-decode.js';
@@ -59,12 +60,12 @@ describe('fast segment decoder', () => {
   });
 
   it('reads encrypted segments and verifies SHA-256 first', () => {
-    const keyring = keyringOf(parseMasterKey('11'.repeat(32), 'test'));
+    const keyring = keyringOf(parseMasterKey('11'.repeat(32), 'test'), { archive: 'cdp/db' });
     const seg = encodeSegment(sample(), { partition: 1, codec: 'zstandard', keyring });
-    const fast = [...openSegment(seg.bytes, { expectedSha256: seg.name.sha256, keyring, decoder: new ChangeEventDecoder() }).blocks()].flat();
+    const fast = [...openSegment(seg.bytes, { expectedSha256: seg.name.sha256, keyring, key: segmentKey('cdp/db', seg.name), decoder: new ChangeEventDecoder() }).blocks()].flat();
     expect(fast.length).toBe(3003);
     const bad = Buffer.from(seg.bytes);
     bad[bad.length - 1]! ^= 1;
-    expect(() => openSegment(bad, { expectedSha256: seg.name.sha256, keyring, decoder: new ChangeEventDecoder() })).toThrow(IntegrityError);
+    expect(() => openSegment(bad, { expectedSha256: seg.name.sha256, keyring, key: segmentKey('cdp/db', seg.name), decoder: new ChangeEventDecoder() })).toThrow(IntegrityError);
   });
 });
