@@ -2,6 +2,7 @@ import { CdpError, ErrorCodes } from '../errors.js';
 import { emptyEvent, type ChangeEvent, type RelationInfo } from '../events/change-event.js';
 import type { Begin, Commit, Delete, Insert, Message, Relation, Truncate, Update } from '../pg/pgoutput.js';
 import type { Lsn } from '../util/lsn.js';
+import { verifyMessage, type MessageKey } from './ddl-auth.js';
 
 // pgoutput messages -> change events (DESIGN.md section 3, schemas/change-event.avsc). Pure: no
 // I/O, no clock. The capture loop resolves column types (an async catalog lookup) before handing a
@@ -34,6 +35,14 @@ export class ChangeMapper {
   private open = false;
   /** Non-transactional logical messages dropped so far (see message()). */
   nonTransactionalDropped = 0;
+  /**
+   * Key of the signed messages (ddl-auth.ts), read by capture from katya_cdp.secret. cdp.ddl and
+   * cdp.sequences messages that do not verify under it are dropped and reported to onForged.
+   */
+  messageKey: MessageKey | undefined;
+  onForged: ((prefix: string, why: string, lsn: Lsn) => void) | undefined;
+  /** Signed-prefix messages refused so far. */
+  forgedDropped = 0;
   private commitLsn: Lsn = 0;
   private xid = 0;
   private commitTime = 0;
@@ -147,8 +156,19 @@ export class ChangeMapper {
     }
     if (m.prefix === PREFIX.heartbeat) return null;
     if (!this.open) throw protocol(`pgoutput transactional Message '${m.prefix}' outside a transaction`);
-    const text = messageText(m.content);
+    let text = messageText(m.content);
     const op = m.prefix === PREFIX.ddl ? 'DDL' : m.prefix === PREFIX.sequences ? 'SEQUENCES' : 'MESSAGE';
+    if (op !== 'MESSAGE') {
+      // Anyone can write a message with our prefix (pg_logical_emit_message is PUBLIC); restore
+      // acts on these, so only the signed ones are kept, as their verified body.
+      const v = verifyMessage(this.messageKey, text);
+      if (!v.ok) {
+        this.forgedDropped++;
+        this.onForged?.(m.prefix, v.why, changeLsn);
+        return null;
+      }
+      text = v.body;
+    }
     return this.event(op, changeLsn, { content: text, prefix: m.prefix, position: this.position++ });
   }
 

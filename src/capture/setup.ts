@@ -1,6 +1,8 @@
+import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { Admin } from 'kafkajs';
 import type pg from 'pg';
+import { recordSetupBreak } from '../archive/chain.js';
 import { archiveManifestKey, type ArchiveManifest } from '../archive/layout.js';
 import type { CommandContext } from '../cli/main.js';
 import { archiveRoot, sourceDatabase, topicName, type Config } from '../config/config.js';
@@ -8,6 +10,7 @@ import { CdpError, ErrorCodes, ExitCode, pgError, toError } from '../errors.js';
 import { createKafka } from '../kafka/client.js';
 import { checkBucket, createStore, getObjectIfExists, putOnce, type Store } from '../s3/client.js';
 import type { Logger } from '../util/log.js';
+import { hmacPads } from './ddl-auth.js';
 import { connectCatalog, identifySystem, redactUrl } from './source.js';
 
 // `cdp setup` (DESIGN.md section 6): create or check the publication, the DDL capture, the Kafka
@@ -21,6 +24,8 @@ export const TOPIC_MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
 
 const EVENT_TRIGGER_END = 'katya_cdp_ddl_command_end';
 const EVENT_TRIGGER_DROP = 'katya_cdp_sql_drop';
+const EVENT_TRIGGER_REWRITE = 'katya_cdp_table_rewrite';
+const EVENT_TRIGGERS = [EVENT_TRIGGER_END, EVENT_TRIGGER_DROP, EVENT_TRIGGER_REWRITE];
 
 export const DDL_CAPTURE_SQL = readFileSync(new URL('./ddl-capture.sql', import.meta.url), 'utf8');
 
@@ -109,13 +114,27 @@ export async function setup(ctx: CommandContext, opts: { basebackup: boolean }):
       log.info({ topic, partitions: cfg.kafka.partitions }, 'setup: Kafka topic created');
     }
     await createInSource(client, cfg, source, log);
+    let slotLsn: number | undefined;
     if (!source.slotExists) {
       try {
-        await client.query(`SELECT pg_catalog.pg_create_logical_replication_slot($1, 'pgoutput')`, [cfg.source.slot]);
+        const r = await client.query<{ l: string }>(`SELECT (lsn - '0/0'::pg_lsn)::text AS l FROM pg_catalog.pg_create_logical_replication_slot($1, 'pgoutput')`, [cfg.source.slot]);
+        slotLsn = Number(r.rows[0]!.l);
       } catch (err) {
         throw pgError(`cannot create replication slot ${cfg.source.slot}`, err);
       }
       log.info({ slot: cfg.source.slot }, 'setup: replication slot created (it retains WAL until capture confirms it: start `cdp capture` soon)');
+    }
+    // Chain of custody (archive/chain.ts): a slot or topic created again under an existing archive
+    // is a break in the stream, recorded before capture can write into it; if recording fails, the
+    // new slot goes again, so that the next setup sees (and records) the same break.
+    if (archive.manifestExists) {
+      try {
+        const brk = await recordSetupBreak({ store, root: archiveRoot(cfg), cfg, admin, client, topic, topicCreated: !kafka.topicExists, slotCreated: !source.slotExists, slotLsn });
+        if (brk) log.warn({ generation: brk.generation.generation, topicEpoch: brk.generation.topicEpoch, gap: brk.gap?.key }, `setup: the stream was broken (${brk.generation.reason}): gap recorded, new stream generation started; restores across the break are refused, take a base after it`);
+      } catch (err) {
+        if (!source.slotExists) await client.query('SELECT pg_catalog.pg_drop_replication_slot($1)', [cfg.source.slot]).catch(() => {});
+        throw err;
+      }
     }
     log.info({ warnings: findings.warnings.length }, 'setup: done');
   } finally {
@@ -256,8 +275,8 @@ async function checkSource(client: pg.Client, cfg: Config, f: Findings): Promise
   }
 
   // DDL capture: event triggers need a superuser (PostgreSQL docs: CREATE EVENT TRIGGER).
-  const triggers = (await q<{ evtname: string; evtenabled: string }>('SELECT evtname, evtenabled FROM pg_event_trigger WHERE evtname = ANY($1)', [[EVENT_TRIGGER_END, EVENT_TRIGGER_DROP]]));
-  const ddlCaptureInstalled = triggers.length === 2;
+  const triggers = (await q<{ evtname: string; evtenabled: string }>('SELECT evtname, evtenabled FROM pg_event_trigger WHERE evtname = ANY($1)', [EVENT_TRIGGERS]));
+  const ddlCaptureInstalled = triggers.length === EVENT_TRIGGERS.length;
   for (const t of triggers) if (t.evtenabled === 'D') f.warnings.push(`event trigger ${t.evtname} is disabled: schema changes will not be captured; ALTER EVENT TRIGGER ${t.evtname} ENABLE`);
   if (!s.rolsuper) {
     f.warnings.push(
@@ -332,10 +351,16 @@ async function createInSource(client: pg.Client, cfg: Config, s: SourceState, lo
     }
     if (s.ddlCapturePossible) {
       await client.query(DDL_CAPTURE_SQL);
+      // The HMAC key of the DDL messages (ddl-capture.sql): made once, kept across setups (a new key
+      // would make capture drop the messages still in the slot, signed with the old one).
+      await client.query(
+        `INSERT INTO katya_cdp.secret (id, ikey, okey) VALUES (1, $1, $2) ON CONFLICT (id) DO NOTHING`,
+        hmacPads(randomBytes(32)),
+      );
       if (!s.ddlCaptureInstalled) {
-        await client.query(`DROP EVENT TRIGGER IF EXISTS ${EVENT_TRIGGER_END}`);
-        await client.query(`DROP EVENT TRIGGER IF EXISTS ${EVENT_TRIGGER_DROP}`);
+        for (const t of EVENT_TRIGGERS) await client.query(`DROP EVENT TRIGGER IF EXISTS ${t}`);
         await client.query(`CREATE EVENT TRIGGER ${EVENT_TRIGGER_DROP} ON sql_drop EXECUTE FUNCTION katya_cdp.on_sql_drop()`);
+        await client.query(`CREATE EVENT TRIGGER ${EVENT_TRIGGER_REWRITE} ON table_rewrite EXECUTE FUNCTION katya_cdp.on_table_rewrite()`);
         await client.query(`CREATE EVENT TRIGGER ${EVENT_TRIGGER_END} ON ddl_command_end EXECUTE FUNCTION katya_cdp.on_ddl_command_end()`);
         log.info('setup: DDL capture installed (event triggers katya_cdp_*)');
       }

@@ -6,7 +6,7 @@ import {
   copyRow,
   copySql,
   createTableSql,
-  ddlSql,
+  quoteIdent as quoteIdentSql,
   deleteFullSql,
   deleteSql,
   insertSql,
@@ -19,6 +19,7 @@ import {
   type TableRef,
 } from './sql.js';
 import type { TxnHeader } from './target.js';
+import { ddlReplaySql, planDdl, type DdlContent } from './ddl-replay.js';
 
 // Applies the replay stream through a SqlSink (a live session, or a .sql file).
 //
@@ -76,6 +77,15 @@ export interface ApplyOptions {
   tableExists?: (schema: string, table: string) => boolean;
   /** Called after a DDL has been sent, before more rows are coalesced: refresh `reorderable`. */
   afterDdl?: () => Promise<void>;
+  /** --ddl-override: SQL to run in place of a DDL event, by "xid/position" (ddl-replay.ts). */
+  ddlOverrides?: Map<string, string>;
+  /** --ddl-role: replay every DDL as this role instead of the one that ran it. */
+  ddlRole?: string;
+  /** Whether the target has this role (as of the last catalog read). Absent = not checked (--sql). */
+  roleExists?: (role: string) => boolean;
+  onDdlOverridden?: (ev: ChangeEvent, sql: string) => void;
+  /** A DDL event written by an earlier version (no role, whole query text): replayed as the restore role. */
+  onLegacyDdl?: (ev: ChangeEvent) => void;
   /** Rows of one INSERT / COPY in stream order (default 10,000). */
   insertMaxRows?: number;
   /** Rows one table may hold in the coalescing buffer before it is written. */
@@ -152,17 +162,6 @@ export function parseTableList(list: string[]): TableFilter {
   return { tables };
 }
 
-/** DDL content as written by the capture event trigger (DESIGN.md / change-event.avsc). */
-interface DdlContent {
-  command: string;
-  tag?: string;
-  searchPath?: string;
-  objects?: Array<Record<string, unknown>>;
-  dropped?: Array<Record<string, unknown>>;
-  /** The previous DDL event of the transaction had the same command text (a multi-statement query string or a DO block): replayed once. */
-  repeatOfPrevious?: boolean;
-}
-
 export class Applier {
   readonly stats: ApplyStats = { transactions: 0, changes: 0, skipped: 0, statements: 0, targetCommits: 0, last: undefined, lastEndLsn: 0 };
   /** Latest SEQUENCES snapshot applied (values at or before the last applied transaction). */
@@ -187,6 +186,8 @@ export class Applier {
   /** COPY gets cheaper per row up to ~10,000 rows a statement (bench/restore-apply.ts). */
   private readonly insertMaxRows: number;
   private inTxn = false;
+  /** The open source transaction added an enum value: commit the target transaction with it. */
+  private commitAtTxnEnd = false;
   private groupChanges = 0;
   private groupStarted = 0;
   private readonly groupMaxChanges: number;
@@ -275,7 +276,10 @@ export class Applier {
         this.stats.transactions++;
         this.stats.last = item.txn;
         this.stats.lastEndLsn = item.endLsn;
-        if (this.groupChanges >= this.groupMaxChanges || Date.now() - this.groupStarted >= this.groupMaxMs) this.commitGroup();
+        // A new enum value can be used only once the transaction that added it has committed
+        // (PostgreSQL: "unsafe use of new value"): the group ends with the source transaction.
+        if (this.commitAtTxnEnd || this.groupChanges >= this.groupMaxChanges || Date.now() - this.groupStarted >= this.groupMaxMs) this.commitGroup();
+        this.commitAtTxnEnd = false;
         return;
     }
   }
@@ -306,7 +310,8 @@ export class Applier {
       case 'DDL': {
         this.flushAll();
         const c = JSON.parse(ev.content ?? '{}') as DdlContent;
-        if (c.repeatOfPrevious) {
+        const legacy = !c.v || c.v < 2;
+        if (legacy && c.repeatOfPrevious) {
           if (this.skippedCtasAt === ev.commitLsn) {
             // The skipped CREATE TABLE AS shared its query string with further DDL: replaying
             // the text would create the table a second time, skipping it loses the rest.
@@ -348,7 +353,7 @@ export class Applier {
           this.opts.onDdlSkipped?.(ev);
           return;
         }
-        this.emit(ddlSql(c.command, c.searchPath, c.tag));
+        this.emit(this.ddl(c, ev));
         // Until the caller has re-read the catalog, nothing is coalesced (a new unique index?).
         this.catalogStale = true;
         return;
@@ -361,6 +366,29 @@ export class Applier {
         this.stats.skipped++;
         return;
     }
+  }
+
+  /** The SQL of one DDL event (ddl-replay.ts), checking the role it must run under. */
+  private ddl(c: DdlContent, ev: ChangeEvent): string {
+    const at = { commitLsn: ev.commitLsn, xid: ev.xid, position: ev.position };
+    const plan = planDdl(c, at, this.opts.ddlOverrides);
+    if (plan.commitAfterTransaction) this.commitAtTxnEnd = true;
+    if (plan.overridden) this.opts.onDdlOverridden?.(ev, plan.statement ?? '');
+    if (!c.v || c.v < 2) {
+      this.opts.onLegacyDdl?.(ev);
+    } else if (plan.statement !== undefined && !plan.overridden) {
+      if (this.opts.ddlRole) plan.role = this.opts.ddlRole;
+      else if (plan.role && this.opts.roleExists && !this.opts.roleExists(plan.role)) {
+        throw new CdpError(
+          ErrorCodes.UNSUPPORTED,
+          `the ${c.tag ?? 'DDL'} of transaction xid ${ev.xid} (commit LSN ${formatLsn(ev.commitLsn)}) ran as role ${JSON.stringify(plan.role)} on the source, ` +
+            `which does not exist on the target: restore replays DDL with the privileges of the role that ran it, never more. ` +
+            `Create the role on the target (CREATE ROLE ${quoteIdentSql(plan.role)} NOLOGIN) and restore again, or name a role to replay DDL as with --ddl-role ROLE`,
+          { details: { role: plan.role, xid: ev.xid, commitLsn: formatLsn(ev.commitLsn) } },
+        );
+      }
+    }
+    return ddlReplaySql(plan);
   }
 
   /**

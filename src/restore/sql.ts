@@ -234,17 +234,3 @@ export function truncateSql(relations: Array<[string, string]>, cascade: boolean
   if (relations.length === 0) return '';
   return `TRUNCATE ${relations.map(([s, t]) => qualify(s, t)).join(', ')}${restartIdentity ? ' RESTART IDENTITY' : ''}${cascade ? ' CASCADE' : ''};\n`;
 }
-
-/**
- * A captured DDL command replayed with the search_path it ran under. The command text is the
- * source's current_query(); a newline before the terminator keeps a trailing `-- comment` from
- * swallowing it.
- */
-export function ddlSql(command: string, searchPath: string | undefined, tag?: string): string {
-  let body = command.trim().replace(/;\s*$/, '');
-  // CONCURRENTLY cannot run inside a transaction block (SQLSTATE 25001); replay runs in one, and
-  // the plain form builds the same index (the target has no concurrent writers to spare).
-  if (tag && /^(CREATE INDEX|DROP INDEX|REINDEX)$/i.test(tag)) body = body.replace(/\bCONCURRENTLY\b/i, '');
-  const sp = searchPath !== undefined && searchPath !== '' ? `SELECT pg_catalog.set_config('search_path', ${quoteLiteral(searchPath)}, false);\n` : '';
-  return `${sp}${body}\n;\n`;
-}

@@ -1,3 +1,4 @@
+import { hmacPads, signMessage } from '../../../src/capture/ddl-auth.js';
 import { describe, expect, it } from 'vitest';
 import { ChangeMapper, messageText, PREFIX } from '../../../src/capture/mapper.js';
 import { decodeChange, encodeChange, kafkaKey, type ChangeEvent } from '../../../src/events/change-event.js';
@@ -26,6 +27,9 @@ function mapper(): ChangeMapper {
 
 const begin = { tag: 'begin' as const, finalLsn: 0x5000, commitTime: 1_700_000_000_000_000, xid: 901 };
 const commit = { tag: 'commit' as const, flags: 0, commitLsn: 0x5000, endLsn: 0x5030, commitTime: begin.commitTime };
+
+const [ikey, okey] = hmacPads(Buffer.alloc(32, 7));
+const key = { ikey, okey };
 
 describe('ChangeMapper', () => {
   it('builds RelationInfo with key indexes from the column flags', () => {
@@ -78,13 +82,36 @@ describe('ChangeMapper', () => {
     const m = mapper();
     m.begin(begin);
     expect(m.message({ tag: 'message', transactional: true, lsn: 1, prefix: PREFIX.heartbeat, content: Buffer.from('now') }, 1)).toBeNull();
-    const ddl = m.message({ tag: 'message', transactional: true, lsn: 2, prefix: PREFIX.ddl, content: Buffer.from('{"command":"ALTER TABLE t ADD c int"}') }, 2);
-    const seq = m.message({ tag: 'message', transactional: true, lsn: 3, prefix: PREFIX.sequences, content: Buffer.from('{"public.s":5}') }, 3);
+    m.messageKey = key;
+    const ddl = m.message({ tag: 'message', transactional: true, lsn: 2, prefix: PREFIX.ddl, content: Buffer.from(signMessage(key, '{"command":"ALTER TABLE t ADD c int"}')) }, 2);
+    const seq = m.message({ tag: 'message', transactional: true, lsn: 3, prefix: PREFIX.sequences, content: Buffer.from(signMessage(key, '{"public.s":5}')) }, 3);
     const other = m.message({ tag: 'message', transactional: true, lsn: 4, prefix: 'app', content: Buffer.from([0xff, 0x00]) }, 4);
     expect(ddl).toMatchObject({ op: 'DDL', position: 0, content: '{"command":"ALTER TABLE t ADD c int"}', prefix: 'cdp.ddl' });
     expect(seq).toMatchObject({ op: 'SEQUENCES', position: 1, content: '{"public.s":5}' });
     expect(other).toMatchObject({ op: 'MESSAGE', position: 2, content: '\\xff00', prefix: 'app' });
     expect(m.commit(commit)?.position).toBe(3);
+  });
+
+  it('drops cdp.ddl / cdp.sequences messages that are not signed with the key, and reports each', () => {
+    const m = mapper();
+    const forged: string[] = [];
+    m.messageKey = key;
+    m.onForged = (prefix, why) => forged.push(`${prefix}: ${why}`);
+    m.begin(begin);
+    const other = { ikey: Buffer.alloc(64, 1), okey: Buffer.alloc(64, 2) };
+    const msg = (prefix: string, content: string) => m.message({ tag: 'message', transactional: true, lsn: 2, prefix, content: Buffer.from(content) }, 2);
+    expect(msg(PREFIX.ddl, '{"command":"DROP TABLE t"}')).toBeNull();
+    expect(msg(PREFIX.ddl, signMessage(other, '{"command":"DROP TABLE t"}'))).toBeNull();
+    const good = JSON.parse(signMessage(key, '{"command":"ALTER TABLE t ADD c int"}')) as { body: string; mac: string };
+    expect(msg(PREFIX.ddl, JSON.stringify({ body: '{"command":"DROP TABLE t"}', mac: good.mac }))).toBeNull();
+    expect(msg(PREFIX.sequences, '{"public.s":99999999}')).toBeNull();
+    expect(forged).toEqual(['cdp.ddl: not a signed message (no body)', 'cdp.ddl: MAC mismatch', 'cdp.ddl: MAC mismatch', 'cdp.sequences: not a signed message (no body)']);
+    expect(m.forgedDropped).toBe(4);
+    // Without a key (DDL capture not installed) nothing with our prefixes is trusted.
+    m.messageKey = undefined;
+    expect(msg(PREFIX.ddl, signMessage(key, '{"command":"x"}'))).toBeNull();
+    // Other prefixes are the users' own messages, kept as they are.
+    expect(msg('app', '{"command":"DROP TABLE t"}')).toMatchObject({ op: 'MESSAGE' });
   });
 
   it('a heartbeat-only transaction has no COMMIT marker', () => {

@@ -1,0 +1,377 @@
+import { loadModule, parseSync } from 'libpg-query';
+import { CdpError, ErrorCodes } from '../errors.js';
+import { formatLsn } from '../util/lsn.js';
+import { quoteIdent, quoteLiteral } from './sql.js';
+
+// How one captured DDL event becomes SQL on the target (DESIGN.md, "DDL replay").
+//
+// The event trigger (src/capture/ddl-capture.sql) records the client's whole query string, the
+// ordinal of the event among the top-level DDL events of that query, the role and the session
+// settings. Restore runs exactly one statement per event:
+// - top-level: the query string is split by PostgreSQL's own parser (libpg-query, the server's
+//   grammar compiled to WebAssembly); the event's statement is the seq-th statement that fires
+//   ddl_command_end. DML in the same string (seed rows, backfills) is not run again: its effects
+//   are in the stream as rows. A parse failure stops the restore with the text shown.
+// - nested (DDL run by a DO block, function or procedure): the inner statement PL/pgSQL reports
+//   in its error context ("SQL statement \"...\""), never the whole block.
+// - commands of an extension script: skipped, CREATE / ALTER EXTENSION replays them.
+// It runs under the role that ran it on the source (SET ROLE), with the session settings that
+// change how DDL text parses or evaluates, and travels as base64 inside a DO block, so that no text
+// from the stream can end a quote, smuggle a psql meta-command into the --sql file, or be read
+// under other settings than the ones it was written under.
+
+/** DDL content as written by the capture event trigger (v2 body; v1 = versions before it). */
+export interface DdlContent {
+  v?: number;
+  command: string;
+  tag?: string;
+  seq?: number | null;
+  nested?: boolean;
+  context?: string | null;
+  inExtension?: boolean;
+  role?: string;
+  roleVerified?: boolean;
+  sessionUser?: string;
+  searchPath?: string;
+  settings?: Record<string, string>;
+  objects?: Array<Record<string, unknown>>;
+  dropped?: Array<Record<string, unknown>>;
+  rewrites?: Array<{ table?: string; reason?: number; hadRows?: boolean }>;
+  missing?: Array<{ table: string; column: string; value: string }>;
+  /** v1: the previous DDL event of the transaction had the same command text. */
+  repeatOfPrevious?: boolean;
+}
+
+/** Where the event sits in the stream, for error messages and --ddl-override keys. */
+export interface DdlAt {
+  commitLsn: number;
+  xid: number;
+  position: number;
+}
+
+export interface DdlPlan {
+  /** The statement to run; undefined = nothing to run (an extension script's command). */
+  statement?: string;
+  /** Role to run it under; undefined = the restore role (v1 events, --ddl-override SQL). */
+  role?: string;
+  settings: Record<string, string>;
+  searchPath?: string;
+  /** SQL run right after the statement, under the same role and settings. */
+  after?: string;
+  /** The target transaction must commit at the end of this source transaction (ALTER TYPE ... ADD VALUE). */
+  commitAfterTransaction: boolean;
+  /** From --ddl-override. */
+  overridden: boolean;
+}
+
+/** Settings in which the restore session replays rows; restored after every DDL statement. */
+export const SESSION_BASELINE: Record<string, string> = { standard_conforming_strings: 'on' };
+
+let parserReady: Promise<void> | undefined;
+
+/** Loads the parser (WebAssembly) once; call before the first plan. */
+export function loadParser(): Promise<void> {
+  parserReady ??= loadModule();
+  return parserReady;
+}
+
+export function overrideKey(at: DdlAt): string {
+  return `${at.xid}/${at.position}`;
+}
+
+function unsupported(at: DdlAt, c: DdlContent, why: string): CdpError {
+  const key = overrideKey(at);
+  return new CdpError(
+    ErrorCodes.UNSUPPORTED,
+    `cannot replay the ${c.tag ?? 'DDL'} of transaction xid ${at.xid} (commit LSN ${formatLsn(at.commitLsn)}, position ${at.position}) exactly: ${why}. ` +
+      `Restore to a point before it, or supply the SQL to run in its place with --ddl-override FILE ` +
+      `(JSON: {"${key}": "<SQL>"}; "" runs nothing)`,
+    { details: { xid: at.xid, commitLsn: formatLsn(at.commitLsn), position: at.position, tag: c.tag ?? null, overrideKey: key, command: c.command?.slice(0, 500) ?? null } },
+  );
+}
+
+/** Node type name of a parse tree statement ({"CreateStmt": {...}} -> "CreateStmt"). */
+function nodeType(stmt: Record<string, unknown>): string {
+  return Object.keys(stmt)[0] ?? '';
+}
+
+/**
+ * Statements that never fire ddl_command_end (PostgreSQL docs, "Event Trigger Firing Matrix":
+ * DML, session and transaction control, shared objects — databases, roles, tablespaces — and the
+ * event trigger commands themselves). Every other utility statement fires exactly once.
+ */
+const NOT_DDL = new Set([
+  'InsertStmt', 'UpdateStmt', 'DeleteStmt', 'MergeStmt', 'VariableSetStmt', 'VariableShowStmt', 'TransactionStmt',
+  'DoStmt', 'CallStmt', 'ExplainStmt', 'CopyStmt', 'VacuumStmt', 'ClusterStmt', 'CheckPointStmt', 'LockStmt',
+  'ListenStmt', 'NotifyStmt', 'UnlistenStmt', 'DiscardStmt', 'PrepareStmt', 'ExecuteStmt', 'DeallocateStmt',
+  'DeclareCursorStmt', 'FetchStmt', 'ClosePortalStmt', 'LoadStmt', 'ConstraintsSetStmt', 'CreateRoleStmt',
+  'AlterRoleStmt', 'AlterRoleSetStmt', 'DropRoleStmt', 'GrantRoleStmt', 'CreatedbStmt', 'AlterDatabaseStmt',
+  'AlterDatabaseSetStmt', 'AlterDatabaseRefreshCollStmt', 'DropdbStmt', 'CreateTableSpaceStmt', 'DropTableSpaceStmt',
+  'AlterTableSpaceOptionsStmt', 'AlterSystemStmt', 'CreateEventTrigStmt', 'AlterEventTrigStmt', 'ReassignOwnedStmt',
+  'ReindexStmt', 'ReturnStmt', 'PLAssignStmt', 'CallContext',
+]);
+
+function firesDdlEvent(stmt: Record<string, unknown>): boolean {
+  const t = nodeType(stmt);
+  if (t === 'SelectStmt') return Boolean((stmt.SelectStmt as { intoClause?: unknown }).intoClause);
+  return !NOT_DDL.has(t);
+}
+
+interface Statement {
+  node: Record<string, unknown>;
+  text: string;
+}
+
+/**
+ * With standard_conforming_strings = off, '...' literals take backslash escapes, which the parser
+ * (always on) would read differently. For splitting only, the contents of every quoted literal are
+ * blanked byte for byte, so that statement boundaries and locations stay those of the real text.
+ */
+export function blankLiterals(text: Buffer): Buffer {
+  const out = Buffer.from(text);
+  const n = out.length;
+  let i = 0;
+  const blank = (from: number, to: number) => {
+    for (let k = from; k < to; k++) if (out[k] !== 0x0a) out[k] = 0x78; // 'x', newlines kept
+  };
+  while (i < n) {
+    const ch = out[i]!;
+    if (ch === 0x2d && out[i + 1] === 0x2d) {
+      while (i < n && out[i] !== 0x0a) i++;
+    } else if (ch === 0x2f && out[i + 1] === 0x2a) {
+      let depth = 1;
+      i += 2;
+      while (i < n && depth > 0) {
+        if (out[i] === 0x2f && out[i + 1] === 0x2a) (depth++, (i += 2));
+        else if (out[i] === 0x2a && out[i + 1] === 0x2f) (depth--, (i += 2));
+        else i++;
+      }
+    } else if (ch === 0x22) {
+      i++;
+      while (i < n && !(out[i] === 0x22 && out[i + 1] !== 0x22)) i += out[i] === 0x22 ? 2 : 1;
+      i++;
+    } else if (ch === 0x24 && (i === 0 || !/[A-Za-z0-9_]/.test(String.fromCharCode(out[i - 1]!)))) {
+      const m = /^\$([A-Za-z_][A-Za-z0-9_]*)?\$/.exec(out.subarray(i, i + 64).toString('latin1'));
+      if (!m) {
+        i++;
+        continue;
+      }
+      const tag = Buffer.from(m[0], 'latin1');
+      const end = out.indexOf(tag, i + tag.length);
+      i = end < 0 ? n : end + tag.length;
+    } else if (ch === 0x27) {
+      const start = i + 1;
+      i++;
+      while (i < n) {
+        if (out[i] === 0x5c) i += 2;
+        else if (out[i] === 0x27 && out[i + 1] === 0x27) i += 2;
+        else if (out[i] === 0x27) break;
+        else i++;
+      }
+      blank(start, Math.min(i, n));
+      i++;
+    } else i++;
+  }
+  return out;
+}
+
+export function splitStatements(command: string, scsOff: boolean): Statement[] {
+  const bytes = Buffer.from(command, 'utf8');
+  const forParse = scsOff && command.includes('\\') ? blankLiterals(bytes).toString('utf8') : command;
+  const tree = parseSync(forParse) as { stmts?: Array<{ stmt: Record<string, unknown>; stmt_location?: number; stmt_len?: number }> };
+  return (tree.stmts ?? []).map((s) => {
+    const from = s.stmt_location ?? 0;
+    const to = s.stmt_len ? from + s.stmt_len : bytes.length;
+    return { node: s.stmt, text: bytes.subarray(from, to).toString('utf8').trim() };
+  });
+}
+
+/** First keyword of a statement, past whitespace and comments. */
+function firstWord(text: string): string {
+  const m = /^(?:\s+|--[^\n]*(?:\n|$)|\/\*[\s\S]*?\*\/)*([A-Za-z]+)/.exec(text);
+  return (m?.[1] ?? '').toUpperCase();
+}
+
+/** The inner statement of a nested event, from PL/pgSQL's context: SQL statement "<text>" + frames. */
+export function innerStatement(context: string | null | undefined): string | undefined {
+  if (!context || !context.startsWith('SQL statement "')) return undefined;
+  const rest = context.slice('SQL statement "'.length);
+  const m = /"\n(?:PL\/pgSQL function |SQL function |SQL statement ")/.exec(rest);
+  if (!m) return undefined;
+  return rest.slice(0, m.index);
+}
+
+/** Strips CONCURRENTLY from the forms that cannot run in a transaction block; the plain form has the same result. */
+function withoutConcurrently(node: Record<string, unknown>, text: string): string {
+  const t = nodeType(node);
+  const body = node[t] as Record<string, unknown>;
+  const concurrentDetach =
+    t === 'AlterTableStmt' &&
+    ((body.cmds as Array<{ AlterTableCmd?: { subtype?: string; def?: { PartitionCmd?: { concurrent?: boolean } } } }>) ?? []).some(
+      (c) => c.AlterTableCmd?.subtype === 'AT_DetachPartition' && c.AlterTableCmd.def?.PartitionCmd?.concurrent,
+    );
+  if (concurrentDetach) {
+    const at = text.toUpperCase().lastIndexOf('CONCURRENTLY');
+    return at < 0 ? text : text.slice(0, at) + text.slice(at + 'CONCURRENTLY'.length);
+  }
+  if ((t === 'IndexStmt' || t === 'DropStmt') && body.concurrent) return text.replace(/\bCONCURRENTLY\b/i, '');
+  return text;
+}
+
+function isEnumAddValue(node: Record<string, unknown> | undefined, c: DdlContent): boolean {
+  if (node) return nodeType(node) === 'AlterEnumStmt' && !(node.AlterEnumStmt as { oldVal?: string }).oldVal;
+  return c.tag === 'ALTER TYPE' && /\bADD\s+VALUE\b/i.test(c.command ?? '');
+}
+
+/** Default expressions that evaluate the same everywhere: a constant, or a constant cast. */
+function constantExpr(e: Record<string, unknown> | undefined): boolean {
+  if (!e) return true;
+  if ('A_Const' in e) return true;
+  if ('TypeCast' in e) return constantExpr((e.TypeCast as { arg?: Record<string, unknown> }).arg);
+  return false;
+}
+
+interface AddedColumn {
+  name: string;
+  /** DEFAULT expression is not a constant (now(), a function call...). */
+  computedDefault: boolean;
+  /** Values per row that a rewrite computes and the stream does not carry: identity, a volatile default. */
+  perRow: boolean;
+}
+
+function addedColumns(node: Record<string, unknown> | undefined): AddedColumn[] {
+  if (!node || nodeType(node) !== 'AlterTableStmt') return [];
+  const out: AddedColumn[] = [];
+  for (const c of ((node.AlterTableStmt as { cmds?: unknown[] }).cmds ?? []) as Array<{ AlterTableCmd?: { subtype?: string; def?: { ColumnDef?: Record<string, unknown> } } }>) {
+    const def = c.AlterTableCmd?.subtype === 'AT_AddColumn' ? c.AlterTableCmd.def?.ColumnDef : undefined;
+    if (!def) continue;
+    const cons = ((def.constraints as Array<{ Constraint?: { contype?: string; raw_expr?: Record<string, unknown> } }>) ?? []).map((x) => x.Constraint ?? {});
+    const dflt = cons.find((x) => x.contype === 'CONSTR_DEFAULT');
+    const identity = cons.some((x) => x.contype === 'CONSTR_IDENTITY');
+    const serial = /^(small|big)?serial[248]?$/i.test(((def.typeName as { names?: Array<{ String?: { sval?: string } }> })?.names ?? []).map((n) => n.String?.sval ?? '').at(-1) ?? '');
+    out.push({ name: String(def.colname ?? ''), computedDefault: Boolean(dflt && !constantExpr(dflt.raw_expr)), perRow: identity || serial || Boolean(dflt && !constantExpr(dflt.raw_expr)) });
+  }
+  return out;
+}
+
+/** SQL that gives the rows existing before ADD COLUMN the value the source gave them (pg_attribute.attmissingval). */
+function missingValuesSql(rows: Array<{ table: string; column: string; value: string }>): string {
+  const payload = Buffer.from(JSON.stringify(rows), 'utf8').toString('base64');
+  return (
+    `DO $cdp_missing$ DECLARE r record; t text; BEGIN\n` +
+    `  FOR r IN SELECT * FROM pg_catalog.jsonb_to_recordset(pg_catalog.convert_from(pg_catalog.decode('${payload}', 'base64'), 'UTF8')::jsonb) AS x("table" text, "column" text, value text) LOOP\n` +
+    `    SELECT pg_catalog.format_type(a.atttypid, a.atttypmod) INTO t FROM pg_catalog.pg_attribute a WHERE a.attrelid = r."table"::pg_catalog.regclass AND a.attname = r."column";\n` +
+    `    EXECUTE pg_catalog.format('UPDATE %s SET %I = (%L::%s[])[1]', r."table"::pg_catalog.regclass, r."column", r.value, t);\n` +
+    `  END LOOP;\nEND $cdp_missing$;\n`
+  );
+}
+
+/**
+ * The plan for one DDL event, or an UNSUPPORTED error saying why it cannot be replayed exactly and
+ * how to go on. `overrides` (from --ddl-override) replace an event's SQL by the operator's.
+ */
+export function planDdl(c: DdlContent, at: DdlAt, overrides?: Map<string, string>): DdlPlan {
+  const settings = c.settings ?? {};
+  const override = overrides?.get(overrideKey(at));
+  if (override !== undefined) {
+    // The operator's SQL, run as the restore role (it is not data from the stream).
+    return { statement: override.trim() === '' ? undefined : override, settings, searchPath: c.searchPath, commitAfterTransaction: isEnumAddValue(undefined, c), overridden: true };
+  }
+  if (!c.v || c.v < 2) {
+    // Written by a version before statement-level capture: the whole query text, as then.
+    return { statement: c.command, settings: {}, searchPath: c.searchPath, commitAfterTransaction: isEnumAddValue(undefined, c), overridden: false };
+  }
+  if (c.inExtension) return { settings, commitAfterTransaction: false, overridden: false };
+  const role = c.roleVerified ? c.role : c.sessionUser;
+  let node: Record<string, unknown> | undefined;
+  let text: string;
+  if (c.nested) {
+    const inner = innerStatement(c.context);
+    if (inner === undefined) throw unsupported(at, c, `it ran inside a function whose statement text PostgreSQL does not report (${(c.context ?? '').split('\n')[0]})`);
+    let stmts: Statement[];
+    try {
+      stmts = splitStatements(inner, settings.standard_conforming_strings === 'off');
+    } catch (err) {
+      throw unsupported(at, c, `its statement does not parse (${(err as Error).message}): ${JSON.stringify(inner.slice(0, 300))}`);
+    }
+    if (stmts.length !== 1) throw unsupported(at, c, `its context holds ${stmts.length} statements: ${JSON.stringify(inner.slice(0, 300))}`);
+    node = stmts[0]!.node;
+    text = stmts[0]!.text;
+  } else {
+    let stmts: Statement[];
+    try {
+      stmts = splitStatements(c.command, settings.standard_conforming_strings === 'off');
+    } catch (err) {
+      throw unsupported(at, c, `the query string does not parse with the PostgreSQL parser (${(err as Error).message}): ${JSON.stringify(c.command.slice(0, 300))}`);
+    }
+    const ddl = stmts.filter((s) => firesDdlEvent(s.node));
+    const seq = c.seq ?? 0;
+    const s = ddl[seq - 1];
+    if (!s) throw unsupported(at, c, `the query string holds ${ddl.length} DDL statement(s), the event is number ${seq}: ${JSON.stringify(c.command.slice(0, 300))}`);
+    node = s.node;
+    text = s.text;
+  }
+  const tagWord = (c.tag ?? '').split(' ')[0]!.toUpperCase();
+  const word = firstWord(text);
+  if (tagWord && word !== tagWord && !(tagWord === 'SELECT' && (word === 'WITH' || word === ''))) {
+    throw unsupported(at, c, `the statement found for it (${JSON.stringify(text.slice(0, 200))}) is not a ${c.tag}`);
+  }
+  const added = addedColumns(node);
+  for (const r of c.rewrites ?? []) {
+    // Rows the rewrite gave new values the stream does not carry (identity, serial, a volatile
+    // DEFAULT): the target's rewrite would compute others (its own heap order, its own clock).
+    // Reason bit 2 = AT_REWRITE_DEFAULT_VAL (src/include/commands/event_trigger.h).
+    if ((Number(r.reason) & 2) !== 0 && r.hadRows && (c.nested || added.length === 0 || added.some((a) => a.perRow))) {
+      throw unsupported(at, c, `it rewrote ${r.table ?? 'a table'} holding rows with values computed per row (identity, serial or a volatile DEFAULT) that the stream does not carry`);
+    }
+  }
+  let after: string | undefined;
+  const computed = new Set(added.filter((a) => a.computedDefault).map((a) => a.name));
+  const missing = (c.missing ?? []).filter((m) => computed.has(m.column));
+  if (missing.length > 0) after = missingValuesSql(missing);
+  return {
+    statement: withoutConcurrently(node, text),
+    role,
+    settings,
+    searchPath: c.searchPath,
+    after,
+    commitAfterTransaction: isEnumAddValue(node, c),
+    overridden: false,
+  };
+}
+
+/** Runs SQL text that came from the stream without ever placing it in the SQL text itself. */
+function encoded(sql: string, tag: string): string {
+  const b64 = Buffer.from(sql, 'utf8').toString('base64');
+  return `DO $${tag}$ BEGIN EXECUTE pg_catalog.convert_from(pg_catalog.decode('${b64}', 'base64'), 'UTF8'); END $${tag}$;\n`;
+}
+
+const SETTING_NAME = /^[A-Za-z_][A-Za-z0-9_.]*$/;
+
+/** The SQL for a plan: settings and role, the statement, then back to the restore session's state. */
+export function ddlReplaySql(plan: DdlPlan): string {
+  if (plan.statement === undefined && plan.after === undefined) return '';
+  const set: string[] = [];
+  const reset: string[] = [];
+  for (const [name, value] of Object.entries(plan.settings)) {
+    if (!SETTING_NAME.test(name)) continue;
+    set.push(`pg_catalog.set_config(${quoteLiteral(name)}, ${quoteLiteral(value)}, false)`);
+    reset.push(name in SESSION_BASELINE ? `SET ${name} = ${quoteLiteral(SESSION_BASELINE[name]!)};` : `RESET ${quoteIdent(name)};`);
+  }
+  if (plan.searchPath) {
+    set.push(`pg_catalog.set_config('search_path', ${quoteLiteral(plan.searchPath)}, false)`);
+    reset.push('RESET search_path;');
+  }
+  // The restore session's own literals assume standard_conforming_strings = on: set it last.
+  const scs = set.findIndex((s) => s.includes("'standard_conforming_strings'"));
+  if (scs >= 0) set.push(...set.splice(scs, 1));
+  let sql = '';
+  if (plan.role && !plan.overridden) sql += `SET ROLE ${quoteIdent(plan.role)};\n`;
+  // A SELECT list is evaluated left to right; the settings live for the session until reset.
+  if (set.length > 0) sql += `SELECT ${set.join(', ')};\n`;
+  if (plan.statement !== undefined) sql += encoded(plan.statement, 'cdp_ddl');
+  if (plan.after) sql += plan.after;
+  if (reset.length > 0) sql += reset.sort((a, b) => (a.includes('standard_conforming_strings') ? -1 : b.includes('standard_conforming_strings') ? 1 : 0)).join(' ') + '\n';
+  if (plan.role && !plan.overridden) sql += 'RESET ROLE;\n';
+  return sql;
+}
