@@ -17,6 +17,7 @@ import { sleep } from '../util/retry.js';
 import { AckTracker } from './ack-tracker.js';
 import { DirectProducer, singleRecordBatchSize, type OutRecord } from './direct-producer.js';
 import { encodeChangeFast } from './encode.js';
+import { signMessage, type MessageKey } from './ddl-auth.js';
 import { ChangeMapper, PREFIX } from './mapper.js';
 import { ProducePipeline } from './pipeline.js';
 import { connectCatalog, redactUrl } from './source.js';
@@ -52,6 +53,7 @@ const metrics = {
   records: counter('cdp_capture_records_total', 'Kafka records acknowledged (data, COMMIT markers, watermarks)'),
   bytes: counter('cdp_capture_bytes_total', 'Bytes of encoded change events acknowledged by Kafka'),
   transactions: counter('cdp_capture_transactions_total', 'Transactions decoded (including heartbeats)'),
+  forgedMessages: counter('cdp_capture_forged_messages_total', 'cdp.ddl / cdp.sequences logical messages that were not signed by the engine (forged or from an old trigger) and were dropped'),
   nonTransactionalMessages: counter('cdp_capture_nontransactional_messages_total', 'Non-transactional logical messages seen and not archived (they belong to no transaction)'),
   restarts: counter('cdp_capture_restarts_total', 'Capture sessions restarted after an error'),
   lag: gauge('cdp_capture_slot_lag_bytes', 'WAL bytes between the server WAL end last seen and the confirmed LSN'),
@@ -162,6 +164,8 @@ class CaptureSession {
   private producer: Producer | null = null;
   private direct: DirectProducer | null = null;
   private catalog: pg.Client | null = null;
+  /** Key of the signed DDL / sequence messages (ddl-auth.ts); undefined when DDL capture is not installed. */
+  private messageKey: MessageKey | undefined;
   private tracker!: AckTracker;
   private pipeline!: ProducePipeline;
   private lastWatermark: Lsn = 0;
@@ -247,6 +251,7 @@ class CaptureSession {
     if (info.plugin !== 'pgoutput') {
       throw new CdpError(ErrorCodes.SOURCE_NOT_READY, `replication slot ${cfg.source.slot} uses plugin ${info.plugin}, not pgoutput: choose another source.slot`);
     }
+    this.messageKey = await readMessageKey(this.catalog, log);
     const confirmed = info.confirmed ? parseLsn(info.confirmed) : 0;
     this.tracker = new AckTracker(confirmed);
     this.state.confirmedLsn = confirmed;
@@ -413,6 +418,11 @@ class CaptureSession {
     const stream = this.stream!;
     const it = stream[Symbol.asyncIterator]();
     const mapper = new ChangeMapper(this.database);
+    mapper.messageKey = this.messageKey;
+    mapper.onForged = (prefix, why, lsn) => {
+      metrics.forgedMessages.inc();
+      this.log.warn({ prefix, why, lsn: formatLsn(lsn) }, 'dropped a logical message with the engine\'s prefix that the engine did not sign: it is not archived and restore will never act on it');
+    };
     // Type names at each change's point (type-names.ts): refreshed after every DDL event.
     const types = new TypeNames(this.catalog!, (w) =>
       this.log.warn(w, 'a column type was renamed again by a transaction not decoded yet: the name recorded for the changes after this DDL may be newer than they are (restore may stop on it)'),
@@ -545,16 +555,23 @@ class CaptureSession {
     }
   }
 
-  /** Sequence positions into the stream, so that restore can set sequences (not decoded by Postgres). */
+  /**
+   * Sequence positions into the stream, so that restore can set sequences (not decoded by
+   * Postgres). Read, then written signed (ddl-auth.ts): values read just before the message are
+   * at or before its commit, and sequences only move forward, so restore's max() stays safe.
+   */
   private async sequences(): Promise<void> {
     try {
-      await this.catalog?.query(
-        `SELECT pg_catalog.pg_logical_emit_message(true, '${PREFIX.sequences}', j)
-           FROM (SELECT pg_catalog.json_object_agg(schemaname || '.' || sequencename, last_value)::text AS j
-                   FROM pg_catalog.pg_sequences
-                  WHERE last_value IS NOT NULL AND schemaname NOT IN ('pg_catalog', 'information_schema')) s
-          WHERE j IS NOT NULL`,
+      const key = this.messageKey;
+      if (!key || !this.catalog) return;
+      const r = await this.catalog.query<{ j: string | null }>(
+        `SELECT pg_catalog.json_object_agg(schemaname || '.' || sequencename, last_value)::text AS j
+           FROM pg_catalog.pg_sequences
+          WHERE last_value IS NOT NULL AND schemaname NOT IN ('pg_catalog', 'information_schema')`,
       );
+      const j = r.rows[0]?.j;
+      if (!j) return;
+      await this.catalog.query(`SELECT pg_catalog.pg_logical_emit_message(true, '${PREFIX.sequences}', $1)`, [signMessage(key, j)]);
     } catch (err) {
       this.log.warn({ err: toError(err).message }, 'recording sequence positions failed');
     }
@@ -631,4 +648,34 @@ async function topicMaxMessageBytes(admin: Admin, topic: string, log: Logger): P
     log.warn({ err: toError(err).message, topic }, 'cannot read the topic max.message.bytes; a row larger than it will be reported by Kafka instead');
     return null;
   }
+}
+
+/**
+ * The key of the signed messages, from katya_cdp.secret (written by setup). Absent (setup did not
+ * install DDL capture): undefined, and every cdp.ddl / cdp.sequences message is dropped as
+ * unsigned. Present but unreadable by this role: capture refuses to start (it would drop every DDL).
+ */
+async function readMessageKey(catalog: pg.Client, log: Logger): Promise<MessageKey | undefined> {
+  const r = await catalog.query<{ present: boolean; readable: boolean }>(
+    `SELECT to_regclass('katya_cdp.secret') IS NOT NULL AS present,
+            COALESCE(has_table_privilege(to_regclass('katya_cdp.secret'), 'SELECT'), false) AS readable`,
+  );
+  const { present, readable } = r.rows[0]!;
+  if (!present) {
+    log.warn('katya_cdp.secret is missing (DDL capture not installed, or installed by an older version): schema changes are not captured; run `cdp setup` as a superuser');
+    return undefined;
+  }
+  if (!readable) {
+    throw new CdpError(
+      ErrorCodes.SOURCE_NOT_READY,
+      'capture cannot read katya_cdp.secret, the key that authenticates DDL messages: run capture as the role that ran `cdp setup` (or a superuser)',
+    );
+  }
+  const k = await catalog.query<{ ikey: Buffer; okey: Buffer }>('SELECT ikey, okey FROM katya_cdp.secret WHERE id = 1');
+  const row = k.rows[0];
+  if (!row) {
+    log.warn('katya_cdp.secret holds no key: DDL messages cannot be verified and are dropped; run `cdp setup`');
+    return undefined;
+  }
+  return { ikey: row.ikey, okey: row.okey };
 }

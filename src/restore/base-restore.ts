@@ -158,15 +158,33 @@ export async function restoreBase(opts: {
   pgRestorePath: string;
   filter?: TableFilter;
   signal: AbortSignal;
-}): Promise<void> {
+  /** Roles of the target: when every owner in the dump is one of them, ownership is kept. */
+  targetRoles?: Set<string>;
+}): Promise<{ ownersKept: boolean }> {
   const listing = await run(opts.pgRestorePath, ['--list', opts.file], opts.signal);
+  // DDL is replayed as the role that ran it (ddl-replay.ts), which must own what it alters: keep
+  // the source's owners when the target has every one of them, else --no-owner as before (the
+  // restore role owns everything, and DDL by a role missing on the target stops the replay).
+  const owners = tocOwners(listing);
+  const keepOwners = Boolean(opts.targetRoles) && owners.size > 0 && [...owners].every((o) => opts.targetRoles!.has(o));
   const listFile = join(opts.dir, 'toc.list');
   await writeFile(listFile, filterToc(listing, opts.filter));
   const conn = childConnection(opts.into);
-  await run(opts.pgRestorePath, pgRestoreArgs({ ...opts, into: conn.url, listFile }), opts.signal, conn.env);
+  await run(opts.pgRestorePath, pgRestoreArgs({ ...opts, into: conn.url, listFile, keepOwners }), opts.signal, conn.env);
+  return { ownersKept: keepOwners };
+}
+
+/** Owners named in a pg_restore -l listing (the last field of each entry line). */
+export function tocOwners(listing: string): Set<string> {
+  const owners = new Set<string>();
+  for (const line of listing.split('\n')) {
+    const m = /^\d+; \d+ \d+ .* (\S+)$/.exec(line);
+    if (m) owners.add(m[1]!);
+  }
+  return owners;
 }
 
 /** pg_restore's arguments. `into` must already be password-free (childConnection). */
-export function pgRestoreArgs(opts: { into: string; jobs: number; listFile: string; file: string }): string[] {
-  return ['--no-owner', '--exit-on-error', `--jobs=${opts.jobs}`, `--use-list=${opts.listFile}`, `--dbname=${opts.into}`, opts.file];
+export function pgRestoreArgs(opts: { into: string; jobs: number; listFile: string; file: string; keepOwners?: boolean }): string[] {
+  return [...(opts.keepOwners ? [] : ['--no-owner']), '--exit-on-error', `--jobs=${opts.jobs}`, `--use-list=${opts.listFile}`, `--dbname=${opts.into}`, opts.file];
 }

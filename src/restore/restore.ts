@@ -1,4 +1,4 @@
-import { rm } from 'node:fs/promises';
+import { readFile, rm } from 'node:fs/promises';
 import { createWriteStream, type WriteStream } from 'node:fs';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -15,6 +15,7 @@ import { CdpError, ErrorCodes, ExitCode, pgError, toError } from '../errors.js';
 import { createStore } from '../s3/client.js';
 import { formatLsn, microsToIso, type Lsn } from '../util/lsn.js';
 import { Applier, parseTableList, sequencesSql, type SqlSink, type TableFilter } from './apply.js';
+import { loadParser } from './ddl-replay.js';
 import { Limiter, listPartitionSegments, partitionChunks, type SegmentReadStats } from './archive-source.js';
 import { downloadBase, listBaseManifests, restoreBase } from './base-restore.js';
 import { groupTransactionBatches, mergePartitions, type MergeStats, type ReplayItem } from './merge.js';
@@ -35,6 +36,32 @@ export interface RestoreOptions {
   sqlFile?: string;
   force: boolean;
   jobs?: number;
+  /** --ddl-override FILE: JSON {"xid/position": "SQL"} run in place of DDL events restore cannot replay exactly. */
+  ddlOverride?: string;
+  /** --ddl-role ROLE: replay DDL as this role instead of the role that ran it on the source. */
+  ddlRole?: string;
+}
+
+/** Reads --ddl-override FILE: a JSON object mapping "xid/position" (as restore's error names it) to SQL. */
+export async function readDdlOverrides(file: string | undefined): Promise<Map<string, string> | undefined> {
+  if (!file) return undefined;
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(await readFile(file, 'utf8'));
+  } catch (err) {
+    throw new CdpError(ErrorCodes.USAGE, `--ddl-override ${file}: ${toError(err).message}; the file must be JSON: {"<xid>/<position>": "<SQL>"}`);
+  }
+  if (!parsed || typeof parsed !== 'object' || Array.isArray(parsed)) {
+    throw new CdpError(ErrorCodes.USAGE, `--ddl-override ${file}: expected a JSON object {"<xid>/<position>": "<SQL>"}`);
+  }
+  const out = new Map<string, string>();
+  for (const [k, v] of Object.entries(parsed)) {
+    if (!/^\d+\/\d+$/.test(k) || typeof v !== 'string') {
+      throw new CdpError(ErrorCodes.USAGE, `--ddl-override ${file}: entry ${JSON.stringify(k)} must be "<xid>/<position>": "<SQL>" (both as the restore error names them)`);
+    }
+    out.set(k, v);
+  }
+  return out;
 }
 
 const CURSOR_SCHEMA = '_cdp_restore';
@@ -56,7 +83,7 @@ export function sqlFileHeader(base: { lsnText: string; time: string; key: string
   return (
     `-- Katya CDP replay: base ${base.lsnText} (${base.time}, ${base.key}) to ${targetText}\n` +
     `-- Restore the base first: pg_restore --no-owner --exit-on-error -d <target> base.dump\n` +
-    `SET client_encoding = 'UTF8';\nSET standard_conforming_strings = on;\nSET session_replication_role = replica;\n`
+    `\\set ON_ERROR_STOP on\nSET client_encoding = 'UTF8';\nSET standard_conforming_strings = on;\nSET session_replication_role = replica;\n`
   );
 }
 
@@ -230,6 +257,9 @@ export async function runRestore(
   const { cfg, log } = ctx;
   const started = Date.now();
   const target = parseTarget(opts);
+  const ddlOverrides = await readDdlOverrides(opts.ddlOverride);
+  let legacyDdlSeen = 0;
+  await loadParser();
   const filter: TableFilter | undefined = opts.tables && opts.tables.length > 0 ? parseTableList(opts.tables) : undefined;
   const store = createStore(cfg, log, { signal: ctx.signal, maxElapsedMs: 120_000 });
   const root = archiveRoot(cfg);
@@ -324,7 +354,9 @@ export async function runRestore(
   // index other than the replica identity, or an exclusion constraint (see Applier.netRow).
   let noReorder = new Set<string>();
   let tables = new Set<string>();
+  let roles = new Set<string>();
   const readCatalog = async () => {
+    roles = new Set((await client!.query<{ rolname: string }>('SELECT rolname FROM pg_catalog.pg_roles')).rows.map((x) => x.rolname));
     const t = await client!.query<{ name: string }>(
       `SELECT n.nspname || '.' || c.relname AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_temp%'`,
@@ -346,6 +378,15 @@ export async function runRestore(
     afterDdl: client ? readCatalog : undefined,
     onePerSource: Boolean(opts.sqlFile),
     filter,
+    ddlOverrides,
+    ddlRole: opts.ddlRole,
+    roleExists: client ? (role) => roles.has(role) : undefined,
+    onDdlOverridden: (ev, sql) => log.warn({ xid: ev.xid, position: ev.position, commitLsn: formatLsn(ev.commitLsn), sql: sql.slice(0, 200) }, 'restore: DDL replaced by --ddl-override'),
+    onLegacyDdl: (ev) => {
+      if (legacyDdlSeen++ === 0) {
+        log.warn({ xid: ev.xid, commitLsn: formatLsn(ev.commitLsn) }, 'restore: DDL captured by an earlier version (no role, whole query text) is replayed as the restore role, as that version did; run `cdp setup` on the source to capture DDL statement by statement with its role');
+      }
+    },
     onDdlSkipped: (ev) => log.debug({ commitLsn: formatLsn(ev.commitLsn), position: ev.position }, 'restore: DDL not about the chosen tables, skipped'),
   });
   const progress = new Progress(ctx, started, () => ({
@@ -372,7 +413,9 @@ export async function runRestore(
       const { dir, file: dump } = await downloadBase(store, base, keyring);
       try {
         log.info({ jobs: opts.jobs ?? cfg.restore.jobs }, 'restore: pg_restore');
-        await restoreBase({ file: dump, dir, into: opts.into, jobs: opts.jobs ?? cfg.restore.jobs, pgRestorePath: cfg.basebackup.pgRestorePath, filter, signal: ctx.signal });
+        const targetRoles = new Set((await client.query<{ rolname: string }>('SELECT rolname FROM pg_catalog.pg_roles')).rows.map((x) => x.rolname));
+        const { ownersKept } = await restoreBase({ file: dump, dir, into: opts.into, jobs: opts.jobs ?? cfg.restore.jobs, pgRestorePath: cfg.basebackup.pgRestorePath, filter, signal: ctx.signal, targetRoles });
+        log.info({ ownersKept }, ownersKept ? 'restore: base loaded with the source\'s owners' : 'restore: base loaded owned by the restore role (a role of the source is missing on the target)');
       } finally {
         await rm(dir, { recursive: true, force: true });
       }
