@@ -742,7 +742,7 @@ function ddlTouches(c: DdlContent, f: TableFilter): boolean {
  */
 export function sequencesSql(snapshot: Record<string, string | number> | undefined): string {
   const snap = quoteLiteral(JSON.stringify(snapshot ?? {}));
-  return `DO $cdp$
+  const body = `
 DECLARE
   r record;
   d record;
@@ -785,6 +785,10 @@ BEGIN
     END IF;
   END LOOP;
 END
-$cdp$;
 `;
+  // The body holds sequence names (in the snapshot literal): a dollar-quote tag that occurs in it
+  // would end the quote early (a sequence named x$cdp$y). Use a tag the body does not contain.
+  let tag = '$cdp$';
+  for (let i = 1; body.includes(tag); i++) tag = `$cdp${i}$`;
+  return `DO ${tag}${body}${tag};\n`;
 }
