@@ -1,17 +1,18 @@
 import { setMaxListeners } from 'node:events';
 import type { Consumer, EachBatchPayload } from 'kafkajs';
 import type { CommandContext } from '../cli/main.js';
-import { archiveRoot, sourceDatabase, topicName } from '../config/config.js';
-import { CdpError, ErrorCodes, ExitCode, toError } from '../errors.js';
+import { archiveRoot, topicName } from '../config/config.js';
+import { CdpError, ErrorCodes, ExitCode, IntegrityError, toError } from '../errors.js';
 import { createKafka } from '../kafka/client.js';
 import { counter, gauge, histogram, registerHealth, startMetricsServer } from '../ops/metrics.js';
 import { createStore, type Store } from '../s3/client.js';
-import { advancePartitionState, readArchiveManifest, restorablePoint } from './catalog.js';
+import { advancePartitionState, readArchiveManifest, readPartitionState, restorablePoint } from './catalog.js';
+import { archiveGroupId, currentGeneration, describeGap, recordGap, type CurrentGeneration } from './chain.js';
 import { loadKeyring, type Keyring } from './crypto.js';
 import { cutReason } from './cut-policy.js';
 import { faultPoint } from './faults.js';
-import { segmentKey } from './layout.js';
-import { SegmentWriter, type FinishedSegment } from './segment.js';
+import { parseSegmentKey, segmentKey } from './layout.js';
+import { readValuePrefix, SegmentWriter, type FinishedSegment } from './segment.js';
 import { storeSegment } from './upload.js';
 
 // `cdp archive` (DESIGN.md sections 1, 2 and 4): a member of a Kafka consumer group that turns each
@@ -58,6 +59,10 @@ interface Lane {
   paused: boolean;
   highWatermark: bigint;
   committed: bigint;
+  /** The lane's start was checked against the archive and Kafka (chain of custody). */
+  started: boolean;
+  /** SHA-256 of the previous segment this lane cut (the next one's manifest names it). */
+  prevSha: string | undefined;
 }
 
 export interface ArchiverHandle {
@@ -77,7 +82,6 @@ export async function startArchiver(ctx: CommandContext, opts: ArchiverOptions =
   const log = ctx.log.child({ component: 'archive' });
   const topic = topicName(cfg);
   const root = archiveRoot(cfg);
-  const groupId = cfg.archive.groupId ?? `cdp-archive.${sourceDatabase(cfg)}`;
   const keyring: Keyring | undefined = loadKeyring(cfg);
   const maxBytes = cfg.archive.segmentMaxBytes;
   const maxAge = cfg.archive.segmentMaxAgeMs;
@@ -107,6 +111,15 @@ export async function startArchiver(ctx: CommandContext, opts: ArchiverOptions =
     await admin.disconnect().catch(() => {});
   }
   if (partitionCount === 0) throw new CdpError(ErrorCodes.SOURCE_NOT_READY, `topic ${topic} has no partitions: run cdp setup`);
+
+  // The stream generation (chain.ts): segments are stamped with it, and the group id carries the
+  // topic epoch, so that a recreated topic is read from its own offset 0, never from the committed
+  // offsets of the deleted one.
+  const gen: CurrentGeneration = await currentGeneration(store, root);
+  const groupId = archiveGroupId(cfg, gen.topicEpoch);
+  // Kept connected for the lane-start checks (committed offset, low/high watermarks).
+  const chainAdmin = kafka.admin();
+  let chainAdminConnected: Promise<void> | undefined;
 
   // Session timeout: how long the group waits for a member that stopped heartbeating before its
   // partitions move. After a broker crash the old membership lingers that long, so it is the pause
@@ -145,7 +158,7 @@ export async function startArchiver(ctx: CommandContext, opts: ArchiverOptions =
   const lane = (partition: number): Lane => {
     let l = lanes.get(partition);
     if (!l) {
-      l = { partition, open: undefined, nextOffset: undefined, queued: 0, queuedBytes: 0, chain: Promise.resolve(), revoked: false, paused: false, highWatermark: 0n, committed: -1n };
+      l = { partition, open: undefined, nextOffset: undefined, queued: 0, queuedBytes: 0, chain: Promise.resolve(), revoked: false, paused: false, highWatermark: 0n, committed: -1n, started: false, prevSha: undefined };
       lanes.set(partition, l);
     }
     return l;
@@ -186,6 +199,8 @@ export async function startArchiver(ctx: CommandContext, opts: ArchiverOptions =
     log.error({ err }, 'archiver failed');
     stopping = true;
     storeAbort.abort(err);
+    clearInterval(genTimer);
+    void chainAdmin.disconnect().catch(() => {});
     void consumer.disconnect().catch(() => {}).finally(() => rejectDone(err));
   };
 
@@ -218,6 +233,7 @@ export async function startArchiver(ctx: CommandContext, opts: ArchiverOptions =
         watermarkTime: seg.manifest.watermarkTime,
         lastOffset: seg.name.lastOffset,
         lastKey: key,
+        epoch: seg.name.epoch,
       });
       if (l.revoked) return; // the new owner commits its own progress; ours could only move it back
       const next = BigInt(seg.name.lastOffset) + 1n;
@@ -248,6 +264,7 @@ export async function startArchiver(ctx: CommandContext, opts: ArchiverOptions =
     if (!w || w.count === 0) return;
     l.open = undefined;
     const seg = w.finish(keyring);
+    l.prevSha = seg.name.sha256;
     l.queued += 1;
     l.queuedBytes += seg.bytes.length;
     totalQueuedBytes += seg.bytes.length;
@@ -256,13 +273,91 @@ export async function startArchiver(ctx: CommandContext, opts: ArchiverOptions =
     updateGauges();
   };
 
+  /**
+   * Records a hole in a partition's offsets (offsets from..to of this topic epoch never reached the
+   * archive) as a gap marker, and breaks the lane's hash chain there. untilLsn: the highest commit
+   * LSN among the records read from the hole on (capture produces a partition in commit order, so
+   * a lost record committed no later than what followed it).
+   */
+  const recordLaneGap = async (l: Lane, from: bigint, to: bigint, after: ReadonlyArray<{ value: Buffer | null }>) => {
+    let untilLsn = 0;
+    for (const m of after) {
+      if (!m.value) continue;
+      try {
+        untilLsn = Math.max(untilLsn, readValuePrefix(m.value).commitLsn);
+      } catch {
+        // not a change event: SegmentWriter.append reports it
+      }
+    }
+    const st = await readPartitionState(store, root, l.partition);
+    const gap = await recordGap(store, root, {
+      kind: 'retention',
+      generation: gen.generation,
+      topicEpoch: gen.topicEpoch,
+      partition: l.partition,
+      fromOffset: String(from),
+      toOffset: String(to),
+      afterLsn: st?.watermarkLsn ?? 0,
+      afterTime: st?.watermarkTime ?? 0,
+      untilLsn,
+      detail: `Kafka no longer holds offsets ${from}..${to} of partition ${l.partition} (deleted by retention or deleteRecords before they were archived); the archive continues at offset ${to + 1n}`,
+    });
+    l.prevSha = undefined;
+    log.error({ partition: l.partition, gap: gap.key }, `chain of custody broken, gap recorded: ${describeGap(gap)}`);
+  };
+
+  /**
+   * A lane's first batch after a group join: where must the partition continue? At the higher of
+   * the group's committed offset and the offset after the last archived one (the state pointer, in
+   * this topic epoch), or at 0 when neither is known (a new topic epoch starts at 0). Kafka handing
+   * us a later first offset means the records between are gone (kafkajs resets an out-of-range
+   * position to the log start without telling): a gap, recorded before anything is stored. A
+   * partition whose high watermark is below what the archive already holds was recreated behind
+   * the archive's back: the archiver stops (cdp setup starts a new topic epoch).
+   */
+  const startLane = async (l: Lane, messages: ReadonlyArray<{ offset: string; value: Buffer | null }>) => {
+    chainAdminConnected ??= chainAdmin.connect();
+    await chainAdminConnected;
+    const [committedList, offsets, st] = await Promise.all([
+      chainAdmin.fetchOffsets({ groupId, topics: [topic] }),
+      chainAdmin.fetchTopicOffsets(topic),
+      readPartitionState(store, root, l.partition),
+    ]);
+    if (l.revoked) return;
+    const committed = BigInt(committedList[0]?.partitions.find((x) => x.partition === l.partition)?.offset ?? '-1');
+    const po = offsets.find((x) => x.partition === l.partition);
+    const sameEpoch = st !== undefined && (st.epoch ?? 0) === gen.topicEpoch && /^\d+$/.test(st.lastOffset ?? '');
+    const archivedNext = sameEpoch ? BigInt(st.lastOffset) + 1n : undefined;
+    if (archivedNext !== undefined && po && BigInt(po.high) < archivedNext) {
+      throw new IntegrityError(
+        `partition ${l.partition} of topic ${topic} ends at offset ${po.high}, but the archive already holds offsets up to ${archivedNext - 1n} of this topic epoch: ` +
+          'the topic was deleted and created again behind the archive. Run cdp setup (it records the break and starts a new topic epoch), then start the archiver again',
+        { details: { partition: l.partition, high: po.high, archived: String(archivedNext - 1n) } },
+      );
+    }
+    let expected = archivedNext ?? 0n;
+    if (committed > expected) expected = committed;
+    const first = BigInt(messages[0]!.offset);
+    l.started = true;
+    if (first > expected) {
+      await recordLaneGap(l, expected, first - 1n, messages);
+    } else if (sameEpoch && first === archivedNext) {
+      l.prevSha = parseSegmentKey(st.lastKey)?.sha256;
+    }
+    log.info({ partition: l.partition, first: String(first), expected: String(expected), low: po?.low, high: po?.high, generation: gen.generation, epoch: gen.topicEpoch }, 'archive lane started');
+  };
+
   const eachBatch = async ({ batch, resolveOffset, heartbeat, isRunning, isStale }: EachBatchPayload) => {
     batchesInFlight += 1;
     try {
       const l = lane(batch.partition);
       if (l.revoked) return;
       l.highWatermark = BigInt(batch.highWatermark);
-      for (const msg of batch.messages) {
+      if (!l.started && batch.messages.length > 0) {
+        await startLane(l, batch.messages);
+        if (l.revoked || stopping) return;
+      }
+      for (const [i, msg] of batch.messages.entries()) {
         if (stopping || !isRunning() || isStale()) break;
         if (l.revoked) break; // a rebalance replaced this lane while the batch was running
         const off = BigInt(msg.offset);
@@ -286,9 +381,11 @@ export async function startArchiver(ctx: CommandContext, opts: ArchiverOptions =
             'Kafka delivered a later offset than expected: the offsets between were never archived by this member (deleted by retention before archiving, or stored by another member); cutting the open segment before the jump',
           );
           cut(l);
+          // The hole is recorded before anything after it is stored (chain.ts).
+          await recordLaneGap(l, l.nextOffset!, off - 1n, batch.messages.slice(i));
         }
         if (msg.value) {
-          l.open ??= new SegmentWriter({ partition: l.partition, codec: cfg.archive.codec, zstdLevel: cfg.archive.zstdLevel });
+          l.open ??= new SegmentWriter({ partition: l.partition, codec: cfg.archive.codec, zstdLevel: cfg.archive.zstdLevel, generation: gen.generation, epoch: gen.topicEpoch, prevSha256: l.prevSha });
           l.open.append(msg.value, msg.offset);
         }
         l.nextOffset = off + 1n;
@@ -336,6 +433,25 @@ export async function startArchiver(ctx: CommandContext, opts: ArchiverOptions =
   }, 10_000);
   pointTimer.unref();
 
+  // A new generation started by cdp setup while we run: a slot-only break keeps the topic (the
+  // offsets continue), and what we store next is stamped with the new generation; a new topic
+  // epoch means our group and offsets belong to a deleted topic: stop (exit 1) and let the
+  // supervisor start us again in the new epoch.
+  const genTimer = setInterval(() => {
+    void currentGeneration(store, root).then(
+      (g) => {
+        if (g.topicEpoch !== gen.topicEpoch) {
+          fail(new CdpError(ErrorCodes.SOURCE_NOT_READY, `cdp setup started topic epoch ${g.topicEpoch} (the archiver runs epoch ${gen.topicEpoch}): restart the archiver`));
+        } else if (g.generation !== gen.generation) {
+          log.info({ from: gen.generation, to: g.generation }, 'archive: new stream generation');
+          gen.generation = g.generation;
+        }
+      },
+      (err: unknown) => log.debug({ err: toError(err).message }, 'cannot read the stream generation'),
+    );
+  }, 5_000);
+  genTimer.unref();
+
   registerHealth('archive', () => ({
     ok: !fatal,
     detail: { assigned: [...lanes.keys()], storedSegments, pendingBytes: totalQueuedBytes, lastStoredAt: lastStoredAt ? new Date(lastStoredAt).toISOString() : null },
@@ -370,6 +486,7 @@ export async function startArchiver(ctx: CommandContext, opts: ArchiverOptions =
     stopping = true;
     clearInterval(ageTimer);
     clearInterval(pointTimer);
+    clearInterval(genTimer);
     try {
       // Stop fetching, let the batch being handled finish, then cut, store and commit everything.
       consumer.pause([{ topic }]);
@@ -381,6 +498,7 @@ export async function startArchiver(ctx: CommandContext, opts: ArchiverOptions =
       log.info({ storedSegments }, 'archiver stopped after storing and committing its segments');
     } finally {
       await consumer.disconnect().catch((err: unknown) => log.warn({ err: toError(err).message }, 'Kafka disconnect failed'));
+      await chainAdmin.disconnect().catch(() => {});
     }
   };
 

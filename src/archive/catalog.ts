@@ -26,8 +26,9 @@ function compareOffsets(a: string, b: string): number {
 }
 
 /**
- * Every segment of a partition whose max commit LSN is >= fromLsn, sorted by firstOffset then
- * lastOffset. Key order is by max LSN, which is not offset order once a capture restart has
+ * Every segment of a partition whose max commit LSN is >= fromLsn, sorted by topic epoch, then
+ * firstOffset, then lastOffset (offsets restart at 0 in a recreated topic: a new epoch, chain.ts,
+ * whose records all follow the older epoch's in the stream). Key order is by max LSN, which is not offset order once a capture restart has
  * replayed older LSNs after newer ones; consumers that need the partition's order get it here.
  * The listing from fromLsn is materialised (names only: ~200 bytes per segment) to sort it.
  */
@@ -42,7 +43,7 @@ export async function* listSegments(store: Store, root: string, partition: numbe
     if (name.maxLsn < fromLsn) continue;
     found.push({ ...name, key: o.key, size: o.size });
   }
-  found.sort((a, b) => compareOffsets(a.firstOffset, b.firstOffset) || compareOffsets(a.lastOffset, b.lastOffset));
+  found.sort((a, b) => a.epoch - b.epoch || compareOffsets(a.firstOffset, b.firstOffset) || compareOffsets(a.lastOffset, b.lastOffset));
   yield* found;
 }
 
@@ -112,15 +113,22 @@ export async function advancePartitionState(
   next: Omit<PartitionState, 'updatedAt'>,
 ): Promise<PartitionState> {
   const current = await readPartitionState(store, root, next.partition);
-  if (current && current.watermarkLsn >= next.watermarkLsn && BigInt(current.lastOffset || '0') >= BigInt(next.lastOffset)) return current;
+  // Offsets compare only within one topic epoch; a newer epoch's offsets replace an older one's
+  // (the watermark, an LSN, keeps growing across epochs).
+  const curEpoch = current?.epoch ?? 0;
+  const nextEpoch = next.epoch ?? 0;
+  const keepOffset = current !== undefined && (curEpoch > nextEpoch || (curEpoch === nextEpoch && BigInt(current.lastOffset || '0') >= BigInt(next.lastOffset)));
+  if (current && current.watermarkLsn >= next.watermarkLsn && keepOffset) return current;
   const state: PartitionState = {
     partition: next.partition,
     watermarkLsn: Math.max(current?.watermarkLsn ?? 0, next.watermarkLsn),
     watermarkTime: (current?.watermarkLsn ?? 0) > next.watermarkLsn ? current!.watermarkTime : next.watermarkTime,
-    lastOffset: current && BigInt(current.lastOffset || '0') > BigInt(next.lastOffset) ? current.lastOffset : next.lastOffset,
-    lastKey: current && BigInt(current.lastOffset || '0') > BigInt(next.lastOffset) ? current.lastKey : next.lastKey,
+    lastOffset: keepOffset ? current.lastOffset : next.lastOffset,
+    lastKey: keepOffset ? current.lastKey : next.lastKey,
     updatedAt: new Date().toISOString(),
   };
+  const epoch = keepOffset ? curEpoch : nextEpoch;
+  if (epoch > 0) state.epoch = epoch;
   await putMutable(store, statePointerKey(root, next.partition), Buffer.from(JSON.stringify(state, null, 1)));
   return state;
 }

@@ -6,7 +6,10 @@ import { lsnKey } from '../util/lsn.js';
 // the whole history (the plan for 10^7 segments).
 //
 //   <root>/archive.json                         topic, partitions, database, system id (setup)
-//   <root>/segments/p0003/<maxLsn>-<firstOffset>-<lastOffset>-<sha256>.avro
+//   <root>/segments/p0003/<maxLsn>-<firstOffset>-<lastOffset>-<sha256>.avro          (topic epoch 0)
+//   <root>/segments/p0003/<maxLsn>-e<epoch>-<firstOffset>-<lastOffset>-<sha256>.avro (topic epoch >= 1)
+//   <root>/generations/<generation>.json        a new stream generation (setup): write-once
+//   <root>/gaps/<afterLsn>-<kind>-<id>.json     a recorded break in the chain of custody: write-once
 //   <root>/state/p0003.json                     per-partition progress pointer (mutable)
 //   <root>/bases/<lsn>/base.dump                pg_dump -Fc
 //   <root>/bases/<lsn>/manifest.json            written last: a base without it is incomplete
@@ -27,6 +30,12 @@ export function segmentsPrefix(root: string, partition: number): string {
 
 export interface SegmentName {
   partition: number;
+  /**
+   * Topic incarnation (chain.ts): Kafka offsets restart at 0 when the topic is recreated, so a
+   * partition's segments are ordered by (epoch, offset). 0 for every segment written before
+   * epochs existed (their keys have no epoch field) and for the first topic of an archive.
+   */
+  epoch: number;
   maxLsn: number;
   firstOffset: string;
   lastOffset: string;
@@ -34,20 +43,24 @@ export interface SegmentName {
 }
 
 export function segmentKey(root: string, s: SegmentName): string {
-  return `${segmentsPrefix(root, s.partition)}${lsnKey(s.maxLsn)}-${s.firstOffset.padStart(20, '0')}-${s.lastOffset.padStart(20, '0')}-${s.sha256}.avro`;
+  // Epoch 0 keeps the original form, so keys written before epochs existed and keys written now
+  // for the same records are the same (write-once retries stay idempotent across the upgrade).
+  const epoch = s.epoch > 0 ? `e${String(s.epoch).padStart(6, '0')}-` : '';
+  return `${segmentsPrefix(root, s.partition)}${lsnKey(s.maxLsn)}-${epoch}${s.firstOffset.padStart(20, '0')}-${s.lastOffset.padStart(20, '0')}-${s.sha256}.avro`;
 }
 
-const SEGMENT_RE = /\/segments\/p(\d{4})\/([0-9A-F]{16})-(\d{20})-(\d{20})-([0-9a-f]{64})\.avro$/;
+const SEGMENT_RE = /\/segments\/p(\d{4})\/([0-9A-F]{16})-(?:e(\d{6})-)?(\d{20})-(\d{20})-([0-9a-f]{64})\.avro$/;
 
 export function parseSegmentKey(key: string): SegmentName | undefined {
   const m = SEGMENT_RE.exec(key);
   if (!m) return undefined;
   return {
     partition: Number(m[1]),
+    epoch: m[3] ? Number(m[3]) : 0,
     maxLsn: parseInt(m[2]!, 16),
-    firstOffset: String(BigInt(m[3]!)),
-    lastOffset: String(BigInt(m[4]!)),
-    sha256: m[5]!,
+    firstOffset: String(BigInt(m[4]!)),
+    lastOffset: String(BigInt(m[5]!)),
+    sha256: m[6]!,
   };
 }
 
@@ -63,6 +76,22 @@ export function statePointerKey(root: string, partition: number): string {
 
 export function archiveManifestKey(root: string): string {
   return `${root}/archive.json`;
+}
+
+export function generationsPrefix(root: string): string {
+  return `${root}/generations/`;
+}
+
+export function generationKey(root: string, generation: number): string {
+  return `${generationsPrefix(root)}${String(generation).padStart(6, '0')}.json`;
+}
+
+export function gapsPrefix(root: string): string {
+  return `${root}/gaps/`;
+}
+
+export function gapKey(root: string, afterLsn: number, kind: string, id: string): string {
+  return `${gapsPrefix(root)}${lsnKey(afterLsn)}-${kind}-${id}.json`;
 }
 
 export function basesPrefix(root: string): string {
@@ -96,7 +125,50 @@ export interface PartitionState {
   watermarkTime: number;
   lastOffset: string;
   lastKey: string;
+  /** Topic epoch of lastOffset/lastKey (absent in pointers written before epochs: 0). */
+  epoch?: number;
   updatedAt: string;
+}
+
+/**
+ * generations/<n>.json (write-once): a stream generation starts whenever setup finds the stream
+ * broken under an existing archive (the slot or the topic recreated). Generation 0 is implicit:
+ * an archive with no generation object (every archive written before generations existed).
+ */
+export interface GenerationRecord {
+  version: 1;
+  generation: number;
+  /** Topic incarnation: incremented when the topic was recreated (offsets restart at 0). */
+  topicEpoch: number;
+  reason: string;
+  slot: string;
+  topic: string;
+  /** The new slot's consistent point, or the source's WAL position when the slot was kept. */
+  startLsn: number;
+  createdAt: string;
+}
+
+/**
+ * gaps/<afterLsn>-<kind>-<id>.json (write-once): a break in the chain of custody. Transactions
+ * with commit LSN in (afterLsn, untilLsn] may be missing from the archive; those at or before
+ * afterLsn are whole. A replay from a base whose LSN is <= untilLsn (or taken before detectedAt)
+ * to a target after afterLsn would cross it: restore refuses it (exit 3).
+ */
+export interface GapRecord {
+  version: 1;
+  kind: 'retention' | 'topic-recreated' | 'slot-recreated' | 'offsets-backwards';
+  generation: number;
+  topicEpoch: number;
+  partition?: number;
+  /** Offsets (of topicEpoch) that no archiver received. */
+  fromOffset?: string;
+  toOffset?: string;
+  afterLsn: number;
+  afterTime: number;
+  untilLsn: number;
+  detectedAt: string;
+  detectedAtMicros: number;
+  detail: string;
 }
 
 /** bases/<lsn>/manifest.json */
@@ -135,4 +207,9 @@ export interface SegmentManifest {
   watermarkLsn: number;
   watermarkTime: number;
   codec: 'zstandard' | 'deflate';
+  /** Chain of custody (absent in segments written before it: generation 0, epoch 0, unchained). */
+  generation?: number;
+  epoch?: number;
+  /** SHA-256 of the previous segment of this partition stored by the same lane, when known. */
+  prevSha256?: string;
 }

@@ -93,6 +93,10 @@ export interface SegmentWriterOptions {
   codec: 'zstandard' | 'deflate';
   zstdLevel?: number;
   blockBytes?: number;
+  /** Chain of custody (chain.ts), recorded in the manifest when given. */
+  generation?: number;
+  epoch?: number;
+  prevSha256?: string;
 }
 
 export interface FinishedSegment {
@@ -201,6 +205,9 @@ export class SegmentWriter {
     if (this.m.count === 0) throw new Error('finish() on an empty segment');
     this.flushBlock();
     const manifest: SegmentManifest = { version: 1, partition: this.partition, codec: this.opts.codec, ...this.m };
+    if (this.opts.generation !== undefined) manifest.generation = this.opts.generation;
+    if (this.opts.epoch !== undefined) manifest.epoch = this.opts.epoch;
+    if (this.opts.prevSha256 !== undefined) manifest.prevSha256 = this.opts.prevSha256;
     const meta: Array<[string, Buffer]> = [
       ['avro.schema', Buffer.from(changeEventSchemaText.trim(), 'utf8')],
       ['avro.codec', Buffer.from(this.opts.codec, 'utf8')],
@@ -214,6 +221,7 @@ export class SegmentWriter {
     this.blocksBytes = 0;
     const name: SegmentName = {
       partition: this.partition,
+      epoch: this.opts.epoch ?? 0,
       maxLsn: manifest.maxLsn,
       firstOffset: manifest.firstOffset,
       lastOffset: manifest.lastOffset,

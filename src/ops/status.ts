@@ -1,5 +1,6 @@
 import pg from 'pg';
 import type { CommandContext } from '../cli/main.js';
+import { archiveGroupId, currentGeneration, describeGap, gapCoveredBy, listGaps } from '../archive/chain.js';
 import { archiveRoot, sourceDatabase, topicName, type Config } from '../config/config.js';
 import { ExitCode, toError } from '../errors.js';
 import { basesPrefix, type BaseManifest } from '../archive/layout.js';
@@ -22,6 +23,10 @@ export interface StatusReport {
   slot: { name: string; active: boolean; confirmedFlushLsn: string | null; lagBytes: number | null } | { error: string };
   consumer: { groupId: string; lag: number; partitions: Array<{ partition: number; committed: string; high: string; lag: number }> } | { error: string };
   bases: Array<{ lsn: string; time: string; size: number; serverVersion: string }> | { error: string };
+  /** Stream generation and topic epoch (archive/chain.ts). */
+  generation: { generation: number; topicEpoch: number } | null;
+  /** Recorded breaks in the chain of custody; `covered` once a base was taken after one. */
+  gaps: Array<{ key: string; kind: string; afterLsn: string; untilLsn: string; detectedAt: string; covered: boolean; description: string }>;
   errors: string[];
 }
 
@@ -54,8 +59,7 @@ async function slotStatus(cfg: Config): Promise<StatusReport['slot']> {
   }
 }
 
-async function consumerStatus(cfg: Config, log: Logger): Promise<StatusReport['consumer']> {
-  const groupId = cfg.archive.groupId ?? `cdp-archive.${sourceDatabase(cfg)}`;
+async function consumerStatus(cfg: Config, log: Logger, groupId: string): Promise<StatusReport['consumer']> {
   const admin = createKafka(cfg, log, 'status').admin();
   try {
     await admin.connect();
@@ -83,13 +87,23 @@ export async function gatherStatus(ctx: CommandContext): Promise<StatusReport> {
   const root = archiveRoot(cfg);
   const errors: string[] = [];
   const { restorablePoint } = await import('../archive/catalog.js');
+  const [generation, gaps] = await Promise.all([
+    currentGeneration(store, root).catch((err: unknown) => {
+      errors.push(`generation: ${toError(err).message}`);
+      return null;
+    }),
+    listGaps(store, root).catch((err: unknown) => {
+      errors.push(`gaps: ${toError(err).message}`);
+      return [];
+    }),
+  ]);
   const [point, slot, consumer, bases] = await Promise.all([
     restorablePoint(store, root).catch((err: unknown) => {
       errors.push(`archive: ${toError(err).message}`);
       return undefined;
     }),
     slotStatus(cfg),
-    consumerStatus(cfg, log),
+    consumerStatus(cfg, log, archiveGroupId(cfg, generation?.topicEpoch ?? 0)),
     listBases(store, root).catch((err: unknown) => ({ error: `bases: ${toError(err).message}` })),
   ]);
   const rpoSeconds = point ? Math.max(0, (Date.now() * 1000 - point.time) / 1e6) : null;
@@ -111,6 +125,16 @@ export async function gatherStatus(ctx: CommandContext): Promise<StatusReport> {
     bases: Array.isArray(bases)
       ? bases.map((b) => ({ lsn: b.lsnText, time: b.time, size: b.size, serverVersion: b.serverVersion }))
       : bases,
+    generation,
+    gaps: gaps.map((g) => ({
+      key: g.key,
+      kind: g.kind,
+      afterLsn: formatLsn(g.afterLsn),
+      untilLsn: formatLsn(g.untilLsn),
+      detectedAt: g.detectedAt,
+      covered: Array.isArray(bases) && bases.some((b) => gapCoveredBy(g, b)),
+      description: describeGap(g),
+    })),
     errors,
   };
 }
@@ -127,9 +151,16 @@ export async function runStatus(ctx: CommandContext, opts: { json: boolean; chec
       `slot                ${'error' in report.slot ? report.slot.error : `${report.slot.name} ${report.slot.active ? 'active' : 'INACTIVE'}, confirmed ${report.slot.confirmedFlushLsn}, lag ${report.slot.lagBytes} bytes`}`,
       `archive consumer    ${'error' in report.consumer ? report.consumer.error : `${report.consumer.groupId}, lag ${report.consumer.lag} records`}`,
       `bases               ${'error' in report.bases ? report.bases.error : report.bases.length === 0 ? 'none: run cdp basebackup' : report.bases.map((b) => `${b.lsn} (${b.time})`).join(', ')}`,
+      ...report.gaps.map((g) => `${g.covered ? 'break (covered)    ' : 'GAP (uncovered)    '} ${g.description}`),
       ...report.errors.map((e) => `error               ${e}`),
     ];
     process.stdout.write(lines.join('\n') + '\n');
+  }
+  // A gap no base covers comes first: points after it are not restorable at all (exit 3, integrity).
+  const uncovered = report.gaps.filter((g) => !g.covered);
+  if (opts.check && uncovered.length > 0) {
+    process.stderr.write(`cdp status: the archive has ${uncovered.length} break(s) in its chain of custody that no base covers: ${uncovered.map((g) => g.description).join('; ')}; take a base (cdp basebackup) to restore points after it\n`);
+    return ExitCode.integrity;
   }
   if (opts.check && report.rpoBreached) return ExitCode.rpoBreached;
   return ExitCode.ok;

@@ -3,7 +3,8 @@ import pg from 'pg';
 import type { CommandContext } from '../cli/main.js';
 import { archiveRoot } from '../config/config.js';
 import { ExitCode, toError } from '../errors.js';
-import { listSegments, readArchiveManifest } from '../archive/catalog.js';
+import { listSegments, readArchiveManifest, readPartitionState, type ListedSegment } from '../archive/catalog.js';
+import { describeGap, gapCoveredBy, listGaps } from '../archive/chain.js';
 import { loadKeyring } from '../archive/crypto.js';
 import { fetchSegment } from '../archive/segment.js';
 import { createStore } from '../s3/client.js';
@@ -21,23 +22,46 @@ export interface VerifyProblem {
   problem: string;
 }
 
-export async function verifyArchive(ctx: CommandContext): Promise<{ segments: number; bases: number; problems: VerifyProblem[] }> {
+export interface VerifyBreak {
+  key: string;
+  kind: string;
+  covered: boolean;
+  description: string;
+}
+
+export async function verifyArchive(ctx: CommandContext): Promise<{ segments: number; bases: number; problems: VerifyProblem[]; breaks: VerifyBreak[] }> {
   const { cfg, log } = ctx;
   const store = createStore(cfg, log, { signal: ctx.signal, maxElapsedMs: 60_000 });
   const root = archiveRoot(cfg);
   const keyring = loadKeyring(cfg);
   const problems: VerifyProblem[] = [];
   const manifest = await readArchiveManifest(store, root);
-  if (!manifest) return { segments: 0, bases: 0, problems: [{ what: root, problem: 'no archive.json: run cdp setup' }] };
+  if (!manifest) return { segments: 0, bases: 0, problems: [{ what: root, problem: 'no archive.json: run cdp setup' }], breaks: [] };
+  const gaps = await listGaps(store, root);
   let segments = 0;
   for (let p = 0; p < manifest.partitions; p++) {
+    // Chain of custody (archive/chain.ts): offsets are continuous within each topic epoch, except
+    // where a recorded gap says Kafka lost them (reported below as a break, not as a missing
+    // segment); each segment's predecessor (prevSha256) is stored; the segment the partition's
+    // state pointer names as its newest is stored (a segment lost at the very end).
+    const all: ListedSegment[] = [];
+    for await (const seg of listSegments(store, root, p, 0)) all.push(seg);
+    const shas = new Set(all.map((x) => x.sha256));
+    const keys = new Set(all.map((x) => x.key));
     let covered: bigint | undefined;
-    for await (const seg of listSegments(store, root, p, 0)) {
+    let epoch: number | undefined;
+    for (const seg of all) {
       segments += 1;
+      if (seg.epoch !== epoch) {
+        epoch = seg.epoch;
+        covered = undefined;
+      }
       const first = BigInt(seg.firstOffset);
       const last = BigInt(seg.lastOffset);
       if (covered !== undefined && first > covered + 1n) {
-        problems.push({ what: `partition ${p}`, problem: `offsets ${covered + 1n}..${first - 1n} are in no segment (gap before ${seg.key})` });
+        const from = covered + 1n;
+        const known = gaps.find((g) => g.partition === p && g.topicEpoch === seg.epoch && g.fromOffset !== undefined && BigInt(g.fromOffset) <= from && BigInt(g.toOffset ?? '-1') >= first - 1n);
+        if (!known) problems.push({ what: `partition ${p}`, problem: `offsets ${from}..${first - 1n} are in no segment (gap before ${seg.key})` });
       }
       covered = covered === undefined || last > covered ? last : covered;
       try {
@@ -45,10 +69,14 @@ export async function verifyArchive(ctx: CommandContext): Promise<{ segments: nu
         let n = 0;
         for (const block of opened.blocks()) n += block.length;
         if (n !== opened.manifest.count) problems.push({ what: seg.key, problem: `holds ${n} records, its manifest says ${opened.manifest.count}` });
+        const prev = opened.manifest.prevSha256;
+        if (prev && !shas.has(prev)) problems.push({ what: seg.key, problem: `the segment before it in the chain (SHA-256 ${prev}) is not stored: it was deleted or lost` });
       } catch (err) {
         problems.push({ what: seg.key, problem: toError(err).message });
       }
     }
+    const st = await readPartitionState(store, root, p);
+    if (st?.lastKey && !keys.has(st.lastKey)) problems.push({ what: `partition ${p}`, problem: `the newest archived segment ${st.lastKey} (state pointer) is not stored: it was deleted or lost` });
   }
   const bases = await listBases(store, root);
   for (const b of bases) {
@@ -60,7 +88,11 @@ export async function verifyArchive(ctx: CommandContext): Promise<{ segments: nu
     }
   }
   if (bases.length === 0) problems.push({ what: root, problem: 'no base backup: run cdp basebackup' });
-  return { segments, bases: bases.length, problems };
+  const breaks: VerifyBreak[] = gaps.map((g) => ({ key: g.key, kind: g.kind, covered: bases.some((b) => gapCoveredBy(g, b)), description: describeGap(g) }));
+  for (const b of breaks) {
+    if (!b.covered) problems.push({ what: b.key, problem: `break in the chain of custody that no base covers (points after it are not restorable until a base is taken): ${b.description}` });
+  }
+  return { segments, bases: bases.length, problems, breaks };
 }
 
 export async function runVerify(ctx: CommandContext, opts: { deep: boolean }): Promise<number> {
@@ -89,6 +121,6 @@ export async function runVerify(ctx: CommandContext, opts: { deep: boolean }): P
       await admin.end();
     }
   }
-  process.stdout.write(JSON.stringify({ ok: result.problems.length === 0, segments: result.segments, bases: result.bases, deep, deepRestore: deepReport, problems: result.problems }, null, 2) + '\n');
+  process.stdout.write(JSON.stringify({ ok: result.problems.length === 0, segments: result.segments, bases: result.bases, deep, deepRestore: deepReport, problems: result.problems, breaks: result.breaks }, null, 2) + '\n');
   return result.problems.length === 0 ? ExitCode.ok : ExitCode.integrity;
 }

@@ -1,4 +1,5 @@
 import { listSegments, type ListedSegment } from '../archive/catalog.js';
+import type { GapRecord } from '../archive/layout.js';
 import type { Keyring } from '../archive/crypto.js';
 import { IntegrityError } from '../errors.js';
 import { getObject } from '../s3/client.js';
@@ -71,20 +72,36 @@ export function findOffsetGap(
  * records are older than fromLsn) between two that are read; so a hole in the filtered listing is
  * confirmed against the partition's whole listing before failing.
  */
-export async function listPartitionSegments(store: Store, root: string, partitions: number, fromLsn: Lsn): Promise<ListedSegment[][]> {
+export async function listPartitionSegments(store: Store, root: string, partitions: number, fromLsn: Lsn, knownGaps: ReadonlyArray<GapRecord & { key: string }> = []): Promise<ListedSegment[][]> {
   return Promise.all(
     Array.from({ length: partitions }, async (_, p) => {
       const out: ListedSegment[] = [];
       for await (const s of listSegments(store, root, p, fromLsn)) out.push(s);
       if (out.length < 2) return out;
-      const lo = BigInt(out[0]!.firstOffset);
-      let hi = lo;
-      for (const s of out) if (BigInt(s.lastOffset) > hi) hi = BigInt(s.lastOffset);
-      if (!findOffsetGap(out, lo, hi)) return out;
-      const all: ListedSegment[] = [];
-      for await (const s of listSegments(store, root, p, 0)) all.push(s);
-      const gap = findOffsetGap(all, lo, hi);
-      if (gap) {
+      // Offsets compare within one topic epoch only (chain.ts): a recreated topic restarts at 0,
+      // and the break between epochs is a recorded gap, checked by restore's plan.
+      // Offsets a recorded gap names (Kafka deleted them before they were archived) are known to be
+      // missing: they count as covered here, and restore's plan refuses any replay that crosses
+      // them, naming the gap.
+      let all: ListedSegment[] | undefined;
+      for (const epoch of new Set(out.map((s) => s.epoch))) {
+        const holes = knownGaps
+          .filter((g) => g.partition === p && g.topicEpoch === epoch && g.fromOffset !== undefined && g.toOffset !== undefined)
+          .map((g) => ({ firstOffset: g.fromOffset!, lastOffset: g.toOffset!, key: g.key }));
+        const withHoles = <T extends Pick<ListedSegment, 'firstOffset' | 'lastOffset' | 'key'>>(segs: T[]) =>
+          holes.length === 0 ? segs : [...segs, ...holes].sort((a, b) => (BigInt(a.firstOffset) < BigInt(b.firstOffset) ? -1 : BigInt(a.firstOffset) > BigInt(b.firstOffset) ? 1 : 0));
+        const run = out.filter((s) => s.epoch === epoch);
+        if (run.length < 2) continue;
+        const lo = BigInt(run[0]!.firstOffset);
+        let hi = lo;
+        for (const s of run) if (BigInt(s.lastOffset) > hi) hi = BigInt(s.lastOffset);
+        if (!findOffsetGap(withHoles(run), lo, hi)) continue;
+        if (!all) {
+          all = [];
+          for await (const s of listSegments(store, root, p, 0)) all.push(s);
+        }
+        const gap = findOffsetGap(withHoles(all.filter((s) => s.epoch === epoch)), lo, hi);
+        if (!gap) continue;
         throw new IntegrityError(
           `partition ${p}: offsets ${gap.from}..${gap.to} are in no stored segment (between ${gap.before ?? 'the start'} and ${gap.after ?? 'the end'}); ` +
             'a segment is missing from the archive and the transactions it held would be lost: run cdp verify, and restore the missing segment from the offsite copy (cdp replicate)',

@@ -8,6 +8,7 @@ import copyStreams from 'pg-copy-streams';
 import type { CommandContext } from '../cli/main.js';
 import { archiveRoot } from '../config/config.js';
 import { readArchiveManifest, restorablePoint } from '../archive/catalog.js';
+import { gapCrossedError, gapsCrossed, listGaps, type StoredGap } from '../archive/chain.js';
 import { loadKeyring } from '../archive/crypto.js';
 import type { BaseManifestExt } from '../base/basebackup.js';
 import { redactUrl } from '../capture/source.js';
@@ -87,7 +88,12 @@ export function sqlFileHeader(base: { lsnText: string; time: string; key: string
   );
 }
 
-export function planRestore(target: RestoreTarget, bases: BaseManifestExt[], point: { lsn: Lsn; time: number } | undefined): { base: BaseManifestExt; limitLsn: Lsn } {
+export function planRestore(
+  target: RestoreTarget,
+  bases: BaseManifestExt[],
+  point: { lsn: Lsn; time: number } | undefined,
+  gaps: StoredGap[] = [],
+): { base: BaseManifestExt; limitLsn: Lsn } {
   if (bases.length === 0) throw outOfRange('the archive has no base backup (run cdp basebackup)', bases, point);
   if (!point) throw outOfRange('the archive has no restorable point yet (is cdp archive running? every partition needs an archived watermark)', bases, point);
   // A base contains the transactions with commit LSN < base.lsn; usable for a target when all of
@@ -119,7 +125,31 @@ export function planRestore(target: RestoreTarget, bases: BaseManifestExt[], poi
     }
   }
   if (!base) throw outOfRange('no base at or before the restorable point', bases, point);
-  return { base, limitLsn: target.kind === 'lsn' ? Math.min(target.lsn, point.lsn) : point.lsn };
+  const limitLsn = target.kind === 'lsn' ? Math.min(target.lsn, point.lsn) : point.lsn;
+  // Chain of custody (archive/chain.ts): the chosen base is the newest usable one, so when it is
+  // still before a recorded gap that the replay would cross, no base can restore this target
+  // exactly. An xid target is checked once its commit LSN is known (runRestore).
+  if (target.kind !== 'xid') {
+    const crossed = gapsCrossed(gaps, base, target.kind === 'time' ? { time: target.micros } : { lsn: limitLsn });
+    if (crossed.length > 0) throw gapCrossedError(crossed, base);
+  }
+  return { base, limitLsn };
+}
+
+/**
+ * The replay's own check of the same rule, transaction by transaction: a time target's cut is by
+ * commit time, which is not strictly ordered with the LSN, so the plan's check is repeated on each
+ * transaction before it is applied.
+ */
+export async function* guardGaps<T extends ReplayItem>(batches: AsyncIterable<T[]>, gaps: StoredGap[], base: BaseManifestExt): AsyncGenerator<T[]> {
+  for await (const items of batches) {
+    for (const it of items) {
+      if (it.type !== 'begin') continue;
+      const crossed = gapsCrossed(gaps, base, { lsn: it.txn.commitLsn });
+      if (crossed.length > 0) throw gapCrossedError(crossed, base);
+    }
+    yield items;
+  }
 }
 
 /** A live session: SQL text as simple queries, two in flight so JS builds while Postgres executes. */
@@ -268,8 +298,8 @@ export async function runRestore(
 
   const manifest = await readArchiveManifest(store, root);
   if (!manifest) throw new CdpError(ErrorCodes.USAGE, `no archive at s3://${cfg.s3.bucket}/${root}/ (archive.json missing): check s3.prefix / CDP_S3_PREFIX and the source database name`);
-  const [point, bases] = await Promise.all([restorablePoint(store, root, { partitions: manifest.partitions }), listBaseManifests(store, root)]);
-  const planned = planRestore(target, bases, point);
+  const [point, bases, gaps] = await Promise.all([restorablePoint(store, root, { partitions: manifest.partitions }), listBaseManifests(store, root), listGaps(store, root)]);
+  const planned = planRestore(target, bases, point, gaps);
   let base = planned.base;
   const limitLsn = planned.limitLsn;
   const targetText = describeTarget(target);
@@ -278,7 +308,7 @@ export async function runRestore(
     // An xid says nothing about where it committed: find its commit LSN first (reading, not
     // applying), so that an unknown xid is refused before anything is written and the newest base
     // before that commit is used.
-    const segs = await listPartitionSegments(store, root, manifest.partitions, base.lsn);
+    const segs = await listPartitionSegments(store, root, manifest.partitions, base.lsn, gaps);
     const lim = new Limiter(Math.max(2, Math.min(8, manifest.partitions * 2)));
     const scan = groupTransactionBatches(
       mergePartitions(segs.map((ss, p) => ({ partition: p, chunks: partitionChunks(store, ss, { keyring, readAhead: 2, limiter: lim }) })), { fromLsn: base.lsn }),
@@ -294,6 +324,8 @@ export async function runRestore(
       throw outOfRange(`--xid ${target.xid} is not among the archived transactions after base ${base.lsnText} up to the restorable point (a transaction that changed nothing has no record)`, bases, point);
     }
     base = bases.filter((b) => b.lsn - 1 <= commitLsn!).at(-1) ?? base;
+    const crossed = gapsCrossed(gaps, base, { lsn: commitLsn });
+    if (crossed.length > 0) throw gapCrossedError(crossed, base);
     log.info({ xid: target.xid, commitLsn: formatLsn(commitLsn), base: base.lsnText }, 'restore: transaction found');
   }
 
@@ -327,12 +359,16 @@ export async function runRestore(
   const segStats: SegmentReadStats = { segments: 0, bytes: 0 };
   const mergeStats: MergeStats = { duplicates: 0 };
   const fromLsn = Math.max(base.lsn, resumeFrom ?? 0);
-  const segLists = await listPartitionSegments(store, root, manifest.partitions, fromLsn);
+  const segLists = await listPartitionSegments(store, root, manifest.partitions, fromLsn, gaps);
   const limiter = new Limiter(Math.max(2, Math.min(8, manifest.partitions * 2)));
   const sources = segLists.map((segs, p) => ({ partition: p, chunks: partitionChunks(store, segs, { keyring, readAhead: 2, limiter, stats: segStats }) }));
-  const batches = groupTransactionBatches(mergePartitions(sources, { fromLsn, stats: mergeStats }), makeCut(target, limitLsn), {
-    sequenceScanMicros: Math.max(5 * 60 * 1e6, 4 * cfg.capture.sequenceIntervalMs * 1000),
-  });
+  const batches = guardGaps(
+    groupTransactionBatches(mergePartitions(sources, { fromLsn, stats: mergeStats }), makeCut(target, limitLsn), {
+      sequenceScanMicros: Math.max(5 * 60 * 1e6, 4 * cfg.capture.sequenceIntervalMs * 1000),
+    }),
+    gaps,
+    base,
+  );
 
   const planInfo = {
     base: { lsn: base.lsnText, time: base.time, key: base.key, size: base.size },
