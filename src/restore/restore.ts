@@ -1,4 +1,4 @@
-import { readFile, rm } from 'node:fs/promises';
+import { chmod, readFile, rm } from 'node:fs/promises';
 import { createWriteStream, type WriteStream } from 'node:fs';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -13,14 +13,14 @@ import { loadKeyring } from '../archive/crypto.js';
 import type { BaseManifestExt } from '../base/basebackup.js';
 import { redactUrl } from '../capture/source.js';
 import { CdpError, ErrorCodes, ExitCode, pgError, toError } from '../errors.js';
-import { createStore } from '../s3/client.js';
+import { createStore, missingBucketError } from '../s3/client.js';
 import { formatLsn, microsToIso, type Lsn } from '../util/lsn.js';
 import { Applier, parseTableList, sequencesSql, type SqlSink, type TableFilter } from './apply.js';
 import { loadParser } from './ddl-replay.js';
 import { Limiter, listPartitionSegments, partitionChunks, type SegmentReadStats } from './archive-source.js';
 import { downloadBase, listBaseManifests, restoreBase } from './base-restore.js';
 import { groupTransactionBatches, mergePartitions, type MergeStats, type ReplayItem } from './merge.js';
-import { describeTarget, makeCut, parseTarget, type RestoreTarget } from './target.js';
+import { describeTarget, makeCut, parseTarget, xidMatches, type RestoreTarget } from './target.js';
 
 // `cdp restore` (DESIGN.md section 5): newest base at or before the target, then the archived
 // transactions with commit LSN in [base LSN, target], merged across partitions in commit order,
@@ -297,7 +297,12 @@ export async function runRestore(
   const groupDelayMs = Number(process.env.CDP_TEST_RESTORE_GROUP_DELAY_MS ?? 0) || 0;
 
   const manifest = await readArchiveManifest(store, root);
-  if (!manifest) throw new CdpError(ErrorCodes.USAGE, `no archive at s3://${cfg.s3.bucket}/${root}/ (archive.json missing): check s3.prefix / CDP_S3_PREFIX and the source database name`);
+  if (!manifest) {
+    throw (
+      (await missingBucketError(store)) ??
+      new CdpError(ErrorCodes.USAGE, `no archive at s3://${cfg.s3.bucket}/${root}/ (archive.json missing): check s3.prefix / CDP_S3_PREFIX and the source database name`)
+    );
+  }
   const [point, bases, gaps] = await Promise.all([restorablePoint(store, root, { partitions: manifest.partitions }), listBaseManifests(store, root), listGaps(store, root)]);
   const planned = planRestore(target, bases, point, gaps);
   let base = planned.base;
@@ -317,7 +322,7 @@ export async function runRestore(
     );
     let commitLsn: Lsn | undefined;
     for await (const items of scan) {
-      for (const it of items) if (it.type === 'commit' && it.txn.xid === target.xid) commitLsn = it.txn.commitLsn;
+      for (const it of items) if (it.type === 'commit' && xidMatches(it.txn.xid, target.xid)) commitLsn = it.txn.commitLsn;
       if (commitLsn !== undefined) break;
     }
     if (commitLsn === undefined) {
@@ -381,7 +386,11 @@ export async function runRestore(
   let file: WriteStream | undefined;
   if (opts.dryRun) sink = new NullSink();
   else if (opts.sqlFile) {
-    file = createWriteStream(opts.sqlFile);
+    // The file holds the data: readable by its owner only (an existing file is narrowed first).
+    await chmod(opts.sqlFile, 0o600).catch((err: NodeJS.ErrnoException) => {
+      if (err.code !== 'ENOENT') throw err;
+    });
+    file = createWriteStream(opts.sqlFile, { mode: 0o600 });
     sink = new FileSink(file);
     await sink.exec(sqlFileHeader(base, targetText));
   } else sink = new PgSink(client!);
@@ -436,21 +445,30 @@ export async function runRestore(
   let replayStarted = Date.now();
   try {
     if (client && !resumed) {
-      // 1. The base. The cursor exists from the start, in phase 'base', so that a restore
-      // interrupted while loading the base is recognised as such (and not mistaken for a user's
-      // database) when run again.
-      await client.query(
-        `CREATE SCHEMA ${CURSOR_SCHEMA};
-         CREATE TABLE ${CURSOR_SCHEMA}.cursor (base_lsn bigint NOT NULL, target text NOT NULL, commit_lsn bigint NOT NULL, commit_time bigint NOT NULL,
-           xid bigint NOT NULL, end_lsn bigint NOT NULL, transactions bigint NOT NULL, phase text NOT NULL, updated_at timestamptz NOT NULL);
-         INSERT INTO ${CURSOR_SCHEMA}.cursor VALUES (${base.lsn}, '${targetText.replace(/'/g, "''")}', 0, 0, 0, 0, 0, 'base', clock_timestamp());`,
-      );
+      // 1. The base, downloaded and checked (size, SHA-256, envelope) before anything is written:
+      // a base that cannot be read leaves the target as it was, and the same command can simply
+      // run again. The cursor exists from the start of pg_restore, in phase 'base', so that a
+      // restore interrupted while loading the base is recognised as such (and not mistaken for a
+      // user's database) when run again.
       log.info({ base: base.lsnText, key: base.key, size: base.size }, 'restore: downloading the base');
       const { dir, file: dump } = await downloadBase(store, base, keyring);
       try {
+        await client.query(
+          `CREATE SCHEMA ${CURSOR_SCHEMA};
+           CREATE TABLE ${CURSOR_SCHEMA}.cursor (base_lsn bigint NOT NULL, target text NOT NULL, commit_lsn bigint NOT NULL, commit_time bigint NOT NULL,
+             xid bigint NOT NULL, end_lsn bigint NOT NULL, transactions bigint NOT NULL, phase text NOT NULL, updated_at timestamptz NOT NULL);
+           INSERT INTO ${CURSOR_SCHEMA}.cursor VALUES (${base.lsn}, '${targetText.replace(/'/g, "''")}', 0, 0, 0, 0, 0, 'base', clock_timestamp());`,
+        );
         log.info({ jobs: opts.jobs ?? cfg.restore.jobs }, 'restore: pg_restore');
         const targetRoles = new Set((await client.query<{ rolname: string }>('SELECT rolname FROM pg_catalog.pg_roles')).rows.map((x) => x.rolname));
-        const { ownersKept } = await restoreBase({ file: dump, dir, into: opts.into, jobs: opts.jobs ?? cfg.restore.jobs, pgRestorePath: cfg.basebackup.pgRestorePath, filter, signal: ctx.signal, targetRoles });
+        let ownersKept: boolean;
+        try {
+          ({ ownersKept } = await restoreBase({ file: dump, dir, into: opts.into, jobs: opts.jobs ?? cfg.restore.jobs, pgRestorePath: cfg.basebackup.pgRestorePath, filter, signal: ctx.signal, targetRoles }));
+        } catch (err) {
+          const e = toError(err);
+          const what = `${e.message}; the target holds part of the base: drop and recreate the database ${redactUrl(opts.into)}, then run the same command again`;
+          throw err instanceof CdpError ? new CdpError(err.code, what, { cause: err, details: err.details }) : new CdpError(ErrorCodes.PG_ERROR, what, { cause: err });
+        }
         log.info({ ownersKept }, ownersKept ? 'restore: base loaded with the source\'s owners' : 'restore: base loaded owned by the restore role (a role of the source is missing on the target)');
       } finally {
         await rm(dir, { recursive: true, force: true });
@@ -495,7 +513,7 @@ export async function runRestore(
       // Not exit 0: a script must not take a half-restored database for a finished restore.
       throw new CdpError(ErrorCodes.INTERRUPTED, `restore interrupted${at ? ` after commit LSN ${at}` : ''}; the target is incomplete: run the same command again to resume`);
     }
-    if (target.kind === 'xid' && !(end?.stoppedBy === 'target' && applier.stats.last?.xid === target.xid)) {
+    if (target.kind === 'xid' && !(end?.stoppedBy === 'target' && applier.stats.last !== undefined && xidMatches(applier.stats.last.xid, target.xid))) {
       throw outOfRange(`--xid ${target.xid} is not among the archived transactions after base ${base.lsnText} up to the restorable point (a transaction that changed nothing has no record)`, bases, point);
     }
     // 2. Sequences, then the cursor goes.

@@ -39,6 +39,14 @@ export function parseTimeMicros(text: string): number {
     zone = `${z[1]}:${z[2] ?? '00'}`;
   }
   const time = m[2]!.length === 5 ? `${m[2]}:00` : m[2]!;
+  // Date.parse rolls impossible dates over (2026-02-30 becomes March 2): check every field first.
+  const [y, mo, d] = m[1]!.split('-').map(Number) as [number, number, number];
+  const [h, mi, sec] = time.split(':').map(Number) as [number, number, number];
+  const daysInMonth = mo >= 1 && mo <= 12 ? new Date(Date.UTC(y, mo, 0)).getUTCDate() : 0;
+  const zm = /^([+-])(\d{2}):(\d{2})$/.exec(zone);
+  const bad =
+    mo < 1 || mo > 12 ? `month ${mo}` : d < 1 || d > daysInMonth ? `day ${d} (${m[1]!.slice(0, 7)} has ${daysInMonth} days)` : h > 23 ? `hour ${h}` : mi > 59 ? `minute ${mi}` : sec > 59 ? `second ${sec}` : zm && (Number(zm[2]) > 15 || Number(zm[3]) > 59) ? `zone ${zone}` : undefined;
+  if (bad) throw new CdpError(ErrorCodes.USAGE, `--time: ${JSON.stringify(text)} is not a valid timestamp: ${bad} does not exist`);
   const ms = Date.parse(`${m[1]}T${time}${zone}`);
   if (!Number.isFinite(ms)) throw new CdpError(ErrorCodes.USAGE, `--time: ${JSON.stringify(text)} is not a valid date`);
   const frac = (m[3] ?? '').padEnd(6, '0').slice(0, 6);
@@ -91,7 +99,19 @@ export function makeCut(target: RestoreTarget, limitLsn: Lsn): (t: TxnHeader) =>
       case 'time':
         return t.commitTime <= target.micros ? 'apply' : 'stop';
       case 'xid':
-        return t.xid === target.xid ? 'apply-and-stop' : 'apply';
+        return xidMatches(t.xid, target.xid) ? 'apply-and-stop' : 'apply';
     }
   };
+}
+
+/**
+ * Whether a transaction of the stream is the --xid target. pgoutput gives 32-bit xids; PostgreSQL
+ * shows 64-bit ones (pg_current_xact_id(), txid_current(): epoch * 2^32 + xid). A target of 2^32
+ * or more is matched on its low 32 bits: restore picks a base whose snapshot xmax (64-bit) is at
+ * or below the target (planRestore), and within the replay from that base the low 32 bits name one
+ * transaction unless more than 2^31 transactions separate base and target (PostgreSQL's
+ * wraparound horizon). A target below 2^32 is the first transaction with that xid after the base.
+ */
+export function xidMatches(streamXid: number, target: number): boolean {
+  return streamXid === (target >= 2 ** 32 ? target % 2 ** 32 : target);
 }

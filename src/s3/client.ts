@@ -186,6 +186,24 @@ export async function* listObjects(store: Store, prefix: string, startAfter?: st
 }
 
 /** Checks that the bucket exists and is reachable; a clear error otherwise. */
+/**
+ * When an expected object is missing: a USAGE error saying the bucket itself does not exist (and
+ * how to fix it), or undefined when the bucket is there. Other failures of the check are thrown.
+ */
+export async function missingBucketError(store: Store): Promise<CdpError | undefined> {
+  try {
+    await store.client.send(new HeadBucketCommand({ Bucket: store.bucket }), { abortSignal: store.signal });
+    return undefined;
+  } catch (err) {
+    if (s3Status(err) !== 404) throw s3Error(`head bucket ${store.bucket}`, err);
+    return new CdpError(
+      ErrorCodes.USAGE,
+      `bucket ${store.bucket} does not exist on this S3 endpoint: set s3.bucket / CDP_S3_BUCKET (and s3.endpoint / CDP_S3_ENDPOINT) to where the archive is, or create the bucket and run cdp setup`,
+      { cause: err, details: { bucket: store.bucket } },
+    );
+  }
+}
+
 export async function checkBucket(store: Store): Promise<void> {
   try {
     await store.client.send(new HeadBucketCommand({ Bucket: store.bucket }), { abortSignal: store.signal });
