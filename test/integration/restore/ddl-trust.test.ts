@@ -1,0 +1,213 @@
+import type { ChildProcess } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parseLsn } from '../../../src/util/lsn.js';
+import { adminUrl, createDatabase, dropDatabase, fingerprint, pipelineEnv, rand, restorableLsn, runCli, stackEnvironment, startRun, waitFor, withClient } from './helpers.js';
+
+// Issue 13 (replay trusts the stream) and issue 9 (schema changes) through the whole pipeline:
+// setup, run, restore --latest into a fresh database of the same cluster, then whole-table
+// contents compared. Every case here failed before DDL capture v2 (ddl-capture.sql, ddl-replay.ts):
+// - a forged 'cdp.ddl' message written by a role with no privilege became DDL run by restore;
+// - a harmless DDL and a DO block that acts only as a superuser, in one query string, replayed as a
+//   whole by the superuser restore role;
+// - SET katya_cdp.skip = on hid DDL from capture;
+// - DDL written under standard_conforming_strings = off replayed with it on (failure, or injection);
+// - ALTER TYPE ... ADD VALUE then used by a later transaction: "unsafe use of new value";
+// - a query string with DDL and DML replayed its DML a second time;
+// - ADD COLUMN ... DEFAULT now() / a TimeZone-dependent literal re-evaluated at restore time.
+
+const name = `ddltrust_${rand()}`;
+const restored = `${name}_r`;
+const app = `app_${rand()}`;
+const intruder = `intruder_${rand()}`;
+let url = '';
+let env: Record<string, string> = {};
+let run: ChildProcess | undefined;
+let runLog = '';
+
+function roleUrl(role: string): string {
+  const u = new URL(url);
+  u.username = role;
+  return u.toString();
+}
+
+async function asRole<T>(role: string, fn: (c: pg.Client) => Promise<T>): Promise<T> {
+  const c = new pg.Client({ connectionString: roleUrl(role) });
+  await c.connect();
+  try {
+    return await fn(c);
+  } finally {
+    await c.end();
+  }
+}
+
+beforeAll(async () => {
+  stackEnvironment();
+  url = await createDatabase(name);
+  env = pipelineEnv(name, url, 'test-ddltrust');
+  await withClient(adminUrl(), async (c) => {
+    await c.query(`CREATE ROLE ${app} LOGIN NOSUPERUSER`);
+    await c.query(`CREATE ROLE ${intruder} LOGIN NOSUPERUSER`);
+  });
+  await withClient(url, async (c) => {
+    await c.query(`CREATE SCHEMA appdata AUTHORIZATION ${app}`);
+    await c.query(`GRANT CREATE ON SCHEMA public TO ${app}`);
+    await c.query(`CREATE TABLE appdata.t (id int PRIMARY KEY, v text)`);
+    await c.query(`ALTER TABLE appdata.t OWNER TO ${app}`);
+    await c.query(`INSERT INTO appdata.t VALUES (1, 'a'), (2, 'b')`);
+  });
+});
+
+afterAll(async () => {
+  if (run && run.exitCode === null) run.kill('SIGKILL');
+  await dropDatabase(name);
+  await dropDatabase(restored);
+  await withClient(adminUrl(), async (c) => {
+    for (const r of [app, intruder]) await c.query(`DROP ROLE IF EXISTS ${r}`).catch(() => {});
+  });
+});
+
+describe('DDL replay trusts nothing but the engine and runs with no more privilege than on the source', () => {
+  it('forged messages, a superuser-only DO block, the skip switch, backslash escapes, enums, mixed DDL+DML, session-dependent defaults', async () => {
+    const setup = await runCli(['setup'], env);
+    expect(setup.code, setup.stderr).toBe(0);
+    run = startRun(env);
+    run.stderr?.on('data', (d: Buffer) => (runLog += d.toString()));
+
+    // 1. Forged messages from a role with no privilege: each would otherwise be DDL run by restore.
+    await asRole(intruder, async (c) => {
+      await c.query(`SELECT pg_logical_emit_message(true, 'cdp.ddl', '{"command": "CREATE TABLE public.pwned_plain ()", "tag": "CREATE TABLE"}')`);
+      const body = JSON.stringify({ v: 2, command: 'CREATE TABLE public.pwned_v2 ()', tag: 'CREATE TABLE', seq: 1, role: 'postgres', roleVerified: true });
+      await c.query(`SELECT pg_logical_emit_message(true, 'cdp.ddl', $1)`, [JSON.stringify({ body, mac: 'a'.repeat(64) })]);
+      await c.query(`SELECT pg_logical_emit_message(true, 'cdp.sequences', '{"public.nosuch": 999999}')`);
+      // The signing function refuses to run outside a DDL command.
+      await expect(c.query(`SELECT katya_cdp.emit_ddl('{"command": "CREATE TABLE pwned_direct ()"}')`)).rejects.toThrow(/event trigger/);
+      // The key is not readable.
+      await expect(c.query(`SELECT * FROM katya_cdp.secret`)).rejects.toThrow(/permission denied/);
+    });
+
+    // 2. One query string: a harmless DDL, then a DO block that acts only when run by a superuser.
+    await asRole(app, async (c) => {
+      await c.query(
+        `ALTER TABLE appdata.t ADD COLUMN note text;
+         DO $$ BEGIN
+           IF (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
+             CREATE TABLE public.escalated (x int);
+             EXECUTE format('ALTER ROLE %I SUPERUSER', session_user);
+           END IF;
+         END $$;`,
+      );
+      // 3. The skip switch is not for ordinary users.
+      await c.query(`SET katya_cdp.skip = on`);
+      await c.query(`CREATE TABLE appdata.hidden (id int PRIMARY KEY)`);
+      await c.query(`INSERT INTO appdata.hidden VALUES (1), (2)`);
+      await c.query(`RESET katya_cdp.skip`);
+    });
+
+    await withClient(url, async (c) => {
+      // 4. standard_conforming_strings = off: an ordinary escaped quote, and one that would inject.
+      await c.query(`SET standard_conforming_strings = off`);
+      await c.query(`COMMENT ON TABLE appdata.t IS 'it\\'s'`);
+      await c.query(`CREATE TABLE public.sc (id int PRIMARY KEY, v text DEFAULT 'x\\'; CREATE TABLE public.injected (); --')`);
+      await c.query(`INSERT INTO public.sc (id) VALUES (1)`);
+      await c.query(`SET standard_conforming_strings = on`);
+
+      // 5. An enum value added, then used by a later transaction.
+      await c.query(`CREATE TYPE public.mood AS ENUM ('calm', 'happy')`);
+      await c.query(`CREATE TABLE public.feelings (id int PRIMARY KEY, m public.mood)`);
+      await c.query(`INSERT INTO public.feelings VALUES (1, 'calm')`);
+      await c.query(`ALTER TYPE public.mood ADD VALUE 'furious'`);
+      await c.query(`INSERT INTO public.feelings VALUES (2, 'furious')`);
+      await c.query(`UPDATE public.feelings SET m = 'furious' WHERE id = 1`);
+
+      // 6. A migration in one query string: table, seed rows, a column, a backfill, a nested DDL.
+      await c.query(
+        `CREATE TABLE public.seeded (id int PRIMARY KEY, v text);
+         INSERT INTO public.seeded VALUES (1, 'a'), (2, 'b');
+         ALTER TABLE public.seeded ADD COLUMN w int;
+         UPDATE public.seeded SET w = id * 10;
+         DO $$ BEGIN
+           IF NOT EXISTS (SELECT 1 FROM pg_class WHERE relname = 'nested_t') THEN
+             EXECUTE 'CREATE TABLE public.nested_t (id int PRIMARY KEY)';
+           END IF;
+         END $$;
+         INSERT INTO public.nested_t VALUES (7);`,
+      );
+
+      // 7. Defaults that depend on the session or the clock, given to rows that already exist.
+      await c.query(`SET TimeZone = 'Asia/Tokyo'`);
+      await c.query(`SET DateStyle = 'ISO, DMY'`);
+      await c.query(`ALTER TABLE public.seeded ADD COLUMN at_tokyo timestamptz DEFAULT '2024-01-01 00:00'`);
+      await c.query(`ALTER TABLE public.seeded ADD COLUMN dmy date DEFAULT '02/01/2024'`);
+      await c.query(`RESET TimeZone`);
+      await c.query(`RESET DateStyle`);
+      await c.query(`ALTER TABLE public.seeded ADD COLUMN created timestamptz DEFAULT now()`);
+      await c.query(`INSERT INTO public.seeded (id, v) VALUES (3, 'c')`);
+    });
+    const end = await withClient(url, async (c) => (await c.query('SELECT pg_current_wal_lsn()::text AS l')).rows[0].l as string);
+    await waitFor(`restorable point past ${end}`, async () => ((await restorableLsn(env)) ?? -1) >= parseLsn(end));
+
+    const into = await createDatabase(restored);
+    const r = await runCli(['restore', '--into', into, '--latest'], env);
+    expect(r.code, r.stderr).toBe(0);
+
+    // Whole contents equal (this also proves the hidden DDL was captured: appdata.hidden is there).
+    const [a, b] = await Promise.all([withClient(url, fingerprint), withClient(into, fingerprint)]);
+    expect(b).toEqual(a);
+    expect(Object.keys(b)).toEqual(expect.arrayContaining(['appdata.hidden', 'public.seeded', 'public.nested_t', 'public.feelings']));
+    await withClient(into, async (c) => {
+      const tables = (await c.query(`SELECT relname FROM pg_class WHERE relname IN ('pwned_plain', 'pwned_v2', 'pwned_direct', 'escalated', 'injected')`)).rows;
+      expect(tables).toEqual([]);
+      expect((await c.query(`SELECT obj_description('appdata.t'::regclass, 'pg_class') AS d`)).rows[0].d).toBe("it's");
+      expect((await c.query(`SELECT pg_get_expr(adbin, adrelid) AS e FROM pg_attrdef WHERE adrelid = 'public.sc'::regclass`)).rows[0].e).toBe(
+        "'x''; CREATE TABLE public.injected (); --'::text",
+      );
+      // The DDL ran as its role: the column added by app belongs to app's table, owned by app.
+      expect((await c.query(`SELECT pg_get_userbyid(relowner) AS o FROM pg_class WHERE oid = 'appdata.hidden'::regclass`)).rows[0].o).toBe(app);
+    });
+    await withClient(adminUrl(), async (c) => {
+      expect((await c.query(`SELECT rolsuper FROM pg_roles WHERE rolname = $1`, [app])).rows[0].rolsuper).toBe(false);
+    });
+    // The forged messages were seen, reported and dropped by capture.
+    expect(runLog).toMatch(/did not sign/);
+  });
+
+  it('a rewrite that computes per-row values the stream does not carry stops the restore with exit 1 naming --ddl-override, and the override is used', async () => {
+    const before = await withClient(url, async (c) => {
+      await c.query(`CREATE TABLE public.ids (k text PRIMARY KEY)`);
+      await c.query(`INSERT INTO public.ids VALUES ('x'), ('y')`);
+      const l = (await c.query('SELECT pg_current_wal_lsn()::text AS l')).rows[0].l as string;
+      await c.query(`ALTER TABLE public.ids ADD COLUMN n serial`);
+      return l;
+    });
+    const end = await withClient(url, async (c) => (await c.query('SELECT pg_current_wal_lsn()::text AS l')).rows[0].l as string);
+    await waitFor(`restorable point past ${end}`, async () => ((await restorableLsn(env)) ?? -1) >= parseLsn(end));
+
+    await dropDatabase(restored);
+    let into = await createDatabase(restored);
+    const r = await runCli(['restore', '--into', into, '--latest'], env);
+    expect(r.code, r.stderr).toBe(1);
+    expect(r.stderr).toMatch(/--ddl-override/);
+    const key = /"(\d+\/\d+)": "<SQL>"/.exec(r.stderr)?.[1];
+    expect(key).toBeDefined();
+
+    // A point before it restores.
+    await dropDatabase(restored);
+    into = await createDatabase(restored);
+    const early = await runCli(['restore', '--into', into, '--lsn', before], env);
+    expect(early.code, early.stderr).toBe(0);
+
+    // The operator supplies the values the source gave (here: by key order, as the source did).
+    const file = join(tmpdir(), `${name}-override.json`);
+    writeFileSync(file, JSON.stringify({ [key!]: `ALTER TABLE public.ids ADD COLUMN n serial; UPDATE public.ids SET n = CASE k WHEN 'x' THEN 1 ELSE 2 END` }));
+    await dropDatabase(restored);
+    into = await createDatabase(restored);
+    const over = await runCli(['restore', '--into', into, '--latest', '--ddl-override', file], env);
+    expect(over.code, over.stderr).toBe(0);
+    const rows = (u: string) => withClient(u, async (c) => (await c.query(`SELECT k, n FROM public.ids ORDER BY k`)).rows);
+    expect(await rows(into)).toEqual(await rows(url));
+  });
+});
