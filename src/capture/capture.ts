@@ -18,6 +18,7 @@ import { AckTracker } from './ack-tracker.js';
 import { DirectProducer, singleRecordBatchSize, type OutRecord } from './direct-producer.js';
 import { encodeChangeFast } from './encode.js';
 import { signMessage, type MessageKey } from './ddl-auth.js';
+import { ddlReplayRisk } from './ddl-check.js';
 import { ChangeMapper, PREFIX } from './mapper.js';
 import { ProducePipeline } from './pipeline.js';
 import { connectCatalog, redactUrl } from './source.js';
@@ -53,6 +54,7 @@ const metrics = {
   records: counter('cdp_capture_records_total', 'Kafka records acknowledged (data, COMMIT markers, watermarks)'),
   bytes: counter('cdp_capture_bytes_total', 'Bytes of encoded change events acknowledged by Kafka'),
   transactions: counter('cdp_capture_transactions_total', 'Transactions decoded (including heartbeats)'),
+  ddlReplayRisks: counter('cdp_capture_ddl_replay_risks_total', 'DDL events restore will probably not replay exactly (per-row rewrite values, DDL in a SQL function): a restore past one needs --ddl-override'),
   forgedMessages: counter('cdp_capture_forged_messages_total', 'cdp.ddl / cdp.sequences logical messages that were not signed by the engine (forged or from an old trigger) and were dropped'),
   nonTransactionalMessages: counter('cdp_capture_nontransactional_messages_total', 'Non-transactional logical messages seen and not archived (they belong to no transaction)'),
   restarts: counter('cdp_capture_restarts_total', 'Capture sessions restarted after an error'),
@@ -481,6 +483,13 @@ class CaptureSession {
           break;
         case 'message':
           out = mapper.message(m, ev.walStart);
+          if (out?.op === 'DDL' && out.content) {
+            const risk = ddlReplayRisk(out.content);
+            if (risk) {
+              metrics.ddlReplayRisks.inc();
+              this.log.warn({ xid: out.xid, commitLsn: formatLsn(out.commitLsn), position: out.position, risk }, 'a schema change restore may not replay exactly: a restore past it will stop at it (exit 1) unless given --ddl-override');
+            }
+          }
           // A type, domain or schema renamed: pgoutput does not resend the Relation messages, the mapper learns the names here.
           if (out?.op === 'DDL') for (const [rel, names] of await types.afterDdl(out.xid)) mapper.relation(rel, names);
           if (!m.transactional) {
