@@ -174,6 +174,51 @@ describe('chain of custody: a gap in the stream is never silent', () => {
     }
   });
 
+  it('retention before anything was archived: Kafka lost the first records of every partition; no silent partial restore (the issue\'s 20 of 60 rows)', async () => {
+    const { url, env } = await pipeline('ret0');
+    const capture = spawnCdp('capture', env);
+    let archive: ChildProcess | undefined;
+    try {
+      const admin = kafka().admin();
+      await admin.connect();
+      try {
+        await insert(url, 1, 40);
+        const lsn = await currentLsn(url);
+        await waitFor('capture to confirm the inserts', () =>
+          withClient(url, async (c) => {
+            const r = await c.query(`SELECT confirmed_flush_lsn::text AS l FROM pg_replication_slots WHERE slot_name = $1`, [env.CDP_SLOT]);
+            return parseLsn(r.rows[0].l as string) >= lsn;
+          }),
+        );
+        const offsets = await admin.fetchTopicOffsets(env.CDP_TOPIC!);
+        await insert(url, 41, 60);
+        // Retention takes the first 40 rows' records before any archiver read them.
+        await admin.deleteTopicRecords({ topic: env.CDP_TOPIC!, partitions: offsets.map((o) => ({ partition: o.partition, offset: o.high })) });
+      } finally {
+        await admin.disconnect();
+      }
+      archive = spawnCdp('archive', env);
+      await waitRestorable(env, url);
+      const check = await runCli(['status', '--check'], env);
+      expect(check.code, check.stdout + check.stderr).toBe(3);
+      const latest = await restore(env, ['--latest']);
+      expect(latest.code, `${latest.stderr} restored ${JSON.stringify(latest.fp)}`).toBe(3);
+      expect(latest.stderr).toMatch(/crosses a break in the archive: retention gap/);
+
+      const base = await runCli(['basebackup'], env);
+      expect(base.code, base.stderr).toBe(0);
+      await insert(url, 61, 70);
+      await waitRestorable(env, url);
+      const fpAfter = await source(url);
+      const after = await restore(env, ['--latest']);
+      expect(after.code, after.stderr).toBe(0);
+      expect(after.fp).toEqual(fpAfter);
+    } finally {
+      await stop(archive);
+      await stop(capture);
+    }
+  });
+
   it('topic recreated: setup starts a new topic epoch and records the break; no silent restore across it; exact from a later base', async () => {
     const { url, env } = await pipeline('topic');
     let run: ChildProcess | undefined = startRun(env);
