@@ -367,8 +367,8 @@ export function ddlReplaySql(plan: DdlPlan): string {
   if (scs >= 0) set.push(...set.splice(scs, 1));
   let sql = '';
   if (plan.role && !plan.overridden) sql += `SET ROLE ${quoteIdent(plan.role)};\n`;
-  // A SELECT list is evaluated left to right; the settings live for the session until reset.
-  if (set.length > 0) sql += `SELECT ${set.join(', ')};\n`;
+  // In a DO block so that psql prints nothing for it; the settings live for the session until reset.
+  if (set.length > 0) sql += `DO $cdp_set$ BEGIN PERFORM ${set.join(', ')}; END $cdp_set$;\n`;
   if (plan.statement !== undefined) sql += encoded(plan.statement, 'cdp_ddl');
   if (plan.after) sql += plan.after;
   if (reset.length > 0) sql += reset.sort((a, b) => (a.includes('standard_conforming_strings') ? -1 : b.includes('standard_conforming_strings') ? 1 : 0)).join(' ') + '\n';

@@ -83,7 +83,7 @@ function outOfRange(why: string, bases: BaseManifestExt[], point: { lsn: Lsn; ti
 export function sqlFileHeader(base: { lsnText: string; time: string; key: string }, targetText: string): string {
   return (
     `-- Katya CDP replay: base ${base.lsnText} (${base.time}, ${base.key}) to ${targetText}\n` +
-    `-- Restore the base first: pg_restore --no-owner --exit-on-error -d <target> base.dump\n` +
+    `-- Restore the base first, keeping owners (DDL below runs as the role that ran it): pg_restore --exit-on-error -d <target> base.dump\n` +
     `\\set ON_ERROR_STOP on\nSET client_encoding = 'UTF8';\nSET standard_conforming_strings = on;\nSET session_replication_role = replica;\n`
   );
 }

@@ -1,11 +1,16 @@
 import type { ChildProcess } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadKeyring } from '../../../src/archive/crypto.js';
+import { downloadBase, listBaseManifests, restoreBase } from '../../../src/restore/base-restore.js';
+import { createStore } from '../../../src/s3/client.js';
 import { parseLsn } from '../../../src/util/lsn.js';
-import { adminUrl, createDatabase, dropDatabase, fingerprint, pipelineEnv, rand, restorableLsn, runCli, stackEnvironment, startRun, waitFor, withClient } from './helpers.js';
+import { adminUrl, createDatabase, dropDatabase, fingerprint, pipelineEnv, rand, restorableLsn, runCli, silentLog, stackEnvironment, startRun, testConfig, waitFor, withClient } from './helpers.js';
 
 // Issue 13 (replay trusts the stream) and issue 9 (schema changes) through the whole pipeline:
 // setup, run, restore --latest into a fresh database of the same cluster, then whole-table
@@ -173,6 +178,30 @@ describe('DDL replay trusts nothing but the engine and runs with no more privile
     });
     // The forged messages were seen, reported and dropped by capture.
     expect(runLog).toMatch(/did not sign/);
+
+    // The same replay as a --sql file, run by psql on the base loaded by hand: same content, and
+    // nothing in the data can act as SQL or as a psql meta-command.
+    const sqlFile = join(tmpdir(), `${name}.sql`);
+    const out = await runCli(['restore', '--into', into, '--latest', '--sql', sqlFile], env);
+    expect(out.code, out.stderr).toBe(0);
+    const report = JSON.parse(out.stdout.trim().split('\n').at(-1)!) as { base: { lsn: string } };
+    const cfg = testConfig(env);
+    const store = createStore(cfg, silentLog);
+    const base = (await listBaseManifests(store, `${env.CDP_S3_PREFIX}/${name}`)).find((x) => x.lsnText === report.base.lsn)!;
+    const manual = await createDatabase(`${name}_m`);
+    const { dir, file } = await downloadBase(store, base, loadKeyring(cfg));
+    try {
+      await restoreBase({ file, dir, into: manual, jobs: 1, pgRestorePath: 'pg_restore', signal: new AbortController().signal, targetRoles: await withClient(adminUrl(), async (c) => new Set((await c.query('SELECT rolname FROM pg_roles')).rows.map((x) => x.rolname as string))) });
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+    try {
+      execFileSync('psql', ['-q', '-X', '-d', manual, '-f', sqlFile], { stdio: 'pipe' });
+    } catch (err) {
+      throw new Error(`psql -f ${sqlFile}: ${String((err as { stderr?: Buffer }).stderr ?? err)}`);
+    }
+    expect(await withClient(manual, fingerprint)).toEqual(a);
+    await dropDatabase(`${name}_m`);
   });
 
   it('a rewrite that computes per-row values the stream does not carry stops the restore with exit 1 naming --ddl-override, and the override is used', async () => {

@@ -60,7 +60,7 @@ describe('planning one DDL event', () => {
     const sql = ddlReplaySql(planDdl(v2({ command: "COMMENT ON TABLE t IS 'it\\'s'", tag: 'COMMENT', settings: { standard_conforming_strings: 'off', TimeZone: 'Asia/Tokyo' } }), at));
     expect(sql.startsWith('SET ROLE "app";\n')).toBe(true);
     // standard_conforming_strings last: the SELECT is parsed before any of it takes effect anyway.
-    expect(sql).toContain(`pg_catalog.set_config('TimeZone', 'Asia/Tokyo', false), pg_catalog.set_config('search_path', 'public', false), pg_catalog.set_config('standard_conforming_strings', 'off', false);`);
+    expect(sql).toContain(`pg_catalog.set_config('TimeZone', 'Asia/Tokyo', false), pg_catalog.set_config('search_path', 'public', false), pg_catalog.set_config('standard_conforming_strings', 'off', false); END $cdp_set$;`);
     expect(sql).not.toContain('COMMENT');
     expect(statementOf(sql)).toBe("COMMENT ON TABLE t IS 'it\\'s'");
     expect(sql).toMatch(/SET standard_conforming_strings = 'on'; RESET "TimeZone"; RESET search_path;\nRESET ROLE;\n$/);
