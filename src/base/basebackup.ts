@@ -67,6 +67,27 @@ async function commandVersion(path: string): Promise<string> {
   });
 }
 
+/**
+ * pg_dump refuses a server of a newer major ("aborting because of server version mismatch"), and
+ * no older pg_dump can be made to dump one; a newer pg_dump dumps older servers. So a source of
+ * major N needs pg_dump N or newer. Returns the message that says so, or undefined when the
+ * version is fine or unknown (an unrunnable pg_dump fails later with its own message).
+ */
+export function pgDumpVersionProblem(pgDumpVersionText: string, pgDumpPath: string, serverVersionNum: number, serverVersion: string): string | undefined {
+  const m = /\(PostgreSQL\) (\d+)(?:\.(\d+))?/.exec(pgDumpVersionText);
+  if (!m) return undefined;
+  // Majors from 10 on are the first number; 9.6 and older are two numbers (90600 -> 9.6).
+  const dumpMajor = Number(m[1]) >= 10 ? Number(m[1]) * 10000 : Number(m[1]) * 10000 + Number(m[2] ?? 0) * 100;
+  const serverMajor = serverVersionNum >= 100000 ? Math.floor(serverVersionNum / 10000) * 10000 : Math.floor(serverVersionNum / 100) * 100;
+  if (dumpMajor >= serverMajor) return undefined;
+  const need = serverVersionNum >= 100000 ? String(Math.floor(serverVersionNum / 10000)) : `${Math.floor(serverVersionNum / 10000)}.${Math.floor(serverVersionNum / 100) % 100}`;
+  return (
+    `${pgDumpPath} is ${pgDumpVersionText.replace(/\s+/g, ' ').trim()} and the source runs PostgreSQL ${serverVersion}: ` +
+    `a base of this source needs pg_dump ${need} or newer (pg_dump refuses newer servers); install the PostgreSQL ${need} client ` +
+    `programs and point basebackup.pgDumpPath (and basebackup.pgRestorePath, for restores) at them`
+  );
+}
+
 export async function takeBaseBackup(ctx: CommandContext): Promise<BaseManifestExt> {
   const { cfg, log } = ctx;
   const store = createStore(cfg, log, { signal: ctx.signal, maxElapsedMs: 300_000 });
@@ -83,6 +104,10 @@ export async function takeBaseBackup(ctx: CommandContext): Promise<BaseManifestE
     } catch (err) {
       throw new CdpError(ErrorCodes.SOURCE_UNREACHABLE, `cannot connect to the source ${redactUrl(cfg.source.url)}: ${toError(err).message}; check source.url / CDP_SOURCE_URL`, { cause: err, canRetry: true });
     }
+    // Before a slot is made: a pg_dump too old for this server is a set-up error, not a failed dump.
+    const sv = await sql.query<{ n: number; v: string }>(`SELECT current_setting('server_version_num')::int AS n, current_setting('server_version') AS v`);
+    const problem = pgDumpVersionProblem(await commandVersion(cfg.basebackup.pgDumpPath), cfg.basebackup.pgDumpPath, sv.rows[0]!.n, sv.rows[0]!.v);
+    if (problem) throw new CdpError(ErrorCodes.SOURCE_NOT_READY, problem);
     const slot = `cdp_base_${randomBytes(6).toString('hex')}`;
     let consistentPoint: string;
     let snapshotName: string;
