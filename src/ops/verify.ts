@@ -48,6 +48,9 @@ export async function verifyArchive(ctx: CommandContext): Promise<{ segments: nu
     for await (const seg of listSegments(store, root, p, 0)) all.push(seg);
     const shas = new Set(all.map((x) => x.sha256));
     const keys = new Set(all.map((x) => x.key));
+    // The first stored segment of an epoch may name a predecessor that prune removed.
+    const firstOfEpoch = new Map<number, bigint>();
+    for (const x of all) if (!firstOfEpoch.has(x.epoch)) firstOfEpoch.set(x.epoch, BigInt(x.firstOffset));
     let covered: bigint | undefined;
     let epoch: number | undefined;
     for (const seg of all) {
@@ -70,7 +73,7 @@ export async function verifyArchive(ctx: CommandContext): Promise<{ segments: nu
         for (const block of opened.blocks()) n += block.length;
         if (n !== opened.manifest.count) problems.push({ what: seg.key, problem: `holds ${n} records, its manifest says ${opened.manifest.count}` });
         const prev = opened.manifest.prevSha256;
-        if (prev && !shas.has(prev)) problems.push({ what: seg.key, problem: `the segment before it in the chain (SHA-256 ${prev}) is not stored: it was deleted or lost` });
+        if (prev && !shas.has(prev) && first > firstOfEpoch.get(seg.epoch)!) problems.push({ what: seg.key, problem: `the segment before it in the chain (SHA-256 ${prev}) is not stored: it was deleted or lost` });
       } catch (err) {
         problems.push({ what: seg.key, problem: toError(err).message });
       }

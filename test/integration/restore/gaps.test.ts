@@ -120,6 +120,16 @@ describe('restore: offset continuity of the archive', () => {
     expect(r.stderr).toMatch(/cdp replicate/);
   });
 
+  it('verify finds a segment lost at the very end of a partition (the state pointer names it)', async () => {
+    const { env, store, keys } = await setup();
+    const before = await runCli(['verify'], env);
+    expect(before.code, before.stdout + before.stderr).toBe(0);
+    await store.client.send(new DeleteObjectCommand({ Bucket: store.bucket, Key: keys[0]!.at(-1)! }));
+    const r = await runCli(['verify'], env);
+    expect(r.code, r.stdout + r.stderr).toBe(3);
+    expect(r.stdout).toMatch(/partition 0.*newest archived segment .* \(state pointer\) is not stored/s);
+  });
+
   it('a segment left out by the LSN filter is not a hole; the same segment deleted is', async () => {
     const prefix = `test-gaps-${rand()}`;
     const cfg = testConfig({ CDP_S3_PREFIX: prefix });
