@@ -12,9 +12,16 @@
 -- the prefix 'cdp.ddl'. Ours are signed: katya_cdp.emit_ddl (SECURITY DEFINER, owned by the role
 -- that ran setup) computes HMAC-SHA256 over the message body with a key kept in katya_cdp.secret,
 -- which no other role can read. Capture (which reads the key at start) verifies every 'cdp.ddl'
--- message and drops, logs and counts any other. emit_ddl only runs while a DDL command is running
--- (pg_event_trigger_ddl_commands() raises otherwise) and only for the query actually running
--- (current_query()); the role the payload claims is checked against session_user's memberships.
+-- message and drops, logs and counts any other.
+-- What a user could influence is kept out of reach: emit_ddl computes the body itself (query
+-- text, objects, nesting, settings, the statement ordinal) and runs only as called by
+-- on_ddl_command_end while a DDL command runs; the per-transaction state (dropped objects, table
+-- rewrites, the ordinal counter) lives in katya_cdp.ddl_state, which only these SECURITY DEFINER
+-- functions write, each callable only inside its own event (pg_event_trigger_dropped_objects()
+-- and pg_event_trigger_table_rewrite_oid() raise anywhere else). Custom GUCs would not do: any
+-- user can set katya_cdp.* variables. Only the role and the search_path come from the invoker (a
+-- SECURITY DEFINER function sees its owner as current_user); the role is checked against
+-- session_user's memberships, so no one can claim a role they cannot act as.
 --
 -- Message content (v2): {"body": "<JSON text>", "mac": "<hex HMAC-SHA256(key, body)>"}; body:
 --   v              2
@@ -22,8 +29,8 @@
 --                  PostgreSQL parser and runs only the statement this event belongs to)
 --   tag            the command tag (CREATE TABLE, ALTER TABLE, ...)
 --   seq            1-based ordinal of this event among the top-level DDL events of this execution
---                  of the query string (statement_timestamp() + md5 of the text); nested and
---                  extension-script events do not count
+--                  of the query string (backend pid + statement_timestamp() + md5 of the text);
+--                  nested and extension-script events do not count
 --   nested         true when the command ran inside a function, procedure or DO block
 --   context        nested only: PG_CONTEXT below the trigger's own frame (PL/pgSQL puts the inner
 --                  statement text there: SQL statement "...")
@@ -44,6 +51,8 @@
 -- katya_cdp.skip = on (set by setup around its own statements) is honoured only for superusers:
 -- an ordinary user cannot hide DDL from capture.
 -- Every name is qualified with pg_catalog so the caller's search_path cannot redirect a call.
+-- No backslash in a plain literal: PL/pgSQL compiles a body under the session's
+-- standard_conforming_strings, which may be off.
 
 CREATE SCHEMA IF NOT EXISTS katya_cdp;
 
@@ -62,6 +71,17 @@ CREATE TABLE IF NOT EXISTS katya_cdp.secret (
 );
 REVOKE ALL ON katya_cdp.secret FROM PUBLIC;
 
+-- Per-backend state between the event triggers of one transaction. UNLOGGED: nothing to keep
+-- across a crash; rows written by a transaction that aborts vanish with it.
+CREATE UNLOGGED TABLE IF NOT EXISTS katya_cdp.ddl_state (
+  pid int PRIMARY KEY,
+  qkey text,
+  n int NOT NULL DEFAULT 0,
+  dropped jsonb NOT NULL DEFAULT '[]',
+  rewrites jsonb NOT NULL DEFAULT '[]'
+);
+REVOKE ALL ON katya_cdp.ddl_state FROM PUBLIC;
+
 CREATE OR REPLACE FUNCTION katya_cdp.superuser() RETURNS boolean
 LANGUAGE sql STABLE AS $fn$
   SELECT COALESCE((SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = pg_catalog.session_user()), false)
@@ -72,97 +92,92 @@ LANGUAGE sql STABLE AS $fn$
   SELECT pg_catalog.current_setting('katya_cdp.skip', true) = 'on' AND katya_cdp.superuser()
 $fn$;
 
+CREATE OR REPLACE FUNCTION katya_cdp.note_dropped() RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $fn$
+DECLARE
+  d jsonb;
+BEGIN
+  -- Raises unless called during a sql_drop event.
+  SELECT COALESCE(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
+           'objectType', o.object_type, 'schema', o.schema_name, 'name', o.object_name,
+           'identity', o.object_identity, 'original', o.original, 'temporary', o.is_temporary)),
+         '[]'::jsonb)
+    INTO d
+    FROM pg_catalog.pg_event_trigger_dropped_objects() AS o;
+  INSERT INTO katya_cdp.ddl_state AS s (pid, dropped) VALUES (pg_catalog.pg_backend_pid(), d)
+    ON CONFLICT (pid) DO UPDATE SET dropped = s.dropped || EXCLUDED.dropped;
+END
+$fn$;
+
+CREATE OR REPLACE FUNCTION katya_cdp.note_rewrite() RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $fn$
+DECLARE
+  -- Raises unless called during a table_rewrite event.
+  rel oid := pg_catalog.pg_event_trigger_table_rewrite_oid();
+  ident text;
+  had boolean;
+BEGIN
+  SELECT pg_catalog.format('%I.%I', n.nspname, c.relname) INTO ident
+    FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = rel;
+  EXECUTE pg_catalog.format('SELECT EXISTS (SELECT 1 FROM %s)', ident) INTO had;
+  INSERT INTO katya_cdp.ddl_state AS s (pid, rewrites)
+    VALUES (pg_catalog.pg_backend_pid(), pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
+      'table', ident, 'reason', pg_catalog.pg_event_trigger_table_rewrite_reason(), 'hadRows', had)))
+    ON CONFLICT (pid) DO UPDATE SET rewrites = s.rewrites || EXCLUDED.rewrites;
+END
+$fn$;
+
 CREATE OR REPLACE FUNCTION katya_cdp.on_sql_drop() RETURNS event_trigger
 LANGUAGE plpgsql AS $fn$
-DECLARE
-  dropped jsonb;
 BEGIN
   IF katya_cdp.skipping() THEN
     RETURN;
   END IF;
-  SELECT COALESCE(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
-           'objectType', d.object_type, 'schema', d.schema_name, 'name', d.object_name,
-           'identity', d.object_identity, 'original', d.original, 'temporary', d.is_temporary)),
-         '[]'::jsonb)
-    INTO dropped
-    FROM pg_catalog.pg_event_trigger_dropped_objects() AS d;
-  -- Transaction-local (is_local = true); on_ddl_command_end reads and clears it.
-  PERFORM pg_catalog.set_config('katya_cdp.dropped', dropped::text, true);
+  PERFORM katya_cdp.note_dropped();
 END
 $fn$;
 
 CREATE OR REPLACE FUNCTION katya_cdp.on_table_rewrite() RETURNS event_trigger
 LANGUAGE plpgsql AS $fn$
-DECLARE
-  rel oid := pg_catalog.pg_event_trigger_table_rewrite_oid();
-  had boolean;
-  acc jsonb;
 BEGIN
   IF katya_cdp.skipping() THEN
     RETURN;
   END IF;
-  EXECUTE pg_catalog.format('SELECT EXISTS (SELECT 1 FROM %s)', rel::pg_catalog.regclass) INTO had;
-  acc := COALESCE(NULLIF(pg_catalog.current_setting('katya_cdp.rewrites', true), '')::jsonb, '[]'::jsonb);
-  acc := acc || pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object(
-    'table', rel::pg_catalog.regclass::text,
-    'reason', pg_catalog.pg_event_trigger_table_rewrite_reason(),
-    'hadRows', had));
-  PERFORM pg_catalog.set_config('katya_cdp.rewrites', acc::text, true);
+  PERFORM katya_cdp.note_rewrite();
 END
 $fn$;
 
-CREATE OR REPLACE FUNCTION katya_cdp.emit_ddl(payload jsonb) RETURNS void
+DROP FUNCTION IF EXISTS katya_cdp.emit_ddl(jsonb);
+
+CREATE OR REPLACE FUNCTION katya_cdp.emit_ddl(tag text, claimed_role text, search_path text) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $fn$
 DECLARE
-  k record;
-  body text;
-  claimed text := payload ->> 'role';
-  verified boolean;
-BEGIN
-  -- Raises "can only be called in an event trigger function" unless a DDL command is running.
-  PERFORM 1 FROM pg_catalog.pg_event_trigger_ddl_commands() LIMIT 1;
-  IF (payload ->> 'command') IS DISTINCT FROM pg_catalog.current_query() THEN
-    RAISE EXCEPTION 'katya_cdp.emit_ddl: the payload does not describe the running query';
-  END IF;
-  verified := claimed IS NOT NULL AND EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = claimed)
-    AND (katya_cdp.superuser() OR pg_catalog.pg_has_role(pg_catalog.session_user(), claimed, 'MEMBER'));
-  body := (payload || pg_catalog.jsonb_build_object('v', 2, 'sessionUser', pg_catalog.session_user()::text, 'roleVerified', verified))::text;
-  SELECT s.ikey, s.okey INTO k FROM katya_cdp.secret s WHERE s.id = 1;
-  PERFORM pg_catalog.pg_logical_emit_message(true, 'cdp.ddl', pg_catalog.jsonb_build_object(
-    'body', body,
-    'mac', CASE WHEN k.ikey IS NULL THEN NULL ELSE
-      pg_catalog.encode(pg_catalog.sha256(k.okey || pg_catalog.sha256(k.ikey || pg_catalog.convert_to(body, 'UTF8'))), 'hex') END)::text);
-END
-$fn$;
-
-REVOKE ALL ON FUNCTION katya_cdp.emit_ddl(jsonb) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION katya_cdp.emit_ddl(jsonb) TO PUBLIC;
-
-CREATE OR REPLACE FUNCTION katya_cdp.on_ddl_command_end() RETURNS event_trigger
-LANGUAGE plpgsql AS $fn$
-DECLARE
   q text := pg_catalog.current_query();
-  qkey text := pg_catalog.md5(COALESCE(pg_catalog.current_query(), '')) || '@' || pg_catalog.statement_timestamp()::text;
+  qk text := pg_catalog.md5(COALESCE(pg_catalog.current_query(), '')) || '@' || pg_catalog.statement_timestamp()::text;
   ctx text;
   frames text[];
   is_nested boolean;
   in_ext boolean;
   objects jsonb;
-  dropped text;
-  rewrites text;
   missing jsonb := '[]'::jsonb;
-  prev text;
-  n int := 0;
+  st record;
+  base int;
+  ord int := NULL;
+  verified boolean;
   settings jsonb;
+  body text;
+  k record;
 BEGIN
-  IF katya_cdp.skipping() THEN
-    RETURN;
-  END IF;
   GET DIAGNOSTICS ctx = PG_CONTEXT;
-  -- The first frame is this function; anything below it is a function, procedure or DO block
-  -- that ran the command.
+  -- Frame 1 is this function, frames 2 and 3 the ddl_command_end trigger's PERFORM; anything
+  -- below them is a function, procedure or DO block that ran the command.
   frames := pg_catalog.regexp_split_to_array(ctx, E'\n');
-  is_nested := pg_catalog.array_length(frames, 1) > 1;
+  IF COALESCE(frames[2], '') <> 'SQL statement "SELECT katya_cdp.emit_ddl(tg_tag, current_user::text, sp)"'
+     OR COALESCE(frames[3], '') !~ '^PL/pgSQL function (katya_cdp[.])?on_ddl_command_end[(][)] line [0-9]+ at PERFORM$' THEN
+    RAISE EXCEPTION 'katya_cdp.emit_ddl is called by the DDL capture trigger only';
+  END IF;
+  is_nested := pg_catalog.array_length(frames, 1) > 3;
+  -- Raises unless a DDL command is running.
   SELECT COALESCE(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
            'objectType', c.object_type, 'schema', c.schema_name, 'identity', c.object_identity,
            'commandTag', c.command_tag, 'inExtension', c.in_extension)),
@@ -170,27 +185,28 @@ BEGIN
          COALESCE(pg_catalog.bool_and(c.in_extension), false)
     INTO objects, in_ext
     FROM pg_catalog.pg_event_trigger_ddl_commands() AS c;
-  in_ext := in_ext AND tg_tag NOT IN ('CREATE EXTENSION', 'ALTER EXTENSION');
-  IF tg_tag = 'ALTER TABLE' THEN
+  in_ext := in_ext AND tag NOT IN ('CREATE EXTENSION', 'ALTER EXTENSION');
+  IF tag = 'ALTER TABLE' THEN
     SELECT COALESCE(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
-             'table', a.attrelid::pg_catalog.regclass::text, 'column', a.attname, 'value', a.attmissingval::text)), '[]'::jsonb)
+             'table', pg_catalog.format('%I.%I', ns.nspname, cl.relname), 'column', a.attname, 'value', a.attmissingval::text)), '[]'::jsonb)
       INTO missing
       FROM pg_catalog.pg_attribute a
+      JOIN pg_catalog.pg_class cl ON cl.oid = a.attrelid
+      JOIN pg_catalog.pg_namespace ns ON ns.oid = cl.relnamespace
      WHERE a.atthasmissing AND NOT a.attisdropped
        AND a.attrelid IN (SELECT c.objid FROM pg_catalog.pg_event_trigger_ddl_commands() AS c WHERE c.classid = 'pg_catalog.pg_class'::pg_catalog.regclass);
   END IF;
-  dropped := NULLIF(pg_catalog.current_setting('katya_cdp.dropped', true), '');
-  PERFORM pg_catalog.set_config('katya_cdp.dropped', '', true);
-  rewrites := NULLIF(pg_catalog.current_setting('katya_cdp.rewrites', true), '');
-  PERFORM pg_catalog.set_config('katya_cdp.rewrites', '', true);
+  -- This transaction's state: what sql_drop and table_rewrite noted for this command, and the
+  -- ordinal counter of the query string being run.
+  SELECT s.qkey, s.n, s.dropped, s.rewrites INTO st FROM katya_cdp.ddl_state s WHERE s.pid = pg_catalog.pg_backend_pid();
+  base := CASE WHEN st.qkey IS NOT DISTINCT FROM qk THEN COALESCE(st.n, 0) ELSE 0 END;
   IF NOT is_nested AND NOT in_ext THEN
-    prev := pg_catalog.current_setting('katya_cdp.last_query', true);
-    IF prev IS NOT NULL AND pg_catalog.split_part(prev, '#', 1) = qkey THEN
-      n := pg_catalog.split_part(prev, '#', 2)::int;
-    END IF;
-    n := n + 1;
-    PERFORM pg_catalog.set_config('katya_cdp.last_query', qkey || '#' || n, true);
+    ord := base + 1;
   END IF;
+  INSERT INTO katya_cdp.ddl_state AS s (pid, qkey, n) VALUES (pg_catalog.pg_backend_pid(), qk, COALESCE(ord, base))
+    ON CONFLICT (pid) DO UPDATE SET qkey = EXCLUDED.qkey, n = EXCLUDED.n, dropped = '[]', rewrites = '[]';
+  verified := claimed_role IS NOT NULL AND EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = claimed_role)
+    AND (katya_cdp.superuser() OR pg_catalog.pg_has_role(pg_catalog.session_user(), claimed_role, 'MEMBER'));
   settings := pg_catalog.jsonb_build_object(
     'standard_conforming_strings', pg_catalog.current_setting('standard_conforming_strings'),
     'backslash_quote', pg_catalog.current_setting('backslash_quote'),
@@ -209,21 +225,48 @@ BEGIN
     'default_table_access_method', pg_catalog.current_setting('default_table_access_method'),
     'default_toast_compression', pg_catalog.current_setting('default_toast_compression'),
     'check_function_bodies', pg_catalog.current_setting('check_function_bodies'));
-  PERFORM katya_cdp.emit_ddl(pg_catalog.jsonb_build_object(
+  body := pg_catalog.jsonb_build_object(
+    'v', 2,
     'command', q,
-    'tag', tg_tag,
-    'seq', CASE WHEN is_nested OR in_ext THEN NULL ELSE n END,
+    'tag', tag,
+    'seq', ord,
     'nested', is_nested,
-    'context', CASE WHEN is_nested THEN pg_catalog.array_to_string(frames[2:], E'\n') END,
+    'context', CASE WHEN is_nested THEN pg_catalog.array_to_string(frames[4:], E'\n') END,
     'inExtension', in_ext,
-    'role', current_user::text,
-    'searchPath', COALESCE(NULLIF(pg_catalog.array_to_string(ARRAY(
-                    SELECT pg_catalog.quote_ident(s) FROM pg_catalog.unnest(pg_catalog.current_schemas(false)) AS s), ', '), ''),
-                  'pg_catalog'),
+    'role', claimed_role,
+    'roleVerified', verified,
+    'sessionUser', pg_catalog.session_user()::text,
+    'searchPath', search_path,
     'settings', settings,
     'objects', objects,
-    'dropped', COALESCE(dropped::jsonb, '[]'::jsonb),
-    'rewrites', COALESCE(rewrites::jsonb, '[]'::jsonb),
-    'missing', missing));
+    'dropped', COALESCE(st.dropped, '[]'::jsonb),
+    'rewrites', COALESCE(st.rewrites, '[]'::jsonb),
+    'missing', missing)::text;
+  SELECT s.ikey, s.okey INTO k FROM katya_cdp.secret s WHERE s.id = 1;
+  PERFORM pg_catalog.pg_logical_emit_message(true, 'cdp.ddl', pg_catalog.jsonb_build_object(
+    'body', body,
+    'mac', CASE WHEN k.ikey IS NULL THEN NULL ELSE
+      pg_catalog.encode(pg_catalog.sha256(k.okey || pg_catalog.sha256(k.ikey || pg_catalog.convert_to(body, 'UTF8'))), 'hex') END)::text);
+END
+$fn$;
+
+REVOKE ALL ON FUNCTION katya_cdp.emit_ddl(text, text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION katya_cdp.emit_ddl(text, text, text) TO PUBLIC;
+REVOKE ALL ON FUNCTION katya_cdp.note_dropped() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION katya_cdp.note_dropped() TO PUBLIC;
+REVOKE ALL ON FUNCTION katya_cdp.note_rewrite() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION katya_cdp.note_rewrite() TO PUBLIC;
+
+CREATE OR REPLACE FUNCTION katya_cdp.on_ddl_command_end() RETURNS event_trigger
+LANGUAGE plpgsql AS $fn$
+DECLARE
+  -- Invoker's rights here: current_user and "$user" in the search_path are the caller's.
+  sp text := COALESCE(NULLIF(pg_catalog.array_to_string(ARRAY(
+    SELECT pg_catalog.quote_ident(s) FROM pg_catalog.unnest(pg_catalog.current_schemas(false)) AS s), ', '), ''), 'pg_catalog');
+BEGIN
+  IF katya_cdp.skipping() THEN
+    RETURN;
+  END IF;
+  PERFORM katya_cdp.emit_ddl(tg_tag, current_user::text, sp);
 END
 $fn$;

@@ -213,7 +213,10 @@ describe('capture', () => {
     const tx = evs.filter((e) => e.commitLsn === evs.find((x) => x.op === 'INSERT' && x.new![0] === '3')!.commitLsn);
     expect(tx.map((e) => `${e.position}:${e.op}`)).toEqual(['0:INSERT', '1:DDL', '2:INSERT', '3:COMMIT']);
     const ddl = JSON.parse(evs.find((e) => e.op === 'DDL' && e.content!.includes('DROP TABLE'))!.content!) as Record<string, unknown>;
-    expect(ddl).toMatchObject({ tag: 'DROP TABLE', searchPath: 'public', repeatOfPrevious: false });
+    expect(ddl).toMatchObject({ v: 2, tag: 'DROP TABLE', searchPath: 'public', seq: 1, nested: false });
+    // The multi-statement string carries one event, number 1 among its DDL statements (restore runs only that one).
+    const multi = JSON.parse(evs.find((e) => e.op === 'DDL' && e.content!.includes('ADD COLUMN b'))!.content!) as Record<string, unknown>;
+    expect(multi).toMatchObject({ tag: 'ALTER TABLE', seq: 1, nested: false, missing: [{ table: 'public.items', column: 'b', value: '{7}' }] });
     expect(ddl.dropped).toEqual(expect.arrayContaining([expect.objectContaining({ identity: 'public.items', objectType: 'table' })]));
   });
 

@@ -88,8 +88,12 @@ describe('DDL replay trusts nothing but the engine and runs with no more privile
       const body = JSON.stringify({ v: 2, command: 'CREATE TABLE public.pwned_v2 ()', tag: 'CREATE TABLE', seq: 1, role: 'postgres', roleVerified: true });
       await c.query(`SELECT pg_logical_emit_message(true, 'cdp.ddl', $1)`, [JSON.stringify({ body, mac: 'a'.repeat(64) })]);
       await c.query(`SELECT pg_logical_emit_message(true, 'cdp.sequences', '{"public.nosuch": 999999}')`);
-      // The signing function refuses to run outside a DDL command.
-      await expect(c.query(`SELECT katya_cdp.emit_ddl('{"command": "CREATE TABLE pwned_direct ()"}')`)).rejects.toThrow(/event trigger/);
+      // The signing functions refuse to run but from their own event trigger.
+      await expect(c.query(`SELECT katya_cdp.emit_ddl('CREATE TABLE', 'postgres', 'public')`)).rejects.toThrow(/DDL capture trigger only/);
+      await expect(c.query(`SELECT katya_cdp.note_dropped()`)).rejects.toThrow(/sql_drop event trigger/);
+      await expect(c.query(`SELECT katya_cdp.note_rewrite()`)).rejects.toThrow(/table_rewrite event/);
+      // Nor can the per-transaction state be written: it is not a GUC any user could set.
+      await expect(c.query(`INSERT INTO katya_cdp.ddl_state (pid, qkey, n) VALUES (pg_backend_pid(), 'x', 5)`)).rejects.toThrow(/permission denied/);
       // The key is not readable.
       await expect(c.query(`SELECT * FROM katya_cdp.secret`)).rejects.toThrow(/permission denied/);
     });
