@@ -21,7 +21,18 @@ export interface StatusReport {
   rpoBreached: boolean;
   partitions: Array<{ partition: number; watermarkLsn: string; watermarkTime: string; lastOffset: string }>;
   slot: { name: string; active: boolean; confirmedFlushLsn: string | null; lagBytes: number | null } | { error: string };
-  consumer: { groupId: string; lag: number; partitions: Array<{ partition: number; committed: string; high: string; lag: number }> } | { error: string };
+  consumer:
+    | {
+        groupId: string;
+        lag: number;
+        /**
+         * Records Kafka deleted before the archive group read them (committed offset below the log
+         * start): a gap the archiver records when it resumes (archive/chain.ts); --check exits 3.
+         */
+        lost: number;
+        partitions: Array<{ partition: number; committed: string; low: string; high: string; lag: number; lost: number }>;
+      }
+    | { error: string };
   bases: Array<{ lsn: string; time: string; size: number; serverVersion: string }> | { error: string };
   /** Stream generation and topic epoch (archive/chain.ts). */
   generation: { generation: number; topicEpoch: number } | null;
@@ -71,9 +82,10 @@ async function consumerStatus(cfg: Config, log: Logger, groupId: string): Promis
       const c = committedBy.get(h.partition) ?? '-1';
       // -1 means nothing committed yet: everything from the low watermark is lag.
       const from = BigInt(c) < 0n ? BigInt(h.low) : BigInt(c);
-      return { partition: h.partition, committed: c, high: h.high, lag: Number(BigInt(h.high) - from) };
+      const lost = BigInt(c) >= 0n && BigInt(c) < BigInt(h.low) ? Number(BigInt(h.low) - BigInt(c)) : 0;
+      return { partition: h.partition, committed: c, low: h.low, high: h.high, lag: Number(BigInt(h.high) - from), lost };
     });
-    return { groupId, lag: partitions.reduce((s, p) => s + p.lag, 0), partitions: partitions.sort((a, b) => a.partition - b.partition) };
+    return { groupId, lag: partitions.reduce((s, p) => s + p.lag, 0), lost: partitions.reduce((s, p) => s + p.lost, 0), partitions: partitions.sort((a, b) => a.partition - b.partition) };
   } catch (err) {
     return { error: `kafka: ${toError(err).message}` };
   } finally {
@@ -158,6 +170,11 @@ export async function runStatus(ctx: CommandContext, opts: { json: boolean; chec
   }
   // A gap no base covers comes first: points after it are not restorable at all (exit 3, integrity).
   const uncovered = report.gaps.filter((g) => !g.covered);
+  if (opts.check && !('error' in report.consumer) && report.consumer.lost > 0) {
+    const parts = report.consumer.partitions.filter((p) => p.lost > 0).map((p) => `partition ${p.partition} offsets ${p.committed}..${BigInt(p.low) - 1n}`);
+    process.stderr.write(`cdp status: Kafka deleted ${report.consumer.lost} record(s) before the archive read them (${parts.join(', ')}; retention shorter than the archiver outage?): a gap in the archive, recorded when the archiver resumes\n`);
+    return ExitCode.integrity;
+  }
   if (opts.check && uncovered.length > 0) {
     process.stderr.write(`cdp status: the archive has ${uncovered.length} break(s) in its chain of custody that no base covers: ${uncovered.map((g) => g.description).join('; ')}; take a base (cdp basebackup) to restore points after it\n`);
     return ExitCode.integrity;

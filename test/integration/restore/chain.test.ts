@@ -127,6 +127,11 @@ describe('chain of custody: a gap in the stream is never silent', () => {
         await admin.disconnect();
       }
 
+      // Seen before the archiver is back: the group's committed offsets are below the log start.
+      const early0 = await runCli(['status', '--check'], env);
+      expect(early0.code, early0.stdout + early0.stderr).toBe(3);
+      expect(early0.stderr).toMatch(/Kafka deleted \d+ record\(s\) before the archive read them \(partition \d+ offsets \d+\.\.\d+/);
+
       archive = spawnCdp('archive', env);
       const gaps = await waitFor('the gap to be recorded', async () => {
         const r = await runCli(['status', '--json'], env);
