@@ -10,6 +10,7 @@ import { loadKeyring } from '../../../src/archive/crypto.js';
 import { downloadBase, listBaseManifests, restoreBase } from '../../../src/restore/base-restore.js';
 import { createStore } from '../../../src/s3/client.js';
 import { parseLsn } from '../../../src/util/lsn.js';
+import { compareSchemas, schemaDump } from './schema-compare.js';
 import { adminUrl, createDatabase, dropDatabase, fingerprint, pipelineEnv, rand, restorableLsn, runCli, silentLog, stackEnvironment, startRun, testConfig, waitFor, withClient } from './helpers.js';
 
 // Issue 13 (replay trusts the stream) and issue 9 (schema changes) through the whole pipeline:
@@ -166,6 +167,8 @@ describe('DDL replay trusts nothing but the engine and runs with no more privile
     // Whole contents equal (this also proves the hidden DDL was captured: appdata.hidden is there).
     const [a, b] = await Promise.all([withClient(url, fingerprint), withClient(into, fingerprint)]);
     expect(b).toEqual(a);
+    // And the schema: pg_dump --schema-only of both, normalised (schema-compare.ts), owners included.
+    expect(await compareSchemas({ dump: await schemaDump(url) }, into)).toBeNull();
     expect(Object.keys(b)).toEqual(expect.arrayContaining(['appdata.hidden', 'public.seeded', 'public.nested_t', 'public.feelings']));
     await withClient(into, async (c) => {
       const tables = (await c.query(`SELECT relname FROM pg_class WHERE relname IN ('pwned_plain', 'pwned_v2', 'pwned_direct', 'escalated', 'injected')`)).rows;
@@ -205,6 +208,7 @@ describe('DDL replay trusts nothing but the engine and runs with no more privile
       throw new Error(`psql -f ${sqlFile}: ${String((err as { stderr?: Buffer }).stderr ?? err)}`);
     }
     expect(await withClient(manual, fingerprint)).toEqual(a);
+    expect(await compareSchemas({ dump: await schemaDump(url) }, manual)).toBeNull();
     await dropDatabase(`${name}_m`);
   });
 
