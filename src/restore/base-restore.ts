@@ -16,6 +16,7 @@ import { CdpError, ErrorCodes, IntegrityError, toError } from '../errors.js';
 import { getObject, listObjects, s3Error, type Store } from '../s3/client.js';
 import { withRetry } from '../util/retry.js';
 import type { TableFilter } from './apply.js';
+import { pgRestoreVersionProblem } from './client-version.js';
 
 // Loading a base: download to a temporary file (pg_restore -j needs a seekable archive file),
 // checking size and SHA-256 of the stored bytes while streaming (G5), decrypting when the manifest
@@ -160,7 +161,19 @@ export async function restoreBase(opts: {
   signal: AbortSignal;
   /** Roles of the target: when every owner in the dump is one of them, ownership is kept. */
   targetRoles?: Set<string>;
+  /** The base manifest's pgDumpVersion and the target's server_version_num: checked against pg_restore's version first. */
+  baseDumpVersion?: string;
+  targetVersionNum?: number;
 }): Promise<{ ownersKept: boolean }> {
+  if (opts.targetVersionNum !== undefined) {
+    const problem = pgRestoreVersionProblem({
+      pgRestorePath: opts.pgRestorePath,
+      pgRestoreVersion: await run(opts.pgRestorePath, ['--version'], opts.signal),
+      baseDumpVersion: opts.baseDumpVersion,
+      targetVersionNum: opts.targetVersionNum,
+    });
+    if (problem) throw new CdpError(ErrorCodes.USAGE, problem);
+  }
   const listing = await run(opts.pgRestorePath, ['--list', opts.file], opts.signal);
   // DDL is replayed as the role that ran it (ddl-replay.ts), which must own what it alters: keep
   // the source's owners when the target has every one of them, else --no-owner as before (the

@@ -461,9 +461,10 @@ export async function runRestore(
         );
         log.info({ jobs: opts.jobs ?? cfg.restore.jobs }, 'restore: pg_restore');
         const targetRoles = new Set((await client.query<{ rolname: string }>('SELECT rolname FROM pg_catalog.pg_roles')).rows.map((x) => x.rolname));
+        const targetVersionNum = Number((await client.query<{ v: string }>(`SELECT current_setting('server_version_num') AS v`)).rows[0]!.v);
         let ownersKept: boolean;
         try {
-          ({ ownersKept } = await restoreBase({ file: dump, dir, into: opts.into, jobs: opts.jobs ?? cfg.restore.jobs, pgRestorePath: cfg.basebackup.pgRestorePath, filter, signal: ctx.signal, targetRoles }));
+          ({ ownersKept } = await restoreBase({ file: dump, dir, into: opts.into, jobs: opts.jobs ?? cfg.restore.jobs, pgRestorePath: cfg.basebackup.pgRestorePath, filter, signal: ctx.signal, targetRoles, baseDumpVersion: base.pgDumpVersion, targetVersionNum }));
         } catch (err) {
           const e = toError(err);
           const what = `${e.message}; the target holds part of the base: drop and recreate the database ${redactUrl(opts.into)}, then run the same command again`;
