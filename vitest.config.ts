@@ -32,6 +32,21 @@ export default defineConfig({
           pool: 'forks',
         },
       },
+      {
+        // The version matrix (README "PostgreSQL versions"): sources and targets of other majors,
+        // on extra clusters that its own global setup starts (stack.sh up --pg 16,17,18). Slow
+        // (several whole pipelines), so apart; `npm test` runs it like the others.
+        test: {
+          name: 'majors',
+          include: ['test/majors/**/*.test.ts'],
+          environment: 'node',
+          globalSetup: ['test/setup/majors-setup.ts'],
+          setupFiles: ['src/kafka/codecs.ts'],
+          testTimeout: 900_000,
+          hookTimeout: 900_000,
+          pool: 'forks',
+        },
+      },
     ],
   },
 });

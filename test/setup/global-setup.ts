@@ -23,6 +23,15 @@ const stackScript = resolve(repoRoot, 'deploy', 'local', 'stack.sh');
 const UP_TIMEOUT_MS = 15 * 60 * 1000;
 
 export default function setup(): void {
+  bringUp([]);
+}
+
+/**
+ * `stack.sh up <extra>` and its `env <extra>` into process.env. The `majors` project passes
+ * `--pg 16,17,18` (test/setup/majors-setup.ts), which also starts the extra PostgreSQL clusters and
+ * exports CDP_STACK_PG<major>_URL / _BIN.
+ */
+export function bringUp(extra: string[]): void {
   if (process.env.CDP_SKIP_STACK === '1') {
     console.log('[global-setup] CDP_SKIP_STACK=1: not starting deploy/local; using the environment as is');
     return;
@@ -30,7 +39,7 @@ export default function setup(): void {
   const started = Date.now();
   // Inherited stdio: the stack's progress and, above all, its error messages (which name the log
   // file to read) appear in the test output.
-  const up = spawnSync('bash', [stackScript, 'up'], {
+  const up = spawnSync('bash', [stackScript, 'up', ...extra], {
     cwd: repoRoot,
     stdio: 'inherit',
     timeout: UP_TIMEOUT_MS,
@@ -40,11 +49,11 @@ export default function setup(): void {
   }
   if (up.status !== 0) {
     throw new Error(
-      `[global-setup] '${stackScript} up' failed (exit ${up.status ?? up.signal}); its messages above say ` +
+      `[global-setup] '${stackScript} up ${extra.join(' ')}' failed (exit ${up.status ?? up.signal}); its messages above say ` +
         `which service and which log file. Fix it, or set CDP_SKIP_STACK=1 to use services of your own.`,
     );
   }
-  const exports = parseStackExports(execFileSync('bash', [stackScript, 'env'], { cwd: repoRoot, encoding: 'utf8' }));
+  const exports = parseStackExports(execFileSync('bash', [stackScript, 'env', ...extra], { cwd: repoRoot, encoding: 'utf8' }));
   // The stack we just brought up wins over stray values (e.g. real AWS keys in a developer's shell):
   // the integration tests must talk to the loopback services, never to anything else.
   Object.assign(process.env, exports);
