@@ -353,6 +353,18 @@ export async function startArchiver(ctx: CommandContext, opts: ArchiverOptions =
       const l = lane(batch.partition);
       if (l.revoked) return;
       l.highWatermark = BigInt(batch.highWatermark);
+      // The log now ends before offsets this lane already received: the topic was deleted and
+      // created again (or truncated) under us. kafkajs would reset to the new log's start and its
+      // records would look like re-deliveries of what we hold: stop instead (cdp setup starts a
+      // new topic epoch). Only with records in hand: a new partition leader's high watermark may lag
+      // for a moment (an empty fetch), but records below it come only from a reset position.
+      if (l.nextOffset !== undefined && batch.messages.length > 0 && l.highWatermark < l.nextOffset) {
+        throw new IntegrityError(
+          `partition ${l.partition} of topic ${topic} now ends at offset ${l.highWatermark}, before offset ${l.nextOffset - 1n} that this archiver already read: ` +
+            'the topic was deleted and created again (or truncated). Run cdp setup (it records the break and starts a new topic epoch), then start the archiver again',
+          { details: { partition: l.partition, high: String(l.highWatermark), received: String(l.nextOffset - 1n) } },
+        );
+      }
       if (!l.started && batch.messages.length > 0) {
         await startLane(l, batch.messages);
         if (l.revoked || stopping) return;
@@ -441,7 +453,7 @@ export async function startArchiver(ctx: CommandContext, opts: ArchiverOptions =
     void currentGeneration(store, root).then(
       (g) => {
         if (g.topicEpoch !== gen.topicEpoch) {
-          fail(new CdpError(ErrorCodes.SOURCE_NOT_READY, `cdp setup started topic epoch ${g.topicEpoch} (the archiver runs epoch ${gen.topicEpoch}): restart the archiver`));
+          fail(new CdpError(ErrorCodes.KAFKA, `cdp setup started topic epoch ${g.topicEpoch} (the archiver runs epoch ${gen.topicEpoch}): restart the archiver`));
         } else if (g.generation !== gen.generation) {
           log.info({ from: gen.generation, to: g.generation }, 'archive: new stream generation');
           gen.generation = g.generation;
