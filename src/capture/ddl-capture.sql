@@ -82,6 +82,12 @@ CREATE UNLOGGED TABLE IF NOT EXISTS katya_cdp.ddl_state (
 );
 REVOKE ALL ON katya_cdp.ddl_state FROM PUBLIC;
 
+-- What setup configured that the triggers need to know (readable by every role: the trigger
+-- functions run with the caller's rights). Keys: publication, newKeylessTables ('full'|'leave').
+CREATE TABLE IF NOT EXISTS katya_cdp.config (key text PRIMARY KEY, value text NOT NULL);
+REVOKE ALL ON katya_cdp.config FROM PUBLIC;
+GRANT SELECT ON katya_cdp.config TO PUBLIC;
+
 CREATE OR REPLACE FUNCTION katya_cdp.superuser() RETURNS boolean
 LANGUAGE sql STABLE AS $fn$
   SELECT COALESCE((SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = pg_catalog.session_user()), false)
@@ -257,6 +263,36 @@ GRANT EXECUTE ON FUNCTION katya_cdp.note_dropped() TO PUBLIC;
 REVOKE ALL ON FUNCTION katya_cdp.note_rewrite() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION katya_cdp.note_rewrite() TO PUBLIC;
 
+-- A table created without a primary key or replica identity, once published (FOR ALL TABLES or
+-- its schema), makes its UPDATE and DELETE fail on the source ("cannot update table ... because
+-- it does not have a replica identity and publishes updates"). With newKeylessTables = 'full',
+-- such a table gets REPLICA IDENTITY FULL as it is created: a backup tool must never make the
+-- source's writes fail. Runs as the caller, who owns the new table. The ALTER is itself captured
+-- (a nested event) and replayed.
+CREATE OR REPLACE FUNCTION katya_cdp.protect_new_tables() RETURNS void
+LANGUAGE plpgsql AS $fn$
+DECLARE
+  r record;
+BEGIN
+  IF COALESCE((SELECT c.value FROM katya_cdp.config c WHERE c.key = 'newKeylessTables'), 'leave') <> 'full' THEN
+    RETURN;
+  END IF;
+  FOR r IN
+    SELECT DISTINCT cl.oid, pg_catalog.format('%I.%I', ns.nspname, cl.relname) AS ident
+      FROM pg_catalog.pg_event_trigger_ddl_commands() AS d
+      JOIN pg_catalog.pg_class cl ON cl.oid = d.objid AND d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+      JOIN pg_catalog.pg_namespace ns ON ns.oid = cl.relnamespace
+     WHERE cl.relkind = 'r' AND cl.relpersistence = 'p'
+       AND (cl.relreplident = 'n'
+            OR (cl.relreplident = 'd' AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE i.indrelid = cl.oid AND i.indisprimary)))
+       AND EXISTS (SELECT 1 FROM pg_catalog.pg_publication_tables pt, katya_cdp.config c
+                    WHERE c.key = 'publication' AND pt.pubname = c.value AND pt.schemaname = ns.nspname AND pt.tablename = cl.relname)
+  LOOP
+    EXECUTE pg_catalog.format('ALTER TABLE %s REPLICA IDENTITY FULL', r.ident);
+  END LOOP;
+END
+$fn$;
+
 CREATE OR REPLACE FUNCTION katya_cdp.on_ddl_command_end() RETURNS event_trigger
 LANGUAGE plpgsql AS $fn$
 DECLARE
@@ -268,5 +304,8 @@ BEGIN
     RETURN;
   END IF;
   PERFORM katya_cdp.emit_ddl(tg_tag, current_user::text, sp);
+  IF tg_tag IN ('CREATE TABLE', 'CREATE TABLE AS', 'SELECT INTO', 'ALTER TABLE') THEN
+    PERFORM katya_cdp.protect_new_tables();
+  END IF;
 END
 $fn$;

@@ -21,6 +21,13 @@ export const PREFIX = {
   sequences: 'cdp.sequences',
 } as const;
 
+/**
+ * The engine's own schema in the source (DDL capture: its key, its configuration). A FOR ALL TABLES
+ * publication publishes its tables too; their rows never leave capture (the HMAC key must not
+ * reach Kafka or the archive, and restore has nothing to do with them).
+ */
+export const ENGINE_SCHEMA = 'katya_cdp';
+
 /** Shared empty list (never mutated): DELETE has no new tuple, hence no unchanged columns. */
 const NO_COLUMNS: number[] = [];
 
@@ -112,21 +119,24 @@ export class ChangeMapper {
 
   // INSERT / UPDATE / DELETE are the hot path: one object literal of a fixed shape per change,
   // no intermediate objects.
-  insert(m: Insert, changeLsn: Lsn): ChangeEvent {
+  insert(m: Insert, changeLsn: Lsn): ChangeEvent | null {
     const rel = this.known(m.relationOid, 'Insert');
     this.requireOpen('INSERT');
+    if (rel.schema === ENGINE_SCHEMA) return null;
     return this.row('INSERT', changeLsn, rel, null, null, m.new.values, m.new.unchanged);
   }
 
-  update(m: Update, changeLsn: Lsn): ChangeEvent {
+  update(m: Update, changeLsn: Lsn): ChangeEvent | null {
     const rel = this.known(m.relationOid, 'Update');
     this.requireOpen('UPDATE');
+    if (rel.schema === ENGINE_SCHEMA) return null;
     return this.row('UPDATE', changeLsn, rel, m.oldKind, m.old ? m.old.values : null, m.new.values, m.new.unchanged);
   }
 
-  delete(m: Delete, changeLsn: Lsn): ChangeEvent {
+  delete(m: Delete, changeLsn: Lsn): ChangeEvent | null {
     const rel = this.known(m.relationOid, 'Delete');
     this.requireOpen('DELETE');
+    if (rel.schema === ENGINE_SCHEMA) return null;
     return this.row('DELETE', changeLsn, rel, m.oldKind, m.old.values, null, NO_COLUMNS);
   }
 

@@ -12,6 +12,7 @@ import { checkBucket, createStore, getObjectIfExists, putOnce, type Store } from
 import type { Logger } from '../util/log.js';
 import { hmacPads } from './ddl-auth.js';
 import { connectCatalog, identifySystem, redactUrl } from './source.js';
+import { createSlotSql, existingSlotFailoverWarning, failoverSlotProblem } from './failover.js';
 
 // `cdp setup` (DESIGN.md section 6): create or check the publication, the DDL capture, the Kafka
 // topic, the archive manifest and, last, the replication slot. Idempotent, and never half-done:
@@ -43,6 +44,8 @@ interface SourceState {
   ddlCapturePossible: boolean;
   /** Resolved "schema"."table" names of source.tables (FOR TABLE list). */
   tableIdents: string[];
+  /** Published tables without a usable replica identity (format('%I.%I')). */
+  keyless: string[];
 }
 
 interface KafkaState {
@@ -53,8 +56,9 @@ interface ArchiveState {
   manifestExists: boolean;
 }
 
-export async function setup(ctx: CommandContext, opts: { basebackup: boolean }): Promise<number> {
-  const { cfg, log } = ctx;
+export async function setup(ctx: CommandContext, opts: { basebackup: boolean; replicaIdentityFull?: boolean }): Promise<number> {
+  const { log } = ctx;
+  const cfg: Config = opts.replicaIdentityFull ? { ...ctx.cfg, source: { ...ctx.cfg.source, keylessTables: 'full' } } : ctx.cfg;
   const findings: Findings = { problems: [], warnings: [] };
   const topic = topicName(cfg);
   const database = sourceDatabase(cfg);
@@ -70,6 +74,14 @@ export async function setup(ctx: CommandContext, opts: { basebackup: boolean }):
     try {
       client = await connectCatalog(cfg, 'katya-cdp-setup');
       source = await checkSource(client, cfg, findings);
+      if (source) {
+        const fp = failoverSlotProblem(cfg.source.failoverSlot, source.serverVersionNum);
+        if (fp) findings.problems.push(fp);
+        else if (source.slotExists) {
+          const fw = await existingSlotFailoverWarning(client, cfg.source.slot, cfg.source.failoverSlot, source.serverVersionNum);
+          if (fw) findings.warnings.push(fw);
+        }
+      }
       if (source) systemId = (await identifySystem(cfg)).systemId;
     } catch (err) {
       findings.problems.push(describe(err));
@@ -117,7 +129,7 @@ export async function setup(ctx: CommandContext, opts: { basebackup: boolean }):
     let slotLsn: number | undefined;
     if (!source.slotExists) {
       try {
-        const r = await client.query<{ l: string }>(`SELECT (lsn - '0/0'::pg_lsn)::text AS l FROM pg_catalog.pg_create_logical_replication_slot($1, 'pgoutput')`, [cfg.source.slot]);
+        const r = await client.query<{ l: string }>(createSlotSql(cfg.source.failoverSlot), [cfg.source.slot]);
         slotLsn = Number(r.rows[0]!.l);
       } catch (err) {
         throw pgError(`cannot create replication slot ${cfg.source.slot}`, err);
@@ -305,15 +317,25 @@ async function checkSource(client: pg.Client, cfg: Config, f: Findings): Promise
       ORDER BY 1`,
     scopeParams,
   );
+  const keyless: string[] = [];
   for (const t of tables) {
     if (t.relpersistence === 'u') {
       f.warnings.push(`table ${t.ident} is UNLOGGED: it writes no WAL, so its changes are not captured (ALTER TABLE ${t.ident} SET LOGGED to protect it)`);
       continue;
     }
     const noIdentity = t.relreplident === 'n' || (t.relreplident === 'd' && !t.has_pk) || (t.relreplident === 'i' && !t.has_ri);
-    if (noIdentity) {
-      f.warnings.push(
-        `table ${t.ident} has no primary key or replica identity: once published, its UPDATE and DELETE statements FAIL on the source; fix with ALTER TABLE ${t.ident} ADD PRIMARY KEY (...) or ALTER TABLE ${t.ident} REPLICA IDENTITY FULL`,
+    if (noIdentity) keyless.push(t.ident);
+  }
+  // A backup tool must never make the source's writes fail: publishing a table without a replica
+  // identity does (its UPDATE and DELETE are refused from then on). Refused unless told what to do.
+  if (keyless.length > 0) {
+    if (cfg.source.keylessTables === 'full') {
+      f.warnings.push(`setting REPLICA IDENTITY FULL on ${keyless.length} table(s) without a primary key or replica identity (${keyless.join(', ')}): their UPDATE and DELETE log whole old rows`);
+    } else {
+      f.problems.push(
+        `table(s) without a primary key or replica identity: ${keyless.join(', ')}; once published, their UPDATE and DELETE would FAIL on the source. ` +
+          `Add a primary key (ALTER TABLE ... ADD PRIMARY KEY), or run setup with --replica-identity-full (source.keylessTables: full) to set REPLICA IDENTITY FULL on them, ` +
+          `or leave them out (source.schemas / source.tables)`,
       );
     }
   }
@@ -330,6 +352,7 @@ async function checkSource(client: pg.Client, cfg: Config, f: Findings): Promise
     ddlCaptureInstalled,
     ddlCapturePossible: s.rolsuper,
     tableIdents,
+    keyless,
   };
 }
 
@@ -349,8 +372,16 @@ async function createInSource(client: pg.Client, cfg: Config, s: SourceState, lo
       await client.query(`CREATE PUBLICATION ${pub} ${what} WITH (publish = 'insert, update, delete, truncate')`);
       log.info({ publication: cfg.source.publication, what }, 'setup: publication created');
     }
+    if (cfg.source.keylessTables === 'full') {
+      for (const t of s.keyless) await client.query(`ALTER TABLE ${t} REPLICA IDENTITY FULL`);
+    }
     if (s.ddlCapturePossible) {
       await client.query(DDL_CAPTURE_SQL);
+      await client.query(
+        `INSERT INTO katya_cdp.config (key, value) VALUES ('publication', $1), ('newKeylessTables', $2)
+           ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value WHERE katya_cdp.config.value IS DISTINCT FROM EXCLUDED.value`,
+        [cfg.source.publication, cfg.source.newKeylessTables],
+      );
       // The HMAC key of the DDL messages (ddl-capture.sql): made once, kept across setups (a new key
       // would make capture drop the messages still in the slot, signed with the old one).
       await client.query(

@@ -69,7 +69,8 @@ export function buildProgram(signal: AbortSignal, onExit: (code: number) => void
     .command('setup')
     .description('create or check publication, slot, DDL capture, topic and bucket (idempotent); takes the first base backup')
     .option('--no-basebackup', 'do not take the first base backup')
-    .action(action(async (ctx, o) => (await import('../capture/setup.js')).setup(ctx, { basebackup: o.basebackup !== false })));
+    .option('--replica-identity-full', 'set REPLICA IDENTITY FULL on published tables without a primary key (source.keylessTables: full) instead of refusing')
+    .action(action(async (ctx, o) => (await import('../capture/setup.js')).setup(ctx, { basebackup: o.basebackup !== false, replicaIdentityFull: Boolean(o.replicaIdentityFull) })));
 
   program
     .command('capture')

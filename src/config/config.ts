@@ -30,11 +30,24 @@ export const ConfigSchema = z.strictObject({
     .strictObject({
       url: url('postgres').default('postgres://postgres@127.0.0.1:5432/postgres'),
       slot: identifier.default('katya_cdp'),
+      /** PostgreSQL 17+: create the slot with failover = true, so standbys with sync_replication_slots keep a copy (capture/failover.ts). */
+      failoverSlot: z.boolean().default(false),
       publication: identifier.default('katya_cdp'),
       /** Publish only these schemas (FOR TABLES IN SCHEMA); empty = FOR ALL TABLES. */
       schemas: z.array(z.string().min(1)).default([]),
       /** Publish only these tables (schema.table); empty = FOR ALL TABLES. */
       tables: z.array(z.string().min(1)).default([]),
+      /**
+       * Published tables with no primary key or replica identity: their UPDATE and DELETE fail on
+       * the source once published. 'refuse': setup stops (exit 2) listing them; 'full': setup sets
+       * REPLICA IDENTITY FULL on them (also `cdp setup --replica-identity-full`).
+       */
+      keylessTables: z.enum(['refuse', 'full']).default('refuse'),
+      /**
+       * Tables created later without a key: 'full' (the DDL trigger sets REPLICA IDENTITY FULL so a
+       * CREATE TABLE never breaks writes) or 'leave' (as PostgreSQL does: their UPDATE/DELETE fail).
+       */
+      newKeylessTables: z.enum(['full', 'leave']).default('full'),
     })
     .prefault({}),
   kafka: z
@@ -145,7 +158,10 @@ type Plain = Record<string, unknown>;
 export const ENV_MAP: Record<string, { path: string; kind: 'string' | 'list' | 'int' | 'number' | 'bool' }> = {
   CDP_SOURCE_URL: { path: 'source.url', kind: 'string' },
   CDP_SLOT: { path: 'source.slot', kind: 'string' },
+  CDP_FAILOVER_SLOT: { path: 'source.failoverSlot', kind: 'bool' },
   CDP_PUBLICATION: { path: 'source.publication', kind: 'string' },
+  CDP_KEYLESS_TABLES: { path: 'source.keylessTables', kind: 'string' },
+  CDP_NEW_KEYLESS_TABLES: { path: 'source.newKeylessTables', kind: 'string' },
   CDP_KAFKA_BROKERS: { path: 'kafka.brokers', kind: 'list' },
   CDP_TOPIC: { path: 'kafka.topic', kind: 'string' },
   CDP_KAFKA_PARTITIONS: { path: 'kafka.partitions', kind: 'int' },

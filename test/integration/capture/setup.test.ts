@@ -100,7 +100,7 @@ describe('cdp setup', () => {
     expect(await topicExists(other)).toBe(false);
   });
 
-  it('reports tables that would break or be incomplete, and large objects', async () => {
+  it('refuses to publish tables whose writes would then fail, unless told to set REPLICA IDENTITY FULL; reports unlogged tables and large objects', async () => {
     const f = await fresh('setup_report');
     await query(
       f.url,
@@ -110,13 +110,33 @@ describe('cdp setup', () => {
        CREATE UNLOGGED TABLE scratch (id integer PRIMARY KEY);
        SELECT lo_from_bytea(0, '\\x01');`,
     );
+    // Published as they are, UPDATE / DELETE on nokey and nothing would fail on the source.
     const r = cdpSync(f.env, ['setup', '--no-basebackup']);
-    expect(r.code, r.stderr).toBe(0);
-    expect(r.stderr).toMatch(/table public\.nokey has no primary key or replica identity.*ALTER TABLE public\.nokey REPLICA IDENTITY FULL/);
-    expect(r.stderr).toMatch(/table public\.nothing has no primary key or replica identity/);
-    expect(r.stderr).not.toMatch(/public\.full_ident has no/);
+    expect(r.code, r.stderr).toBe(2);
+    expect(r.stderr).toMatch(/without a primary key or replica identity: public\.nokey, public\.nothing;.*--replica-identity-full/);
+    expect(r.stderr).not.toMatch(/full_ident/);
     expect(r.stderr).toMatch(/table public\.scratch is UNLOGGED/);
     expect(r.stderr).toMatch(/1 large object\(s\)/);
+    expect(await sourceObjects(f)).toEqual({ pub: false, slot: null, triggers: 0 });
+
+    const ok = cdpSync(f.env, ['setup', '--no-basebackup', '--replica-identity-full']);
+    expect(ok.code, ok.stderr).toBe(0);
+    const ident = await query<{ relname: string; relreplident: string }>(f.url, `SELECT relname, relreplident::text FROM pg_class WHERE relname IN ('nokey', 'nothing', 'full_ident') ORDER BY 1`);
+    expect(ident).toEqual([{ relname: 'full_ident', relreplident: 'f' }, { relname: 'nokey', relreplident: 'f' }, { relname: 'nothing', relreplident: 'f' }]);
+    // A table created later without a key: its writes keep working (the DDL trigger sets FULL).
+    await query(f.url, `CREATE TABLE later (x integer); INSERT INTO later VALUES (1), (2); UPDATE later SET x = 3 WHERE x = 1; DELETE FROM later WHERE x = 2`);
+    expect(await query(f.url, `SELECT relreplident::text AS r FROM pg_class WHERE relname = 'later'`)).toEqual([{ r: 'f' }]);
+    // With a primary key nothing is changed.
+    await query(f.url, `CREATE TABLE keyed (id integer PRIMARY KEY)`);
+    expect(await query(f.url, `SELECT relreplident::text AS r FROM pg_class WHERE relname = 'keyed'`)).toEqual([{ r: 'd' }]);
+  });
+
+  it('leaves new keyless tables alone with source.newKeylessTables: leave (their writes then fail, as PostgreSQL does)', async () => {
+    const f = await fresh('setup_leave');
+    const env = { ...f.env, CDP_NEW_KEYLESS_TABLES: 'leave' };
+    expect(cdpSync(env, ['setup', '--no-basebackup']).code).toBe(0);
+    await query(f.url, `CREATE TABLE later (x integer); INSERT INTO later VALUES (1)`);
+    await expect(query(f.url, `UPDATE later SET x = 2`)).rejects.toThrow(/replica identity/);
   });
 
   it('works for a non-superuser with REPLICATION on its own tables, warning that DDL is not captured', async () => {

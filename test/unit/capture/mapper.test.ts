@@ -40,12 +40,12 @@ describe('ChangeMapper', () => {
   it('stamps changes with the Begin commit LSN, xid, time and positions, and closes with a COMMIT marker', () => {
     const m = mapper();
     m.begin(begin);
-    const a = m.insert({ tag: 'insert', relationOid: 16384, new: { values: ['1', 'x', '1.50'], unchanged: [] } }, 0x4000);
+    const a = m.insert({ tag: 'insert', relationOid: 16384, new: { values: ['1', 'x', '1.50'], unchanged: [] } }, 0x4000)!;
     const b = m.update(
       { tag: 'update', relationOid: 16384, oldKind: null, old: null, new: { values: ['1', null, '2.00'], unchanged: [1] } },
       0x4100,
-    );
-    const c = m.delete({ tag: 'delete', relationOid: 16384, oldKind: 'K', old: { values: ['1', null, null], unchanged: [] } }, 0x4200);
+    )!;
+    const c = m.delete({ tag: 'delete', relationOid: 16384, oldKind: 'K', old: { values: ['1', null, null], unchanged: [] } }, 0x4200)!;
     const end = m.commit(commit, 0x5000);
     expect([a.position, b.position, c.position, end?.position]).toEqual([0, 1, 2, 3]);
     for (const e of [a, b, c, end!]) {
@@ -73,7 +73,7 @@ describe('ChangeMapper', () => {
     const u = m.update(
       { tag: 'update', relationOid: 16384, oldKind: 'O', old: { values: ['1', 'big', '1.00'], unchanged: [] }, new: { values: ['1', null, '2.00'], unchanged: [1] } },
       1,
-    );
+    )!;
     expect(u).toMatchObject({ oldKind: 'O', old: ['1', 'big', '1.00'], unchanged: [1] });
     expect(u.relation?.key).toEqual([0, 1, 2]);
   });
@@ -139,7 +139,7 @@ describe('ChangeMapper', () => {
     const out: (ChangeEvent | null)[] = [];
     out.push(m.message({ tag: 'message', transactional: false, lsn: 0x777, prefix: 'app', content: Buffer.from('hi') }, 0x777));
     m.begin(begin);
-    out.push(m.insert({ tag: 'insert', relationOid: 16384, new: { values: ['1', 'x', '1.50'], unchanged: [] } }, 0x4000));
+    out.push(m.insert({ tag: 'insert', relationOid: 16384, new: { values: ['1', 'x', '1.50'], unchanged: [] } }, 0x4000)!);
     // pgoutput does not interleave them with a transaction, but even so one is not part of it.
     out.push(m.message({ tag: 'message', transactional: false, lsn: 0x4050, prefix: 'app', content: Buffer.from('in') }, 0x4050));
     out.push(m.commit(commit));
@@ -158,9 +158,9 @@ describe('ChangeMapper', () => {
 
   it('refuses protocol violations', () => {
     const m = mapper();
-    expect(() => m.insert({ tag: 'insert', relationOid: 16384, new: { values: ['1', 'x', '1'], unchanged: [] } }, 1)).toThrow(/outside a transaction/);
+    expect(() => m.insert({ tag: 'insert', relationOid: 16384, new: { values: ['1', 'x', '1'], unchanged: [] } }, 1)!).toThrow(/outside a transaction/);
     m.begin(begin);
-    expect(() => m.insert({ tag: 'insert', relationOid: 99, new: { values: [], unchanged: [] } }, 1)).toThrow(/before its Relation/);
+    expect(() => m.insert({ tag: 'insert', relationOid: 99, new: { values: [], unchanged: [] } }, 1)!).toThrow(/before its Relation/);
     expect(() => m.begin(begin)).toThrow(/inside the open transaction/);
     expect(() => m.commit({ ...commit, commitLsn: 1 })).toThrow(/differs/);
     expect(() => m.message({ tag: 'message', transactional: true, lsn: 1, prefix: 'x', content: Buffer.alloc(0) }, 1)).not.toThrow();
@@ -170,5 +170,19 @@ describe('ChangeMapper', () => {
     expect(messageText(Buffer.from('héllo 𝄞'))).toBe('héllo 𝄞');
     expect(messageText(Buffer.from([0xc3]))).toBe('\\xc3');
     expect(messageText(Buffer.from('\uFFFD'))).toBe('\uFFFD');
+  });
+});
+
+describe('the engine schema', () => {
+  it('never lets a row of katya_cdp (its key, its configuration) into the stream, and numbers the rest without a gap', () => {
+    const m = new ChangeMapper('db');
+    m.relation({ tag: 'relation', oid: 1, schema: 'katya_cdp', name: 'secret', replicaIdentity: 'd', columns: [{ flags: 1, name: 'id', typeOid: 23, typmod: -1 }] }, ['integer']);
+    m.relation({ tag: 'relation', oid: 2, schema: 'public', name: 't', replicaIdentity: 'd', columns: [{ flags: 1, name: 'id', typeOid: 23, typmod: -1 }] }, ['integer']);
+    m.begin({ tag: 'begin', finalLsn: 100, commitTime: 1, xid: 5 });
+    expect(m.insert({ tag: 'insert', relationOid: 1, new: { values: ['1'], unchanged: [] } }, 10)).toBeNull();
+    expect(m.update({ tag: 'update', relationOid: 1, oldKind: null, old: null, new: { values: ['1'], unchanged: [] } }, 11)).toBeNull();
+    expect(m.delete({ tag: 'delete', relationOid: 1, oldKind: 'K', old: { values: ['1'], unchanged: [] } }, 12)).toBeNull();
+    expect(m.insert({ tag: 'insert', relationOid: 2, new: { values: ['1'], unchanged: [] } }, 13)?.position).toBe(0);
+    expect(m.commit({ tag: 'commit', flags: 0, commitLsn: 100, endLsn: 120, commitTime: 1 })?.position).toBe(1);
   });
 });
