@@ -7,7 +7,7 @@ import { listSegments, readArchiveManifest, readPartitionState, type ListedSegme
 import { describeGap, gapCoveredBy, listGaps } from '../archive/chain.js';
 import { loadKeyring } from '../archive/crypto.js';
 import { fetchSegment } from '../archive/segment.js';
-import { createStore } from '../s3/client.js';
+import { createStore, missingBucketError } from '../s3/client.js';
 import { listBases } from './status.js';
 import type { BaseManifestExt } from '../base/basebackup.js';
 import { checkBase } from '../restore/base-restore.js';
@@ -36,7 +36,10 @@ export async function verifyArchive(ctx: CommandContext): Promise<{ segments: nu
   const keyring = loadKeyring(cfg);
   const problems: VerifyProblem[] = [];
   const manifest = await readArchiveManifest(store, root);
-  if (!manifest) return { segments: 0, bases: 0, problems: [{ what: root, problem: 'no archive.json: run cdp setup' }], breaks: [] };
+  if (!manifest) {
+    const problem = (await missingBucketError(store))?.message ?? 'no archive.json: run cdp setup';
+    return { segments: 0, bases: 0, problems: [{ what: root, problem }], breaks: [] };
+  }
   const gaps = await listGaps(store, root);
   let segments = 0;
   for (let p = 0; p < manifest.partitions; p++) {
