@@ -47,6 +47,9 @@ export async function verifyArchive(ctx: CommandContext): Promise<{ segments: nu
     // where a recorded gap says Kafka lost them (reported below as a break, not as a missing
     // segment); each segment's predecessor (prevSha256) is stored; the segment the partition's
     // state pointer names as its newest is stored (a segment lost at the very end).
+    // The pointer first: it moves only after its segment is stored, so what it names now is in the
+    // listing below even while an archiver keeps writing.
+    const st = await readPartitionState(store, root, p);
     const all: ListedSegment[] = [];
     for await (const seg of listSegments(store, root, p, 0)) all.push(seg);
     const shas = new Set(all.map((x) => x.sha256));
@@ -81,7 +84,6 @@ export async function verifyArchive(ctx: CommandContext): Promise<{ segments: nu
         problems.push({ what: seg.key, problem: toError(err).message });
       }
     }
-    const st = await readPartitionState(store, root, p);
     if (st?.lastKey && !keys.has(st.lastKey)) problems.push({ what: `partition ${p}`, problem: `the newest archived segment ${st.lastKey} (state pointer) is not stored: it was deleted or lost` });
   }
   const bases = await listBases(store, root);
