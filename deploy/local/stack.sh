@@ -771,8 +771,14 @@ EOF
   fi
   port_open "$port" && die "port $port is taken by something else; PostgreSQL $major cannot start there (CDP_STACK_PGX_PORT_BASE moves the extra clusters)"
   log "postgres $major: starting ${PGX_NPM_VERSION[$major]} on $PG_HOST:$port; log $logf"
-  pgx_ctl "$major" -D "$data" -l "$logf" -w -t "$PGX_TIMEOUT" start >/dev/null ||
-    { tail_log "$logf"; die "PostgreSQL $major did not start (log $logf)"; }
+  # A server killed a moment ago (SIGKILL) leaves backends that exit only when they notice, and
+  # until then the new postmaster refuses the data directory: try again a few times.
+  for ((i = 1; ; i++)); do
+    pgx_ctl "$major" -D "$data" -l "$logf" -w -t "$PGX_TIMEOUT" start >/dev/null 2>&1 && break
+    (( i < 5 )) || { tail_log "$logf"; die "PostgreSQL $major did not start (log $logf)"; }
+    log "postgres $major: start failed (attempt $i), retrying in 3 s"
+    sleep 3
+  done
   for ((i = 0; i < PGX_TIMEOUT * 2; i++)); do pgx_running "$major" && break; sleep 0.5; done
   pgx_running "$major" || die "PostgreSQL $major does not answer on $PG_HOST:$port (log $logf)"
   log "postgres $major: ready on $PG_HOST:$port (wal_level=logical)"
