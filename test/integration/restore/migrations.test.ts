@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { openSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
@@ -45,6 +45,9 @@ const KNOWN_FAILING: Record<string, Known> = {
   'add column with a volatile default (clock_timestamp())': 'stops',
   // The restored materialized view holds the base's tables' rows, the source's is stale (not refreshed since).
   'a base taken while a materialized view is stale': 'diverges',
+  // ddlTouches (apply.ts) skips the CREATE SEQUENCE (it names no chosen table), then the chosen
+  // table's CREATE fails on nextval('order_numbers'). ddl-filter.ts's ddlNeededForTables replays it.
+  '--tables: a chosen table using a standalone sequence created in the stream': 'stops',
 };
 
 interface Moment {
@@ -433,7 +436,8 @@ beforeAll(async () => {
   expect(setup.code, setup.stderr).toBe(0);
   run = spawn(process.execPath, [`${REPO}bin/cdp.mjs`, '-c', cfgFile, 'run'], {
     env: { ...process.env, ...stackEnvironment(), CDP_LOG_FORMAT: 'json', CDP_METRICS_PORT: '0', ...env },
-    stdio: ['ignore', 'ignore', 'ignore'],
+    // TEST_DAEMON_LOGS=<dir> keeps the daemon's log there.
+    stdio: ['ignore', 'ignore', process.env.TEST_DAEMON_LOGS ? openSync(join(process.env.TEST_DAEMON_LOGS, `run-${name}.log`), 'a') : 'ignore'],
   });
 
   const c = new pg.Client({ connectionString: url });
@@ -561,6 +565,26 @@ describe('migration corpus restores exactly, or stops loudly', () => {
       const p = Promise.all(mine);
       p.catch(() => {}); // awaited (and reported) by the case's own test
       results.set(k.name, p);
+    }
+  });
+
+  const TABLES_CASE = '--tables: a chosen table using a standalone sequence created in the stream';
+  it(TABLES_CASE, async () => {
+    const m = moments.get('standalone sequence used by a default, no OWNED BY')!;
+    const target = `${name}_t_${rand()}`;
+    const into = await createDatabase(target);
+    try {
+      const r = await runCli(['-c', cfgFile, 'restore', '--into', into, '--lsn', m.lsn, '--tables', 'public.orders'], env);
+      const got = r.code === 0 ? await withClient(into, contentFingerprint) : {};
+      outcomes.push(`[${TABLES_CASE}] --lsn --tables public.orders: exit ${r.code}${r.code === 0 ? '' : `: ${lastError(r.stderr)}`}`);
+      if (KNOWN_FAILING[TABLES_CASE] === 'stops') {
+        expect(r.code, `${TABLES_CASE}: listed as stopping but exited 0: take it off KNOWN_FAILING`).not.toBe(0);
+      } else {
+        expect(r.code, `${TABLES_CASE}: ${lastError(r.stderr)}`).toBe(0);
+        expect(got['public.orders']).toBe(m.contents['public.orders']);
+      }
+    } finally {
+      await dropDatabase(target);
     }
   });
 
