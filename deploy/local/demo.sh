@@ -5,15 +5,27 @@
 #   the source at a moment T -> more workload -> cdp restore --time T into a new database ->
 #   compare both sides table by table.
 # Re-runnable: each run uses its own topic and S3 prefix; the demo databases are recreated.
+#
+# Optional: `demo.sh --also-into 17` (or DEMO_ALSO_INTO=17; 16, 17 or 18) also restores the same
+# moment into a PostgreSQL of that major (stack.sh up --pg 17, README "PostgreSQL versions") and
+# compares it table by table the same way.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+
+ALSO=${DEMO_ALSO_INTO:-}
+while [ $# -gt 0 ]; do
+  case $1 in
+    --also-into) ALSO=${2:?--also-into needs a major, e.g. 17}; shift 2 ;;
+    *) echo "usage: $0 [--also-into 16|17|18]" >&2; exit 2 ;;
+  esac
+done
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 if [ ! -d node_modules ]; then say "npm ci"; npm ci --no-audit --no-fund; fi
 say "local stack"
-bash deploy/local/stack.sh up
-eval "$(bash deploy/local/stack.sh env)"
+bash deploy/local/stack.sh up ${ALSO:+--pg "$ALSO"}
+eval "$(bash deploy/local/stack.sh env ${ALSO:+--pg "$ALSO"})"
 
 RUN=$(date +%Y%m%d%H%M%S)
 DB=cdp_demo
@@ -48,8 +60,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-table_hashes() { # db -> "table count md5" lines, read in one snapshot
-  "${PSQL[@]}" -d "$1" -At -F ' ' <<'SQL'
+table_hashes() { # db [port] -> "table count md5" lines, read in one snapshot
+  "${PSQL[@]}" -p "${2:-5432}" -d "$1" -At -F ' ' <<'SQL'
 BEGIN ISOLATION LEVEL REPEATABLE READ;
 SELECT 'pgbench_accounts', count(*), md5(coalesce(string_agg(t::text, '|' ORDER BY aid), '')) FROM pgbench_accounts t
 UNION ALL SELECT 'pgbench_branches', count(*), md5(coalesce(string_agg(t::text, '|' ORDER BY bid), '')) FROM pgbench_branches t
@@ -82,15 +94,29 @@ npx cdp status
 say "cdp restore --time $T --into $TARGET_DB"
 npx cdp restore --into "postgres://postgres@127.0.0.1:5432/$TARGET_DB" --time "$T"
 
-say "comparison: source at T vs restored"
+# compare FILE LABEL: the restored side's table_hashes (FILE) against the source at T.
+compare() {
+  say "comparison: source at T vs $2"
+  printf '%-18s %12s %12s %12s  %s\n' table "rows at T" restored "rows now" verdict
+  local ok=1 t n h rn rh nn v
+  while read -r t n h; do
+    read -r _ rn rh < <(grep "^$t " "$1")
+    read -r _ nn _ < <(grep "^$t " "$LOG_DIR/demo-now-$RUN.txt")
+    if [ "$h" = "$rh" ]; then v="identical (md5 $h)"; else v="DIFFERENT"; ok=0; fi
+    printf '%-18s %12s %12s %12s  %s\n' "$t" "$n" "$rn" "$nn" "$v"
+  done <"$LOG_DIR/demo-at-T-$RUN.txt"
+  if [ "$ok" = 1 ]; then say "$2 equals the source at T"; else say "MISMATCH: $2 differs from the source at T"; return 1; fi
+}
+
 table_hashes "$TARGET_DB" >"$LOG_DIR/demo-restored-$RUN.txt"
 table_hashes "$DB" >"$LOG_DIR/demo-now-$RUN.txt"
-printf '%-18s %12s %12s %12s  %s\n' table "rows at T" restored "rows now" verdict
-ok=1
-while read -r t n h; do
-  read -r _ rn rh < <(grep "^$t " "$LOG_DIR/demo-restored-$RUN.txt")
-  read -r _ nn _ < <(grep "^$t " "$LOG_DIR/demo-now-$RUN.txt")
-  if [ "$h" = "$rh" ]; then v="identical (md5 $h)"; else v="DIFFERENT"; ok=0; fi
-  printf '%-18s %12s %12s %12s  %s\n' "$t" "$n" "$rn" "$nn" "$v"
-done <"$LOG_DIR/demo-at-T-$RUN.txt"
-if [ "$ok" = 1 ]; then say "the restore equals the source at T"; else say "MISMATCH: the restore differs from the source at T"; exit 1; fi
+compare "$LOG_DIR/demo-restored-$RUN.txt" "the restore (PostgreSQL 15)"
+
+if [ -n "$ALSO" ]; then
+  port=$((5400 + ALSO))
+  say "cdp restore --time $T into PostgreSQL $ALSO (127.0.0.1:$port/$TARGET_DB)"
+  "${PSQL[@]}" -p "$port" -d postgres -c "DROP DATABASE IF EXISTS $TARGET_DB WITH (FORCE)" -c "CREATE DATABASE $TARGET_DB"
+  npx cdp restore --into "postgres://postgres@127.0.0.1:$port/$TARGET_DB" --time "$T"
+  table_hashes "$TARGET_DB" "$port" >"$LOG_DIR/demo-restored-$ALSO-$RUN.txt"
+  compare "$LOG_DIR/demo-restored-$ALSO-$RUN.txt" "the restore into PostgreSQL $ALSO"
+fi
