@@ -14,9 +14,9 @@ import type { Relation, RelationColumn, Type } from '../pg/pgoutput.js';
 // - A type or domain renamed, moved (ALTER TYPE / DOMAIN ... RENAME TO / SET SCHEMA) or its schema
 //   renamed does not make pgoutput send the tables' Relation messages again (it only does after DDL
 //   on the table itself: checked on PostgreSQL 15), so the mapper would keep the old name for every
-//   later change, and restore fails with `type "public.mood" does not exist`. The cache is therefore
-//   dropped at every DDL event in the stream (afterDdl), and every relation seen so far is resolved
-//   again then; those whose names changed go to the mapper again, before the next change of the
+//   later change, and restore fails with `type "public.mood" does not exist`. The cached names of
+//   user-defined types are therefore dropped at every DDL event in the stream (afterDdl), and every
+//   relation seen so far with such a column is resolved again then; those whose names changed go to the mapper again, before the next change of the
 //   same transaction. (A DDL event is emitted at ddl_command_end, after the rename, in the same
 //   transaction: changes before it keep the old name, changes after it get the new one.)
 // - Decoding runs later than the source did (a backlog after downtime), so the catalog read now
@@ -128,7 +128,10 @@ export class TypeNames {
    * new names, for the mapper (pgoutput will not resend them after a type rename).
    */
   async afterDdl(xid: number): Promise<Array<[Relation, string[]]>> {
-    this.cache.clear();
+    // Built-in types (below FirstNormalObjectId) cannot be renamed: their names stay cached, and
+    // only the distinct user-defined (oid, typmod) pairs are looked up again (a migration of many
+    // DDL statements on a database of many tables costs one small query per statement).
+    for (const k of [...this.cache.keys()]) if (Number(k.slice(0, k.indexOf('/'))) >= FIRST_NORMAL_OID) this.cache.delete(k);
     const affected = [...this.relations.values()].filter((k) => k.rel.columns.some((c) => c.typeOid >= FIRST_NORMAL_OID));
     if (affected.length === 0) return [];
     const found = await this.lookup(affected.flatMap((k) => k.rel.columns));
