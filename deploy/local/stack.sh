@@ -673,13 +673,31 @@ pgx_fetch_server() {
   return 0
 }
 
+# pgclient_wrappers DIR MAJOR SUITE: DIR/bin/<program> starts the suite's program through the
+# suite's own dynamic loader, with only the suite's libraries.
+pgclient_wrappers() {
+  local dir=$1 major=$2 suite=$3 prog
+  mkdir -p "$dir/bin"
+  for prog in pg_dump pg_restore psql pg_recvlogical pg_basebackup; do
+    cat >"$dir/bin/$prog.tmp" <<EOF
+#!/bin/sh
+# Debian $suite's $prog $major, run with the glibc and libraries of that suite (deploy/local/stack.sh).
+d=\$(dirname "\$(readlink -f "\$0")")/..
+exec "\$d/lib/ld-linux-x86-64.so.2" --library-path "\$d/lib" "\$d/root/usr/lib/postgresql/$major/bin/$prog" "\$@"
+EOF
+    chmod 755 "$dir/bin/$prog.tmp"
+    mv "$dir/bin/$prog.tmp" "$dir/bin/$prog"
+  done
+}
+
 # pgclient_fetch MAJOR: pg_dump, pg_restore and psql of that major with the libraries of its Debian
 # suite (glibc included), in $PGCLIENT_HOME/<major>/{pkg,lib,bin}; bin/ holds wrappers that start the
 # real program through that suite's dynamic loader.
 pgclient_fetch() {
   local major=$1 suite=${PGCLIENT_SUITE[$1]} want=${PGCLIENT_VERSION[$1]} dir apt tmp cand pkgs prog
   dir=$PGCLIENT_HOME/$major
-  [[ -f $dir/.complete ]] && return 0
+  # Wrappers are rewritten on every up (cheap), so a program added to the list reaches old caches.
+  [[ -f $dir/.complete ]] && { pgclient_wrappers "$dir" "$major" "$suite"; return 0; }
   command -v apt-get >/dev/null 2>&1 || die "apt-get not found: the PostgreSQL $major client programs come from Debian $suite"
   apt=$STACK_HOME/apt-$suite
   mkdir -p "$apt/sources" "$apt/lists/partial" "$apt/cache/archives/partial"
@@ -711,15 +729,7 @@ EOF
   mkdir -p "$tmp/lib" "$tmp/bin"
   cp -a "$tmp"/root/usr/lib/x86_64-linux-gnu/. "$tmp/lib/"
   [[ -d $tmp/root/lib/x86_64-linux-gnu ]] && cp -a "$tmp"/root/lib/x86_64-linux-gnu/. "$tmp/lib/"
-  for prog in pg_dump pg_restore psql pg_recvlogical; do
-    cat >"$tmp/bin/$prog" <<EOF
-#!/bin/sh
-# Debian $suite's $prog $major, run with the glibc and libraries of that suite (deploy/local/stack.sh).
-d=\$(dirname "\$(readlink -f "\$0")")/..
-exec "\$d/lib/ld-linux-x86-64.so.2" --library-path "\$d/lib" "\$d/root/usr/lib/postgresql/$major/bin/$prog" "\$@"
-EOF
-    chmod 755 "$tmp/bin/$prog"
-  done
+  pgclient_wrappers "$tmp" "$major" "$suite"
   "$tmp/bin/pg_dump" --version >/dev/null 2>&1 ||
     { rm -rf "$tmp"; die "Debian $suite's pg_dump $major does not run here with its own libraries"; }
   rm -rf "$tmp/pkg"
@@ -830,6 +840,9 @@ EOF
   for m in $PGX_MAJORS; do
     echo "export CDP_STACK_PG${m}_URL=postgres://postgres@$PG_HOST:$(pgx_port "$m")/postgres"
     echo "export CDP_STACK_PG${m}_BIN=$PGCLIENT_HOME/${PGX_CLIENT_MAJOR[$m]}/bin"
+    # The server programs (initdb, pg_ctl, postgres; run them as the postgres user with
+    # LD_LIBRARY_PATH=<this>/../lib), e.g. for a test that builds a standby.
+    echo "export CDP_STACK_PG${m}_SERVER_BIN=$(pgx_bin "$m")"
   done
 }
 
