@@ -130,6 +130,43 @@ describe('restore: offset continuity of the archive', () => {
     expect(r.stdout).toMatch(/partition 0.*newest archived segment .* \(state pointer\) is not stored/s);
   });
 
+  it('verify follows each segment\'s predecessor: a segment swapped for other records under the same offsets breaks the chain', async () => {
+    const prefix = `test-gaps-${rand()}`;
+    const env = { CDP_S3_PREFIX: prefix, CDP_LOG_FORMAT: 'json', CDP_SOURCE_URL: srcUrl };
+    const cfg = testConfig(env);
+    const store = createStore(cfg, silentLog);
+    const root = `${prefix}/${SRC}`;
+    await takeBaseBackup(testContext(cfg));
+    const m: ArchiveManifest = { version: 1, database: SRC, systemId: 'test', topic: 'none', partitions: 1, createdAt: new Date().toISOString() };
+    await putOnce(store, archiveManifestKey(root), Buffer.from(JSON.stringify(m)));
+    const ev = (offset: number, lsn: number, v: string): Placed => ({
+      offset,
+      ev: emptyEvent({ database: SRC, schema: 'public', table: 't', relation: REL, commitLsn: lsn, xid: lsn, commitTime: lsn, position: 0, op: 'INSERT', new: [String(offset), v] }),
+    });
+    // What the archiver writes: each segment names the SHA-256 of the one before it.
+    const chained = async (recs: Placed[], prev?: string) => {
+      const w = new SegmentWriter({ partition: 0, codec: 'zstandard', generation: 0, epoch: 0, prevSha256: prev });
+      for (const r of recs) w.appendEvent(r.ev, String(r.offset));
+      const seg = w.finish();
+      const key = segmentKey(root, seg.name);
+      await storeSegment(store, key, seg.bytes, seg.name.sha256);
+      return { key, sha: seg.name.sha256 };
+    };
+    const run = (from: number, v: string) => Array.from({ length: 5 }, (_, i) => ev(from + i, 1000 + from + i, v));
+    const s1 = await chained(run(0, 'a'));
+    const s2 = await chained(run(5, 'a'), s1.sha);
+    const s3 = await chained(run(10, 'a'), s2.sha);
+    await advancePartitionState(store, root, { partition: 0, watermarkLsn: 0, watermarkTime: 0, lastOffset: '14', lastKey: s3.key });
+    const ok = await runCli(['verify'], env);
+    expect(ok.code, ok.stdout + ok.stderr).toBe(0);
+    // The middle segment replaced by other rows under the same offsets (a valid segment of its own).
+    await chained(run(5, 'forged'), s1.sha);
+    await store.client.send(new DeleteObjectCommand({ Bucket: store.bucket, Key: s2.key }));
+    const r = await runCli(['verify'], env);
+    expect(r.code, r.stdout + r.stderr).toBe(3);
+    expect(r.stdout).toContain(`the segment before it in the chain (SHA-256 ${s2.sha}) is not stored`);
+  });
+
   it('a segment left out by the LSN filter is not a hole; the same segment deleted is', async () => {
     const prefix = `test-gaps-${rand()}`;
     const cfg = testConfig({ CDP_S3_PREFIX: prefix });
