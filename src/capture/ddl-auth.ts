@@ -28,21 +28,23 @@ export function hmacPads(secret: Buffer): [Buffer, Buffer] {
   return [ikey, okey];
 }
 
-export function messageMac(key: MessageKey, body: string): string {
-  const inner = createHash('sha256').update(key.ikey).update(body, 'utf8').digest();
+export function messageMac(key: MessageKey, body: string | Buffer): string {
+  const inner = createHash('sha256').update(key.ikey).update(body).digest();
   return createHash('sha256').update(key.okey).update(inner).digest('hex');
 }
 
-/** A signed message's content: {"body": "<text>", "mac": "<hex>"}. */
+/** A signed message's content as capture writes it: {"body": "<text>", "mac": "<hex>"}. */
 export function signMessage(key: MessageKey, body: string): string {
-  return JSON.stringify({ body, mac: messageMac(key, body) });
+  return JSON.stringify({ body, mac: messageMac(key, Buffer.from(body, 'utf8')) });
 }
 
 export type Verified = { ok: true; body: string } | { ok: false; why: string };
 
 /**
- * The body of a signed message, or why it is refused: not the signed envelope, no key to check it
- * with, or a MAC that does not match. Never throws.
+ * The body of a signed message, or why it is refused: not a signed envelope, no key to check it
+ * with, or a MAC that does not match. Never throws. Two envelopes: {"body", "mac"} (written by
+ * capture itself) and {"b64", "mac"} (the DDL trigger: base64 of the UTF-8 body, so that the
+ * message is ASCII whatever the source database's encoding).
  */
 export function verifyMessage(key: MessageKey | undefined, content: string): Verified {
   let env: unknown;
@@ -51,13 +53,18 @@ export function verifyMessage(key: MessageKey | undefined, content: string): Ver
   } catch {
     return { ok: false, why: 'not JSON' };
   }
-  if (!env || typeof env !== 'object' || typeof (env as { body?: unknown }).body !== 'string') {
-    return { ok: false, why: 'not a signed message (no body)' };
-  }
-  const { body, mac } = env as { body: string; mac?: unknown };
+  if (!env || typeof env !== 'object') return { ok: false, why: 'not a signed message' };
+  const e = env as { body?: unknown; b64?: unknown; mac?: unknown };
+  let raw: Buffer;
+  if (typeof e.b64 === 'string' && /^[A-Za-z0-9+/=]*$/.test(e.b64)) raw = Buffer.from(e.b64, 'base64');
+  else if (typeof e.body === 'string') raw = Buffer.from(e.body, 'utf8');
+  else return { ok: false, why: 'not a signed message (no body)' };
+  const mac = e.mac;
   if (typeof mac !== 'string' || !/^[0-9a-f]{64}$/.test(mac)) return { ok: false, why: 'no MAC' };
   if (!key) return { ok: false, why: 'no key to verify it with (katya_cdp.secret missing: run cdp setup as a superuser)' };
-  const want = Buffer.from(messageMac(key, body), 'hex');
+  const want = Buffer.from(messageMac(key, raw), 'hex');
   if (!timingSafeEqual(want, Buffer.from(mac, 'hex'))) return { ok: false, why: 'MAC mismatch' };
+  const body = raw.toString('utf8');
+  if (!Buffer.from(body, 'utf8').equals(raw)) return { ok: false, why: 'body is not UTF-8' };
   return { ok: true, body };
 }

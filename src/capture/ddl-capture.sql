@@ -9,22 +9,30 @@
 -- it happened.
 --
 -- Authenticity. pg_logical_emit_message is executable by PUBLIC: any user can write a message with
--- the prefix 'cdp.ddl'. Ours are signed: katya_cdp.emit_ddl (SECURITY DEFINER, owned by the role
--- that ran setup) computes HMAC-SHA256 over the message body with a key kept in katya_cdp.secret,
--- which no other role can read. Capture (which reads the key at start) verifies every 'cdp.ddl'
--- message and drops, logs and counts any other.
--- What a user could influence is kept out of reach: emit_ddl computes the body itself (query
--- text, objects, nesting, settings, the statement ordinal) and runs only as called by
--- on_ddl_command_end while a DDL command runs; the per-transaction state (dropped objects, table
--- rewrites, the ordinal counter) lives in katya_cdp.ddl_state, which only these SECURITY DEFINER
--- functions write, each callable only inside its own event (pg_event_trigger_dropped_objects()
--- and pg_event_trigger_table_rewrite_oid() raise anywhere else). Custom GUCs would not do: any
--- user can set katya_cdp.* variables. Only the role and the search_path come from the invoker (a
--- SECURITY DEFINER function sees its owner as current_user); the role is checked against
--- session_user's memberships, so no one can claim a role they cannot act as.
+-- the prefix 'cdp.ddl'. Ours are signed with HMAC-SHA256 under a key kept in katya_cdp.secret,
+-- which only the role that ran setup can read; capture verifies every 'cdp.ddl' message and drops,
+-- logs and counts any other. The signing code has no entry point a user can call: it is the body
+-- of event trigger functions (PostgreSQL refuses to call those other than as triggers), running
+-- SECURITY DEFINER. Triggers of one event fire in name order (docs 40.1), so for ddl_command_end:
+--   katya_cdp_ddl_command_a        invoker's rights: hands current_user and the search_path the
+--                                  caller's session resolved to (a SECURITY DEFINER function sees
+--                                  its owner there) to katya_cdp.note_invoker, which keeps them
+--                                  for the command only if session_user may act as that role.
+--                                  Calling note_invoker by hand gains nothing: it can name only a
+--                                  role the caller could SET ROLE to anyway.
+--   katya_cdp_ddl_command_end      SECURITY DEFINER: builds, signs and emits the message.
+--   katya_cdp_ddl_command_keyless  invoker's rights: REPLICA IDENTITY FULL for new keyless tables.
+-- sql_drop and table_rewrite triggers (SECURITY DEFINER) note what the command dropped or rewrote.
+-- State between them lives in katya_cdp.ddl_state, which no other role can read or write (custom
+-- GUCs would not do: any user can set katya_cdp.* variables).
+-- SECURITY DEFINER functions run with search_path = pg_catalog, pg_temp: pg_temp last, so a
+-- temporary type or table cannot shadow a catalog one (functions and operators are never looked up
+-- in pg_temp). Operators are written OPERATOR(pg_catalog.=) where a caller's path applies.
 --
--- Message content (v2): {"body": "<JSON text>", "mac": "<hex HMAC-SHA256(key, body)>"}; body:
+-- Message content (v2): {"b64": base64(UTF-8 body), "mac": hex HMAC-SHA256(key, UTF-8 body)}, so
+-- the content is ASCII whatever the database encoding. The body (JSON):
 --   v              2
+--   serverVersion  server_version_num (which statements fire DDL events differs by major)
 --   command        current_query(): the client's whole query string (restore parses it with the
 --                  PostgreSQL parser and runs only the statement this event belongs to)
 --   tag            the command tag (CREATE TABLE, ALTER TABLE, ...)
@@ -36,8 +44,9 @@
 --                  statement text there: SQL statement "...")
 --   inExtension    every object belongs to an extension being created or updated (replayed by the
 --                  CREATE / ALTER EXTENSION event itself)
---   role           current_user when the command ran; roleVerified: session_user may act as it
---   sessionUser    session_user (read by the SECURITY DEFINER function, not claimable)
+--   role           current_user when the command ran (session_user when that could not be vouched for)
+--   roleVerified   role came from the invoker trigger and session_user may act as it
+--   sessionUser    session_user
 --   searchPath     the schemas the search_path resolved to (current_schemas(false), quoted)
 --   settings       the session settings that change how DDL text parses or evaluates
 --   objects        pg_event_trigger_ddl_commands()
@@ -50,7 +59,6 @@
 --
 -- katya_cdp.skip = on (set by setup around its own statements) is honoured only for superusers:
 -- an ordinary user cannot hide DDL from capture.
--- Every name is qualified with pg_catalog so the caller's search_path cannot redirect a call.
 -- No backslash in a plain literal: PL/pgSQL compiles a body under the session's
 -- standard_conforming_strings, which may be off.
 
@@ -73,41 +81,83 @@ REVOKE ALL ON katya_cdp.secret FROM PUBLIC;
 
 -- Per-backend state between the event triggers of one transaction. UNLOGGED: nothing to keep
 -- across a crash; rows written by a transaction that aborts vanish with it.
-CREATE UNLOGGED TABLE IF NOT EXISTS katya_cdp.ddl_state (
+DROP TABLE IF EXISTS katya_cdp.ddl_state;
+CREATE UNLOGGED TABLE katya_cdp.ddl_state (
   pid int PRIMARY KEY,
   qkey text,
   n int NOT NULL DEFAULT 0,
   dropped jsonb NOT NULL DEFAULT '[]',
-  rewrites jsonb NOT NULL DEFAULT '[]'
+  rewrites jsonb NOT NULL DEFAULT '[]',
+  inv_role text,
+  inv_search_path text
 );
 REVOKE ALL ON katya_cdp.ddl_state FROM PUBLIC;
 
--- What setup configured that the triggers need to know (readable by every role: the trigger
--- functions run with the caller's rights). Keys: publication, newKeylessTables ('full'|'leave').
+-- What setup configured that the triggers need to know (readable by every role: the keyless
+-- trigger runs with the caller's rights). Keys: publication, newKeylessTables ('full'|'leave').
 CREATE TABLE IF NOT EXISTS katya_cdp.config (key text PRIMARY KEY, value text NOT NULL);
 REVOKE ALL ON katya_cdp.config FROM PUBLIC;
 GRANT SELECT ON katya_cdp.config TO PUBLIC;
 
+-- Functions of earlier versions.
+DROP FUNCTION IF EXISTS katya_cdp.emit_ddl(jsonb);
+DROP FUNCTION IF EXISTS katya_cdp.emit_ddl(text, text, text);
+DROP FUNCTION IF EXISTS katya_cdp.note_dropped();
+DROP FUNCTION IF EXISTS katya_cdp.note_rewrite();
+
 CREATE OR REPLACE FUNCTION katya_cdp.superuser() RETURNS boolean
-LANGUAGE sql STABLE AS $fn$
-  SELECT COALESCE((SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = pg_catalog.session_user()), false)
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $fn$
+  SELECT COALESCE((SELECT r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname OPERATOR(pg_catalog.=) pg_catalog.session_user()), false)
 $fn$;
 
 CREATE OR REPLACE FUNCTION katya_cdp.skipping() RETURNS boolean
-LANGUAGE sql STABLE AS $fn$
-  SELECT pg_catalog.current_setting('katya_cdp.skip', true) = 'on' AND katya_cdp.superuser()
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $fn$
+  SELECT COALESCE(pg_catalog.current_setting('katya_cdp.skip', true) OPERATOR(pg_catalog.=) 'on', false) AND katya_cdp.superuser()
 $fn$;
 
-CREATE OR REPLACE FUNCTION katya_cdp.note_dropped() RETURNS void
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $fn$
+CREATE OR REPLACE FUNCTION katya_cdp.note_invoker(claimed_role pg_catalog.text, search_path pg_catalog.text) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
-  d jsonb;
+  ok pg_catalog.bool;
 BEGIN
-  -- Raises unless called during a sql_drop event.
+  -- Raises unless a DDL command is running.
+  PERFORM 1 FROM pg_catalog.pg_event_trigger_ddl_commands() LIMIT 1;
+  ok := claimed_role IS NOT NULL AND EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = claimed_role)
+    AND (katya_cdp.superuser() OR pg_catalog.pg_has_role(pg_catalog.session_user(), claimed_role, 'MEMBER'));
+  INSERT INTO katya_cdp.ddl_state AS s (pid, inv_role, inv_search_path)
+    VALUES (pg_catalog.pg_backend_pid(), CASE WHEN ok THEN claimed_role END, search_path)
+    ON CONFLICT (pid) DO UPDATE SET inv_role = EXCLUDED.inv_role, inv_search_path = EXCLUDED.inv_search_path;
+END
+$fn$;
+REVOKE ALL ON FUNCTION katya_cdp.note_invoker(pg_catalog.text, pg_catalog.text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION katya_cdp.note_invoker(pg_catalog.text, pg_catalog.text) TO PUBLIC;
+
+CREATE OR REPLACE FUNCTION katya_cdp.on_ddl_invoker() RETURNS event_trigger
+LANGUAGE plpgsql AS $fn$
+DECLARE
+  -- Invoker's rights here: current_user and "$user" in the search_path are the caller's.
+  sp pg_catalog.text := COALESCE(NULLIF(pg_catalog.array_to_string(ARRAY(
+    SELECT pg_catalog.quote_ident(s) FROM pg_catalog.unnest(pg_catalog.current_schemas(false)) AS s), ', '), ''), 'pg_catalog');
+BEGIN
+  IF katya_cdp.skipping() THEN
+    RETURN;
+  END IF;
+  PERFORM katya_cdp.note_invoker(current_user::pg_catalog.text, sp);
+END
+$fn$;
+
+CREATE OR REPLACE FUNCTION katya_cdp.on_sql_drop() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
+DECLARE
+  d pg_catalog.jsonb;
+BEGIN
+  IF katya_cdp.skipping() THEN
+    RETURN;
+  END IF;
   SELECT COALESCE(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
            'objectType', o.object_type, 'schema', o.schema_name, 'name', o.object_name,
            'identity', o.object_identity, 'original', o.original, 'temporary', o.is_temporary)),
-         '[]'::jsonb)
+         '[]'::pg_catalog.jsonb)
     INTO d
     FROM pg_catalog.pg_event_trigger_dropped_objects() AS o;
   INSERT INTO katya_cdp.ddl_state AS s (pid, dropped) VALUES (pg_catalog.pg_backend_pid(), d)
@@ -115,14 +165,16 @@ BEGIN
 END
 $fn$;
 
-CREATE OR REPLACE FUNCTION katya_cdp.note_rewrite() RETURNS void
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $fn$
+CREATE OR REPLACE FUNCTION katya_cdp.on_table_rewrite() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
-  -- Raises unless called during a table_rewrite event.
-  rel oid := pg_catalog.pg_event_trigger_table_rewrite_oid();
-  ident text;
-  had boolean;
+  rel pg_catalog.oid := pg_catalog.pg_event_trigger_table_rewrite_oid();
+  ident pg_catalog.text;
+  had pg_catalog.bool;
 BEGIN
+  IF katya_cdp.skipping() THEN
+    RETURN;
+  END IF;
   SELECT pg_catalog.format('%I.%I', n.nspname, c.relname) INTO ident
     FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = rel;
   EXECUTE pg_catalog.format('SELECT EXISTS (SELECT 1 FROM %s)', ident) INTO had;
@@ -133,68 +185,44 @@ BEGIN
 END
 $fn$;
 
-CREATE OR REPLACE FUNCTION katya_cdp.on_sql_drop() RETURNS event_trigger
-LANGUAGE plpgsql AS $fn$
-BEGIN
-  IF katya_cdp.skipping() THEN
-    RETURN;
-  END IF;
-  PERFORM katya_cdp.note_dropped();
-END
-$fn$;
-
-CREATE OR REPLACE FUNCTION katya_cdp.on_table_rewrite() RETURNS event_trigger
-LANGUAGE plpgsql AS $fn$
-BEGIN
-  IF katya_cdp.skipping() THEN
-    RETURN;
-  END IF;
-  PERFORM katya_cdp.note_rewrite();
-END
-$fn$;
-
-DROP FUNCTION IF EXISTS katya_cdp.emit_ddl(jsonb);
-
-CREATE OR REPLACE FUNCTION katya_cdp.emit_ddl(tag text, claimed_role text, search_path text) RETURNS void
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $fn$
+CREATE OR REPLACE FUNCTION katya_cdp.on_ddl_command_end() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
-  q text := pg_catalog.current_query();
-  qk text := pg_catalog.md5(COALESCE(pg_catalog.current_query(), '')) || '@' || pg_catalog.statement_timestamp()::text;
-  ctx text;
-  frames text[];
-  is_nested boolean;
-  in_ext boolean;
-  objects jsonb;
-  missing jsonb := '[]'::jsonb;
+  q pg_catalog.text := pg_catalog.current_query();
+  qk pg_catalog.text := pg_catalog.md5(COALESCE(pg_catalog.current_query(), '')) || '@' || pg_catalog.statement_timestamp()::pg_catalog.text;
+  ctx pg_catalog.text;
+  frames pg_catalog.text[];
+  is_nested pg_catalog.bool;
+  in_ext pg_catalog.bool;
+  objects pg_catalog.jsonb;
+  missing pg_catalog.jsonb := '[]'::pg_catalog.jsonb;
   st record;
-  base int;
-  ord int := NULL;
-  verified boolean;
-  settings jsonb;
-  body text;
+  base pg_catalog.int4;
+  ord pg_catalog.int4 := NULL;
+  settings pg_catalog.jsonb;
+  body pg_catalog.text;
+  raw pg_catalog.bytea;
   k record;
 BEGIN
-  GET DIAGNOSTICS ctx = PG_CONTEXT;
-  -- Frame 1 is this function, frames 2 and 3 the ddl_command_end trigger's PERFORM; anything
-  -- below them is a function, procedure or DO block that ran the command.
-  frames := pg_catalog.regexp_split_to_array(ctx, E'\n');
-  IF COALESCE(frames[2], '') <> 'SQL statement "SELECT katya_cdp.emit_ddl(tg_tag, current_user::text, sp)"'
-     OR COALESCE(frames[3], '') !~ '^PL/pgSQL function (katya_cdp[.])?on_ddl_command_end[(][)] line [0-9]+ at PERFORM$' THEN
-    RAISE EXCEPTION 'katya_cdp.emit_ddl is called by the DDL capture trigger only';
+  IF katya_cdp.skipping() THEN
+    RETURN;
   END IF;
-  is_nested := pg_catalog.array_length(frames, 1) > 3;
-  -- Raises unless a DDL command is running.
+  GET DIAGNOSTICS ctx = PG_CONTEXT;
+  -- Frame 1 is this function; anything below it is a function, procedure or DO block that ran
+  -- the command.
+  frames := pg_catalog.regexp_split_to_array(ctx, E'\n');
+  is_nested := pg_catalog.array_length(frames, 1) > 1;
   SELECT COALESCE(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
            'objectType', c.object_type, 'schema', c.schema_name, 'identity', c.object_identity,
            'commandTag', c.command_tag, 'inExtension', c.in_extension)),
-         '[]'::jsonb),
+         '[]'::pg_catalog.jsonb),
          COALESCE(pg_catalog.bool_and(c.in_extension), false)
     INTO objects, in_ext
     FROM pg_catalog.pg_event_trigger_ddl_commands() AS c;
-  in_ext := in_ext AND tag NOT IN ('CREATE EXTENSION', 'ALTER EXTENSION');
-  IF tag = 'ALTER TABLE' THEN
+  in_ext := in_ext AND tg_tag NOT IN ('CREATE EXTENSION', 'ALTER EXTENSION');
+  IF tg_tag = 'ALTER TABLE' THEN
     SELECT COALESCE(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
-             'table', pg_catalog.format('%I.%I', ns.nspname, cl.relname), 'column', a.attname, 'value', a.attmissingval::text)), '[]'::jsonb)
+             'table', pg_catalog.format('%I.%I', ns.nspname, cl.relname), 'column', a.attname, 'value', a.attmissingval::pg_catalog.text)), '[]'::pg_catalog.jsonb)
       INTO missing
       FROM pg_catalog.pg_attribute a
       JOIN pg_catalog.pg_class cl ON cl.oid = a.attrelid
@@ -202,17 +230,15 @@ BEGIN
      WHERE a.atthasmissing AND NOT a.attisdropped
        AND a.attrelid IN (SELECT c.objid FROM pg_catalog.pg_event_trigger_ddl_commands() AS c WHERE c.classid = 'pg_catalog.pg_class'::pg_catalog.regclass);
   END IF;
-  -- This transaction's state: what sql_drop and table_rewrite noted for this command, and the
-  -- ordinal counter of the query string being run.
-  SELECT s.qkey, s.n, s.dropped, s.rewrites INTO st FROM katya_cdp.ddl_state s WHERE s.pid = pg_catalog.pg_backend_pid();
+  -- This command's state: who ran it (the invoker trigger), what sql_drop and table_rewrite
+  -- noted, and the ordinal counter of the query string being run.
+  SELECT s.qkey, s.n, s.dropped, s.rewrites, s.inv_role, s.inv_search_path INTO st FROM katya_cdp.ddl_state s WHERE s.pid = pg_catalog.pg_backend_pid();
   base := CASE WHEN st.qkey IS NOT DISTINCT FROM qk THEN COALESCE(st.n, 0) ELSE 0 END;
   IF NOT is_nested AND NOT in_ext THEN
     ord := base + 1;
   END IF;
   INSERT INTO katya_cdp.ddl_state AS s (pid, qkey, n) VALUES (pg_catalog.pg_backend_pid(), qk, COALESCE(ord, base))
-    ON CONFLICT (pid) DO UPDATE SET qkey = EXCLUDED.qkey, n = EXCLUDED.n, dropped = '[]', rewrites = '[]';
-  verified := claimed_role IS NOT NULL AND EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = claimed_role)
-    AND (katya_cdp.superuser() OR pg_catalog.pg_has_role(pg_catalog.session_user(), claimed_role, 'MEMBER'));
+    ON CONFLICT (pid) DO UPDATE SET qkey = EXCLUDED.qkey, n = EXCLUDED.n, dropped = '[]', rewrites = '[]', inv_role = NULL, inv_search_path = NULL;
   settings := pg_catalog.jsonb_build_object(
     'standard_conforming_strings', pg_catalog.current_setting('standard_conforming_strings'),
     'backslash_quote', pg_catalog.current_setting('backslash_quote'),
@@ -233,79 +259,61 @@ BEGIN
     'check_function_bodies', pg_catalog.current_setting('check_function_bodies'));
   body := pg_catalog.jsonb_build_object(
     'v', 2,
+    'serverVersion', pg_catalog.current_setting('server_version_num')::pg_catalog.int4,
     'command', q,
-    'tag', tag,
+    'tag', tg_tag,
     'seq', ord,
     'nested', is_nested,
-    'context', CASE WHEN is_nested THEN pg_catalog.array_to_string(frames[4:], E'\n') END,
+    'context', CASE WHEN is_nested THEN pg_catalog.array_to_string(frames[2:], E'\n') END,
     'inExtension', in_ext,
-    'role', claimed_role,
-    'roleVerified', verified,
-    'sessionUser', pg_catalog.session_user()::text,
-    'searchPath', search_path,
+    'role', COALESCE(st.inv_role, pg_catalog.session_user()::pg_catalog.text),
+    'roleVerified', st.inv_role IS NOT NULL,
+    'sessionUser', pg_catalog.session_user()::pg_catalog.text,
+    'searchPath', COALESCE(st.inv_search_path, 'pg_catalog'),
     'settings', settings,
     'objects', objects,
-    'dropped', COALESCE(st.dropped, '[]'::jsonb),
-    'rewrites', COALESCE(st.rewrites, '[]'::jsonb),
-    'missing', missing)::text;
+    'dropped', COALESCE(st.dropped, '[]'::pg_catalog.jsonb),
+    'rewrites', COALESCE(st.rewrites, '[]'::pg_catalog.jsonb),
+    'missing', missing)::pg_catalog.text;
+  raw := pg_catalog.convert_to(body, 'UTF8');
   SELECT s.ikey, s.okey INTO k FROM katya_cdp.secret s WHERE s.id = 1;
   PERFORM pg_catalog.pg_logical_emit_message(true, 'cdp.ddl', pg_catalog.jsonb_build_object(
-    'body', body,
+    'b64', pg_catalog.translate(pg_catalog.encode(raw, 'base64'), E'\n', ''),
     'mac', CASE WHEN k.ikey IS NULL THEN NULL ELSE
-      pg_catalog.encode(pg_catalog.sha256(k.okey || pg_catalog.sha256(k.ikey || pg_catalog.convert_to(body, 'UTF8'))), 'hex') END)::text);
+      pg_catalog.encode(pg_catalog.sha256(k.okey || pg_catalog.sha256(k.ikey || raw)), 'hex') END)::pg_catalog.text);
 END
 $fn$;
-
-REVOKE ALL ON FUNCTION katya_cdp.emit_ddl(text, text, text) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION katya_cdp.emit_ddl(text, text, text) TO PUBLIC;
-REVOKE ALL ON FUNCTION katya_cdp.note_dropped() FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION katya_cdp.note_dropped() TO PUBLIC;
-REVOKE ALL ON FUNCTION katya_cdp.note_rewrite() FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION katya_cdp.note_rewrite() TO PUBLIC;
 
 -- A table created without a primary key or replica identity, once published (FOR ALL TABLES or
 -- its schema), makes its UPDATE and DELETE fail on the source ("cannot update table ... because
 -- it does not have a replica identity and publishes updates"). With newKeylessTables = 'full',
 -- such a table gets REPLICA IDENTITY FULL as it is created: a backup tool must never make the
 -- source's writes fail. Runs as the caller, who owns the new table. The ALTER is itself captured
--- (a nested event) and replayed.
-CREATE OR REPLACE FUNCTION katya_cdp.protect_new_tables() RETURNS void
+-- (a nested event, after the CREATE's own) and replayed.
+CREATE OR REPLACE FUNCTION katya_cdp.on_ddl_keyless() RETURNS event_trigger
 LANGUAGE plpgsql AS $fn$
 DECLARE
   r record;
 BEGIN
-  IF COALESCE((SELECT c.value FROM katya_cdp.config c WHERE c.key = 'newKeylessTables'), 'leave') <> 'full' THEN
+  IF katya_cdp.skipping() OR tg_tag NOT IN ('CREATE TABLE', 'CREATE TABLE AS', 'SELECT INTO', 'ALTER TABLE')
+     OR COALESCE((SELECT c.value FROM katya_cdp.config c WHERE c.key OPERATOR(pg_catalog.=) 'newKeylessTables'), 'leave') OPERATOR(pg_catalog.<>) 'full' THEN
     RETURN;
   END IF;
   FOR r IN
-    SELECT DISTINCT cl.oid, pg_catalog.format('%I.%I', ns.nspname, cl.relname) AS ident
+    SELECT DISTINCT pg_catalog.format('%I.%I', ns.nspname, cl.relname) AS ident
       FROM pg_catalog.pg_event_trigger_ddl_commands() AS d
-      JOIN pg_catalog.pg_class cl ON cl.oid = d.objid AND d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
-      JOIN pg_catalog.pg_namespace ns ON ns.oid = cl.relnamespace
-     WHERE cl.relkind = 'r' AND cl.relpersistence = 'p'
-       AND (cl.relreplident = 'n'
-            OR (cl.relreplident = 'd' AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE i.indrelid = cl.oid AND i.indisprimary)))
+      JOIN pg_catalog.pg_class cl ON cl.oid OPERATOR(pg_catalog.=) d.objid AND d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass
+      JOIN pg_catalog.pg_namespace ns ON ns.oid OPERATOR(pg_catalog.=) cl.relnamespace
+     WHERE cl.relkind OPERATOR(pg_catalog.=) 'r' AND cl.relpersistence OPERATOR(pg_catalog.=) 'p'
+       AND (cl.relreplident OPERATOR(pg_catalog.=) 'n'
+            OR (cl.relreplident OPERATOR(pg_catalog.=) 'd' AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE i.indrelid OPERATOR(pg_catalog.=) cl.oid AND i.indisprimary)))
        AND EXISTS (SELECT 1 FROM pg_catalog.pg_publication_tables pt, katya_cdp.config c
-                    WHERE c.key = 'publication' AND pt.pubname = c.value AND pt.schemaname = ns.nspname AND pt.tablename = cl.relname)
+                    WHERE c.key OPERATOR(pg_catalog.=) 'publication' AND pt.pubname OPERATOR(pg_catalog.=) c.value
+                      AND pt.schemaname OPERATOR(pg_catalog.=) ns.nspname AND pt.tablename OPERATOR(pg_catalog.=) cl.relname)
   LOOP
     EXECUTE pg_catalog.format('ALTER TABLE %s REPLICA IDENTITY FULL', r.ident);
   END LOOP;
 END
 $fn$;
 
-CREATE OR REPLACE FUNCTION katya_cdp.on_ddl_command_end() RETURNS event_trigger
-LANGUAGE plpgsql AS $fn$
-DECLARE
-  -- Invoker's rights here: current_user and "$user" in the search_path are the caller's.
-  sp text := COALESCE(NULLIF(pg_catalog.array_to_string(ARRAY(
-    SELECT pg_catalog.quote_ident(s) FROM pg_catalog.unnest(pg_catalog.current_schemas(false)) AS s), ', '), ''), 'pg_catalog');
-BEGIN
-  IF katya_cdp.skipping() THEN
-    RETURN;
-  END IF;
-  PERFORM katya_cdp.emit_ddl(tg_tag, current_user::text, sp);
-  IF tg_tag IN ('CREATE TABLE', 'CREATE TABLE AS', 'SELECT INTO', 'ALTER TABLE') THEN
-    PERFORM katya_cdp.protect_new_tables();
-  END IF;
-END
-$fn$;
+DROP FUNCTION IF EXISTS katya_cdp.protect_new_tables();

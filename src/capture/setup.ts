@@ -23,10 +23,19 @@ import { createSlotSql, existingSlotFailoverWarning, failoverSlotProblem } from 
  * are possible in Postgres; Kafka's default of 1 MB would reject ordinary large rows). */
 export const TOPIC_MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
 
-const EVENT_TRIGGER_END = 'katya_cdp_ddl_command_end';
-const EVENT_TRIGGER_DROP = 'katya_cdp_sql_drop';
-const EVENT_TRIGGER_REWRITE = 'katya_cdp_table_rewrite';
-const EVENT_TRIGGERS = [EVENT_TRIGGER_END, EVENT_TRIGGER_DROP, EVENT_TRIGGER_REWRITE];
+/**
+ * The DDL capture event triggers (ddl-capture.sql): name, event, function. Triggers of one event
+ * fire in name order: the invoker's one (…_a), then the one that signs and emits (…_end), then the
+ * keyless-table one (…_keyless).
+ */
+const EVENT_TRIGGER_DEFS: Array<[string, string, string]> = [
+  ['katya_cdp_sql_drop', 'sql_drop', 'katya_cdp.on_sql_drop()'],
+  ['katya_cdp_table_rewrite', 'table_rewrite', 'katya_cdp.on_table_rewrite()'],
+  ['katya_cdp_ddl_command_a', 'ddl_command_end', 'katya_cdp.on_ddl_invoker()'],
+  ['katya_cdp_ddl_command_end', 'ddl_command_end', 'katya_cdp.on_ddl_command_end()'],
+  ['katya_cdp_ddl_command_keyless', 'ddl_command_end', 'katya_cdp.on_ddl_keyless()'],
+];
+const EVENT_TRIGGERS = EVENT_TRIGGER_DEFS.map(([name]) => name);
 
 export const DDL_CAPTURE_SQL = readFileSync(new URL('./ddl-capture.sql', import.meta.url), 'utf8');
 
@@ -390,9 +399,7 @@ async function createInSource(client: pg.Client, cfg: Config, s: SourceState, lo
       );
       if (!s.ddlCaptureInstalled) {
         for (const t of EVENT_TRIGGERS) await client.query(`DROP EVENT TRIGGER IF EXISTS ${t}`);
-        await client.query(`CREATE EVENT TRIGGER ${EVENT_TRIGGER_DROP} ON sql_drop EXECUTE FUNCTION katya_cdp.on_sql_drop()`);
-        await client.query(`CREATE EVENT TRIGGER ${EVENT_TRIGGER_REWRITE} ON table_rewrite EXECUTE FUNCTION katya_cdp.on_table_rewrite()`);
-        await client.query(`CREATE EVENT TRIGGER ${EVENT_TRIGGER_END} ON ddl_command_end EXECUTE FUNCTION katya_cdp.on_ddl_command_end()`);
+        for (const [name, event, fn] of EVENT_TRIGGER_DEFS) await client.query(`CREATE EVENT TRIGGER ${name} ON ${event} EXECUTE FUNCTION ${fn}`);
         log.info('setup: DDL capture installed (event triggers katya_cdp_*)');
       }
     }

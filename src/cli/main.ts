@@ -108,7 +108,7 @@ export function buildProgram(signal: AbortSignal, onExit: (code: number) => void
     .option('--sql <file>', 'write the replay as SQL to this file instead of applying it')
     .option('--force', 'restore into a non-empty database')
     .option('--jobs <n>', 'pg_restore parallel jobs', parseInteger('--jobs'))
-    .option('--ddl-override <file>', 'JSON {"<xid>/<position>": "<SQL>"}: SQL to run in place of DDL events restore cannot replay exactly (named in its error)')
+    .option('--ddl-override <file>', 'JSON {"<commit LSN>#<position>": "<SQL>"}: SQL to run in place of DDL events restore cannot replay exactly (named in its error)')
     .option('--ddl-role <role>', 'replay DDL as this role instead of the role that ran it on the source')
     .action(action(async (ctx, o) => {
       const targets = ['time', 'lsn', 'xid', 'latest'].filter((k) => o[k] !== undefined);

@@ -19,7 +19,7 @@ import {
   type TableRef,
 } from './sql.js';
 import type { TxnHeader } from './target.js';
-import { ddlReplaySql, planDdl, type DdlContent } from './ddl-replay.js';
+import { ddlReplaySql, encodedText, planDdl, RoleRunners, SESSION_SETTINGS, type DdlContent } from './ddl-replay.js';
 
 // Applies the replay stream through a SqlSink (a live session, or a .sql file).
 //
@@ -77,8 +77,15 @@ export interface ApplyOptions {
   tableExists?: (schema: string, table: string) => boolean;
   /** Called after a DDL has been sent, before more rows are coalesced: refresh `reorderable`. */
   afterDdl?: () => Promise<void>;
-  /** --ddl-override: SQL to run in place of a DDL event, by "xid/position" (ddl-replay.ts). */
+  /** --ddl-override: SQL to run in place of a DDL event, by "<commit LSN>#<position>" (ddl-replay.ts). */
   ddlOverrides?: Map<string, string>;
+  /**
+   * The owner of a table whose row writes run user-written code (see Applier.ownerRunner), or
+   * undefined. Absent (the --sql file) = rows are written by whoever runs the file.
+   */
+  runAsOwner?: (schema: string, table: string) => string | undefined;
+  /** The restore session's own settings, put back after each DDL (ddl-replay.ts SESSION_SETTINGS + extras). */
+  sessionSql?: string;
   /** --ddl-role: replay every DDL as this role instead of the one that ran it. */
   ddlRole?: string;
   /** Whether the target has this role (as of the last catalog read). Absent = not checked (--sql). */
@@ -188,6 +195,10 @@ export class Applier {
   private inTxn = false;
   /** The open source transaction added an enum value: commit the target transaction with it. */
   private commitAtTxnEnd = false;
+  /** The functions that run SQL as a role, in this session (DDL as its source role, rows as their owner). */
+  private readonly runners = new RoleRunners();
+  /** runAsOwner's answers by schema\0table ('' = not needed), until the next catalog read. */
+  private readonly owners = new Map<string, string>();
   private groupChanges = 0;
   private groupStarted = 0;
   private readonly groupMaxChanges: number;
@@ -218,19 +229,34 @@ export class Applier {
         await this.finish(item);
         continue;
       }
-      this.handleSync(item);
+      if (item.type === 'changes' && this.opts.afterDdl) {
+        // After a DDL the target's catalog is read again before the next change: which tables
+        // exist, which may be coalesced, and whose rows must be written as their owner (a CHECK
+        // the DDL just added may call a user's function) all depend on it.
+        for (const ev of item.events) {
+          this.change(ev);
+          if (this.catalogStale) await this.refreshCatalog();
+        }
+      } else {
+        this.handleSync(item);
+      }
       if (this.ops.length > 8) await this.sendOps();
       await this.yieldToIo();
     }
     await this.sendOps();
-    if (this.catalogStale && this.opts.afterDdl) {
-      await this.sink.drain();
-      await this.opts.afterDdl();
-      this.catalogStale = false;
-      this.tableInfo.clear();
-      this.createdSinceRead.clear();
-      this.droppedSinceRead.clear();
-    }
+    if (this.catalogStale && this.opts.afterDdl) await this.refreshCatalog();
+  }
+
+  private async refreshCatalog(): Promise<void> {
+    this.cutSql();
+    await this.sendOps();
+    await this.sink.drain();
+    await this.opts.afterDdl!();
+    this.catalogStale = false;
+    this.tableInfo.clear();
+    this.owners.clear();
+    this.createdSinceRead.clear();
+    this.droppedSinceRead.clear();
   }
 
   private lastYield = performance.now();
@@ -388,7 +414,7 @@ export class Applier {
         );
       }
     }
-    return ddlReplaySql(plan);
+    return ddlReplaySql(plan, this.runners, this.opts.sessionSql);
   }
 
   /**
@@ -465,7 +491,7 @@ export class Applier {
       this.flushBatch();
       const old = ev.old ?? ev.new!;
       const ref = refOf(ev);
-      this.emit(ev.op === 'UPDATE' ? updateFullSql(ref, old, ev.new!, ev.unchanged) : deleteFullSql(ref, old));
+      this.emitFor(ref, ev.op === 'UPDATE' ? updateFullSql(ref, old, ev.new!, ev.unchanged) : deleteFullSql(ref, old));
       return;
     }
     const key = keyValues(ev);
@@ -478,7 +504,7 @@ export class Applier {
         // rows in the plan's order, not the stream's: a pair that swapped values in the source
         // (a: x->y, b: y->x via a temporary) could collide in one statement.
         this.flushBatch();
-        this.emit(updateSql(refOf(ev), setCols, [{ key, values: ev.new! }]));
+        this.emitFor(refOf(ev), updateSql(refOf(ev), setCols, [{ key, values: ev.new! }]));
         return;
       }
       const newKey = ev.oldKind ? keyString(r.key.map((i) => ev.new![i] ?? null)) : ks;
@@ -586,9 +612,9 @@ export class Applier {
       }
     }
     const max = this.batchMaxRows;
-    for (let i = 0; i < deletes.length; i += max) this.emit(deleteSql(t.ref, deletes.slice(i, i + max)));
-    for (const u of updates.values()) for (let i = 0; i < u.rows.length; i += max) this.emit(updateSql(t.ref, u.setCols, u.rows.slice(i, i + max)));
-    if (inserts.length >= this.copyMinRows) {
+    for (let i = 0; i < deletes.length; i += max) this.emitFor(t.ref, deleteSql(t.ref, deletes.slice(i, i + max)));
+    for (const u of updates.values()) for (let i = 0; i < u.rows.length; i += max) this.emitFor(t.ref, updateSql(t.ref, u.setCols, u.rows.slice(i, i + max)));
+    if (inserts.length >= this.copyMinRows && !this.ownerRunner(t.ref)) {
       this.cutSql();
       const n = t.ref.relation.columns.length;
       let data = '';
@@ -596,7 +622,7 @@ export class Applier {
       this.stats.statements++;
       this.ops.push({ copy: copySql(t.ref), data });
     } else if (inserts.length > 0) {
-      this.emit(insertSql(t.ref, inserts));
+      for (let i = 0; i < inserts.length; i += max) this.emitFor(t.ref, insertSql(t.ref, inserts.slice(i, i + max)));
     }
     if (this.sqlBytes >= SQL_BUFFER_BYTES) this.cutSql();
   }
@@ -604,6 +630,31 @@ export class Applier {
   private flushAll(): void {
     this.flushBatch();
     for (const t of [...this.net.values()]) this.flushNet(t);
+  }
+
+  /**
+   * The runner of the table's owner when writing its rows runs code a user wrote (a CHECK or index
+   * expression calling a user function, an ALWAYS trigger, a domain): that code then runs with the
+   * owner's rights, not the restore's superuser's (ddl-replay.ts RoleRunners). Cached until the
+   * next catalog read.
+   */
+  private ownerRunner(ref: TableRef): string | undefined {
+    const ask = this.opts.runAsOwner;
+    if (!ask) return undefined;
+    const name = `${ref.schema}\u0000${ref.table}`;
+    let owner = this.owners.get(name);
+    if (owner === undefined) this.owners.set(name, (owner = ask(ref.schema, ref.table) ?? ''));
+    return owner || undefined;
+  }
+
+  /** A statement that writes rows of `ref`: run as its owner when ownerRunner says so. */
+  private emitFor(ref: TableRef, sql: string): void {
+    const owner = this.ownerRunner(ref);
+    if (!owner || !sql) return this.emit(sql);
+    const r = this.runners.runner(owner);
+    // The owner's code may have changed session settings (client_encoding would garble every later
+    // value): the restore session's own settings are put back after it, as after DDL.
+    this.emit(`${r.create}DO $cdp_rows$ BEGIN PERFORM ${r.name}(${encodedText(sql)}); END $cdp_rows$;\nRESET ALL; ${this.opts.sessionSql ?? SESSION_SETTINGS}\n`);
   }
 
   private emit(sql: string): void {
@@ -637,7 +688,7 @@ export class Applier {
     this.batch = undefined;
     if (b) {
       if (b.kind === 'insert') {
-        if (b.rows.length >= this.copyMinRows) {
+        if (b.rows.length >= this.copyMinRows && !this.ownerRunner(b.ref)) {
           this.cutSql();
           const n = b.ref.relation.columns.length;
           let data = '';
@@ -645,12 +696,13 @@ export class Applier {
           this.stats.statements++;
           this.ops.push({ copy: copySql(b.ref), data });
         } else {
-          this.emit(insertSql(b.ref, b.rows));
+          const max = this.batchMaxRows;
+          for (let i = 0; i < b.rows.length; i += max) this.emitFor(b.ref, insertSql(b.ref, b.rows.slice(i, i + max)));
         }
       } else if (b.kind === 'update') {
-        this.emit(updateSql(b.ref, b.setCols, b.rows));
+        this.emitFor(b.ref, updateSql(b.ref, b.setCols, b.rows));
       } else {
-        this.emit(deleteSql(b.ref, b.rows));
+        this.emitFor(b.ref, deleteSql(b.ref, b.rows));
       }
     }
     if (this.sqlBytes >= SQL_BUFFER_BYTES) this.cutSql();
@@ -775,6 +827,9 @@ BEGIN
         AND dep.refobjid = r.seq AND dep.deptype = 'n'
         AND a.atttypid IN (20, 21, 23) AND NOT a.attisdropped
     LOOP
+      -- Tables only: max() over a view would run the view's query (a user's functions) as the
+      -- restore's superuser.
+      CONTINUE WHEN (SELECT c2.relkind FROM pg_catalog.pg_class c2 WHERE c2.oid = d.tbl) NOT IN ('r', 'p');
       EXECUTE format('SELECT %s(%I)::numeric FROM %s', CASE WHEN r.up THEN 'max' ELSE 'min' END, d.attname, d.tbl::regclass) INTO m;
       v := CASE WHEN r.up THEN greatest(v, m) ELSE least(v, m) END;
     END LOOP;

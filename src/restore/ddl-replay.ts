@@ -15,14 +15,20 @@ import { quoteIdent, quoteLiteral } from './sql.js';
 // - nested (DDL run by a DO block, function or procedure): the inner statement PL/pgSQL reports
 //   in its error context ("SQL statement \"...\""), never the whole block.
 // - commands of an extension script: skipped, CREATE / ALTER EXTENSION replays them.
-// It runs under the role that ran it on the source (SET ROLE), with the session settings that
-// change how DDL text parses or evaluates, and travels as base64 inside a DO block, so that no text
-// from the stream can end a quote, smuggle a psql meta-command into the --sql file, or be read
-// under other settings than the ones it was written under.
+// It runs as the role that ran it on the source, through a SECURITY DEFINER function owned by that
+// role (pg_temp.cdp_as_N): code the statement runs (a CHECK calling a user function, a USING
+// expression) cannot RESET ROLE or SET SESSION AUTHORIZATION back to the restore's superuser
+// inside a security-definer function, as it could after a plain SET ROLE. It runs with the session
+// settings that change how DDL text parses or evaluates, and travels as base64 inside a DO block,
+// so that no text from the stream can end a quote, smuggle a psql meta-command into the --sql
+// file, or be read under other settings than the ones it was written under. Afterwards the
+// restore session's own settings are put back whole (RESET ALL + its own SETs): replayed code may
+// have changed any user-settable one (client_encoding would garble every later value).
 
 /** DDL content as written by the capture event trigger (v2 body; v1 = versions before it). */
 export interface DdlContent {
   v?: number;
+  serverVersion?: number;
   command: string;
   tag?: string;
   seq?: number | null;
@@ -52,7 +58,7 @@ export interface DdlAt {
 export interface DdlPlan {
   /** The statement to run; undefined = nothing to run (an extension script's command). */
   statement?: string;
-  /** Role to run it under; undefined = the restore role (v1 events, --ddl-override SQL). */
+  /** Role to run it as; undefined = the restore role (v1 events, --ddl-override SQL). */
   role?: string;
   settings: Record<string, string>;
   searchPath?: string;
@@ -64,8 +70,15 @@ export interface DdlPlan {
   overridden: boolean;
 }
 
-/** Settings in which the restore session replays rows; restored after every DDL statement. */
-export const SESSION_BASELINE: Record<string, string> = { standard_conforming_strings: 'on' };
+/**
+ * The restore session's own settings, set at its start and again after every DDL statement (after
+ * RESET ALL). pg_temp last in the search_path: a temporary type cannot shadow a catalog type in
+ * the restore's own SQL (types and tables are looked up in pg_temp first unless it is listed).
+ */
+export const SESSION_SETTINGS =
+  `SET client_encoding = 'UTF8'; SET standard_conforming_strings = on; SET session_replication_role = replica; ` +
+  `SET search_path = pg_catalog, pg_temp; SET statement_timeout = 0; SET lock_timeout = 0; SET idle_in_transaction_session_timeout = 0; ` +
+  `SET default_transaction_read_only = off;`;
 
 let parserReady: Promise<void> | undefined;
 
@@ -75,8 +88,9 @@ export function loadParser(): Promise<void> {
   return parserReady;
 }
 
+/** --ddl-override key: commit LSN and position (an xid alone repeats after wraparound). */
 export function overrideKey(at: DdlAt): string {
-  return `${at.xid}/${at.position}`;
+  return `${formatLsn(at.commitLsn)}#${at.position}`;
 }
 
 function unsupported(at: DdlAt, c: DdlContent, why: string): CdpError {
@@ -85,7 +99,7 @@ function unsupported(at: DdlAt, c: DdlContent, why: string): CdpError {
     ErrorCodes.UNSUPPORTED,
     `cannot replay the ${c.tag ?? 'DDL'} of transaction xid ${at.xid} (commit LSN ${formatLsn(at.commitLsn)}, position ${at.position}) exactly: ${why}. ` +
       `Restore to a point before it, or supply the SQL to run in its place with --ddl-override FILE ` +
-      `(JSON: {"${key}": "<SQL>"}; "" runs nothing)`,
+      `(JSON: {"${key}": "<SQL>"}; "" runs nothing; the SQL runs as the restore role)`,
     { details: { xid: at.xid, commitLsn: formatLsn(at.commitLsn), position: at.position, tag: c.tag ?? null, overrideKey: key, command: c.command?.slice(0, 500) ?? null } },
   );
 }
@@ -111,10 +125,19 @@ const NOT_DDL = new Set([
   'ReindexStmt', 'ReturnStmt', 'PLAssignStmt', 'CallContext',
 ]);
 
-function firesDdlEvent(stmt: Record<string, unknown>): boolean {
+function firesDdlEvent(stmt: Record<string, unknown>, serverVersion: number): boolean {
   const t = nodeType(stmt);
   if (t === 'SelectStmt') return Boolean((stmt.SelectStmt as { intoClause?: unknown }).intoClause);
+  // REINDEX fires ddl_command_end from PostgreSQL 17 on.
+  if (t === 'ReindexStmt') return serverVersion >= 170000;
   return !NOT_DDL.has(t);
+}
+
+/** Every object the event names is temporary (it vanished with its session; the stream holds none of its rows). */
+function onlyTemporary(c: DdlContent): boolean {
+  const objs = [...(c.objects ?? []), ...(c.dropped ?? [])];
+  if (objs.length === 0) return false;
+  return objs.every((o) => o.temporary === true || /^pg_temp(_\d+)?$/.test(String(o.schema ?? '')) || /^pg_temp(_\d+)?\./.test(String(o.identity ?? '')));
 }
 
 interface Statement {
@@ -275,13 +298,15 @@ export function planDdl(c: DdlContent, at: DdlAt, overrides?: Map<string, string
   const override = overrides?.get(overrideKey(at));
   if (override !== undefined) {
     // The operator's SQL, run as the restore role (it is not data from the stream).
-    return { statement: override.trim() === '' ? undefined : override, settings, searchPath: c.searchPath, commitAfterTransaction: isEnumAddValue(undefined, c), overridden: true };
+    // The operator's SQL, in the restore session's own settings: not the captured ones, which the
+    // source's user chose (a search_path could redirect the operator's operators and functions).
+    return { statement: override.trim() === '' ? undefined : override, settings: {}, commitAfterTransaction: isEnumAddValue(undefined, c), overridden: true };
   }
   if (!c.v || c.v < 2) {
     // Written by a version before statement-level capture: the whole query text, as then.
     return { statement: c.command, settings: {}, searchPath: c.searchPath, commitAfterTransaction: isEnumAddValue(undefined, c), overridden: false };
   }
-  if (c.inExtension) return { settings, commitAfterTransaction: false, overridden: false };
+  if (c.inExtension || onlyTemporary(c)) return { settings, commitAfterTransaction: false, overridden: false };
   const role = c.roleVerified ? c.role : c.sessionUser;
   let node: Record<string, unknown> | undefined;
   let text: string;
@@ -304,7 +329,7 @@ export function planDdl(c: DdlContent, at: DdlAt, overrides?: Map<string, string
     } catch (err) {
       throw unsupported(at, c, `the query string does not parse with the PostgreSQL parser (${(err as Error).message}): ${JSON.stringify(c.command.slice(0, 300))}`);
     }
-    const ddl = stmts.filter((s) => firesDdlEvent(s.node));
+    const ddl = stmts.filter((s) => firesDdlEvent(s.node, c.serverVersion ?? 150000));
     const seq = c.seq ?? 0;
     const s = ddl[seq - 1];
     if (!s) throw unsupported(at, c, `the query string holds ${ddl.length} DDL statement(s), the event is number ${seq}: ${JSON.stringify(c.command.slice(0, 300))}`);
@@ -340,38 +365,54 @@ export function planDdl(c: DdlContent, at: DdlAt, overrides?: Map<string, string
   };
 }
 
-/** Runs SQL text that came from the stream without ever placing it in the SQL text itself. */
-function encoded(sql: string, tag: string): string {
-  const b64 = Buffer.from(sql, 'utf8').toString('base64');
-  return `DO $${tag}$ BEGIN EXECUTE pg_catalog.convert_from(pg_catalog.decode('${b64}', 'base64'), 'UTF8'); END $${tag}$;\n`;
+/** SQL text that came from the stream, as an expression that never places it in the SQL itself. */
+export function encodedText(sql: string): string {
+  return `pg_catalog.convert_from(pg_catalog.decode('${Buffer.from(sql, 'utf8').toString('base64')}', 'base64'), 'UTF8')`;
 }
 
 const SETTING_NAME = /^[A-Za-z_][A-Za-z0-9_.]*$/;
 
-/** The SQL for a plan: settings and role, the statement, then back to the restore session's state. */
-export function ddlReplaySql(plan: DdlPlan): string {
+/** Per session: the SECURITY DEFINER function that runs SQL as a role (created on first use). */
+export class RoleRunners {
+  private readonly names = new Map<string, string>();
+  /** SQL that creates the runner for `role` if this session has none yet, and its name. */
+  runner(role: string): { create: string; name: string } {
+    let name = this.names.get(role);
+    if (name) return { create: '', name };
+    name = `pg_temp.cdp_as_${this.names.size + 1}`;
+    this.names.set(role, name);
+    const create =
+      `CREATE OR REPLACE FUNCTION ${name}(q pg_catalog.text) RETURNS void LANGUAGE plpgsql SECURITY DEFINER AS $cdp_fn$BEGIN EXECUTE q; END$cdp_fn$;\n` +
+      `ALTER FUNCTION ${name}(pg_catalog.text) OWNER TO ${quoteIdent(role)};\n`;
+    return { create, name };
+  }
+}
+
+/**
+ * The SQL for a plan: the captured settings, the statement run as its role, then the restore
+ * session's own settings again (`sessionSql`, after RESET ALL).
+ */
+export function ddlReplaySql(plan: DdlPlan, runners: RoleRunners = new RoleRunners(), sessionSql: string = SESSION_SETTINGS): string {
   if (plan.statement === undefined && plan.after === undefined) return '';
   const set: string[] = [];
-  const reset: string[] = [];
   for (const [name, value] of Object.entries(plan.settings)) {
     if (!SETTING_NAME.test(name)) continue;
     set.push(`pg_catalog.set_config(${quoteLiteral(name)}, ${quoteLiteral(value)}, false)`);
-    reset.push(name in SESSION_BASELINE ? `SET ${name} = ${quoteLiteral(SESSION_BASELINE[name]!)};` : `RESET ${quoteIdent(name)};`);
   }
-  if (plan.searchPath) {
-    set.push(`pg_catalog.set_config('search_path', ${quoteLiteral(plan.searchPath)}, false)`);
-    reset.push('RESET search_path;');
-  }
-  // The restore session's own literals assume standard_conforming_strings = on: set it last.
-  const scs = set.findIndex((s) => s.includes("'standard_conforming_strings'"));
+  if (plan.searchPath && !plan.overridden) set.push(`pg_catalog.set_config('search_path', ${quoteLiteral(plan.searchPath)}, false)`);
+  // The restore session's own literals assume standard_conforming_strings = on: set it last (each
+  // query string is parsed before any of it runs, so this is belt and braces).
+  const scs = set.findIndex((x) => x.includes("'standard_conforming_strings'"));
   if (scs >= 0) set.push(...set.splice(scs, 1));
   let sql = '';
-  if (plan.role && !plan.overridden) sql += `SET ROLE ${quoteIdent(plan.role)};\n`;
+  const runAs = plan.role && !plan.overridden ? runners.runner(plan.role) : undefined;
+  if (runAs) sql += runAs.create;
   // In a DO block so that psql prints nothing for it; the settings live for the session until reset.
   if (set.length > 0) sql += `DO $cdp_set$ BEGIN PERFORM ${set.join(', ')}; END $cdp_set$;\n`;
-  if (plan.statement !== undefined) sql += encoded(plan.statement, 'cdp_ddl');
-  if (plan.after) sql += plan.after;
-  if (reset.length > 0) sql += reset.sort((a, b) => (a.includes('standard_conforming_strings') ? -1 : b.includes('standard_conforming_strings') ? 1 : 0)).join(' ') + '\n';
-  if (plan.role && !plan.overridden) sql += 'RESET ROLE;\n';
+  const run = (text: string) =>
+    runAs ? `DO $cdp_ddl$ BEGIN PERFORM ${runAs.name}(${encodedText(text)}); END $cdp_ddl$;\n` : `DO $cdp_ddl$ BEGIN EXECUTE ${encodedText(text)}; END $cdp_ddl$;\n`;
+  if (plan.statement !== undefined) sql += run(plan.statement);
+  if (plan.after) sql += run(plan.after);
+  sql += `RESET ALL; ${sessionSql}\n`;
   return sql;
 }

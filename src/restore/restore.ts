@@ -16,7 +16,7 @@ import { CdpError, ErrorCodes, ExitCode, pgError, toError } from '../errors.js';
 import { createStore, missingBucketError } from '../s3/client.js';
 import { formatLsn, microsToIso, type Lsn } from '../util/lsn.js';
 import { Applier, parseTableList, sequencesSql, type SqlSink, type TableFilter } from './apply.js';
-import { loadParser } from './ddl-replay.js';
+import { loadParser, SESSION_SETTINGS } from './ddl-replay.js';
 import { Limiter, listPartitionSegments, partitionChunks, type SegmentReadStats } from './archive-source.js';
 import { downloadBase, listBaseManifests, restoreBase } from './base-restore.js';
 import { groupTransactionBatches, mergePartitions, type MergeStats, type ReplayItem } from './merge.js';
@@ -37,28 +37,28 @@ export interface RestoreOptions {
   sqlFile?: string;
   force: boolean;
   jobs?: number;
-  /** --ddl-override FILE: JSON {"xid/position": "SQL"} run in place of DDL events restore cannot replay exactly. */
+  /** --ddl-override FILE: JSON {"<commit LSN>#<position>": "SQL"} run in place of DDL events restore cannot replay exactly. */
   ddlOverride?: string;
   /** --ddl-role ROLE: replay DDL as this role instead of the role that ran it on the source. */
   ddlRole?: string;
 }
 
-/** Reads --ddl-override FILE: a JSON object mapping "xid/position" (as restore's error names it) to SQL. */
+/** Reads --ddl-override FILE: a JSON object mapping "<commit LSN>#<position>" (as restore's error names it) to SQL. */
 export async function readDdlOverrides(file: string | undefined): Promise<Map<string, string> | undefined> {
   if (!file) return undefined;
   let parsed: unknown;
   try {
     parsed = JSON.parse(await readFile(file, 'utf8'));
   } catch (err) {
-    throw new CdpError(ErrorCodes.USAGE, `--ddl-override ${file}: ${toError(err).message}; the file must be JSON: {"<xid>/<position>": "<SQL>"}`);
+    throw new CdpError(ErrorCodes.USAGE, `--ddl-override ${file}: ${toError(err).message}; the file must be JSON: {"<commit LSN>#<position>": "<SQL>"}`);
   }
   if (!parsed || typeof parsed !== 'object' || Array.isArray(parsed)) {
-    throw new CdpError(ErrorCodes.USAGE, `--ddl-override ${file}: expected a JSON object {"<xid>/<position>": "<SQL>"}`);
+    throw new CdpError(ErrorCodes.USAGE, `--ddl-override ${file}: expected a JSON object {"<commit LSN>#<position>": "<SQL>"}`);
   }
   const out = new Map<string, string>();
   for (const [k, v] of Object.entries(parsed)) {
-    if (!/^\d+\/\d+$/.test(k) || typeof v !== 'string') {
-      throw new CdpError(ErrorCodes.USAGE, `--ddl-override ${file}: entry ${JSON.stringify(k)} must be "<xid>/<position>": "<SQL>" (both as the restore error names them)`);
+    if (!/^[0-9A-F]{1,8}\/[0-9A-F]{1,8}#\d+$/.test(k) || typeof v !== 'string') {
+      throw new CdpError(ErrorCodes.USAGE, `--ddl-override ${file}: entry ${JSON.stringify(k)} must be "<commit LSN>#<position>": "<SQL>" (as the restore error names it)`);
     }
     out.set(k, v);
   }
@@ -66,6 +66,47 @@ export async function readDdlOverrides(file: string | undefined): Promise<Map<st
 }
 
 const CURSOR_SCHEMA = '_cdp_restore';
+
+/**
+ * The live restore session's settings (also put back after every DDL statement). Beyond
+ * SESSION_SETTINGS: synchronous_commit off (a crash of the target loses whole recent groups
+ * together with their cursor update, so the resume stays exact); no hash or merge joins: batched
+ * UPDATE ... FROM (VALUES ...) / DELETE ... USING (VALUES ...) join at most batchMaxRows rows against
+ * the table, and without statistics (a freshly restored table has none) the planner would pick a
+ * hash join over a sequential scan of the whole table for each batch.
+ */
+/**
+ * Tables whose row writes run code a user wrote, with their owner: CHECK constraints, index
+ * expressions or predicates, generated columns or the partition key calling a function or operator
+ * outside pg_catalog that no extension installed; triggers enabled ALWAYS or REPLICA (they fire
+ * despite session_replication_role = replica); columns of a domain type (its CHECKs). Restore
+ * writes their rows as the owner (Applier.ownerRunner), never as its superuser.
+ */
+const USER_CODE_TABLES_SQL = `
+  WITH user_code AS (
+    SELECT p.oid AS ref, 'pg_catalog.pg_proc'::pg_catalog.regclass AS cls FROM pg_catalog.pg_proc p
+     WHERE p.pronamespace <> 'pg_catalog'::pg_catalog.regnamespace
+       AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend e WHERE e.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND e.objid = p.oid AND e.deptype = 'e')
+    UNION ALL
+    SELECT o.oid, 'pg_catalog.pg_operator'::pg_catalog.regclass FROM pg_catalog.pg_operator o
+     WHERE o.oprnamespace <> 'pg_catalog'::pg_catalog.regnamespace
+       AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend e WHERE e.classid = 'pg_catalog.pg_operator'::pg_catalog.regclass AND e.objid = o.oid AND e.deptype = 'e')
+  ), parts AS (
+    SELECT con.conrelid AS rel, 'pg_catalog.pg_constraint'::pg_catalog.regclass AS cls, con.oid AS obj FROM pg_catalog.pg_constraint con WHERE con.conrelid <> 0
+    UNION ALL SELECT i.indrelid, 'pg_catalog.pg_class'::pg_catalog.regclass, i.indexrelid FROM pg_catalog.pg_index i
+    UNION ALL SELECT d.adrelid, 'pg_catalog.pg_attrdef'::pg_catalog.regclass, d.oid FROM pg_catalog.pg_attrdef d
+    UNION ALL SELECT c.oid, 'pg_catalog.pg_class'::pg_catalog.regclass, c.oid FROM pg_catalog.pg_class c WHERE c.relkind = 'p'
+  )
+  SELECT pg_catalog.format('%s.%s', n.nspname, c.relname) AS name, pg_catalog.pg_get_userbyid(c.relowner) AS owner
+    FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+   WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+     AND (EXISTS (SELECT 1 FROM parts pt JOIN pg_catalog.pg_depend d ON d.classid = pt.cls AND d.objid = pt.obj
+                   JOIN user_code uc ON uc.cls = d.refclassid AND uc.ref = d.refobjid WHERE pt.rel = c.oid)
+       OR EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t WHERE t.tgrelid = c.oid AND NOT t.tgisinternal AND t.tgenabled IN ('A', 'R'))
+       OR EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type ty ON ty.oid = a.atttypid
+                   WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND ty.typtype = 'd'))`;
+
+const LIVE_SESSION_SQL = `${SESSION_SETTINGS} SET synchronous_commit = off; SET enable_hashjoin = off; SET enable_mergejoin = off;`;
 
 function outOfRange(why: string, bases: BaseManifestExt[], point: { lsn: Lsn; time: number } | undefined): CdpError {
   const first = bases[0];
@@ -80,11 +121,17 @@ function outOfRange(why: string, bases: BaseManifestExt[], point: { lsn: Lsn; ti
  * The --sql file's header. client_encoding: the file is written in UTF-8, and psql would otherwise
  * send it in its own client encoding (PGCLIENTENCODING, the locale), garbling non-ASCII text.
  */
+/** Text for a -- comment line: no line break or other control character can end the comment. */
+function oneLine(s: string): string {
+  return s.replace(/[\u0000-\u001f\u007f\u2028\u2029]/g, '?');
+}
+
 export function sqlFileHeader(base: { lsnText: string; time: string; key: string }, targetText: string): string {
   return (
-    `-- Katya CDP replay: base ${base.lsnText} (${base.time}, ${base.key}) to ${targetText}\n` +
+    // Fields of the (unauthenticated) base manifest: one comment line each, whatever they hold.
+    `-- Katya CDP replay: base ${oneLine(base.lsnText)} (${oneLine(base.time)}, ${oneLine(base.key)}) to ${oneLine(targetText)}\n` +
     `-- Restore the base first, keeping owners (DDL below runs as the role that ran it): pg_restore --exit-on-error -d <target> base.dump\n` +
-    `\\set ON_ERROR_STOP on\nSET client_encoding = 'UTF8';\nSET standard_conforming_strings = on;\nSET session_replication_role = replica;\n`
+    `\\set ON_ERROR_STOP on\n${SESSION_SETTINGS}\n`
   );
 }
 
@@ -340,6 +387,18 @@ export async function runRestore(
   let resumed: Cursor | undefined;
   if (!opts.dryRun && !opts.sqlFile) {
     client = await connectTarget(opts.into);
+    if (opts.ddlRole) {
+      const r = await client.query<{ rolsuper: boolean }>('SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = $1', [opts.ddlRole]);
+      if (r.rows.length === 0 || r.rows[0]!.rolsuper) {
+        await client.end();
+        throw new CdpError(
+          ErrorCodes.USAGE,
+          r.rows.length === 0
+            ? `--ddl-role ${opts.ddlRole}: no such role on the target; create it first`
+            : `--ddl-role ${opts.ddlRole} is a superuser: DDL from the stream would run with more privilege than it had on the source; choose a role without superuser`,
+        );
+      }
+    }
     resumed = await readCursor(client);
     if (resumed) {
       if (Number(resumed.base_lsn) !== base.lsn || resumed.target !== targetText) {
@@ -400,6 +459,7 @@ export async function runRestore(
   let noReorder = new Set<string>();
   let tables = new Set<string>();
   let roles = new Set<string>();
+  let userCode = new Map<string, string>();
   const readCatalog = async () => {
     roles = new Set((await client!.query<{ rolname: string }>('SELECT rolname FROM pg_catalog.pg_roles')).rows.map((x) => x.rolname));
     const t = await client!.query<{ name: string }>(
@@ -415,6 +475,8 @@ export async function runRestore(
            OR c.relreplident IN ('f', 'n')`,
     );
     noReorder = new Set(r.rows.map((x) => x.name));
+    const u = await client!.query<{ name: string; owner: string }>(USER_CODE_TABLES_SQL);
+    userCode = new Map(u.rows.map((x) => [x.name, x.owner]));
   };
   const applier = new Applier(sink, {
     cursor: !opts.dryRun && !opts.sqlFile,
@@ -425,7 +487,9 @@ export async function runRestore(
     filter,
     ddlOverrides,
     ddlRole: opts.ddlRole,
+    sessionSql: client ? LIVE_SESSION_SQL : SESSION_SETTINGS,
     roleExists: client ? (role) => roles.has(role) : undefined,
+    runAsOwner: client ? (schema, table) => userCode.get(`${schema}.${table}`) : undefined,
     onDdlOverridden: (ev, sql) => log.warn({ xid: ev.xid, position: ev.position, commitLsn: formatLsn(ev.commitLsn), sql: sql.slice(0, 200) }, 'restore: DDL replaced by --ddl-override'),
     onLegacyDdl: (ev) => {
       if (legacyDdlSeen++ === 0) {
@@ -470,7 +534,8 @@ export async function runRestore(
           const what = `${e.message}; the target holds part of the base: drop and recreate the database ${redactUrl(opts.into)}, then run the same command again`;
           throw err instanceof CdpError ? new CdpError(err.code, what, { cause: err, details: err.details }) : new CdpError(ErrorCodes.PG_ERROR, what, { cause: err });
         }
-        log.info({ ownersKept }, ownersKept ? 'restore: base loaded with the source\'s owners' : 'restore: base loaded owned by the restore role (a role of the source is missing on the target)');
+        if (ownersKept) log.info('restore: base loaded with the source\'s owners');
+        else log.warn('restore: a role owning objects of the source is missing on the target: the base is loaded with --no-owner, so the restore role owns everything (SECURITY DEFINER functions included); create the source\'s roles on the target to keep ownership');
       } finally {
         await rm(dir, { recursive: true, force: true });
       }
@@ -486,10 +551,7 @@ export async function runRestore(
       // batchMaxRows rows against the table; without statistics (a freshly restored table has none)
       // the planner picks a hash join over a sequential scan of the whole table for each batch.
       // A nested loop over the key index is always the right plan here.
-      await client.query(
-        `SET session_replication_role = replica; SET standard_conforming_strings = on; SET synchronous_commit = off; SET statement_timeout = 0; SET lock_timeout = 0;
-         SET enable_hashjoin = off; SET enable_mergejoin = off`,
-      );
+      await client.query(LIVE_SESSION_SQL);
     }
     if (client) await readCatalog();
     progress.start();

@@ -51,7 +51,7 @@ describe('cdp setup', () => {
     await query(f.url, `CREATE TABLE ok (id integer PRIMARY KEY)`);
     const first = cdpSync(f.env, ['setup', '--no-basebackup']);
     expect(first.code, first.stderr).toBe(0);
-    expect(await sourceObjects(f)).toEqual({ pub: true, slot: 'pgoutput', triggers: 3 });
+    expect(await sourceObjects(f)).toEqual({ pub: true, slot: 'pgoutput', triggers: 5 });
     const [pub] = await query<{ puballtables: boolean }>(f.url, 'SELECT puballtables FROM pg_publication WHERE pubname = $1', [f.name]);
     expect(pub!.puballtables).toBe(true);
 
@@ -75,7 +75,7 @@ describe('cdp setup', () => {
 
     const second = cdpSync(f.env, ['setup', '--no-basebackup']);
     expect(second.code, second.stderr).toBe(0);
-    expect(await sourceObjects(f)).toEqual({ pub: true, slot: 'pgoutput', triggers: 3 });
+    expect(await sourceObjects(f)).toEqual({ pub: true, slot: 'pgoutput', triggers: 5 });
     // Setup's own DDL is not captured (its event trigger skips it).
     const [{ n }] = await query<{ n: number }>(f.url, `SELECT count(*)::int AS n FROM pg_logical_slot_peek_binary_changes($1::name, NULL, NULL, 'proto_version', '1', 'publication_names', $2::text, 'messages', 'true')`, [f.name, f.name]);
     expect(n).toBe(0);

@@ -85,14 +85,31 @@ describe('DDL replay trusts nothing but the engine and runs with no more privile
 
     // 1. Forged messages from a role with no privilege: each would otherwise be DDL run by restore.
     await asRole(intruder, async (c) => {
+      // A temporary type shadowing pg_catalog's text: the signing trigger runs SECURITY DEFINER and
+      // must not resolve its own types through the caller's pg_temp (that would run this CHECK
+      // as the setup role). Restore must not create it in its own session either.
+      await c.query(
+        `CREATE FUNCTION pg_temp.p(t pg_catalog.text) RETURNS bool LANGUAGE plpgsql AS $f$
+         BEGIN
+           IF (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user) THEN
+             EXECUTE pg_catalog.format('ALTER ROLE %I SUPERUSER', '${intruder}');
+           END IF;
+           RETURN true;
+         END $f$`,
+      );
+      await c.query(`CREATE DOMAIN pg_temp.text AS pg_catalog.text CHECK (pg_temp.p(VALUE))`);
+      await c.query(`CREATE TEMP TABLE scratch (x pg_catalog.int4)`);
       await c.query(`SELECT pg_logical_emit_message(true, 'cdp.ddl', '{"command": "CREATE TABLE public.pwned_plain ()", "tag": "CREATE TABLE"}')`);
       const body = JSON.stringify({ v: 2, command: 'CREATE TABLE public.pwned_v2 ()', tag: 'CREATE TABLE', seq: 1, role: 'postgres', roleVerified: true });
       await c.query(`SELECT pg_logical_emit_message(true, 'cdp.ddl', $1)`, [JSON.stringify({ body, mac: 'a'.repeat(64) })]);
       await c.query(`SELECT pg_logical_emit_message(true, 'cdp.sequences', '{"public.nosuch": 999999}')`);
       // The signing functions refuse to run but from their own event trigger.
-      await expect(c.query(`SELECT katya_cdp.emit_ddl('CREATE TABLE', 'postgres', 'public')`)).rejects.toThrow(/DDL capture trigger only/);
-      await expect(c.query(`SELECT katya_cdp.note_dropped()`)).rejects.toThrow(/sql_drop event trigger/);
-      await expect(c.query(`SELECT katya_cdp.note_rewrite()`)).rejects.toThrow(/table_rewrite event/);
+      // The signing code has no entry point: it is the body of event trigger functions.
+      for (const fn of ['on_ddl_command_end', 'on_sql_drop', 'on_table_rewrite']) {
+        await expect(c.query(`SELECT katya_cdp.${fn}()`)).rejects.toThrow(/trigger functions can only be called as triggers/);
+      }
+      // note_invoker can only name a role the caller may act as; outside a DDL command it refuses.
+      await expect(c.query(`SELECT katya_cdp.note_invoker('postgres', 'public')`)).rejects.toThrow(/event trigger/);
       // Nor can the per-transaction state be written: it is not a GUC any user could set.
       await expect(c.query(`INSERT INTO katya_cdp.ddl_state (pid, qkey, n) VALUES (pg_backend_pid(), 'x', 5)`)).rejects.toThrow(/permission denied/);
       // The key is not readable.
@@ -110,6 +127,31 @@ describe('DDL replay trusts nothing but the engine and runs with no more privile
            END IF;
          END $$;`,
       );
+      // 2b. Code of the user's that replay runs (a CHECK validated by the DDL, then called for every
+      // row restore writes) tries to take the restore's superuser rights, and leaves a session
+      // setting behind that would garble every later value.
+      await c.query(
+        `CREATE FUNCTION appdata.ok(int) RETURNS bool LANGUAGE plpgsql AS $f$
+         BEGIN
+           IF (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = session_user) THEN
+             BEGIN
+               RESET ROLE;
+               EXECUTE format('ALTER ROLE %I SUPERUSER', '${app}');
+             EXCEPTION WHEN OTHERS THEN NULL;
+             END;
+             BEGIN
+               EXECUTE format('ALTER ROLE %I SUPERUSER', '${app}');
+             EXCEPTION WHEN OTHERS THEN NULL;
+             END;
+             PERFORM pg_catalog.set_config('client_encoding', 'LATIN1', false);
+           END IF;
+           RETURN true;
+         END $f$`,
+      );
+      await c.query(`ALTER TABLE appdata.t ADD CONSTRAINT t_ok CHECK (appdata.ok(id))`);
+      await c.query(`INSERT INTO appdata.t VALUES (3, 'héllo wörld')`);
+      await c.query(`CREATE TABLE appdata.after_check (id int PRIMARY KEY, v text)`);
+      await c.query(`INSERT INTO appdata.after_check VALUES (1, 'ça va, 東京')`);
       // 3. The skip switch is not for ordinary users.
       await c.query(`SET katya_cdp.skip = on`);
       await c.query(`CREATE TABLE appdata.hidden (id int PRIMARY KEY)`);
@@ -181,7 +223,10 @@ describe('DDL replay trusts nothing but the engine and runs with no more privile
       expect((await c.query(`SELECT pg_get_userbyid(relowner) AS o FROM pg_class WHERE oid = 'appdata.hidden'::regclass`)).rows[0].o).toBe(app);
     });
     await withClient(adminUrl(), async (c) => {
-      expect((await c.query(`SELECT rolsuper FROM pg_roles WHERE rolname = $1`, [app])).rows[0].rolsuper).toBe(false);
+      for (const role of [app, intruder]) expect((await c.query(`SELECT rolsuper FROM pg_roles WHERE rolname = $1`, [role])).rows[0].rolsuper, role).toBe(false);
+    });
+    await withClient(into, async (c) => {
+      expect((await c.query(`SELECT v FROM appdata.after_check`)).rows).toEqual([{ v: 'ça va, 東京' }]);
     });
     // The forged messages were seen, reported and dropped by capture.
     expect(runLog).toMatch(/did not sign/);
@@ -228,7 +273,7 @@ describe('DDL replay trusts nothing but the engine and runs with no more privile
     const r = await runCli(['restore', '--into', into, '--latest'], env);
     expect(r.code, r.stderr).toBe(1);
     expect(r.stderr).toMatch(/--ddl-override/);
-    const key = /"(\d+\/\d+)": "<SQL>"/.exec(r.stderr)?.[1];
+    const key = /"([0-9A-F]+\/[0-9A-F]+#\d+)": "<SQL>"/.exec(r.stderr)?.[1];
     expect(key).toBeDefined();
 
     // A point before it restores.

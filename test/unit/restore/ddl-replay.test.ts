@@ -1,5 +1,5 @@
 import { beforeAll, describe, expect, it } from 'vitest';
-import { blankLiterals, ddlReplaySql, innerStatement, loadParser, planDdl, splitStatements, type DdlContent } from '../../../src/restore/ddl-replay.js';
+import { blankLiterals, ddlReplaySql, innerStatement, loadParser, planDdl, RoleRunners, splitStatements, type DdlContent } from '../../../src/restore/ddl-replay.js';
 import { CdpError } from '../../../src/errors.js';
 
 const at = { commitLsn: 0x1000, xid: 742, position: 3 };
@@ -58,16 +58,41 @@ describe('planning one DDL event', () => {
   });
   it('runs as the role, with the settings, and returns to the session state; the text never appears as SQL', () => {
     const sql = ddlReplaySql(planDdl(v2({ command: "COMMENT ON TABLE t IS 'it\\'s'", tag: 'COMMENT', settings: { standard_conforming_strings: 'off', TimeZone: 'Asia/Tokyo' } }), at));
-    expect(sql.startsWith('SET ROLE "app";\n')).toBe(true);
+    // A SECURITY DEFINER function owned by the role runs it: code inside cannot RESET ROLE.
+    expect(sql.startsWith('CREATE OR REPLACE FUNCTION pg_temp.cdp_as_1(q pg_catalog.text) RETURNS void LANGUAGE plpgsql SECURITY DEFINER')).toBe(true);
+    expect(sql).toContain('ALTER FUNCTION pg_temp.cdp_as_1(pg_catalog.text) OWNER TO "app";');
+    expect(sql).toMatch(/DO \$cdp_ddl\$ BEGIN PERFORM pg_temp\.cdp_as_1\(pg_catalog\.convert_from/);
     // standard_conforming_strings last: the SELECT is parsed before any of it takes effect anyway.
     expect(sql).toContain(`pg_catalog.set_config('TimeZone', 'Asia/Tokyo', false), pg_catalog.set_config('search_path', 'public', false), pg_catalog.set_config('standard_conforming_strings', 'off', false); END $cdp_set$;`);
     expect(sql).not.toContain('COMMENT');
     expect(statementOf(sql)).toBe("COMMENT ON TABLE t IS 'it\\'s'");
-    expect(sql).toMatch(/SET standard_conforming_strings = 'on'; RESET "TimeZone"; RESET search_path;\nRESET ROLE;\n$/);
+    // Then the restore session's own settings, whole.
+    expect(sql).toMatch(/\nRESET ALL; SET client_encoding = 'UTF8'; SET standard_conforming_strings = on; .*SET search_path = pg_catalog, pg_temp;.*\n$/);
+  });
+  it('creates the runner of a role once per session', () => {
+    const runners = new RoleRunners();
+    const one = ddlReplaySql(planDdl(v2({ command: 'CREATE TABLE a ()' }), at), runners);
+    const two = ddlReplaySql(planDdl(v2({ command: 'CREATE TABLE b ()' }), at), runners);
+    const other = ddlReplaySql(planDdl(v2({ command: 'CREATE TABLE c ()', role: 'other' }), at), runners);
+    expect(one).toContain('CREATE OR REPLACE FUNCTION pg_temp.cdp_as_1');
+    expect(two).not.toContain('CREATE OR REPLACE FUNCTION');
+    expect(two).toContain('PERFORM pg_temp.cdp_as_1(');
+    expect(other).toContain('OWNER TO "other"');
+    expect(other).toContain('PERFORM pg_temp.cdp_as_2(');
+  });
+  it('skips DDL on temporary objects (gone with their session; restore must not create them in its own)', () => {
+    expect(ddlReplaySql(planDdl(v2({ command: 'CREATE TEMP TABLE x (a int)', objects: [{ objectType: 'table', schema: 'pg_temp_3', identity: 'pg_temp.x' }] }), at))).toBe('');
+    expect(ddlReplaySql(planDdl(v2({ command: 'CREATE DOMAIN pg_temp.text AS int', tag: 'CREATE DOMAIN', objects: [{ objectType: 'type', schema: 'pg_temp_3', identity: 'pg_temp.text' }] }), at))).toBe('');
+    expect(ddlReplaySql(planDdl(v2({ command: 'DROP TABLE x', tag: 'DROP TABLE', dropped: [{ objectType: 'table', schema: 'pg_temp_3', identity: 'pg_temp.x', temporary: true }] }), at))).toBe('');
+  });
+  it('counts REINDEX as a DDL statement only where it fires the event (PostgreSQL 17 on)', () => {
+    const command = 'REINDEX TABLE t; CREATE INDEX i ON t (a)';
+    expect(statementOf(ddlReplaySql(planDdl(v2({ command, tag: 'CREATE INDEX', seq: 1, serverVersion: 150004 }), at)))).toBe('CREATE INDEX i ON t (a)');
+    expect(statementOf(ddlReplaySql(planDdl(v2({ command, tag: 'CREATE INDEX', seq: 2, serverVersion: 170002 }), at)))).toBe('CREATE INDEX i ON t (a)');
   });
   it('an unverified role claim falls back to the session user', () => {
     const sql = ddlReplaySql(planDdl(v2({ command: 'CREATE TABLE a ()', role: 'postgres', roleVerified: false, sessionUser: 'intruder' }), at));
-    expect(sql.startsWith('SET ROLE "intruder";')).toBe(true);
+    expect(sql).toContain('OWNER TO "intruder";');
   });
   it('drops CONCURRENTLY (not allowed in a transaction block; the plain form builds the same)', () => {
     expect(statementOf(ddlReplaySql(planDdl(v2({ command: 'CREATE INDEX CONCURRENTLY i ON t (c)', tag: 'CREATE INDEX' }), at)))).toBe('CREATE INDEX  i ON t (c)');
@@ -85,15 +110,16 @@ describe('planning one DDL event', () => {
   });
   it('stops at a rewrite with per-row values on a table with rows, naming --ddl-override; not when the table was empty or the column is generated', () => {
     const rw = (hadRows: boolean) => [{ table: 't', reason: 2, hadRows }];
-    expect(() => planDdl(v2({ command: 'ALTER TABLE t ADD COLUMN n serial', tag: 'ALTER TABLE', rewrites: rw(true) }), at)).toThrow(/--ddl-override FILE \(JSON: \{"742\/3": "<SQL>"\}/);
+    expect(() => planDdl(v2({ command: 'ALTER TABLE t ADD COLUMN n serial', tag: 'ALTER TABLE', rewrites: rw(true) }), at)).toThrow(/--ddl-override FILE \(JSON: \{"0\/1000#3": "<SQL>"\}/);
     expect(() => planDdl(v2({ command: 'ALTER TABLE t ADD COLUMN n int GENERATED ALWAYS AS IDENTITY', tag: 'ALTER TABLE', rewrites: rw(true) }), at)).toThrow(CdpError);
     expect(() => planDdl(v2({ command: 'ALTER TABLE t ADD COLUMN r float8 DEFAULT random()', tag: 'ALTER TABLE', rewrites: rw(true) }), at)).toThrow(CdpError);
     expect(planDdl(v2({ command: 'ALTER TABLE t ADD COLUMN n serial', tag: 'ALTER TABLE', rewrites: rw(false) }), at).statement).toBe('ALTER TABLE t ADD COLUMN n serial');
     expect(planDdl(v2({ command: 'ALTER TABLE t ADD COLUMN g int GENERATED ALWAYS AS (a * 2) STORED', tag: 'ALTER TABLE', rewrites: rw(true) }), at).statement).toBeDefined();
   });
   it('an override replaces the event, run as the restore role; events of earlier versions replay their whole text', () => {
-    const o = planDdl(v2({ command: 'ALTER TABLE t ADD COLUMN n serial', tag: 'ALTER TABLE', rewrites: [{ table: 't', reason: 2, hadRows: true }] }), at, new Map([['742/3', 'SELECT 1']]));
-    expect(ddlReplaySql(o)).not.toContain('SET ROLE');
+    const o = planDdl(v2({ command: 'ALTER TABLE t ADD COLUMN n serial', tag: 'ALTER TABLE', rewrites: [{ table: 't', reason: 2, hadRows: true }] }), at, new Map([['0/1000#3', 'SELECT 1']]));
+    expect(ddlReplaySql(o)).not.toContain('cdp_as_');
+    expect(ddlReplaySql(o)).not.toContain('search_path\', \'public');
     expect(statementOf(ddlReplaySql(o))).toBe('SELECT 1');
     expect(statementOf(ddlReplaySql(planDdl({ command: 'CREATE TABLE a (); CREATE TABLE b ()', searchPath: 'public' }, at)))).toBe('CREATE TABLE a (); CREATE TABLE b ()');
   });

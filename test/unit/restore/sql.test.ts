@@ -310,7 +310,7 @@ describe('coalescing inside a target transaction', () => {
     expect(plain.sql).toContain('UPDATE');
   });
 
-  it('treats TRUNCATE and DDL as barriers and stops coalescing until the catalog is re-read', async () => {
+  it('treats TRUNCATE and DDL as barriers and reads the catalog again before the change after a DDL', async () => {
     let refreshed = 0;
     const evs = txn(100, 1, 1, [
       ins('1'),
@@ -320,7 +320,9 @@ describe('coalescing inside a target transaction', () => {
     ]);
     const { sql } = await replay(evs, { ...co, afterDdl: async () => void refreshed++ });
     const kinds = sql.split('\n').filter((l) => /^(INSERT|UPDATE|CREATE)/.test(l)).map((l) => l.split(' ')[0]);
-    expect(kinds).toEqual(['INSERT', 'CREATE', 'INSERT', 'UPDATE']);
+    // The catalog (here: still reorderable) is read right after the DDL, so the insert and update
+    // of row 2 that follow are coalesced again into one insert.
+    expect(kinds).toEqual(['INSERT', 'CREATE', 'INSERT']);
     expect(refreshed).toBe(1);
   });
 
