@@ -19,6 +19,7 @@ import {
   type TableRef,
 } from './sql.js';
 import type { TxnHeader } from './target.js';
+import { ddlNeededForTables } from './ddl-filter.js';
 import { ddlReplaySql, encodedText, planDdl, RoleRunners, SESSION_SETTINGS, type DdlContent } from './ddl-replay.js';
 
 // Applies the replay stream through a SqlSink (a live session, or a .sql file).
@@ -374,7 +375,7 @@ export class Applier {
           this.createdSinceRead.add(id);
           this.droppedSinceRead.delete(id);
         }
-        if (!c.command || (this.opts.filter && !ddlTouches(c, this.opts.filter))) {
+        if (!c.command || (this.opts.filter && !ddlNeededForTables(c, this.opts.filter.tables))) {
           this.stats.skipped++;
           this.opts.onDdlSkipped?.(ev);
           return;
@@ -762,18 +763,6 @@ export function plainIdentity(o: Record<string, unknown>): string {
   return out;
 }
 
-function ddlTouches(c: DdlContent, f: TableFilter): boolean {
-  for (const o of [...(c.objects ?? []), ...(c.dropped ?? [])]) {
-    const id = String(o.object_identity ?? o.identity ?? o.objectIdentity ?? '');
-    const schema = String(o.schema_name ?? o.schema ?? '');
-    for (const t of f.tables) {
-      if (id === t || id.startsWith(`${t}.`)) return true;
-      const [s, name] = t.split('.');
-      if (schema === s && (id === `${s}.${name}` || id.replace(/"/g, '') === t)) return true;
-    }
-  }
-  return false;
-}
 
 /**
  * Sets every sequence to at least its value at the target: the SEQUENCES snapshot (values read

@@ -196,8 +196,8 @@ describe('batching rules', () => {
       ins('1'),
       { table: 'other', new: ['2', 'x'] },
       { op: 'TRUNCATE', relation: null, new: null, content: JSON.stringify({ relations: [['public', 't'], ['public', 'other']], cascade: false, restartIdentity: false }) },
-      { op: 'DDL', relation: null, new: null, content: JSON.stringify({ command: 'ALTER TABLE other ADD c int', tag: 'ALTER TABLE', searchPath: 'public', objects: [{ object_identity: 'public.other' }] }) },
-      { op: 'DDL', relation: null, new: null, content: JSON.stringify({ command: 'ALTER TABLE t ADD c int', tag: 'ALTER TABLE', searchPath: 'public', objects: [{ object_identity: 'public.t' }] }) },
+      { op: 'DDL', relation: null, new: null, content: JSON.stringify({ command: 'ALTER TABLE other ADD c int', tag: 'ALTER TABLE', searchPath: 'public', objects: [{ objectType: 'table', identity: 'public.other' }] }) },
+      { op: 'DDL', relation: null, new: null, content: JSON.stringify({ command: 'ALTER TABLE t ADD c int', tag: 'ALTER TABLE', searchPath: 'public', objects: [{ objectType: 'table', identity: 'public.t' }] }) },
     ]);
     const { sql } = await replay(evs, { filter: parseTableList(['t']) });
     expect(sql).not.toContain('other');
