@@ -4,7 +4,7 @@ import { parseLsn } from '../../src/util/lsn.js';
 import { compareContents, contentFingerprint, allRows, diffSchemaDumps, schemaDump } from '../integration/restore/schema-compare.js';
 import { pipelineEnv, rand, REPO, restorableLsn, runCli, stackEnvironment, waitFor } from '../integration/restore/helpers.js';
 import { withClient } from '../support/stack.js';
-import { clientConfigFile, createDb, dropDb, newestPgDump, NEWER, SCHEMA, workload, type Major } from './support.js';
+import { clientConfigFile, createDb, dropDb, newestPgDump, NEWER, normaliseDump, SCHEMA, workload, type Major } from './support.js';
 
 // The version matrix (README "PostgreSQL versions", issue 10), each cell a whole pipeline on real
 // servers: setup (publication, slot, DDL capture, base by pg_dump), `cdp run` (capture + archive to
@@ -16,7 +16,7 @@ import { clientConfigFile, createDb, dropDb, newestPgDump, NEWER, SCHEMA, worklo
 //
 // Both sides of a schema comparison are dumped by the same pg_dump (the newest here, 18), so what
 // differs is what the servers hold, not how two pg_dump releases print it; what a server still
-// reports differently is normalised in `normaliseDump` below, each case with its reason. With one
+// reports differently is normalised in `normaliseDump` (support.ts), each case with its reason. With one
 // dumper for both sides, PostgreSQL 16, 17 and 18 print this schema exactly as 15 does.
 //
 // Source 16 restores into 17, not 16: its base needs pg_dump 17 (no registry here ships a 16
@@ -24,23 +24,6 @@ import { clientConfigFile, createDb, dropDb, newestPgDump, NEWER, SCHEMA, worklo
 // (`SET transaction_timeout`). The restore into 16 is asserted to refuse with that reason.
 
 stackEnvironment();
-
-/**
- * Normalises a schema dump for the matrix. Each rule is a difference in what a server reports, not
- * in the user's objects; everything else must be equal.
- */
-export function normaliseDump(dump: string): string {
-  return (
-    dump
-      // The machine's PostgreSQL 15 (Debian 15.20-0+deb12u1) keeps an attribute option
-      // `pg_attver=<n>` on every column it creates, with a new value at each creation, so a
-      // restored column never has the source's. Its own pg_dump 15 leaves it out of dumps (so no
-      // base carries it); pg_dump 18, which dumps both sides here, prints it as
-      // `ALTER TABLE ONLY t ALTER COLUMN c SET (pg_attver=...)`. The servers of 16, 17 and 18 have
-      // no such option. Not part of anyone's schema: dropped on both sides.
-      .replace(/^ALTER TABLE ONLY \S+ ALTER COLUMN \S+ SET \(pg_attver=\d+\);\n/gm, '')
-  );
-}
 
 interface Cell {
   source: Major;
