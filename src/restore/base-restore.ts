@@ -164,7 +164,7 @@ export async function restoreBase(opts: {
   /** The base manifest's pgDumpVersion and the target's server_version_num: checked against pg_restore's version first. */
   baseDumpVersion?: string;
   targetVersionNum?: number;
-}): Promise<{ ownersKept: boolean }> {
+}): Promise<{ ownersKept: boolean; materializedViews: string[] }> {
   if (opts.targetVersionNum !== undefined) {
     const problem = pgRestoreVersionProblem({
       pgRestorePath: opts.pgRestorePath,
@@ -184,7 +184,21 @@ export async function restoreBase(opts: {
   await writeFile(listFile, filterToc(listing, opts.filter));
   const conn = childConnection(opts.into);
   await run(opts.pgRestorePath, pgRestoreArgs({ ...opts, into: conn.url, listFile, keepOwners }), opts.signal, conn.env);
-  return { ownersKept: keepOwners };
+  return { ownersKept: keepOwners, materializedViews: tocMaterializedViews(listing) };
+}
+
+/**
+ * Materialized views the base populates ("MATERIALIZED VIEW DATA schema name owner"): pg_dump
+ * carries no stored rows for them, pg_restore refreshes them from the base's tables, so one that
+ * was stale on the source (not refreshed since its tables changed) comes back with newer rows.
+ */
+export function tocMaterializedViews(listing: string): string[] {
+  const out: string[] = [];
+  for (const line of listing.split('\n')) {
+    const m = /^\d+; \d+ \d+ MATERIALIZED VIEW DATA (\S+) (\S+) \S+$/.exec(line);
+    if (m) out.push(`${m[1]}.${m[2]}`);
+  }
+  return out;
 }
 
 /** Owners named in a pg_restore -l listing (the last field of each entry line). */

@@ -209,6 +209,19 @@ export function splitStatements(command: string, scsOff: boolean): Statement[] {
   });
 }
 
+/** The statement is about a temporary object (TEMP, or in pg_temp): nothing for restore to do. */
+function createsTemporary(node: Record<string, unknown> | undefined): boolean {
+  if (!node) return false;
+  const t = nodeType(node);
+  const body = node[t] as Record<string, unknown>;
+  const rv = (t === 'CreateStmt' ? body.relation : t === 'CreateTableAsStmt' ? (body.into as { rel?: unknown })?.rel : t === 'ViewStmt' ? body.view : t === 'CreateSeqStmt' ? body.sequence : undefined) as
+    | { relpersistence?: string; schemaname?: string }
+    | undefined;
+  if (rv && rv.relpersistence === 't') return true;
+  // Any relation named in pg_temp (the server's own SPI statements name pg_temp_N explicitly).
+  return /"schemaname":"pg_temp(_\d+)?"/.test(JSON.stringify(node));
+}
+
 /** First keyword of a statement, past whitespace and comments. */
 function firstWord(text: string): string {
   const m = /^(?:\s+|--[^\n]*(?:\n|$)|\/\*[\s\S]*?\*\/)*([A-Za-z]+)/.exec(text);
@@ -220,8 +233,11 @@ export function innerStatement(context: string | null | undefined): string | und
   if (!context || !context.startsWith('SQL statement "')) return undefined;
   const rest = context.slice('SQL statement "'.length);
   const m = /"\n(?:PL\/pgSQL function |SQL function |SQL statement ")/.exec(rest);
-  if (!m) return undefined;
-  return rest.slice(0, m.index);
+  if (m) return rest.slice(0, m.index);
+  // The only frame: a statement run through SPI by the server itself (REFRESH MATERIALIZED VIEW
+  // CONCURRENTLY's diff table).
+  if (rest.endsWith('"')) return rest.slice(0, -1);
+  return undefined;
 }
 
 /** Strips CONCURRENTLY from the forms that cannot run in a transaction block; the plain form has the same result. */
@@ -235,7 +251,24 @@ function withoutConcurrently(node: Record<string, unknown>, text: string): strin
     );
   if (concurrentDetach) {
     const at = text.toUpperCase().lastIndexOf('CONCURRENTLY');
-    return at < 0 ? text : text.slice(0, at) + text.slice(at + 'CONCURRENTLY'.length);
+    const plain = at < 0 ? text : text.slice(0, at) + text.slice(at + 'CONCURRENTLY'.length);
+    // DETACH ... CONCURRENTLY also gives the partition a CHECK constraint equal to its partition
+    // bound (unless one already implies it); the plain form does not. Both, in one block.
+    const cmd = ((body.cmds as Array<{ AlterTableCmd?: { subtype?: string; def?: { PartitionCmd?: { name?: { schemaname?: string; relname?: string } } } } }>) ?? []).find(
+      (c) => c.AlterTableCmd?.subtype === 'AT_DetachPartition',
+    );
+    const rv = cmd?.AlterTableCmd?.def?.PartitionCmd?.name;
+    if (!rv?.relname) return plain;
+    const part = rv.schemaname ? `${quoteIdent(rv.schemaname)}.${quoteIdent(rv.relname)}` : quoteIdent(rv.relname);
+    return (
+      `DO $cdp_detach$ DECLARE part pg_catalog.regclass := ${quoteLiteral(part)}::pg_catalog.regclass; def pg_catalog.text; BEGIN\n` +
+      `  def := pg_catalog.pg_get_partition_constraintdef(part);\n` +
+      `  EXECUTE ${encodedText(plain)};\n` +
+      `  IF def IS NOT NULL AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint c WHERE c.conrelid = part AND c.contype = 'c'\n` +
+      `      AND pg_catalog.pg_get_constraintdef(c.oid) = 'CHECK (' || def || ')') THEN\n` +
+      `    EXECUTE pg_catalog.format('ALTER TABLE %s ADD CHECK (%s)', part, def);\n` +
+      `  END IF;\nEND $cdp_detach$`
+    );
   }
   if ((t === 'IndexStmt' || t === 'DropStmt') && body.concurrent) return text.replace(/\bCONCURRENTLY\b/i, '');
   return text;
@@ -336,6 +369,7 @@ export function planDdl(c: DdlContent, at: DdlAt, overrides?: Map<string, string
     node = s.node;
     text = s.text;
   }
+  if (createsTemporary(node)) return { settings, commitAfterTransaction: false, overridden: false };
   const tagWord = (c.tag ?? '').split(' ')[0]!.toUpperCase();
   const word = firstWord(text);
   if (tagWord && word !== tagWord && !(tagWord === 'SELECT' && (word === 'WITH' || word === ''))) {

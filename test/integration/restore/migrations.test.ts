@@ -31,23 +31,16 @@ type Mode = 'time' | 'lsn' | 'xid';
 type Known = 'stops' | 'diverges';
 
 const KNOWN_FAILING: Record<string, Known> = {
-  // Plain DETACH is replayed in place of the CONCURRENTLY form, which also adds a CHECK constraint
-  // (measurements_2024_02_logdate_check) copying the partition bound: restore exits 0 without it.
-  'DETACH PARTITION CONCURRENTLY': 'diverges',
-  // The CONCURRENTLY refresh creates a temporary diff table through SPI; its DDL event reaches
-  // restore as "cannot replay the CREATE TABLE ... it ran inside a function whose statement text
-  // PostgreSQL does not report (SQL statement "CREATE TEMP TABLE pg_temp_N.pg_temp_M_2 (tid pg_catalog.tid)")".
-  'REFRESH MATERIALIZED VIEW CONCURRENTLY': 'stops',
-  // "cannot replay the ALTER TABLE ... exactly: it rewrote app_settings holding rows with values
-  // computed per row (identity, serial or a volatile DEFAULT) that the stream does not carry".
+  // By design (issue 9 item 3): the rewrite computed per-row values the stream does not carry, so
+  // restore stops with "cannot replay the ALTER TABLE ... exactly: it rewrote ... holding rows with
+  // values computed per row (identity, serial or a volatile DEFAULT) ... --ddl-override FILE".
   'identity column added to a table with rows': 'stops',
-  // The same error for users (DEFAULT clock_timestamp()).
+  // The same stop for users (DEFAULT clock_timestamp()).
   'add column with a volatile default (clock_timestamp())': 'stops',
-  // The restored materialized view holds the base's tables' rows, the source's is stale (not refreshed since).
+  // A limit (README): pg_dump cannot carry a materialized view's stored rows, so the restored view
+  // holds a refresh of the base's tables, while the source's was stale (not refreshed since).
+  // Restore warns about every materialized view in the base.
   'a base taken while a materialized view is stale': 'diverges',
-  // ddlTouches (apply.ts) skips the CREATE SEQUENCE (it names no chosen table), then the chosen
-  // table's CREATE fails on nextval('order_numbers'). ddl-filter.ts's ddlNeededForTables replays it.
-  '--tables: a chosen table using a standalone sequence created in the stream': 'stops',
 };
 
 interface Moment {

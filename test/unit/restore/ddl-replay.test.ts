@@ -96,7 +96,11 @@ describe('planning one DDL event', () => {
   });
   it('drops CONCURRENTLY (not allowed in a transaction block; the plain form builds the same)', () => {
     expect(statementOf(ddlReplaySql(planDdl(v2({ command: 'CREATE INDEX CONCURRENTLY i ON t (c)', tag: 'CREATE INDEX' }), at)))).toBe('CREATE INDEX  i ON t (c)');
-    expect(statementOf(ddlReplaySql(planDdl(v2({ command: 'ALTER TABLE p DETACH PARTITION c CONCURRENTLY', tag: 'ALTER TABLE' }), at)))).toBe('ALTER TABLE p DETACH PARTITION c ');
+    // DETACH ... CONCURRENTLY: the plain form, plus the CHECK constraint the concurrent form adds.
+    const detach = statementOf(ddlReplaySql(planDdl(v2({ command: 'ALTER TABLE p DETACH PARTITION c CONCURRENTLY', tag: 'ALTER TABLE' }), at)))!;
+    expect(detach).toMatch(/^DO \$cdp_detach\$ DECLARE part pg_catalog\.regclass := '"c"'::pg_catalog\.regclass;/);
+    expect(detach).toContain(`EXECUTE pg_catalog.convert_from(pg_catalog.decode('${Buffer.from('ALTER TABLE p DETACH PARTITION c ').toString('base64')}'`);
+    expect(detach).toContain("EXECUTE pg_catalog.format('ALTER TABLE %s ADD CHECK (%s)', part, def);");
   });
   it('marks ALTER TYPE ... ADD VALUE to end the target transaction with its source transaction', () => {
     expect(planDdl(v2({ command: "ALTER TYPE mood ADD VALUE 'furious'", tag: 'ALTER TYPE' }), at).commitAfterTransaction).toBe(true);
@@ -122,5 +126,16 @@ describe('planning one DDL event', () => {
     expect(ddlReplaySql(o)).not.toContain('search_path\', \'public');
     expect(statementOf(ddlReplaySql(o))).toBe('SELECT 1');
     expect(statementOf(ddlReplaySql(planDdl({ command: 'CREATE TABLE a (); CREATE TABLE b ()', searchPath: 'public' }, at)))).toBe('CREATE TABLE a (); CREATE TABLE b ()');
+  });
+});
+
+describe('statements the server runs itself', () => {
+  beforeAll(async () => {
+    await loadParser();
+  });
+  it('skips the temporary diff table of REFRESH MATERIALIZED VIEW CONCURRENTLY (run through SPI, one context frame)', () => {
+    const c = v2({ command: 'REFRESH MATERIALIZED VIEW CONCURRENTLY mv', nested: true, seq: null, context: 'SQL statement "CREATE TEMP TABLE pg_temp_2.pg_temp_84727_2 (tid pg_catalog.tid)"', objects: [] });
+    expect(ddlReplaySql(planDdl(c, at))).toBe('');
+    expect(innerStatement('SQL statement "CREATE TABLE x ()"')).toBe('CREATE TABLE x ()');
   });
 });
