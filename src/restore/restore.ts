@@ -527,12 +527,19 @@ export async function runRestore(
         const targetRoles = new Set((await client.query<{ rolname: string }>('SELECT rolname FROM pg_catalog.pg_roles')).rows.map((x) => x.rolname));
         const targetVersionNum = Number((await client.query<{ v: string }>(`SELECT current_setting('server_version_num') AS v`)).rows[0]!.v);
         let ownersKept: boolean;
+        let materializedViews: string[];
         try {
-          ({ ownersKept } = await restoreBase({ file: dump, dir, into: opts.into, jobs: opts.jobs ?? cfg.restore.jobs, pgRestorePath: cfg.basebackup.pgRestorePath, filter, signal: ctx.signal, targetRoles, baseDumpVersion: base.pgDumpVersion, targetVersionNum }));
+          ({ ownersKept, materializedViews } = await restoreBase({ file: dump, dir, into: opts.into, jobs: opts.jobs ?? cfg.restore.jobs, pgRestorePath: cfg.basebackup.pgRestorePath, filter, signal: ctx.signal, targetRoles, baseDumpVersion: base.pgDumpVersion, targetVersionNum }));
         } catch (err) {
           const e = toError(err);
           const what = `${e.message}; the target holds part of the base: drop and recreate the database ${redactUrl(opts.into)}, then run the same command again`;
           throw err instanceof CdpError ? new CdpError(err.code, what, { cause: err, details: err.details }) : new CdpError(ErrorCodes.PG_ERROR, what, { cause: err });
+        }
+        if (materializedViews.length > 0) {
+          log.warn(
+            { materializedViews },
+            'restore: materialized views are refreshed from the base\'s tables (pg_dump cannot carry their stored rows): one that was stale on the source holds newer rows until a REFRESH replayed from the stream',
+          );
         }
         if (ownersKept) log.info('restore: base loaded with the source\'s owners');
         else log.warn('restore: a role owning objects of the source is missing on the target: the base is loaded with --no-owner, so the restore role owns everything (SECURITY DEFINER functions included); create the source\'s roles on the target to keep ownership');
