@@ -300,6 +300,19 @@ export class Applier {
         for (const ev of item.events) this.change(ev);
         return;
       case 'commit':
+        if (this.autoCreated.size > 0) {
+          // Rows reached a table that no DDL of their transaction made: not CREATE TABLE AS /
+          // SELECT INTO (whose event follows its rows in the same transaction) but something that
+          // fires no event (EXPLAIN ANALYZE CREATE TABLE AS) or DDL that was not captured. The
+          // table made from the rows' columns lacks whatever else the source's has: stop.
+          const tables = [...this.autoCreated].join(', ');
+          throw new CdpError(
+            ErrorCodes.UNSUPPORTED,
+            `rows of ${tables} (transaction xid ${item.txn.xid}, commit LSN ${formatLsn(item.txn.commitLsn)}) reach a table no captured DDL created ` +
+              `(EXPLAIN ANALYZE CREATE TABLE AS fires no DDL event; or DDL capture was not installed): its definition is unknown. Restore to a point before it`,
+            { details: { tables: [...this.autoCreated], xid: item.txn.xid, commitLsn: formatLsn(item.txn.commitLsn) } },
+          );
+        }
         this.stats.transactions++;
         this.stats.last = item.txn;
         this.stats.lastEndLsn = item.endLsn;

@@ -231,6 +231,12 @@ describe('batching rules', () => {
     expect(blind.sql).not.toContain('CREATE TABLE IF NOT EXISTS');
     expect(blind.sql).toContain('CREATE TABLE x AS SELECT id, v FROM t');
   });
+
+  it('stops when rows reach a table no DDL of their transaction made (EXPLAIN ANALYZE CREATE TABLE AS fires no event)', async () => {
+    const evs = txn(100, 1, 1, [{ table: 'x', new: ['1', 'a'] }]);
+    const have = new Set(['public.t']);
+    await expect(replay(evs, { tableExists: (s, t) => have.has(`${s}.${t}`) })).rejects.toThrow(/rows of public\.x .* reach a table no captured DDL created/);
+  });
 });
 
 describe('tables made by CREATE TABLE AS, with the catalog read before DDL', () => {
