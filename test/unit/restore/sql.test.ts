@@ -232,6 +232,16 @@ describe('batching rules', () => {
     expect(blind.sql).toContain('CREATE TABLE x AS SELECT id, v FROM t');
   });
 
+  it('writes the rows of a table whose writes run user code as its owner, through its SECURITY DEFINER function, never by COPY', async () => {
+    const evs = txn(100, 1, 1, Array.from({ length: 50 }, (_, i) => ins(String(i))));
+    const { sql } = await replay(evs, { copyMinRows: 10, runAsOwner: (sch, t) => (sch === 'public' && t === 't' ? 'app' : undefined) });
+    expect(sql).not.toContain('COPY');
+    expect(sql).toContain('ALTER FUNCTION pg_temp.cdp_as_1(pg_catalog.text) OWNER TO "app";');
+    expect(sql).toMatch(/DO \$cdp_rows\$ BEGIN PERFORM pg_temp\.cdp_as_1\(pg_catalog\.convert_from\(pg_catalog\.decode\('[A-Za-z0-9+/=]+', 'base64'\), 'UTF8'\)\); END \$cdp_rows\$;\nRESET ALL; SET client_encoding/);
+    const b64 = /decode\('([A-Za-z0-9+/=]+)'/.exec(sql)![1]!;
+    expect(Buffer.from(b64, 'base64').toString()).toMatch(/^INSERT INTO "public"."t" \("id", "v"\)/);
+  });
+
   it('stops when rows reach a table no DDL of their transaction made (EXPLAIN ANALYZE CREATE TABLE AS fires no event)', async () => {
     const evs = txn(100, 1, 1, [{ table: 'x', new: ['1', 'a'] }]);
     const have = new Set(['public.t']);
