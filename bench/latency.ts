@@ -39,7 +39,7 @@ import { restorablePoint } from '../src/archive/catalog.js';
 import { startArchiver } from '../src/archive/archiver.js';
 import { startCapture } from '../src/capture/capture.js';
 import { setup } from '../src/capture/setup.js';
-import type { CommandContext } from '../src/cli/main.js';
+import type { CommandContext } from '../src/context.js';
 import { archiveRoot, loadConfig } from '../src/config/config.js';
 import { createStore, listObjects } from '../src/s3/client.js';
 import { createLogger } from '../src/util/log.js';

@@ -1,6 +1,6 @@
 import { setMaxListeners } from 'node:events';
 import type { Consumer, EachBatchPayload } from 'kafkajs';
-import type { CommandContext } from '../cli/main.js';
+import type { CommandContext } from '../context.js';
 import { archiveRoot, topicName } from '../config/config.js';
 import { CdpError, ErrorCodes, ExitCode, IntegrityError, toError } from '../errors.js';
 import { createKafka } from '../kafka/client.js';

@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { PassThrough, Transform } from 'node:stream';
 import pg from 'pg';
-import type { CommandContext } from '../cli/main.js';
+import type { CommandContext } from '../context.js';
 import { archiveRoot, sourceDatabase, type Config } from '../config/config.js';
 import { loadKeyring, sealStream, type LegacyBaseEncryption } from '../archive/crypto.js';
 import { baseDumpKey, baseManifestKey, type BaseManifest } from '../archive/layout.js';

@@ -2,7 +2,7 @@
 // through the default export.
 import kafkajs, { CompressionTypes, Partitioners, type Admin, type Producer } from 'kafkajs';
 import type pg from 'pg';
-import type { CommandContext } from '../cli/main.js';
+import type { CommandContext } from '../context.js';
 import { archiveRoot, sourceDatabase, topicName, type Config } from '../config/config.js';
 import { readArchiveManifest } from '../archive/catalog.js';
 import { createStore } from '../s3/client.js';

@@ -4,7 +4,7 @@ import type { Admin } from 'kafkajs';
 import type pg from 'pg';
 import { recordSetupBreak } from '../archive/chain.js';
 import { archiveManifestKey, type ArchiveManifest } from '../archive/layout.js';
-import type { CommandContext } from '../cli/main.js';
+import type { CommandContext } from '../context.js';
 import { archiveRoot, sourceDatabase, topicName, type Config } from '../config/config.js';
 import { CdpError, ErrorCodes, ExitCode, pgError, toError } from '../errors.js';
 import { createKafka } from '../kafka/client.js';

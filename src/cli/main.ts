@@ -1,7 +1,8 @@
 import { Command, CommanderError, Option } from 'commander';
-import { loadConfig, type Config } from '../config/config.js';
+import { loadConfig } from '../config/config.js';
 import { CdpError, ErrorCodes, ExitCode, toError } from '../errors.js';
-import { createLogger, setLogger, type Logger } from '../util/log.js';
+import { createLogger, setLogger } from '../util/log.js';
+import type { CommandContext } from '../context.js';
 
 // A thin CLI over the library (STYLE.md, graphile-worker): parse, load configuration once, call one
 // function, map its outcome to the exit codes of DESIGN.md section 6.
@@ -21,12 +22,8 @@ const COMMON_FLAGS: Array<[flag: string, path: string, help: string, parse?: (v:
 
 const FLAG_KEY = (flag: string) => flag.replace(/^--/, '').split(' ')[0]!.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
 
-export interface CommandContext {
-  cfg: Config;
-  log: Logger;
-  /** Aborted on the first SIGTERM/SIGINT: daemons flush, acknowledge and return. */
-  signal: AbortSignal;
-}
+// The context type lives below the CLI (src/context.ts); re-exported for callers that import it from here.
+export type { CommandContext } from '../context.js';
 
 function contextFrom(cmd: Command, signal: AbortSignal): CommandContext {
   const opts = cmd.optsWithGlobals() as Record<string, unknown>;

@@ -1,5 +1,5 @@
 import { DeleteObjectsCommand } from '@aws-sdk/client-s3';
-import type { CommandContext } from '../cli/main.js';
+import type { CommandContext } from '../context.js';
 import { archiveRoot } from '../config/config.js';
 import { ExitCode } from '../errors.js';
 import { baseDumpKey, baseManifestKey } from '../archive/layout.js';

@@ -1,5 +1,5 @@
 import { S3Client } from '@aws-sdk/client-s3';
-import type { CommandContext } from '../cli/main.js';
+import type { CommandContext } from '../context.js';
 import { archiveRoot } from '../config/config.js';
 import { ExitCode } from '../errors.js';
 import { createStore, getObject, listObjects, putMutable, putOnce, type Store } from '../s3/client.js';

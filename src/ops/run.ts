@@ -1,4 +1,4 @@
-import type { CommandContext } from '../cli/main.js';
+import type { CommandContext } from '../context.js';
 import { CdpError, ErrorCodes, ExitCode, toError } from '../errors.js';
 import { sleep } from '../util/retry.js';
 import { startMetricsServer } from './metrics.js';

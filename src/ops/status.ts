@@ -1,5 +1,5 @@
 import pg from 'pg';
-import type { CommandContext } from '../cli/main.js';
+import type { CommandContext } from '../context.js';
 import { archiveGroupId, currentGeneration, describeGap, gapCoveredBy, listGaps } from '../archive/chain.js';
 import { archiveRoot, sourceDatabase, topicName, type Config } from '../config/config.js';
 import { ExitCode, toError } from '../errors.js';

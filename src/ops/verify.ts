@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
-import type { CommandContext } from '../cli/main.js';
+import type { CommandContext } from '../context.js';
 import { archiveRoot } from '../config/config.js';
 import { ExitCode, toError } from '../errors.js';
 import { listSegments, readArchiveManifest, readPartitionState, type ListedSegment } from '../archive/catalog.js';

@@ -5,7 +5,7 @@ import { pipeline } from 'node:stream/promises';
 import pg from 'pg';
 import { sleep } from '../util/retry.js';
 import copyStreams from 'pg-copy-streams';
-import type { CommandContext } from '../cli/main.js';
+import type { CommandContext } from '../context.js';
 import { archiveRoot } from '../config/config.js';
 import { readArchiveManifest, restorablePoint } from '../archive/catalog.js';
 import { gapCrossedError, gapsCrossed, listGaps, type StoredGap } from '../archive/chain.js';

@@ -4,7 +4,7 @@ import { readFileSync } from 'node:fs';
 import { Kafka, logLevel } from 'kafkajs';
 import pg from 'pg';
 import { pino } from 'pino';
-import type { CommandContext } from '../../../src/cli/main.js';
+import type { CommandContext } from '../../../src/context.js';
 import { loadConfig } from '../../../src/config/config.js';
 import { decodeChange, type ChangeEvent } from '../../../src/events/change-event.js';
 import { stackEnv as sharedStackEnv } from '../../support/stack.js';

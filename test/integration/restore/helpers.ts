@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { pino } from 'pino';
 import { loadConfig, type Config } from '../../../src/config/config.js';
-import type { CommandContext } from '../../../src/cli/main.js';
+import type { CommandContext } from '../../../src/context.js';
 import { parseLsn } from '../../../src/util/lsn.js';
 import { applyStackEnv, REPO } from '../../support/stack.js';
 
