@@ -24,7 +24,6 @@ export const ErrorCodes = {
   ENCRYPTION: 'CDP_ENCRYPTION',
   TARGET_OUT_OF_RANGE: 'CDP_TARGET_OUT_OF_RANGE',
   TARGET_NOT_EMPTY: 'CDP_TARGET_NOT_EMPTY',
-  RPO_BREACHED: 'CDP_RPO_BREACHED',
   SHUTDOWN: 'CDP_SHUTDOWN',
   /** A one-shot command (restore) stopped by a signal before it finished: its work is incomplete. */
   INTERRUPTED: 'CDP_INTERRUPTED',
@@ -47,7 +46,6 @@ const exitFor: Record<ErrorCode, ExitCode> = {
   CDP_ENCRYPTION: ExitCode.integrity,
   CDP_TARGET_OUT_OF_RANGE: ExitCode.usage,
   CDP_TARGET_NOT_EMPTY: ExitCode.usage,
-  CDP_RPO_BREACHED: ExitCode.rpoBreached,
   CDP_SHUTDOWN: ExitCode.ok,
   CDP_INTERRUPTED: ExitCode.failure,
   CDP_UNSUPPORTED: ExitCode.failure,
@@ -77,10 +75,6 @@ export class CdpError extends Error {
 
   get exitCode(): ExitCode {
     return exitFor[this.code];
-  }
-
-  static isRetryable(err: unknown): boolean {
-    return err instanceof CdpError ? err.canRetry : false;
   }
 }
 

@@ -1,6 +1,6 @@
 import { createRequire } from 'node:module';
 import type { Kafka } from 'kafkajs';
-import { CdpError, ErrorCodes, toError } from '../errors.js';
+import { CdpError, ErrorCodes } from '../errors.js';
 import { createCodec, type BlockCodec } from '../archive/codec.js';
 import { SCHEMA_HEADER } from '../events/change-event.js';
 
@@ -412,8 +412,4 @@ function writeVarint(b: Buffer, o: number, v: number): number {
   }
   b[o++] = z;
   return o;
-}
-
-export function describeKafkaError(err: unknown): string {
-  return toError(err).message;
 }

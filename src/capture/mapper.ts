@@ -81,15 +81,6 @@ export class ChangeMapper {
     return this.open;
   }
 
-  /** Data records produced so far in the open transaction. */
-  get positionInTransaction(): number {
-    return this.position;
-  }
-
-  get transaction(): { commitLsn: Lsn; xid: number; commitTime: number } {
-    return { commitLsn: this.commitLsn, xid: this.xid, commitTime: this.commitTime };
-  }
-
   begin(b: Begin): void {
     if (this.open) throw protocol(`pgoutput Begin of xid ${b.xid} inside the open transaction ${this.xid}`);
     this.open = true;

@@ -1,7 +1,7 @@
 import { Command, CommanderError, Option } from 'commander';
 import { loadConfig } from '../config/config.js';
 import { CdpError, ErrorCodes, ExitCode, toError } from '../errors.js';
-import { createLogger, setLogger } from '../util/log.js';
+import { createLogger } from '../util/log.js';
 import type { CommandContext } from '../context.js';
 
 // A thin CLI over the library (STYLE.md, graphile-worker): parse, load configuration once, call one
@@ -31,7 +31,6 @@ function contextFrom(cmd: Command, signal: AbortSignal): CommandContext {
   for (const [flag, path] of COMMON_FLAGS) flags[path] = opts[FLAG_KEY(flag)];
   const cfg = loadConfig({ file: opts.config as string | undefined, env: process.env, flags });
   const log = createLogger(cfg.log.level);
-  setLogger(log);
   return { cfg, log, signal };
 }
 

@@ -4,8 +4,6 @@ import { pino, type Logger } from 'pino';
 // that commands printing results (status --json, restore --dry-run) keep stdout clean.
 export type { Logger };
 
-let root: Logger | undefined;
-
 export function createLogger(level = process.env.CDP_LOG_LEVEL ?? 'info'): Logger {
   const pretty = process.stderr.isTTY && process.env.CDP_LOG_FORMAT !== 'json';
   if (pretty) {
@@ -15,13 +13,4 @@ export function createLogger(level = process.env.CDP_LOG_LEVEL ?? 'info'): Logge
     });
   }
   return pino({ level, base: { pid: process.pid } }, pino.destination({ dest: 2, sync: false }));
-}
-
-export function logger(): Logger {
-  root ??= createLogger();
-  return root;
-}
-
-export function setLogger(l: Logger): void {
-  root = l;
 }

@@ -25,12 +25,6 @@ export function lsnKey(lsn: Lsn): string {
   return lsn.toString(16).toUpperCase().padStart(16, '0');
 }
 
-export function lsnFromBigInt(v: bigint): Lsn {
-  const n = Number(v);
-  if (!Number.isSafeInteger(n)) throw new Error(`LSN ${v} is beyond 2^53`);
-  return n;
-}
-
 /** Microseconds since the Unix epoch from Postgres's microseconds since 2000-01-01. */
 export const PG_EPOCH_OFFSET_US = 946_684_800_000_000;
 
