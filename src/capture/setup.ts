@@ -10,6 +10,7 @@ import { CdpError, ErrorCodes, ExitCode, pgError, toError } from '../errors.js';
 import { createKafka } from '../kafka/client.js';
 import { checkBucket, createStore, getObjectIfExists, putOnce, type Store } from '../s3/client.js';
 import type { Logger } from '../util/log.js';
+import { withTimeout } from '../util/timeout.js';
 import { hmacPads } from './ddl-auth.js';
 import { connectCatalog, identifySystem, redactUrl } from './source.js';
 import { createSlotSql, existingSlotFailoverWarning, failoverSlotProblem } from './failover.js';
@@ -98,7 +99,8 @@ export async function setup(ctx: CommandContext, opts: { basebackup: boolean; re
     let kafka: KafkaState | undefined;
     try {
       admin = createKafka(cfg, log, 'setup').admin();
-      await withTimeout(admin.connect(), 20_000, `Kafka brokers ${cfg.kafka.brokers.join(',')} did not answer within 20 s`);
+      const noAnswer = `Kafka brokers ${cfg.kafka.brokers.join(',')} did not answer within 20 s`;
+      await withTimeout(admin.connect(), 20_000, () => new CdpError(ErrorCodes.KAFKA, noAnswer, { canRetry: true }));
       kafka = await checkKafka(admin, cfg, topic, findings);
     } catch (err) {
       findings.problems.push(`Kafka is not usable: ${describe(err)}; check kafka.brokers / CDP_KAFKA_BROKERS and that the brokers are up`);
@@ -478,18 +480,4 @@ function sameSet<T>(a: T[], b: T[]): boolean {
 
 function describe(err: unknown): string {
   return toError(err).message;
-}
-
-async function withTimeout<T>(p: Promise<T>, ms: number, message: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    return await Promise.race([
-      p,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new CdpError(ErrorCodes.KAFKA, message, { canRetry: true })), ms);
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
-  }
 }

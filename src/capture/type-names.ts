@@ -2,6 +2,7 @@ import pg from 'pg';
 import { pgError } from '../errors.js';
 import { counter } from '../ops/metrics.js';
 import type { Relation, RelationColumn, Type } from '../pg/pgoutput.js';
+import { quoteIdent } from '../pg/quote.js';
 
 // Column type names for RelationInfo.types: format_type(type oid, typmod), so that restore can
 // cast text values back ('12.50'::numeric(10,2), '{1,2}'::public.mood[]). pgoutput sends only
@@ -88,7 +89,7 @@ export class TypeNames {
 
   /** pgoutput Type message: remember the name the server sent for this oid. */
   noteType(t: Type): void {
-    this.sent.set(t.oid, t.schema === 'pg_catalog' ? t.name : `${quoteIdent(t.schema)}.${quoteIdent(t.name)}`);
+    this.sent.set(t.oid, t.schema === 'pg_catalog' ? t.name : `${quoteIdentIfNeeded(t.schema)}.${quoteIdentIfNeeded(t.name)}`);
     this.fresh.set(t.oid, t);
   }
 
@@ -106,7 +107,7 @@ export class TypeNames {
       const t = fresh.get(c.typeOid);
       if (r && t && c.typmod < 0 && r.typtype !== 'd' && !r.array && (t.schema !== r.schema || t.name !== r.typname)) {
         // The catalog is already past this change (renamed since); the Type message has the name at the change.
-        const historic = `${quoteAlways(t.schema)}.${quoteAlways(t.name)}`;
+        const historic = `${quoteIdent(t.schema)}.${quoteIdent(t.name)}`;
         this.cache.set(k, historic);
         return historic;
       }
@@ -198,11 +199,11 @@ export class TypeNames {
   }
 }
 
-export function quoteIdent(name: string): string {
+/**
+ * Quoted only when needed, like PostgreSQL's quote_ident() but without its keyword list: the names
+ * this writes into events keep their historical form. pg/quote.ts's quoteIdent always quotes (safe for
+ * reserved words too).
+ */
+function quoteIdentIfNeeded(name: string): string {
   return /^[a-z_][a-z0-9_$]*$/.test(name) ? name : `"${name.replace(/"/g, '""')}"`;
-}
-
-/** Always quoted: safe for reserved words too (quoteIdent does not know the keyword list). */
-function quoteAlways(name: string): string {
-  return `"${name.replace(/"/g, '""')}"`;
 }

@@ -26,6 +26,8 @@ import pg from 'pg';
 import { CdpError, ErrorCodes, pgError, toError } from '../errors.js';
 import type { Logger } from '../util/log.js';
 import { formatLsn, parseLsn, type Lsn } from '../util/lsn.js';
+import { withTimeout } from '../util/timeout.js';
+import { quoteIdent } from './quote.js';
 import {
   CopyTag,
   decodePgoutput,
@@ -116,11 +118,6 @@ export function pluginOptions(publication: string, serverVersionNum: number): Re
     publication_names: `"${publication.replaceAll('"', '""')}"`,
     messages: 'true',
   };
-}
-
-/** Replication commands take identifiers like SQL (repl_scanner.l): always double-quote. */
-function quoteIdent(name: string): string {
-  return `"${name.replaceAll('"', '""')}"`;
 }
 
 function quoteLiteral(value: string): string {
@@ -548,21 +545,4 @@ export class ReplicationStream implements AsyncIterable<StreamEvent> {
   private usage(message: string): CdpError {
     return new CdpError(ErrorCodes.INTERNAL, message);
   }
-}
-
-function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error(`timed out after ${ms} ms`)), ms);
-    t.unref();
-    p.then(
-      (v) => {
-        clearTimeout(t);
-        resolve(v);
-      },
-      (e: unknown) => {
-        clearTimeout(t);
-        reject(e);
-      },
-    );
-  });
 }

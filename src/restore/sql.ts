@@ -1,4 +1,5 @@
 import type { RelationInfo } from '../events/change-event.js';
+import { quoteIdent } from '../pg/quote.js';
 
 // SQL text for replay. Values travel as PostgreSQL text output (DESIGN.md section 3), so every value
 // becomes a string literal cast to its column type ('42'::integer): the type's input function reads
@@ -7,9 +8,7 @@ import type { RelationInfo } from '../events/change-event.js';
 // both set standard_conforming_strings = on, so a backslash in a literal is an ordinary character
 // (PostgreSQL docs 4.1.2.1 "String Constants").
 
-export function quoteIdent(name: string): string {
-  return `"${name.replace(/"/g, '""')}"`;
-}
+export { quoteIdent };
 
 export function quoteLiteral(value: string): string {
   if (value.includes('\u0000')) throw new Error('a text value cannot contain NUL');
