@@ -6,7 +6,7 @@ import { parseLsn } from '../../src/util/lsn.js';
 import { allRows, compareContents, contentFingerprint, diffSchemaDumps, schemaDump } from '../integration/restore/schema-compare.js';
 import { pipelineEnv, rand, REPO, restorableLsn, runCli, stackEnvironment, waitFor } from '../integration/restore/helpers.js';
 import { withClient } from '../support/stack.js';
-import { clientConfigFile, clusterUrl, createDb, dropDb, newestPgDump, normaliseDump, SCHEMA, tool, workload } from './support.js';
+import { clientConfigFile, clusterUrl, createDb, deleteTopics, dropDb, newestPgDump, normaliseDump, SCHEMA, tool, workload } from './support.js';
 
 // A failover on PostgreSQL 17 with a failover slot (README "Failover and major upgrades"): a
 // physical standby of the 17 cluster, built with pg_basebackup, runs with sync_replication_slots;
@@ -77,6 +77,7 @@ afterAll(async () => {
   }).catch(() => {});
   await dropDb(17, name);
   await dropDb(17, restored);
+  await deleteTopics([name]);
 });
 
 describe('failover with a failover slot (PostgreSQL 17)', () => {

@@ -1,7 +1,7 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { pipelineEnv, rand, runCli, stackEnvironment } from '../integration/restore/helpers.js';
 import { withClient } from '../support/stack.js';
-import { createDb, dropDb, type Major } from './support.js';
+import { createDb, deleteTopics, dropDb, type Major } from './support.js';
 
 // source.failoverSlot (CDP_FAILOVER_SLOT): on 17+ setup creates the slot with failover = true (a
 // standby with sync_replication_slots keeps a copy, capture/failover.ts); on 15 and 16 setup
@@ -12,6 +12,7 @@ const made: Array<[Major, string]> = [];
 
 afterAll(async () => {
   for (const [m, db] of made) await dropDb(m, db);
+  await deleteTopics(made.map(([, db]) => db));
 });
 
 async function source(major: Major): Promise<{ url: string; env: Record<string, string> }> {

@@ -4,7 +4,7 @@ import { parseLsn } from '../../src/util/lsn.js';
 import { compareContents, contentFingerprint, allRows, diffSchemaDumps, schemaDump } from '../integration/restore/schema-compare.js';
 import { pipelineEnv, rand, REPO, restorableLsn, runCli, stackEnvironment, waitFor } from '../integration/restore/helpers.js';
 import { withClient } from '../support/stack.js';
-import { clientConfigFile, createDb, dropDb, newestPgDump, NEWER, normaliseDump, SCHEMA, workload, type Major } from './support.js';
+import { clientConfigFile, createDb, deleteTopics, dropDb, newestPgDump, NEWER, normaliseDump, SCHEMA, workload, type Major } from './support.js';
 
 // The version matrix (README "PostgreSQL versions", issue 10), each cell a whole pipeline on real
 // servers: setup (publication, slot, DDL capture, base by pg_dump), `cdp run` (capture + archive to
@@ -47,6 +47,7 @@ afterAll(async () => {
       await dropDb(Number(major) as Major, db);
     }
   }
+  await deleteTopics(cells.map((c) => c.env.CDP_TOPIC!));
 });
 
 async function stopRun(cell: Cell): Promise<void> {

@@ -1,6 +1,7 @@
 import { writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Kafka, logLevel } from 'kafkajs';
 import pg from 'pg';
 import { stackEnv, withClient } from '../support/stack.js';
 
@@ -52,6 +53,21 @@ export async function dropDb(major: Major, db: string): Promise<void> {
     }
     await c.query(`DROP DATABASE IF EXISTS ${db} WITH (FORCE)`);
   }).catch(() => {});
+}
+
+/** Deletes the tests' Kafka topics (cleanup; never throws). */
+export async function deleteTopics(topics: string[]): Promise<void> {
+  if (topics.length === 0) return;
+  const brokers = (process.env.CDP_KAFKA_BROKERS ?? stackEnv().CDP_KAFKA_BROKERS ?? '127.0.0.1:9092').split(',');
+  const admin = new Kafka({ brokers, logLevel: logLevel.NOTHING }).admin();
+  try {
+    await admin.connect();
+    await admin.deleteTopics({ topics });
+  } catch {
+    /* cleanup only */
+  } finally {
+    await admin.disconnect().catch(() => {});
+  }
 }
 
 /** A config file naming the client programs of `major` (basebackup.pgDumpPath / pgRestorePath have no environment variable). */
