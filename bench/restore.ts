@@ -138,7 +138,7 @@ async function main(): Promise<void> {
     // The same changes as archived segments.
     const tb = Date.now();
     const writers = Array.from({ length: PARTITIONS }, (_, p) => ({ w: new SegmentWriter({ partition: p, codec: 'zstandard', zstdLevel: 1 }), offset: 0 }));
-    let lastKey = ['', '', ''];
+    const lastKey = ['', '', ''];
     const flush = async (p: number) => {
       const s = writers[p]!;
       if (s.w.count === 0) return;

@@ -347,6 +347,7 @@ export async function startArchiver(ctx: CommandContext, opts: ArchiverOptions =
     log.info({ partition: l.partition, first: String(first), expected: String(expected), low: po?.low, high: po?.high, generation: gen.generation, epoch: gen.topicEpoch }, 'archive lane started');
   };
 
+  // eslint-disable-next-line @typescript-eslint/unbound-method -- kafkajs's payload functions are closures, typed as methods
   const eachBatch = async ({ batch, resolveOffset, heartbeat, isRunning, isStale }: EachBatchPayload) => {
     batchesInFlight += 1;
     try {

@@ -83,8 +83,7 @@ export function readValuePrefix(value: Buffer): ValuePrefix {
   [, pos] = readLong(value, pos); // changeLsn
   [, pos] = readLong(value, pos); // endLsn
   [, pos] = readLong(value, pos); // xid
-  let commitTime: number;
-  [commitTime, pos] = readLong(value, pos);
+  const [commitTime] = readLong(value, pos);
   return { op, commitLsn, commitTime };
 }
 

@@ -69,7 +69,7 @@ export const ConfigSchema = z.strictObject({
       bucket: z.string().regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, 'must be a valid S3 bucket name').default('katya-cdp'),
       prefix: z
         .string()
-        .regex(/^[A-Za-z0-9._\/-]*$/, 'may hold letters, digits, . _ - and /')
+        .regex(/^[A-Za-z0-9._/-]*$/, 'may hold letters, digits, . _ - and /')
         .transform((s) => s.replace(/^\/+|\/+$/g, ''))
         .default('cdp'),
       region: z.string().default('us-east-1'),

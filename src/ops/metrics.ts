@@ -1,4 +1,4 @@
-import { createServer, type Server } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import client from 'prom-client';
 import type { Config } from '../config/config.js';
 import type { Logger } from '../util/log.js';
@@ -32,7 +32,7 @@ export function registerHealth(name: string, check: HealthCheck): void {
 
 export async function startMetricsServer(cfg: Config, log: Logger): Promise<{ close(): Promise<void>; port: number }> {
   if (cfg.metrics.port === 0 && process.env.CDP_METRICS_EPHEMERAL !== '1') return { close: async () => {}, port: 0 };
-  const server: Server = createServer(async (req, res) => {
+  const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
     try {
       if (req.url === '/metrics') {
         res.writeHead(200, { 'content-type': registry.contentType });
@@ -53,6 +53,15 @@ export async function startMetricsServer(cfg: Config, log: Logger): Promise<{ cl
     } catch (err) {
       res.writeHead(500).end(String(err));
     }
+  };
+  // node:http ignores what a handler returns: a failure the handler could not answer with a 500
+  // (writeHead throws once headers are sent) drops that connection instead of becoming an
+  // unhandled rejection, which would stop the daemon.
+  const server: Server = createServer((req, res) => {
+    handle(req, res).catch((err: unknown) => {
+      log.warn({ err }, 'metrics endpoint: request failed');
+      res.destroy();
+    });
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);

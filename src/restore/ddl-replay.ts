@@ -165,9 +165,13 @@ export function blankLiterals(text: Buffer): Buffer {
       let depth = 1;
       i += 2;
       while (i < n && depth > 0) {
-        if (out[i] === 0x2f && out[i + 1] === 0x2a) (depth++, (i += 2));
-        else if (out[i] === 0x2a && out[i + 1] === 0x2f) (depth--, (i += 2));
-        else i++;
+        if (out[i] === 0x2f && out[i + 1] === 0x2a) {
+          depth++;
+          i += 2;
+        } else if (out[i] === 0x2a && out[i + 1] === 0x2f) {
+          depth--;
+          i += 2;
+        } else i++;
       }
     } else if (ch === 0x22) {
       i++;

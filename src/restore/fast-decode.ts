@@ -192,7 +192,7 @@ export interface FastSegment {
 export function openSegment(bytes: Buffer, opts: { expectedSha256: string; keyring?: Keyring; key?: string; decoder: ChangeEventDecoder }): FastSegment {
   const c = openContainer(bytes, { expectedSha256: opts.expectedSha256, keyring: opts.keyring, key: opts.key });
   const schemaText = c.meta.get('avro.schema')?.toString('utf8');
-  let ours = false;
+  let ours: boolean;
   try {
     ours = schemaText !== undefined && JSON.stringify(JSON.parse(schemaText)) === OUR_SCHEMA;
   } catch {

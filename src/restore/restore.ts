@@ -123,6 +123,7 @@ function outOfRange(why: string, bases: BaseManifestExt[], point: { lsn: Lsn; ti
  */
 /** Text for a -- comment line: no line break or other control character can end the comment. */
 function oneLine(s: string): string {
+  // eslint-disable-next-line no-control-regex -- matching control characters is the point
   return s.replace(/[\u0000-\u001f\u007f\u2028\u2029]/g, '?');
 }
 
@@ -506,7 +507,7 @@ export async function runRestore(
   }));
 
   let end: Extract<ReplayItem, { type: 'end' }> | undefined;
-  let replayStarted = Date.now();
+  let replayStarted: number;
   try {
     if (client && !resumed) {
       // 1. The base, downloaded and checked (size, SHA-256, envelope) before anything is written:

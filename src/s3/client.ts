@@ -8,7 +8,7 @@ import {
   type PutObjectCommandInput,
 } from '@aws-sdk/client-s3';
 import type { Config } from '../config/config.js';
-import { CdpError, ErrorCodes } from '../errors.js';
+import { CdpError, ErrorCodes, toError } from '../errors.js';
 import type { Logger } from '../util/log.js';
 import { withRetry } from '../util/retry.js';
 
@@ -215,7 +215,7 @@ export async function checkBucket(store: Store): Promise<void> {
         : status === 403
           ? 'check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY and the bucket policy'
           : 'check s3.endpoint / CDP_S3_ENDPOINT and that the server is up';
-    throw new CdpError(ErrorCodes.S3, `bucket ${store.bucket} is not usable (${(err as AwsLikeError)?.name ?? err}): ${hint}`, {
+    throw new CdpError(ErrorCodes.S3, `bucket ${store.bucket} is not usable (${(err as AwsLikeError)?.name ?? toError(err).message}): ${hint}`, {
       cause: err,
       details: { httpStatus: status },
     });

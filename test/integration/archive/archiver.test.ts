@@ -1,4 +1,4 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { fetchSegment, readSegment } from '../../../src/archive/segment.js';
 import { listSegments, readPartitionStates, restorablePoint } from '../../../src/archive/catalog.js';
 import { keyringOf, parseMasterKey } from '../../../src/archive/crypto.js';

@@ -58,7 +58,7 @@ async function connectAdmin(): Promise<pg.Client> {
       return c;
     } catch (err) {
       await c.end().catch(() => undefined);
-      if (Date.now() > deadline) throw new Error(`Postgres at ${ADMIN_URL} unreachable for 5 minutes: ${String(err)}`);
+      if (Date.now() > deadline) throw new Error(`Postgres at ${ADMIN_URL} unreachable for 5 minutes: ${String(err)}`, { cause: err });
       await sleep(2_000);
     }
   }

@@ -250,7 +250,7 @@ describe('DDL replay trusts nothing but the engine and runs with no more privile
     try {
       execFileSync('psql', ['-q', '-X', '-d', manual, '-f', sqlFile], { stdio: 'pipe' });
     } catch (err) {
-      throw new Error(`psql -f ${sqlFile}: ${String((err as { stderr?: Buffer }).stderr ?? err)}`);
+      throw new Error(`psql -f ${sqlFile}: ${String((err as { stderr?: Buffer }).stderr ?? err)}`, { cause: err });
     }
     expect(await withClient(manual, fingerprint)).toEqual(a);
     expect(await compareSchemas({ dump: await schemaDump(url) }, manual)).toBeNull();

@@ -6,7 +6,7 @@ import { ProducePipeline } from '../../../src/capture/pipeline.js';
 
 // The pipeline's batching by bytes, with a send that resolves when the test says so.
 
-function pipeline(maxBytes: number, fail?: unknown) {
+function pipeline(maxBytes: number, fail?: Error) {
   const sent: OutRecord[][] = [];
   const pending: (() => void)[] = [];
   const errors: CdpError[] = [];

@@ -24,7 +24,7 @@ describe('passwords never reach a child command line', () => {
   });
 
   it('pg_dump and pg_restore arguments carry no password', async () => {
-    const cfg = await loadConfig({ env: { CDP_SOURCE_URL: 'postgres://bob:hunter2@127.0.0.1:5432/shop' }, flags: {} });
+    const cfg = loadConfig({ env: { CDP_SOURCE_URL: 'postgres://bob:hunter2@127.0.0.1:5432/shop' }, flags: {} });
     const dump = pgDumpArgs(cfg, '00000003-00000002-1', ['katya_cdp']);
     expect(dump.join(' ')).not.toContain('hunter2');
     expect(dump).toContain('--dbname=postgres://bob@127.0.0.1:5432/shop');
