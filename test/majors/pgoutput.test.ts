@@ -85,15 +85,17 @@ describe('pgoutput of every major', () => {
           // 15 words it "but we only support", 16+ "but server only supports".
           else await expect(attempt).rejects.toThrow(new RegExp(`client sent proto_version=${v} but (we|server) only supports? protocol ${MAX_PROTO[m]} or lower`));
         }
-        const origin = peek(c, { ...base, proto_version: '1', origin: 'none' });
-        const parallel = peek(c, { ...base, proto_version: '4', streaming: 'parallel' });
+        // One query at a time on the connection: each attempt settles before the next starts.
+        const outcome = (opts: Record<string, string>) => peek(c, opts).then((r) => r.types, (e: unknown) => e as Error);
+        const origin = await outcome({ ...base, proto_version: '1', origin: 'none' });
+        const parallel = await outcome({ ...base, proto_version: '4', streaming: 'parallel' });
         if (m >= 16) {
-          expect((await origin).types).toBe('BRIIMUDRTC');
-          expect((await parallel).types).toBe('BRIIMUDRTC');
+          expect(origin).toBe('BRIIMUDRTC');
+          expect(parallel).toBe('BRIIMUDRTC');
         } else {
-          await expect(origin).rejects.toThrow('unrecognized pgoutput option: origin');
+          expect(String(origin)).toContain('unrecognized pgoutput option: origin');
           // 15 parses streaming as a boolean (options are checked before the protocol version).
-          await expect(parallel).rejects.toThrow('streaming requires a Boolean value');
+          expect(String(parallel)).toContain('streaming requires a Boolean value');
         }
         const gen = c.query(`ALTER PUBLICATION ${name} SET (publish_generated_columns = stored)`);
         if (m >= 18) {
