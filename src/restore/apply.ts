@@ -20,7 +20,7 @@ import {
 } from './sql.js';
 import type { TxnHeader } from './target.js';
 import { ddlNeededForTables } from './ddl-filter.js';
-import { ddlReplaySql, encodedText, planDdl, RoleRunners, SESSION_SETTINGS, type DdlContent } from './ddl-replay.js';
+import { ddlReplaySql, encodedText, overrideKey, planDdl, RoleRunners, SESSION_SETTINGS, type DdlContent } from './ddl-replay.js';
 
 // Applies the replay stream through a SqlSink (a live session, or a .sql file).
 //
@@ -416,16 +416,31 @@ export class Applier {
     if (plan.overridden) this.opts.onDdlOverridden?.(ev, plan.statement ?? '');
     if (!c.v || c.v < 2) {
       this.opts.onLegacyDdl?.(ev);
-    } else if (plan.statement !== undefined && !plan.overridden) {
-      if (this.opts.ddlRole) plan.role = this.opts.ddlRole;
-      else if (plan.role && this.opts.roleExists && !this.opts.roleExists(plan.role)) {
-        throw new CdpError(
-          ErrorCodes.UNSUPPORTED,
-          `the ${c.tag ?? 'DDL'} of transaction xid ${ev.xid} (commit LSN ${formatLsn(ev.commitLsn)}) ran as role ${JSON.stringify(plan.role)} on the source, ` +
-            `which does not exist on the target: restore replays DDL with the privileges of the role that ran it, never more. ` +
-            `Create the role on the target (CREATE ROLE ${quoteIdentSql(plan.role)} NOLOGIN) and restore again, or name a role to replay DDL as with --ddl-role ROLE`,
-          { details: { role: plan.role, xid: ev.xid, commitLsn: formatLsn(ev.commitLsn) } },
-        );
+    } else if ((plan.statement !== undefined || plan.after !== undefined) && !plan.overridden) {
+      // --ddl-role stands in only where the source's role cannot be used: it could not be vouched
+      // for (the DDL ran inside another role's SECURITY DEFINER function), or the target lacks it.
+      const where = `the ${c.tag ?? 'DDL'} of transaction xid ${ev.xid} (commit LSN ${formatLsn(ev.commitLsn)})`;
+      if (plan.role === undefined) {
+        if (!this.opts.ddlRole) {
+          throw new CdpError(
+            ErrorCodes.UNSUPPORTED,
+            `${where} ran inside a SECURITY DEFINER function of a role the session ${JSON.stringify(c.sessionUser ?? '')} may not act as: which role's privileges it had cannot be vouched for, ` +
+              `and replaying it as either could give it more. Name the role to replay such DDL as with --ddl-role ROLE (not a superuser), or supply its SQL with --ddl-override (key ${JSON.stringify(overrideKey(at))})`,
+            { details: { xid: ev.xid, commitLsn: formatLsn(ev.commitLsn), sessionUser: c.sessionUser ?? null } },
+          );
+        }
+        plan.role = this.opts.ddlRole;
+      } else if (this.opts.roleExists && !this.opts.roleExists(plan.role)) {
+        if (!this.opts.ddlRole) {
+          throw new CdpError(
+            ErrorCodes.UNSUPPORTED,
+            `${where} ran as role ${JSON.stringify(plan.role)} on the source, ` +
+              `which does not exist on the target: restore replays DDL with the privileges of the role that ran it, never more. ` +
+              `Create the role on the target (CREATE ROLE ${quoteIdentSql(plan.role)} NOLOGIN) and restore again, or name a role to replay such DDL as with --ddl-role ROLE`,
+            { details: { role: plan.role, xid: ev.xid, commitLsn: formatLsn(ev.commitLsn) } },
+          );
+        }
+        plan.role = this.opts.ddlRole;
       }
     }
     return ddlReplaySql(plan, this.runners, this.opts.sessionSql);
@@ -665,10 +680,9 @@ export class Applier {
   private emitFor(ref: TableRef, sql: string): void {
     const owner = this.ownerRunner(ref);
     if (!owner || !sql) return this.emit(sql);
-    const r = this.runners.runner(owner);
     // The owner's code may have changed session settings (client_encoding would garble every later
     // value): the restore session's own settings are put back after it, as after DDL.
-    this.emit(`${r.create}DO $cdp_rows$ BEGIN PERFORM ${r.name}(${encodedText(sql)}); END $cdp_rows$;\nRESET ALL; ${this.opts.sessionSql ?? SESSION_SETTINGS}\n`);
+    this.emit(`${this.runners.call(owner, encodedText(sql))}RESET ALL; ${this.opts.sessionSql ?? SESSION_SETTINGS}\n`);
   }
 
   private emit(sql: string): void {

@@ -125,8 +125,20 @@ const NOT_DDL = new Set([
   'ReindexStmt', 'ReturnStmt', 'PLAssignStmt', 'CallContext',
 ]);
 
+function isRollback(stmt: Record<string, unknown>): boolean {
+  const kind = (stmt.TransactionStmt as { kind?: string } | undefined)?.kind;
+  return kind === 'TRANS_STMT_ROLLBACK' || kind === 'TRANS_STMT_ROLLBACK_TO' || kind === 'TRANS_STMT_ROLLBACK_PREPARED';
+}
+
+/** Object types that live outside the database (docs: event triggers do not fire for them). */
+const SHARED_OBJECTS = new Set(['OBJECT_DATABASE', 'OBJECT_ROLE', 'OBJECT_TABLESPACE', 'OBJECT_PARAMETER_ACL']);
+
 function firesDdlEvent(stmt: Record<string, unknown>, serverVersion: number): boolean {
   const t = nodeType(stmt);
+  const body = stmt[t] as Record<string, unknown>;
+  // GRANT / COMMENT / RENAME / OWNER / SECURITY LABEL on a database, role or tablespace fire nothing.
+  const objType = String(body?.objtype ?? body?.renameType ?? body?.objectType ?? '');
+  if (['GrantStmt', 'CommentStmt', 'RenameStmt', 'AlterOwnerStmt', 'SecLabelStmt'].includes(t) && SHARED_OBJECTS.has(objType)) return false;
   if (t === 'SelectStmt') return Boolean((stmt.SelectStmt as { intoClause?: unknown }).intoClause);
   // REINDEX fires ddl_command_end from PostgreSQL 17 on.
   if (t === 'ReindexStmt') return serverVersion >= 170000;
@@ -213,17 +225,30 @@ export function splitStatements(command: string, scsOff: boolean): Statement[] {
   });
 }
 
-/** The statement is about a temporary object (TEMP, or in pg_temp): nothing for restore to do. */
-function createsTemporary(node: Record<string, unknown> | undefined): boolean {
-  if (!node) return false;
-  const t = nodeType(node);
-  const body = node[t] as Record<string, unknown>;
-  const rv = (t === 'CreateStmt' ? body.relation : t === 'CreateTableAsStmt' ? (body.into as { rel?: unknown })?.rel : t === 'ViewStmt' ? body.view : t === 'CreateSeqStmt' ? body.sequence : undefined) as
-    | { relpersistence?: string; schemaname?: string }
-    | undefined;
-  if (rv && rv.relpersistence === 't') return true;
-  // Any relation named in pg_temp (the server's own SPI statements name pg_temp_N explicitly).
-  return /"schemaname":"pg_temp(_\d+)?"/.test(JSON.stringify(node));
+/** Relations a parse tree names (RangeVar nodes). */
+function rangeVars(node: unknown, out: Array<{ schemaname?: string; relpersistence?: string }> = []): Array<{ schemaname?: string; relpersistence?: string }> {
+  if (Array.isArray(node)) for (const x of node) rangeVars(x, out);
+  else if (node && typeof node === 'object') {
+    for (const [k, v] of Object.entries(node)) {
+      if (k === 'RangeVar' && v && typeof v === 'object') out.push(v as { schemaname?: string; relpersistence?: string });
+      else if ((k === 'relation' || k === 'rel' || k === 'view' || k === 'sequence' || k === 'name') && v && typeof v === 'object' && 'relname' in (v as object)) out.push(v as { schemaname?: string; relpersistence?: string });
+      rangeVars(v, out);
+    }
+  }
+  return out;
+}
+
+/**
+ * 'all': every relation the statement names is temporary (TEMP, or in pg_temp): nothing for
+ * restore to do. 'some': temporary and permanent ones mixed (REVOKE ... ON t, pg_temp.x): neither
+ * skipping it nor running it is exact. 'none' otherwise.
+ */
+function temporaryRelations(node: Record<string, unknown> | undefined): 'all' | 'some' | 'none' {
+  if (!node) return 'none';
+  const rvs = rangeVars(node);
+  const temp = rvs.filter((r) => r.relpersistence === 't' || /^pg_temp(_\d+)?$/.test(r.schemaname ?? ''));
+  if (temp.length === 0) return 'none';
+  return temp.length === rvs.length ? 'all' : 'some';
 }
 
 /** First keyword of a statement, past whitespace and comments. */
@@ -265,7 +290,7 @@ function withoutConcurrently(node: Record<string, unknown>, text: string): strin
     if (!rv?.relname) return plain;
     const part = rv.schemaname ? `${quoteIdent(rv.schemaname)}.${quoteIdent(rv.relname)}` : quoteIdent(rv.relname);
     return (
-      `DO $cdp_detach$ DECLARE part pg_catalog.regclass := ${quoteLiteral(part)}::pg_catalog.regclass; def pg_catalog.text; BEGIN\n` +
+      `DO $cdp_detach$ DECLARE part pg_catalog.regclass := ${encodedText(part)}::pg_catalog.regclass; def pg_catalog.text; BEGIN\n` +
       `  def := pg_catalog.pg_get_partition_constraintdef(part);\n` +
       `  EXECUTE ${encodedText(plain)};\n` +
       `  IF def IS NOT NULL AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint c WHERE c.conrelid = part AND c.contype = 'c'\n` +
@@ -344,7 +369,9 @@ export function planDdl(c: DdlContent, at: DdlAt, overrides?: Map<string, string
     return { statement: c.command, settings: {}, searchPath: c.searchPath, commitAfterTransaction: isEnumAddValue(undefined, c), overridden: false };
   }
   if (c.inExtension || onlyTemporary(c)) return { settings, commitAfterTransaction: false, overridden: false };
-  const role = c.roleVerified ? c.role : c.sessionUser;
+  // A role that could not be vouched for (the DDL ran inside another role's SECURITY DEFINER
+  // function): neither that role nor the login may be right; apply.ts stops unless --ddl-role.
+  const role = c.roleVerified ? c.role : undefined;
   let node: Record<string, unknown> | undefined;
   let text: string;
   if (c.nested) {
@@ -366,6 +393,11 @@ export function planDdl(c: DdlContent, at: DdlAt, overrides?: Map<string, string
     } catch (err) {
       throw unsupported(at, c, `the query string does not parse with the PostgreSQL parser (${(err as Error).message}): ${JSON.stringify(c.command.slice(0, 300))}`);
     }
+    // A DDL statement rolled back (ROLLBACK, ROLLBACK TO SAVEPOINT) left no event, so the events
+    // of the statements after it cannot be told apart by their ordinal.
+    if (stmts.some((x) => isRollback(x.node)) && stmts.filter((x) => firesDdlEvent(x.node, c.serverVersion ?? 150000)).length > 1) {
+      throw unsupported(at, c, `its query string rolls back part of its work (ROLLBACK / ROLLBACK TO SAVEPOINT) between DDL statements, so which statement this event is cannot be told: ${JSON.stringify(c.command.slice(0, 300))}`);
+    }
     const ddl = stmts.filter((s) => firesDdlEvent(s.node, c.serverVersion ?? 150000));
     const seq = c.seq ?? 0;
     const s = ddl[seq - 1];
@@ -373,7 +405,9 @@ export function planDdl(c: DdlContent, at: DdlAt, overrides?: Map<string, string
     node = s.node;
     text = s.text;
   }
-  if (createsTemporary(node)) return { settings, commitAfterTransaction: false, overridden: false };
+  const temp = temporaryRelations(node);
+  if (temp === 'all') return { settings, commitAfterTransaction: false, overridden: false };
+  if (temp === 'some') throw unsupported(at, c, `it names temporary and permanent relations together: ${JSON.stringify(text.slice(0, 300))}`);
   const tagWord = (c.tag ?? '').split(' ')[0]!.toUpperCase();
   const word = firstWord(text);
   if (tagWord && word !== tagWord && !(tagWord === 'SELECT' && (word === 'WITH' || word === ''))) {
@@ -410,19 +444,23 @@ export function encodedText(sql: string): string {
 
 const SETTING_NAME = /^[A-Za-z_][A-Za-z0-9_.]*$/;
 
-/** Per session: the SECURITY DEFINER function that runs SQL as a role (created on first use). */
+/**
+ * The SECURITY DEFINER function that runs SQL as a role. Created again (by the restore's
+ * superuser) right before every call and gone right after it (DISCARD TEMP): the role owns it,
+ * so its own code could otherwise replace it with an invoker's-rights one that a later call would
+ * run as the superuser; and whatever that code left in pg_temp (a type shadowing a catalog one)
+ * goes too.
+ */
 export class RoleRunners {
-  private readonly names = new Map<string, string>();
-  /** SQL that creates the runner for `role` if this session has none yet, and its name. */
-  runner(role: string): { create: string; name: string } {
-    let name = this.names.get(role);
-    if (name) return { create: '', name };
-    name = `pg_temp.cdp_as_${this.names.size + 1}`;
-    this.names.set(role, name);
-    const create =
+  /** SQL that runs `sqlText` (already an SQL expression, see encodedText) as `role`. */
+  call(role: string, expr: string): string {
+    const name = 'pg_temp.cdp_as';
+    return (
       `CREATE OR REPLACE FUNCTION ${name}(q pg_catalog.text) RETURNS void LANGUAGE plpgsql SECURITY DEFINER AS $cdp_fn$BEGIN EXECUTE q; END$cdp_fn$;\n` +
-      `ALTER FUNCTION ${name}(pg_catalog.text) OWNER TO ${quoteIdent(role)};\n`;
-    return { create, name };
+      `ALTER FUNCTION ${name}(pg_catalog.text) OWNER TO ${quoteIdent(role)};\n` +
+      `DO $cdp_run$ BEGIN PERFORM ${name}(${expr}); END $cdp_run$;\n` +
+      `DISCARD TEMP;\n`
+    );
   }
 }
 
@@ -435,20 +473,22 @@ export function ddlReplaySql(plan: DdlPlan, runners: RoleRunners = new RoleRunne
   const set: string[] = [];
   for (const [name, value] of Object.entries(plan.settings)) {
     if (!SETTING_NAME.test(name)) continue;
-    set.push(`pg_catalog.set_config(${quoteLiteral(name)}, ${quoteLiteral(value)}, false)`);
+    // Values come from the stream: base64, never SQL text (a schema name holding "$cdp_set$\\! cmd"
+    // would otherwise end the dollar quote in the --sql file and hand psql a shell command).
+    set.push(`pg_catalog.set_config(${quoteLiteral(name)}, ${encodedText(value)}, false)`);
   }
-  if (plan.searchPath && !plan.overridden) set.push(`pg_catalog.set_config('search_path', ${quoteLiteral(plan.searchPath)}, false)`);
+  // pg_temp listed last: otherwise it is searched first for types and tables, and code the replay
+  // ran could have left a pg_temp type there shadowing the one the statement names.
+  if (plan.searchPath && !plan.overridden) set.push(`pg_catalog.set_config('search_path', ${encodedText(plan.searchPath)} || ', pg_temp', false)`);
   // The restore session's own literals assume standard_conforming_strings = on: set it last (each
   // query string is parsed before any of it runs, so this is belt and braces).
   const scs = set.findIndex((x) => x.includes("'standard_conforming_strings'"));
   if (scs >= 0) set.push(...set.splice(scs, 1));
   let sql = '';
-  const runAs = plan.role && !plan.overridden ? runners.runner(plan.role) : undefined;
-  if (runAs) sql += runAs.create;
+  const role = plan.role && !plan.overridden ? plan.role : undefined;
   // In a DO block so that psql prints nothing for it; the settings live for the session until reset.
   if (set.length > 0) sql += `DO $cdp_set$ BEGIN PERFORM ${set.join(', ')}; END $cdp_set$;\n`;
-  const run = (text: string) =>
-    runAs ? `DO $cdp_ddl$ BEGIN PERFORM ${runAs.name}(${encodedText(text)}); END $cdp_ddl$;\n` : `DO $cdp_ddl$ BEGIN EXECUTE ${encodedText(text)}; END $cdp_ddl$;\n`;
+  const run = (text: string) => (role ? runners.call(role, encodedText(text)) : `DO $cdp_ddl$ BEGIN EXECUTE ${encodedText(text)}; END $cdp_ddl$;\n`);
   if (plan.statement !== undefined) sql += run(plan.statement);
   if (plan.after) sql += run(plan.after);
   sql += `RESET ALL; ${sessionSql}\n`;

@@ -1,5 +1,5 @@
 import { beforeAll, describe, expect, it } from 'vitest';
-import { blankLiterals, ddlReplaySql, innerStatement, loadParser, planDdl, RoleRunners, splitStatements, type DdlContent } from '../../../src/restore/ddl-replay.js';
+import { blankLiterals, ddlReplaySql, innerStatement, loadParser, planDdl, splitStatements, type DdlContent } from '../../../src/restore/ddl-replay.js';
 import { CdpError } from '../../../src/errors.js';
 
 const at = { commitLsn: 0x1000, xid: 742, position: 3 };
@@ -7,7 +7,7 @@ const v2 = (c: Partial<DdlContent>): DdlContent => ({ v: 2, command: '', tag: 'C
 
 /** The statement a replay runs, decoded from its base64 DO block. */
 function statementOf(sql: string): string | undefined {
-  const m = /decode\('([A-Za-z0-9+/=]*)', 'base64'\)/.exec(sql);
+  const m = /(?:cdp_as\(|EXECUTE )pg_catalog\.convert_from\(pg_catalog\.decode\('([A-Za-z0-9+/=]*)', 'base64'\)/.exec(sql);
   return m ? Buffer.from(m[1]!, 'base64').toString('utf8') : undefined;
 }
 
@@ -58,47 +58,56 @@ describe('planning one DDL event', () => {
   });
   it('runs as the role, with the settings, and returns to the session state; the text never appears as SQL', () => {
     const sql = ddlReplaySql(planDdl(v2({ command: "COMMENT ON TABLE t IS 'it\\'s'", tag: 'COMMENT', settings: { standard_conforming_strings: 'off', TimeZone: 'Asia/Tokyo' } }), at));
-    // A SECURITY DEFINER function owned by the role runs it: code inside cannot RESET ROLE.
-    expect(sql.startsWith('CREATE OR REPLACE FUNCTION pg_temp.cdp_as_1(q pg_catalog.text) RETURNS void LANGUAGE plpgsql SECURITY DEFINER')).toBe(true);
-    expect(sql).toContain('ALTER FUNCTION pg_temp.cdp_as_1(pg_catalog.text) OWNER TO "app";');
-    expect(sql).toMatch(/DO \$cdp_ddl\$ BEGIN PERFORM pg_temp\.cdp_as_1\(pg_catalog\.convert_from/);
+    // A SECURITY DEFINER function owned by the role runs it: code inside cannot RESET ROLE. It is
+    // made again right before the call and discarded right after (its owner could replace it).
+    expect(sql).toContain('CREATE OR REPLACE FUNCTION pg_temp.cdp_as(q pg_catalog.text) RETURNS void LANGUAGE plpgsql SECURITY DEFINER');
+    expect(sql).toMatch(/ALTER FUNCTION pg_temp\.cdp_as\(pg_catalog\.text\) OWNER TO "app";\nDO \$cdp_run\$ BEGIN PERFORM pg_temp\.cdp_as\(pg_catalog\.convert_from\(.*\nDISCARD TEMP;\n/);
     // standard_conforming_strings last: the SELECT is parsed before any of it takes effect anyway.
-    expect(sql).toContain(`pg_catalog.set_config('TimeZone', 'Asia/Tokyo', false), pg_catalog.set_config('search_path', 'public', false), pg_catalog.set_config('standard_conforming_strings', 'off', false); END $cdp_set$;`);
+    // Values from the stream are base64 (a schema name could hold a dollar-quote tag and a psql command).
+    const b = (x: string) => `pg_catalog.convert_from(pg_catalog.decode('${Buffer.from(x).toString('base64')}', 'base64'), 'UTF8')`;
+    expect(sql).toContain(`pg_catalog.set_config('TimeZone', ${b('Asia/Tokyo')}, false), pg_catalog.set_config('search_path', ${b('public')} || ', pg_temp', false), pg_catalog.set_config('standard_conforming_strings', ${b('off')}, false); END $cdp_set$;`);
     expect(sql).not.toContain('COMMENT');
     expect(statementOf(sql)).toBe("COMMENT ON TABLE t IS 'it\\'s'");
     // Then the restore session's own settings, whole.
     expect(sql).toMatch(/\nRESET ALL; SET client_encoding = 'UTF8'; SET standard_conforming_strings = on; .*SET search_path = pg_catalog, pg_temp;.*\n$/);
   });
-  it('creates the runner of a role once per session', () => {
-    const runners = new RoleRunners();
-    const one = ddlReplaySql(planDdl(v2({ command: 'CREATE TABLE a ()' }), at), runners);
-    const two = ddlReplaySql(planDdl(v2({ command: 'CREATE TABLE b ()' }), at), runners);
-    const other = ddlReplaySql(planDdl(v2({ command: 'CREATE TABLE c ()', role: 'other' }), at), runners);
-    expect(one).toContain('CREATE OR REPLACE FUNCTION pg_temp.cdp_as_1');
-    expect(two).not.toContain('CREATE OR REPLACE FUNCTION');
-    expect(two).toContain('PERFORM pg_temp.cdp_as_1(');
-    expect(other).toContain('OWNER TO "other"');
-    expect(other).toContain('PERFORM pg_temp.cdp_as_2(');
+  it('never puts text from the stream into the SQL: a schema name holding a dollar-quote tag and a psql command', () => {
+    const evil = '"x$cdp_set$\\! id > /tmp/pwned #", public';
+    const sql = ddlReplaySql(planDdl(v2({ command: 'CREATE TABLE a ()', searchPath: evil }), at));
+    expect(sql).not.toContain('$cdp_set$\\!');
+    expect(sql).not.toContain('pwned');
   });
   it('skips DDL on temporary objects (gone with their session; restore must not create them in its own)', () => {
     expect(ddlReplaySql(planDdl(v2({ command: 'CREATE TEMP TABLE x (a int)', objects: [{ objectType: 'table', schema: 'pg_temp_3', identity: 'pg_temp.x' }] }), at))).toBe('');
     expect(ddlReplaySql(planDdl(v2({ command: 'CREATE DOMAIN pg_temp.text AS int', tag: 'CREATE DOMAIN', objects: [{ objectType: 'type', schema: 'pg_temp_3', identity: 'pg_temp.text' }] }), at))).toBe('');
     expect(ddlReplaySql(planDdl(v2({ command: 'DROP TABLE x', tag: 'DROP TABLE', dropped: [{ objectType: 'table', schema: 'pg_temp_3', identity: 'pg_temp.x', temporary: true }] }), at))).toBe('');
   });
+  it('stops when the query string rolls back between DDL statements (the ordinal no longer places the event)', () => {
+    expect(() => planDdl(v2({ command: 'BEGIN; DROP TABLE important; ROLLBACK; DROP TABLE junk', tag: 'DROP TABLE', seq: 1 }), at)).toThrow(/rolls back part of its work/);
+    expect(statementOf(ddlReplaySql(planDdl(v2({ command: 'BEGIN; DROP TABLE junk; COMMIT', tag: 'DROP TABLE', seq: 1 }), at)))).toBe('DROP TABLE junk');
+  });
+  it('does not count statements on shared objects (databases, roles, tablespaces fire no event)', () => {
+    const command = 'GRANT CONNECT ON DATABASE src TO r; COMMENT ON ROLE r IS $$x$$; GRANT SELECT ON public.important TO r';
+    expect(statementOf(ddlReplaySql(planDdl(v2({ command, tag: 'GRANT', seq: 1 }), at)))).toBe('GRANT SELECT ON public.important TO r');
+  });
+  it('stops on a statement naming temporary and permanent relations together, skips one naming only temporary ones', () => {
+    expect(() => planDdl(v2({ command: 'REVOKE SELECT ON mal.secret, pg_temp.tmp FROM PUBLIC', tag: 'REVOKE' }), at)).toThrow(/temporary and permanent/);
+    expect(ddlReplaySql(planDdl(v2({ command: 'CREATE TEMP TABLE x (a int)', objects: [] }), at))).toBe('');
+  });
   it('counts REINDEX as a DDL statement only where it fires the event (PostgreSQL 17 on)', () => {
     const command = 'REINDEX TABLE t; CREATE INDEX i ON t (a)';
     expect(statementOf(ddlReplaySql(planDdl(v2({ command, tag: 'CREATE INDEX', seq: 1, serverVersion: 150004 }), at)))).toBe('CREATE INDEX i ON t (a)');
     expect(statementOf(ddlReplaySql(planDdl(v2({ command, tag: 'CREATE INDEX', seq: 2, serverVersion: 170002 }), at)))).toBe('CREATE INDEX i ON t (a)');
   });
-  it('an unverified role claim falls back to the session user', () => {
-    const sql = ddlReplaySql(planDdl(v2({ command: 'CREATE TABLE a ()', role: 'postgres', roleVerified: false, sessionUser: 'intruder' }), at));
-    expect(sql).toContain('OWNER TO "intruder";');
+  it('an unverified role claim is not used, nor the session user', () => {
+    // Neither the claimed role nor the login is right there: apply.ts stops unless --ddl-role.
+    expect(planDdl(v2({ command: 'CREATE TABLE a ()', role: 'postgres', roleVerified: false, sessionUser: 'intruder' }), at).role).toBeUndefined();
   });
   it('drops CONCURRENTLY (not allowed in a transaction block; the plain form builds the same)', () => {
     expect(statementOf(ddlReplaySql(planDdl(v2({ command: 'CREATE INDEX CONCURRENTLY i ON t (c)', tag: 'CREATE INDEX' }), at)))).toBe('CREATE INDEX  i ON t (c)');
     // DETACH ... CONCURRENTLY: the plain form, plus the CHECK constraint the concurrent form adds.
     const detach = statementOf(ddlReplaySql(planDdl(v2({ command: 'ALTER TABLE p DETACH PARTITION c CONCURRENTLY', tag: 'ALTER TABLE' }), at)))!;
-    expect(detach).toMatch(/^DO \$cdp_detach\$ DECLARE part pg_catalog\.regclass := '"c"'::pg_catalog\.regclass;/);
+    expect(detach).toContain(`DO $cdp_detach$ DECLARE part pg_catalog.regclass := pg_catalog.convert_from(pg_catalog.decode('${Buffer.from('"c"').toString('base64')}', 'base64'), 'UTF8')::pg_catalog.regclass;`);
     expect(detach).toContain(`EXECUTE pg_catalog.convert_from(pg_catalog.decode('${Buffer.from('ALTER TABLE p DETACH PARTITION c ').toString('base64')}'`);
     expect(detach).toContain("EXECUTE pg_catalog.format('ALTER TABLE %s ADD CHECK (%s)', part, def);");
   });
