@@ -344,7 +344,19 @@ export class Applier {
         this.flushAll();
         const c = JSON.parse(ev.content ?? '{}') as { relations?: Array<[string, string]>; cascade?: boolean; restartIdentity?: boolean };
         const rels = (c.relations ?? []).filter(([s, t]) => this.selected(s, t));
-        this.emit(truncateSql(rels, Boolean(c.cascade), Boolean(c.restartIdentity)));
+        const sql = truncateSql(rels, Boolean(c.cascade), Boolean(c.restartIdentity));
+        // TRUNCATE fires ALWAYS triggers too: run as the owner when any table needs it.
+        const owners = new Set(rels.map(([sc, t]) => this.ownerRunner({ schema: sc, table: t } as TableRef)).filter((o): o is string => o !== undefined));
+        if (owners.size === 0) this.emit(sql);
+        else if (owners.size === 1 && rels.length === 1) this.emitFor({ schema: rels[0]![0], table: rels[0]![1] } as TableRef, sql);
+        else {
+          throw new CdpError(
+            ErrorCodes.UNSUPPORTED,
+            `the TRUNCATE of transaction xid ${ev.xid} (commit LSN ${formatLsn(ev.commitLsn)}) covers several tables of which some run their owner's code on writes (${rels.map(([sc, t]) => `${sc}.${t}`).join(', ')}): ` +
+              `it can run neither as one owner nor as the restore's superuser; restore to a point before it`,
+            { details: { xid: ev.xid, commitLsn: formatLsn(ev.commitLsn) } },
+          );
+        }
         return;
       }
       case 'DDL': {
@@ -379,6 +391,15 @@ export class Applier {
           if (made.length > 0) {
             this.skippedCtasAt = ev.commitLsn;
             this.stats.skipped++;
+            // The table made from the rows belongs to the restore role; on the source it belongs to
+            // the role that ran the command.
+            const owner = c.v && c.v >= 2 && c.roleVerified ? c.role : undefined;
+            if (owner && (!this.opts.roleExists || this.opts.roleExists(owner))) {
+              for (const id of made) {
+                const dot = id.indexOf('.');
+                this.emit(`ALTER TABLE ${quoteIdentSql(id.slice(0, dot))}.${quoteIdentSql(id.slice(dot + 1))} OWNER TO ${quoteIdentSql(owner)};\n`);
+              }
+            }
             return;
           }
         }
