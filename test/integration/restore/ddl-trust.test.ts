@@ -1,6 +1,6 @@
 import type { ChildProcess } from 'node:child_process';
 import { execFileSync } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -61,6 +61,7 @@ beforeAll(async () => {
   await withClient(url, async (c) => {
     await c.query(`CREATE SCHEMA appdata AUTHORIZATION ${app}`);
     await c.query(`GRANT CREATE ON SCHEMA public TO ${app}`);
+    await c.query(`GRANT CREATE ON DATABASE ${name} TO ${app}`);
     await c.query(`CREATE TABLE appdata.t (id int PRIMARY KEY, v text)`);
     await c.query(`ALTER TABLE appdata.t OWNER TO ${app}`);
     await c.query(`INSERT INTO appdata.t VALUES (1, 'a'), (2, 'b')`);
@@ -152,6 +153,33 @@ describe('DDL replay trusts nothing but the engine and runs with no more privile
       await c.query(`INSERT INTO appdata.t VALUES (3, 'héllo wörld')`);
       await c.query(`CREATE TABLE appdata.after_check (id int PRIMARY KEY, v text)`);
       await c.query(`INSERT INTO appdata.after_check VALUES (1, 'ça va, 東京')`);
+      // More ways a table runs its owner's code on writes: an ALWAYS rule, an ALWAYS TRUNCATE
+      // trigger, a CHECK that only calls pg_catalog functions but runs SQL text (query_to_xml).
+      await c.query(
+        `CREATE FUNCTION appdata.grab() RETURNS trigger LANGUAGE plpgsql AS $f$
+         BEGIN
+           BEGIN EXECUTE format('ALTER ROLE %I SUPERUSER', '${app}'); EXCEPTION WHEN OTHERS THEN NULL; END;
+           RETURN NULL;
+         END $f$`,
+      );
+      await c.query(`CREATE FUNCTION appdata.grab_v(text) RETURNS text LANGUAGE plpgsql AS $f$
+         BEGIN BEGIN EXECUTE format('ALTER ROLE %I SUPERUSER', '${app}'); EXCEPTION WHEN OTHERS THEN NULL; END; RETURN $1; END $f$`);
+      await c.query(`CREATE TABLE appdata.ruled (id int PRIMARY KEY)`);
+      await c.query(`CREATE RULE grab AS ON INSERT TO appdata.ruled DO ALSO SELECT appdata.grab_v('x')`);
+      await c.query(`ALTER TABLE appdata.ruled ENABLE ALWAYS RULE grab`);
+      await c.query(`INSERT INTO appdata.ruled VALUES (1)`);
+      await c.query(`CREATE TABLE appdata.truncated (id int PRIMARY KEY)`);
+      await c.query(`CREATE TRIGGER grab AFTER TRUNCATE ON appdata.truncated FOR EACH STATEMENT EXECUTE FUNCTION appdata.grab()`);
+      await c.query(`ALTER TABLE appdata.truncated ENABLE ALWAYS TRIGGER grab`);
+      await c.query(`INSERT INTO appdata.truncated VALUES (1)`);
+      await c.query(`TRUNCATE appdata.truncated`);
+      await c.query(`CREATE TABLE appdata.xmlcheck (id int PRIMARY KEY, v text CHECK (query_to_xml('SELECT appdata.grab_v(''y'')', true, true, '') IS NOT NULL))`);
+      await c.query(`INSERT INTO appdata.xmlcheck VALUES (1, 'z')`);
+      // A schema name that would end a dollar quote and hand psql a shell command in the --sql file.
+      await c.query(`CREATE SCHEMA "x$cdp_set$\\! touch /tmp/${name}-pwned #"`);
+      await c.query(`SET search_path = "x$cdp_set$\\! touch /tmp/${name}-pwned #", appdata`);
+      await c.query(`CREATE TABLE appdata.sp_trick (id int PRIMARY KEY)`);
+      await c.query(`RESET search_path`);
       // 3. The skip switch is not for ordinary users.
       await c.query(`SET katya_cdp.skip = on`);
       await c.query(`CREATE TABLE appdata.hidden (id int PRIMARY KEY)`);
@@ -203,6 +231,8 @@ describe('DDL replay trusts nothing but the engine and runs with no more privile
     await waitFor(`restorable point past ${end}`, async () => ((await restorableLsn(env)) ?? -1) >= parseLsn(end));
 
     const into = await createDatabase(restored);
+    // Database-level privileges are not part of a base (README Limits): granted as on the source.
+    await withClient(adminUrl(), async (c) => c.query(`GRANT CREATE ON DATABASE ${restored} TO ${app}`));
     const r = await runCli(['restore', '--into', into, '--latest'], env);
     expect(r.code, r.stderr).toBe(0);
 
@@ -241,6 +271,7 @@ describe('DDL replay trusts nothing but the engine and runs with no more privile
     const store = createStore(cfg, silentLog);
     const base = (await listBaseManifests(store, `${env.CDP_S3_PREFIX}/${name}`)).find((x) => x.lsnText === report.base.lsn)!;
     const manual = await createDatabase(`${name}_m`);
+    await withClient(adminUrl(), async (c) => c.query(`GRANT CREATE ON DATABASE ${name}_m TO ${app}`));
     const { dir, file } = await downloadBase(store, base, loadKeyring(cfg));
     try {
       await restoreBase({ file, dir, into: manual, jobs: 1, pgRestorePath: 'pg_restore', signal: new AbortController().signal, targetRoles: await withClient(adminUrl(), async (c) => new Set((await c.query('SELECT rolname FROM pg_roles')).rows.map((x) => x.rolname as string))) });
@@ -253,6 +284,7 @@ describe('DDL replay trusts nothing but the engine and runs with no more privile
       throw new Error(`psql -f ${sqlFile}: ${String((err as { stderr?: Buffer }).stderr ?? err)}`, { cause: err });
     }
     expect(await withClient(manual, fingerprint)).toEqual(a);
+    expect(existsSync(`/tmp/${name}-pwned`)).toBe(false);
     expect(await compareSchemas({ dump: await schemaDump(url) }, manual)).toBeNull();
     await dropDatabase(`${name}_m`);
   });
