@@ -19,7 +19,7 @@ import {
   type TableRef,
 } from './sql.js';
 import type { TxnHeader } from './target.js';
-import { ddlNeededForTables } from './ddl-filter.js';
+import { ddlNeededForTables, identParts } from './ddl-filter.js';
 import { ddlReplaySql, encodedText, overrideKey, planDdl, RoleRunners, SESSION_SETTINGS, type DdlContent } from './ddl-replay.js';
 
 // Applies the replay stream through a SqlSink (a live session, or a .sql file).
@@ -395,9 +395,10 @@ export class Applier {
             // the role that ran the command.
             const owner = c.v && c.v >= 2 && c.roleVerified ? c.role : undefined;
             if (owner && (!this.opts.roleExists || this.opts.roleExists(owner))) {
-              for (const id of made) {
-                const dot = id.indexOf('.');
-                this.emit(`ALTER TABLE ${quoteIdentSql(id.slice(0, dot))}.${quoteIdentSql(id.slice(dot + 1))} OWNER TO ${quoteIdentSql(owner)};\n`);
+              for (const o of c.objects ?? []) {
+                if (!made.includes(plainIdentity(o))) continue;
+                const parts = identParts(String(o.identity ?? o.object_identity ?? ''));
+                this.emit(`ALTER TABLE ${parts.map(quoteIdentSql).join('.')} OWNER TO ${quoteIdentSql(owner)};\n`);
               }
             }
             return;
@@ -790,25 +791,7 @@ function parseSequences(content: string): Record<string, string | number> | unde
  * quoted identifier doubles its quotes), so it compares with the events' raw names.
  */
 export function plainIdentity(o: Record<string, unknown>): string {
-  const id = String(o.identity ?? o.object_identity ?? '');
-  let out = '';
-  for (let i = 0; i < id.length; i++) {
-    const ch = id[i]!;
-    if (ch !== '"') {
-      out += ch;
-      continue;
-    }
-    // A quoted part: up to the closing quote, two quotes standing for one.
-    for (i++; i < id.length; i++) {
-      if (id[i] === '"') {
-        if (id[i + 1] === '"') {
-          out += '"';
-          i++;
-        } else break;
-      } else out += id[i];
-    }
-  }
-  return out;
+  return identParts(String(o.identity ?? o.object_identity ?? '')).join('.');
 }
 
 
