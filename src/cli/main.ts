@@ -1,8 +1,10 @@
+import { readFileSync } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
 import { loadConfig } from '../config/config.js';
 import { CdpError, ErrorCodes, ExitCode, toError } from '../errors.js';
 import { createLogger } from '../util/log.js';
 import type { CommandContext } from '../context.js';
+import type { Component } from '../ops/preflight.js';
 
 // A thin CLI over the library (STYLE.md, graphile-worker): parse, load configuration once, call one
 // function, map its outcome to the exit codes of DESIGN.md section 6.
@@ -41,9 +43,15 @@ function parseInteger(name: string) {
   };
 }
 
+/** The version of package.json (`cdp --version`). */
+export function packageVersion(): string {
+  return (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+}
+
 export function buildProgram(signal: AbortSignal, onExit: (code: number) => void): Command {
   const program = new Command('cdp')
     .description('Katya CDP: continuous data protection for PostgreSQL (WAL -> Kafka -> S3 -> point-in-time restore)')
+    .version(packageVersion(), '-V, --version', 'print the version')
     .option('-c, --config <file>', 'configuration file, YAML or JSON')
     .showHelpAfterError('(run cdp --help for usage)')
     .exitOverride();
@@ -53,10 +61,12 @@ export function buildProgram(signal: AbortSignal, onExit: (code: number) => void
     program.addOption(o);
   }
 
+  // `needs`: the components probed at start-up (src/ops/preflight.ts): refused or rejected is exit 2.
   const action =
-    (fn: (ctx: CommandContext, opts: Record<string, unknown>) => Promise<number | void>) =>
+    (fn: (ctx: CommandContext, opts: Record<string, unknown>) => Promise<number | void>, needs: Component[] = []) =>
     async (opts: Record<string, unknown>, cmd: Command) => {
       const ctx = contextFrom(cmd, signal);
+      if (needs.length > 0) await (await import('../ops/preflight.js')).preflight(ctx.cfg, needs);
       const code = await fn(ctx, opts);
       onExit(code ?? ExitCode.ok);
     };
@@ -71,17 +81,17 @@ export function buildProgram(signal: AbortSignal, onExit: (code: number) => void
   program
     .command('capture')
     .description('stream the replication slot into Kafka (daemon)')
-    .action(action(async (ctx) => (await import('../capture/capture.js')).runCapture(ctx)));
+    .action(action(async (ctx) => (await import('../capture/capture.js')).runCapture(ctx), ['source', 'kafka']));
 
   program
     .command('archive')
     .description('consume Kafka and write segments to S3 (daemon; run several for scale)')
-    .action(action(async (ctx) => (await import('../archive/archiver.js')).runArchive(ctx)));
+    .action(action(async (ctx) => (await import('../archive/archiver.js')).runArchive(ctx), ['kafka', 's3']));
 
   program
     .command('run')
     .description('capture + archive + the base-backup schedule in one process')
-    .action(action(async (ctx) => (await import('../ops/run.js')).runAll(ctx)));
+    .action(action(async (ctx) => (await import('../ops/run.js')).runAll(ctx), ['source', 'kafka', 's3']));
 
   program
     .command('basebackup')
@@ -89,7 +99,7 @@ export function buildProgram(signal: AbortSignal, onExit: (code: number) => void
     .action(action(async (ctx) => {
       await (await import('../base/basebackup.js')).takeBaseBackup(ctx);
       return ExitCode.ok;
-    }));
+    }, ['source', 's3']));
 
   program
     .command('restore')
@@ -112,6 +122,8 @@ export function buildProgram(signal: AbortSignal, onExit: (code: number) => void
         throw new CdpError(ErrorCodes.USAGE, `restore needs exactly one of --time, --lsn, --xid, --latest (got ${targets.length ? targets.map((t) => '--' + t).join(', ') : 'none'})`);
       }
       if (o.dryRun && o.sql) throw new CdpError(ErrorCodes.USAGE, '--dry-run and --sql contradict each other: choose one');
+      // After the flags are checked: a usage error is reported whatever the state of S3.
+      await (await import('../ops/preflight.js')).preflight(ctx.cfg, ['s3']);
       return (await import('../restore/restore.js')).runRestore(ctx, {
         into: String(o.into),
         time: o.time as string | undefined,
@@ -139,20 +151,20 @@ export function buildProgram(signal: AbortSignal, onExit: (code: number) => void
     .command('verify')
     .description('check checksums and continuity of the archive')
     .option('--deep', 'also test-restore into a scratch database')
-    .action(action(async (ctx, o) => (await import('../ops/verify.js')).runVerify(ctx, { deep: Boolean(o.deep) })));
+    .action(action(async (ctx, o) => (await import('../ops/verify.js')).runVerify(ctx, { deep: Boolean(o.deep) }), ['s3']));
 
   program
     .command('prune')
     .description('apply retention tiers')
     .option('--dry-run', 'print what would be deleted')
-    .action(action(async (ctx, o) => (await import('../ops/prune.js')).runPrune(ctx, { dryRun: Boolean(o.dryRun) })));
+    .action(action(async (ctx, o) => (await import('../ops/prune.js')).runPrune(ctx, { dryRun: Boolean(o.dryRun) }), ['s3']));
 
   program
     .command('replicate')
     .description('copy the archive to a second bucket (the offsite copy of 3-2-1)')
     .requiredOption('--to-bucket <name>', 'destination bucket')
     .option('--to-endpoint <url>', 'destination endpoint (default: the same)')
-    .action(action(async (ctx, o) => (await import('../ops/replicate.js')).runReplicate(ctx, { toBucket: String(o.toBucket), toEndpoint: o.toEndpoint as string | undefined })));
+    .action(action(async (ctx, o) => (await import('../ops/replicate.js')).runReplicate(ctx, { toBucket: String(o.toBucket), toEndpoint: o.toEndpoint as string | undefined }), ['s3']));
 
   return program;
 }

@@ -1,6 +1,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import client from 'prom-client';
 import type { Config } from '../config/config.js';
+import { CdpError, ErrorCodes } from '../errors.js';
 import type { Logger } from '../util/log.js';
 
 // Prometheus /metrics and /healthz for the daemons (DESIGN.md section 6). One registry per
@@ -64,7 +65,14 @@ export async function startMetricsServer(cfg: Config, log: Logger): Promise<{ cl
     });
   });
   await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
+    server.once('error', (err: NodeJS.ErrnoException) => {
+      // A second daemon on the host meets the first one's port: one line naming the setting (exit 2).
+      const where = `${cfg.metrics.host}:${cfg.metrics.port}`;
+      if (err.code === 'EADDRINUSE' || err.code === 'EACCES' || err.code === 'EADDRNOTAVAIL') {
+        const why = err.code === 'EADDRINUSE' ? 'is already in use (another cdp daemon on this host?)' : `cannot be used (${err.code})`;
+        reject(new CdpError(ErrorCodes.USAGE, `metrics endpoint ${where} ${why}: give each daemon its own metrics.port / CDP_METRICS_PORT (0 disables the endpoint), or set metrics.host / CDP_METRICS_HOST`, { cause: err }));
+      } else reject(err);
+    });
     server.listen(cfg.metrics.port, cfg.metrics.host, () => resolve());
   });
   const address = server.address();

@@ -2,10 +2,11 @@ import pg from 'pg';
 import type { CommandContext } from '../context.js';
 import { archiveGroupId, currentGeneration, describeGap, gapCoveredBy, listGaps } from '../archive/chain.js';
 import { archiveRoot, sourceDatabase, topicName, type Config } from '../config/config.js';
-import { ExitCode, toError } from '../errors.js';
+import { CdpError, ErrorCodes, ExitCode, toError } from '../errors.js';
 import { basesPrefix, type BaseManifest } from '../archive/layout.js';
 import { createKafka } from '../kafka/client.js';
 import { createStore, getObject, listObjects, type Store } from '../s3/client.js';
+import { probe, type Component } from './preflight.js';
 import { formatLsn, microsToIso } from '../util/lsn.js';
 import type { Logger } from '../util/log.js';
 
@@ -39,6 +40,11 @@ export interface StatusReport {
   /** Recorded breaks in the chain of custody; `covered` once a base was taken after one. */
   gaps: Array<{ key: string; kind: string; afterLsn: string; untilLsn: string; detectedAt: string; covered: boolean; description: string }>;
   errors: string[];
+  /**
+   * Components that did not answer the start-up probe (src/ops/preflight.ts): `config` (auth,
+   * unknown host, missing bucket: exit 2) or not reachable (refused, timeout, server error: exit 1).
+   */
+  unreachable: Array<{ component: Component; kind: 'config' | 'refused' | 'unknown'; message: string }>;
 }
 
 export async function listBases(store: Store, root: string): Promise<BaseManifest[]> {
@@ -71,7 +77,8 @@ async function slotStatus(cfg: Config): Promise<StatusReport['slot']> {
 }
 
 async function consumerStatus(cfg: Config, log: Logger, groupId: string): Promise<StatusReport['consumer']> {
-  const admin = createKafka(cfg, log, 'status').admin();
+  // Few retries: status answers within seconds; an unreachable broker is reported, not waited for.
+  const admin = createKafka(cfg, log, 'status').admin({ retry: { retries: 1, initialRetryTime: 200, maxRetryTime: 1_000 } });
   try {
     await admin.connect();
     const topic = topicName(cfg);
@@ -95,28 +102,36 @@ async function consumerStatus(cfg: Config, log: Logger, groupId: string): Promis
 
 export async function gatherStatus(ctx: CommandContext): Promise<StatusReport> {
   const { cfg, log } = ctx;
-  const store = createStore(cfg, log, { signal: ctx.signal, maxElapsedMs: 20_000 });
+  const store = createStore(cfg, log, { signal: ctx.signal, maxElapsedMs: 8_000 });
   const root = archiveRoot(cfg);
   const errors: string[] = [];
   const { restorablePoint } = await import('../archive/catalog.js');
+  // Each component is probed first (a few seconds at most); one that does not answer is reported as
+  // such and not read, so that status answers quickly whatever is down.
+  const probes = await probe(cfg, ['source', 'kafka', 's3']);
+  const unreachable: StatusReport['unreachable'] = [];
+  for (const [component, r] of probes) if (!r.ok) unreachable.push({ component, kind: r.kind, message: r.message });
+  const down = (c: Component) => unreachable.find((u) => u.component === c);
+  const s3Down = down('s3');
+  const skip = <T>(c: Component): Promise<T> => Promise.reject(new CdpError(ErrorCodes.USAGE, down(c)!.message));
   const [generation, gaps] = await Promise.all([
-    currentGeneration(store, root).catch((err: unknown) => {
+    (s3Down ? skip<Awaited<ReturnType<typeof currentGeneration>>>('s3') : currentGeneration(store, root)).catch((err: unknown) => {
       errors.push(`generation: ${toError(err).message}`);
       return null;
     }),
-    listGaps(store, root).catch((err: unknown) => {
+    (s3Down ? Promise.resolve([]) : listGaps(store, root)).catch((err: unknown) => {
       errors.push(`gaps: ${toError(err).message}`);
       return [];
     }),
   ]);
   const [point, slot, consumer, bases] = await Promise.all([
-    restorablePoint(store, root).catch((err: unknown) => {
+    (s3Down ? Promise.resolve(undefined) : restorablePoint(store, root)).catch((err: unknown) => {
       errors.push(`archive: ${toError(err).message}`);
       return undefined;
     }),
-    slotStatus(cfg),
-    consumerStatus(cfg, log, archiveGroupId(cfg, generation?.topicEpoch ?? 0)),
-    listBases(store, root).catch((err: unknown) => ({ error: `bases: ${toError(err).message}` })),
+    down('source') ? Promise.resolve({ error: `source: ${down('source')!.message}` }) : slotStatus(cfg),
+    down('kafka') ? Promise.resolve({ error: `kafka: ${down('kafka')!.message}` }) : consumerStatus(cfg, log, archiveGroupId(cfg, generation?.topicEpoch ?? 0)),
+    (s3Down ? skip<BaseManifest[]>('s3') : listBases(store, root)).catch((err: unknown) => ({ error: `bases: ${toError(err).message}` })),
   ]);
   const rpoSeconds = point ? Math.max(0, (Date.now() * 1000 - point.time) / 1e6) : null;
   const objective = cfg.status.rpoSeconds;
@@ -148,6 +163,7 @@ export async function gatherStatus(ctx: CommandContext): Promise<StatusReport> {
       description: describeGap(g),
     })),
     errors,
+    unreachable,
   };
 }
 
@@ -179,6 +195,16 @@ export async function runStatus(ctx: CommandContext, opts: { json: boolean; chec
     process.stderr.write(`cdp status: the archive has ${uncovered.length} break(s) in its chain of custody that no base covers: ${uncovered.map((g) => g.description).join('; ')}; take a base (cdp basebackup) to restore points after it\n`);
     return ExitCode.integrity;
   }
+  // A component that does not answer: exit 2 when it rejected us (cannot fix itself), else 1. An
+  // unreadable archive leaves the RPO unknown (1, not 4); a down source or Kafka does not hide a
+  // breach the archive shows (4 with --check).
+  const config = report.unreachable.filter((u) => u.kind === 'config');
+  if (report.unreachable.length > 0) {
+    process.stderr.write(`cdp status: ${report.unreachable.map((u) => `${u.component} unreachable: ${u.message}`).join('; ')}\n`);
+  }
+  if (config.length > 0) return ExitCode.usage;
+  if (report.unreachable.some((u) => u.component === 's3')) return ExitCode.failure;
   if (opts.check && report.rpoBreached) return ExitCode.rpoBreached;
+  if (report.unreachable.length > 0) return ExitCode.failure;
   return ExitCode.ok;
 }

@@ -17,6 +17,7 @@ import { createStore, missingBucketError } from '../s3/client.js';
 import { formatLsn, microsToIso, type Lsn } from '../util/lsn.js';
 import { Applier, parseTableList, sequencesSql, type SqlSink, type TableFilter } from './apply.js';
 import { loadParser, SESSION_SETTINGS } from './ddl-replay.js';
+import { tableOf, type DdlObjects } from './ddl-filter.js';
 import { Limiter, listPartitionSegments, partitionChunks, type SegmentReadStats } from './archive-source.js';
 import { downloadBase, listBaseManifests, restoreBase } from './base-restore.js';
 import { groupTransactionBatches, mergePartitions, type MergeStats, type ReplayItem } from './merge.js';
@@ -348,6 +349,42 @@ class Progress {
  * Restores and reports. The final report goes to `onReport` (by default one JSON line on stdout);
  * `cdp verify --deep` collects it instead so its own output stays one document.
  */
+/**
+ * The chosen tables (restore --tables) that the target does not have after its base and that no
+ * event of the stream up to the target creates or writes (a DDL event naming the table, or a row
+ * change of it). Read only when one is missing after the base: a typo costs one scan, never a
+ * silent success.
+ */
+export async function missingChosenTables(client: pg.Client, filter: TableFilter, scan: () => AsyncIterable<ReplayItem[]>): Promise<string[]> {
+  const r = await client.query<{ name: string }>(
+    `SELECT n.nspname || '.' || c.relname AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p', 'f')`,
+  );
+  const present = new Set(r.rows.map((x) => x.name));
+  const missing = new Set([...filter.tables].filter((t) => !present.has(t)));
+  if (missing.size === 0) return [];
+  for await (const items of scan()) {
+    for (const it of items) {
+      if (it.type !== 'changes') continue;
+      for (const ev of it.events) {
+        if (ev.schema) missing.delete(`${ev.schema}.${ev.table}`);
+        if (ev.op !== 'DDL' || !ev.content) continue;
+        let c: DdlObjects;
+        try {
+          c = JSON.parse(ev.content) as DdlObjects;
+        } catch {
+          continue;
+        }
+        for (const o of c.objects ?? []) {
+          const t = tableOf(String(o.objectType ?? o.object_type ?? '').toLowerCase(), String(o.identity ?? o.object_identity ?? o.objectIdentity ?? ''));
+          if (t) missing.delete(t);
+        }
+      }
+    }
+    if (missing.size === 0) return [];
+  }
+  return [...missing].sort();
+}
+
 export async function runRestore(
   ctx: CommandContext,
   opts: RestoreOptions,
@@ -567,6 +604,23 @@ export async function runRestore(
         else log.warn('restore: a role owning objects of the source is missing on the target: the base is loaded with --no-owner, so the restore role owns everything (SECURITY DEFINER functions included); create the source\'s roles on the target to keep ownership');
       } finally {
         await rm(dir, { recursive: true, force: true });
+      }
+      if (filter) {
+        // --tables: a chosen table must be in the base or be created by the stream before the
+        // target; otherwise (a typo) exit 2 before the replay, the cursor still in phase 'base'.
+        const scan = () =>
+          groupTransactionBatches(
+            mergePartitions(segLists.map((ss, p) => ({ partition: p, chunks: partitionChunks(store, ss, { keyring, readAhead: 2, limiter }) })), { fromLsn }),
+            makeCut(target, limitLsn),
+            { sequenceScanMicros: 0 },
+          );
+        const missing = await missingChosenTables(client, filter, scan);
+        if (missing.length > 0) {
+          throw new CdpError(
+            ErrorCodes.USAGE,
+            `--tables: ${missing.join(', ')} ${missing.length === 1 ? 'is' : 'are'} neither in base ${base.lsnText} nor created by the stream up to ${targetText}: check the name (schema.table; a bare name means public.<name>); the target holds the base: drop and recreate ${redactUrl(opts.into)} before restoring again`,
+          );
+        }
       }
       await client.query(`UPDATE ${CURSOR_SCHEMA}.cursor SET phase = 'replay', updated_at = clock_timestamp()`);
     }

@@ -330,9 +330,10 @@ describe('trust: encryption binding, passwords, restore input checks (issue 13)'
     expect(r.code, r.stderr).toBe(2);
     expect(r.stderr).toMatch(new RegExp(`bucket no-such-bucket-${id} does not exist`));
     expect(r.stderr).not.toMatch(/archive\.json missing/);
+    // verify probes the bucket at start-up (src/ops/preflight.ts): a configuration problem, exit 2.
     const v = await cli(['verify'], { CDP_S3_BUCKET: `no-such-bucket-${id}` });
-    expect(v.code).toBe(3);
-    expect(v.stdout).toMatch(new RegExp(`bucket no-such-bucket-${id} does not exist`));
+    expect(v.code).toBe(2);
+    expect(v.stderr).toMatch(new RegExp(`bucket no-such-bucket-${id} does not exist`));
   });
 
   it('--time 2026-02-30 is refused with exit 2', async () => {
