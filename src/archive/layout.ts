@@ -94,6 +94,19 @@ export function gapKey(root: string, afterLsn: number, kind: string, id: string)
   return `${gapsPrefix(root)}${lsnKey(afterLsn)}-${kind}-${id}.json`;
 }
 
+/**
+ * DDL events capture judged restore will not replay exactly (capture/ddl-check.ts), one object
+ * each, written when capture sees them so that `cdp status` can show them: the operator learns of
+ * one when it happens, not on the day of a restore.
+ */
+export function ddlRisksPrefix(root: string): string {
+  return `${root}/ddl-risks/`;
+}
+
+export function ddlRiskKey(root: string, commitLsn: number, position: number): string {
+  return `${ddlRisksPrefix(root)}${lsnKey(commitLsn)}-${String(position).padStart(6, '0')}.json`;
+}
+
 export function basesPrefix(root: string): string {
   return `${root}/bases/`;
 }

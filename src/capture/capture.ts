@@ -5,14 +5,15 @@ import type pg from 'pg';
 import type { CommandContext } from '../context.js';
 import { archiveRoot, sourceDatabase, topicName, type Config } from '../config/config.js';
 import { readArchiveManifest } from '../archive/catalog.js';
-import { createStore } from '../s3/client.js';
+import { createStore, putOnce } from '../s3/client.js';
+import { ddlRiskKey } from '../archive/layout.js';
 import { CdpError, ErrorCodes, ExitCode, pgError, toError } from '../errors.js';
 import { emptyEvent, kafkaKey, SCHEMA_HEADER, type ChangeEvent } from '../events/change-event.js';
 import { createKafka } from '../kafka/client.js';
 import { counter, gauge, histogram, registerHealth, startMetricsServer } from '../ops/metrics.js';
 import { pluginOptions, ReplicationStream, type StreamEvent } from '../pg/replication-stream.js';
 import type { Logger } from '../util/log.js';
-import { formatLsn, parseLsn, type Lsn } from '../util/lsn.js';
+import { formatLsn, microsToIso, parseLsn, type Lsn } from '../util/lsn.js';
 import { sleep } from '../util/retry.js';
 import { AckTracker } from './ack-tracker.js';
 import { DirectProducer, singleRecordBatchSize, type OutRecord } from './direct-producer.js';
@@ -488,6 +489,7 @@ class CaptureSession {
             if (risk) {
               metrics.ddlReplayRisks.inc();
               this.log.warn({ xid: out.xid, commitLsn: formatLsn(out.commitLsn), position: out.position, risk }, 'a schema change restore may not replay exactly: a restore past it will stop at it (exit 1) unless given --ddl-override');
+              this.recordDdlRisk(out, risk);
             }
           }
           // A type, domain or schema renamed: pgoutput does not resend the Relation messages, the mapper learns the names here.
@@ -553,6 +555,20 @@ class CaptureSession {
       const ev = emptyEvent({ op: 'WATERMARK', database: this.database, commitLsn: last.commitLsn, commitTime: last.commitTime, content: `{"partition":${p}}` });
       this.produce(ev, false, p);
     }
+  }
+
+  /**
+   * Leaves a note in the archive for `cdp status` (layout.ts ddlRiskKey). Best effort, in the
+   * background: capture does not depend on S3. The content is deterministic (from the event), so a
+   * capture that decodes the same event again after a restart writes the same bytes.
+   */
+  private recordDdlRisk(ev: ChangeEvent, risk: string): void {
+    const { cfg, log } = this;
+    const body = { commitLsn: formatLsn(ev.commitLsn), commitTime: microsToIso(ev.commitTime), xid: ev.xid, position: ev.position, tag: (JSON.parse(ev.content!) as { tag?: string }).tag ?? null, risk };
+    const store = createStore(cfg, log, { signal: this.ctx.signal, maxElapsedMs: 60_000 });
+    void putOnce(store, ddlRiskKey(archiveRoot(cfg), ev.commitLsn, ev.position), Buffer.from(JSON.stringify(body) + '\n'), { contentType: 'application/json' })
+      .catch((err: unknown) => log.warn({ err: toError(err).message }, 'could not record the DDL replay risk in the archive (cdp status will not show it; the capture log and metric do)'))
+      .finally(() => store.client.destroy());
   }
 
   /** A transaction of its own on an idle database keeps the slot and the watermarks moving. */

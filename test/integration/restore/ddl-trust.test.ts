@@ -300,6 +300,13 @@ describe('DDL replay trusts nothing but the engine and runs with no more privile
     const end = await withClient(url, async (c) => (await c.query('SELECT pg_current_wal_lsn()::text AS l')).rows[0].l as string);
     await waitFor(`restorable point past ${end}`, async () => ((await restorableLsn(env)) ?? -1) >= parseLsn(end));
 
+    // Capture saw it coming: `cdp status` names it (issue 9 item 3), before any restore is tried.
+    await waitFor('cdp status to show the DDL replay risk', async () => {
+      const st = JSON.parse((await runCli(['status', '--json'], env)).stdout) as { ddlReplayRisks?: Array<{ tag: string; risk: string }> };
+      return st.ddlReplayRisks?.some((d) => d.tag === 'ALTER TABLE' && d.risk.includes('public.ids'));
+    });
+    expect(runLog).toMatch(/restore may not replay exactly/);
+
     await dropDatabase(restored);
     let into = await createDatabase(restored);
     const r = await runCli(['restore', '--into', into, '--latest'], env);
