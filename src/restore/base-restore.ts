@@ -1,9 +1,9 @@
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { createWriteStream } from 'node:fs';
+import { createWriteStream, existsSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { Transform, Writable, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { GetObjectCommand } from '@aws-sdk/client-s3';
@@ -16,7 +16,7 @@ import { CdpError, ErrorCodes, IntegrityError, toError } from '../errors.js';
 import { getObject, listObjects, s3Error, type Store } from '../s3/client.js';
 import { withRetry } from '../util/retry.js';
 import type { TableFilter } from './apply.js';
-import { pgRestoreVersionProblem } from './client-version.js';
+import { pgRestoreVersionProblem, scriptMode, ScriptHeaderFilter } from './client-version.js';
 
 // Loading a base: download to a temporary file (pg_restore -j needs a seekable archive file),
 // checking size and SHA-256 of the stored bytes while streaming (G5), decrypting when the manifest
@@ -165,14 +165,12 @@ export async function restoreBase(opts: {
   baseDumpVersion?: string;
   targetVersionNum?: number;
 }): Promise<{ ownersKept: boolean; materializedViews: string[] }> {
+  let viaScript = false;
   if (opts.targetVersionNum !== undefined) {
-    const problem = pgRestoreVersionProblem({
-      pgRestorePath: opts.pgRestorePath,
-      pgRestoreVersion: await run(opts.pgRestorePath, ['--version'], opts.signal),
-      baseDumpVersion: opts.baseDumpVersion,
-      targetVersionNum: opts.targetVersionNum,
-    });
+    const pgRestoreVersion = await run(opts.pgRestorePath, ['--version'], opts.signal);
+    const problem = pgRestoreVersionProblem({ pgRestorePath: opts.pgRestorePath, pgRestoreVersion, baseDumpVersion: opts.baseDumpVersion, targetVersionNum: opts.targetVersionNum });
     if (problem) throw new CdpError(ErrorCodes.USAGE, problem);
+    viaScript = scriptMode(pgRestoreVersion, opts.targetVersionNum);
   }
   const listing = await run(opts.pgRestorePath, ['--list', opts.file], opts.signal);
   // DDL is replayed as the role that ran it (ddl-replay.ts), which must own what it alters: keep
@@ -183,7 +181,8 @@ export async function restoreBase(opts: {
   const listFile = join(opts.dir, 'toc.list');
   await writeFile(listFile, filterToc(listing, opts.filter));
   const conn = childConnection(opts.into);
-  await run(opts.pgRestorePath, pgRestoreArgs({ ...opts, into: conn.url, listFile, keepOwners }), opts.signal, conn.env);
+  if (viaScript) await restoreViaScript({ ...opts, listFile, keepOwners, conn });
+  else await run(opts.pgRestorePath, pgRestoreArgs({ ...opts, into: conn.url, listFile, keepOwners }), opts.signal, conn.env);
   return { ownersKept: keepOwners, materializedViews: tocMaterializedViews(listing) };
 }
 
@@ -209,6 +208,51 @@ export function tocOwners(listing: string): Set<string> {
     if (m) owners.add(m[1]!);
   }
   return owners;
+}
+
+/**
+ * pg_restore -f - | (header filter) | psql, for a target older than the pg_restore (client-version.ts
+ * scriptMode). The psql beside that pg_restore reads its script (\\restrict lines included); one
+ * session, so no parallel jobs.
+ */
+async function restoreViaScript(opts: { file: string; listFile: string; keepOwners: boolean; pgRestorePath: string; signal: AbortSignal; conn: { url: string; env: NodeJS.ProcessEnv } }): Promise<void> {
+  const psqlPath = join(dirname(opts.pgRestorePath), 'psql');
+  const psql = existsSync(psqlPath) ? psqlPath : 'psql';
+  const restore = spawn(opts.pgRestorePath, [...(opts.keepOwners ? [] : ['--no-owner']), `--use-list=${opts.listFile}`, '-f', '-', opts.file], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const load = spawn(psql, ['-X', '-q', '-v', 'ON_ERROR_STOP=1', `--dbname=${opts.conn.url}`], { stdio: ['pipe', 'ignore', 'pipe'], env: opts.conn.env });
+  const filter = new ScriptHeaderFilter();
+  let err = '';
+  const keep = (d: Buffer) => {
+    err += d.toString();
+    if (err.length > 64_000) err = err.slice(-32_000);
+  };
+  restore.stderr.on('data', keep);
+  load.stderr.on('data', keep);
+  const onAbort = () => {
+    restore.kill('SIGTERM');
+    load.kill('SIGTERM');
+  };
+  opts.signal.addEventListener('abort', onAbort, { once: true });
+  const exited = (p: ReturnType<typeof spawn>, what: string) =>
+    new Promise<void>((resolve, reject) => {
+      p.on('error', (e) => reject(new CdpError(ErrorCodes.SOURCE_NOT_READY, `cannot run ${what}: ${e.message}`, { cause: e })));
+      p.on('close', (code) => (code === 0 ? resolve() : reject(new CdpError(ErrorCodes.PG_ERROR, `${what} failed (exit ${code}): ${err.trim().split('\n').slice(-6).join(' | ')}`))));
+    });
+  const done = Promise.all([exited(restore, opts.pgRestorePath), exited(load, psql)]);
+  restore.stdout.setEncoding('utf8');
+  restore.stdout.on('data', (chunk: string) => {
+    if (!load.stdin.write(filter.push(chunk))) {
+      restore.stdout.pause();
+      load.stdin.once('drain', () => restore.stdout.resume());
+    }
+  });
+  restore.stdout.on('end', () => load.stdin.end(filter.end()));
+  load.stdin.on('error', () => {});
+  try {
+    await done;
+  } finally {
+    opts.signal.removeEventListener('abort', onAbort);
+  }
 }
 
 /** pg_restore's arguments. `into` must already be password-free (childConnection). */

@@ -4,8 +4,9 @@
 //   header"): a base written by pg_dump 17 needs pg_restore 17 or newer.
 // - pg_restore 17 and 18 open each connection with `SET transaction_timeout = 0`, a setting that
 //   servers before 17 do not have, so with --exit-on-error they stop at once on a 16 target
-//   (checked with Debian's 17.12 and 18.6). A base of pg_dump 17+ therefore cannot go into a
-//   target older than 17 at all, and a base of pg_dump 16 or older wants its own pg_restore there.
+//   (checked with Debian's 17.12 and 18.6). For such a target restore writes the base as an SQL
+//   script instead (pg_restore -f -), drops that one line of its header, and feeds the rest to the
+//   psql beside that pg_restore (base-restore.ts, scriptMode).
 
 /** The major of a `pg_restore --version` / `pg_dump --version` text, or undefined. */
 export function clientMajor(versionText: string): number | undefined {
@@ -18,16 +19,54 @@ export function clientMajor(versionText: string): number | undefined {
 export function pgRestoreVersionProblem(opts: { pgRestorePath: string; pgRestoreVersion: string; baseDumpVersion?: string; targetVersionNum: number }): string | undefined {
   const restoreMajor = clientMajor(opts.pgRestoreVersion);
   const dumpMajor = opts.baseDumpVersion ? clientMajor(opts.baseDumpVersion) : undefined;
-  const targetMajor = opts.targetVersionNum >= 100000 ? Math.floor(opts.targetVersionNum / 10000) : Math.floor(opts.targetVersionNum / 100) / 100;
-  if (dumpMajor !== undefined && dumpMajor >= 17 && targetMajor < 17) {
-    return `the base was written by pg_dump ${dumpMajor} and the target runs PostgreSQL ${targetMajor}: only pg_restore ${dumpMajor} or newer reads it, and those stop on a server older than 17 (they set transaction_timeout, which it lacks); restore into PostgreSQL 17 or newer`;
-  }
   if (restoreMajor === undefined) return undefined;
   if (dumpMajor !== undefined && restoreMajor < dumpMajor) {
     return `${opts.pgRestorePath} is pg_restore ${restoreMajor} and the base was written by pg_dump ${dumpMajor}: pg_restore reads only archives of its own major or older; point basebackup.pgRestorePath at pg_restore ${dumpMajor} or newer`;
   }
-  if (restoreMajor >= 17 && targetMajor < 17) {
-    return `${opts.pgRestorePath} is pg_restore ${restoreMajor}, which stops on a PostgreSQL ${targetMajor} target (it sets transaction_timeout, which servers before 17 lack); point basebackup.pgRestorePath at pg_restore ${Math.max(dumpMajor ?? 0, targetMajor)}`;
-  }
   return undefined;
+}
+
+/**
+ * pg_restore 17+ into a server before 17: load the base as an SQL script through psql, without the
+ * header's `SET transaction_timeout` (see the file comment).
+ */
+export function scriptMode(pgRestoreVersion: string, targetVersionNum: number): boolean {
+  const restoreMajor = clientMajor(pgRestoreVersion);
+  return restoreMajor !== undefined && restoreMajor >= 17 && targetVersionNum < 170000;
+}
+
+/**
+ * The script's lines with the header's `SET transaction_timeout = 0;` left out. Only in the header
+ * (before the first line that is not a SET, a set_config SELECT, a comment, a psql \restrict or
+ * empty): after it, a line of COPY data could hold the same text.
+ */
+export class ScriptHeaderFilter {
+  private inHeader = true;
+  private rest = '';
+  push(chunk: string): string {
+    if (!this.inHeader) return chunk;
+    const text = this.rest + chunk;
+    const lines = text.split('\n');
+    this.rest = lines.pop()!;
+    let out = '';
+    for (let i = 0; i < lines.length; i++) {
+      const line = lines[i]!;
+      if (this.inHeader && !/^(SET |SELECT pg_catalog\.set_config\(|--|\\restrict |$)/.test(line)) {
+        this.inHeader = false;
+        out += lines.slice(i).join('\n') + '\n';
+        break;
+      }
+      if (line !== 'SET transaction_timeout = 0;') out += line + '\n';
+    }
+    if (!this.inHeader) {
+      out += this.rest;
+      this.rest = '';
+    }
+    return out;
+  }
+  end(): string {
+    const r = this.rest;
+    this.rest = '';
+    return r === 'SET transaction_timeout = 0;' && this.inHeader ? '' : r;
+  }
 }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { clientMajor, pgRestoreVersionProblem } from '../../../src/restore/client-version.js';
+import { clientMajor, pgRestoreVersionProblem, ScriptHeaderFilter, scriptMode } from '../../../src/restore/client-version.js';
 
 // Which pg_restore can load which base into which target (the version matrix's client rules).
 describe('pgRestoreVersionProblem', () => {
@@ -23,8 +23,37 @@ describe('pgRestoreVersionProblem', () => {
     expect(m).toContain('/usr/bin/pg_restore is pg_restore 15 and the base was written by pg_dump 18');
     expect(m).toContain('basebackup.pgRestorePath at pg_restore 18 or newer');
   });
-  it('refuses a base of pg_dump 17+ into a target before 17, and pg_restore 17+ into one', () => {
-    expect(pgRestoreVersionProblem({ pgRestorePath: 'x', pgRestoreVersion: r17, baseDumpVersion: d17, targetVersionNum: 160014 })).toContain('restore into PostgreSQL 17 or newer');
-    expect(pgRestoreVersionProblem({ pgRestorePath: 'x', pgRestoreVersion: r17, baseDumpVersion: d15, targetVersionNum: 160014 })).toContain('transaction_timeout');
+  it('loads a base into a target before 17 with pg_restore 17+ as a script (no refusal)', () => {
+    expect(pgRestoreVersionProblem({ pgRestorePath: 'x', pgRestoreVersion: r17, baseDumpVersion: d17, targetVersionNum: 160014 })).toBeUndefined();
+    expect(scriptMode(r17, 160014)).toBe(true);
+    expect(scriptMode(r17, 170010)).toBe(false);
+    expect(scriptMode(r15, 160014)).toBe(false);
+  });
+});
+
+describe('ScriptHeaderFilter', () => {
+  it("drops the header's SET transaction_timeout, across chunk boundaries, and nothing after the header", () => {
+    const script = [
+      '--',
+      '-- PostgreSQL database dump',
+      '\\restrict abc',
+      "SET statement_timeout = 0;",
+      'SET transaction_timeout = 0;',
+      "SELECT pg_catalog.set_config('search_path', '', false);",
+      '',
+      'CREATE TABLE public.t (v text);',
+      'COPY public.t (v) FROM stdin;',
+      'SET transaction_timeout = 0;',
+      '\\.',
+      '',
+    ].join('\n');
+    for (const size of [1, 7, 1000]) {
+      const f = new ScriptHeaderFilter();
+      let out = '';
+      for (let i = 0; i < script.length; i += size) out += f.push(script.slice(i, i + size));
+      out += f.end();
+      expect(out).toBe(script.replace('SET transaction_timeout = 0;\n', ''));
+      expect(out.match(/SET transaction_timeout/g)).toHaveLength(1);
+    }
   });
 });
