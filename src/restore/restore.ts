@@ -485,13 +485,11 @@ export async function runRestore(
   const segLists = await listPartitionSegments(store, root, manifest.partitions, fromLsn, gaps);
   const limiter = new Limiter(Math.max(2, Math.min(8, manifest.partitions * 2)));
   const sources = segLists.map((segs, p) => ({ partition: p, chunks: partitionChunks(store, segs, { keyring, readAhead: 2, limiter, stats: segStats }) }));
-  const batches = guardGaps(
-    groupTransactionBatches(mergePartitions(sources, { fromLsn, stats: mergeStats }), makeCut(target, limitLsn), {
-      sequenceScanMicros: Math.max(5 * 60 * 1e6, 4 * cfg.capture.sequenceIntervalMs * 1000),
-    }),
-    gaps,
-    base,
-  );
+  const grouped = groupTransactionBatches(mergePartitions(sources, { fromLsn, stats: mergeStats }), makeCut(target, limitLsn), {
+    sequenceScanMicros: Math.max(5 * 60 * 1e6, 4 * cfg.capture.sequenceIntervalMs * 1000),
+  });
+  // No recorded gap (the usual case): nothing to check per transaction.
+  const batches = gaps.length > 0 ? guardGaps(grouped, gaps, base) : grouped;
 
   const planInfo = {
     base: { lsn: base.lsnText, time: base.time, key: base.key, size: base.size },
