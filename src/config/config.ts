@@ -129,6 +129,16 @@ export const ConfigSchema = z.strictObject({
     .strictObject({
       /** `status --check` exits 4 when the restorable point is older than this. */
       rpoSeconds: z.number().min(1).default(900),
+      /** `status --check` exits 4 when restoring the restorable point is estimated to take longer (Tier 1: 1 hour). */
+      rtoSeconds: z.number().min(1).default(3600),
+      /**
+       * Rates of the RTO estimate: bytes of base dump pg_restore loads per second, and bytes of
+       * (compressed) segments restore replays per second. Defaults are conservative figures from
+       * bench/restore.ts on a 2-core machine (1.7 M changes, about 60 MB of segments, in about 10 s);
+       * measure your own and set them.
+       */
+      restoreBaseBytesPerSecond: z.number().min(1).default(10 * 1024 * 1024),
+      replaySegmentBytesPerSecond: z.number().min(1).default(4 * 1024 * 1024),
     })
     .prefault({}),
   retention: z
@@ -183,6 +193,8 @@ export const ENV_MAP: Record<string, { path: string; kind: 'string' | 'list' | '
   CDP_BASEBACKUP_INTERVAL_HOURS: { path: 'basebackup.intervalHours', kind: 'number' },
   CDP_RETENTION_DAYS: { path: 'retention.days', kind: 'number' },
   CDP_RPO_SECONDS: { path: 'status.rpoSeconds', kind: 'number' },
+  CDP_RTO_SECONDS: { path: 'status.rtoSeconds', kind: 'number' },
+  CDP_STATUS_REPLAY_BYTES_PER_SECOND: { path: 'status.replaySegmentBytesPerSecond', kind: 'number' },
   CDP_METRICS_PORT: { path: 'metrics.port', kind: 'int' },
   CDP_METRICS_HOST: { path: 'metrics.host', kind: 'string' },
   CDP_LOG_LEVEL: { path: 'log.level', kind: 'string' },

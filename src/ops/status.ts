@@ -1,6 +1,7 @@
 import pg from 'pg';
 import type { CommandContext } from '../context.js';
 import { archiveGroupId, currentGeneration, describeGap, gapCoveredBy, listGaps } from '../archive/chain.js';
+import { listSegments, readArchiveManifest } from '../archive/catalog.js';
 import { archiveRoot, sourceDatabase, topicName, type Config } from '../config/config.js';
 import { CdpError, ErrorCodes, ExitCode, toError } from '../errors.js';
 import { basesPrefix, ddlRisksPrefix, type BaseManifest } from '../archive/layout.js';
@@ -20,6 +21,11 @@ export interface StatusReport {
   rpoSeconds: number | null;
   rpoObjectiveSeconds: number;
   rpoBreached: boolean;
+  /**
+   * Estimated time to restore the restorable point: the newest base's size and the segments after
+   * it, at status.restoreBaseBytesPerSecond / replaySegmentBytesPerSecond. Null when unknown.
+   */
+  rto: { estimateSeconds: number; objectiveSeconds: number; breached: boolean; baseBytes: number; segments: number; segmentBytes: number } | null;
   partitions: Array<{ partition: number; watermarkLsn: string; watermarkTime: string; lastOffset: string }>;
   slot: { name: string; active: boolean; confirmedFlushLsn: string | null; lagBytes: number | null } | { error: string };
   consumer:
@@ -142,6 +148,10 @@ export async function gatherStatus(ctx: CommandContext): Promise<StatusReport> {
     down('kafka') ? Promise.resolve({ error: `kafka: ${down('kafka')!.message}` }) : consumerStatus(cfg, log, archiveGroupId(cfg, generation?.topicEpoch ?? 0)),
     (s3Down ? skip<BaseManifest[]>('s3') : listBases(store, root)).catch((err: unknown) => ({ error: `bases: ${toError(err).message}` })),
   ]);
+  const rto = await estimateRto(cfg, store, root, point, Array.isArray(bases) ? bases : undefined).catch((err: unknown) => {
+    errors.push(`rto: ${toError(err).message}`);
+    return null;
+  });
   const rpoSeconds = point ? Math.max(0, (Date.now() * 1000 - point.time) / 1e6) : null;
   const objective = cfg.status.rpoSeconds;
   return {
@@ -150,6 +160,7 @@ export async function gatherStatus(ctx: CommandContext): Promise<StatusReport> {
     rpoSeconds: rpoSeconds === null ? null : Math.round(rpoSeconds * 10) / 10,
     rpoObjectiveSeconds: objective,
     rpoBreached: rpoSeconds === null || rpoSeconds > objective,
+    rto,
     partitions: (point?.partitions ?? []).map((p) => ({
       partition: p.partition,
       watermarkLsn: formatLsn(p.watermarkLsn),
@@ -177,6 +188,31 @@ export async function gatherStatus(ctx: CommandContext): Promise<StatusReport> {
   };
 }
 
+/** The newest base at or before the point, and every segment after it: what a restore of the point reads. */
+async function estimateRto(cfg: Config, store: Store, root: string, point: { lsn: number } | undefined, bases: BaseManifest[] | undefined): Promise<StatusReport['rto']> {
+  if (!point || !bases) return null;
+  const base = bases.filter((b) => b.lsn - 1 <= point.lsn).at(-1);
+  if (!base) return null;
+  const manifest = await readArchiveManifest(store, root);
+  let segments = 0;
+  let segmentBytes = 0;
+  for (let p = 0; p < (manifest?.partitions ?? 0); p++) {
+    for await (const s of listSegments(store, root, p, base.lsn)) {
+      segments++;
+      segmentBytes += s.size;
+    }
+  }
+  const estimateSeconds = base.size / cfg.status.restoreBaseBytesPerSecond + segmentBytes / cfg.status.replaySegmentBytesPerSecond;
+  return {
+    estimateSeconds: Math.round(estimateSeconds * 10) / 10,
+    objectiveSeconds: cfg.status.rtoSeconds,
+    breached: estimateSeconds > cfg.status.rtoSeconds,
+    baseBytes: base.size,
+    segments,
+    segmentBytes,
+  };
+}
+
 async function listDdlRisks(store: Store, root: string): Promise<StatusReport['ddlReplayRisks']> {
   const out: StatusReport['ddlReplayRisks'] = [];
   for await (const o of listObjects(store, ddlRisksPrefix(root))) {
@@ -194,6 +230,7 @@ export async function runStatus(ctx: CommandContext, opts: { json: boolean; chec
       `database            ${report.database}`,
       `restorable point    ${report.restorablePoint ? `${report.restorablePoint.lsn} at ${report.restorablePoint.time}` : 'none yet (no archived watermark in every partition)'}`,
       `RPO                 ${report.rpoSeconds === null ? 'unknown' : `${report.rpoSeconds} s`} (objective ${report.rpoObjectiveSeconds} s${report.rpoBreached ? ', BREACHED' : ''})`,
+      `RTO (estimated)     ${report.rto === null ? 'unknown' : `${report.rto.estimateSeconds} s: base ${report.rto.baseBytes} bytes + ${report.rto.segments} segments, ${report.rto.segmentBytes} bytes (objective ${report.rto.objectiveSeconds} s${report.rto.breached ? ', MISSED' : ''})`}`,
       `slot                ${'error' in report.slot ? report.slot.error : `${report.slot.name} ${report.slot.active ? 'active' : 'INACTIVE'}, confirmed ${report.slot.confirmedFlushLsn}, lag ${report.slot.lagBytes} bytes`}`,
       `archive consumer    ${'error' in report.consumer ? report.consumer.error : `${report.consumer.groupId}, lag ${report.consumer.lag} records`}`,
       `bases               ${'error' in report.bases ? report.bases.error : report.bases.length === 0 ? 'none: run cdp basebackup' : report.bases.map((b) => `${b.lsn} (${b.time})`).join(', ')}`,
@@ -226,6 +263,10 @@ export async function runStatus(ctx: CommandContext, opts: { json: boolean; chec
   if (config.length > 0) return ExitCode.usage;
   if (report.unreachable.some((u) => u.component === 's3')) return ExitCode.failure;
   if (opts.check && report.rpoBreached) return ExitCode.rpoBreached;
+  if (opts.check && report.rto?.breached) {
+    process.stderr.write(`cdp status: restoring the restorable point is estimated at ${report.rto.estimateSeconds} s, over the RTO objective of ${report.rto.objectiveSeconds} s: take a base (cdp basebackup) to shorten the replay\n`);
+    return ExitCode.rpoBreached;
+  }
   if (report.unreachable.length > 0) return ExitCode.failure;
   return ExitCode.ok;
 }

@@ -79,9 +79,17 @@ describe('operations on a live archive', () => {
     expect(report.slot.active).toBe(true);
     expect(report.bases).toHaveLength(1);
     expect(report.rpoBreached).toBe(false);
+    // The estimated time to restore the latest point: the base and the segments after it.
+    expect(report.rto).toMatchObject({ objectiveSeconds: 3600, breached: false });
+    expect(report.rto.segments).toBeGreaterThan(0);
+    expect(report.rto.baseBytes).toBeGreaterThan(0);
     expect((await status()).code).toBe(0);
     const check = await runCli(['status', '--check'], env);
     expect(check.code, check.stdout + check.stderr).toBe(0);
+    // A replay slower than the objective allows (here: 1 byte/s against 1 s): --check exits 4.
+    const slow = await runCli(['status', '--check'], { ...env, CDP_RTO_SECONDS: '1', CDP_STATUS_REPLAY_BYTES_PER_SECOND: '1' });
+    expect(slow.code, slow.stdout + slow.stderr).toBe(4);
+    expect(slow.stderr).toMatch(/over the RTO objective of 1 s: take a base/);
   });
 
   it('a second base, then SIGTERM: cdp run stops cleanly with exit 0', async () => {
