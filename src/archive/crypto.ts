@@ -57,26 +57,24 @@ export interface Keyring {
   acceptLegacy: boolean;
 }
 
-interface HeaderV2 {
-  v: 2;
+/** What both envelope versions carry: the data key wrapped by the master key, and the data IV. */
+interface WrappedKeyHeader {
   alg: 'AES-256-GCM';
   keyId: string;
   wrappedKey: string;
   wrapIv: string;
   wrapTag: string;
   iv: string;
+}
+
+interface HeaderV2 extends WrappedKeyHeader {
+  v: 2;
   archive: string;
   object: string;
 }
 
-interface HeaderV1 {
+interface HeaderV1 extends WrappedKeyHeader {
   v: 1;
-  alg: 'AES-256-GCM';
-  keyId: string;
-  wrappedKey: string;
-  wrapIv: string;
-  wrapTag: string;
-  iv: string;
   tag: string;
 }
 

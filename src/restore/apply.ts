@@ -20,7 +20,7 @@ import {
 } from './sql.js';
 import type { TxnHeader } from './target.js';
 import { ddlNeededForTables, identParts } from './ddl-filter.js';
-import { ddlReplaySql, encodedText, overrideKey, planDdl, RoleRunners, SESSION_SETTINGS, type DdlContent } from './ddl-replay.js';
+import { ddlReplaySql, encodedText, overrideKey, planDdl, runAsSql, SESSION_SETTINGS, type DdlContent } from './ddl-replay.js';
 
 // Applies the replay stream through a SqlSink (a live session, or a .sql file).
 //
@@ -196,8 +196,6 @@ export class Applier {
   private inTxn = false;
   /** The open source transaction added an enum value: commit the target transaction with it. */
   private commitAtTxnEnd = false;
-  /** The functions that run SQL as a role, in this session (DDL as its source role, rows as their owner). */
-  private readonly runners = new RoleRunners();
   /** runAsOwner's answers by schema\0table ('' = not needed), until the next catalog read. */
   private readonly owners = new Map<string, string>();
   private groupChanges = 0;
@@ -465,7 +463,7 @@ export class Applier {
         plan.role = this.opts.ddlRole;
       }
     }
-    return ddlReplaySql(plan, this.runners, this.opts.sessionSql);
+    return ddlReplaySql(plan, this.opts.sessionSql);
   }
 
   /**
@@ -686,7 +684,7 @@ export class Applier {
   /**
    * The runner of the table's owner when writing its rows runs code a user wrote (a CHECK or index
    * expression calling a user function, an ALWAYS trigger, a domain): that code then runs with the
-   * owner's rights, not the restore's superuser's (ddl-replay.ts RoleRunners). Cached until the
+   * owner's rights, not the restore's superuser's (ddl-replay.ts runAsSql). Cached until the
    * next catalog read.
    */
   private ownerRunner(ref: TableRef): string | undefined {
@@ -704,7 +702,7 @@ export class Applier {
     if (!owner || !sql) return this.emit(sql);
     // The owner's code may have changed session settings (client_encoding would garble every later
     // value): the restore session's own settings are put back after it, as after DDL.
-    this.emit(`${this.runners.call(owner, encodedText(sql))}RESET ALL; ${this.opts.sessionSql ?? SESSION_SETTINGS}\n`);
+    this.emit(`${runAsSql(owner, encodedText(sql))}RESET ALL; ${this.opts.sessionSql ?? SESSION_SETTINGS}\n`);
   }
 
   private emit(sql: string): void {

@@ -449,26 +449,23 @@ const SETTING_NAME = /^[A-Za-z_][A-Za-z0-9_.]*$/;
  * superuser) right before every call and gone right after it (DISCARD TEMP): the role owns it,
  * so its own code could otherwise replace it with an invoker's-rights one that a later call would
  * run as the superuser; and whatever that code left in pg_temp (a type shadowing a catalog one)
- * goes too.
+ * goes too. `expr` is an SQL expression yielding the statement text (see encodedText).
  */
-export class RoleRunners {
-  /** SQL that runs `sqlText` (already an SQL expression, see encodedText) as `role`. */
-  call(role: string, expr: string): string {
-    const name = 'pg_temp.cdp_as';
-    return (
-      `CREATE OR REPLACE FUNCTION ${name}(q pg_catalog.text) RETURNS void LANGUAGE plpgsql SECURITY DEFINER AS $cdp_fn$BEGIN EXECUTE q; END$cdp_fn$;\n` +
-      `ALTER FUNCTION ${name}(pg_catalog.text) OWNER TO ${quoteIdent(role)};\n` +
-      `DO $cdp_run$ BEGIN PERFORM ${name}(${expr}); END $cdp_run$;\n` +
-      `DISCARD TEMP;\n`
-    );
-  }
+export function runAsSql(role: string, expr: string): string {
+  const name = 'pg_temp.cdp_as';
+  return (
+    `CREATE OR REPLACE FUNCTION ${name}(q pg_catalog.text) RETURNS void LANGUAGE plpgsql SECURITY DEFINER AS $cdp_fn$BEGIN EXECUTE q; END$cdp_fn$;\n` +
+    `ALTER FUNCTION ${name}(pg_catalog.text) OWNER TO ${quoteIdent(role)};\n` +
+    `DO $cdp_run$ BEGIN PERFORM ${name}(${expr}); END $cdp_run$;\n` +
+    `DISCARD TEMP;\n`
+  );
 }
 
 /**
  * The SQL for a plan: the captured settings, the statement run as its role, then the restore
  * session's own settings again (`sessionSql`, after RESET ALL).
  */
-export function ddlReplaySql(plan: DdlPlan, runners: RoleRunners = new RoleRunners(), sessionSql: string = SESSION_SETTINGS): string {
+export function ddlReplaySql(plan: DdlPlan, sessionSql: string = SESSION_SETTINGS): string {
   if (plan.statement === undefined && plan.after === undefined) return '';
   const set: string[] = [];
   for (const [name, value] of Object.entries(plan.settings)) {
@@ -488,7 +485,7 @@ export function ddlReplaySql(plan: DdlPlan, runners: RoleRunners = new RoleRunne
   const role = plan.role && !plan.overridden ? plan.role : undefined;
   // In a DO block so that psql prints nothing for it; the settings live for the session until reset.
   if (set.length > 0) sql += `DO $cdp_set$ BEGIN PERFORM ${set.join(', ')}; END $cdp_set$;\n`;
-  const run = (text: string) => (role ? runners.call(role, encodedText(text)) : `DO $cdp_ddl$ BEGIN EXECUTE ${encodedText(text)}; END $cdp_ddl$;\n`);
+  const run = (text: string) => (role ? runAsSql(role, encodedText(text)) : `DO $cdp_ddl$ BEGIN EXECUTE ${encodedText(text)}; END $cdp_ddl$;\n`);
   if (plan.statement !== undefined) sql += run(plan.statement);
   if (plan.after) sql += run(plan.after);
   sql += `RESET ALL; ${sessionSql}\n`;
