@@ -16,7 +16,7 @@ import { quoteIdent, quoteLiteral } from './sql.js';
 //   in its error context ("SQL statement \"...\""), never the whole block.
 // - commands of an extension script: skipped, CREATE / ALTER EXTENSION replays them.
 // It runs as the role that ran it on the source, through a SECURITY DEFINER function owned by that
-// role (pg_temp.cdp_as_N): code the statement runs (a CHECK calling a user function, a USING
+// role (pg_temp.cdp_as, made for each call): code the statement runs (a CHECK calling a user function, a USING
 // expression) cannot RESET ROLE or SET SESSION AUTHORIZATION back to the restore's superuser
 // inside a security-definer function, as it could after a plain SET ROLE. It runs with the session
 // settings that change how DDL text parses or evaluates, and travels as base64 inside a DO block,
