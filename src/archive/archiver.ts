@@ -2,7 +2,7 @@ import { setMaxListeners } from 'node:events';
 import type { Consumer, EachBatchPayload } from 'kafkajs';
 import type { CommandContext } from '../context.js';
 import { archiveRoot, topicName } from '../config/config.js';
-import { CdpError, ErrorCodes, ExitCode, IntegrityError, toError } from '../errors.js';
+import { CdpError, ErrorCodes, IntegrityError, toError } from '../errors.js';
 import { createKafka } from '../kafka/client.js';
 import { counter, gauge, histogram, registerHealth, startMetricsServer } from '../ops/metrics.js';
 import { createStore, type Store } from '../s3/client.js';
@@ -544,18 +544,15 @@ export function offsetStep(nextOffset: bigint | undefined, off: bigint): 'held' 
 }
 
 /** `cdp archive`: /metrics + /healthz, then the archiver until SIGTERM. */
-export async function runArchive(ctx: CommandContext): Promise<number> {
+export async function runArchive(ctx: CommandContext): Promise<void> {
   const metrics = await startMetricsServer(ctx.cfg, ctx.log);
   try {
     const { done } = await startArchiver(ctx);
     await done;
-    return ExitCode.ok;
   } catch (err) {
     const e = toError(err);
-    if (e instanceof CdpError) {
-      if (e.code === ErrorCodes.SHUTDOWN) return ExitCode.ok;
-      throw e;
-    }
+    // A CdpError (SHUTDOWN included, which the CLI maps to exit 0) goes up as it is.
+    if (e instanceof CdpError) throw e;
     throw new CdpError(ErrorCodes.INTERNAL, `archiver failed: ${e.message}`, { cause: e });
   } finally {
     await metrics.close();

@@ -7,7 +7,7 @@ import { archiveRoot, sourceDatabase, topicName, type Config } from '../config/c
 import { readArchiveManifest } from '../archive/catalog.js';
 import { createStore, putOnce } from '../s3/client.js';
 import { ddlRiskKey } from '../archive/layout.js';
-import { CdpError, ErrorCodes, ExitCode, pgError, toError } from '../errors.js';
+import { CdpError, ErrorCodes, pgError, toError } from '../errors.js';
 import { emptyEvent, kafkaKey, SCHEMA_HEADER, type ChangeEvent } from '../events/change-event.js';
 import { createKafka } from '../kafka/client.js';
 import { counter, gauge, histogram, registerHealth, startMetricsServer } from '../ops/metrics.js';
@@ -80,12 +80,11 @@ export interface CaptureState {
 }
 
 /** `cdp capture`: metrics server + the capture loop, until SIGTERM (exit 0) or a fatal error. */
-export async function runCapture(ctx: CommandContext): Promise<number> {
+export async function runCapture(ctx: CommandContext): Promise<void> {
   const server = await startMetricsServer(ctx.cfg, ctx.log);
   try {
     const handle = await startCapture(ctx);
     await handle.done;
-    return ExitCode.ok;
   } finally {
     await server.close();
   }

@@ -6,7 +6,7 @@ import { recordSetupBreak } from '../archive/chain.js';
 import { archiveManifestKey, type ArchiveManifest } from '../archive/layout.js';
 import type { CommandContext } from '../context.js';
 import { archiveRoot, sourceDatabase, topicName, type Config } from '../config/config.js';
-import { CdpError, ErrorCodes, ExitCode, pgError, toError } from '../errors.js';
+import { CdpError, ErrorCodes, pgError, toError } from '../errors.js';
 import { createKafka } from '../kafka/client.js';
 import { checkBucket, createStore, getObjectIfExists, putOnce, type Store } from '../s3/client.js';
 import type { Logger } from '../util/log.js';
@@ -40,6 +40,17 @@ const EVENT_TRIGGERS = EVENT_TRIGGER_DEFS.map(([name]) => name);
 
 export const DDL_CAPTURE_SQL = readFileSync(new URL('./ddl-capture.sql', import.meta.url), 'utf8');
 
+/**
+ * Setup found blocking problems and created nothing. Exit 2 (bad configuration or a source not
+ * ready); the CLI prints every problem, one per line.
+ */
+export class SetupRefused extends CdpError {
+  constructor(readonly problems: string[]) {
+    super(ErrorCodes.SOURCE_NOT_READY, `setup cannot proceed; nothing was created: ${problems.join('; ')}`);
+    this.name = 'SetupRefused';
+  }
+}
+
 interface Findings {
   problems: string[];
   warnings: string[];
@@ -66,7 +77,7 @@ interface ArchiveState {
   manifestExists: boolean;
 }
 
-export async function setup(ctx: CommandContext, opts: { basebackup: boolean; replicaIdentityFull?: boolean }): Promise<number> {
+export async function setup(ctx: CommandContext, opts: { basebackup: boolean; replicaIdentityFull?: boolean }): Promise<void> {
   const { log } = ctx;
   const cfg: Config = opts.replicaIdentityFull ? { ...ctx.cfg, source: { ...ctx.cfg.source, keylessTables: 'full' } } : ctx.cfg;
   const findings: Findings = { problems: [], warnings: [] };
@@ -115,8 +126,7 @@ export async function setup(ctx: CommandContext, opts: { basebackup: boolean; re
     for (const w of findings.warnings) log.warn(w);
     if (findings.problems.length > 0 || !source || !kafka || !archive || !client || !admin || !systemId) {
       for (const p of findings.problems) log.error(p);
-      process.stderr.write(`cdp setup: cannot proceed; nothing was created:\n${findings.problems.map((p) => `  - ${p}`).join('\n')}\n`);
-      return ExitCode.usage;
+      throw new SetupRefused(findings.problems);
     }
 
     // ---- 2. Create what is missing: archive manifest, topic, publication + DDL capture, slot last.
@@ -180,7 +190,6 @@ export async function setup(ctx: CommandContext, opts: { basebackup: boolean; re
   } else {
     log.info('setup: no base backup taken (--no-basebackup); restore needs one: run `cdp basebackup`');
   }
-  return ExitCode.ok;
 }
 
 // ---------------------------------------------------------------------------------------------

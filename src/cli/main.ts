@@ -5,6 +5,7 @@ import { CdpError, ErrorCodes, ExitCode, toError } from '../errors.js';
 import { createLogger } from '../util/log.js';
 import type { CommandContext } from '../context.js';
 import type { Component } from '../ops/preflight.js';
+import { printJson, printSetupRefused, restoreDisplay } from './output.js';
 
 // A thin CLI over the library (STYLE.md, graphile-worker): parse, load configuration once, call one
 // function, map its outcome to the exit codes of DESIGN.md section 6.
@@ -76,7 +77,16 @@ export function buildProgram(signal: AbortSignal, onExit: (code: number) => void
     .description('create or check publication, slot, DDL capture, topic and bucket (idempotent); takes the first base backup')
     .option('--no-basebackup', 'do not take the first base backup')
     .option('--replica-identity-full', 'set REPLICA IDENTITY FULL on published tables without a primary key (source.keylessTables: full) instead of refusing')
-    .action(action(async (ctx, o) => (await import('../capture/setup.js')).setup(ctx, { basebackup: o.basebackup !== false, replicaIdentityFull: Boolean(o.replicaIdentityFull) })));
+    .action(action(async (ctx, o) => {
+      const { setup, SetupRefused } = await import('../capture/setup.js');
+      try {
+        await setup(ctx, { basebackup: o.basebackup !== false, replicaIdentityFull: Boolean(o.replicaIdentityFull) });
+      } catch (err) {
+        if (!(err instanceof SetupRefused)) throw err;
+        printSetupRefused(err.problems);
+        return err.exitCode;
+      }
+    }));
 
   program
     .command('capture')
@@ -124,7 +134,7 @@ export function buildProgram(signal: AbortSignal, onExit: (code: number) => void
       if (o.dryRun && o.sql) throw new CdpError(ErrorCodes.USAGE, '--dry-run and --sql contradict each other: choose one');
       // After the flags are checked: a usage error is reported whatever the state of S3.
       await (await import('../ops/preflight.js')).preflight(ctx.cfg, ['s3']);
-      return (await import('../restore/restore.js')).runRestore(ctx, {
+      const report = await (await import('../restore/restore.js')).runRestore(ctx, {
         into: String(o.into),
         time: o.time as string | undefined,
         lsn: o.lsn as string | undefined,
@@ -137,7 +147,8 @@ export function buildProgram(signal: AbortSignal, onExit: (code: number) => void
         jobs: o.jobs as number | undefined,
         ddlOverride: o.ddlOverride as string | undefined,
         ddlRole: o.ddlRole as string | undefined,
-      });
+      }, restoreDisplay());
+      printJson(report);
     }));
 
   program
@@ -145,26 +156,36 @@ export function buildProgram(signal: AbortSignal, onExit: (code: number) => void
     .description('restorable point, RPO, slot lag, consumer lag, bases')
     .option('--json', 'print JSON')
     .option('--check', 'exit 4 when the RPO objective is breached')
-    .action(action(async (ctx, o) => (await import('../ops/status.js')).runStatus(ctx, { json: Boolean(o.json), check: Boolean(o.check) })));
+    .action(action(async (ctx, o) => {
+      const report = await (await import('../ops/status.js')).gatherStatus(ctx);
+      return (await import('./status.js')).reportStatus(report, { json: Boolean(o.json), check: Boolean(o.check) });
+    }));
 
   program
     .command('verify')
     .description('check checksums and continuity of the archive')
     .option('--deep', 'also test-restore into a scratch database')
-    .action(action(async (ctx, o) => (await import('../ops/verify.js')).runVerify(ctx, { deep: Boolean(o.deep) }), ['s3']));
+    .action(action(async (ctx, o) => {
+      const report = await (await import('../ops/verify.js')).runVerify(ctx, { deep: Boolean(o.deep) });
+      printJson(report, 2);
+      return report.ok ? ExitCode.ok : ExitCode.integrity;
+    }, ['s3']));
 
   program
     .command('prune')
     .description('apply retention tiers')
     .option('--dry-run', 'print what would be deleted')
-    .action(action(async (ctx, o) => (await import('../ops/prune.js')).runPrune(ctx, { dryRun: Boolean(o.dryRun) }), ['s3']));
+    .action(action(async (ctx, o) => printJson(await (await import('../ops/prune.js')).pruneArchive(ctx, { dryRun: Boolean(o.dryRun) }), 2), ['s3']));
 
   program
     .command('replicate')
     .description('copy the archive to a second bucket (the offsite copy of 3-2-1)')
     .requiredOption('--to-bucket <name>', 'destination bucket')
     .option('--to-endpoint <url>', 'destination endpoint (default: the same)')
-    .action(action(async (ctx, o) => (await import('../ops/replicate.js')).runReplicate(ctx, { toBucket: String(o.toBucket), toEndpoint: o.toEndpoint as string | undefined }), ['s3']));
+    .action(action(async (ctx, o) => {
+      const report = await (await import('../ops/replicate.js')).replicateArchive(ctx, { toBucket: String(o.toBucket), toEndpoint: o.toEndpoint as string | undefined });
+      printJson(report);
+    }, ['s3']));
 
   return program;
 }

@@ -1,7 +1,6 @@
 import { DeleteObjectsCommand } from '@aws-sdk/client-s3';
 import type { CommandContext } from '../context.js';
 import { archiveRoot } from '../config/config.js';
-import { ExitCode } from '../errors.js';
 import { baseDumpKey, baseManifestKey } from '../archive/layout.js';
 import { listSegments, readArchiveManifest } from '../archive/catalog.js';
 import { createStore, s3Error } from '../s3/client.js';
@@ -12,7 +11,16 @@ import { listBases } from './status.js';
 // starts from), and every segment holding a change at or after the anchor. Older bases go, and so
 // do segments whose highest commit LSN is below the anchor. Bases are never pruned to zero.
 
-export async function runPrune(ctx: CommandContext, opts: { dryRun: boolean }): Promise<number> {
+export interface PruneReport {
+  cutoff: string;
+  anchorBase: string | null;
+  deletions: number;
+  dryRun: boolean;
+  /** With --dry-run, the keys that would be deleted. */
+  keys: string[] | undefined;
+}
+
+export async function pruneArchive(ctx: CommandContext, opts: { dryRun: boolean }): Promise<PruneReport> {
   const { cfg, log } = ctx;
   const store = createStore(cfg, log, { signal: ctx.signal, maxElapsedMs: 60_000 });
   const root = archiveRoot(cfg);
@@ -40,6 +48,5 @@ export async function runPrune(ctx: CommandContext, opts: { dryRun: boolean }): 
       }
     }
   }
-  process.stdout.write(JSON.stringify({ ...report, keys: opts.dryRun ? doomed : undefined }, null, 2) + '\n');
-  return ExitCode.ok;
+  return { ...report, keys: opts.dryRun ? doomed : undefined };
 }

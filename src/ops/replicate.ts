@@ -1,7 +1,6 @@
 import { S3Client } from '@aws-sdk/client-s3';
 import type { CommandContext } from '../context.js';
 import { archiveRoot } from '../config/config.js';
-import { ExitCode } from '../errors.js';
 import { createStore, getObject, listObjects, putMutable, putOnce, type Store } from '../s3/client.js';
 
 // `cdp replicate`: the offsite copy of 3-2-1. Copies every object of this database's archive that
@@ -10,7 +9,14 @@ import { createStore, getObject, listObjects, putMutable, putOnce, type Store } 
 // and copied every time. Objects are read fully into memory one at a time (segments are bounded by
 // archive.segmentMaxBytes; very large bases would want a streaming copy: see README, Limits).
 
-export async function runReplicate(ctx: CommandContext, opts: { toBucket: string; toEndpoint?: string }): Promise<number> {
+export interface ReplicateReport {
+  /** The destination, s3://bucket/root/. */
+  to: string;
+  copied: number;
+  alreadyThere: number;
+}
+
+export async function replicateArchive(ctx: CommandContext, opts: { toBucket: string; toEndpoint?: string }): Promise<ReplicateReport> {
   const { cfg, log } = ctx;
   const src = createStore(cfg, log, { signal: ctx.signal, maxElapsedMs: 120_000 });
   const dst: Store = {
@@ -36,6 +42,5 @@ export async function runReplicate(ctx: CommandContext, opts: { toBucket: string
     else await putOnce(dst, o.key, body);
     copied += 1;
   }
-  process.stdout.write(JSON.stringify({ to: `s3://${opts.toBucket}/${root}/`, copied, alreadyThere: skipped }) + '\n');
-  return ExitCode.ok;
+  return { to: `s3://${opts.toBucket}/${root}/`, copied, alreadyThere: skipped };
 }

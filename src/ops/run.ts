@@ -1,5 +1,5 @@
 import type { CommandContext } from '../context.js';
-import { CdpError, ErrorCodes, ExitCode, toError } from '../errors.js';
+import { CdpError, ErrorCodes, toError } from '../errors.js';
 import { sleep } from '../util/retry.js';
 import { startMetricsServer } from './metrics.js';
 
@@ -8,7 +8,7 @@ import { startMetricsServer } from './metrics.js';
 // all of them cleanly; a fatal error in one stops the others (a half-running pipeline would let the
 // RPO grow silently), and the process exits non-zero so a supervisor restarts it.
 
-export async function runAll(ctx: CommandContext): Promise<number> {
+export async function runAll(ctx: CommandContext): Promise<void> {
   const metrics = await startMetricsServer(ctx.cfg, ctx.log);
   const inner = new AbortController();
   const stop = (reason: unknown) => {
@@ -39,7 +39,6 @@ export async function runAll(ctx: CommandContext): Promise<number> {
     await metrics.close();
   }
   if (failure) throw failure instanceof CdpError ? failure : new CdpError(ErrorCodes.INTERNAL, failure.message, { cause: failure });
-  return ExitCode.ok;
 }
 
 /**

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import type { CommandContext } from '../context.js';
 import { archiveRoot } from '../config/config.js';
-import { ExitCode, toError } from '../errors.js';
+import { toError } from '../errors.js';
 import { listSegments, readArchiveManifest, readPartitionState, type ListedSegment } from '../archive/catalog.js';
 import { describeGap, gapCoveredBy, listGaps } from '../archive/chain.js';
 import { loadKeyring } from '../archive/crypto.js';
@@ -15,7 +15,7 @@ import { checkBase } from '../restore/base-restore.js';
 // `cdp verify`: reads every stored object back and checks it against its recorded SHA-256 (G5),
 // decodes every segment, and checks that each partition's segments cover a contiguous run of
 // offsets (a hole would mean changes that were committed in Kafka but never stored). --deep also
-// restores the latest point into a scratch database. Exit 3 when anything is wrong.
+// restores the latest point into a scratch database. The CLI exits 3 when anything is wrong.
 
 export interface VerifyProblem {
   what: string;
@@ -112,7 +112,19 @@ export async function verifyArchive(ctx: CommandContext): Promise<{ segments: nu
   return { segments, bases: bases.length, problems, breaks };
 }
 
-export async function runVerify(ctx: CommandContext, opts: { deep: boolean }): Promise<number> {
+export interface VerifyReport {
+  ok: boolean;
+  segments: number;
+  bases: number;
+  /** With --deep: what the test restore did. */
+  deep: string | undefined;
+  deepRestore: Record<string, unknown> | undefined;
+  problems: VerifyProblem[];
+  breaks: VerifyBreak[];
+}
+
+/** `cdp verify`: the archive check and, with `deep`, a test restore of the latest point. */
+export async function runVerify(ctx: CommandContext, opts: { deep: boolean }): Promise<VerifyReport> {
   const result = await verifyArchive(ctx);
   let deep: string | undefined;
   let deepReport: Record<string, unknown> | undefined;
@@ -125,19 +137,13 @@ export async function runVerify(ctx: CommandContext, opts: { deep: boolean }): P
       const into = new URL(ctx.cfg.source.url);
       into.pathname = `/${scratch}`;
       const { runRestore } = await import('../restore/restore.js');
-      let restored: Record<string, unknown> | undefined;
-      const code = await runRestore(ctx, { into: into.toString(), latest: true, dryRun: false, force: false }, (r) => (restored = r));
-      deep =
-        code === ExitCode.ok
-          ? `test restore of the latest point into ${scratch} succeeded`
-          : `test restore failed with exit ${code}`;
-      if (restored) deepReport = restored;
-      if (code !== ExitCode.ok) result.problems.push({ what: 'deep', problem: deep });
+      // runRestore returns its report or throws: a failed test restore fails verify with its error.
+      deepReport = await runRestore(ctx, { into: into.toString(), latest: true, dryRun: false, force: false });
+      deep = `test restore of the latest point into ${scratch} succeeded`;
     } finally {
       await admin.query(`DROP DATABASE IF EXISTS ${scratch} WITH (FORCE)`).catch(() => {});
       await admin.end();
     }
   }
-  process.stdout.write(JSON.stringify({ ok: result.problems.length === 0, segments: result.segments, bases: result.bases, deep, deepRestore: deepReport, problems: result.problems, breaks: result.breaks }, null, 2) + '\n');
-  return result.problems.length === 0 ? ExitCode.ok : ExitCode.integrity;
+  return { ok: result.problems.length === 0, segments: result.segments, bases: result.bases, deep, deepRestore: deepReport, problems: result.problems, breaks: result.breaks };
 }

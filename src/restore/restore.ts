@@ -12,7 +12,7 @@ import { gapCrossedError, gapsCrossed, listGaps, type StoredGap } from '../archi
 import { loadKeyring } from '../archive/crypto.js';
 import type { BaseManifestExt } from '../base/basebackup.js';
 import { redactUrl } from '../capture/source.js';
-import { CdpError, ErrorCodes, ExitCode, pgError, toError } from '../errors.js';
+import { CdpError, ErrorCodes, pgError, toError } from '../errors.js';
 import { createStore, missingBucketError } from '../s3/client.js';
 import { formatLsn, microsToIso, type Lsn } from '../util/lsn.js';
 import { Applier, parseTableList, sequencesSql, type SqlSink, type TableFilter } from './apply.js';
@@ -315,14 +315,32 @@ async function userTables(c: pg.Client): Promise<string[]> {
   return r.rows.map((x) => x.name);
 }
 
+/** Where the replay stands, every half second, for a live display (the CLI's progress line). */
+export interface RestoreProgress {
+  transactions: number;
+  changes: number;
+  lsn: Lsn;
+  /** Commit time of the last applied transaction, microseconds; 0 before the first. */
+  time: number;
+  /** Changes per second since the restore started. */
+  rate: number;
+}
+
+/** A live display of the replay: `progress` every half second, `done` once at the end. */
+export interface RestoreDisplay {
+  progress(p: RestoreProgress): void;
+  done(): void;
+}
+
+/** Reports progress to the display when there is one, else to the log every 10 s. */
 class Progress {
   private timer: NodeJS.Timeout | undefined;
-  private readonly tty = process.stderr.isTTY;
   private lastLog = Date.now();
   constructor(
     private readonly ctx: CommandContext,
     private readonly started: number,
     private readonly get: () => { transactions: number; changes: number; lsn: Lsn; time: number },
+    private readonly display: RestoreDisplay | undefined,
   ) {}
   start(): void {
     this.timer = setInterval(() => this.tick(), 500);
@@ -332,8 +350,8 @@ class Progress {
     const s = this.get();
     const secs = (Date.now() - this.started) / 1000;
     const rate = Math.round(s.changes / Math.max(secs, 0.001));
-    if (this.tty) {
-      process.stderr.write(`\rrestore: ${s.transactions} txns, ${s.changes} changes, at ${formatLsn(s.lsn)} ${s.time ? microsToIso(s.time) : ''} (${rate} changes/s)   `);
+    if (this.display) {
+      this.display.progress({ ...s, rate });
     } else if (Date.now() - this.lastLog >= 10_000) {
       this.lastLog = Date.now();
       this.ctx.log.info({ transactions: s.transactions, changes: s.changes, lsn: formatLsn(s.lsn), rate }, 'restore: progress');
@@ -341,14 +359,10 @@ class Progress {
   }
   stop(): void {
     if (this.timer) clearInterval(this.timer);
-    if (this.tty) process.stderr.write('\n');
+    this.display?.done();
   }
 }
 
-/**
- * Restores and reports. The final report goes to `onReport` (by default one JSON line on stdout);
- * `cdp verify --deep` collects it instead so its own output stays one document.
- */
 /**
  * The chosen tables (restore --tables) that the target does not have after its base and that no
  * event of the stream up to the target creates or writes (a DDL event naming the table, or a row
@@ -385,11 +399,14 @@ export async function missingChosenTables(client: pg.Client, filter: TableFilter
   return [...missing].sort();
 }
 
-export async function runRestore(
-  ctx: CommandContext,
-  opts: RestoreOptions,
-  onReport: (report: Record<string, unknown>) => void = (r) => process.stdout.write(JSON.stringify(r) + '\n'),
-): Promise<number> {
+/** What a finished restore did: the CLI prints it as one JSON line; `cdp verify --deep` embeds it. */
+export type RestoreReport = Awaited<ReturnType<typeof runRestore>>;
+
+/**
+ * Restores and returns the report; throws a CdpError when the restore cannot finish. `display`,
+ * when given, receives the replay's progress (else it is logged every 10 s).
+ */
+export async function runRestore(ctx: CommandContext, opts: RestoreOptions, display?: RestoreDisplay) {
   const { cfg, log } = ctx;
   const started = Date.now();
   const target = parseTarget(opts);
@@ -560,7 +577,7 @@ export async function runRestore(
     changes: applier.stats.changes,
     lsn: applier.stats.last?.commitLsn ?? 0,
     time: applier.stats.last?.commitTime ?? 0,
-  }));
+  }), display);
 
   let end: Extract<ReplayItem, { type: 'end' }> | undefined;
   let replayStarted: number;
@@ -695,6 +712,5 @@ export async function runRestore(
     resumed: Boolean(resumed),
     sqlFile: opts.sqlFile ?? null,
   };
-  onReport(report);
-  return ExitCode.ok;
+  return report;
 }
