@@ -250,6 +250,99 @@ pg_ensure_trust() {
     die "postgres still refuses postgres@$PG_HOST without a password; check $hba"
 }
 
+# pg_tls (issue 14): TLS on the main cluster for the tests of source.tls / restore.tls. A CA, the
+# server's certificate (127.0.0.1 and localhost) and a client certificate for the role cdp_tls
+# (plus the same key encrypted, and a second CA that signed nothing, for the wrong-CA test), made
+# once with openssl into $PG_TLS. The server reads copies in its data directory (the postgres user
+# cannot read our cache). ssl and its files are reloadable settings (sighup): no restart. pg_hba
+# gets lines for cdp_tls alone: TLS with a client certificate (`hostssl ... cert`), anything else
+# rejected; every other role keeps the trust lines as before.
+PG_TLS=$STACK_HOME/pg-tls
+PG_TLS_ROLE=cdp_tls
+PG_TLS_KEY_PASSWORD=cdp-local-key-password  # fake, for a loopback-only test stack
+
+pg_tls_files() {
+  [[ -s $PG_TLS/ca.pem && -s $PG_TLS/server.crt && -s $PG_TLS/client-enc.key && -s $PG_TLS/other-ca.pem ]] && return 0
+  command -v openssl >/dev/null 2>&1 || die "openssl not found (needed for PostgreSQL's TLS certificates): apt-get install -y openssl"
+  log "postgres: making TLS certificates in $PG_TLS"
+  local d
+  mkdir -p "$STACK_HOME"
+  d=$(mktemp -d "$STACK_HOME/pg-tls.tmp.XXXXXX")
+  (
+    leaf() { # name subject extensions
+      openssl req -newkey rsa:2048 -nodes -subj "$2" -keyout "$1.key.pkcs1" -out "$1.csr" &&
+        printf '%s\n' "$3" >"$1.ext" &&
+        openssl x509 -req -in "$1.csr" -CA ca.pem -CAkey ca.key -CAcreateserial -days 3650 -out "$1.crt" -extfile "$1.ext" &&
+        openssl pkcs8 -topk8 -nocrypt -in "$1.key.pkcs1" -out "$1.key"
+    }
+    cd "$d" &&
+      openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=katya-cdp local PostgreSQL CA" \
+        -keyout ca.key -out ca.pem -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign &&
+      leaf server "/CN=localhost" "subjectAltName=IP:127.0.0.1,DNS:localhost
+extendedKeyUsage=serverAuth" &&
+      leaf client "/CN=$PG_TLS_ROLE" "extendedKeyUsage=clientAuth" &&
+      printf '%s\n' "$PG_TLS_KEY_PASSWORD" >client-key.password &&
+      openssl pkcs8 -topk8 -v2 aes-256-cbc -in client.key -out client-enc.key -passout "file:client-key.password" &&
+      openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=katya-cdp some other CA" \
+        -keyout other-ca.key -out other-ca.pem -addext basicConstraints=critical,CA:TRUE &&
+      rm -f ./*.csr ./*.ext ./*.pkcs1 ./*.srl other-ca.key &&
+      chmod 600 ./*.key client-key.password
+  ) >/dev/null 2>"$d.err" || { cat "$d.err" >&2; rm -rf "$d" "$d.err"; die "making PostgreSQL's TLS certificates failed (see above)"; }
+  rm -rf "$PG_TLS" "$d.err"
+  mv "$d" "$PG_TLS"
+}
+
+pg_ensure_tls() {
+  if [[ $(id -u) -ne 0 ]] || ! id postgres >/dev/null 2>&1; then
+    log "postgres: not root, TLS for $PG_TLS_ROLE not set up (the TLS tests skip)"
+    return 0
+  fi
+  pg_tls_files
+  local data dir hba changed=0
+  data=$(pg_sql "SHOW data_directory")
+  hba=$(pg_sql "SHOW hba_file")
+  dir=$data/katya-tls
+  # The server's copies: refreshed when the certificate changed (cmp), owned by postgres, key 0600.
+  if ! cmp -s "$PG_TLS/server.crt" "$dir/server.crt" 2>/dev/null || ! cmp -s "$PG_TLS/ca.pem" "$dir/ca.pem" 2>/dev/null; then
+    install -d -o postgres -g postgres -m 700 "$dir"
+    install -o postgres -g postgres -m 600 "$PG_TLS/server.key" "$dir/server.key"
+    install -o postgres -g postgres -m 644 "$PG_TLS/server.crt" "$dir/server.crt"
+    install -o postgres -g postgres -m 644 "$PG_TLS/ca.pem" "$dir/ca.pem"
+    changed=1
+  fi
+  if [[ $(pg_sql "SELECT current_setting('ssl') = 'on' AND current_setting('ssl_cert_file') = '$dir/server.crt' AND current_setting('ssl_ca_file') = '$dir/ca.pem'") != t || $changed == 1 ]]; then
+    log "postgres: ssl=on with the stack's certificates (ALTER SYSTEM, reload)"
+    pg_sql "ALTER SYSTEM SET ssl_cert_file = '$dir/server.crt'" >/dev/null
+    pg_sql "ALTER SYSTEM SET ssl_key_file = '$dir/server.key'" >/dev/null
+    pg_sql "ALTER SYSTEM SET ssl_ca_file = '$dir/ca.pem'" >/dev/null
+    pg_sql "ALTER SYSTEM SET ssl = on" >/dev/null
+    changed=1
+  fi
+  pg_sql "DO \$\$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '$PG_TLS_ROLE') THEN CREATE ROLE $PG_TLS_ROLE LOGIN SUPERUSER REPLICATION; END IF; END \$\$" >/dev/null
+  if ! grep -q "katya-cdp stack.sh: $PG_TLS_ROLE" "$hba"; then
+    log "postgres: $PG_TLS_ROLE only over TLS with a client certificate (lines prepended to $hba)"
+    local tmp
+    tmp=$(mktemp)
+    {
+      echo "# katya-cdp stack.sh: $PG_TLS_ROLE only over TLS with a client certificate from the stack's CA (issue 14 TLS tests)"
+      echo "hostssl all          $PG_TLS_ROLE   127.0.0.1/32   cert"
+      echo "hostssl replication  $PG_TLS_ROLE   127.0.0.1/32   cert"
+      echo "host    all          $PG_TLS_ROLE   0.0.0.0/0      reject"
+      echo "host    replication  $PG_TLS_ROLE   0.0.0.0/0      reject"
+      echo "local   all          $PG_TLS_ROLE                  reject"
+      cat "$hba"
+    } >"$tmp"
+    cat "$tmp" >"$hba"
+    rm -f "$tmp"
+    changed=1
+  fi
+  if [[ $changed == 1 ]]; then
+    pg_sql "SELECT pg_reload_conf()" >/dev/null
+    sleep 0.5
+    [[ $(pg_sql "SHOW ssl") == on ]] || { tail_log "$PG_LOG"; die "postgres did not turn ssl on after a reload; see $PG_LOG"; }
+  fi
+}
+
 pg_up() {
   pg_detect
   if [[ -z $PG_VERSION ]]; then
@@ -290,6 +383,7 @@ pg_up() {
       die "PostgreSQL still does not run with wal_level=logical after a restart (set on its command line?). SHOW wal_level; and check $PG_LOG"
   fi
   pg_ensure_trust
+  pg_ensure_tls
   log "postgres: ready on $PG_HOST:$PG_PORT (cluster $PG_VERSION/$PG_CLUSTER, wal_level=logical)"
 }
 
@@ -932,6 +1026,8 @@ export CDP_STACK_KAFKA_CLIENT_CERT_FILE=$KAFKA_TLS/client.crt
 export CDP_STACK_KAFKA_CLIENT_KEY_FILE=$KAFKA_TLS/client.key
 export CDP_STACK_KAFKA_SASL_USERNAME=$KAFKA_SASL_USER
 export CDP_STACK_KAFKA_SASL_PASSWORD_FILE=$KAFKA_TLS/sasl.password
+export CDP_STACK_PG_TLS_DIR=$PG_TLS
+export CDP_STACK_PG_TLS_ROLE=$PG_TLS_ROLE
 EOF
   local m
   for m in $PGX_MAJORS; do
