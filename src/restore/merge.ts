@@ -11,9 +11,14 @@ import type { CutDecision, TxnHeader } from './target.js';
 //    identity already taken from that partition is a duplicate: overlapping segments (a re-read
 //    after an archiver crash) and capture replays after a crash (which re-send a prefix of what
 //    Kafka already holds) both produce only such records (G2).
-// 2. K-way merge of the partitions by identity; WATERMARK records are skipped, records of
-//    transactions before the base's LSN are skipped (the base already contains them: the exported
-//    snapshot sees exactly the transactions whose commit record LSN < consistent_point).
+// 2. K-way merge of the partitions by identity; records of transactions before the base's LSN are
+//    skipped (the base already contains them: the exported snapshot sees exactly the transactions
+//    whose commit record LSN < consistent_point). WATERMARK records are skipped, or (option
+//    `watermarks`) merged as if their identity were (commitLsn, +infinity): a watermark C leaves
+//    the merge only once every partition's next record is past C, so it says that every record
+//    with commit LSN <= C has been emitted. Capture writes one after each acknowledged transaction,
+//    heartbeats included (which leave no other record): the only sign of progress in an idle
+//    stretch, and what lets the grouping stop at a target without reading the archive to its end.
 // 3. Grouping: a transaction is the run of records with one commitLsn; its COMMIT marker (position =
 //    number of data records) must close it, else the archive is not complete there (IntegrityError).
 
@@ -28,13 +33,20 @@ class PartitionCursor {
     readonly partition: number,
     private readonly it: AsyncIterator<ChangeEvent[]>,
     private readonly fromLsn: Lsn,
+    private readonly watermarks = false,
   ) {}
 
   /** The current head, or undefined when the chunk is used up (call fill()). */
   head(): ChangeEvent | undefined {
     while (this.idx < this.chunk.length) {
       const ev = this.chunk[this.idx]!;
-      if (ev.op === 'WATERMARK' || ev.commitLsn < this.fromLsn) {
+      if (ev.commitLsn < this.fromLsn) {
+        this.idx++;
+        continue;
+      }
+      if (ev.op === 'WATERMARK') {
+        // Not a change: no identity of its own, never a duplicate, never moves `last`.
+        if (this.watermarks) return ev;
         this.idx++;
         continue;
       }
@@ -50,7 +62,7 @@ class PartitionCursor {
 
   take(): ChangeEvent {
     const ev = this.chunk[this.idx++]!;
-    this.last = { commitLsn: ev.commitLsn, position: ev.position };
+    if (ev.op !== 'WATERMARK') this.last = { commitLsn: ev.commitLsn, position: ev.position };
     return ev;
   }
 
@@ -81,19 +93,29 @@ export interface MergeStats {
   duplicates: number;
 }
 
+/** Merge order: identity, a watermark after every record of its commit LSN. */
+function compareMerged(a: ChangeEvent, b: ChangeEvent): number {
+  const aw = a.op === 'WATERMARK';
+  const bw = b.op === 'WATERMARK';
+  if (!aw && !bw) return compareIdentity(a, b);
+  return a.commitLsn - b.commitLsn || (aw ? (bw ? 0 : 1) : -1);
+}
+
 /**
- * Merges partitions by identity, deduplicated. Yields chunks of up to `chunkSize` events. Small
- * binary heap over the cursors' heads: O(log P) per event.
+ * Merges partitions by identity, deduplicated. Yields chunks of up to `chunkSize` events, and
+ * whatever it holds before it waits for a partition's next segment (so that a consumer that has
+ * seen enough can stop before more is read). Small binary heap over the cursors' heads: O(log P)
+ * per event.
  */
 export async function* mergePartitions(
   sources: Array<{ partition: number; chunks: AsyncIterable<ChangeEvent[]> }>,
-  opts: { fromLsn: Lsn; chunkSize?: number; stats?: MergeStats },
+  opts: { fromLsn: Lsn; chunkSize?: number; stats?: MergeStats; watermarks?: boolean },
 ): AsyncGenerator<ChangeEvent[]> {
   const chunkSize = opts.chunkSize ?? 2048;
-  const cursors = sources.map((s) => new PartitionCursor(s.partition, s.chunks[Symbol.asyncIterator](), opts.fromLsn));
+  const cursors = sources.map((s) => new PartitionCursor(s.partition, s.chunks[Symbol.asyncIterator](), opts.fromLsn, opts.watermarks));
   const heap: PartitionCursor[] = [];
   const less = (a: PartitionCursor, b: PartitionCursor) => {
-    const c = compareIdentity(a.head()!, b.head()!);
+    const c = compareMerged(a.head()!, b.head()!);
     return c < 0 || (c === 0 && a.partition < b.partition);
   };
   const up = (i: number) => {
@@ -132,6 +154,11 @@ export async function* mergePartitions(
       // The same identity in two partitions is a capture bug (an identity is produced once);
       // drop it as a duplicate rather than applying a change twice, but count it.
       out.push(ev);
+      if (top.head() === undefined && out.length > 0) {
+        // The next fill may download a segment: hand over what is merged first.
+        yield out;
+        out = [];
+      }
       if (top.head() === undefined && !(await top.fill())) {
         const lastCursor = heap.pop()!;
         if (heap.length > 0 && lastCursor !== top) {
@@ -170,11 +197,25 @@ export type ReplayItem =
  * After the cut, the stream is read on (nothing more applied) until the first SEQUENCES snapshot,
  * which is the best-known upper value of every sequence at the target.
  */
+export interface GroupOptions {
+  sequenceScanMicros?: number;
+  /**
+   * For WATERMARK records in the merged stream (mergePartitions' `watermarks`): whether no
+   * transaction after this point can be applied (makeWatermarkCut). A watermark C says every
+   * transaction with commit LSN <= C has been seen; one past the target ends the replay without
+   * reading further, and one past the sequence scan's window ends that scan.
+   */
+  passed?: (w: { commitLsn: Lsn; commitTime: number }) => boolean;
+  /** Updated as the stream advances, watermarks included: where the replay stands (progress). */
+  position?: { lsn: Lsn; time: number };
+}
+
 export async function* groupTransactionBatches(
   merged: AsyncIterable<ChangeEvent[]>,
   cut: (t: TxnHeader) => CutDecision,
-  opts: { sequenceScanMicros?: number } = {},
+  opts: GroupOptions = {},
 ): AsyncGenerator<ReplayItem[]> {
+  const position = opts.position;
   // How far past the target to look for a SEQUENCES snapshot (capture emits one every
   // capture.sequenceIntervalMs, 30 s by default); beyond that the last one before the target is used.
   const scanMicros = opts.sequenceScanMicros ?? 5 * 60 * 1_000_000;
@@ -187,6 +228,7 @@ export async function* groupTransactionBatches(
   let stopped = false;
   let stoppedBy: 'target' | 'exhausted' = 'exhausted';
   let sequencesAfter: ChangeEvent | undefined;
+  let scanOver = false;
   let out: ReplayItem[] = [];
 
   const incomplete = (t: TxnHeader, seen: number) =>
@@ -198,8 +240,31 @@ export async function* groupTransactionBatches(
 
   for await (const chunk of merged) {
     for (const ev of chunk) {
+      if (ev.op === 'WATERMARK') {
+        // Between transactions only: one inside a transaction is older than it (the partition
+        // that carried it had already sent records of later transactions), so it says nothing new.
+        if (cur) continue;
+        if (position && ev.commitLsn > position.lsn) {
+          position.lsn = ev.commitLsn;
+          position.time = ev.commitTime;
+        }
+        if (stopped) {
+          if (ev.commitTime > scanUntil) {
+            scanOver = true;
+            break;
+          }
+        } else if (opts.passed?.(ev)) {
+          stopped = true;
+          stoppedBy = 'target';
+          scanUntil = (reached?.commitTime ?? ev.commitTime) + scanMicros;
+        }
+        continue;
+      }
       if (stopped) {
-        if (ev.commitTime > scanUntil) break;
+        if (ev.commitTime > scanUntil) {
+          scanOver = true;
+          break;
+        }
         if (ev.op === 'SEQUENCES') {
           sequencesAfter = ev;
           break;
@@ -221,6 +286,10 @@ export async function* groupTransactionBatches(
           continue;
         }
         cur = header;
+        if (position) {
+          position.lsn = header.commitLsn;
+          position.time = header.commitTime;
+        }
         curStop = d === 'apply-and-stop';
         count = 0;
         out.push({ type: 'begin', txn: cur });
@@ -271,7 +340,7 @@ export async function* groupTransactionBatches(
       yield out;
       out = [];
     }
-    if (stopped && (sequencesAfter || chunk.length === 0 || chunk[chunk.length - 1]!.commitTime > scanUntil)) break;
+    if (stopped && (scanOver || sequencesAfter || chunk.length === 0 || chunk[chunk.length - 1]!.commitTime > scanUntil)) break;
   }
   if (cur) throw incomplete(cur, count);
   out.push({ type: 'end', reached, stoppedBy, sequencesAfter });
@@ -282,7 +351,7 @@ export async function* groupTransactionBatches(
 export async function* groupTransactions(
   merged: AsyncIterable<ChangeEvent[]>,
   cut: (t: TxnHeader) => CutDecision,
-  opts: { sequenceScanMicros?: number } = {},
+  opts: GroupOptions = {},
 ): AsyncGenerator<ReplayItem> {
   for await (const batch of groupTransactionBatches(merged, cut, opts)) yield* batch;
 }

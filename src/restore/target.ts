@@ -105,6 +105,28 @@ export function makeCut(target: RestoreTarget, limitLsn: Lsn): (t: TxnHeader) =>
 }
 
 /**
+ * The cut rule for a WATERMARK C of the merged stream (every transaction with commit LSN <= C has
+ * been seen): true when no transaction after it may be applied. At or past the restorable point,
+ * or an LSN target: nothing after C is at or before it. A time target: transaction C (the last
+ * one capture had acknowledged, a heartbeat's when idle) committed after the target time, and
+ * the cut stops at the first transaction in commit order that did (makeCut). An xid target: never
+ * (its transaction ends the replay itself).
+ */
+export function makeWatermarkCut(target: RestoreTarget, limitLsn: Lsn): (w: { commitLsn: Lsn; commitTime: number }) => boolean {
+  return (w) => {
+    if (w.commitLsn >= limitLsn) return true;
+    switch (target.kind) {
+      case 'lsn':
+        return w.commitLsn >= target.lsn;
+      case 'time':
+        return w.commitTime > target.micros;
+      default:
+        return false;
+    }
+  };
+}
+
+/**
  * Whether a transaction of the stream is the --xid target. pgoutput gives 32-bit xids; PostgreSQL
  * shows 64-bit ones (pg_current_xact_id(), txid_current(): epoch * 2^32 + xid). A target of 2^32
  * or more is matched on its low 32 bits: restore picks a base whose snapshot xmax (64-bit) is at

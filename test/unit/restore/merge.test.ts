@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import type { ChangeEvent } from '../../../src/events/change-event.js';
 import { IntegrityError } from '../../../src/errors.js';
 import { groupTransactions, mergePartitions, type MergeStats, type ReplayItem } from '../../../src/restore/merge.js';
-import { makeCut } from '../../../src/restore/target.js';
+import { makeCut, makeWatermarkCut } from '../../../src/restore/target.js';
 import { chunks, collect, txn, watermark } from './helpers.js';
 
 const ids = (evs: ChangeEvent[]) => evs.map((e) => `${e.commitLsn}:${e.position}:${e.op}`);
@@ -123,5 +123,80 @@ describe('groupTransactions', () => {
     const sizes = items.filter((i) => i.type === 'changes').map((i) => (i.type === 'changes' ? i.events.length : 0));
     expect(Math.max(...sizes)).toBeLessThanOrEqual(2048);
     expect(sizes.reduce((a, b) => a + b, 0)).toBe(5000);
+  });
+});
+
+describe('watermarks through the merge (a replay stops at its target, not at the end of the archive)', () => {
+  const wm = (lsn: number, p: number, time = lsn * 10) => ({ ...watermark(lsn, p), commitTime: time });
+  /** Counts the chunks a partition hands out, i.e. the segments a restore would read. */
+  function counted(parts: ChangeEvent[][], read: { n: number }): AsyncIterable<ChangeEvent[]> {
+    return (async function* () {
+      for (const c of parts) {
+        read.n++;
+        yield c;
+      }
+    })();
+  }
+
+  it('emits a watermark only once every partition is past it, after the records of its LSN', async () => {
+    const a = txn(100, 1, 1000, [{}, {}]);
+    const p0 = [a[0]!, wm(50, 0), a[2]!, wm(100, 0)];
+    const p1 = [a[1]!, wm(100, 1), wm(150, 1)];
+    const out = (await collect(mergePartitions([{ partition: 0, chunks: chunks(p0) }, { partition: 1, chunks: chunks(p1) }], { fromLsn: 0, watermarks: true }))).flat();
+    // The stale watermark 50 (its partition had already sent a record of 100) comes out as soon as
+    // it heads its partition; groupTransactions ignores it inside a transaction.
+    expect(ids(out)).toEqual(['100:0:INSERT', '50:0:WATERMARK', '100:1:INSERT', '100:2:COMMIT', '100:0:WATERMARK', '100:0:WATERMARK', '150:0:WATERMARK']);
+  });
+
+  it('stops at the first watermark past an LSN or time target: the idle stretch after it is not read', async () => {
+    for (const [target, passed] of [
+      [{ kind: 'lsn', lsn: 200 }, makeWatermarkCut({ kind: 'lsn', lsn: 200 }, 1e9)],
+      [{ kind: 'time', micros: 2500, text: '' }, makeWatermarkCut({ kind: 'time', micros: 2500, text: '' }, 1e9)],
+      [{ kind: 'latest' }, makeWatermarkCut({ kind: 'latest' }, 250)],
+    ] as const) {
+      const read = { n: 0 };
+      // One "segment" per transaction, then 50 heartbeat-only segments (watermarks, no records).
+      const segs = [txn(100, 11, 1000, [{}]), txn(200, 12, 2000, [{}]), ...Array.from({ length: 50 }, (_, i) => [wm(300 + i * 10, 0)])];
+      const position = { lsn: 0, time: 0 };
+      const items = await collect(
+        groupTransactions(mergePartitions([{ partition: 0, chunks: counted(segs, read) }], { fromLsn: 0, watermarks: true }), makeCut(target, target.kind === 'latest' ? 250 : 1e9), {
+          passed,
+          position,
+          sequenceScanMicros: 0,
+        }),
+      );
+      expect(summary(items), target.kind).toEqual(['B100', 'x1', 'C100/1', 'B200', 'x1', 'C200/1', 'E:target']);
+      expect(read.n, target.kind).toBeLessThanOrEqual(3);
+      expect(position.lsn).toBe(300);
+    }
+  });
+
+  it('ends the sequence scan at a watermark past its window', async () => {
+    const read = { n: 0 };
+    const segs = [txn(100, 11, 1000, [{}]), ...Array.from({ length: 50 }, (_, i) => [wm(300 + i * 10, 0, 2000 + i * 100)])];
+    const items = await collect(
+      groupTransactions(mergePartitions([{ partition: 0, chunks: counted(segs, read) }], { fromLsn: 0, watermarks: true }), makeCut({ kind: 'lsn', lsn: 150 }, 1e9), {
+        passed: makeWatermarkCut({ kind: 'lsn', lsn: 150 }, 1e9),
+        sequenceScanMicros: 500,
+      }),
+    );
+    expect(summary(items)).toEqual(['B100', 'x1', 'C100/1', 'E:target']);
+    // Window: 1000 + 500 µs; watermark times 2000, 2100, ...: the first is past it.
+    expect(read.n).toBeLessThanOrEqual(3);
+  });
+
+  it('ignores a watermark older than the open transaction (its partition ran ahead)', async () => {
+    const a = txn(200, 1, 2000, [{}, {}]);
+    // Partition 0 sent txn 200's first record before the watermark for 100.
+    const p0 = [a[0]!, wm(100, 0), a[2]!];
+    const p1 = [a[1]!];
+    const position = { lsn: 0, time: 0 };
+    const items = await collect(
+      groupTransactions(mergePartitions([{ partition: 0, chunks: chunks(p0) }, { partition: 1, chunks: chunks(p1) }], { fromLsn: 0, watermarks: true }), makeCut({ kind: 'lsn', lsn: 150 }, 1e9), {
+        passed: makeWatermarkCut({ kind: 'lsn', lsn: 150 }, 1e9),
+        position,
+      }),
+    );
+    expect(summary(items)).toEqual(['E:target']);
   });
 });
