@@ -6,11 +6,15 @@
 // "Environment Variables"). A URL without a password leaves the environment as it is, so
 // PGPASSWORD or ~/.pgpass set by the operator keep working.
 
+import { childTls, type PgTlsConfig } from './tls.js';
+
 export interface ChildConnection {
   /** The URL without its password, safe for argv. */
   url: string;
   /** The child's environment: the parent's, plus PGPASSWORD when the URL carried a password. */
   env: NodeJS.ProcessEnv;
+  /** Removes a decrypted client key (tls.ts) once the child has exited; absent when there is none. */
+  cleanup?: () => void;
 }
 
 function decode(s: string): string {
@@ -26,7 +30,14 @@ function decode(s: string): string {
  * password is touched: the rest of the URL (host, port, database, other parameters) is kept byte
  * for byte. Strings that are not URLs (a libpq key=value conninfo) are refused rather than risked.
  */
-export function childConnection(url: string, parentEnv: NodeJS.ProcessEnv = process.env): ChildConnection {
+export function childConnection(url: string, parentEnv: NodeJS.ProcessEnv = process.env, tls?: PgTlsConfig, tlsField = 'source.tls'): ChildConnection {
+  if ((tls && Object.values(tls).some((v) => v !== undefined)) || /[?&]sslpassword=/.test(url)) {
+    // The configuration's TLS settings go to the child as PGSSL* variables (tls.ts), and the URL's
+    // own ssl* parameters are taken out so they cannot contradict them.
+    const t = childTls(url, tls, tlsField, parentEnv);
+    const inner = childConnection(t.url, parentEnv);
+    return { url: inner.url, env: { ...inner.env, ...t.env }, ...(t.cleanup ? { cleanup: t.cleanup } : {}) };
+  }
   const m = /^(postgres(?:ql)?:\/\/)([^/?#]*)(.*)$/s.exec(url);
   if (!m) throw new Error('a PostgreSQL connection URL (postgres://...) is expected');
   const [, scheme, authority, rest] = m as unknown as [string, string, string, string];

@@ -43,6 +43,8 @@ export type StreamEvent =
 
 export interface ReplicationStreamOptions {
   connectionString: string;
+  /** TLS options for node-postgres (tls.ts pgConnection); absent: plain, as the URL says. */
+  ssl?: false | import('node:tls').ConnectionOptions;
   log: Logger;
   /** Interval of unsolicited standby status updates (ms). Keep well below wal_sender_timeout. */
   statusIntervalMs?: number;
@@ -453,7 +455,7 @@ export class ReplicationStream implements AsyncIterable<StreamEvent> {
     this.state = 'connecting';
     // `replication: 'database'` makes the server start a walsender that accepts replication
     // commands and simple SQL (55.4). It is a startup parameter, absent from @types/pg.
-    const config = { connectionString: this.opts.connectionString, replication: 'database', application_name: 'katya-cdp' };
+    const config = { connectionString: this.opts.connectionString, ...(this.opts.ssl !== undefined ? { ssl: this.opts.ssl } : {}), replication: 'database', application_name: 'katya-cdp' };
     const client = new pg.Client(config as pg.ClientConfig);
     // pg lets a connection string's (or PGOPTIONS') `options` win over the config's: ours are
     // appended to whatever it resolved, so they apply last (a later -c overrides an earlier one).

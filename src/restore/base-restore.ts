@@ -9,6 +9,7 @@ import { pipeline } from 'node:stream/promises';
 import { GetObjectCommand } from '@aws-sdk/client-s3';
 import { openBaseStream, type Keyring } from '../archive/crypto.js';
 import { childConnection } from '../pg/child-conn.js';
+import type { PgTlsConfig } from '../pg/tls.js';
 import { basesPrefix } from '../archive/layout.js';
 import type { BaseManifestExt } from '../base/basebackup.js';
 import { CDP_SCHEMA } from '../base/basebackup.js';
@@ -155,6 +156,8 @@ export async function restoreBase(opts: {
   file: string;
   dir: string;
   into: string;
+  /** TLS for the target (restore.tls): PGSSL* for pg_restore / psql (pg/tls.ts). */
+  tls?: PgTlsConfig;
   jobs: number;
   pgRestorePath: string;
   filter?: TableFilter;
@@ -180,9 +183,13 @@ export async function restoreBase(opts: {
   const keepOwners = Boolean(opts.targetRoles) && owners.size > 0 && [...owners].every((o) => opts.targetRoles!.has(o));
   const listFile = join(opts.dir, 'toc.list');
   await writeFile(listFile, filterToc(listing, opts.filter));
-  const conn = childConnection(opts.into);
-  if (viaScript) await restoreViaScript({ ...opts, listFile, keepOwners, conn });
-  else await run(opts.pgRestorePath, pgRestoreArgs({ ...opts, into: conn.url, listFile, keepOwners }), opts.signal, conn.env);
+  const conn = childConnection(opts.into, process.env, opts.tls, 'restore.tls');
+  try {
+    if (viaScript) await restoreViaScript({ ...opts, listFile, keepOwners, conn });
+    else await run(opts.pgRestorePath, pgRestoreArgs({ ...opts, into: conn.url, listFile, keepOwners }), opts.signal, conn.env);
+  } finally {
+    conn.cleanup?.();
+  }
   return { ownersKept: keepOwners, materializedViews: tocMaterializedViews(listing) };
 }
 
