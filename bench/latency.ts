@@ -32,6 +32,7 @@
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
+import { fileURLToPath } from 'node:url';
 import { DeleteObjectsCommand } from '@aws-sdk/client-s3';
 import { Kafka, logLevel } from 'kafkajs';
 import pg from 'pg';
@@ -60,8 +61,8 @@ const num = (name: string, env: string, def: number) => {
   if (!Number.isFinite(v) || v <= 0) throw new Error(`--${name}: expected a positive number`);
   return v;
 };
-const RATES = (arg('rates') ?? process.env.BENCH_RATES ?? '500,2000').split(',').map(Number).filter((n) => n > 0);
-const SECONDS = num('seconds', 'BENCH_SECONDS', 25);
+let RATES = (arg('rates') ?? process.env.BENCH_RATES ?? '500,2000').split(',').map(Number).filter((n) => n > 0);
+let SECONDS = num('seconds', 'BENCH_SECONDS', 25);
 const CONNS = Math.floor(num('conns', 'BENCH_CONNS', 2));
 const AGE_MS = Math.floor(num('age-ms', 'BENCH_AGE_MS', 1000));
 const WATERMARK_MS = Math.floor(num('watermark-ms', 'BENCH_WATERMARK_MS', 1000));
@@ -264,7 +265,7 @@ interface Phase {
 }
 
 /** Restorable-point polls: [return time, point LSN], LSN non-decreasing. */
-const polls: Array<[at: number, lsn: number]> = [];
+let polls: Array<[at: number, lsn: number]> = [];
 
 async function runLoad(pools: pg.Client[], rate: number, firstId: number, stop: AbortSignal): Promise<Phase> {
   const n = Math.round(rate * SECONDS);
@@ -310,7 +311,27 @@ function stats(xs: number[]): { p50: number; p99: number; max: number; n: number
 
 // ---------------------------------------------------------------------------------------------
 
-async function main(): Promise<void> {
+export interface LatencyRow {
+  offered: number;
+  achieved: number;
+  txns: number;
+  /** Commit-to-durable, ms, by the commit LSN from the anchor's stream (undefined without the anchor). */
+  exact?: { p50: number; p99: number; max: number };
+  upper?: { p50: number; p99: number; max: number };
+  notDurable: number;
+  /** Commit to pg_recvlogical's Commit message reaching this process, ms. */
+  anchorSeen?: { p50: number; p99: number; max: number };
+}
+
+/** One measurement of every offered rate in turn (bench/harness.ts calls this once per run). */
+export async function latencyBench(o: { rates: number[]; seconds: number }): Promise<LatencyRow[]> {
+  RATES = o.rates;
+  SECONDS = o.seconds;
+  polls = [];
+  return main();
+}
+
+async function main(): Promise<LatencyRow[]> {
   stackEnv();
   // Same reason as bin/cdp.mjs: the AWS SDK's Node 20 notice is noise in a benchmark's output.
   process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
@@ -365,7 +386,7 @@ async function main(): Promise<void> {
     await c0.connect();
     clients.push(c0);
     await c0.query(`CREATE TABLE lat (id bigint PRIMARY KEY, note text, at timestamptz NOT NULL DEFAULT now())`);
-    await setup(ctx, { basebackup: false });
+    await setup(ctx);
     if (ANCHOR) {
       await c0.query(`SELECT pg_create_logical_replication_slot($1, 'pgoutput')`, [anchorSlot]);
       const p = spawn(
@@ -457,7 +478,7 @@ async function main(): Promise<void> {
     await admin.end().catch(() => {});
     store.client.destroy();
   }
-  report(phases, tap);
+  return report(phases, tap);
 }
 
 async function cleanup(admin: pg.Client, name: string, anchorSlot: string, groupId: string, store: ReturnType<typeof createStore>): Promise<void> {
@@ -486,7 +507,8 @@ async function cleanup(admin: pg.Client, name: string, anchorSlot: string, group
   }
 }
 
-function report(phases: Phase[], tap: PgoutputTap): void {
+function report(phases: Phase[], tap: PgoutputTap): LatencyRow[] {
+  const out: LatencyRow[] = [];
   const ms = (v: number | undefined) => (v === undefined ? '-' : v >= 10_000 ? `${(v / 1000).toFixed(1)} s` : `${Math.round(v)}`);
   const trio = (s: ReturnType<typeof stats>) => (s ? `${ms(s.p50)} / ${ms(s.p99)} / ${ms(s.max)}` : '-');
   const fine = (s: ReturnType<typeof stats>) => (s ? `${s.p50.toFixed(1)} / ${s.p99.toFixed(1)} / ${s.max.toFixed(1)}` : '-');
@@ -518,6 +540,9 @@ function report(phases: Phase[], tap: PgoutputTap): void {
     }
     const se = stats(exact);
     const sa = stats(anchor);
+    const su = stats(upper);
+    const three = (x: ReturnType<typeof stats>) => (x ? { p50: x.p50, p99: x.p99, max: x.max } : undefined);
+    out.push({ offered: ph.rate, achieved: ph.txns.length / ph.seconds, txns: ph.txns.length, exact: anchorOk ? three(se) : undefined, upper: three(su), notDurable: missing, anchorSeen: anchorOk ? three(sa) : undefined });
     rows.push([
       String(ph.rate),
       String(ph.conns),
@@ -546,7 +571,10 @@ function report(phases: Phase[], tap: PgoutputTap): void {
       'pgoutput stream; "upper-bound" uses pg_current_wal_lsn() after COMMIT (covered only once a later commit is). Anchor seen ' +
       '(negative values possible by up to the SELECT round trip) = pgoutput Commit reaching this process via pg_recvlogical.',
   );
+  return out;
 }
 
-await main();
-process.exit(0);
+if (process.argv[1] === fileURLToPath(import.meta.url)) {
+  await main();
+  process.exit(0);
+}

@@ -3,6 +3,7 @@
 // on this kind of machine).
 //
 //   npx tsx bench/restore.ts [--workload bulk|oltp] [--rows N]
+// (bench/harness.ts calls restoreBench() for each workload and run.)
 //
 // Workload (ANCHORS.md): one table (bigint key, int, md5 text, timestamptz, numeric); N inserts in
 // one transaction, N/2 updates in a second, N/5 deletes in a third.
@@ -22,6 +23,7 @@
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { pino } from 'pino';
 import { advancePartitionState } from '../src/archive/catalog.js';
@@ -39,19 +41,27 @@ const arg = (name: string) => {
   const i = process.argv.indexOf(name);
   return i > 0 ? process.argv[i + 1] : undefined;
 };
-const WORKLOAD = arg('--workload') ?? 'bulk';
+let WORKLOAD = arg('--workload') ?? 'bulk';
 // bulk: N inserts, N/2 updates, N/5 deletes in three transactions (ANCHORS.md).
 // oltp: T transactions of 3 changes (insert one row, update one, delete one) on a table holding
 // 2T rows before the base: the shape of the changes a CDP archive mostly holds.
-const N = Number(arg('--rows') ?? (WORKLOAD === 'oltp' ? 100_000 : 1_000_000));
+let N = Number(arg('--rows') ?? (WORKLOAD === 'oltp' ? 100_000 : 1_000_000));
 const PARTITIONS = 3;
 const SEGMENT_EVENTS = 200_000;
-const id = randomBytes(3).toString('hex');
-const SRC = `bench_rs_src_${id}`;
-const OURS = `bench_rs_ours_${id}`;
-const NATIVE = `bench_rs_native_${id}`;
-const SLOT = `bench_rs_${id}`;
-const PREFIX = `bench-restore-${id}`;
+let SRC = '';
+let OURS = '';
+let NATIVE = '';
+let SLOT = '';
+let PREFIX = '';
+/** Fresh names for one measurement (the harness calls restoreBench several times in one process). */
+function names(): void {
+  const id = randomBytes(3).toString('hex');
+  SRC = `bench_rs_src_${id}`;
+  OURS = `bench_rs_ours_${id}`;
+  NATIVE = `bench_rs_native_${id}`;
+  SLOT = `bench_rs_${id}`;
+  PREFIX = `bench-restore-${id}`;
+}
 const log = pino({ level: 'warn' }, pino.destination(2));
 
 const env: Record<string, string> = {};
@@ -95,7 +105,24 @@ async function fingerprint(db: string): Promise<string> {
   return `${r[0]!.n}:${r[0]!.h}`;
 }
 
-async function main(): Promise<void> {
+export interface RestoreResult {
+  bench: 'restore';
+  workload: string;
+  rows: number;
+  changes: number;
+  transactions: number;
+  native: { seconds: number; changesPerSecond: number };
+  ours: { replaySeconds: number; totalSeconds: number; changesPerSecond: number; dryRunReplaySeconds: number };
+  ratio: number;
+  identical: { native: boolean; ours: boolean };
+  baseLsn: string;
+}
+
+/** One measurement: workload bulk (rows = N) or oltp (rows = transactions). */
+export async function restoreBench(o: { workload: 'bulk' | 'oltp'; rows: number }): Promise<RestoreResult> {
+  WORKLOAD = o.workload;
+  N = o.rows;
+  names();
   const cfg = loadConfig({ env: { ...process.env, CDP_SOURCE_URL: urlOf(SRC), CDP_S3_PREFIX: PREFIX }, flags: { 'metrics.port': 0, 'log.level': 'warn' } });
   const store = createStore(cfg, log);
   const root = `${PREFIX}/${SRC}`;
@@ -217,8 +244,7 @@ async function main(): Promise<void> {
     const [fs, fn, fo] = await Promise.all([fingerprint(SRC), fingerprint(NATIVE), fingerprint(OURS)]);
     const nativeRate = changes / nativeSeconds;
     const oursRate = report.changes / report.replaySeconds;
-    console.log(
-      JSON.stringify({
+    const result: RestoreResult = {
         bench: 'restore',
         workload: WORKLOAD,
         rows: N,
@@ -229,9 +255,8 @@ async function main(): Promise<void> {
         ratio: Math.round((oursRate / nativeRate) * 100) / 100,
         identical: { native: fn === fs, ours: fo === fs },
         baseLsn: formatLsn(base.lsn),
-      }),
-    );
-    if ((!skipNative && fn !== fs) || fo !== fs) process.exitCode = 3;
+      };
+    return result;
   } finally {
     await q(SRC, `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = '${SLOT}'`).catch(() => {});
     for (const db of [OURS, NATIVE, SRC]) await q('postgres', `DROP DATABASE IF EXISTS ${db} WITH (FORCE)`).catch(() => {});
@@ -253,4 +278,8 @@ function cdpRestore(extra: string[]): Promise<string> {
   });
 }
 
-await main();
+if (process.argv[1] === fileURLToPath(import.meta.url)) {
+  const r = await restoreBench({ workload: WORKLOAD === 'oltp' ? 'oltp' : 'bulk', rows: N });
+  console.log(JSON.stringify(r));
+  if ((!process.env.BENCH_SKIP_NATIVE && !r.identical.native) || !r.identical.ours) process.exitCode = 3;
+}

@@ -1,0 +1,42 @@
+// Small helpers shared by the benchmark scripts: the local stack's environment, one-shot SQL,
+// LSN arithmetic.
+import { execFileSync } from 'node:child_process';
+import pg from 'pg';
+
+export const REPO = new URL('../../', import.meta.url).pathname;
+
+/** The export lines of `deploy/local/stack.sh env`, as an object (also set in process.env unless already set). */
+export function loadStackEnv(): Record<string, string> {
+  const out = execFileSync('bash', [`${REPO}deploy/local/stack.sh`, 'env'], { encoding: 'utf8' });
+  const env: Record<string, string> = {};
+  for (const line of out.split('\n')) {
+    const m = /^export ([A-Z0-9_]+)=(.*)$/.exec(line.trim());
+    if (m) env[m[1]!] = m[2]!.replace(/^'(.*)'$/, '$1');
+  }
+  for (const [k, v] of Object.entries(env)) process.env[k] ??= v;
+  return env;
+}
+
+/** The admin URL of the source server (CDP_SOURCE_URL of the stack) with another database. */
+export function dbUrl(db: string, admin = process.env.CDP_SOURCE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres'): string {
+  const u = new URL(admin);
+  u.pathname = `/${db}`;
+  return u.toString();
+}
+
+export async function sql<T = Record<string, unknown>>(url: string, text: string, values?: unknown[]): Promise<T[]> {
+  const c = new pg.Client({ connectionString: url });
+  await c.connect();
+  try {
+    return (await c.query(text, values)).rows as T[];
+  } finally {
+    await c.end();
+  }
+}
+
+export const lsnNum = (t: string): number => {
+  const [hi, lo] = t.split('/');
+  return parseInt(hi!, 16) * 2 ** 32 + parseInt(lo!, 16);
+};
+
+export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
