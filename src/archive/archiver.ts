@@ -4,7 +4,7 @@ import type { CommandContext } from '../context.js';
 import { archiveRoot, topicName } from '../config/config.js';
 import { CdpError, ErrorCodes, IntegrityError, toError } from '../errors.js';
 import { createKafka } from '../kafka/client.js';
-import { counter, gauge, histogram, registerHealth, startMetricsServer } from '../ops/metrics.js';
+import { counter, gauge, histogram, registerHealth } from '../util/metrics.js';
 import { createStore, type Store } from '../s3/client.js';
 import { advancePartitionState, readArchiveManifest, readPartitionState, restorablePoint } from './catalog.js';
 import { archiveGroupId, currentGeneration, describeGap, recordGap, type CurrentGeneration } from './chain.js';
@@ -541,20 +541,4 @@ export async function startArchiver(ctx: CommandContext, opts: ArchiverOptions =
 export function offsetStep(nextOffset: bigint | undefined, off: bigint): 'held' | 'next' | 'jump' {
   if (nextOffset === undefined || off === nextOffset) return 'next';
   return off < nextOffset ? 'held' : 'jump';
-}
-
-/** `cdp archive`: /metrics + /healthz, then the archiver until SIGTERM. */
-export async function runArchive(ctx: CommandContext): Promise<void> {
-  const metrics = await startMetricsServer(ctx.cfg, ctx.log);
-  try {
-    const { done } = await startArchiver(ctx);
-    await done;
-  } catch (err) {
-    const e = toError(err);
-    // A CdpError (SHUTDOWN included, which the CLI maps to exit 0) goes up as it is.
-    if (e instanceof CdpError) throw e;
-    throw new CdpError(ErrorCodes.INTERNAL, `archiver failed: ${e.message}`, { cause: e });
-  } finally {
-    await metrics.close();
-  }
 }

@@ -6,7 +6,7 @@ import type { CommandContext } from '../context.js';
 import { archiveRoot, sourceDatabase, type Config } from '../config/config.js';
 import { loadKeyring, sealStream, type LegacyBaseEncryption } from '../archive/crypto.js';
 import { baseDumpKey, baseManifestKey, type BaseManifest } from '../archive/layout.js';
-import { redactUrl } from '../capture/source.js';
+import { redactUrl } from '../util/redact.js';
 import { childConnection } from '../pg/child-conn.js';
 import { CdpError, ErrorCodes, pgError, toError } from '../errors.js';
 import { createStore, getObjectIfExists, putOnce, type Store } from '../s3/client.js';

@@ -10,7 +10,7 @@ import { ddlRiskKey } from '../archive/layout.js';
 import { CdpError, ErrorCodes, pgError, toError } from '../errors.js';
 import { emptyEvent, kafkaKey, SCHEMA_HEADER, type ChangeEvent } from '../events/change-event.js';
 import { createKafka } from '../kafka/client.js';
-import { counter, gauge, histogram, registerHealth, startMetricsServer } from '../ops/metrics.js';
+import { counter, gauge, histogram, registerHealth } from '../util/metrics.js';
 import { pluginOptions, ReplicationStream, type StreamEvent } from '../pg/replication-stream.js';
 import type { Logger } from '../util/log.js';
 import { formatLsn, microsToIso, parseLsn, type Lsn } from '../util/lsn.js';
@@ -22,7 +22,8 @@ import { signMessage, type MessageKey } from './ddl-auth.js';
 import { ddlReplayRisk } from './ddl-check.js';
 import { ChangeMapper, PREFIX } from './mapper.js';
 import { ProducePipeline } from './pipeline.js';
-import { connectCatalog, redactUrl } from './source.js';
+import { connectCatalog } from './source.js';
+import { redactUrl } from '../util/redact.js';
 import { TypeNames } from './type-names.js';
 
 // `cdp capture` (DESIGN.md sections 1 and 2): stream the slot with pgoutput, turn every change into
@@ -79,20 +80,9 @@ export interface CaptureState {
   lastError: string | null;
 }
 
-/** `cdp capture`: metrics server + the capture loop, until SIGTERM (exit 0) or a fatal error. */
-export async function runCapture(ctx: CommandContext): Promise<void> {
-  const server = await startMetricsServer(ctx.cfg, ctx.log);
-  try {
-    const handle = await startCapture(ctx);
-    await handle.done;
-  } finally {
-    await server.close();
-  }
-}
-
 /**
- * Starts capturing in the background (for `cdp run`, which composes it with the archiver and owns
- * the metrics server). Stops when ctx.signal aborts.
+ * Starts capturing in the background; `cdp capture` and `cdp run` (src/ops/run.ts) own the metrics
+ * server around it. Stops when ctx.signal aborts.
  */
 export async function startCapture(ctx: CommandContext): Promise<CaptureHandle> {
   const state: CaptureState = { phase: 'starting', confirmedLsn: 0, sessions: 0, lastError: null };

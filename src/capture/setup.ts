@@ -12,7 +12,8 @@ import { checkBucket, createStore, getObjectIfExists, putOnce, type Store } from
 import type { Logger } from '../util/log.js';
 import { withTimeout } from '../util/timeout.js';
 import { hmacPads } from './ddl-auth.js';
-import { connectCatalog, identifySystem, redactUrl } from './source.js';
+import { connectCatalog, identifySystem } from './source.js';
+import { redactUrl } from '../util/redact.js';
 import { createSlotSql, existingSlotFailoverWarning, failoverSlotProblem } from './failover.js';
 
 // `cdp setup` (DESIGN.md section 6): create or check the publication, the DDL capture, the Kafka
@@ -77,7 +78,8 @@ interface ArchiveState {
   manifestExists: boolean;
 }
 
-export async function setup(ctx: CommandContext, opts: { basebackup: boolean; replicaIdentityFull?: boolean }): Promise<void> {
+/** Checks, then creates what is missing; the first base backup is taken by `cdp setup` (src/ops/setup.ts). */
+export async function setup(ctx: CommandContext, opts: { replicaIdentityFull?: boolean } = {}): Promise<void> {
   const { log } = ctx;
   const cfg: Config = opts.replicaIdentityFull ? { ...ctx.cfg, source: { ...ctx.cfg.source, keylessTables: 'full' } } : ctx.cfg;
   const findings: Findings = { problems: [], warnings: [] };
@@ -174,21 +176,6 @@ export async function setup(ctx: CommandContext, opts: { basebackup: boolean; re
     await client?.end().catch(() => {});
     await admin?.disconnect().catch(() => {});
     store.client.destroy();
-  }
-
-  if (opts.basebackup) {
-    let mod: { takeBaseBackup(ctx: CommandContext): Promise<unknown> } | undefined;
-    try {
-      mod = (await import('../base/basebackup.js' as string)) as typeof mod;
-    } catch (err) {
-      log.warn({ err: toError(err).message }, 'setup: base backup module is not available; run `cdp basebackup` once it is');
-    }
-    if (mod) {
-      log.info('setup: taking the first base backup');
-      await mod.takeBaseBackup(ctx);
-    }
-  } else {
-    log.info('setup: no base backup taken (--no-basebackup); restore needs one: run `cdp basebackup`');
   }
 }
 

@@ -1,6 +1,7 @@
 import pg from 'pg';
 import type { Config } from '../config/config.js';
 import { CdpError, ErrorCodes, pgError, toError } from '../errors.js';
+import { redactUrl } from '../util/redact.js';
 import { CATALOG_SESSION_OPTIONS } from './type-names.js';
 
 // Connections to the source database used by setup and capture (the replication stream itself
@@ -37,17 +38,6 @@ export function sourceUnreachable(cfg: Config, err: unknown): CdpError {
     canRetry: !(e.code === '28P01' || e.code === '28000' || e.code === '3D000'),
     details: { sqlstate: e.code },
   });
-}
-
-/** The URL without its password, for messages and logs. */
-export function redactUrl(url: string): string {
-  try {
-    const u = new URL(url);
-    if (u.password) u.password = '***';
-    return u.toString();
-  } catch {
-    return '(unparsable URL)';
-  }
 }
 
 /** IDENTIFY_SYSTEM on a short-lived replication connection (55.4): works for any REPLICATION role. */

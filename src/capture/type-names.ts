@@ -1,6 +1,6 @@
 import pg from 'pg';
 import { pgError } from '../errors.js';
-import { counter } from '../ops/metrics.js';
+import { counter } from '../util/metrics.js';
 import type { Relation, RelationColumn, Type } from '../pg/pgoutput.js';
 import { quoteIdent } from '../pg/quote.js';
 

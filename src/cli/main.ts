@@ -78,9 +78,9 @@ export function buildProgram(signal: AbortSignal, onExit: (code: number) => void
     .option('--no-basebackup', 'do not take the first base backup')
     .option('--replica-identity-full', 'set REPLICA IDENTITY FULL on published tables without a primary key (source.keylessTables: full) instead of refusing')
     .action(action(async (ctx, o) => {
-      const { setup, SetupRefused } = await import('../capture/setup.js');
+      const { SetupRefused } = await import('../capture/setup.js');
       try {
-        await setup(ctx, { basebackup: o.basebackup !== false, replicaIdentityFull: Boolean(o.replicaIdentityFull) });
+        await (await import('../ops/setup.js')).runSetup(ctx, { basebackup: o.basebackup !== false, replicaIdentityFull: Boolean(o.replicaIdentityFull) });
       } catch (err) {
         if (!(err instanceof SetupRefused)) throw err;
         printSetupRefused(err.problems);
@@ -91,12 +91,12 @@ export function buildProgram(signal: AbortSignal, onExit: (code: number) => void
   program
     .command('capture')
     .description('stream the replication slot into Kafka (daemon)')
-    .action(action(async (ctx) => (await import('../capture/capture.js')).runCapture(ctx), ['source', 'kafka']));
+    .action(action(async (ctx) => (await import('../ops/run.js')).runCapture(ctx), ['source', 'kafka']));
 
   program
     .command('archive')
     .description('consume Kafka and write segments to S3 (daemon; run several for scale)')
-    .action(action(async (ctx) => (await import('../archive/archiver.js')).runArchive(ctx), ['kafka', 's3']));
+    .action(action(async (ctx) => (await import('../ops/run.js')).runArchive(ctx), ['kafka', 's3']));
 
   program
     .command('run')

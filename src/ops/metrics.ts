@@ -1,35 +1,11 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import client from 'prom-client';
 import type { Config } from '../config/config.js';
 import { CdpError, ErrorCodes } from '../errors.js';
 import type { Logger } from '../util/log.js';
+import { healthChecks, registry } from '../util/metrics.js';
 
-// Prometheus /metrics and /healthz for the daemons (DESIGN.md section 6). One registry per
-// process; each component registers its own metrics on it with the `cdp_` prefix.
-
-export const registry = new client.Registry();
-client.collectDefaultMetrics({ register: registry, prefix: 'cdp_process_' });
-
-export function counter(name: string, help: string, labelNames: string[] = []): client.Counter<string> {
-  return (registry.getSingleMetric(name) as client.Counter<string>) ?? new client.Counter({ name, help, labelNames, registers: [registry] });
-}
-
-export function gauge(name: string, help: string, labelNames: string[] = []): client.Gauge<string> {
-  return (registry.getSingleMetric(name) as client.Gauge<string>) ?? new client.Gauge({ name, help, labelNames, registers: [registry] });
-}
-
-export function histogram(name: string, help: string, buckets: number[], labelNames: string[] = []): client.Histogram<string> {
-  return (registry.getSingleMetric(name) as client.Histogram<string>) ?? new client.Histogram({ name, help, buckets, labelNames, registers: [registry] });
-}
-
-export type HealthCheck = () => { ok: boolean; detail?: Record<string, unknown> };
-
-const checks = new Map<string, HealthCheck>();
-
-/** Each component registers a liveness check; /healthz answers 503 when any says not ok. */
-export function registerHealth(name: string, check: HealthCheck): void {
-  checks.set(name, check);
-}
+// Prometheus /metrics and /healthz for the daemons (DESIGN.md section 6): serves the registry and
+// the health checks of src/util/metrics.ts, where the components register them.
 
 export async function startMetricsServer(cfg: Config, log: Logger): Promise<{ close(): Promise<void>; port: number }> {
   if (cfg.metrics.port === 0 && process.env.CDP_METRICS_EPHEMERAL !== '1') return { close: async () => {}, port: 0 };
@@ -41,7 +17,7 @@ export async function startMetricsServer(cfg: Config, log: Logger): Promise<{ cl
       } else if (req.url === '/healthz') {
         const results: Record<string, unknown> = {};
         let ok = true;
-        for (const [name, check] of checks) {
+        for (const [name, check] of healthChecks()) {
           const r = check();
           results[name] = r;
           ok &&= r.ok;

@@ -3,7 +3,7 @@ import { HeadBucketCommand, S3Client } from '@aws-sdk/client-s3';
 import pg from 'pg';
 import type { Config } from '../config/config.js';
 import { CdpError, ErrorCodes, toError } from '../errors.js';
-import { redactUrl } from '../capture/source.js';
+import { redactUrl } from '../util/redact.js';
 
 // Fail fast on what cannot fix itself (issue 14). Each command's FIRST contact with the source,
 // Kafka and S3 is one short probe per component, in parallel, bounded by PROBE_TIMEOUT_MS. A probe

@@ -8,6 +8,36 @@ import { startMetricsServer } from './metrics.js';
 // all of them cleanly; a fatal error in one stops the others (a half-running pipeline would let the
 // RPO grow silently), and the process exits non-zero so a supervisor restarts it.
 
+/** `cdp capture`: metrics server + the capture loop, until SIGTERM (exit 0) or a fatal error. */
+export async function runCapture(ctx: CommandContext): Promise<void> {
+  const server = await startMetricsServer(ctx.cfg, ctx.log);
+  try {
+    const { startCapture } = await import('../capture/capture.js');
+    const handle = await startCapture(ctx);
+    await handle.done;
+  } finally {
+    await server.close();
+  }
+}
+
+/** `cdp archive`: /metrics + /healthz, then the archiver until SIGTERM. */
+export async function runArchive(ctx: CommandContext): Promise<void> {
+  const metrics = await startMetricsServer(ctx.cfg, ctx.log);
+  try {
+    const { startArchiver } = await import('../archive/archiver.js');
+    const { done } = await startArchiver(ctx);
+    await done;
+  } catch (err) {
+    const e = toError(err);
+    // A CdpError (SHUTDOWN included, which the CLI maps to exit 0) goes up as it is.
+    if (e instanceof CdpError) throw e;
+    throw new CdpError(ErrorCodes.INTERNAL, `archiver failed: ${e.message}`, { cause: e });
+  } finally {
+    await metrics.close();
+  }
+}
+
+/** `cdp run`: the three parts under one metrics server; the first failure stops the others. */
 export async function runAll(ctx: CommandContext): Promise<void> {
   const metrics = await startMetricsServer(ctx.cfg, ctx.log);
   const inner = new AbortController();

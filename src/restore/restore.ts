@@ -11,7 +11,7 @@ import { readArchiveManifest, restorablePoint } from '../archive/catalog.js';
 import { gapCrossedError, gapsCrossed, listGaps, type StoredGap } from '../archive/chain.js';
 import { loadKeyring } from '../archive/crypto.js';
 import type { BaseManifestExt } from '../base/basebackup.js';
-import { redactUrl } from '../capture/source.js';
+import { redactUrl } from '../util/redact.js';
 import { CdpError, ErrorCodes, pgError, toError } from '../errors.js';
 import { createStore, missingBucketError } from '../s3/client.js';
 import { formatLsn, microsToIso, type Lsn } from '../util/lsn.js';

@@ -4,7 +4,7 @@ import { listSegments, readPartitionStates, restorablePoint } from '../../../src
 import { keyringOf, parseMasterKey } from '../../../src/archive/crypto.js';
 import { startArchiver } from '../../../src/archive/archiver.js';
 import { MULTIPART_THRESHOLD, storeSegment } from '../../../src/archive/upload.js';
-import { registry } from '../../../src/ops/metrics.js';
+import { registry } from '../../../src/util/metrics.js';
 import { randomBytes } from 'node:crypto';
 import { parseSegmentKey } from '../../../src/archive/layout.js';
 import { archiveRoot } from '../../../src/config/config.js';

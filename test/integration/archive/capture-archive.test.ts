@@ -26,7 +26,7 @@ describe('capture + archive on a real workload', () => {
     await query(f.url, `CREATE TABLE items (id bigint PRIMARY KEY, qty int NOT NULL, note text, price numeric(12,2), at timestamptz DEFAULT now())`);
     const controller = new AbortController();
     const ctx = context(env, controller.signal);
-    await setup(ctx, { basebackup: false });
+    await setup(ctx);
     const capture = await startCapture(ctx);
     const archiver = await startArchiver(ctx, { clientSuffix: f.name });
     let target: number;

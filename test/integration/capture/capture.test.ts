@@ -1,7 +1,7 @@
 import { ConfigResourceTypes, Kafka, logLevel } from 'kafkajs';
 import { afterAll, describe, expect, it } from 'vitest';
 import { startCapture } from '../../../src/capture/capture.js';
-import { registry } from '../../../src/ops/metrics.js';
+import { registry } from '../../../src/util/metrics.js';
 import { setup } from '../../../src/capture/setup.js';
 import type { ChangeEvent } from '../../../src/events/change-event.js';
 import { parseLsn } from '../../../src/util/lsn.js';
@@ -33,7 +33,7 @@ async function source(label: string, ddl: string): Promise<Fixture> {
   fixtures.push(f);
   if (ddl) await query(f.url, ddl);
   const ac = new AbortController();
-  await setup(context(f.env, ac.signal), { basebackup: false });
+  await setup(context(f.env, ac.signal));
   return f;
 }
 
@@ -287,7 +287,7 @@ describe('capture', () => {
     const f = await freshSource('addparts', 2);
     fixtures.push(f);
     await query(f.url, `CREATE TABLE t (id integer PRIMARY KEY)`);
-    await setup(context(f.env, new AbortController().signal), { basebackup: false });
+    await setup(context(f.env, new AbortController().signal));
     const kafka = new Kafka({ brokers: BROKERS, logLevel: logLevel.NOTHING });
     const admin = kafka.admin();
     await admin.connect();
