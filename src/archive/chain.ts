@@ -136,8 +136,11 @@ export interface BaseLike {
 }
 
 /** A base covers a gap when it was taken after it: everything lost committed before the base. */
-export function gapCoveredBy(gap: GapRecord, base: BaseLike): boolean {
-  return base.lsn > gap.untilLsn && base.timeMicros > gap.detectedAtMicros;
+export function gapCoveredBy(gap: GapRecord, base: BaseLike & { synthetic?: { rootBase: { lsn: Lsn; timeMicros: number } } }): boolean {
+  // A synthetic base (cdp compact) was made by replaying from its root source base: it covers
+  // exactly what that base covers, so it never hides a gap recorded after it.
+  const b = base.synthetic?.rootBase ?? base;
+  return b.lsn > gap.untilLsn && b.timeMicros > gap.detectedAtMicros;
 }
 
 /** Gaps that no base covers: points after them are restorable from no base yet. */

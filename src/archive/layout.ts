@@ -13,6 +13,8 @@ import { lsnKey } from '../util/lsn.js';
 //   <root>/state/p0003.json                     per-partition progress pointer (mutable)
 //   <root>/bases/<lsn>/base.dump                pg_dump -Fc
 //   <root>/bases/<lsn>/manifest.json            written last: a base without it is incomplete
+//   <root>/bases/<lsn>-synthetic-<run>/base.dump      a base built by `cdp compact` (synthetic)
+//   <root>/bases/<lsn>-synthetic-<run>/manifest.json  written last, after the dump is verified
 //   <root>/restore-progress/...                 (restore's own resume cursor lives in the target db)
 //
 // A segment's name holds the highest commit LSN in it, its Kafka offsets and the SHA-256 of its
@@ -119,6 +121,22 @@ export function baseManifestKey(root: string, lsn: number): string {
   return `${basesPrefix(root)}${lsnKey(lsn)}/manifest.json`;
 }
 
+/**
+ * A synthetic base (`cdp compact`): made off the source by restoring an older base plus the
+ * archived changes into a scratch server and dumping that. Its own folder per compaction run, so
+ * a run killed half-way leaves debris that no other run's objects share a name with.
+ */
+export function syntheticBaseDir(root: string, lsn: number, run: string): string {
+  return `${basesPrefix(root)}${lsnKey(lsn)}-synthetic-${run}/`;
+}
+
+/** A base folder's parts: its LSN and whether it is synthetic, or undefined for another key. */
+export function parseBaseKey(key: string): { dir: string; lsn: number; synthetic: boolean; file: string } | undefined {
+  const m = /\/bases\/([0-9A-F]{16})(-synthetic-[0-9a-z]+)?\/([^/]+)$/.exec(key);
+  if (!m) return undefined;
+  return { dir: key.slice(0, key.length - m[3]!.length), lsn: parseInt(m[1]!, 16), synthetic: Boolean(m[2]), file: m[3]! };
+}
+
 /** archive.json: what setup recorded about the source and the topic. */
 export interface ArchiveManifest {
   version: 1;
@@ -201,6 +219,36 @@ export interface BaseManifest {
   serverVersionNum: number;
   pgDumpVersion: string;
   encryption: null | { keyId: string; wrappedKey: string; iv: string; tag?: string };
+  /** Present only on a base made by `cdp compact` (docs/DESIGN.md section 4, synthetic bases). */
+  synthetic?: SyntheticBaseInfo;
+}
+
+/** What a synthetic base was made from and what it holds (manifest field `synthetic`). */
+export interface SyntheticBaseInfo {
+  version: 1;
+  /** The base the compaction restored (itself synthetic or not). */
+  fromBase: { lsn: number; lsnText: string; key: string; sha256: string; synthetic: boolean };
+  /**
+   * The newest base taken from the source (not synthetic) at the root of the chain: a gap in the
+   * chain of custody is covered by a synthetic base exactly when it is covered by this one, so a
+   * synthetic base never hides a break that happened after its source base.
+   */
+  rootBase: { lsn: number; lsnText: string; timeMicros: number; key: string };
+  /** Transactions with commit LSN in [fromBase.lsn, throughLsn] were replayed (the base's lsn is throughLsn + 1). */
+  throughLsn: number;
+  throughLsnText: string;
+  /** Segments read, per partition: count and the first and last key. */
+  segments: Array<{ partition: number; count: number; first: string | null; last: string | null }>;
+  transactions: number;
+  changes: number;
+  /** Per table "rows:hash" of the scratch database (compact/fingerprint.ts), and one digest over them. */
+  fingerprints: Record<string, string>;
+  fingerprintDigest: string;
+  /** The dump restored into a second scratch database gave the same fingerprints; the stored object was read back. */
+  verified: { restoredFingerprintsMatch: true; readBack: true };
+  scratch: string;
+  createdAt: string;
+  seconds: number;
 }
 
 /** Header metadata key in each segment's Avro container: JSON of SegmentManifest. */

@@ -112,6 +112,12 @@ export function buildProgram(signal: AbortSignal, onExit: (code: number) => void
     }, ['source', 's3']));
 
   program
+    .command('compact')
+    .description('build a synthetic base at the restorable point from the newest base and the archived changes, off the source (scratch PostgreSQL)')
+    .option('--dry-run', 'print what would be compacted; start nothing, write nothing')
+    .action(action(async (ctx, o) => (await import('../compact/compact.js')).runCompact(ctx, { dryRun: Boolean(o.dryRun) }), ['s3']));
+
+  program
     .command('restore')
     .description('restore into a database at a time, LSN, transaction, or the restorable point')
     .requiredOption('--into <url>', 'target database URL')

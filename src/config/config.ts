@@ -120,6 +120,20 @@ export const ConfigSchema = z.strictObject({
       pgRestorePath: z.string().default('pg_restore'),
     })
     .prefault({}),
+  compact: z
+    .strictObject({
+      /** `cdp run` builds a synthetic base this often (cdp compact); 0 disables the schedule. */
+      intervalMinutes: z.number().min(0).default(0),
+      /** Skip a compaction when fewer archived segment bytes than this follow the newest base. */
+      minSegmentBytes: z.number().int().min(0).default(0),
+      /** A PostgreSQL server of the source's major to restore into, instead of the embedded one cdp starts. */
+      scratchUrl: url('postgres').optional(),
+      /** Folder for the embedded server's programs and scratch clusters (default /var/tmp/katya-cdp-compact as root). */
+      scratchDir: z.string().optional(),
+      /** A synthetic base folder without manifest (a compaction that died) is removed once it is this old. */
+      debrisGraceMinutes: z.number().min(0).default(360),
+    })
+    .prefault({}),
   restore: z
     .strictObject({
       jobs: z.number().int().min(1).max(64).default(2),
@@ -191,6 +205,9 @@ export const ENV_MAP: Record<string, { path: string; kind: 'string' | 'list' | '
   CDP_HEARTBEAT_INTERVAL_MS: { path: 'capture.heartbeatIntervalMs', kind: 'int' },
   CDP_CAPTURE_COMPRESSION: { path: 'capture.compression', kind: 'string' },
   CDP_BASEBACKUP_INTERVAL_HOURS: { path: 'basebackup.intervalHours', kind: 'number' },
+  CDP_COMPACT_INTERVAL_MINUTES: { path: 'compact.intervalMinutes', kind: 'number' },
+  CDP_COMPACT_SCRATCH_URL: { path: 'compact.scratchUrl', kind: 'string' },
+  CDP_COMPACT_DEBRIS_GRACE_MINUTES: { path: 'compact.debrisGraceMinutes', kind: 'number' },
   CDP_RETENTION_DAYS: { path: 'retention.days', kind: 'number' },
   CDP_RPO_SECONDS: { path: 'status.rpoSeconds', kind: 'number' },
   CDP_RTO_SECONDS: { path: 'status.rtoSeconds', kind: 'number' },

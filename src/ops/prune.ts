@@ -10,6 +10,7 @@ import { listBases } from './status.js';
 // base younger than the cutoff, the newest base older than it (the anchor a restore to the cutoff
 // starts from), and every segment holding a change at or after the anchor. Older bases go, and so
 // do segments whose highest commit LSN is below the anchor. Bases are never pruned to zero.
+// Synthetic bases (cdp compact) are never the anchor: see below.
 
 export interface PruneReport {
   cutoff: string;
@@ -26,11 +27,18 @@ export async function pruneArchive(ctx: CommandContext, opts: { dryRun: boolean 
   const root = archiveRoot(cfg);
   const cutoffMicros = (Date.now() - cfg.retention.days * 86_400_000) * 1000;
   const bases = await listBases(store, root);
-  const older = bases.filter((b) => b.timeMicros < cutoffMicros);
+  // The anchor is a base taken from the source, never a synthetic one (cdp compact): every point of
+  // the retention window stays restorable from a source base and the segments after it, so losing
+  // or distrusting a synthetic base never loses a point. Synthetic bases older than the anchor go
+  // with the rest; newer ones stay.
+  const older = bases.filter((b) => b.timeMicros < cutoffMicros && !b.synthetic);
   const anchor = older[older.length - 1];
   const doomed: string[] = [];
   if (anchor) {
-    for (const b of older.slice(0, -1)) doomed.push(baseManifestKey(root, b.lsn), baseDumpKey(root, b.lsn));
+    for (const b of bases.filter((x) => x.lsn < anchor.lsn)) {
+      if (b.synthetic) doomed.push(b.key.replace(/base\.dump$/, 'manifest.json'), b.key);
+      else doomed.push(baseManifestKey(root, b.lsn), baseDumpKey(root, b.lsn));
+    }
     const manifest = await readArchiveManifest(store, root);
     for (let p = 0; p < (manifest?.partitions ?? 0); p++) {
       for await (const seg of listSegments(store, root, p, 0)) if (seg.maxLsn < anchor.lsn) doomed.push(seg.key);

@@ -3,7 +3,7 @@ import { CdpError, ErrorCodes, toError } from '../errors.js';
 import { sleep } from '../util/retry.js';
 import { startMetricsServer } from './metrics.js';
 
-// `cdp run`: capture + archive + the base-backup schedule in one process, for small installations
+// `cdp run`: capture + archive + the base-backup and compaction schedules in one process, for small installations
 // (DESIGN.md section 1). The parts share one metrics server and one shutdown: the first signal stops
 // all of them cleanly; a fatal error in one stops the others (a half-running pipeline would let the
 // RPO grow silently), and the process exits non-zero so a supervisor restarts it.
@@ -63,7 +63,8 @@ export async function runAll(ctx: CommandContext): Promise<void> {
   try {
     const capture = await startCapture(child);
     const archive = await startArchiver(child);
-    const parts = [watch('capture', capture.done), watch('archive', archive.done), watch('basebackup', baseSchedule(child))];
+    const { compactSchedule } = await import('../compact/compact.js');
+    const parts = [watch('capture', capture.done), watch('archive', archive.done), watch('basebackup', baseSchedule(child)), watch('compact', compactSchedule(child))];
     await Promise.all(parts);
   } finally {
     await metrics.close();

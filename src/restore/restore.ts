@@ -222,6 +222,14 @@ export async function* guardGaps<T extends ReplayItem>(batches: AsyncIterable<T[
   }
 }
 
+/** Notes the highest commit time among the transactions replayed (for cdp compact's synthetic base). */
+export async function* trackCommitTimes<T extends ReplayItem>(batches: AsyncIterable<T[]>, seen: { maxCommitTime: number }): AsyncGenerator<T[]> {
+  for await (const items of batches) {
+    for (const it of items) if (it.type === 'commit' && it.txn.commitTime > seen.maxCommitTime) seen.maxCommitTime = it.txn.commitTime;
+    yield items;
+  }
+}
+
 /** A live session: SQL text as simple queries, two in flight so JS builds while Postgres executes. */
 class PgSink implements SqlSink {
   private inflight: Array<Promise<void>> = [];
@@ -497,6 +505,7 @@ export async function runRestore(ctx: CommandContext, opts: RestoreOptions, disp
   }
 
   const segStats: SegmentReadStats = { segments: 0, bytes: 0 };
+  const replayed = { maxCommitTime: 0 };
   const mergeStats: MergeStats = { duplicates: 0 };
   const fromLsn = Math.max(base.lsn, resumeFrom ?? 0);
   const segLists = await listPartitionSegments(store, root, manifest.partitions, fromLsn, gaps);
@@ -506,10 +515,10 @@ export async function runRestore(ctx: CommandContext, opts: RestoreOptions, disp
     sequenceScanMicros: Math.max(5 * 60 * 1e6, 4 * cfg.capture.sequenceIntervalMs * 1000),
   });
   // No recorded gap (the usual case): nothing to check per transaction.
-  const batches = gaps.length > 0 ? guardGaps(grouped, gaps, base) : grouped;
+  const batches = trackCommitTimes(gaps.length > 0 ? guardGaps(grouped, gaps, base) : grouped, replayed);
 
   const planInfo = {
-    base: { lsn: base.lsnText, time: base.time, key: base.key, size: base.size },
+    base: { lsn: base.lsnText, time: base.time, key: base.key, size: base.size, synthetic: Boolean(base.synthetic) },
     target: targetText,
     restorablePoint: { lsn: formatLsn(point!.lsn), time: microsToIso(point!.time) },
     segments: segLists.reduce((n, s) => n + s.length, 0),
@@ -700,6 +709,9 @@ export async function runRestore(ctx: CommandContext, opts: RestoreOptions, disp
     segmentsRead: segStats.segments,
     bytesRead: segStats.bytes,
     duplicatesDropped: mergeStats.duplicates,
+    // Commit times are not strictly ordered with LSNs: cdp compact dates a synthetic base by this.
+    maxCommitTime: replayed.maxCommitTime ? microsToIso(replayed.maxCommitTime) : null,
+    maxCommitTimeMicros: replayed.maxCommitTime,
     lsn: reached ? formatLsn(reached.commitLsn) : base.lsnText,
     time: reached ? microsToIso(reached.commitTime) : base.time,
     xid: reached?.xid ?? null,

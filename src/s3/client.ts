@@ -168,6 +168,8 @@ export async function getObjectIfExists(store: Store, key: string): Promise<Buff
 export interface ListedObject {
   key: string;
   size: number;
+  /** Milliseconds since the epoch, when the server says. */
+  lastModified?: number;
 }
 
 /** Lists keys under a prefix in lexicographic order, starting after `startAfter` (S3 ListObjectsV2). */
@@ -180,7 +182,7 @@ export async function* listObjects(store: Store, prefix: string, startAfter?: st
         { abortSignal: store.signal },
       ),
     );
-    for (const o of page.Contents ?? []) yield { key: o.Key!, size: o.Size ?? 0 };
+    for (const o of page.Contents ?? []) yield { key: o.Key!, size: o.Size ?? 0, lastModified: o.LastModified?.getTime() };
     token = page.IsTruncated ? page.NextContinuationToken : undefined;
   } while (token);
 }
