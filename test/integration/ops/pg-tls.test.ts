@@ -90,7 +90,7 @@ describe.skipIf(!ready)('PostgreSQL over TLS (verify-full, client certificate)',
       async () => {
         const st = await runCli(['status', '--json'], env, 60_000);
         const p = (JSON.parse(st.stdout) as { restorablePoint?: { lsn: string } }).restorablePoint;
-        return p && parseLsn(p.lsn) >= until;
+        return p ? parseLsn(p.lsn) >= until : false;
       },
       180_000,
       1_000,
