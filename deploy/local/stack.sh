@@ -1029,6 +1029,7 @@ export CDP_STACK_KAFKA_SASL_PASSWORD_FILE=$KAFKA_TLS/sasl.password
 export CDP_STACK_PG_TLS_DIR=$PG_TLS
 export CDP_STACK_PG_TLS_ROLE=$PG_TLS_ROLE
 EOF
+  [[ -x $PROMTOOL ]] && echo "export CDP_STACK_PROMTOOL=$PROMTOOL"
   local m
   for m in $PGX_MAJORS; do
     echo "export CDP_STACK_PG${m}_URL=postgres://postgres@$PG_HOST:$(pgx_port "$m")/postgres"
@@ -1048,6 +1049,25 @@ with_lock() {
   fi
 }
 
+# promtool (issue 14: the alert rules are checked by it in a test). Debian's prometheus package has
+# it; the package is only downloaded and unpacked into the cache (no service is installed or
+# started). Best effort: without apt-get or network the monitoring test checks the rules without it.
+PROMTOOL=$STACK_HOME/promtool/usr/bin/promtool
+promtool_fetch() {
+  [[ -x $PROMTOOL ]] && return 0
+  command -v apt-get >/dev/null 2>&1 && command -v dpkg >/dev/null 2>&1 || return 0
+  log "promtool: unpacking Debian's prometheus package into $STACK_HOME/promtool (once)"
+  local d
+  d=$(mktemp -d "$STACK_HOME/promtool.tmp.XXXXXX")
+  if (cd "$d" && apt-get download -q prometheus >/dev/null 2>&1 9>&- && dpkg -x prometheus_*.deb root) 2>/dev/null && [[ -x $d/root/usr/bin/promtool ]]; then
+    rm -rf "$STACK_HOME/promtool"
+    mv "$d/root" "$STACK_HOME/promtool"
+  else
+    log "promtool: not available (apt-get download prometheus failed); the alert rules are checked without it"
+  fi
+  rm -rf "$d"
+}
+
 cmd_up() {
   local t0
   t0=$(now)
@@ -1057,6 +1077,7 @@ cmd_up() {
   s3_up
   local m
   for m in $PGX_MAJORS; do pgx_up_one "$m"; done
+  promtool_fetch
   log "stack up in $(( $(now) - t0 ))s. Logs and pid files: $RUN_DIR. Point the CLI at it with: eval \"\$($0 env)\""
   {
     echo "  postgres  postgres://postgres@$PG_HOST:$PG_PORT/postgres"
