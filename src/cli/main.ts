@@ -3,6 +3,7 @@ import { Command, CommanderError, Option } from 'commander';
 import { loadConfig } from '../config/config.js';
 import { CdpError, ErrorCodes, ExitCode, toError } from '../errors.js';
 import { createLogger } from '../util/log.js';
+import { parseTestFaults } from '../testing/faults.js';
 import type { CommandContext } from '../context.js';
 import type { Component } from '../ops/preflight.js';
 import { printJson, printSetupRefused, restoreDisplay } from './output.js';
@@ -33,6 +34,8 @@ function contextFrom(cmd: Command, signal: AbortSignal): CommandContext {
   const flags: Record<string, unknown> = {};
   for (const [flag, path] of COMMON_FLAGS) flags[path] = opts[FLAG_KEY(flag)];
   const cfg = loadConfig({ file: opts.config as string | undefined, env: process.env, flags });
+  // Test-only hooks are refused at start-up outside the test suite (exit 2), not when first reached.
+  parseTestFaults(process.env);
   const log = createLogger(cfg.log.level);
   return { cfg, log, signal };
 }

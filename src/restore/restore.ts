@@ -12,6 +12,7 @@ import { gapCrossedError, gapsCrossed, listGaps, type StoredGap } from '../archi
 import { loadKeyring } from '../archive/crypto.js';
 import type { BaseManifestExt } from '../base/basebackup.js';
 import { redactUrl } from '../util/redact.js';
+import { faultValue } from '../testing/faults.js';
 import { CdpError, ErrorCodes, pgError, toError } from '../errors.js';
 import { createStore, missingBucketError } from '../s3/client.js';
 import { formatLsn, microsToIso, type Lsn } from '../util/lsn.js';
@@ -425,7 +426,7 @@ export async function runRestore(ctx: CommandContext, opts: RestoreOptions, disp
   const store = createStore(cfg, log, { signal: ctx.signal, maxElapsedMs: 120_000 });
   const root = archiveRoot(cfg);
   const keyring = loadKeyring(cfg);
-  const groupDelayMs = Number(process.env.CDP_TEST_RESTORE_GROUP_DELAY_MS ?? 0) || 0;
+  const groupDelayMs = faultValue('restore-group-delay-ms') ?? 0;
 
   const manifest = await readArchiveManifest(store, root);
   if (!manifest) {
@@ -667,9 +668,9 @@ export async function runRestore(ctx: CommandContext, opts: RestoreOptions, disp
       if (ctx.signal.aborted) break;
       const commitsBefore = applier.stats.targetCommits;
       await applier.handleBatch(items);
-      // TEST-ONLY: CDP_TEST_RESTORE_GROUP_DELAY_MS slows the replay after each target commit so the
-      // resume tests can interrupt it mid-way on a fast machine, deterministically. Never set it in
-      // production; it only adds a wait.
+      // TEST-ONLY (restore-group-delay-ms, src/testing/faults.ts): slows the replay after each
+      // target commit so the resume tests can interrupt it mid-way on a fast machine,
+      // deterministically. Refused outside the test suite; it only adds a wait.
       if (groupDelayMs > 0 && applier.stats.targetCommits > commitsBefore) await sleep(groupDelayMs);
       const last = items[items.length - 1]!;
       if (last.type === 'end') end = last;

@@ -124,7 +124,7 @@ describe('cdp archive', () => {
     const log = `/tmp/it-archive-${f.id}-crash.log`;
     await f.capture.transactions(400, 4);
     // Dies right after storing its 3rd segment, before the pointer and the offset commit.
-    const a = spawnArchiver({ ...f.env, CDP_FAULT: 'crash-after-upload:3' }, log);
+    const a = spawnArchiver({ ...f.env, CDP_TEST_FAULTS: 'crash-after-upload:3' }, log);
     const first = await a.exited;
     expect(first.signal).toBe('SIGKILL');
     // The fault hit the window that matters: a stored segment whose offsets were never committed.

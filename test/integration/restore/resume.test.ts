@@ -108,7 +108,7 @@ describe('restore resume and integrity', () => {
     const into = await createDatabase(target);
     // A target commit (with its cursor) happens every 20,000 changes: ~133 source transactions.
     const p = spawn(process.execPath, [`${REPO}bin/cdp.mjs`, 'restore', '--into', into, '--latest'], {
-      env: { ...process.env, ...stackEnvironment(), ...env, CDP_TEST_RESTORE_GROUP_DELAY_MS: '300' },
+      env: { ...process.env, ...stackEnvironment(), ...env, CDP_TEST_FAULTS: 'restore-group-delay-ms:300' },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     const exited = new Promise<number | null>((r) => p.on('exit', (code) => r(code)));
@@ -147,7 +147,7 @@ describe('restore resume and integrity', () => {
     targets.push(target);
     const into = await createDatabase(target);
     const p = spawn(process.execPath, [`${REPO}bin/cdp.mjs`, 'restore', '--into', into, '--latest'], {
-      env: { ...process.env, ...stackEnvironment(), ...env, CDP_LOG_FORMAT: 'json', CDP_TEST_RESTORE_GROUP_DELAY_MS: '300' },
+      env: { ...process.env, ...stackEnvironment(), ...env, CDP_LOG_FORMAT: 'json', CDP_TEST_FAULTS: 'restore-group-delay-ms:300' },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let stderr = '';
