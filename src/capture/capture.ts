@@ -269,10 +269,10 @@ class CaptureSession {
       await admin.disconnect().catch(() => {});
     }
     await this.checkArchivePartitions();
-    // CDP_CAPTURE_PRODUCER=kafkajs selects kafkajs's own producer (slower per record: see
+    // capture.producer: kafkajs (CDP_CAPTURE_PRODUCER) selects kafkajs's own producer (slower per record: see
     // direct-producer.ts); the default writes record batches directly.
     let send: (records: OutRecord[]) => Promise<void>;
-    if (process.env.CDP_CAPTURE_PRODUCER === 'kafkajs') {
+    if (this.cfg.capture.producer === 'kafkajs') {
       const producer = kafka.producer({
         idempotent: true,
         // kafkajs assigns idempotent sequence numbers when a request completes: more than one
@@ -348,7 +348,7 @@ class CaptureSession {
     this.every(1_000, () => {
       const s = this.stream;
       if (s) metrics.lag.set(Math.max(0, s.receivedLsn - s.confirmedLsn));
-      if (process.env.CDP_CAPTURE_DEBUG_MEMORY) {
+      if (this.cfg.capture.debugMemory) {
         const mu = process.memoryUsage();
         this.log.warn({ heapMB: Math.round(mu.heapUsed / 1e6), rssMB: Math.round(mu.rss / 1e6), extMB: Math.round(mu.external / 1e6), abMB: Math.round(mu.arrayBuffers / 1e6), buffered: s?.buffered, batch: this.pipeline.pendingRecords, produced: this.tracker.producedSeq, acked: this.tracker.ackedSeq }, 'memory');
       }

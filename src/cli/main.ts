@@ -36,7 +36,7 @@ function contextFrom(cmd: Command, signal: AbortSignal): CommandContext {
   const cfg = loadConfig({ file: opts.config as string | undefined, env: process.env, flags });
   // Test-only hooks are refused at start-up outside the test suite (exit 2), not when first reached.
   parseTestFaults(process.env);
-  const log = createLogger(cfg.log.level);
+  const log = createLogger(cfg.log.level, cfg.log.format);
   return { cfg, log, signal };
 }
 

@@ -90,6 +90,10 @@ export const ConfigSchema = z.strictObject({
       batchMaxAgeMs: z.number().int().min(1).default(20),
       /** Record batches into Kafka: zstd (level 1) or none. Readers need zstd support (Kafka 2.1+ and any current client). */
       compression: z.enum(['zstd', 'none']).default('zstd'),
+      /** Which producer writes to Kafka: the engine's own record batches, or kafkajs's producer (slower per record). */
+      producer: z.enum(['direct', 'kafkajs']).default('direct'),
+      /** Log the process's memory use every second at warn level (diagnosing a leak). */
+      debugMemory: z.boolean().default(false),
     })
     .prefault({}),
   archive: z
@@ -171,6 +175,8 @@ export const ConfigSchema = z.strictObject({
   log: z
     .strictObject({
       level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+      /** auto: readable lines on a terminal, JSON otherwise; json: always JSON. */
+      format: z.enum(['auto', 'json']).default('auto'),
     })
     .prefault({}),
 });
@@ -204,6 +210,8 @@ export const ENV_MAP: Record<string, { path: string; kind: 'string' | 'list' | '
   CDP_ACCEPT_LEGACY_ENVELOPES: { path: 'archive.acceptLegacyEnvelopes', kind: 'bool' },
   CDP_HEARTBEAT_INTERVAL_MS: { path: 'capture.heartbeatIntervalMs', kind: 'int' },
   CDP_CAPTURE_COMPRESSION: { path: 'capture.compression', kind: 'string' },
+  CDP_CAPTURE_PRODUCER: { path: 'capture.producer', kind: 'string' },
+  CDP_CAPTURE_DEBUG_MEMORY: { path: 'capture.debugMemory', kind: 'bool' },
   CDP_BASEBACKUP_INTERVAL_HOURS: { path: 'basebackup.intervalHours', kind: 'number' },
   CDP_COMPACT_INTERVAL_MINUTES: { path: 'compact.intervalMinutes', kind: 'number' },
   CDP_COMPACT_SCRATCH_URL: { path: 'compact.scratchUrl', kind: 'string' },
@@ -215,6 +223,7 @@ export const ENV_MAP: Record<string, { path: string; kind: 'string' | 'list' | '
   CDP_METRICS_PORT: { path: 'metrics.port', kind: 'int' },
   CDP_METRICS_HOST: { path: 'metrics.host', kind: 'string' },
   CDP_LOG_LEVEL: { path: 'log.level', kind: 'string' },
+  CDP_LOG_FORMAT: { path: 'log.format', kind: 'string' },
 };
 
 function coerce(name: string, kind: string, raw: string): unknown {

@@ -8,7 +8,7 @@ import { healthChecks, registry } from '../util/metrics.js';
 // the health checks of src/util/metrics.ts, where the components register them.
 
 export async function startMetricsServer(cfg: Config, log: Logger): Promise<{ close(): Promise<void>; port: number }> {
-  if (cfg.metrics.port === 0 && process.env.CDP_METRICS_EPHEMERAL !== '1') return { close: async () => {}, port: 0 };
+  if (cfg.metrics.port === 0) return { close: async () => {}, port: 0 };
   const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
     try {
       if (req.url === '/metrics') {

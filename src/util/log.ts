@@ -4,8 +4,9 @@ import { pino, type Logger } from 'pino';
 // that commands printing results (status --json, restore --dry-run) keep stdout clean.
 export type { Logger };
 
-export function createLogger(level = process.env.CDP_LOG_LEVEL ?? 'info'): Logger {
-  const pretty = process.stderr.isTTY && process.env.CDP_LOG_FORMAT !== 'json';
+/** `format` (log.format): auto is readable lines on a terminal and JSON otherwise; json is always JSON. */
+export function createLogger(level = 'info', format: 'auto' | 'json' = 'auto'): Logger {
+  const pretty = process.stderr.isTTY && format !== 'json';
   if (pretty) {
     return pino({
       level,
