@@ -9,7 +9,7 @@ import { emptyEvent, type ChangeEvent, type RelationInfo } from '../src/events/c
 import { Applier, type SqlSink } from '../src/restore/apply.js';
 import { groupTransactionBatches, groupTransactions, mergePartitions } from '../src/restore/merge.js';
 import { makeCut } from '../src/restore/target.js';
-import { ChangeEventDecoder, openSegment } from '../src/restore/fast-decode.js';
+import { ChangeEventDecoder } from '../src/format/decoder.js';
 
 const rowsArg = process.argv.indexOf('--rows');
 const N = rowsArg > 0 ? Number(process.argv[rowsArg + 1]) : 200_000;
@@ -34,11 +34,11 @@ for (const s of segs) for (const _ of readSegment(s.bytes, { expectedSha256: s.n
 t.decode = performance.now() - t0;
 t0 = performance.now();
 const dec = new ChangeEventDecoder();
-for (const s of segs) for (const _ of openSegment(s.bytes, { expectedSha256: s.name.sha256, decoder: dec }).blocks());
+for (const s of segs) for (const _ of readSegment(s.bytes, { expectedSha256: s.name.sha256, decoder: dec }).blocks());
 const fastDecode = performance.now() - t0;
 
 async function* chunksOf(i: number): AsyncGenerator<ChangeEvent[]> {
-  yield* openSegment(segs[i]!.bytes, { expectedSha256: segs[i]!.name.sha256, decoder: dec }).blocks();
+  yield* readSegment(segs[i]!.bytes, { expectedSha256: segs[i]!.name.sha256, decoder: dec }).blocks();
 }
 t0 = performance.now();
 let n = 0;

@@ -1,22 +1,27 @@
 import { createHash } from 'node:crypto';
-import { changeEventSchemaText, changeEventType, encodeChange, type ChangeEvent } from '../events/change-event.js';
+import { readLong, writeLong } from '../format/avro.js';
+import { BatchBuilder, changeBatchSchemaText } from '../format/batch.js';
+import type { ChangeEvent } from '../format/change-event.js';
+import { ChangeEventDecoder, CURRENT_FORMAT, FORMAT_META, UnsupportedFormatError, type BlockDecoder } from '../format/decoder.js';
+import { encodeEvent, type ValuePrefix } from '../format/event-codec.js';
+import { OP_WATERMARK } from '../format/ops.js';
 import { CdpError, ErrorCodes, IntegrityError, toError } from '../errors.js';
 import { getObject, sha256, type Store } from '../s3/client.js';
-import { createCodec, decompressBlock, type BlockCodec } from './codec.js';
+import { createCodec, decompressBlock, type BlockCodec } from '../format/codec.js';
 import { openObject, sealObject, type Keyring } from './crypto.js';
 import { parseSegmentKey, segmentKey, SEGMENT_MANIFEST_META, type SegmentManifest, type SegmentName } from './layout.js';
 
 // Segment files: Avro Object Container Files (Avro 1.11 specification, "Object Container Files"),
 // so that standard Avro tools read an unencrypted segment:
 //
-//   header = "Obj\x01" | meta: map<bytes> {avro.schema, avro.codec, cdp.manifest} | 16-byte sync
+//   header = "Obj\x01" | meta: map<bytes> {avro.schema, avro.codec, cdp.format, cdp.manifest} | 16-byte sync
 //   block  = long count | long byteLength | codec(records) | sync
 //
-// The writer is a pure codec over Buffers (STYLE.md habit 1). It takes the Kafka record values as
-// they are: a value is already the Avro binary encoding of a ChangeEvent with the very schema the
-// file declares, so a block is the concatenation of values, with no decode/re-encode. Only the
-// fixed leading fields (op, database, commitLsn, changeLsn, endLsn, xid, commitTime) are read, to
-// build the manifest.
+// The writer is a pure codec over Buffers (STYLE.md habit 1). What a block holds is the format
+// module's business (src/format, docs/format.md): this version writes format 2, one ChangeBatch
+// per block, built from the Kafka record values (format 1) as they come (BatchBuilder); readers
+// take format 1 (each record a ChangeEvent, segments written before format 2) and format 2, by
+// the header's cdp.format.
 //
 // The manifest belongs in the header but is known only at the end, so blocks are compressed as
 // they fill and kept in memory (compressed: ~1/5 of segmentMaxBytes) until finish() writes
@@ -24,67 +29,18 @@ import { parseSegmentKey, segmentKey, SEGMENT_MANIFEST_META, type SegmentManifes
 // cut the same way give the same bytes, hence the same key (write-once retries are idempotent).
 
 const MAGIC = Buffer.from([0x4f, 0x62, 0x6a, 0x01]); // "Obj" 1
-const OP_SYMBOLS = ['INSERT', 'UPDATE', 'DELETE', 'TRUNCATE', 'DDL', 'MESSAGE', 'SEQUENCES', 'COMMIT', 'WATERMARK'] as const;
-const OP_WATERMARK = OP_SYMBOLS.indexOf('WATERMARK');
 
 /** Raw (uncompressed) bytes per Avro block: large enough for zstd to find redundancy, small
  * enough that a reader holds one block at a time. */
 export const DEFAULT_BLOCK_BYTES = 1024 * 1024;
 
-// --- Avro binary primitives (zig-zag varints; exact for |n| <= 2^53 using arithmetic, not bit ops) ---
-
-export function writeLong(n: number): Buffer {
-  let z = n >= 0 ? n * 2 : -n * 2 - 1;
-  const out: number[] = [];
-  while (z >= 0x80) {
-    out.push((z % 0x80) | 0x80);
-    z = Math.floor(z / 0x80);
-  }
-  out.push(z);
-  return Buffer.from(out);
-}
-
-export function readLong(buf: Buffer, pos: number): [value: number, next: number] {
-  let z = 0;
-  let mul = 1;
-  let b: number;
-  do {
-    if (pos >= buf.length) throw new RangeError('truncated varint');
-    b = buf[pos++]!;
-    z += (b & 0x7f) * mul;
-    mul *= 0x80;
-    if (mul > 2 ** 70) throw new RangeError('varint too long');
-  } while (b & 0x80);
-  return [z % 2 === 0 ? z / 2 : -(z + 1) / 2, pos];
-}
+// The Avro primitives and the value prefix reader live in the format module; re-exported for the
+// archive's other parts.
+export { readLong, writeLong };
+export { readValuePrefix, type ValuePrefix } from '../format/event-codec.js';
 
 function writeBytes(b: Buffer): Buffer {
   return Buffer.concat([writeLong(b.length), b]);
-}
-
-/** The fields of a ChangeEvent value that the manifest needs, read without a full decode. */
-export interface ValuePrefix {
-  op: number;
-  commitLsn: number;
-  commitTime: number;
-}
-
-export function readValuePrefix(value: Buffer): ValuePrefix {
-  let pos = 0;
-  let op: number;
-  [op, pos] = readLong(value, pos);
-  if (op < 0 || op >= OP_SYMBOLS.length) throw new RangeError(`op index ${op} out of range`);
-  let len: number;
-  [len, pos] = readLong(value, pos); // database
-  if (len < 0 || pos + len > value.length) throw new RangeError('bad database string');
-  pos += len;
-  let commitLsn: number;
-  [commitLsn, pos] = readLong(value, pos);
-  [, pos] = readLong(value, pos); // changeLsn
-  [, pos] = readLong(value, pos); // endLsn
-  [, pos] = readLong(value, pos); // xid
-  const [commitTime] = readLong(value, pos);
-  return { op, commitLsn, commitTime };
 }
 
 export interface SegmentWriterOptions {
@@ -114,9 +70,7 @@ export class SegmentWriter {
   private readonly blockBytes: number;
   private blocks: Buffer[] = [];
   private blocksBytes = 0;
-  private pending: Buffer[] = [];
-  private pendingBytes = 0;
-  private pendingCount = 0;
+  private readonly batch = new BatchBuilder();
   private sync: Buffer | undefined;
   private m: Omit<SegmentManifest, 'version' | 'partition' | 'codec'> = {
     firstOffset: '',
@@ -152,14 +106,14 @@ export class SegmentWriter {
   }
   /** Bytes held in memory now (compressed blocks + the block being filled). */
   get memoryBytes(): number {
-    return this.blocksBytes + this.pendingBytes;
+    return this.blocksBytes + this.batch.memoryBytes;
   }
 
-  /** Appends one Kafka record value (Avro binary ChangeEvent) read at `offset`. */
+  /** Appends one Kafka record value (format 1: Avro binary ChangeEvent) read at `offset`. */
   append(value: Buffer, offset: string): void {
     let p: ValuePrefix;
     try {
-      p = readValuePrefix(value);
+      p = this.batch.append(value);
     } catch (err) {
       throw new CdpError(ErrorCodes.PROTOCOL, `partition ${this.partition} offset ${offset}: record value is not a ChangeEvent (${toError(err).message}); only cdp capture may produce to this topic`, { cause: err, details: { partition: this.partition, offset } });
     }
@@ -178,26 +132,21 @@ export class SegmentWriter {
       m.watermarkLsn = p.commitLsn;
       m.watermarkTime = p.commitTime;
     }
-    this.pending.push(value);
-    this.pendingBytes += value.length;
-    this.pendingCount += 1;
     this.raw += value.length;
-    if (this.pendingBytes >= this.blockBytes) this.flushBlock();
+    if (this.batch.bytesIn >= this.blockBytes) this.flushBlock();
   }
 
   appendEvent(ev: ChangeEvent, offset: string): void {
-    this.append(encodeChange(ev), offset);
+    this.append(encodeEvent(ev), offset);
   }
 
   private flushBlock(): void {
-    if (this.pendingCount === 0) return;
-    const data = this.codec.compress(Buffer.concat(this.pending, this.pendingBytes));
-    const block = Buffer.concat([writeLong(this.pendingCount), writeLong(data.length), data, this.sync!]);
+    if (this.batch.records === 0) return;
+    // Format 2: one ChangeBatch datum per block (count 1).
+    const data = this.codec.compress(this.batch.finish());
+    const block = Buffer.concat([writeLong(1), writeLong(data.length), data, this.sync!]);
     this.blocks.push(block);
     this.blocksBytes += block.length;
-    this.pending = [];
-    this.pendingBytes = 0;
-    this.pendingCount = 0;
   }
 
   finish(keyring?: Keyring): FinishedSegment {
@@ -208,8 +157,9 @@ export class SegmentWriter {
     if (this.opts.epoch !== undefined) manifest.epoch = this.opts.epoch;
     if (this.opts.prevSha256 !== undefined) manifest.prevSha256 = this.opts.prevSha256;
     const meta: Array<[string, Buffer]> = [
-      ['avro.schema', Buffer.from(changeEventSchemaText.trim(), 'utf8')],
+      ['avro.schema', Buffer.from(changeBatchSchemaText.trim(), 'utf8')],
       ['avro.codec', Buffer.from(this.opts.codec, 'utf8')],
+      [FORMAT_META, Buffer.from(String(CURRENT_FORMAT), 'utf8')],
       [SEGMENT_MANIFEST_META, Buffer.from(JSON.stringify(manifest), 'utf8')],
     ];
     const header = [MAGIC, writeLong(meta.length)];
@@ -294,34 +244,20 @@ function parseHeader(buf: Buffer, what: string): ParsedHeader {
   return { meta, sync: buf.subarray(pos, pos + 16), end: pos + 16 };
 }
 
-/** Decodes `count` records of a block's (decompressed) bytes. */
-export type BlockDecoder = (data: Buffer, count: number) => ChangeEvent[];
-
-/** avsc's generic decoder: any writer schema that resolves to ours. */
-const decodeBlockGeneric: BlockDecoder = (data, count) => {
-  const out = new Array<ChangeEvent>(count);
-  let p = 0;
-  for (let i = 0; i < count; i++) {
-    const r = changeEventType.decode(data, p);
-    if (r.offset < 0) throw new RangeError('truncated record');
-    out[i] = r.value as ChangeEvent;
-    p = r.offset;
-  }
-  if (p !== data.length) throw new RangeError('trailing bytes in block');
-  return out;
-};
+export type { BlockDecoder };
 
 /** A segment whose stored bytes were checked and whose header was read; blocks not yet decoded. */
 export interface SegmentContainer {
   manifest: SegmentManifest;
-  /** The header's metadata (avro.schema, avro.codec, cdp.manifest). */
+  /** The header's metadata (avro.schema, avro.codec, cdp.format, cdp.manifest). */
   meta: Map<string, Buffer>;
   codec: string;
   /**
-   * Walks the blocks, decompressing each, checking its sync marker, and decoding it with `decode`
-   * (avsc's generic decoder by default); at the end, checks the record count against the manifest.
+   * Walks the blocks, decompressing each, checking its sync marker, and decoding it with the
+   * decoder for the segment's format (`decoder`'s, or a fresh one's); at the end, checks the
+   * record count against the manifest.
    */
-  blocks(decode?: BlockDecoder): Generator<ChangeEvent[]>;
+  blocks(decoder?: ChangeEventDecoder): Generator<ChangeEvent[]>;
 }
 
 /**
@@ -357,7 +293,14 @@ export function openContainer(bytes: Buffer, opts: ReadSegmentOptions): SegmentC
     }
   }
   const codec = header.meta.get('avro.codec')?.toString('utf8') ?? 'null';
-  const blocks = function* (decode: BlockDecoder = decodeBlockGeneric): Generator<ChangeEvent[]> {
+  const blocks = function* (decoder: ChangeEventDecoder = new ChangeEventDecoder()): Generator<ChangeEvent[]> {
+    let decode: BlockDecoder;
+    try {
+      decode = decoder.forSegment(header.meta);
+    } catch (err) {
+      if (err instanceof UnsupportedFormatError) throw new CdpError(ErrorCodes.UNSUPPORTED, `${what}: ${err.message}`, { cause: err, details: { key: opts.key } });
+      throw err;
+    }
     let pos = header.end;
     let seen = 0;
     while (pos < plain.length) {
@@ -384,10 +327,13 @@ export function openContainer(bytes: Buffer, opts: ReadSegmentOptions): SegmentC
   return { manifest, meta: header.meta, codec, blocks };
 }
 
-/** Opens a stored segment (see openContainer) and decodes it with avsc's generic decoder. */
-export function readSegment(bytes: Buffer, opts: ReadSegmentOptions): OpenedSegment {
+/**
+ * Opens a stored segment (see openContainer) and decodes it. Pass one `decoder` to every segment
+ * of a restore: it keeps one object per relation description across segments.
+ */
+export function readSegment(bytes: Buffer, opts: ReadSegmentOptions & { decoder?: ChangeEventDecoder }): OpenedSegment {
   const c = openContainer(bytes, opts);
-  const blocks = () => c.blocks();
+  const blocks = () => c.blocks(opts.decoder);
   return {
     manifest: c.manifest,
     codec: c.codec,

@@ -1,10 +1,11 @@
 import { listSegments, type ListedSegment } from '../archive/catalog.js';
 import type { GapRecord } from '../archive/layout.js';
 import type { Keyring } from '../archive/crypto.js';
+import { readSegment, type OpenedSegment } from '../archive/segment.js';
 import { IntegrityError } from '../errors.js';
 import { getObject } from '../s3/client.js';
-import { ChangeEventDecoder, openSegment, type FastSegment } from './fast-decode.js';
-import type { ChangeEvent } from '../events/change-event.js';
+import type { ChangeEvent } from '../format/change-event.js';
+import { ChangeEventDecoder } from '../format/decoder.js';
 import type { Store } from '../s3/client.js';
 import type { Lsn } from '../util/lsn.js';
 
@@ -119,13 +120,13 @@ export async function* partitionChunks(
   opts: { keyring?: Keyring; readAhead: number; limiter: Limiter; stats?: SegmentReadStats; decoder?: ChangeEventDecoder },
 ): AsyncGenerator<ChangeEvent[]> {
   const decoder = opts.decoder ?? new ChangeEventDecoder();
-  const queue: Array<Promise<FastSegment>> = [];
+  const queue: Array<Promise<OpenedSegment>> = [];
   let next = 0;
   const start = () => {
     while (queue.length < opts.readAhead && next < segments.length) {
       const s = segments[next++]!;
       const p = opts.limiter.run(async () => {
-        const seg = openSegment(await getObject(store, s.key), { expectedSha256: s.sha256, keyring: opts.keyring, key: s.key, decoder });
+        const seg = readSegment(await getObject(store, s.key), { expectedSha256: s.sha256, keyring: opts.keyring, key: s.key, decoder });
         if (opts.stats) {
           opts.stats.segments++;
           opts.stats.bytes += s.size;

@@ -1,5 +1,6 @@
 import { loadModule, parseSync } from 'libpg-query';
 import { CdpError, ErrorCodes } from '../errors.js';
+import type { DdlContent } from '../format/ddl.js';
 import { formatLsn } from '../util/lsn.js';
 import { quoteIdent, quoteLiteral } from './sql.js';
 
@@ -25,28 +26,8 @@ import { quoteIdent, quoteLiteral } from './sql.js';
 // restore session's own settings are put back whole (RESET ALL + its own SETs): replayed code may
 // have changed any user-settable one (client_encoding would garble every later value).
 
-/** DDL content as written by the capture event trigger (v2 body; v1 = versions before it). */
-export interface DdlContent {
-  v?: number;
-  serverVersion?: number;
-  command: string;
-  tag?: string;
-  seq?: number | null;
-  nested?: boolean;
-  context?: string | null;
-  inExtension?: boolean;
-  role?: string;
-  roleVerified?: boolean;
-  sessionUser?: string;
-  searchPath?: string;
-  settings?: Record<string, string>;
-  objects?: Array<Record<string, unknown>>;
-  dropped?: Array<Record<string, unknown>>;
-  rewrites?: Array<{ table?: string; reason?: number; hadRows?: boolean }>;
-  missing?: Array<{ table: string; column: string; value: string }>;
-  /** v1: the previous DDL event of the transaction had the same command text. */
-  repeatOfPrevious?: boolean;
-}
+/** DDL content: described in the format module (src/format/ddl.ts), with the other payloads. */
+export type { DdlContent };
 
 /** Where the event sits in the stream, for error messages and --ddl-override keys. */
 export interface DdlAt {
