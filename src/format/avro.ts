@@ -91,6 +91,15 @@ export class Writer {
   raw(src: Buffer, start = 0, end = src.length): void {
     const n = end - start;
     this.ensure(n);
+    if (n <= 48) {
+      // Short runs (names, values, one-byte nulls) are most of what the batch builder copies; a
+      // byte loop costs less than a call into Buffer.copy for them.
+      const b = this.buf;
+      let o = this.pos;
+      for (let i = start; i < end; i++) b[o++] = src[i]!;
+      this.pos = o;
+      return;
+    }
     src.copy(this.buf, this.pos, start, end);
     this.pos += n;
   }
