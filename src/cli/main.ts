@@ -136,10 +136,7 @@ export function buildProgram(signal: AbortSignal, onExit: (code: number) => void
     .option('--ddl-override <file>', 'JSON {"<commit LSN>#<position>": "<SQL>"}: SQL to run in place of DDL events restore cannot replay exactly (named in its error)')
     .option('--ddl-role <role>', 'replay DDL as this role instead of the role that ran it on the source')
     .action(action(async (ctx, o) => {
-      const targets = ['time', 'lsn', 'xid', 'latest'].filter((k) => o[k] !== undefined);
-      if (targets.length !== 1) {
-        throw new CdpError(ErrorCodes.USAGE, `restore needs exactly one of --time, --lsn, --xid, --latest (got ${targets.length ? targets.map((t) => '--' + t).join(', ') : 'none'})`);
-      }
+      (await import('../restore/target.js')).checkOneTarget({ time: o.time as string | undefined, lsn: o.lsn as string | undefined, xid: o.xid as number | undefined, latest: Boolean(o.latest) });
       if (o.dryRun && o.sql) throw new CdpError(ErrorCodes.USAGE, '--dry-run and --sql contradict each other: choose one');
       // After the flags are checked: a usage error is reported whatever the state of S3.
       await (await import('../ops/preflight.js')).preflight(ctx.cfg, ['s3']);

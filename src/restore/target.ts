@@ -53,9 +53,16 @@ export function parseTimeMicros(text: string): number {
   return ms * 1000 + Number(frac);
 }
 
+/** Exactly one of --time, --lsn, --xid, --latest: the CLI checks it before anything else, parseTarget again. */
+export function checkOneTarget(opts: { time?: string; lsn?: string; xid?: number; latest?: boolean }): void {
+  const given = (['time', 'lsn', 'xid', 'latest'] as const).filter((k) => (k === 'latest' ? Boolean(opts.latest) : opts[k] !== undefined));
+  if (given.length !== 1) {
+    throw new CdpError(ErrorCodes.USAGE, `restore needs exactly one of --time, --lsn, --xid, --latest (got ${given.length ? given.map((t) => '--' + t).join(', ') : 'none'})`);
+  }
+}
+
 export function parseTarget(opts: { time?: string; lsn?: string; xid?: number; latest?: boolean }): RestoreTarget {
-  const given = [opts.time !== undefined, opts.lsn !== undefined, opts.xid !== undefined, Boolean(opts.latest)].filter(Boolean).length;
-  if (given !== 1) throw new CdpError(ErrorCodes.USAGE, 'restore needs exactly one of --time, --lsn, --xid, --latest');
+  checkOneTarget(opts);
   if (opts.time !== undefined) return { kind: 'time', micros: parseTimeMicros(opts.time), text: opts.time };
   if (opts.lsn !== undefined) {
     try {
