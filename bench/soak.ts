@@ -71,6 +71,8 @@ const between = (a: number, b: number) => a + rand() * (b - a);
 const pick = <T>(xs: readonly T[]) => xs[Math.floor(rand() * xs.length)]!;
 
 const t0 = Date.now();
+// Same reason as bin/cdp.mjs: the AWS SDK's Node 20 notice is noise in the soak's output.
+process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 const stamp = () => `${((Date.now() - t0) / 1000).toFixed(1).padStart(6)} s`;
 const events: string[] = [];
 function say(m: string): void {
@@ -324,6 +326,14 @@ async function main(): Promise<number> {
   s3.start();
   const daemons: Supervised[] = SINGLE ? [new Supervised('run', ['run'])] : [new Supervised('capture', ['capture']), new Supervised('archive', ['archive'])];
   const restored: string[] = [];
+  // Ctrl-C / SIGTERM: stop what the soak started (its Kafka, S3Proxy and cdp children) before leaving.
+  const onSignal = () => {
+    console.error(`soak: interrupted; stopping its own services (database ${NAME} and logs in ${HOME} are left)`);
+    for (const p of [broker.proc, s3.proc, ...daemons.map((d) => d.proc)]) if (p?.pid && p.exitCode === null) process.kill(p.pid, 'SIGKILL');
+    process.exit(2);
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
   const points: Point[] = [];
   let failures = 0;
   let loadStop = false;
@@ -364,7 +374,7 @@ async function main(): Promise<number> {
         const kb = 2 + Math.floor(rand() * 14);
         return `BEGIN; INSERT INTO docs VALUES (${d}, 1, (SELECT string_agg(md5(random()::text), '') FROM generate_series(1, ${kb * 32}))) ON CONFLICT (id) DO UPDATE SET version = docs.version + 1, body = excluded.body; COMMIT`;
       }
-      return `BEGIN; DELETE FROM transfers WHERE id IN (SELECT id FROM transfers ORDER BY id LIMIT ${1 + Math.floor(rand() * 20)}); COMMIT`;
+      return `BEGIN; DELETE FROM transfers WHERE id IN (SELECT id FROM transfers ORDER BY id LIMIT ${1 + Math.floor(rand() * 5)}); COMMIT`;
     };
     const load = Promise.all(
       clients.map(async (c) => {
@@ -437,7 +447,10 @@ async function main(): Promise<number> {
     // Wait until the archive covers the last point, with everything running.
     const last = points[points.length - 1]!;
     const cfg = loadConfig({ env: cdpEnv, flags: { 'metrics.port': 0 } });
-    const store = createStore(cfg, createLogger('warn'), { maxElapsedMs: 20_000 });
+    // The S3 client here takes its credentials from this process's environment (the soak's own
+    // throw-away S3Proxy; this process talks to no other S3).
+    Object.assign(process.env, { AWS_ACCESS_KEY_ID: S3_ID, AWS_SECRET_ACCESS_KEY: S3_SECRET, AWS_REGION: 'us-east-1' });
+    const store = createStore(cfg, createLogger('error'), { maxElapsedMs: 20_000 });
     const deadline = Date.now() + 300_000;
     for (;;) {
       const p = await restorablePoint(store, archiveRoot(cfg), { partitions: 3 }).catch(() => undefined);
@@ -486,6 +499,8 @@ async function main(): Promise<number> {
   }
   const kills = events.filter((l) => l.includes('kill -9')).length;
   const exits = events.filter((l) => l.includes('exited on its own')).length;
+  console.log('\nwhat was killed when (seconds from the start):');
+  for (const l of events.filter((x) => x.includes('kill -9') || x.includes('exited on its own') || x.includes('broker back'))) console.log(`  ${l}`);
   console.log(`\nsoak summary: seed ${SEED}, ${MINUTES} min, ${kills} kills (${events.filter((l) => l.includes('kill -9 broker')).length} of the broker), ${exits} unprompted exits (restarted), ${points.length} points recorded, ${Math.min(CHECK, points.length)} restored and compared`);
   if (failures < 0) {
     console.log(`verdict: SOAK DID NOT COMPLETE (logs kept in ${HOME})`);
