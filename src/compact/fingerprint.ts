@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import pg from 'pg';
+import { CURSOR_SCHEMA } from '../restore/cursor.js';
 
 // Row fingerprints of a database, for a synthetic base's manifest (compact.ts): per table (and
 // populated materialized view) the row count and an order-independent hash of its rows' text
@@ -8,7 +9,7 @@ import pg from 'pg';
 // a changed, missing or added row changes it. Engine schemas are left out: the restore cursor is
 // gone when restore ends, and katya_cdp is never part of a base.
 
-const ENGINE_SCHEMAS = ['katya_cdp', '_cdp_restore'];
+const ENGINE_SCHEMAS = ['katya_cdp', CURSOR_SCHEMA];
 
 const quoteIdent = (s: string) => `"${s.replace(/"/g, '""')}"`;
 

@@ -19,6 +19,7 @@ import {
   type TableRef,
 } from './sql.js';
 import type { TxnHeader } from './target.js';
+import { CURSOR_SCHEMA } from './cursor.js';
 import { ddlNeededForTables, identParts } from './ddl-filter.js';
 import { ddlReplaySql, encodedText, overrideKey, planDdl, runAsSql, SESSION_SETTINGS, type DdlContent } from './ddl-replay.js';
 
@@ -762,7 +763,7 @@ export class Applier {
     const last = this.stats.last;
     if (this.opts.cursor && last) {
       this.sql.push(
-        `UPDATE _cdp_restore.cursor SET commit_lsn = ${last.commitLsn}, commit_time = ${last.commitTime}, xid = ${last.xid}, ` +
+        `UPDATE ${CURSOR_SCHEMA}.cursor SET commit_lsn = ${last.commitLsn}, commit_time = ${last.commitTime}, xid = ${last.xid}, ` +
         `end_lsn = ${this.stats.lastEndLsn}, transactions = transactions + ${this.stats.transactions - this.committedTxns}, updated_at = clock_timestamp();\n`,
       );
     }
@@ -826,7 +827,7 @@ BEGIN
     FROM pg_catalog.pg_class c
     JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
     JOIN pg_catalog.pg_sequence s ON s.seqrelid = c.oid
-    WHERE c.relkind = 'S' AND n.nspname NOT IN ('pg_catalog', 'information_schema', '_cdp_restore')
+    WHERE c.relkind = 'S' AND n.nspname NOT IN ('pg_catalog', 'information_schema', '${CURSOR_SCHEMA}')
   LOOP
     v := (snap ->> (r.nspname || '.' || r.relname))::numeric;
     FOR d IN

@@ -12,6 +12,7 @@ import { gapCrossedError, gapsCrossed, listGaps, type StoredGap } from '../archi
 import { loadKeyring } from '../archive/crypto.js';
 import type { BaseManifestExt } from '../base/basebackup.js';
 import { redactUrl } from '../util/redact.js';
+import { CURSOR_SCHEMA } from './cursor.js';
 import { faultValue } from '../testing/faults.js';
 import { CdpError, ErrorCodes, pgError, toError } from '../errors.js';
 import { createStore, missingBucketError } from '../s3/client.js';
@@ -67,7 +68,6 @@ export async function readDdlOverrides(file: string | undefined): Promise<Map<st
   return out;
 }
 
-const CURSOR_SCHEMA = '_cdp_restore';
 
 /**
  * The live restore session's settings (also put back after every DDL statement). Beyond
