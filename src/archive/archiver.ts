@@ -10,7 +10,7 @@ import { createStore, type Store } from '../s3/client.js';
 import { advancePartitionState, readArchiveManifest, readPartitionState, restorablePoint } from './catalog.js';
 import { archiveGroupId, currentGeneration, describeGap, recordGap, type CurrentGeneration } from './chain.js';
 import { loadKeyring, type Keyring } from './crypto.js';
-import { cutReason } from './cut-policy.js';
+import { cutReason, watermarkOnly } from './cut-policy.js';
 import { parseSegmentKey, segmentKey } from './layout.js';
 import { readValuePrefix, SegmentWriter, type FinishedSegment } from './segment.js';
 import { storeSegment } from './upload.js';
@@ -63,6 +63,9 @@ interface Lane {
   started: boolean;
   /** SHA-256 of the previous segment this lane cut (the next one's manifest names it). */
   prevSha: string | undefined;
+  /** Idle lanes (cut-policy.ts): when and to what watermark the pointer was last moved without a segment. */
+  idlePointerAt: number;
+  idlePointerLsn: number;
 }
 
 export interface ArchiverHandle {
@@ -88,7 +91,7 @@ export async function startArchiver(ctx: CommandContext, opts: ArchiverOptions =
   // Memory bound (G4): cut segments waiting for S3 may hold at most this many bytes in total, and
   // a partition at most two (one uploading, one waiting); beyond that its fetching is paused.
   const maxPendingBytes = 2 * maxBytes;
-  const limits = { maxBytes, maxAgeMs: maxAge };
+  const limits = { maxBytes, maxAgeMs: maxAge, minAgeMs: cfg.archive.segmentMinAgeMs, idleMaxAgeMs: cfg.archive.idleSegmentMaxAgeMs };
 
   // The store keeps retrying through S3 outages until this controller aborts: NOT ctx.signal, since
   // on SIGTERM we still want the final flush to reach S3. It is aborted when the flush gives up.
@@ -148,6 +151,8 @@ export async function startArchiver(ctx: CommandContext, opts: ArchiverOptions =
   let rawTotal = 0;
   let storedTotal = 0;
   let lastStoredAt = 0;
+  /** When a lane's upload backlog last went from empty to one segment (the stall clock's start). */
+  let lastQueuedAt = 0;
   let resolveDone!: () => void;
   let rejectDone!: (err: Error) => void;
   const done = new Promise<void>((res, rej) => {
@@ -158,7 +163,7 @@ export async function startArchiver(ctx: CommandContext, opts: ArchiverOptions =
   const lane = (partition: number): Lane => {
     let l = lanes.get(partition);
     if (!l) {
-      l = { partition, open: undefined, nextOffset: undefined, queued: 0, queuedBytes: 0, chain: Promise.resolve(), revoked: false, paused: false, highWatermark: 0n, committed: -1n, started: false, prevSha: undefined };
+      l = { partition, open: undefined, nextOffset: undefined, queued: 0, queuedBytes: 0, chain: Promise.resolve(), revoked: false, paused: false, highWatermark: 0n, committed: -1n, started: false, prevSha: undefined, idlePointerAt: 0, idlePointerLsn: 0 };
       lanes.set(partition, l);
     }
     return l;
@@ -269,6 +274,7 @@ export async function startArchiver(ctx: CommandContext, opts: ArchiverOptions =
     l.queuedBytes += seg.bytes.length;
     totalQueuedBytes += seg.bytes.length;
     const cutAt = Date.now();
+    if (l.queued === 1) lastQueuedAt = cutAt;
     l.chain = l.chain.then(() => persist(l, seg, cutAt));
     updateGauges();
   };
@@ -403,7 +409,8 @@ export async function startArchiver(ctx: CommandContext, opts: ArchiverOptions =
         }
         l.nextOffset = off + 1n;
         resolveOffset(msg.offset);
-        if (cutReason(l.open, Date.now(), limits) === 'size') cut(l);
+        const why = cutReason(l.open, Date.now(), limits);
+        if (why === 'size' || why === 'watermark') cut(l);
         if (overLimit(l)) {
           pause(l);
           break;
@@ -420,12 +427,48 @@ export async function startArchiver(ctx: CommandContext, opts: ArchiverOptions =
     }
   };
 
-  // Age cut: keeps the RPO at seconds on a quiet partition (DESIGN.md section 1).
+  // Age cut: keeps the RPO at seconds on a quiet partition (DESIGN.md section 1); on an idle one
+  // (watermarks only, cut-policy.ts) the pointer follows the held watermarks instead of new objects.
   const ageTimer = setInterval(() => {
     if (stopping) return;
     const now = Date.now();
-    for (const l of lanes.values()) if (cutReason(l.open, now, limits)) cut(l);
-  }, Math.max(50, Math.min(1_000, Math.floor(maxAge / 4))));
+    for (const l of lanes.values()) {
+      if (cutReason(l.open, now, limits)) cut(l);
+      else if (watermarkOnly(l.open) && now - l.idlePointerAt >= cfg.archive.idlePointerIntervalMs) advanceIdle(l, now);
+    }
+  }, Math.max(50, Math.min(1_000, Math.floor(Math.min(maxAge, cfg.archive.segmentMinAgeMs * 2) / 4))));
+
+  /**
+   * An idle lane's open segment holds only watermarks: move the partition pointer to its newest
+   * watermark without storing it. Sound only when the held records follow the last stored offset
+   * directly (pointer lastOffset + 1 = the held segment's first offset): then every record before
+   * the watermark is stored, which is what the pointer promises (catalog.ts, G3). The held segment
+   * is stored later (idle cut) or with the next changes; its offsets are committed only then.
+   */
+  const advanceIdle = (l: Lane, now: number) => {
+    const w = l.open!;
+    if (w.watermarkLsn <= l.idlePointerLsn) return;
+    l.idlePointerAt = now;
+    const held = { lsn: w.watermarkLsn, time: w.watermarkTime, first: BigInt(w.firstOffset) };
+    l.chain = l.chain.then(async () => {
+      try {
+        if (l.revoked || fatal) return;
+        const st = await readPartitionState(store, root, l.partition);
+        if (!st || (st.epoch ?? 0) !== gen.topicEpoch || !/^\d+$/.test(st.lastOffset ?? '') || BigInt(st.lastOffset) + 1n !== held.first) {
+          // Not provable from the pointer (no segment stored yet in this epoch, or records between
+          // that were not appended): store the held segment as before; the pointer then exists.
+          if (l.open === w && !stopping) cut(l);
+          return;
+        }
+        await advancePartitionState(store, root, { partition: l.partition, watermarkLsn: held.lsn, watermarkTime: held.time, lastOffset: st.lastOffset, lastKey: st.lastKey, epoch: st.epoch });
+        l.idlePointerLsn = held.lsn;
+        lastStoredAt = Date.now();
+      } catch (err) {
+        // Only the pointer lagged: the next cut moves it.
+        log.debug({ err: toError(err).message, partition: l.partition }, 'idle pointer update failed');
+      }
+    });
+  };
 
   // The restorable point for /metrics (status computes the same from S3).
   let pointPartitions = partitionCount;
@@ -466,7 +509,9 @@ export async function startArchiver(ctx: CommandContext, opts: ArchiverOptions =
   genTimer.unref();
 
   registerHealth('archive', () => ({
-    ok: !fatal,
+    // Not ok while segments wait for S3 and nothing was stored for two minutes (an S3 outage): the
+    // watchdog (ops/watchdog.ts) ends the daemon if that lasts watchdog.stallSeconds.
+    ok: !fatal && !(totalQueuedBytes > 0 && Date.now() - Math.max(lastStoredAt, lastQueuedAt) > 120_000),
     detail: { assigned: [...lanes.keys()], storedSegments, pendingBytes: totalQueuedBytes, lastStoredAt: lastStoredAt ? new Date(lastStoredAt).toISOString() : null },
   }));
 

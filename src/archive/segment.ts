@@ -84,6 +84,9 @@ export class SegmentWriter {
     watermarkTime: 0,
   };
   private raw = 0;
+  private changeCount = 0;
+  private firstChange = 0;
+  private lastWatermark = false;
 
   constructor(private readonly opts: SegmentWriterOptions) {
     this.partition = opts.partition;
@@ -99,6 +102,25 @@ export class SegmentWriter {
   }
   get lastOffset(): string {
     return this.m.lastOffset;
+  }
+  /** The highest watermark appended (0: none) and its commit time. */
+  get watermarkLsn(): number {
+    return this.m.watermarkLsn;
+  }
+  get watermarkTime(): number {
+    return this.m.watermarkTime;
+  }
+  /** Records that are not watermarks (changes, DDL, sequences): what a restore replays. */
+  get changes(): number {
+    return this.changeCount;
+  }
+  /** ms timestamp of the first non-watermark record appended (0: none yet). */
+  get firstChangeAt(): number {
+    return this.firstChange;
+  }
+  /** The last record appended is a watermark: a cut now lets the restorable point cover everything before it. */
+  get endsWithWatermark(): boolean {
+    return this.lastWatermark;
   }
   /** Uncompressed Avro bytes appended so far (what segmentMaxBytes bounds). */
   get rawBytes(): number {
@@ -132,6 +154,8 @@ export class SegmentWriter {
       m.watermarkLsn = p.commitLsn;
       m.watermarkTime = p.commitTime;
     }
+    this.lastWatermark = p.op === OP_WATERMARK;
+    if (!this.lastWatermark && this.changeCount++ === 0) this.firstChange = m.count === 1 ? this.createdAt : Date.now();
     this.raw += value.length;
     if (this.batch.bytesIn >= this.blockBytes) this.flushBlock();
   }

@@ -119,6 +119,9 @@ export function pipelineEnv(name: string, url: string, prefix: string, partition
     CDP_S3_PREFIX: `${prefix}/${name}`,
     CDP_SEGMENT_MAX_AGE_MS: '500',
     CDP_HEARTBEAT_INTERVAL_MS: '500',
+    // An idle partition's pointer follows its watermarks every half second (default 10 s), so that
+    // a test waiting for the restorable point does not wait for the idle cadence (cut-policy.ts).
+    CDP_IDLE_POINTER_INTERVAL_MS: '500',
     CDP_BASEBACKUP_INTERVAL_HOURS: '0',
   };
 }

@@ -8,7 +8,7 @@ import { emptyEvent, encodeChange, type ChangeEvent } from '../../../src/events/
 import { CdpError, IntegrityError } from '../../../src/errors.js';
 import { keyringOf, parseMasterKey } from '../../../src/archive/crypto.js';
 import { SEGMENT_MANIFEST_META, segmentKey, type SegmentManifest } from '../../../src/archive/layout.js';
-import { cutReason } from '../../../src/archive/cut-policy.js';
+import { cutReason, watermarkOnly } from '../../../src/archive/cut-policy.js';
 import { encodeSegment, readLong, readSegment, readValuePrefix, SegmentWriter, writeLong } from '../../../src/archive/segment.js';
 
 function txn(commitLsn: number, rows: number, partition = 0): ChangeEvent[] {
@@ -206,5 +206,39 @@ describe('cut policy', () => {
     small.appendEvent(txn(0x9000, 1)[0]!, '0');
     expect(cutReason(small, small.createdAt + 4999, limits)).toBeUndefined();
     expect(cutReason(small, small.createdAt + 5000, limits)).toBe('age');
+  });
+
+  // Issue 14: idle cheap, busy fast.
+  const busy = { maxBytes: 1000, maxAgeMs: 5000, minAgeMs: 200, idleMaxAgeMs: 600_000 };
+  const wm = (lsn: number) => emptyEvent({ op: 'WATERMARK', database: 'db', commitLsn: lsn, commitTime: lsn, content: '{"partition":0}' });
+  it('a segment of watermarks only (an idle database) waits idleSegmentMaxAgeMs; one change makes it an ordinary segment again', () => {
+    const w = new SegmentWriter({ partition: 0, codec: 'zstandard' });
+    w.appendEvent(wm(0x100), '0');
+    w.appendEvent(wm(0x200), '1');
+    expect(w.changes).toBe(0);
+    expect(watermarkOnly(w)).toBe(true);
+    expect(w.watermarkLsn).toBe(0x200);
+    expect(cutReason(w, w.createdAt + 599_999, busy)).toBeUndefined();
+    expect(cutReason(w, w.createdAt + 600_000, busy)).toBe('idle');
+    // Without idleMaxAgeMs the old rule (maxAgeMs from the first record) holds.
+    expect(cutReason(w, w.createdAt + 5000, limits)).toBe('idle');
+    w.appendEvent(txn(0x300, 1)[0]!, '2');
+    expect(watermarkOnly(w)).toBe(false);
+    const first = w.firstChangeAt;
+    expect(first).toBeGreaterThanOrEqual(w.createdAt);
+    // Holding changes and not ending with a watermark: only the age rule, counted from the first change.
+    expect(w.endsWithWatermark).toBe(false);
+    expect(cutReason(w, first + 4999, busy)).toBeUndefined();
+    expect(cutReason(w, first + 5000, busy)).toBe('age');
+  });
+  it('a segment with changes is cut at the first watermark once its first change is segmentMinAgeMs old', () => {
+    const w = new SegmentWriter({ partition: 0, codec: 'zstandard' });
+    w.appendEvent(txn(0x300, 1)[0]!, '0');
+    w.appendEvent(wm(0x300), '1');
+    expect(w.endsWithWatermark).toBe(true);
+    expect(cutReason(w, w.firstChangeAt + 199, busy)).toBeUndefined();
+    expect(cutReason(w, w.firstChangeAt + 200, busy)).toBe('watermark');
+    // Without minAgeMs (the old policy) a watermark changes nothing.
+    expect(cutReason(w, w.firstChangeAt + 200, limits)).toBeUndefined();
   });
 });
