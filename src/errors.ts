@@ -30,6 +30,8 @@ export const ErrorCodes = {
   /** The archive holds something restore cannot replay faithfully (named in the message). */
   UNSUPPORTED: 'CDP_UNSUPPORTED',
   INTERNAL: 'CDP_INTERNAL',
+  /** A daemon made no progress for watchdog.stallSeconds (issue 14): exit 1 so a supervisor restarts it. */
+  STALLED: 'CDP_STALLED',
 } as const;
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
 
@@ -50,6 +52,7 @@ const exitFor: Record<ErrorCode, ExitCode> = {
   CDP_INTERRUPTED: ExitCode.failure,
   CDP_UNSUPPORTED: ExitCode.failure,
   CDP_INTERNAL: ExitCode.failure,
+  CDP_STALLED: ExitCode.failure,
 };
 
 export interface CdpErrorOptions {

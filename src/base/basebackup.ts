@@ -8,6 +8,8 @@ import { loadKeyring, sealStream, type LegacyBaseEncryption } from '../archive/c
 import { baseDumpKey, baseManifestKey, type BaseManifest } from '../archive/layout.js';
 import { redactUrl } from '../util/redact.js';
 import { childConnection } from '../pg/child-conn.js';
+import { pgConnection } from '../pg/tls.js';
+import { gauge } from '../util/metrics.js';
 import { CdpError, ErrorCodes, pgError, toError } from '../errors.js';
 import { createStore, getObjectIfExists, putOnce, type Store } from '../s3/client.js';
 import { MULTIPART_PART_SIZE, uploadMultipart } from '../s3/multipart.js';
@@ -41,11 +43,29 @@ export type BaseManifestExt = Omit<BaseManifest, 'encryption'> & {
   compressed?: boolean;
 };
 
+// Base metrics (issue 14; alert rules in deploy/prometheus/alerts.yml). The archive's newest base
+// and the failures of the schedule are tracked in ops/gauges.ts.
+const baseGauges = {
+  lastSuccess: gauge('cdp_basebackup_last_success_timestamp_seconds', 'When this process last stored a base, Unix seconds'),
+  lastDuration: gauge('cdp_basebackup_last_duration_seconds', 'Duration of the last base this process stored'),
+  lastSize: gauge('cdp_basebackup_last_size_bytes', 'Stored size of the last base this process stored'),
+  lastResult: gauge('cdp_basebackup_last_result', 'Result of the last base attempt of this process: 1 stored, 0 failed'),
+  newestTime: gauge('cdp_basebackup_newest_timestamp_seconds', 'Snapshot time of the newest base in the archive (source or synthetic), Unix seconds'),
+};
+
+function baseStored(timeMicros: number, seconds: number, size: number): void {
+  baseGauges.lastSuccess.set(Date.now() / 1000);
+  baseGauges.lastDuration.set(seconds);
+  baseGauges.lastSize.set(size);
+  baseGauges.lastResult.set(1);
+  baseGauges.newestTime.set(timeMicros / 1e6);
+}
+
 /** The CDP's own objects in the source (capture's DDL-capture schema); never part of a base. */
 export const CDP_SCHEMA = 'katya_cdp';
 
 /** pg_dump's arguments; the URL in them has no password (it travels in the env: childConnection). */
-export function pgDumpArgs(cfg: Config, snapshot: string, excludeSchemas: string[]): string[] {
+export function pgDumpArgs(cfg: Config, snapshot: string, excludeSchemas: string[], dbUrl = childConnection(cfg.source.url).url): string[] {
   return [
     '--format=custom',
     `--snapshot=${snapshot}`,
@@ -53,7 +73,7 @@ export function pgDumpArgs(cfg: Config, snapshot: string, excludeSchemas: string
     '--no-publications',
     '--no-subscriptions',
     ...excludeSchemas.map((s) => `--exclude-schema=${s}`),
-    `--dbname=${childConnection(cfg.source.url).url}`,
+    `--dbname=${dbUrl}`,
   ];
 }
 
@@ -95,8 +115,8 @@ export async function takeBaseBackup(ctx: CommandContext): Promise<BaseManifestE
   const keyring = loadKeyring(cfg);
   const started = Date.now();
 
-  const repl = new pg.Client({ connectionString: cfg.source.url, replication: 'database' } as pg.ClientConfig);
-  const sql = new pg.Client({ connectionString: cfg.source.url });
+  const repl = new pg.Client({ ...pgConnection(cfg.source.url, cfg.source.tls), replication: 'database' } as pg.ClientConfig);
+  const sql = new pg.Client(pgConnection(cfg.source.url, cfg.source.tls));
   try {
     try {
       await repl.connect();
@@ -141,8 +161,10 @@ export async function takeBaseBackup(ctx: CommandContext): Promise<BaseManifestE
     }
     log.info({ lsn: consistentPoint, snapshot: snapshotName, key: dumpKey }, 'basebackup: snapshot exported, running pg_dump');
 
-    const args = pgDumpArgs(cfg, snapshotName, f.has_cdp_schema ? [CDP_SCHEMA] : []);
-    const child = spawn(cfg.basebackup.pgDumpPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: childConnection(cfg.source.url).env });
+    const conn = childConnection(cfg.source.url, process.env, cfg.source.tls);
+    const args = pgDumpArgs(cfg, snapshotName, f.has_cdp_schema ? [CDP_SCHEMA] : [], conn.url);
+    const child = spawn(cfg.basebackup.pgDumpPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: conn.env });
+    child.on('close', () => conn.cleanup?.());
     let stderr = '';
     child.stderr.on('data', (d: Buffer) => {
       stderr += d.toString();
@@ -200,6 +222,7 @@ export async function takeBaseBackup(ctx: CommandContext): Promise<BaseManifestE
     };
     await putOnce(store, manifestKey, Buffer.from(JSON.stringify(manifest, null, 1)), { contentType: 'application/json' });
     log.info({ lsn: manifest.lsnText, size, seconds: (Date.now() - started) / 1000, key: dumpKey }, 'basebackup: stored');
+    baseStored(manifest.timeMicros, (Date.now() - started) / 1000, size);
     return manifest;
   } finally {
     // Ends the exporting transaction; the temporary slot goes with the connection.

@@ -2,6 +2,7 @@ import pg from 'pg';
 import type { Config } from '../config/config.js';
 import { CdpError, ErrorCodes, pgError, toError } from '../errors.js';
 import { redactUrl } from '../util/redact.js';
+import { pgConnection } from '../pg/tls.js';
 import { CATALOG_SESSION_OPTIONS } from './type-names.js';
 
 // Connections to the source database used by setup and capture (the replication stream itself
@@ -17,7 +18,7 @@ export async function connectCatalog(cfg: Config, applicationName = 'katya-cdp')
 
 /** Connects to the source database with `extra` settings, or throws sourceUnreachable(). */
 async function connectSource(cfg: Config, extra: pg.ClientConfig): Promise<pg.Client> {
-  const client = new pg.Client({ connectionString: cfg.source.url, connectionTimeoutMillis: 15_000, ...extra });
+  const client = new pg.Client({ ...pgConnection(cfg.source.url, cfg.source.tls), connectionTimeoutMillis: 15_000, ...extra });
   // An 'error' event without a listener crashes the process; the next query reports the failure.
   client.on('error', () => {});
   try {

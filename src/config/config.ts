@@ -2,6 +2,8 @@ import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { ConfigError } from '../errors.js';
+import { redactUrl } from '../util/redact.js';
+import { SSL_MODES } from '../pg/tls.js';
 
 // Configuration (DESIGN.md section 6): defaults < file (--config, YAML or JSON) < CDP_* environment
 // < flags, validated once. Unknown keys are rejected and every error names the field.
@@ -24,6 +26,24 @@ const identifier = z
   .regex(/^[a-z_][a-z0-9_]{0,62}$/, 'must be a lower-case SQL identifier (letters, digits, _; at most 63)');
 
 const hostPort = z.string().regex(/^[^\s:,]+:\d{1,5}$/, 'must be host:port');
+
+/** The NAME of an environment variable holding a secret (so that a secret pasted here by mistake is refused, not logged). */
+const envName = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'must be the name of an environment variable (letters, digits, _), not the secret itself');
+
+/** TLS of a PostgreSQL connection (src/pg/tls.ts): libpq's sslmode words and files. */
+const pgTls = z
+  .strictObject({
+    mode: z.enum(SSL_MODES).optional(),
+    /** The CA certificate(s) the server certificate must chain to (libpq sslrootcert). */
+    rootCertFile: z.string().min(1).optional(),
+    /** Client certificate and key (libpq sslcert, sslkey), for `hostssl ... cert` in pg_hba.conf. */
+    certFile: z.string().min(1).optional(),
+    keyFile: z.string().min(1).optional(),
+    /** The password of an encrypted key: in a file, or in the environment variable named here. */
+    keyPasswordFile: z.string().min(1).optional(),
+    keyPasswordEnv: z.string().min(1).optional(),
+  })
+  .optional();
 
 export const ConfigSchema = z.strictObject({
   source: z
@@ -48,6 +68,8 @@ export const ConfigSchema = z.strictObject({
        * CREATE TABLE never breaks writes) or 'leave' (as PostgreSQL does: their UPDATE/DELETE fail).
        */
       newKeylessTables: z.enum(['full', 'leave']).default('full'),
+      /** TLS for every connection to the source (capture, setup, basebackup and its pg_dump, status, verify). */
+      tls: pgTls,
     })
     .prefault({}),
   kafka: z
@@ -61,6 +83,36 @@ export const ConfigSchema = z.strictObject({
       /** Kafka keeps records this long after they are archived; the archive is on S3. */
       retentionMs: z.number().int().min(60_000).default(7 * 24 * 3600 * 1000),
       clientId: z.string().default('katya-cdp'),
+      /**
+       * TLS to every broker (README "Secured Kafka"). On when `enabled` is true or any file is set.
+       * caFile: the CA that signed the brokers' certificates (default: the system's public roots);
+       * certFile + keyFile: a client certificate (mutual TLS); the key's password, if it has one,
+       * in keyPasswordFile or in the environment variable named by keyPasswordEnv.
+       */
+      tls: z
+        .strictObject({
+          enabled: z.boolean().optional(),
+          caFile: z.string().min(1).optional(),
+          certFile: z.string().min(1).optional(),
+          keyFile: z.string().min(1).optional(),
+          keyPasswordFile: z.string().min(1).optional(),
+          keyPasswordEnv: envName.optional(),
+          /** The name the brokers' certificates are checked against, when it is not the host in kafka.brokers. */
+          serverName: z.string().min(1).optional(),
+        })
+        .prefault({}),
+      /**
+       * SASL authentication (over TLS in production). The password is never a setting: it is read
+       * from passwordFile or from the environment variable NAMED by passwordEnv.
+       */
+      sasl: z
+        .strictObject({
+          mechanism: z.enum(['PLAIN', 'SCRAM-SHA-256', 'SCRAM-SHA-512']),
+          username: z.string().min(1),
+          passwordFile: z.string().min(1).optional(),
+          passwordEnv: envName.optional(),
+        })
+        .optional(),
     })
     .prefault({}),
   s3: z
@@ -82,7 +134,8 @@ export const ConfigSchema = z.strictObject({
   capture: z
     .strictObject({
       heartbeatIntervalMs: z.number().int().min(100).default(2_000),
-      watermarkIntervalMs: z.number().int().min(100).default(1_000),
+      /** A watermark to every partition this often when transactions were acknowledged since the last one (idle: at the heartbeat's pace). */
+      watermarkIntervalMs: z.number().int().min(50).default(200),
       sequenceIntervalMs: z.number().int().min(1_000).default(30_000),
       /** Produce batch bounds: records and bytes in one Kafka request (back-pressure). */
       batchMaxRecords: z.number().int().min(1).default(5_000),
@@ -100,7 +153,17 @@ export const ConfigSchema = z.strictObject({
     .strictObject({
       groupId: z.string().optional(),
       segmentMaxBytes: z.number().int().min(1024).default(64 * 1024 * 1024),
+      /** A segment holding changes is stored at the latest this long after its first change (cut-policy.ts). */
       segmentMaxAgeMs: z.number().int().min(100).default(5_000),
+      /**
+       * A segment holding changes is stored at the first watermark after its first change is this
+       * old: the busy path's batching (lower: lower commit-to-durable latency, more objects).
+       */
+      segmentMinAgeMs: z.number().int().min(10).default(200),
+      /** A segment holding only watermarks (an idle database) is stored at most this often per partition. */
+      idleSegmentMaxAgeMs: z.number().int().min(100).default(600_000),
+      /** Meanwhile an idle partition's pointer (the restorable point, the RPO) follows its watermarks this often, without new objects. */
+      idlePointerIntervalMs: z.number().int().min(100).default(10_000),
       codec: z.enum(['zstandard', 'deflate']).default('zstandard'),
       zstdLevel: z.number().int().min(1).max(19).default(1),
       /** Kafka consumer-group session timeout: the archiving pause after a member or broker dies. */
@@ -141,6 +204,8 @@ export const ConfigSchema = z.strictObject({
   restore: z
     .strictObject({
       jobs: z.number().int().min(1).max(64).default(2),
+      /** TLS for the restore target (--into), for this process and pg_restore/psql. */
+      tls: pgTls,
     })
     .prefault({}),
   status: z
@@ -163,6 +228,15 @@ export const ConfigSchema = z.strictObject({
     .strictObject({
       /** Keep every base (and the segments after it) younger than this; Tier 1 asks for a year. */
       days: z.number().positive().default(365),
+    })
+    .prefault({}),
+  watchdog: z
+    .strictObject({
+      /**
+       * A daemon (capture, archive, run) whose components report no progress for this long exits 1
+       * so that its supervisor notices and restarts it (ops/watchdog.ts); 0 = never.
+       */
+      stallSeconds: z.number().min(0).default(600),
     })
     .prefault({}),
   metrics: z
@@ -192,10 +266,33 @@ export const ENV_MAP: Record<string, { path: string; kind: 'string' | 'list' | '
   CDP_PUBLICATION: { path: 'source.publication', kind: 'string' },
   CDP_KEYLESS_TABLES: { path: 'source.keylessTables', kind: 'string' },
   CDP_NEW_KEYLESS_TABLES: { path: 'source.newKeylessTables', kind: 'string' },
+  CDP_SOURCE_SSLMODE: { path: 'source.tls.mode', kind: 'string' },
+  CDP_SOURCE_SSLROOTCERT: { path: 'source.tls.rootCertFile', kind: 'string' },
+  CDP_SOURCE_SSLCERT: { path: 'source.tls.certFile', kind: 'string' },
+  CDP_SOURCE_SSLKEY: { path: 'source.tls.keyFile', kind: 'string' },
+  CDP_SOURCE_SSLKEY_PASSWORD_FILE: { path: 'source.tls.keyPasswordFile', kind: 'string' },
+  CDP_SOURCE_SSLKEY_PASSWORD_ENV: { path: 'source.tls.keyPasswordEnv', kind: 'string' },
+  CDP_TARGET_SSLMODE: { path: 'restore.tls.mode', kind: 'string' },
+  CDP_TARGET_SSLROOTCERT: { path: 'restore.tls.rootCertFile', kind: 'string' },
+  CDP_TARGET_SSLCERT: { path: 'restore.tls.certFile', kind: 'string' },
+  CDP_TARGET_SSLKEY: { path: 'restore.tls.keyFile', kind: 'string' },
+  CDP_TARGET_SSLKEY_PASSWORD_FILE: { path: 'restore.tls.keyPasswordFile', kind: 'string' },
+  CDP_TARGET_SSLKEY_PASSWORD_ENV: { path: 'restore.tls.keyPasswordEnv', kind: 'string' },
   CDP_KAFKA_BROKERS: { path: 'kafka.brokers', kind: 'list' },
   CDP_TOPIC: { path: 'kafka.topic', kind: 'string' },
   CDP_KAFKA_PARTITIONS: { path: 'kafka.partitions', kind: 'int' },
   CDP_KAFKA_REPLICATION_FACTOR: { path: 'kafka.replicationFactor', kind: 'int' },
+  CDP_KAFKA_TLS: { path: 'kafka.tls.enabled', kind: 'bool' },
+  CDP_KAFKA_TLS_CA_FILE: { path: 'kafka.tls.caFile', kind: 'string' },
+  CDP_KAFKA_TLS_CERT_FILE: { path: 'kafka.tls.certFile', kind: 'string' },
+  CDP_KAFKA_TLS_KEY_FILE: { path: 'kafka.tls.keyFile', kind: 'string' },
+  CDP_KAFKA_TLS_KEY_PASSWORD_FILE: { path: 'kafka.tls.keyPasswordFile', kind: 'string' },
+  CDP_KAFKA_TLS_KEY_PASSWORD_ENV: { path: 'kafka.tls.keyPasswordEnv', kind: 'string' },
+  CDP_KAFKA_TLS_SERVER_NAME: { path: 'kafka.tls.serverName', kind: 'string' },
+  CDP_KAFKA_SASL_MECHANISM: { path: 'kafka.sasl.mechanism', kind: 'string' },
+  CDP_KAFKA_SASL_USERNAME: { path: 'kafka.sasl.username', kind: 'string' },
+  CDP_KAFKA_SASL_PASSWORD_FILE: { path: 'kafka.sasl.passwordFile', kind: 'string' },
+  CDP_KAFKA_SASL_PASSWORD_ENV: { path: 'kafka.sasl.passwordEnv', kind: 'string' },
   CDP_S3_ENDPOINT: { path: 's3.endpoint', kind: 'string' },
   CDP_S3_BUCKET: { path: 's3.bucket', kind: 'string' },
   CDP_S3_PREFIX: { path: 's3.prefix', kind: 'string' },
@@ -205,6 +302,9 @@ export const ENV_MAP: Record<string, { path: string; kind: 'string' | 'list' | '
   CDP_ARCHIVE_GROUP_ID: { path: 'archive.groupId', kind: 'string' },
   CDP_SEGMENT_MAX_BYTES: { path: 'archive.segmentMaxBytes', kind: 'int' },
   CDP_SEGMENT_MAX_AGE_MS: { path: 'archive.segmentMaxAgeMs', kind: 'int' },
+  CDP_SEGMENT_MIN_AGE_MS: { path: 'archive.segmentMinAgeMs', kind: 'int' },
+  CDP_IDLE_SEGMENT_MAX_AGE_MS: { path: 'archive.idleSegmentMaxAgeMs', kind: 'int' },
+  CDP_IDLE_POINTER_INTERVAL_MS: { path: 'archive.idlePointerIntervalMs', kind: 'int' },
   CDP_ENCRYPTION_KEY_FILE: { path: 'archive.encryptionKeyFile', kind: 'string' },
   CDP_ENCRYPTION_KEY_ENV: { path: 'archive.encryptionKeyEnv', kind: 'string' },
   CDP_ACCEPT_LEGACY_ENVELOPES: { path: 'archive.acceptLegacyEnvelopes', kind: 'bool' },
@@ -220,6 +320,7 @@ export const ENV_MAP: Record<string, { path: string; kind: 'string' | 'list' | '
   CDP_RPO_SECONDS: { path: 'status.rpoSeconds', kind: 'number' },
   CDP_RTO_SECONDS: { path: 'status.rtoSeconds', kind: 'number' },
   CDP_STATUS_REPLAY_BYTES_PER_SECOND: { path: 'status.replaySegmentBytesPerSecond', kind: 'number' },
+  CDP_STALL_SECONDS: { path: 'watchdog.stallSeconds', kind: 'number' },
   CDP_METRICS_PORT: { path: 'metrics.port', kind: 'int' },
   CDP_METRICS_HOST: { path: 'metrics.host', kind: 'string' },
   CDP_LOG_LEVEL: { path: 'log.level', kind: 'string' },
@@ -326,6 +427,10 @@ export function loadConfig(opts: LoadOptions = {}): Config {
   if (cfg.source.schemas.length > 0 && cfg.source.tables.length > 0) {
     throw new ConfigError('set either source.schemas or source.tables, not both', 'source.tables');
   }
+  for (const [field, tls] of [['source.tls', cfg.source.tls], ['restore.tls', cfg.restore.tls]] as const) {
+    if (tls?.keyPasswordFile && tls.keyPasswordEnv) throw new ConfigError('set either keyPasswordFile or keyPasswordEnv, not both', `${field}.keyPasswordEnv`);
+  }
+  checkKafkaSecurity(cfg);
   if (cfg.archive.encryptionKeyFile && cfg.archive.encryptionKeyEnv) {
     throw new ConfigError('set either archive.encryptionKeyFile or archive.encryptionKeyEnv, not both', 'archive.encryptionKeyEnv');
   }
@@ -347,4 +452,32 @@ export function topicName(cfg: Config): string {
 export function archiveRoot(cfg: Config): string {
   const db = sourceDatabase(cfg);
   return cfg.s3.prefix ? `${cfg.s3.prefix}/${db}` : db;
+}
+
+/** Contradictory or incomplete kafka.tls / kafka.sasl settings, each error naming its field. */
+function checkKafkaSecurity(cfg: Config): void {
+  const { tls, sasl } = cfg.kafka;
+  const files = tls.caFile ?? tls.certFile ?? tls.keyFile;
+  if (tls.enabled === false && files !== undefined) throw new ConfigError('kafka.tls.enabled is false but a TLS file is set: remove one of them', 'kafka.tls.enabled');
+  if ((tls.certFile === undefined) !== (tls.keyFile === undefined)) {
+    throw new ConfigError('a client certificate needs both kafka.tls.certFile and kafka.tls.keyFile', tls.certFile === undefined ? 'kafka.tls.certFile' : 'kafka.tls.keyFile');
+  }
+  if (tls.keyPasswordFile && tls.keyPasswordEnv) throw new ConfigError('set either kafka.tls.keyPasswordFile or kafka.tls.keyPasswordEnv, not both', 'kafka.tls.keyPasswordEnv');
+  if (sasl) {
+    if (sasl.passwordFile && sasl.passwordEnv) throw new ConfigError('set either kafka.sasl.passwordFile or kafka.sasl.passwordEnv, not both', 'kafka.sasl.passwordEnv');
+    if (!sasl.passwordFile && !sasl.passwordEnv) throw new ConfigError('SASL needs a password: set kafka.sasl.passwordFile or kafka.sasl.passwordEnv (the name of an environment variable)', 'kafka.sasl.passwordFile');
+  }
+}
+
+/**
+ * The configuration as it may be logged: passwords in URLs masked. Secrets themselves never enter
+ * the configuration (kafka.sasl, kafka.tls, archive keys: only a file path or a variable name).
+ */
+export function redactedConfig(cfg: Config): Config {
+  const mask = (u: string | undefined) => (u === undefined ? u : redactUrl(u));
+  const copy = structuredClone(cfg);
+  copy.source.url = mask(copy.source.url)!;
+  const compact = (copy as { compact?: { scratchUrl?: string } }).compact;
+  if (compact?.scratchUrl !== undefined) compact.scratchUrl = mask(compact.scratchUrl);
+  return copy;
 }

@@ -1,5 +1,5 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { Config } from '../config/config.js';
+import { sourceDatabase, type Config } from '../config/config.js';
 import { CdpError, ErrorCodes } from '../errors.js';
 import type { Logger } from '../util/log.js';
 import { healthChecks, registry } from '../util/metrics.js';
@@ -8,6 +8,9 @@ import { healthChecks, registry } from '../util/metrics.js';
 // the health checks of src/util/metrics.ts, where the components register them.
 
 export async function startMetricsServer(cfg: Config, log: Logger): Promise<{ close(): Promise<void>; port: number }> {
+  // Every series says which database and slot it is about (issue 14): one Prometheus can then watch
+  // several pipelines, and alerts name the database they fire for.
+  registry.setDefaultLabels({ database: sourceDatabase(cfg), slot: cfg.source.slot });
   if (cfg.metrics.port === 0) return { close: async () => {}, port: 0 };
   const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
     try {

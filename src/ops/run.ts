@@ -2,6 +2,8 @@ import type { CommandContext } from '../context.js';
 import { CdpError, ErrorCodes, toError } from '../errors.js';
 import { sleep } from '../util/retry.js';
 import { startMetricsServer } from './metrics.js';
+import { baseFailed, startArchiveGauges, startSourceGauges } from './gauges.js';
+import { startWatchdog } from './watchdog.js';
 
 // `cdp run`: capture + archive + the base-backup and compaction schedules in one process, for small installations
 // (DESIGN.md section 1). The parts share one metrics server and one shutdown: the first signal stops
@@ -14,7 +16,14 @@ export async function runCapture(ctx: CommandContext): Promise<void> {
   try {
     const { startCapture } = await import('../capture/capture.js');
     const handle = await startCapture(ctx);
-    await handle.done;
+    const stopGauges = startSourceGauges(ctx);
+    const dog = startWatchdog(['capture'], ctx.cfg.watchdog.stallSeconds * 1000, ctx.log);
+    try {
+      await Promise.race([handle.done, dog.stalled]);
+    } finally {
+      dog.stop();
+      stopGauges();
+    }
   } finally {
     await server.close();
   }
@@ -26,7 +35,14 @@ export async function runArchive(ctx: CommandContext): Promise<void> {
   try {
     const { startArchiver } = await import('../archive/archiver.js');
     const { done } = await startArchiver(ctx);
-    await done;
+    const stopGauges = startArchiveGauges(ctx);
+    const dog = startWatchdog(['archive'], ctx.cfg.watchdog.stallSeconds * 1000, ctx.log);
+    try {
+      await Promise.race([done, dog.stalled]);
+    } finally {
+      dog.stop();
+      stopGauges();
+    }
   } catch (err) {
     const e = toError(err);
     // A CdpError (SHUTDOWN included, which the CLI maps to exit 0) goes up as it is.
@@ -60,13 +76,18 @@ export async function runAll(ctx: CommandContext): Promise<void> {
       stop(new CdpError(ErrorCodes.SHUTDOWN, `${name} failed`));
     });
 
+  const stopGauges: Array<() => void> = [];
   try {
     const capture = await startCapture(child);
     const archive = await startArchiver(child);
     const { compactSchedule } = await import('../compact/compact.js');
-    const parts = [watch('capture', capture.done), watch('archive', archive.done), watch('basebackup', baseSchedule(child)), watch('compact', compactSchedule(child))];
+    stopGauges.push(startArchiveGauges(child), startSourceGauges(child));
+    const dog = startWatchdog(['capture', 'archive'], ctx.cfg.watchdog.stallSeconds * 1000, ctx.log);
+    stopGauges.push(() => dog.stop());
+    const parts = [watch('watchdog', Promise.race([dog.stalled, new Promise<void>((resolve) => (inner.signal.aborted ? resolve() : inner.signal.addEventListener('abort', () => resolve(), { once: true })))])), watch('capture', capture.done), watch('archive', archive.done), watch('basebackup', baseSchedule(child)), watch('compact', compactSchedule(child))];
     await Promise.all(parts);
   } finally {
+    for (const s of stopGauges) s();
     await metrics.close();
   }
   if (failure) throw failure instanceof CdpError ? failure : new CdpError(ErrorCodes.INTERNAL, failure.message, { cause: failure });
@@ -102,6 +123,7 @@ async function baseSchedule(ctx: CommandContext): Promise<void> {
       } catch (raw) {
         const err = toError(raw);
         if (ctx.signal.aborted) return;
+        baseFailed();
         ctx.log.error({ err: err.message, component: 'basebackup' }, 'scheduled base backup failed; retrying in 5 minutes');
         waitMs = 5 * 60_000;
       }

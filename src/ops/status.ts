@@ -1,4 +1,5 @@
 import pg from 'pg';
+import { pgConnection } from '../pg/tls.js';
 import type { CommandContext } from '../context.js';
 import { archiveGroupId, currentGeneration, describeGap, gapCoveredBy, listGaps } from '../archive/chain.js';
 import { listSegments, readArchiveManifest } from '../archive/catalog.js';
@@ -68,7 +69,7 @@ export async function listBases(store: Store, root: string): Promise<BaseManifes
 }
 
 async function slotStatus(cfg: Config): Promise<StatusReport['slot']> {
-  const client = new pg.Client({ connectionString: cfg.source.url, connectionTimeoutMillis: 5_000 });
+  const client = new pg.Client({ ...pgConnection(cfg.source.url, cfg.source.tls), connectionTimeoutMillis: 5_000 });
   try {
     await client.connect();
     const r = await client.query(

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
+import { pgConnection } from '../pg/tls.js';
 import type { CommandContext } from '../context.js';
 import { archiveRoot } from '../config/config.js';
 import { toError } from '../errors.js';
@@ -149,7 +150,7 @@ export async function runVerify(ctx: CommandContext, opts: { deep: boolean }): P
   let deepReport: Record<string, unknown> | undefined;
   if (opts.deep && result.problems.length === 0) {
     const scratch = `cdp_verify_${randomBytes(4).toString('hex')}`;
-    const admin = new pg.Client({ connectionString: ctx.cfg.source.url });
+    const admin = new pg.Client(pgConnection(ctx.cfg.source.url, ctx.cfg.source.tls));
     await admin.connect();
     try {
       await admin.query(`CREATE DATABASE ${scratch}`);
@@ -157,7 +158,9 @@ export async function runVerify(ctx: CommandContext, opts: { deep: boolean }): P
       into.pathname = `/${scratch}`;
       const { runRestore } = await import('../restore/restore.js');
       // runRestore returns its report or throws: a failed test restore fails verify with its error.
-      deepReport = await runRestore(ctx, { into: into.toString(), latest: true, dryRun: false, force: false });
+      // The scratch database is on the source's server: its TLS settings unless restore.tls says otherwise.
+      const restoreCtx = { ...ctx, cfg: { ...ctx.cfg, restore: { ...ctx.cfg.restore, tls: ctx.cfg.restore.tls ?? ctx.cfg.source.tls } } };
+      deepReport = await runRestore(restoreCtx, { into: into.toString(), latest: true, dryRun: false, force: false });
       deep = `test restore of the latest point into ${scratch} succeeded`;
     } finally {
       await admin.query(`DROP DATABASE IF EXISTS ${scratch} WITH (FORCE)`).catch(() => {});
