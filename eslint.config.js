@@ -48,6 +48,26 @@ export default tseslint.config(
     },
   },
   {
+    // kafkajs only through its public API (src/kafka/client.ts): its private modules and symbols
+    // change without notice; the protocol the engine speaks itself lives in src/kafka/protocol.
+    // Tests may read kafkajs internals as an oracle (test/unit/kafka/record-batch.test.ts).
+    files: ['src/**/*.ts'],
+    rules: {
+      'no-restricted-imports': ['error', { patterns: [{ group: ['kafkajs/*'], message: 'kafkajs private modules: use its public API, or src/kafka/protocol' }] }],
+      'no-restricted-syntax': [
+        'error',
+        {
+          selector: "CallExpression[callee.name='require'][arguments.0.value=/^kafkajs\\u002F/]",
+          message: 'kafkajs private modules: use its public API, or src/kafka/protocol',
+        },
+        {
+          selector: "Literal[value=/^private:Kafka/]",
+          message: 'kafkajs private symbols: use its public API, or src/kafka/protocol',
+        },
+      ],
+    },
+  },
+  {
     // Tests read the CLI's JSON output loosely.
     files: ['test/**/*.ts'],
     rules: { '@typescript-eslint/no-explicit-any': 'off' },
