@@ -164,11 +164,95 @@ export async function readArchiveWithAvsc(store: Store, root: string): Promise<{
         deflate: (buf: Buffer, cb: (err: Error | null, out?: Buffer) => void) => cb(null, inflateRawSync(buf)),
       },
     });
+    let format = '1';
+    decoder.on('metadata', (_t: unknown, _c: unknown, header: { meta: Record<string, Buffer> }) => (format = header.meta['cdp.format']?.toString() ?? '1'));
     Readable.from([bytes]).pipe(decoder);
-    for await (const r of decoder) events.push({ ...(r as ChangeEvent) });
+    for await (const r of decoder) {
+      if (format === '2') events.push(...batchToEvents(r as AvscBatch));
+      else events.push({ ...(r as ChangeEvent) });
+    }
     keys.push(o.key);
   }
   return { events, segments: keys.length, keys };
+}
+
+/** A format-2 ChangeBatch as avsc decodes it (docs/format.md): named union branches are wrapped. */
+interface AvscBatch {
+  count: number;
+  ops: Buffer;
+  txns: Array<{ database: string; commitLsn: number; xid: number; commitTime: number; count: number }>;
+  changeLsn: number[];
+  position: number[];
+  endLsn: Array<number | null>;
+  relations: Array<{ schema: string; table: string; relation: NonNullable<ChangeEvent['relation']> }>;
+  relation: number[];
+  schemas: string[];
+  tables: string[];
+  oldKind: Array<string | null>;
+  oldCount: number[];
+  newCount: number[];
+  columns: Array<Array<Record<string, { values?: Array<string | null>; deltas?: Array<number | null> }>>>;
+  unchanged: number[][];
+  content: Array<string | null>;
+  prefix: Array<string | null>;
+}
+
+const OP_NAMES: ChangeEvent['op'][] = ['INSERT', 'UPDATE', 'DELETE', 'TRUNCATE', 'DDL', 'MESSAGE', 'SEQUENCES', 'COMMIT', 'WATERMARK'];
+
+/**
+ * The change events of a ChangeBatch, written here from docs/format.md and NOT with src/format's
+ * decoder: the archive is read back by code that shares nothing with the writer but the document.
+ */
+function batchToEvents(b: AvscBatch): ChangeEvent[] {
+  // Columns as plain value lists, integers undone from their deltas.
+  const groups = b.columns.map((cols) =>
+    cols.map((wrapped) => {
+      const c = Object.values(wrapped)[0]!;
+      if (c.values) return { values: c.values, next: 0 };
+      let v = 0;
+      return { values: c.deltas!.map((d) => (d === null ? null : String((v += d)))), next: 0 };
+    }),
+  );
+  const out: ChangeEvent[] = [];
+  let run = 0;
+  let left = b.txns[0]!.count;
+  let named = 0;
+  let lsn = 0;
+  let pos = 0;
+  for (let k = 0; k < b.count; k++) {
+    while (left === 0) left = b.txns[++run]!.count;
+    left--;
+    const t = b.txns[run]!;
+    lsn += b.changeLsn[k]!;
+    pos += b.position[k]!;
+    const ri = b.relation[k]!;
+    const rel = ri >= 0 ? b.relations[ri]! : undefined;
+    const cols = groups[ri + 1]!;
+    const tuple = (n: number) => (n < 0 ? null : Array.from({ length: n }, (_, i) => cols[i]!.values[cols[i]!.next++]!));
+    const old = tuple(b.oldCount[k]!);
+    const nw = tuple(b.newCount[k]!);
+    const end = b.endLsn[k];
+    out.push({
+      op: OP_NAMES[b.ops[k]!]!,
+      database: t.database,
+      commitLsn: t.commitLsn,
+      changeLsn: lsn,
+      endLsn: end === null || end === undefined ? 0 : t.commitLsn + end,
+      xid: t.xid,
+      commitTime: t.commitTime,
+      position: pos,
+      schema: rel ? rel.schema : b.schemas[named]!,
+      table: rel ? rel.table : b.tables[named++]!,
+      relation: rel ? { ...rel.relation } : null,
+      oldKind: b.oldKind[k]!,
+      old,
+      new: nw,
+      unchanged: b.unchanged[k]!,
+      content: b.content[k]!,
+      prefix: b.prefix[k]!,
+    });
+  }
+  return out;
 }
 
 /** Data and COMMIT records, deduplicated by identity (commitLsn, position), in identity order. */
