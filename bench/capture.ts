@@ -139,7 +139,10 @@ async function capture(env: NodeJS.ProcessEnv, url: string, slot: string, end: s
   // for afterwards and reported beside.
   const target = lsnNum(end);
   const metricsUrl = `http://127.0.0.1:${port}/metrics`;
-  const metric = (text: string, m: string) => Number(new RegExp(`^${m} (\\S+)$`, 'm').exec(text)?.[1] ?? NaN);
+  // A sample with or without labels: `name 12` or `name{database="d",slot="s"} 12`.
+  const metric = (text: string, m: string) => Number(new RegExp(`^${m}(?:\\{[^}]*\\})? (\\S+)$`, 'm').exec(text)?.[1] ?? NaN);
+  const limitMs = Math.max(600_000, changes * 10);
+  const deadline = Date.now() + limitMs;
   let seconds: number;
   let hwmKb = 0;
   let text: string;
@@ -156,10 +159,12 @@ async function capture(env: NodeJS.ProcessEnv, url: string, slot: string, end: s
       alive();
       if (!streamingAt) continue;
       text = await fetch(metricsUrl).then((r) => r.text()).catch(() => '');
-      if (metric(text, 'cdp_capture_changes_total') >= changes) {
+      const acked = metric(text, 'cdp_capture_changes_total');
+      if (acked >= changes) {
         seconds = Number(process.hrtime.bigint() - streamingAt) / 1e9;
         break;
       }
+      if (Date.now() > deadline) throw new Error(`capture: ${acked} of ${changes} changes acknowledged within ${limitMs / 1000} s (is cdp_capture_changes_total still exported?)`);
     }
     let confirmedS = NaN;
     for (let i = 0; i < 200; i++) {
