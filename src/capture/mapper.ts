@@ -1,5 +1,5 @@
 import { CdpError, ErrorCodes } from '../errors.js';
-import { emptyEvent, type ChangeEvent, type RelationInfo } from '../events/change-event.js';
+import { emptyEvent, type ChangeEvent, type RelationInfo } from '../format/change-event.js';
 import type { Begin, Commit, Delete, Insert, Message, Relation, Truncate, Update } from '../pg/pgoutput.js';
 import type { Lsn } from '../util/lsn.js';
 import { verifyMessage, type MessageKey } from './ddl-auth.js';

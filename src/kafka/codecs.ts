@@ -1,5 +1,5 @@
 import kafkajs from 'kafkajs';
-import { createCodec, type BlockCodec } from '../archive/codec.js';
+import { createCodec, type BlockCodec } from '../format/codec.js';
 
 // kafkajs 2.2.4 ships only GZIP; any other codec must be registered in its CompressionCodecs table
 // (kafkajs docs, "Producing Messages" > "Compression"). Capture may produce zstd record batches

@@ -1,5 +1,5 @@
 import { CdpError, ErrorCodes, toError } from '../errors.js';
-import { createCodec, type BlockCodec } from '../archive/codec.js';
+import { createCodec, type BlockCodec } from '../format/codec.js';
 import { KafkaConnection } from './connection.js';
 import type { KafkaClientOptions } from './security.js';
 import { partitionOf } from './partitioner.js';

@@ -1,4 +1,4 @@
-import { compareIdentity, isDataOp, type ChangeEvent } from '../events/change-event.js';
+import { compareIdentity, isDataOp, type ChangeEvent } from '../format/change-event.js';
 import { IntegrityError } from '../errors.js';
 import { formatLsn, type Lsn } from '../util/lsn.js';
 import type { CutDecision, TxnHeader } from './target.js';

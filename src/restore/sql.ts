@@ -1,4 +1,4 @@
-import type { RelationInfo } from '../events/change-event.js';
+import type { RelationInfo } from '../format/change-event.js';
 import { quoteIdent } from '../pg/quote.js';
 
 // SQL text for replay. Values travel as PostgreSQL text output (DESIGN.md section 3), so every value

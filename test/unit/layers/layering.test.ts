@@ -35,11 +35,6 @@ const LAYERS: string[][] = [
  */
 const KNOWN: Array<{ from: string; to: string; why: string }> = [
   {
-    from: 'kafka/',
-    to: 'archive/codec.ts',
-    why: 'the Avro block codecs belong with the change-event format (issue 12, items 1-3, are moving them)',
-  },
-  {
     from: 'config/config.ts',
     to: 'pg/tls.ts',
     why: 'the sslmode words are configuration; written while the TLS work (issue 14) was in progress',
