@@ -2,6 +2,7 @@ import type { ChangeEvent, RelationInfo } from '../events/change-event.js';
 import { CdpError, ErrorCodes } from '../errors.js';
 import { formatLsn, type Lsn } from '../util/lsn.js';
 import type { ReplayItem } from './merge.js';
+import { Coalescer } from './coalesce.js';
 import {
   copyRow,
   copySql,
@@ -67,9 +68,10 @@ export interface ApplyOptions {
   copyMinRows?: number;
   onDdlSkipped?: (ev: ChangeEvent) => void;
   /**
-   * Coalescing inside a target transaction (see NetTable): allowed for a table when this says so
+   * Coalescing inside a target transaction (coalesce.ts): allowed for a table when this says so
    * (the caller knows the target's catalog: no unique index besides the replica identity, no
-   * exclusion constraint). Absent = never coalesce, every change in stream order.
+   * exclusion constraint) and runAsOwner says no user code runs on its writes. Absent = never
+   * coalesce, every change in stream order.
    */
   reorderable?: (schema: string, table: string) => boolean;
   /**
@@ -97,22 +99,14 @@ export interface ApplyOptions {
   onLegacyDdl?: (ev: ChangeEvent) => void;
   /** Rows of one INSERT / COPY in stream order (default 10,000). */
   insertMaxRows?: number;
-  /** Rows one table may hold in the coalescing buffer before it is written. */
+  /** Rows the coalescing buffer may hold (all tables) before it is written out. */
   netMaxRows?: number;
-}
-
-/** The net effect of a run of changes on one row (by replica identity key). */
-interface NetRow {
-  kind: 'insert' | 'update' | 'delete' | 'replace';
-  key: (string | null)[];
-  /** insert / replace: the whole row; update: the row with `assigned` columns set. */
-  row: (string | null)[] | null;
-  assigned: Set<number> | null;
-}
-
-interface NetTable {
-  ref: TableRef;
-  rows: Map<string, NetRow>;
+  /**
+   * Estimated heap bytes the coalescing buffer may hold before it is written out (default 512 MiB).
+   * A group keeps growing across source transactions while its buffer holds rows, so that an
+   * insert and the later updates or delete of its row meet in one buffer (bulk loads then fixes).
+   */
+  netMaxBytes?: number;
 }
 
 export interface ApplyStats {
@@ -180,7 +174,7 @@ export class Applier {
   private sql: string[] = [];
   private sqlBytes = 0;
   private ops: Array<{ sql?: string; copy?: string; data?: string }> = [];
-  private readonly net = new Map<string, NetTable>();
+  private readonly net = new Coalescer();
   /** Tables created from the stream's description (schema.table), until their CREATE TABLE AS event. */
   private readonly autoCreated = new Set<string>();
   /** Tables DDL created or dropped since the caller last read the catalog (schema.table). */
@@ -192,6 +186,7 @@ export class Applier {
   /** The catalog's answers per relation description (one object per table and shape, see fast-decode), until the next catalog read. */
   private readonly tableInfo = new Map<RelationInfo, { schema: string; table: string; netKey: string; reorderable: boolean; exists: boolean }>();
   private readonly netMaxRows: number;
+  private readonly netMaxBytes: number;
   /** COPY gets cheaper per row up to ~10,000 rows a statement (bench/restore-apply.ts). */
   private readonly insertMaxRows: number;
   private inTxn = false;
@@ -214,7 +209,8 @@ export class Applier {
     this.groupMaxMs = opts.groupMaxMs ?? 2_000;
     this.batchMaxRows = opts.batchMaxRows ?? 1_000;
     this.copyMinRows = opts.copyMinRows ?? 32;
-    this.netMaxRows = opts.netMaxRows ?? 10_000;
+    this.netMaxRows = opts.netMaxRows ?? 4_000_000;
+    this.netMaxBytes = opts.netMaxBytes ?? 512 * 1024 * 1024;
     this.insertMaxRows = opts.insertMaxRows ?? Math.max(this.batchMaxRows, 10_000);
   }
 
@@ -317,10 +313,22 @@ export class Applier {
         this.stats.lastEndLsn = item.endLsn;
         // A new enum value can be used only once the transaction that added it has committed
         // (PostgreSQL: "unsafe use of new value"): the group ends with the source transaction.
-        if (this.commitAtTxnEnd || this.groupChanges >= this.groupMaxChanges || Date.now() - this.groupStarted >= this.groupMaxMs) this.commitGroup();
+        if (this.commitAtTxnEnd || this.groupFull()) this.commitGroup();
         this.commitAtTxnEnd = false;
         return;
     }
+  }
+
+  /**
+   * Whether the open group should commit at this source transaction's end. While the coalescing
+   * buffer holds rows the group goes on (up to netMaxBytes / netMaxRows of buffer, and 30 s at
+   * most): a later transaction's update or delete of a row still in the buffer then costs nothing
+   * on the target. Otherwise groupMaxChanges and groupMaxMs bound it.
+   */
+  private groupFull(): boolean {
+    const age = Date.now() - this.groupStarted;
+    if (this.net.rows > 0 && this.groupMaxChanges > 0) return age >= Math.max(this.groupMaxMs, 30_000);
+    return this.groupChanges >= this.groupMaxChanges || age >= this.groupMaxMs;
   }
 
   private selected(schema: string, table: string): boolean {
@@ -483,7 +491,9 @@ export class Applier {
         schema: ev.schema,
         table: ev.table,
         netKey: `${ev.schema}\u0000${ev.table}`,
-        reorderable: this.opts.reorderable?.(ev.schema, ev.table) ?? false,
+        // A table whose writes run a user's code (triggers among them) keeps every change: its
+        // code must see the events the source's saw.
+        reorderable: (this.opts.reorderable?.(ev.schema, ev.table) ?? false) && !this.ownerRunner(refOf(ev)),
         exists: this.tableExists(ev.schema, ev.table),
       };
       this.tableInfo.set(r, i);
@@ -525,7 +535,7 @@ export class Applier {
     if (!full && reorderable) {
       if (this.netRow(ev, info.netKey)) return;
     }
-    this.flushNetOf(info.netKey);
+    if (this.net.size > 0) this.flushNetOf(info.netKey);
     if (ev.op === 'INSERT') {
       const b = this.batch;
       if (b && b.kind === 'insert' && b.rows.length < this.insertMaxRows && sameShape(b.ref, ev)) {
@@ -577,109 +587,51 @@ export class Applier {
     b.keys.add(ks);
   }
 
-  /**
-   * Coalescing. Inside one target transaction only the state at its COMMIT is ever visible, so the
-   * changes of a group may be reordered as long as every row ends in the same state: the changes of
-   * one key are folded into their net effect (insert+update = insert of the updated row,
-   * insert+delete = nothing, update+update = one update of the union of assigned columns,
-   * delete+insert = replace), and a table's buffer is written as deletes, then updates, then
-   * inserts. Rows of different keys are independent: triggers and FK actions are off (replica
-   * role), FK checks too, and the caller allows this only for tables without other unique
-   * indexes or exclusion constraints (where a reordered pair could collide). A primary-key change
-   * and anything unexpected fall back to stream order. Returns false when the change must go the
-   * ordered way.
-   */
+  /** Folds a change into the coalescing buffer (coalesce.ts); false: write it in stream order. */
   private netRow(ev: ChangeEvent, name: string): boolean {
-    const r = ev.relation!;
-    let t = this.net.get(name);
-    if (t && !sameShape(t.ref, ev)) {
-      this.flushNet(t);
-      t = undefined;
+    const buffered = this.net.ref(name);
+    if (buffered && !sameShape(buffered, ev)) this.flushNetOf(name);
+    if (!this.net.add(name, buffered && buffered.relation === ev.relation ? buffered : refOf(ev), ev)) {
+      this.flushNetOf(name);
+      return false;
     }
-    if (ev.op === 'UPDATE' && ev.oldKind && ev.old) {
-      // A key change moves the row to another key: written in stream order.
-      for (const i of r.key) if ((ev.old[i] ?? null) !== (ev.new![i] ?? null)) return false;
-    }
-    if (!t) {
-      t = { ref: refOf(ev), rows: new Map() };
-      this.net.set(name, t);
-    }
-    const key = ev.op === 'INSERT' ? r.key.map((i) => ev.new![i] ?? null) : keyValues(ev);
-    const ks = keyString(key);
-    const cur = t.rows.get(ks);
-    if (ev.op === 'INSERT') {
-      if (!cur) t.rows.set(ks, { kind: 'insert', key, row: ev.new!, assigned: null });
-      else if (cur.kind === 'delete') t.rows.set(ks, { kind: 'replace', key, row: ev.new!, assigned: null });
-      else return this.netFallback(t);
-    } else if (ev.op === 'UPDATE') {
-      const cols = updateColumns(ev);
-      if (!cur) t.rows.set(ks, { kind: 'update', key, row: ev.new!.slice(), assigned: new Set(cols) });
-      else if (cur.kind === 'delete') return this.netFallback(t);
-      else {
-        const row = cur.row!;
-        for (const i of cols) row[i] = ev.new![i] ?? null;
-        if (cur.assigned) for (const i of cols) cur.assigned.add(i);
-      }
-    } else {
-      if (!cur) t.rows.set(ks, { kind: 'delete', key, row: null, assigned: null });
-      else if (cur.kind === 'insert') t.rows.delete(ks);
-      else if (cur.kind === 'delete') return this.netFallback(t);
-      else t.rows.set(ks, { kind: 'delete', key, row: null, assigned: null });
-    }
-    if (t.rows.size >= this.netMaxRows) this.flushNet(t);
+    if (this.net.bytes >= this.netMaxBytes || this.net.rows >= this.netMaxRows) this.flushNetAll();
     return true;
   }
 
-  private netFallback(t: NetTable): false {
-    this.flushNet(t);
-    return false;
-  }
-
-  private flushNetOf(netKey: string): void {
-    if (this.net.size === 0) return;
-    const t = this.net.get(netKey);
-    if (t) this.flushNet(t);
-  }
-
-  private flushNet(t: NetTable): void {
+  private flushNetOf(name: string): void {
+    const d = this.net.drain(name);
+    if (!d) return;
     // Anything written in stream order before now precedes this buffer's changes.
     this.flushBatch();
-    this.net.delete(`${t.ref.schema}\u0000${t.ref.table}`);
-    if (t.rows.size === 0) return;
-    const deletes: Array<(string | null)[]> = [];
-    const inserts: Array<(string | null)[]> = [];
-    const updates = new Map<string, { setCols: number[]; rows: Array<{ key: (string | null)[]; values: (string | null)[] }> }>();
-    for (const n of t.rows.values()) {
-      if (n.kind === 'delete' || n.kind === 'replace') deletes.push(n.key);
-      if (n.kind === 'insert' || n.kind === 'replace') inserts.push(n.row!);
-      if (n.kind === 'update') {
-        const setCols = [...n.assigned!].sort((a, b) => a - b);
-        if (setCols.length === 0) continue;
-        const sig = setCols.join(',');
-        let u = updates.get(sig);
-        if (!u) updates.set(sig, (u = { setCols, rows: [] }));
-        u.rows.push({ key: n.key, values: n.row! });
-      }
-    }
+    const { ref, deletes, updates, inserts } = d;
     const max = this.batchMaxRows;
-    for (let i = 0; i < deletes.length; i += max) this.emitFor(t.ref, deleteSql(t.ref, deletes.slice(i, i + max)));
-    for (const u of updates.values()) for (let i = 0; i < u.rows.length; i += max) this.emitFor(t.ref, updateSql(t.ref, u.setCols, u.rows.slice(i, i + max)));
-    if (inserts.length >= this.copyMinRows && !this.ownerRunner(t.ref)) {
-      this.cutSql();
-      const n = t.ref.relation.columns.length;
-      let data = '';
-      for (const row of inserts) data += copyRow(row, n);
-      this.stats.statements++;
-      this.ops.push({ copy: copySql(t.ref), data });
+    for (let i = 0; i < deletes.length; i += max) this.emitFor(ref, deleteSql(ref, deletes.slice(i, i + max)));
+    for (const u of updates) for (let i = 0; i < u.rows.length; i += max) this.emitFor(ref, updateSql(ref, u.setCols, u.rows.slice(i, i + max)));
+    if (inserts.length >= this.copyMinRows && !this.ownerRunner(ref)) {
+      // COPY in slices, so Postgres starts on the first while the next is built.
+      const n = ref.relation.columns.length;
+      for (let i = 0; i < inserts.length; i += this.insertMaxRows) {
+        this.cutSql();
+        let data = '';
+        const end = Math.min(inserts.length, i + this.insertMaxRows);
+        for (let j = i; j < end; j++) data += copyRow(inserts[j]!, n);
+        this.stats.statements++;
+        this.ops.push({ copy: copySql(ref), data });
+      }
     } else if (inserts.length > 0) {
-      for (let i = 0; i < inserts.length; i += max) this.emitFor(t.ref, insertSql(t.ref, inserts.slice(i, i + max)));
+      for (let i = 0; i < inserts.length; i += max) this.emitFor(ref, insertSql(ref, inserts.slice(i, i + max)));
     }
     if (this.sqlBytes >= SQL_BUFFER_BYTES) this.cutSql();
   }
 
+  private flushNetAll(): void {
+    for (const name of this.net.names()) this.flushNetOf(name);
+  }
+
   private flushAll(): void {
     this.flushBatch();
-    for (const t of [...this.net.values()]) this.flushNet(t);
+    this.flushNetAll();
   }
 
   /**

@@ -1,0 +1,187 @@
+import type { ChangeEvent } from '../events/change-event.js';
+import { keyValues, updateColumns, type TableRef } from './sql.js';
+
+// Net effect per key inside one target transaction (the applier's "coalescing"). Only the state at
+// the target transaction's COMMIT is ever visible, so the changes of a group may be reordered as
+// long as every row ends in the same state: the changes of one key fold into their net effect
+//   insert + update(s)   = insert of the updated row (unchanged TOAST columns keep the inserted value)
+//   insert + delete      = nothing
+//   update + update      = one update of the union of the assigned columns
+//   delete + insert      = replace (delete, then insert)
+//   update + delete      = delete
+// and a table's buffer is written as its deletes, then its updates, then its inserts. Rows of
+// different keys are independent only under conditions the caller checks (Applier.row): no unique
+// index besides the replica identity and no exclusion constraint (a reordered pair could collide),
+// no user code on writes (its triggers would see other events), triggers and FK actions off
+// (session_replication_role = replica). A key change and any sequence not listed above are
+// refused (add returns false): the caller writes the buffer out and that change in stream order.
+//
+// Pure: no SQL, no I/O; the applier turns what drain returns into statements.
+
+export interface NetRow {
+  kind: 'update' | 'delete' | 'replace';
+  /** The replica identity key. */
+  key: (string | null)[];
+  /** replace / update: the row (an update's: only `assigned` columns are meaningful). */
+  row: (string | null)[] | null;
+  assigned: Set<number> | null;
+}
+
+export interface Drained {
+  ref: TableRef;
+  deletes: Array<(string | null)[]>;
+  /** One group per set of assigned columns, ascending column numbers. */
+  updates: Array<{ setCols: number[]; rows: Array<{ key: (string | null)[]; values: (string | null)[] }> }>;
+  inserts: Array<(string | null)[]>;
+}
+
+/** Rough heap bytes of a buffered row: map entry, key, array, strings (one byte a char), wrapper. */
+function rowBytes(row: readonly (string | null)[]): number {
+  let n = 96;
+  for (let i = 0; i < row.length; i++) n += 24 + (row[i]?.length ?? 0);
+  return n;
+}
+function entryBytes(e: Entry): number {
+  return Array.isArray(e) ? rowBytes(e) : 64 + rowBytes(e.row ?? e.key);
+}
+
+function rowKeyString(row: readonly (string | null)[], key: readonly number[]): string {
+  if (key.length === 1) return row[key[0]!] ?? '\u0001';
+  let s = '';
+  for (let i = 0; i < key.length; i++) s += (i > 0 ? '\u0000' : '') + (row[key[i]!] ?? '\u0001');
+  return s;
+}
+
+type Row = (string | null)[];
+
+/** A buffered key: an insert is its row itself (no wrapper: a bulk load buffers millions). */
+type Entry = Row | NetRow;
+
+class TableBuffer {
+  readonly rows = new Map<string, Entry>();
+  bytes = 0;
+  constructor(readonly ref: TableRef) {}
+}
+
+export class Coalescer {
+  private readonly tables = new Map<string, TableBuffer>();
+  /** Estimated heap bytes held (rowBytes of every buffered row). */
+  bytes = 0;
+  /** Rows held, all tables. */
+  rows = 0;
+
+  get size(): number {
+    return this.tables.size;
+  }
+
+  has(name: string): boolean {
+    return this.tables.has(name);
+  }
+
+  /** The buffered table's description (its shape), if `name` has a buffer. */
+  ref(name: string): TableRef | undefined {
+    return this.tables.get(name)?.ref;
+  }
+
+  names(): string[] {
+    return [...this.tables.keys()];
+  }
+
+  /**
+   * Folds one row change of table `name` (whose buffer, if any, has ev's shape: the caller drains it
+   * first otherwise). False: the change cannot be folded; the caller must drain `name` and write
+   * the change in stream order.
+   */
+  add(name: string, ref: TableRef, ev: ChangeEvent): boolean {
+    const r = ref.relation;
+    const key = r.key;
+    if (ev.op === 'UPDATE' && ev.oldKind && ev.old) {
+      // A key change moves the row to another key: stream order.
+      for (let i = 0; i < key.length; i++) if ((ev.old[key[i]!] ?? null) !== (ev.new![key[i]!] ?? null)) return false;
+    }
+    let t = this.tables.get(name);
+    if (!t) this.tables.set(name, (t = new TableBuffer(ref)));
+    const ks = ev.op === 'INSERT' ? rowKeyString(ev.new!, key) : ev.oldKind && ev.old ? rowKeyString(ev.old, key) : rowKeyString(ev.new!, key);
+    const cur = t.rows.get(ks);
+    if (ev.op === 'INSERT') {
+      if (cur === undefined) this.put(t, ks, ev.new!);
+      else if (!Array.isArray(cur) && cur.kind === 'delete') this.replace(t, ks, cur, { kind: 'replace', key: cur.key, row: ev.new!, assigned: null });
+      else return false;
+    } else if (ev.op === 'UPDATE') {
+      const cols = updateColumns(ev);
+      const nw = ev.new!;
+      if (cur === undefined) this.put(t, ks, { kind: 'update', key: keyValues(ev), row: nw.slice(), assigned: new Set(cols) });
+      else if (Array.isArray(cur)) {
+        // An insert's row is its event's array, which nothing reads after this: updated in place.
+        for (const i of cols) cur[i] = nw[i] ?? null;
+      } else if (cur.kind === 'delete') return false;
+      else {
+        const row = cur.row!;
+        for (const i of cols) row[i] = nw[i] ?? null;
+        if (cur.assigned) for (const i of cols) cur.assigned.add(i);
+      }
+    } else {
+      if (cur === undefined) this.put(t, ks, { kind: 'delete', key: keyValues(ev), row: null, assigned: null });
+      else if (Array.isArray(cur)) this.remove(t, ks, cur);
+      else if (cur.kind === 'delete') return false;
+      else this.replace(t, ks, cur, { kind: 'delete', key: cur.key, row: null, assigned: null });
+    }
+    return true;
+  }
+
+  private put(t: TableBuffer, ks: string, n: Entry): void {
+    t.rows.set(ks, n);
+    const b = entryBytes(n);
+    t.bytes += b;
+    this.bytes += b;
+    this.rows++;
+  }
+
+  private replace(t: TableBuffer, ks: string, old: Entry, n: NetRow): void {
+    const b = entryBytes(n) - entryBytes(old);
+    t.bytes += b;
+    this.bytes += b;
+    t.rows.set(ks, n);
+  }
+
+  private remove(t: TableBuffer, ks: string, old: Entry): void {
+    const b = entryBytes(old);
+    t.bytes -= b;
+    this.bytes -= b;
+    this.rows--;
+    t.rows.delete(ks);
+  }
+
+  /** Takes table `name`'s buffer out: what to write, deletes first, then updates, then inserts. */
+  drain(name: string): Drained | undefined {
+    const t = this.tables.get(name);
+    if (!t) return undefined;
+    this.tables.delete(name);
+    const out: Drained = { ref: t.ref, deletes: [], updates: [], inserts: [] };
+    const bySig = new Map<string, Drained['updates'][number]>();
+    for (const n of t.rows.values()) {
+      if (Array.isArray(n)) {
+        out.inserts.push(n);
+        continue;
+      }
+      if (n.kind === 'delete' || n.kind === 'replace') out.deletes.push(n.key);
+      if (n.kind === 'replace') out.inserts.push(n.row!);
+      if (n.kind === 'update') {
+        const setCols = [...n.assigned!].sort((a, b) => a - b);
+        if (setCols.length === 0) continue;
+        const sig = setCols.join(',');
+        let u = bySig.get(sig);
+        if (!u) bySig.set(sig, (u = { setCols, rows: [] }));
+        u.rows.push({ key: n.key!, values: n.row! });
+      }
+    }
+    out.updates = [...bySig.values()];
+    this.bytes -= t.bytes;
+    this.rows -= t.rows.size;
+    if (this.tables.size === 0) {
+      this.bytes = 0;
+      this.rows = 0;
+    }
+    return out;
+  }
+}

@@ -1,0 +1,68 @@
+import { describe, expect, it } from 'vitest';
+import { emptyEvent, type ChangeEvent, type RelationInfo } from '../../../src/events/change-event.js';
+import { Coalescer } from '../../../src/restore/coalesce.js';
+
+const REL: RelationInfo = { oid: 1, replicaIdentity: 'd', columns: ['id', 'a', 'b'], types: ['bigint', 'text', 'text'], key: [0] };
+const ref = { schema: 'public', table: 't', relation: REL };
+const ev = (e: Partial<ChangeEvent>): ChangeEvent => emptyEvent({ database: 'db', schema: 'public', table: 't', relation: REL, op: 'INSERT', ...e });
+const ins = (id: string, a: string, b: string) => ev({ op: 'INSERT', new: [id, a, b] });
+const upd = (id: string, a: string | null, b: string | null, unchanged: number[] = []) => ev({ op: 'UPDATE', new: [id, a, b], unchanged });
+const del = (id: string) => ev({ op: 'DELETE', new: null, oldKind: 'K', old: [id, null, null] });
+
+function fold(...evs: ChangeEvent[]) {
+  const c = new Coalescer();
+  const refused: number[] = [];
+  evs.forEach((e, i) => {
+    if (!c.add('t', ref, e)) refused.push(i);
+  });
+  return { c, refused, out: c.drain('t') };
+}
+
+describe('Coalescer (net effect per key)', () => {
+  it('insert then updates is one insert of the final row; an unchanged TOAST column keeps the inserted value', () => {
+    const { out, refused } = fold(ins('1', 'a', 'big'), upd('1', 'a2', null, [2]), upd('1', 'a3', null, [2]));
+    expect(refused).toEqual([]);
+    expect(out).toMatchObject({ deletes: [], updates: [], inserts: [['1', 'a3', 'big']] });
+  });
+
+  it('insert then delete is nothing; delete then insert is a replace (delete, then insert)', () => {
+    expect(fold(ins('1', 'a', 'b'), del('1')).out).toMatchObject({ deletes: [], updates: [], inserts: [] });
+    expect(fold(del('1'), ins('1', 'x', 'y')).out).toMatchObject({ deletes: [['1']], updates: [], inserts: [['1', 'x', 'y']] });
+  });
+
+  it('updates merge into one with the union of assigned columns; update then delete is a delete', () => {
+    const { out } = fold(upd('1', 'a', null, [2]), upd('1', null, 'b', [1]));
+    expect(out!.updates).toEqual([{ setCols: [1, 2], rows: [{ key: ['1'], values: ['1', 'a', 'b'] }] }]);
+    expect(fold(upd('2', 'a', 'b'), del('2')).out).toMatchObject({ deletes: [['2']], updates: [], inserts: [] });
+  });
+
+  it('refuses a key change, an update or delete after a delete, an insert over a live row', () => {
+    const keyChange = ev({ op: 'UPDATE', oldKind: 'K', old: ['1', null, null], new: ['2', 'a', 'b'] });
+    expect(fold(keyChange).refused).toEqual([0]);
+    expect(fold(del('1'), upd('1', 'a', 'b')).refused).toEqual([1]);
+    expect(fold(del('1'), del('1')).refused).toEqual([1]);
+    expect(fold(ins('1', 'a', 'b'), ins('1', 'a', 'b')).refused).toEqual([1]);
+  });
+
+  it('keys of a composite key do not collide (key columns are NOT NULL and text holds no NUL, the separator)', () => {
+    const rel2: RelationInfo = { ...REL, key: [0, 1] };
+    const r2 = { ...ref, relation: rel2 };
+    const c = new Coalescer();
+    for (const row of [['a', 'b', '1'], ['ab', '', '2'], ['a\u0001', 'b', '3'], ['a', '\u0001b', '4']] as Array<(string | null)[]>) {
+      expect(c.add('t', r2, emptyEvent({ database: 'db', schema: 'public', table: 't', relation: rel2, op: 'INSERT', new: row }))).toBe(true);
+    }
+    expect(c.drain('t')!.inserts.length).toBe(4);
+  });
+
+  it('accounts the bytes it holds and returns to zero when drained', () => {
+    const c = new Coalescer();
+    c.add('t', ref, ins('1', 'x'.repeat(1000), 'y'));
+    c.add('t', ref, ins('2', 'x', 'y'));
+    expect(c.rows).toBe(2);
+    expect(c.bytes).toBeGreaterThan(1000);
+    c.add('t', ref, del('2'));
+    expect(c.rows).toBe(1);
+    c.drain('t');
+    expect([c.rows, c.bytes, c.size]).toEqual([0, 0, 0]);
+  });
+});
