@@ -28,7 +28,7 @@ import { createCodec } from '../src/format/codec.js';
 import { DEFAULT_BLOCK_BYTES, readSegment, SegmentWriter } from '../src/archive/segment.js';
 import { segmentKey } from '../src/archive/layout.js';
 import { loadConfig } from '../src/config/config.js';
-import { emptyEvent, encodeChange, kafkaKey, SCHEMA_HEADER, type ChangeEvent } from '../src/events/change-event.js';
+import { emptyEvent, encodeChange, kafkaKey, SCHEMA_HEADER, type ChangeEvent } from '../src/format/change-event.js';
 import '../src/kafka/codecs.js';
 
 const ROWS = Number(process.env.BENCH_ROWS ?? 200_000);

@@ -8,7 +8,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import pg from 'pg';
 import copyStreams from 'pg-copy-streams';
-import { emptyEvent, type ChangeEvent, type RelationInfo } from '../src/events/change-event.js';
+import { emptyEvent, type ChangeEvent, type RelationInfo } from '../src/format/change-event.js';
 import { Applier, type SqlSink } from '../src/restore/apply.js';
 import { groupTransactions } from '../src/restore/merge.js';
 import { makeCut } from '../src/restore/target.js';

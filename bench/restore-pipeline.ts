@@ -5,7 +5,7 @@
 //   npx tsx bench/restore-pipeline.ts [--rows 200000]
 import { createHash } from 'node:crypto';
 import { encodeSegment, readSegment } from '../src/archive/segment.js';
-import { emptyEvent, type ChangeEvent, type RelationInfo } from '../src/events/change-event.js';
+import { emptyEvent, type ChangeEvent, type RelationInfo } from '../src/format/change-event.js';
 import { Applier, type SqlSink } from '../src/restore/apply.js';
 import { groupTransactionBatches, groupTransactions, mergePartitions } from '../src/restore/merge.js';
 import { makeCut } from '../src/restore/target.js';

@@ -32,7 +32,7 @@ import { SegmentWriter } from '../src/archive/segment.js';
 import { storeSegment } from '../src/archive/upload.js';
 import { takeBaseBackup } from '../src/base/basebackup.js';
 import { loadConfig } from '../src/config/config.js';
-import { emptyEvent, kafkaKey, type ChangeEvent, type RelationInfo } from '../src/events/change-event.js';
+import { emptyEvent, kafkaKey, type ChangeEvent, type RelationInfo } from '../src/format/change-event.js';
 import { createStore, putOnce } from '../src/s3/client.js';
 import { formatLsn, parseLsn } from '../src/util/lsn.js';
 

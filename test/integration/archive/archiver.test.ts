@@ -10,7 +10,7 @@ import { parseSegmentKey } from '../../../src/archive/layout.js';
 import { archiveRoot } from '../../../src/config/config.js';
 import { CdpError, IntegrityError } from '../../../src/errors.js';
 import { getObject, putOnce, sha256 } from '../../../src/s3/client.js';
-import type { ChangeEvent } from '../../../src/events/change-event.js';
+import type { ChangeEvent } from '../../../src/format/change-event.js';
 import {
   committedOffsets,
   createTopic,

@@ -5,7 +5,7 @@ import { startCapture } from '../../../src/capture/capture.js';
 import { setup } from '../../../src/capture/setup.js';
 import { archiveRoot } from '../../../src/config/config.js';
 import { parseLsn } from '../../../src/util/lsn.js';
-import type { ChangeEvent } from '../../../src/events/change-event.js';
+import type { ChangeEvent } from '../../../src/format/change-event.js';
 import { context, freshSource, query, type Fixture } from '../capture/helpers.js';
 import { readArchiveWithAvsc, testStore, uniqueChanges, waitFor } from './helpers.js';
 

@@ -10,7 +10,7 @@ import { pino } from 'pino';
 import { decompress as zstdDecompress } from 'zstd-napi';
 import { parseSegmentKey, archiveManifestKey, type ArchiveManifest } from '../../../src/archive/layout.js';
 import { loadConfig, type Config } from '../../../src/config/config.js';
-import { emptyEvent, encodeChange, kafkaKey, SCHEMA_HEADER, type ChangeEvent } from '../../../src/events/change-event.js';
+import { emptyEvent, encodeChange, kafkaKey, SCHEMA_HEADER, type ChangeEvent } from '../../../src/format/change-event.js';
 import { createStore, getObject, listObjects, putOnce, sha256, type Store } from '../../../src/s3/client.js';
 import { applyStackEnv } from '../../support/stack.js';
 

@@ -3,7 +3,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { startCapture } from '../../../src/capture/capture.js';
 import { registry } from '../../../src/util/metrics.js';
 import { setup } from '../../../src/capture/setup.js';
-import type { ChangeEvent } from '../../../src/events/change-event.js';
+import type { ChangeEvent } from '../../../src/format/change-event.js';
 import { parseLsn } from '../../../src/util/lsn.js';
 import { CdpError, ErrorCodes } from '../../../src/errors.js';
 import { BROKERS, cdpSync, confirmedFlush, context, freshSource, inCommitOrder, query, readTopic, waitFor, type Fixture } from './helpers.js';

@@ -6,7 +6,7 @@ import pg from 'pg';
 import { pino } from 'pino';
 import type { CommandContext } from '../../../src/context.js';
 import { loadConfig } from '../../../src/config/config.js';
-import { decodeChange, type ChangeEvent } from '../../../src/events/change-event.js';
+import { decodeChange, type ChangeEvent } from '../../../src/format/change-event.js';
 import { stackEnv as sharedStackEnv } from '../../support/stack.js';
 
 // Shared pieces of the capture integration tests: a fresh database / slot / publication / topic /

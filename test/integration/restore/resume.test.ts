@@ -6,7 +6,7 @@ import { archiveManifestKey, segmentKey, type ArchiveManifest } from '../../../s
 import { SegmentWriter } from '../../../src/archive/segment.js';
 import { storeSegment } from '../../../src/archive/upload.js';
 import { takeBaseBackup } from '../../../src/base/basebackup.js';
-import { emptyEvent, type ChangeEvent, type RelationInfo } from '../../../src/events/change-event.js';
+import { emptyEvent, type ChangeEvent, type RelationInfo } from '../../../src/format/change-event.js';
 import { createStore, putOnce, type Store } from '../../../src/s3/client.js';
 import { createDatabase, dropDatabase, rand, REPO, runCli, silentLog, stackEnvironment, testConfig, testContext, waitFor, withClient } from './helpers.js';
 

@@ -5,7 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { keyringOf, objectBinding, openBaseStream, openObject, parseMasterKey, sealObject, sealStream, type Keyring, type MasterKey } from '../../../src/archive/crypto.js';
 import { segmentKey } from '../../../src/archive/layout.js';
 import { encodeSegment, readSegment } from '../../../src/archive/segment.js';
-import { emptyEvent, type ChangeEvent } from '../../../src/events/change-event.js';
+import { emptyEvent, type ChangeEvent } from '../../../src/format/change-event.js';
 import { CdpError, IntegrityError } from '../../../src/errors.js';
 import { sha256 } from '../../../src/s3/client.js';
 

@@ -4,7 +4,7 @@ import avro from 'avsc';
 import { describe, expect, it } from 'vitest';
 import { sha256 } from '../../../src/s3/client.js';
 import { decompress as zstdDecompress } from 'zstd-napi';
-import { emptyEvent, encodeChange, type ChangeEvent } from '../../../src/events/change-event.js';
+import { emptyEvent, encodeChange, type ChangeEvent } from '../../../src/format/change-event.js';
 import { CdpError, IntegrityError } from '../../../src/errors.js';
 import { keyringOf, parseMasterKey } from '../../../src/archive/crypto.js';
 import { SEGMENT_MANIFEST_META, segmentKey, type SegmentManifest } from '../../../src/archive/layout.js';

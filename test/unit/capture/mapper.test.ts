@@ -1,7 +1,7 @@
 import { hmacPads, signMessage } from '../../../src/capture/ddl-auth.js';
 import { describe, expect, it } from 'vitest';
 import { ChangeMapper, messageText, PREFIX } from '../../../src/capture/mapper.js';
-import { decodeChange, encodeChange, kafkaKey, type ChangeEvent } from '../../../src/events/change-event.js';
+import { decodeChange, encodeChange, kafkaKey, type ChangeEvent } from '../../../src/format/change-event.js';
 import { groupTransactions, type ReplayItem } from '../../../src/restore/merge.js';
 import type { Relation } from '../../../src/pg/pgoutput.js';
 

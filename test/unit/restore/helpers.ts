@@ -1,4 +1,4 @@
-import { emptyEvent, type ChangeEvent, type RelationInfo } from '../../../src/events/change-event.js';
+import { emptyEvent, type ChangeEvent, type RelationInfo } from '../../../src/format/change-event.js';
 import type { SqlSink } from '../../../src/restore/apply.js';
 
 export const REL: RelationInfo = { oid: 16384, replicaIdentity: 'd', columns: ['id', 'v'], types: ['bigint', 'text'], key: [0] };

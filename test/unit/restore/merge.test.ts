@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import type { ChangeEvent } from '../../../src/events/change-event.js';
+import type { ChangeEvent } from '../../../src/format/change-event.js';
 import { IntegrityError } from '../../../src/errors.js';
 import { groupTransactions, mergePartitions, type MergeStats, type ReplayItem } from '../../../src/restore/merge.js';
 import { makeCut, makeWatermarkCut } from '../../../src/restore/target.js';

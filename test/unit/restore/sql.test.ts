@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import type { ChangeEvent, RelationInfo } from '../../../src/events/change-event.js';
+import type { ChangeEvent, RelationInfo } from '../../../src/format/change-event.js';
 import { Applier, parseTableList, plainIdentity, sequencesSql } from '../../../src/restore/apply.js';
 import { groupTransactions } from '../../../src/restore/merge.js';
 import { arrayLiteral, copyRow, deleteSql, insertSql, quoteIdent, quoteLiteral, truncateSql, typed, updateSql } from '../../../src/restore/sql.js';
