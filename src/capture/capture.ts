@@ -16,7 +16,8 @@ import type { Logger } from '../util/log.js';
 import { formatLsn, microsToIso, parseLsn, type Lsn } from '../util/lsn.js';
 import { sleep } from '../util/retry.js';
 import { AckTracker } from './ack-tracker.js';
-import { DirectProducer, singleRecordBatchSize, type OutRecord } from './direct-producer.js';
+import { DirectProducer, singleRecordBatchSize, type OutRecord } from '../kafka/producer.js';
+import { kafkaClientOptions } from '../kafka/security.js';
 import { encodeChangeFast } from './encode.js';
 import { signMessage, type MessageKey } from './ddl-auth.js';
 import { ddlReplayRisk } from './ddl-check.js';
@@ -24,6 +25,7 @@ import { ChangeMapper, PREFIX } from './mapper.js';
 import { ProducePipeline } from './pipeline.js';
 import { connectCatalog } from './source.js';
 import { redactUrl } from '../util/redact.js';
+import { pgConnection } from '../pg/tls.js';
 import { TypeNames } from './type-names.js';
 
 // `cdp capture` (DESIGN.md sections 1 and 2): stream the slot with pgoutput, turn every change into
@@ -116,6 +118,18 @@ async function loop(ctx: CommandContext, state: CaptureState): Promise<void> {
       const err = toError(raw);
       if (signal.aborted) return;
       if (isFatal(err)) throw err;
+      // The slot is streamed by another process before this capture ever streamed (issue 14): a
+      // second capture or run on the same slot. One line and exit 2 instead of warning forever;
+      // later in a capture's life the same error is the previous connection's walsender not yet
+      // gone, which retrying outlives.
+      if (err instanceof CdpError && err.details.sqlstate === '55006' && state.sessions === 1 && !session.progressed) {
+        const pid = /PID (\d+)/.exec(err.message)?.[1];
+        throw new CdpError(
+          ErrorCodes.USAGE,
+          `replication slot ${ctx.cfg.source.slot} is in use${pid ? ` by PID ${pid}` : ''}: another cdp capture or cdp run streams from it. Stop it, or give this one its own slot (source.slot / CDP_SLOT, created by cdp setup); a process that died frees the slot within wal_sender_timeout`,
+          { cause: err, details: { sqlstate: '55006' } },
+        );
+      }
       failures = session.progressed ? 1 : failures + 1;
       state.phase = 'retrying';
       state.lastError = err.message;
@@ -270,7 +284,7 @@ class CaptureSession {
     }
     await this.checkArchivePartitions();
     // capture.producer: kafkajs (CDP_CAPTURE_PRODUCER) selects kafkajs's own producer (slower per record: see
-    // direct-producer.ts); the default writes record batches directly.
+    // src/kafka/producer.ts); the default writes record batches directly.
     let send: (records: OutRecord[]) => Promise<void>;
     if (this.cfg.capture.producer === 'kafkajs') {
       const producer = kafka.producer({
@@ -301,7 +315,7 @@ class CaptureSession {
         throw new CdpError(ErrorCodes.KAFKA, `cannot connect the Kafka producer: ${toError(err).message}`, { cause: err, canRetry: true });
       }
     } else {
-      const direct = new DirectProducer(kafka, this.topic, SCHEMA_HEADER.value, this.cfg.capture.compression);
+      const direct = new DirectProducer(kafkaClientOptions(cfg, 'capture'), this.topic, SCHEMA_HEADER, this.cfg.capture.compression);
       this.direct = direct;
       try {
         await direct.connect();
@@ -331,7 +345,7 @@ class CaptureSession {
     });
 
     this.stream = new ReplicationStream({
-      connectionString: cfg.source.url,
+      ...pgConnection(cfg.source.url, cfg.source.tls),
       log: this.log,
       statusIntervalMs: STATUS_INTERVAL_MS,
       highWaterMark: STREAM_HIGH_WATER_MARK,
@@ -518,7 +532,7 @@ class CaptureSession {
   private checkRecordSize(ev: ChangeEvent, key: Buffer, value: Buffer): void {
     const max = this.maxMessageBytes;
     if (max === null || key.length + value.length + 256 < max) return;
-    const size = singleRecordBatchSize(key, value, SCHEMA_HEADER.value);
+    const size = singleRecordBatchSize(key, value, SCHEMA_HEADER);
     if (size <= max) return;
     throw recordTooLarge(ev, size, max, this.topic);
   }

@@ -1,6 +1,6 @@
 import { CdpError, ErrorCodes, toError } from '../errors.js';
 import type { AckTracker } from './ack-tracker.js';
-import type { OutRecord } from './direct-producer.js';
+import type { OutRecord } from '../kafka/producer.js';
 
 // The produce pipeline: one batch accumulating while one request is in flight.
 //

@@ -4,6 +4,9 @@ import pg from 'pg';
 import type { Config } from '../config/config.js';
 import { CdpError, ErrorCodes, toError } from '../errors.js';
 import { redactUrl } from '../util/redact.js';
+import { pgConnection } from '../pg/tls.js';
+import { KafkaConnection } from '../kafka/connection.js';
+import { kafkaClientOptions, kafkaTlsEnabled } from '../kafka/security.js';
 
 // Fail fast on what cannot fix itself (issue 14). Each command's FIRST contact with the source,
 // Kafka and S3 is one short probe per component, in parallel, bounded by PROBE_TIMEOUT_MS. A probe
@@ -44,6 +47,18 @@ function sysCode(err: unknown, depth = 0): string | undefined {
   return m?.[1];
 }
 
+/** Node's certificate-check codes (tls.TLSSocket#authorizationError, docs "x509 certificate error codes"). */
+const TLS_CODES = /^(ERR_TLS_|ERR_SSL_|CERT_|UNABLE_TO_|SELF_SIGNED_|DEPTH_ZERO_|HOSTNAME_MISMATCH|INVALID_CA|ERR_OSSL_)/;
+
+/** Why a connection failed in TLS, or undefined when it did not. */
+export function tlsProblem(err: unknown): string | undefined {
+  const e = err as { code?: unknown; message?: unknown };
+  const msg = String(e?.message ?? '');
+  if (typeof e?.code === 'string' && TLS_CODES.test(e.code)) return `${e.code}: ${msg}`;
+  if (/server does not support SSL/i.test(msg)) return 'the server does not support TLS (ssl = off)';
+  return undefined;
+}
+
 function withTimeout<T>(p: Promise<T>, ms: number, onTimeout: () => T): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   return Promise.race([p, new Promise<T>((resolve) => (timer = setTimeout(() => resolve(onTimeout()), ms)))]).finally(() => clearTimeout(timer));
@@ -51,7 +66,7 @@ function withTimeout<T>(p: Promise<T>, ms: number, onTimeout: () => T): Promise<
 
 export async function probeSource(cfg: Config, timeoutMs = PROBE_TIMEOUT_MS): Promise<ProbeResult> {
   const where = redactUrl(cfg.source.url);
-  const client = new pg.Client({ connectionString: cfg.source.url, connectionTimeoutMillis: timeoutMs });
+  const client = new pg.Client({ ...pgConnection(cfg.source.url, cfg.source.tls), connectionTimeoutMillis: timeoutMs });
   client.on('error', () => {});
   try {
     await client.connect();
@@ -61,6 +76,13 @@ export async function probeSource(cfg: Config, timeoutMs = PROBE_TIMEOUT_MS): Pr
     const err = raw as Error & { code?: string };
     const code = sysCode(err);
     const fix = 'check source.url / CDP_SOURCE_URL';
+    // TLS (source.tls, pg/tls.ts): a certificate the configured CA does not vouch for, a name that
+    // does not match, a server without TLS, or a client certificate the server refuses.
+    const tlsWhy = tlsProblem(err);
+    if (tlsWhy) return { ok: false, kind: 'config', message: `source ${where}: TLS failed (${tlsWhy}): check source.tls (rootCertFile, mode; CDP_SOURCE_SSLROOTCERT, CDP_SOURCE_SSLMODE) against the server's certificate` };
+    if ((err.code === '28000' || err.code === '28P01') && /certificate/i.test(err.message)) {
+      return { ok: false, kind: 'config', message: `source ${where}: the server refused the client certificate (${err.message}): check source.tls.certFile / keyFile (CDP_SOURCE_SSLCERT, CDP_SOURCE_SSLKEY): the certificate's CN must be the role name, signed by the CA of the server's ssl_ca_file` };
+    }
     if (err.code === '28P01' || err.code === '28000') return { ok: false, kind: 'config', message: `source ${where}: authentication failed (${err.message}): ${fix} (user, password, PGPASSWORD or ~/.pgpass) and pg_hba.conf` };
     if (err.code === '3D000') return { ok: false, kind: 'config', message: `source ${where}: ${err.message}: ${fix}` };
     if (code && UNKNOWN_HOST.has(code)) return { ok: false, kind: 'config', message: `source ${where}: unknown host (${code}): ${fix}` };
@@ -95,12 +117,37 @@ function probeBroker(broker: string, timeoutMs: number): Promise<ProbeResult> {
   });
 }
 
-/** Kafka: a TCP connection to each bootstrap broker; it fails only when no broker accepts one. */
+/**
+ * A secured broker (kafka.tls / kafka.sasl): the whole handshake the clients will do - TLS with
+ * the configured CA and client certificate, ApiVersions, SASL - so a wrong password, an untrusted
+ * certificate or a missing client certificate is a one-line exit 2 in seconds, not retries.
+ */
+async function probeSecuredBroker(cfg: Config, broker: string, timeoutMs: number): Promise<ProbeResult> {
+  const i = broker.lastIndexOf(':');
+  const { connection } = kafkaClientOptions(cfg, 'probe');
+  try {
+    const conn = await KafkaConnection.open({ ...connection, host: broker.slice(0, i), port: Number(broker.slice(i + 1)), connectTimeoutMs: timeoutMs, requestTimeoutMs: timeoutMs });
+    conn.close();
+    return { ok: true };
+  } catch (raw) {
+    const err = raw instanceof CdpError ? raw : toError(raw);
+    const code = sysCode(err);
+    if (err instanceof CdpError && !err.canRetry) return { ok: false, kind: 'config', message: err.message };
+    if (code && UNKNOWN_HOST.has(code)) return { ok: false, kind: 'config', message: `${broker}: unknown host (${code})` };
+    if (code && REFUSED.has(code)) return { ok: false, kind: 'refused', message: `${broker}: connection refused (${code})` };
+    return { ok: false, kind: 'unknown', message: err.message };
+  }
+}
+
+/** Kafka: a TCP connection (or, when secured, a full handshake) to each bootstrap broker; it fails only when no broker accepts one. */
 export async function probeKafka(cfg: Config, timeoutMs = PROBE_TIMEOUT_MS): Promise<ProbeResult> {
-  const results = await Promise.all(cfg.kafka.brokers.map((b) => probeBroker(b, timeoutMs)));
+  const secured = kafkaTlsEnabled(cfg) || cfg.kafka.sasl !== undefined;
+  const results = await Promise.all(cfg.kafka.brokers.map((b) => (secured ? probeSecuredBroker(cfg, b, timeoutMs) : probeBroker(b, timeoutMs))));
   if (results.some((r) => r.ok)) return { ok: true };
   const failures = results as Array<Extract<ProbeResult, { ok: false }>>;
   const kind = failures.some((r) => r.kind === 'unknown') ? 'unknown' : failures.some((r) => r.kind === 'refused') ? 'refused' : 'config';
+  // Credentials and certificates: the messages name the settings to check themselves.
+  if (secured && kind === 'config') return { ok: false, kind, message: [...new Set(failures.map((r) => r.message))].join('; ') };
   return { ok: false, kind, message: `no Kafka broker reachable (${failures.map((r) => r.message).join('; ')}): check kafka.brokers / CDP_KAFKA_BROKERS and that Kafka is up` };
 }
 
@@ -156,6 +203,9 @@ export async function probe(cfg: Config, components: Component[], timeoutMs = PR
  * refused or rejects it; goes on when all answer, or when one only timed out (retried later).
  */
 export async function preflight(cfg: Config, components: Component[]): Promise<void> {
+  // Unreadable certificate or key files are configuration errors of their own (exit 2, naming the field).
+  if (components.includes('source')) pgConnection(cfg.source.url, cfg.source.tls);
+  if (components.includes('kafka')) kafkaClientOptions(cfg);
   const results = await probe(cfg, components);
   const bad: string[] = [];
   for (const c of components) {

@@ -24,10 +24,5 @@ export function requestPrefix(apiKey: number, version: number, correlationId: nu
   return b;
 }
 
-/** The correlation id of a response frame (the bytes after the size prefix). */
-export function responseCorrelationId(frame: Buffer): number {
-  return frame.readInt32BE(0);
-}
-
 /** Bytes of Response Header v0 before the body. */
 export const RESPONSE_HEADER_V0 = 4;

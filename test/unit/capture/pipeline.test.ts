@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { CdpError, ErrorCodes } from '../../../src/errors.js';
 import { AckTracker } from '../../../src/capture/ack-tracker.js';
-import type { OutRecord } from '../../../src/capture/direct-producer.js';
+import type { OutRecord } from '../../../src/kafka/producer.js';
 import { ProducePipeline } from '../../../src/capture/pipeline.js';
 
 // The pipeline's batching by bytes, with a send that resolves when the test says so.
