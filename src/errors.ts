@@ -1,4 +1,4 @@
-// One error hierarchy with a closed list of stable codes (STYLE.md, habit 2). Every failure that
+// One error hierarchy with a closed list of stable codes, which operators can alert on. Every failure that
 // reaches the CLI is a CdpError; its code decides the exit status documented in DESIGN.md section 6.
 
 export const ExitCode = {
@@ -98,7 +98,7 @@ export class IntegrityError extends CdpError {
   }
 }
 
-/** Every catch normalises its value to an Error, keeping the original as cause (STYLE.md). */
+/** Every catch normalises its value to an Error, keeping the original as cause. */
 export function toError(value: unknown): Error {
   if (value instanceof Error) return value;
   const err = new Error(typeof value === 'string' ? value : safeStringify(value));

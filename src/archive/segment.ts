@@ -17,7 +17,7 @@ import { parseSegmentKey, segmentKey, SEGMENT_MANIFEST_META, type SegmentManifes
 //   header = "Obj\x01" | meta: map<bytes> {avro.schema, avro.codec, cdp.format, cdp.manifest} | 16-byte sync
 //   block  = long count | long byteLength | codec(records) | sync
 //
-// The writer is a pure codec over Buffers (STYLE.md habit 1). What a block holds is the format
+// The writer is a pure codec over Buffers (I/O stays with its callers). What a block holds is the format
 // module's business (src/format, docs/format.md): this version writes format 2, one ChangeBatch
 // per block, built from the Kafka record values (format 1) as they come (BatchBuilder); readers
 // take format 1 (each record a ChangeEvent, segments written before format 2) and format 2, by

@@ -8,8 +8,8 @@ import type { CommandContext } from '../context.js';
 import type { Component } from '../ops/preflight.js';
 import { printJson, printSetupRefused, restoreDisplay } from './output.js';
 
-// A thin CLI over the library (STYLE.md, graphile-worker): parse, load configuration once, call one
-// function, map its outcome to the exit codes of DESIGN.md section 6.
+// A thin CLI over the library: parse, load configuration once, call one function, print its result
+// and map its outcome to the exit codes of docs/DESIGN.md section 6.
 
 /** Flags shared by every command, and the configuration path each one sets. */
 const COMMON_FLAGS: Array<[flag: string, path: string, help: string, parse?: (v: string) => unknown]> = [

@@ -155,7 +155,7 @@ export function updateSql(t: TableRef, setCols: readonly number[], rows: Array<{
   const viaArrays = [...r.key, ...setCols].every((i) => !r.types[i]!.endsWith(']') && r.types[i] !== 'box');
   // Via arrays: one typed array per column, zipped by unnest. Postgres parses one literal per column
   // instead of analysing and coercing a VALUES list of rows x columns constants (~20% less Postgres
-  // time per updated row, measured on the ANCHORS table). Not for array-typed columns: an array of
+  // time per updated row, measured with bench/restore.ts). Not for array-typed columns: an array of
   // arrays is one multi-dimensional array to Postgres, and unnest would flatten it. The VALUES
   // form holds plain literals (resolved as text) and casts at every use instead.
   const cast = (type: string) => (viaArrays ? '' : `::${type}`);
