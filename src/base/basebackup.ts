@@ -14,6 +14,7 @@ import { CdpError, ErrorCodes, pgError, toError } from '../errors.js';
 import { createStore, getObjectIfExists, putOnce, type Store } from '../s3/client.js';
 import { MULTIPART_PART_SIZE, uploadMultipart } from '../s3/multipart.js';
 import { formatLsn, microsToIso, parseLsn } from '../util/lsn.js';
+import { encodeManifest } from './manifest.js';
 
 // `cdp basebackup`: a consistent full copy at a known LSN (DESIGN.md section 4).
 //
@@ -220,7 +221,7 @@ export async function takeBaseBackup(ctx: CommandContext): Promise<BaseManifestE
       encryption: keyring ? { keyId: keyring.current.id, envelope: 2 } : null,
       snapshotXmax: Number(f.xmax),
     };
-    await putOnce(store, manifestKey, Buffer.from(JSON.stringify(manifest, null, 1)), { contentType: 'application/json' });
+    await putOnce(store, manifestKey, encodeManifest(manifest, manifestKey, keyring), { contentType: 'application/json' });
     log.info({ lsn: manifest.lsnText, size, seconds: (Date.now() - started) / 1000, key: dumpKey }, 'basebackup: stored');
     baseStored(manifest.timeMicros, (Date.now() - started) / 1000, size);
     return manifest;

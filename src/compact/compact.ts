@@ -24,6 +24,7 @@ import { formatLsn, microsToIso } from '../util/lsn.js';
 import { sleep } from '../util/retry.js';
 import { fingerprintDiff, fingerprintDigest, tableFingerprints } from './fingerprint.js';
 import { createScratchDatabase, embeddedServer, reapScratchClusters, scratchHome, startScratchServer, type ScratchServer } from './scratch-pg.js';
+import { encodeManifest } from '../base/manifest.js';
 
 // `cdp compact` (issue 11): a synthetic base at the restorable point, made off the source. The
 // newest base (source-taken or synthetic) plus the archived changes after it are restored, by the
@@ -183,7 +184,7 @@ export async function compact(ctx: CommandContext, opts: CompactOptions = {}): P
   }
   const cleaned = { scratchClusters: reaped.length, debrisFolders: opts.dryRun ? 0 : stale.length, debrisKept: debris.length - (opts.dryRun ? 0 : stale.length) };
 
-  const [point, bases, gaps] = await Promise.all([restorablePoint(store, root, { partitions: manifest.partitions }), listBaseManifests(store, root), listGaps(store, root)]);
+  const [point, bases, gaps] = await Promise.all([restorablePoint(store, root, { partitions: manifest.partitions }), listBaseManifests(store, root, keyring), listGaps(store, root)]);
   const newest = bases.at(-1);
   if (!newest) throw new CdpError(ErrorCodes.USAGE, 'cdp compact needs a base to start from: run cdp basebackup (or cdp setup) first');
   if (!point) throw new CdpError(ErrorCodes.USAGE, 'the archive has no restorable point yet (is cdp archive running?): nothing to compact');
@@ -379,7 +380,7 @@ export async function compact(ctx: CommandContext, opts: CompactOptions = {}): P
 
     // 5. The manifest, last.
     info.seconds = Math.round((Date.now() - started) / 100) / 10;
-    await putOnce(store, `${dir}manifest.json`, Buffer.from(JSON.stringify(synthetic, null, 1)), { contentType: 'application/json' });
+    await putOnce(store, `${dir}manifest.json`, encodeManifest(synthetic, `${dir}manifest.json`, keyring), { contentType: 'application/json' });
     log.info({ lsn: synthetic.lsnText, fromBase: newest.lsnText, transactions, size, seconds: info.seconds }, 'compact: synthetic base stored');
     return {
       ok: true,

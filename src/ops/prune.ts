@@ -5,6 +5,7 @@ import { baseDumpKey, baseManifestKey } from '../archive/layout.js';
 import { listSegments, readArchiveManifest } from '../archive/catalog.js';
 import { createStore, s3Error } from '../s3/client.js';
 import { listBases } from './status.js';
+import { loadKeyring } from '../archive/crypto.js';
 
 // `cdp prune`: retention. Every point of the last retention.days stays restorable: that needs every
 // base younger than the cutoff, the newest base older than it (the anchor a restore to the cutoff
@@ -26,7 +27,8 @@ export async function pruneArchive(ctx: CommandContext, opts: { dryRun: boolean 
   const store = createStore(cfg, log, { signal: ctx.signal, maxElapsedMs: 60_000 });
   const root = archiveRoot(cfg);
   const cutoffMicros = (Date.now() - cfg.retention.days * 86_400_000) * 1000;
-  const bases = await listBases(store, root);
+  // Checked manifests (src/base/manifest.ts): a forged one must not decide what is deleted.
+  const bases = await listBases(store, root, loadKeyring(cfg));
   // The anchor is a base taken from the source, never a synthetic one (cdp compact): every point of
   // the retention window stays restorable from a source base and the segments after it, so losing
   // or distrusting a synthetic base never loses a point. Synthetic bases older than the anchor go

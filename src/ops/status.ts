@@ -5,12 +5,14 @@ import { archiveGroupId, currentGeneration, describeGap, gapCoveredBy, listGaps 
 import { listSegments, readArchiveManifest } from '../archive/catalog.js';
 import { archiveRoot, sourceDatabase, topicName, type Config } from '../config/config.js';
 import { CdpError, ErrorCodes, toError } from '../errors.js';
-import { basesPrefix, ddlRisksPrefix, type BaseManifest } from '../archive/layout.js';
+import { ddlRisksPrefix, type BaseManifest } from '../archive/layout.js';
 import { createKafka } from '../kafka/client.js';
 import { createStore, getObject, listObjects, type Store } from '../s3/client.js';
 import { probe, type Component } from './preflight.js';
 import { formatLsn, microsToIso } from '../util/lsn.js';
 import type { Logger } from '../util/log.js';
+import type { Keyring } from '../archive/crypto.js';
+import { listBaseManifests } from '../base/manifest.js';
 
 // `cdp status`: what an operator needs to know about the protection of one database. Each part is
 // gathered independently; a part that cannot be read is reported as an error, not a crash, so the
@@ -59,13 +61,12 @@ export interface StatusReport {
   unreachable: Array<{ component: Component; kind: 'config' | 'refused' | 'unknown'; message: string }>;
 }
 
-export async function listBases(store: Store, root: string): Promise<BaseManifest[]> {
-  const out: BaseManifest[] = [];
-  for await (const o of listObjects(store, basesPrefix(root))) {
-    if (!o.key.endsWith('/manifest.json')) continue;
-    out.push(JSON.parse((await getObject(store, o.key)).toString('utf8')) as BaseManifest);
-  }
-  return out.sort((a, b) => a.lsn - b.lsn);
+/**
+ * The archive's base manifests, oldest first, each checked against its folder and, with a keyring,
+ * its MAC (src/base/manifest.ts): a forged or moved manifest throws IntegrityError.
+ */
+export async function listBases(store: Store, root: string, keyring?: Keyring): Promise<BaseManifest[]> {
+  return (await listBaseManifests(store, root, keyring)) as unknown as BaseManifest[];
 }
 
 async function slotStatus(cfg: Config): Promise<StatusReport['slot']> {

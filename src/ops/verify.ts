@@ -9,8 +9,7 @@ import { describeGap, gapCoveredBy, listGaps } from '../archive/chain.js';
 import { loadKeyring } from '../archive/crypto.js';
 import { fetchSegment } from '../archive/segment.js';
 import { createStore, missingBucketError } from '../s3/client.js';
-import { listBases } from './status.js';
-import type { BaseManifestExt } from '../base/basebackup.js';
+import { scanBaseManifests } from '../base/manifest.js';
 import { checkBase } from '../restore/base-restore.js';
 
 // `cdp verify`: reads every stored object back and checks it against its recorded SHA-256 (G5),
@@ -103,11 +102,14 @@ export async function verifyArchive(ctx: CommandContext): Promise<{ segments: nu
     }
     if (st?.lastKey && !keys.has(st.lastKey)) problems.push({ what: `partition ${p}`, problem: `the newest archived segment ${st.lastKey} (state pointer) is not stored: it was deleted or lost` });
   }
-  const bases = await listBases(store, root);
+  // Manifests not bound to their folder or failing their MAC (src/base/manifest.ts) are problems.
+  const scanned = await scanBaseManifests(store, root, keyring);
+  for (const r of scanned.refused) problems.push({ what: String(r.details?.key ?? 'base manifest'), problem: r.message });
+  const bases = scanned.bases;
   for (const b of bases) {
     try {
       // Size, SHA-256 and, with a key, the envelope bound to this base (crypto.ts), as restore reads it.
-      await checkBase(store, b as unknown as BaseManifestExt, keyring);
+      await checkBase(store, b, keyring);
     } catch (err) {
       problems.push({ what: b.key, problem: toError(err).message });
     }

@@ -10,11 +10,10 @@ import { GetObjectCommand } from '@aws-sdk/client-s3';
 import { openBaseStream, type Keyring } from '../archive/crypto.js';
 import { childConnection } from '../pg/child-conn.js';
 import type { PgTlsConfig } from '../pg/tls.js';
-import { basesPrefix } from '../archive/layout.js';
 import type { BaseManifestExt } from '../base/basebackup.js';
 import { CDP_SCHEMA } from '../base/basebackup.js';
 import { CdpError, ErrorCodes, IntegrityError, toError } from '../errors.js';
-import { getObject, listObjects, s3Error, type Store } from '../s3/client.js';
+import { s3Error, type Store } from '../s3/client.js';
 import { withRetry } from '../util/retry.js';
 import type { TableFilter } from './apply.js';
 import { pgRestoreVersionProblem, scriptMode, ScriptHeaderFilter } from './client-version.js';
@@ -25,18 +24,8 @@ import { pgRestoreVersionProblem, scriptMode, ScriptHeaderFilter } from './clien
 // filtered table of contents (pg_restore -l / -L, docs "pg_restore"): the CDP's own event triggers
 // never reach the target, and with --tables only the chosen tables get their data.
 
-export async function listBaseManifests(store: Store, root: string): Promise<BaseManifestExt[]> {
-  const out: BaseManifestExt[] = [];
-  for await (const o of listObjects(store, basesPrefix(root))) {
-    if (!o.key.endsWith('/manifest.json')) continue;
-    try {
-      out.push(JSON.parse((await getObject(store, o.key)).toString('utf8')) as BaseManifestExt);
-    } catch (err) {
-      store.log.warn({ key: o.key, err: toError(err).message }, 'ignoring an unreadable base manifest');
-    }
-  }
-  return out.sort((a, b) => a.lsn - b.lsn);
-}
+// Listing and checking manifests: src/base/manifest.ts.
+export { listBaseManifests } from '../base/manifest.js';
 
 /**
  * Streams a base's stored bytes into `sink`, checking size and SHA-256 of the stored bytes (G5)

@@ -435,7 +435,7 @@ export async function runRestore(ctx: CommandContext, opts: RestoreOptions, disp
       new CdpError(ErrorCodes.USAGE, `no archive at s3://${cfg.s3.bucket}/${root}/ (archive.json missing): check s3.prefix / CDP_S3_PREFIX and the source database name`)
     );
   }
-  const [point, bases, gaps] = await Promise.all([restorablePoint(store, root, { partitions: manifest.partitions }), listBaseManifests(store, root), listGaps(store, root)]);
+  const [point, bases, gaps] = await Promise.all([restorablePoint(store, root, { partitions: manifest.partitions }), listBaseManifests(store, root, keyring), listGaps(store, root)]);
   const planned = planRestore(target, bases, point, gaps);
   let base = planned.base;
   const limitLsn = planned.limitLsn;

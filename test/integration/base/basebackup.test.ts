@@ -63,7 +63,7 @@ describe('basebackup', () => {
     expect(manifest.serverVersionNum).toBeGreaterThanOrEqual(150000);
 
     const store = createStore(cfg, silentLog);
-    const listed = await listBaseManifests(store, archiveRoot(cfg));
+    const listed = await listBaseManifests(store, archiveRoot(cfg), undefined);
     expect(listed.map((b) => b.lsn)).toEqual([manifest.lsn]);
 
     // Load the dump into a fresh database.

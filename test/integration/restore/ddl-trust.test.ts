@@ -269,7 +269,7 @@ describe('DDL replay trusts nothing but the engine and runs with no more privile
     const report = JSON.parse(out.stdout.trim().split('\n').at(-1)!) as { base: { lsn: string } };
     const cfg = testConfig(env);
     const store = createStore(cfg, silentLog);
-    const base = (await listBaseManifests(store, `${env.CDP_S3_PREFIX}/${name}`)).find((x) => x.lsnText === report.base.lsn)!;
+    const base = (await listBaseManifests(store, `${env.CDP_S3_PREFIX}/${name}`, undefined)).find((x) => x.lsnText === report.base.lsn)!;
     const manual = await createDatabase(`${name}_m`);
     await withClient(adminUrl(), async (c) => c.query(`GRANT CREATE ON DATABASE ${name}_m TO ${app}`));
     const { dir, file } = await downloadBase(store, base, loadKeyring(cfg));

@@ -306,7 +306,7 @@ function oracleSuite(name: string, opts: { kill: boolean }) {
         const report = JSON.parse(sql.stdout.trim().split('\n').at(-1)!);
         const cfg = testConfig(env);
         const store = createStore(cfg, silentLog);
-        const base = (await listBaseManifests(store, `${env.CDP_S3_PREFIX}/${db}`)).find((b) => b.lsnText === report.base.lsn)!;
+        const base = (await listBaseManifests(store, `${env.CDP_S3_PREFIX}/${db}`, undefined)).find((b) => b.lsnText === report.base.lsn)!;
         const manual = `cdp_or_t_${rand()}`;
         targets.push(manual);
         const manualUrl = await createDatabase(manual);

@@ -199,7 +199,7 @@ describe('trust: encryption binding, passwords, restore input checks (issue 13)'
     const poll = pollCommandLines();
     const b = await cli(['basebackup']);
     expect(b.code, b.stderr).toBe(0);
-    base = (await listBaseManifests(store, ROOT))[0]!;
+    base = (await listBaseManifests(store, ROOT, loadKeyring(testConfig(env), env)))[0]!;
     expect(base.encryption).toMatchObject({ envelope: 2 });
     segments = await writeArchive(store, base.lsn);
     expect(segments.filter((s) => s.name.partition === 0).length).toBeGreaterThanOrEqual(2);
@@ -271,6 +271,31 @@ describe('trust: encryption binding, passwords, restore input checks (issue 13)'
     }
   });
 
+  it('a manifest forged under a later LSN, naming the genuine sealed dump: restore and verify exit 3, never a restore that skips the changes in between', async () => {
+    // Bucket write access, no key: a new folder whose manifest points at the original dump (which
+    // opens, as it is sealed for its own name), claiming a later LSN.
+    const lastLsn = Math.max(...segments.flatMap((s) => s.events.map(([e]) => e.commitLsn)));
+    const lsn = lastLsn - 100 * 20;
+    const forgedManifest = `${ROOT}/bases/${lsnKey(lsn)}/manifest.json`;
+    const withMac = JSON.parse((await getObject(store, baseManifestKey(ROOT, base.lsn))).toString('utf8')) as Record<string, unknown>;
+    expect(withMac.mac).toBeDefined();
+    for (const forged of [{ ...withMac, lsn, lsnText: 'forged' }, { ...withMac, lsn, lsnText: 'forged', key: `${ROOT}/bases/${lsnKey(lsn)}/base.dump` }]) {
+      await putOnce(store, forgedManifest, Buffer.from(JSON.stringify(forged)));
+      try {
+        const into = await target();
+        const r = await cli(['restore', '--into', into, '--latest']);
+        expect(r.code, r.stderr).toBe(3);
+        expect(r.stderr).toMatch(/not written by cdp for the base it sits beside/);
+        expect(await hasCursor(into)).toBe(false);
+        const v = await cli(['verify']);
+        expect(v.code).toBe(3);
+        expect(v.stdout).toContain(forgedManifest);
+      } finally {
+        await del(store, forgedManifest);
+      }
+    }
+  });
+
   it('a plaintext base in place of the sealed one: restore and verify exit 3, the target is left untouched and the same command works once the base is back', async () => {
     const sealed = await getObject(store, base.key);
     const manifestKey = baseManifestKey(ROOT, base.lsn);
@@ -283,10 +308,11 @@ describe('trust: encryption binding, passwords, restore input checks (issue 13)'
     try {
       const r = await cli(['restore', '--into', into, '--latest']);
       expect(r.code, r.stderr).toBe(3);
-      expect(r.stderr).toMatch(/not encrypted, but an encryption key is configured/);
+      // The rewritten manifest cannot carry a valid MAC (src/base/manifest.ts): refused before the dump is read.
+      expect(r.stderr).toMatch(/carries no MAC/);
       const v = await cli(['verify']);
       expect(v.code).toBe(3);
-      expect(v.stdout).toContain(base.key);
+      expect(v.stdout).toContain(manifestKey);
       // Nothing was written: no half-loaded base, no cursor asking to drop the database.
       expect(await hasCursor(into)).toBe(false);
     } finally {
@@ -302,15 +328,17 @@ describe('trust: encryption binding, passwords, restore input checks (issue 13)'
     const lsn = base.lsn + 8;
     const key = `${ROOT}/bases/${lsnKey(lsn)}/base.dump`;
     await putOnce(store, key, await getObject(store, base.key));
-    await putOnce(store, baseManifestKey(ROOT, lsn), Buffer.from(JSON.stringify({ ...base, lsn, key })));
+    // The manifest carries the original's MAC, which covers the LSN and the dump's name.
+    const withMac = JSON.parse((await getObject(store, baseManifestKey(ROOT, base.lsn))).toString('utf8')) as Record<string, unknown>;
+    await putOnce(store, baseManifestKey(ROOT, lsn), Buffer.from(JSON.stringify({ ...withMac, lsn, key })));
     try {
       const into = await target();
       const r = await cli(['restore', '--into', into, '--latest']);
       expect(r.code, r.stderr).toBe(3);
-      expect(r.stderr).toMatch(/moved, renamed or copied/);
+      expect(r.stderr).toMatch(/fails its MAC/);
       const v = await cli(['verify']);
       expect(v.code).toBe(3);
-      expect(v.stdout).toContain(key);
+      expect(v.stdout).toContain(baseManifestKey(ROOT, lsn));
     } finally {
       await del(store, key);
       await del(store, baseManifestKey(ROOT, lsn));
