@@ -23,18 +23,27 @@ function relationBytes(r: RelationInfo): Buffer {
   w.long(1); // union branch: Relation
   w.long(r.oid);
   w.string(r.replicaIdentity);
-  writeArray(w, r.columns, (s) => w.string(s));
-  writeArray(w, r.types, (s) => w.string(s));
-  writeArray(w, r.key, (n) => w.long(n));
+  writeStrings(w, r.columns);
+  writeStrings(w, r.types);
+  writeInts(w, r.key);
   cached = w.take();
   relationCache.set(r, cached);
   return cached;
 }
 
-function writeArray<T>(w: Writer, items: readonly T[], item: (x: T) => void): void {
+// Loops written out (no item callbacks): this runs for every change capture produces.
+function writeStrings(w: Writer, items: readonly string[]): void {
   if (items.length > 0) {
     w.long(items.length);
-    for (let i = 0; i < items.length; i++) item(items[i]!);
+    for (let i = 0; i < items.length; i++) w.string(items[i]!);
+  }
+  w.byte(0);
+}
+
+function writeInts(w: Writer, items: readonly number[]): void {
+  if (items.length > 0) {
+    w.long(items.length);
+    for (let i = 0; i < items.length; i++) w.long(items[i]!);
   }
   w.byte(0);
 }
@@ -45,7 +54,11 @@ function writeValues(w: Writer, v: (string | null)[] | null): void {
     return;
   }
   w.byte(2);
-  writeArray(w, v, (s) => w.nullableString(s));
+  if (v.length > 0) {
+    w.long(v.length);
+    for (let i = 0; i < v.length; i++) w.nullableString(v[i]!);
+  }
+  w.byte(0);
 }
 
 /** Avro binary of the event (format 1, a Kafka record value); equal to encodeChange(ev). */
@@ -70,7 +83,7 @@ export function encodeEvent(ev: ChangeEvent): Buffer {
   w.nullableString(ev.oldKind);
   writeValues(w, ev.old);
   writeValues(w, ev.new);
-  writeArray(w, ev.unchanged, (n) => w.long(n));
+  writeInts(w, ev.unchanged);
   w.nullableString(ev.content);
   w.nullableString(ev.prefix);
   return w.take();
