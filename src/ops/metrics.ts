@@ -39,7 +39,7 @@ export async function startMetricsServer(cfg: Config, log: Logger): Promise<{ cl
   // unhandled rejection, which would stop the daemon.
   const server: Server = createServer((req, res) => {
     handle(req, res).catch((err: unknown) => {
-      log.warn({ err }, 'metrics endpoint: request failed');
+      log.warn({ err: (err as Error).message }, 'metrics endpoint: request failed');
       res.destroy();
     });
   });

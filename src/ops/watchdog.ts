@@ -8,6 +8,7 @@ import { healthChecks } from '../util/metrics.js';
 // (util/metrics.ts registerHealth):
 //  - not ok: capture retrying its session (source or Kafka unreachable, slot busy), an archiver
 //    with segments waiting for S3 and nothing stored, a failed component;
+//  - a component still starting (its first connection to the source or Kafka hangs);
 //  - capture streaming but its confirmed LSN not moving: heartbeats commit a transaction every
 //    capture.heartbeatIntervalMs, so a healthy capture always moves it (the acknowledgements of
 //    Kafka are what move it: a Kafka that takes no records stops it).
@@ -35,6 +36,7 @@ export function startWatchdog(components: string[], stallMs: number, log: Logger
       const r = c();
       let why: string | undefined;
       if (!r.ok) why = `${name} not healthy${r.detail?.lastError ? ` (${String(r.detail.lastError)})` : ''}`;
+      else if (r.detail?.phase === 'starting') why = `${name} still starting (its first connections do not succeed)`;
       else if (r.detail && 'confirmedLsn' in r.detail && r.detail.phase === 'streaming') {
         const prev = lastLsn.get(name);
         if (!prev || prev.lsn !== r.detail.confirmedLsn) lastLsn.set(name, { lsn: r.detail.confirmedLsn, at: t });
@@ -44,7 +46,8 @@ export function startWatchdog(components: string[], stallMs: number, log: Logger
         since.delete(name);
         continue;
       }
-      const from = since.get(name) ?? (r.ok ? lastLsn.get(name)!.at : t);
+      // The LSN case counts from the last move of the LSN; the others from the first check that saw them.
+      const from = since.get(name) ?? (lastLsn.get(name)?.at ?? t);
       since.set(name, from);
       if (t - from >= stallMs) {
         clearInterval(timer);

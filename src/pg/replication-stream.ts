@@ -481,7 +481,9 @@ export class ReplicationStream implements AsyncIterable<StreamEvent> {
     this.failure = err;
     this.state = 'failed';
     this.stopTimer();
-    this.log.warn({ err, code: err.code, details: err.details, canRetry: err.canRetry }, 'replication stream failed');
+    // A warning says what happened in one line; the stack is for debug level (issue 14).
+    this.log.warn({ err: err.message, code: err.code, details: err.details, canRetry: err.canRetry }, 'replication stream failed');
+    this.log.debug({ err }, 'replication stream failure (stack)');
     this.wake();
     // The connection is unusable (server error, lost socket, or bytes we cannot decode): drop it.
     // Events already buffered are still delivered before the error.

@@ -42,6 +42,13 @@ describe('watchdog', () => {
     dog2.stop();
   });
 
+  it('a component that stays in its starting phase (a first connection that hangs) stalls', async () => {
+    registerHealth('wd-e', () => ({ ok: true, detail: { phase: 'starting', confirmedLsn: '0/0' } }));
+    const dog = startWatchdog(['wd-e'], 200, log);
+    const err = await settle(dog.stalled, 1_000);
+    expect((err as CdpError).message).toMatch(/wd-e still starting/);
+  });
+
   it('0 disables it', async () => {
     registerHealth('wd-d', () => ({ ok: false }));
     const dog = startWatchdog(['wd-d'], 0, log);
