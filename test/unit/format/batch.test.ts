@@ -46,7 +46,7 @@ const fixtureEvents: ChangeEvent[] = [
 const FIXTURE_HEX =
   '060600010702046462808002d20b8089abe9f5cfb00606000680fc018001fffc01000600020200060000026000020c7075626c69630274828002026404046964086e616d6500040c626967696e74087465787400020000000600000100020000020000060002024b0000060104010006040401000400040206020e020002130000060204c3a900000000000600020200000006000000000600000000';
 
-describe('format 2 batch', () => {
+describe('format 2 batch', { timeout: 60_000 }, () => {
   it('byte fixture: the builder writes it, avsc reads it as the documented fields, the decoder gives the events back', () => {
     const bytes = build(fixtureEvents);
     expect(bytes.toString('hex')).toBe(FIXTURE_HEX);

@@ -44,7 +44,7 @@ function sample(): ChangeEvent[] {
   return out;
 }
 
-describe('segment decoder', () => {
+describe('segment decoder', { timeout: 60_000 }, () => {
   it('format 2: gives back exactly the events written (zstandard and deflate, small and large blocks)', () => {
     const events = sample();
     for (const [codec, blockBytes] of [
@@ -62,7 +62,7 @@ describe('segment decoder', () => {
     const block = Buffer.concat(events.map(encodeChange));
     expect(new EventDecoder().decodeBlock(block, events.length)).toEqual(decodeBlockGeneric(block, events.length));
     expect(new EventDecoder().decodeBlock(block, events.length)).toEqual(events);
-  });
+  }, 60_000);
 
   it('shares relation objects while their bytes repeat, across blocks too, and notices a changed relation', () => {
     const seg = encodeSegment(sample(), { partition: 0, codec: 'zstandard', blockBytes: 4096 });

@@ -44,7 +44,7 @@ function sample(): ChangeEvent[] {
   ];
 }
 
-describe('encodeEvent (format 1)', () => {
+describe('encodeEvent (format 1)', { timeout: 60_000 }, () => {
   it('produces the same bytes as avsc for every op and edge value', () => {
     for (const ev of sample()) {
       const fast = encodeChangeFast(ev);
