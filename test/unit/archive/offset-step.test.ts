@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { offsetStep } from '../../../src/archive/archiver.js';
+import { offsetStep } from '../../../src/archive/lanes.js';
 
 // The archiver's per-record decision: a segment must never span offsets its lane did not receive
 // (a segment [C..N, X..] read, in offset order, before the one holding N+1..X-1 would make restore
