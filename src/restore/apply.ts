@@ -3,6 +3,7 @@ import { CdpError, ErrorCodes } from '../errors.js';
 import { formatLsn, type Lsn } from '../util/lsn.js';
 import type { ReplayItem } from './merge.js';
 import { Coalescer } from './coalesce.js';
+import { parseSequences } from './sequences.js';
 import {
   copyRow,
   copySql,
@@ -12,7 +13,6 @@ import {
   deleteSql,
   insertSql,
   keyValues,
-  quoteLiteral,
   truncateSql,
   updateColumns,
   updateFullSql,
@@ -23,6 +23,8 @@ import type { TxnHeader } from './target.js';
 import { CURSOR_SCHEMA } from './cursor.js';
 import { ddlNeededForTables, identParts } from './ddl-filter.js';
 import { ddlReplaySql, encodedText, overrideKey, planDdl, runAsSql, SESSION_SETTINGS, type DdlContent } from './ddl-replay.js';
+
+export { sequencesSql } from './sequences.js';
 
 // Applies the replay stream through a SqlSink (a live session, or a .sql file).
 //
@@ -107,6 +109,8 @@ export interface ApplyOptions {
    * insert and the later updates or delete of its row meet in one buffer (bulk loads then fixes).
    */
   netMaxBytes?: number;
+  /** Changes a group may span while its coalescing buffer holds rows (default 4,000,000). */
+  coalesceMaxChanges?: number;
 }
 
 export interface ApplyStats {
@@ -187,6 +191,7 @@ export class Applier {
   private readonly tableInfo = new Map<RelationInfo, { schema: string; table: string; netKey: string; reorderable: boolean; exists: boolean }>();
   private readonly netMaxRows: number;
   private readonly netMaxBytes: number;
+  private readonly coalesceMaxChanges: number;
   /** COPY gets cheaper per row up to ~10,000 rows a statement (bench/restore-apply.ts). */
   private readonly insertMaxRows: number;
   private inTxn = false;
@@ -211,6 +216,7 @@ export class Applier {
     this.copyMinRows = opts.copyMinRows ?? 32;
     this.netMaxRows = opts.netMaxRows ?? 4_000_000;
     this.netMaxBytes = opts.netMaxBytes ?? 512 * 1024 * 1024;
+    this.coalesceMaxChanges = opts.coalesceMaxChanges ?? 4_000_000;
     this.insertMaxRows = opts.insertMaxRows ?? Math.max(this.batchMaxRows, 10_000);
   }
 
@@ -321,13 +327,14 @@ export class Applier {
 
   /**
    * Whether the open group should commit at this source transaction's end. While the coalescing
-   * buffer holds rows the group goes on (up to netMaxBytes / netMaxRows of buffer, and 30 s at
-   * most): a later transaction's update or delete of a row still in the buffer then costs nothing
-   * on the target. Otherwise groupMaxChanges and groupMaxMs bound it.
+   * buffer holds rows the group goes on (up to coalesceMaxChanges, and 30 s at most; the buffer
+   * itself is bounded by netMaxBytes / netMaxRows): a later transaction's update or delete of a row
+   * still in the buffer then costs nothing on the target. Otherwise groupMaxChanges and groupMaxMs
+   * bound it.
    */
   private groupFull(): boolean {
     const age = Date.now() - this.groupStarted;
-    if (this.net.rows > 0 && this.groupMaxChanges > 0) return age >= Math.max(this.groupMaxMs, 30_000);
+    if (this.net.rows > 0 && this.groupMaxChanges > 0) return this.groupChanges >= this.coalesceMaxChanges || age >= Math.max(this.groupMaxMs, 30_000);
     return this.groupChanges >= this.groupMaxChanges || age >= this.groupMaxMs;
   }
 
@@ -728,93 +735,10 @@ export class Applier {
   private committedTxns = 0;
 }
 
-function parseSequences(content: string): Record<string, string | number> | undefined {
-  try {
-    const v = JSON.parse(content) as unknown;
-    return v && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, string | number>) : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
 /**
  * "schema.table" of a DDL object, its object_identity unquoted: public."a""b" is public.a"b (a
  * quoted identifier doubles its quotes), so it compares with the events' raw names.
  */
 export function plainIdentity(o: Record<string, unknown>): string {
   return identParts(String(o.identity ?? o.object_identity ?? '')).join('.');
-}
-
-
-/**
- * Sets every sequence to at least its value at the target: the SEQUENCES snapshot (values read
- * after the target when archived, else the last before), the sequence's current value (the base
- * dump's SEQUENCE SET), and the highest value (lowest for a descending sequence) in every integer
- * column that draws from it: the column that owns it (serial, identity, OWNED BY: pg_depend 'a' /
- * 'i' from the sequence to the column) and every column whose default calls nextval on it
- * (pg_depend 'n' from the default, pg_attrdef, to the sequence: a standalone sequence used by a
- * DEFAULT nextval('seq') without OWNED BY, or shared by several tables, has only these).
- *
- * The columns matter because the snapshot can be older than the target: capture writes one every
- * capture.sequenceIntervalMs, so a target in the last interval before the restorable point
- * (always so for --latest) gets the snapshot before it, which predates the newest rows, or even
- * the sequence itself (created after it: no entry at all). A default written as
- * nextval('seq'::text) records no dependency and is not seen. Clamped to the sequence's bounds
- * (setval refuses values outside them; the source cannot be past them either).
- * One DO block, so that the same text serves the live target and the --sql file.
- */
-export function sequencesSql(snapshot: Record<string, string | number> | undefined): string {
-  const snap = quoteLiteral(JSON.stringify(snapshot ?? {}));
-  const body = `
-DECLARE
-  r record;
-  d record;
-  snap jsonb := ${snap}::jsonb;
-  v numeric;
-  m numeric;
-  cur numeric;
-BEGIN
-  FOR r IN
-    SELECT c.oid AS seq, n.nspname, c.relname, s.seqincrement > 0 AS up, s.seqmin, s.seqmax
-    FROM pg_catalog.pg_class c
-    JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-    JOIN pg_catalog.pg_sequence s ON s.seqrelid = c.oid
-    WHERE c.relkind = 'S' AND n.nspname NOT IN ('pg_catalog', 'information_schema', '${CURSOR_SCHEMA}')
-  LOOP
-    v := (snap ->> (r.nspname || '.' || r.relname))::numeric;
-    FOR d IN
-      SELECT a.attrelid AS tbl, a.attname
-      FROM pg_catalog.pg_depend dep
-      JOIN pg_catalog.pg_attribute a ON a.attrelid = dep.refobjid AND a.attnum = dep.refobjsubid
-      WHERE dep.classid = 'pg_catalog.pg_class'::regclass AND dep.objid = r.seq
-        AND dep.refclassid = 'pg_catalog.pg_class'::regclass AND dep.deptype IN ('a', 'i') AND dep.refobjsubid > 0
-        AND a.atttypid IN (20, 21, 23) AND NOT a.attisdropped
-      UNION
-      SELECT a.attrelid, a.attname
-      FROM pg_catalog.pg_depend dep
-      JOIN pg_catalog.pg_attrdef ad ON ad.oid = dep.objid
-      JOIN pg_catalog.pg_attribute a ON a.attrelid = ad.adrelid AND a.attnum = ad.adnum
-      WHERE dep.classid = 'pg_catalog.pg_attrdef'::regclass AND dep.refclassid = 'pg_catalog.pg_class'::regclass
-        AND dep.refobjid = r.seq AND dep.deptype = 'n'
-        AND a.atttypid IN (20, 21, 23) AND NOT a.attisdropped
-    LOOP
-      -- Tables only: max() over a view would run the view's query (a user's functions) as the
-      -- restore's superuser.
-      CONTINUE WHEN (SELECT c2.relkind FROM pg_catalog.pg_class c2 WHERE c2.oid = d.tbl) NOT IN ('r', 'p');
-      EXECUTE format('SELECT %s(%I)::numeric FROM %s', CASE WHEN r.up THEN 'max' ELSE 'min' END, d.attname, d.tbl::regclass) INTO m;
-      v := CASE WHEN r.up THEN greatest(v, m) ELSE least(v, m) END;
-    END LOOP;
-    v := greatest(least(v, r.seqmax), r.seqmin);
-    EXECUTE format('SELECT CASE WHEN is_called THEN last_value END::numeric FROM %s', r.seq::regclass) INTO cur;
-    IF v IS NOT NULL AND (cur IS NULL OR (r.up AND v > cur) OR (NOT r.up AND v < cur)) THEN
-      PERFORM pg_catalog.setval(r.seq, v::bigint, true);
-    END IF;
-  END LOOP;
-END
-`;
-  // The body holds sequence names (in the snapshot literal): a dollar-quote tag that occurs in it
-  // would end the quote early (a sequence named x$cdp$y). Use a tag the body does not contain.
-  let tag = '$cdp$';
-  for (let i = 1; body.includes(tag); i++) tag = `$cdp${i}$`;
-  return `DO ${tag}${body}${tag};\n`;
 }
