@@ -40,11 +40,35 @@ const ONLY = new Set((opt('only') ?? 'capture,restore,latency,history').split(',
 
 /** Sizes. Quick mode scales every workload down (and says so in the results). */
 const SIZES = FULL
-  ? { bulk: 1_000_000, oltp: 100_000, big: 1_000_000, toast: 10_000, restoreBulk: 1_000_000, restoreOltp: 100_000, rates: [500, 1000, 2000], latencySeconds: 25, history: [25_000, 50_000, 100_000, 200_000] }
-  : { bulk: 100_000, oltp: 10_000, big: 200_000, toast: 1_000, restoreBulk: 100_000, restoreOltp: 10_000, rates: [200, 1000], latencySeconds: 8, history: [2_500, 5_000, 10_000] };
+  ? {
+      bulk: 1_000_000,
+      oltp: 100_000,
+      big: 1_000_000,
+      toast: 10_000,
+      restoreBulk: 1_000_000,
+      restoreOltp: 100_000,
+      rates: [500, 1000, 2000],
+      latencySeconds: 25,
+      history: [25_000, 50_000, 100_000, 200_000],
+    }
+  : {
+      bulk: 100_000,
+      oltp: 10_000,
+      big: 200_000,
+      toast: 1_000,
+      restoreBulk: 100_000,
+      restoreOltp: 10_000,
+      rates: [200, 1000],
+      latencySeconds: 8,
+      history: [2_500, 5_000, 10_000],
+    };
 
 const READERS: Reader[] = ['pg_recvlogical', 'debezium', 'capture'];
-const LABEL: Record<Reader, string> = { pg_recvlogical: 'pg_recvlogical (ceiling)', debezium: `Debezium ${debeziumVersion()} embedded`, capture: 'cdp capture into Kafka' };
+const LABEL: Record<Reader, string> = {
+  pg_recvlogical: 'pg_recvlogical (ceiling)',
+  debezium: `Debezium ${debeziumVersion()} embedded`,
+  capture: 'cdp capture into Kafka',
+};
 
 interface Results {
   version: 1;
@@ -100,9 +124,15 @@ const sec = (n: number) => `${n.toFixed(n >= 10 ? 1 : 2)} s`;
 function markdown(r: Results): string {
   const L: string[] = [];
   L.push(`# Benchmark results, ${r.mode} mode, ${r.startedAt}`, '');
-  L.push(`Commit \`${r.commit.slice(0, 12)}\`${r.dirty ? ' (with uncommitted changes under src/ or bench/)' : ''}; ${r.runs} runs of each measurement; median (min-max).`);
-  L.push(`Machine: ${r.machine.cpus} cores (${r.machine.cpuModel}), ${r.machine.memoryGiB} GiB; ${r.machine.postgres}; Kafka ${r.machine.kafka}; Node ${r.machine.node}; ${r.machine.java}; Debezium ${r.machine.debezium}.`);
-  L.push(`Load average (1/5/15 min) at start ${r.load.start.map((x) => x.toFixed(1)).join('/')}, at end ${(r.load.end ?? []).map((x) => x.toFixed(1)).join('/')}: this machine is shared, the numbers were taken under other people's load. Compare ratios within this run; absolute rates from another run or day are not comparable.`);
+  L.push(
+    `Commit \`${r.commit.slice(0, 12)}\`${r.dirty ? ' (with uncommitted changes under src/ or bench/)' : ''}; ${r.runs} runs of each measurement; median (min-max).`,
+  );
+  L.push(
+    `Machine: ${r.machine.cpus} cores (${r.machine.cpuModel}), ${r.machine.memoryGiB} GiB; ${r.machine.postgres}; Kafka ${r.machine.kafka}; Node ${r.machine.node}; ${r.machine.java}; Debezium ${r.machine.debezium}.`,
+  );
+  L.push(
+    `Load average (1/5/15 min) at start ${r.load.start.map((x) => x.toFixed(1)).join('/')}, at end ${(r.load.end ?? []).map((x) => x.toFixed(1)).join('/')}: this machine is shared, the numbers were taken under other people's load. Compare ratios within this run; absolute rates from another run or day are not comparable.`,
+  );
   if (r.durationSeconds) L.push(`The whole run took ${Math.round(r.durationSeconds / 60)} minutes.`);
   if (r.scaledDown) L.push('', `**Quick mode, scaled down:** ${r.scaledDown}`);
   if (r.capture.length) {
@@ -112,23 +142,29 @@ function markdown(r: Results): string {
       for (const rd of READERS) {
         if (!c.runs.some((x) => x.readers[rd])) continue;
         const mb = summarize(c.runs.map((x) => x.readers[rd]?.mbPerSecond ?? NaN));
-        L.push(`| ${c.workload} | ${c.changes.toLocaleString('en')} | ${LABEL[rd]} | ${spread(rateOf(c.runs, rd))} | ${spread(mb, (n) => n.toFixed(1))} | ${rd === 'pg_recvlogical' ? '1' : spread(ratioOf(c.runs, rd, 'pg_recvlogical'), x2)} | ${rd === 'capture' ? spread(ratioOf(c.runs, 'capture', 'debezium'), x2) : rd === 'debezium' ? '1' : spread(ratioOf(c.runs, 'pg_recvlogical', 'debezium'), x2)} |`);
+        L.push(
+          `| ${c.workload} | ${c.changes.toLocaleString('en')} | ${LABEL[rd]} | ${spread(rateOf(c.runs, rd))} | ${spread(mb, (n) => n.toFixed(1))} | ${rd === 'pg_recvlogical' ? '1' : spread(ratioOf(c.runs, rd, 'pg_recvlogical'), x2)} | ${rd === 'capture' ? spread(ratioOf(c.runs, 'capture', 'debezium'), x2) : rd === 'debezium' ? '1' : spread(ratioOf(c.runs, 'pg_recvlogical', 'debezium'), x2)} |`,
+        );
       }
     }
     L.push('', 'Workloads:');
     for (const c of r.capture) L.push(`- ${c.workload}: ${c.describe}.`);
     const rss = summarize(r.capture.flatMap((c) => c.runs.map((x) => x.readers.capture?.peakRssMb ?? NaN)));
     if (rss) L.push(`- cdp capture peak RSS over all capture runs: ${spread(rss, (n) => `${n.toFixed(0)} MB`)}.`);
-    L.push('- Timing: pg_recvlogical from process start to `--endpos`; Debezium from its task start (connected, slot opened; JVM and connector start-up excluded) to the last change converted to JSON; cdp capture from its "capture streaming" log line to its count of records acknowledged by Kafka reaching the backlog\'s changes (the slot\'s confirmed_flush_lsn follows at the next status update, within a second). Readers run one after another, their order rotating between runs, each after a CHECKPOINT.');
+    L.push(
+      '- Timing: pg_recvlogical from process start to `--endpos`; Debezium from its task start (connected, slot opened; JVM and connector start-up excluded) to the last change converted to JSON; cdp capture from its "capture streaming" log line to its count of records acknowledged by Kafka reaching the backlog\'s changes (the slot\'s confirmed_flush_lsn follows at the next status update, within a second). Readers run one after another, their order rotating between runs, each after a CHECKPOINT.',
+    );
   }
   if (r.restore.length) {
-    L.push('', '## Restore throughput (changes/s): `cdp restore` replay against PostgreSQL\'s native logical apply of the same changes', '');
+    L.push('', "## Restore throughput (changes/s): `cdp restore` replay against PostgreSQL's native logical apply of the same changes", '');
     L.push('| workload | changes | cdp restore | native apply (CREATE SUBSCRIPTION) | ratio | tables identical to source |', '|---|---|---|---|---|---|');
     for (const x of r.restore) {
       const ours = summarize(x.runs.map((y) => y.ours.changesPerSecond));
       const nat = summarize(x.runs.map((y) => y.native.changesPerSecond));
       const ok = x.runs.every((y) => y.identical.ours && y.identical.native);
-      L.push(`| ${x.workload} | ${(x.runs[0]?.changes ?? 0).toLocaleString('en')} | ${spread(ours)} | ${spread(nat)} | ${spread(summarize(x.runs.map((y) => y.ratio)), x2)} | ${ok ? 'yes, every run' : '**NO**'} |`);
+      L.push(
+        `| ${x.workload} | ${(x.runs[0]?.changes ?? 0).toLocaleString('en')} | ${spread(ours)} | ${spread(nat)} | ${spread(summarize(x.runs.map((y) => y.ratio)), x2)} | ${ok ? 'yes, every run' : '**NO**'} |`,
+      );
     }
   }
   if (r.latency) {
@@ -137,14 +173,21 @@ function markdown(r: Results): string {
     for (const rate of r.latency.rates) {
       const rows = r.latency.runs.map((run) => run.find((x) => x.offered === rate)).filter((x): x is LatencyRow => !!x);
       const d = (f: (x: LatencyRow) => number | undefined, fmt: (n: number) => string) => spread(summarize(rows.map((x) => f(x) ?? NaN)), fmt);
-      L.push(`| ${rate} | ${d((x) => x.achieved, (n) => n.toFixed(0))} | ${d((x) => (x.exact ?? x.upper)?.p50, ms)} | ${d((x) => (x.exact ?? x.upper)?.p99, ms)} | ${d((x) => x.anchorSeen?.p50, ms)} | ${d((x) => x.anchorSeen?.p99, ms)} |`);
+      L.push(
+        `| ${rate} | ${d(
+          (x) => x.achieved,
+          (n) => n.toFixed(0),
+        )} | ${d((x) => (x.exact ?? x.upper)?.p50, ms)} | ${d((x) => (x.exact ?? x.upper)?.p99, ms)} | ${d((x) => x.anchorSeen?.p50, ms)} | ${d((x) => x.anchorSeen?.p99, ms)} |`,
+      );
     }
   }
   if (r.history) {
     L.push('', `## Restore time against history since the newest base`, '', r.history.note, '');
     L.push('| transactions since base | changes | cdp restore replay | native apply |', '|---|---|---|---|');
     for (const p of r.history.points) {
-      L.push(`| ${p.transactions.toLocaleString('en')} | ${p.changes.toLocaleString('en')} | ${spread(summarize(p.runs.map((y) => y.ours.replaySeconds)), sec)} | ${spread(summarize(p.runs.map((y) => y.native.seconds)), sec)} |`);
+      L.push(
+        `| ${p.transactions.toLocaleString('en')} | ${p.changes.toLocaleString('en')} | ${spread(summarize(p.runs.map((y) => y.ours.replaySeconds)), sec)} | ${spread(summarize(p.runs.map((y) => y.native.seconds)), sec)} |`,
+      );
     }
   }
   if (r.errors.length) L.push('', '## Errors', '', ...r.errors.map((e) => `- ${e.split('\n')[0]}`));
@@ -160,25 +203,31 @@ function charts(r: Results, dir: string): string[] {
   };
   const s = (x: Summary | undefined) => (x ? { median: x.median, min: x.min, max: x.max } : undefined);
   if (r.capture.length) {
-    put('capture.svg', barChart({
-      title: `Capture throughput, changes/s (${r.mode}, median of ${r.runs}, whiskers min-max)`,
-      yLabel: 'changes/s',
-      groups: r.capture.map((c) => c.workload),
-      series: READERS.map((rd) => ({ name: LABEL[rd], values: r.capture.map((c) => s(rateOf(c.runs, rd))) })),
-      note: `${r.machine.cpus} cores, shared and under load; commit ${r.commit.slice(0, 10)}; ${r.startedAt}`,
-    }));
+    put(
+      'capture.svg',
+      barChart({
+        title: `Capture throughput, changes/s (${r.mode}, median of ${r.runs}, whiskers min-max)`,
+        yLabel: 'changes/s',
+        groups: r.capture.map((c) => c.workload),
+        series: READERS.map((rd) => ({ name: LABEL[rd], values: r.capture.map((c) => s(rateOf(c.runs, rd))) })),
+        note: `${r.machine.cpus} cores, shared and under load; commit ${r.commit.slice(0, 10)}; ${r.startedAt}`,
+      }),
+    );
   }
   if (r.restore.length) {
-    put('restore.svg', barChart({
-      title: `Restore throughput, changes/s (${r.mode}, median of ${r.runs}, whiskers min-max)`,
-      yLabel: 'changes/s',
-      groups: r.restore.map((x) => x.workload),
-      series: [
-        { name: 'native logical apply (anchor)', values: r.restore.map((x) => s(summarize(x.runs.map((y) => y.native.changesPerSecond)))) },
-        { name: 'cdp restore', values: r.restore.map((x) => s(summarize(x.runs.map((y) => y.ours.changesPerSecond)))) },
-      ],
-      note: `${r.machine.cpus} cores, shared and under load; commit ${r.commit.slice(0, 10)}`,
-    }));
+    put(
+      'restore.svg',
+      barChart({
+        title: `Restore throughput, changes/s (${r.mode}, median of ${r.runs}, whiskers min-max)`,
+        yLabel: 'changes/s',
+        groups: r.restore.map((x) => x.workload),
+        series: [
+          { name: 'native logical apply (anchor)', values: r.restore.map((x) => s(summarize(x.runs.map((y) => y.native.changesPerSecond)))) },
+          { name: 'cdp restore', values: r.restore.map((x) => s(summarize(x.runs.map((y) => y.ours.changesPerSecond)))) },
+        ],
+        note: `${r.machine.cpus} cores, shared and under load; commit ${r.commit.slice(0, 10)}`,
+      }),
+    );
   }
   if (r.latency) {
     const lat = r.latency;
@@ -190,18 +239,21 @@ function charts(r: Results, dir: string): string[] {
         return v ? [{ x: rate, y: v.median, yMin: v.min, yMax: v.max }] : [];
       }),
     });
-    put('latency.svg', lineChart({
-      title: 'Commit-to-durable latency against offered load',
-      xLabel: 'offered transactions/s',
-      yLabel: 'ms',
-      series: [
-        line('durable p50', (x) => (x.exact ?? x.upper)?.p50),
-        line('durable p99', (x) => (x.exact ?? x.upper)?.p99),
-        line('pg_recvlogical seen p50', (x) => x.anchorSeen?.p50, true),
-        line('pg_recvlogical seen p99', (x) => x.anchorSeen?.p99, true),
-      ],
-      note: 'durable = the restorable point (what restore uses) covers the commit; median of runs, whiskers min-max',
-    }));
+    put(
+      'latency.svg',
+      lineChart({
+        title: 'Commit-to-durable latency against offered load',
+        xLabel: 'offered transactions/s',
+        yLabel: 'ms',
+        series: [
+          line('durable p50', (x) => (x.exact ?? x.upper)?.p50),
+          line('durable p99', (x) => (x.exact ?? x.upper)?.p99),
+          line('pg_recvlogical seen p50', (x) => x.anchorSeen?.p50, true),
+          line('pg_recvlogical seen p99', (x) => x.anchorSeen?.p99, true),
+        ],
+        note: 'durable = the restorable point (what restore uses) covers the commit; median of runs, whiskers min-max',
+      }),
+    );
   }
   if (r.history) {
     const pts = (f: (y: RestoreResult) => number) =>
@@ -209,16 +261,19 @@ function charts(r: Results, dir: string): string[] {
         const v = summarize(p.runs.map(f));
         return v ? [{ x: p.changes, y: v.median, yMin: v.min, yMax: v.max }] : [];
       });
-    put('history.svg', lineChart({
-      title: 'Restore time against history since the newest base (no compaction)',
-      xLabel: 'row changes since the newest base',
-      yLabel: 'seconds',
-      series: [
-        { name: 'cdp restore replay', points: pts((y) => y.ours.replaySeconds) },
-        { name: 'native logical apply', points: pts((y) => y.native.seconds), dashed: true },
-      ],
-      note: 'OLTP transactions of 3 changes; `cdp compact` not measured here',
-    }));
+    put(
+      'history.svg',
+      lineChart({
+        title: 'Restore time against history since the newest base (no compaction)',
+        xLabel: 'row changes since the newest base',
+        yLabel: 'seconds',
+        series: [
+          { name: 'cdp restore replay', points: pts((y) => y.ours.replaySeconds) },
+          { name: 'native logical apply', points: pts((y) => y.native.seconds), dashed: true },
+        ],
+        note: 'OLTP transactions of 3 changes; `cdp compact` not measured here',
+      }),
+    );
   }
   return written;
 }
@@ -240,7 +295,9 @@ async function main(): Promise<void> {
     dirty,
     machine: await machine(),
     load: { start: os.loadavg() },
-    scaledDown: FULL ? undefined : `bulk ${SIZES.bulk.toLocaleString('en')} rows (ANCHORS.md: 1,000,000), OLTP ${SIZES.oltp.toLocaleString('en')} transactions, the big transaction ${SIZES.big.toLocaleString('en')} rows (not 1,000,000), TOAST ${SIZES.toast.toLocaleString('en')} rows, restore ${SIZES.restoreBulk.toLocaleString('en')} bulk rows / ${SIZES.restoreOltp.toLocaleString('en')} OLTP transactions, latency ${SIZES.latencySeconds} s per rate. Small backlogs weigh fixed start-up costs more (Debezium especially): run --full for the ANCHORS.md sizes.`,
+    scaledDown: FULL
+      ? undefined
+      : `bulk ${SIZES.bulk.toLocaleString('en')} rows (ANCHORS.md: 1,000,000), OLTP ${SIZES.oltp.toLocaleString('en')} transactions, the big transaction ${SIZES.big.toLocaleString('en')} rows (not 1,000,000), TOAST ${SIZES.toast.toLocaleString('en')} rows, restore ${SIZES.restoreBulk.toLocaleString('en')} bulk rows / ${SIZES.restoreOltp.toLocaleString('en')} OLTP transactions, latency ${SIZES.latencySeconds} s per rate. Small backlogs weigh fixed start-up costs more (Debezium especially): run --full for the ANCHORS.md sizes.`,
     capture: [],
     restore: [],
     latency: undefined,
@@ -286,14 +343,21 @@ async function main(): Promise<void> {
         const run = await attempt(`capture ${w.name} run ${i + 1}`, () => measureCapture(w, order));
         if (run) {
           entry.runs.push(run);
-          log(`  ${Object.entries(run.readers).map(([k, v]) => `${k} ${short(v.changesPerSecond)}/s`).join(', ')}`);
+          log(
+            `  ${Object.entries(run.readers)
+              .map(([k, v]) => `${k} ${short(v.changesPerSecond)}/s`)
+              .join(', ')}`,
+          );
         }
         save();
       }
     }
   }
   if (ONLY.has('restore')) {
-    for (const [workload, rows] of [['bulk', SIZES.restoreBulk], ['oltp', SIZES.restoreOltp]] as const) {
+    for (const [workload, rows] of [
+      ['bulk', SIZES.restoreBulk],
+      ['oltp', SIZES.restoreOltp],
+    ] as const) {
       const entry = { workload, rows, runs: [] as RestoreResult[] };
       r.restore.push(entry);
       for (let i = 0; i < RUNS; i++) {
@@ -302,7 +366,8 @@ async function main(): Promise<void> {
         if (x) {
           entry.runs.push(x);
           log(`  ours ${short(x.ours.changesPerSecond)}/s, native ${short(x.native.changesPerSecond)}/s, identical ${x.identical.ours && x.identical.native}`);
-          if (!x.identical.ours || !x.identical.native) r.errors.push(`restore ${workload} run ${i + 1}: restored tables differ from the source (ours ${x.identical.ours}, native ${x.identical.native})`);
+          if (!x.identical.ours || !x.identical.native)
+            r.errors.push(`restore ${workload} run ${i + 1}: restored tables differ from the source (ours ${x.identical.ours}, native ${x.identical.native})`);
         }
         save();
       }

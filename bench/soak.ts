@@ -150,7 +150,12 @@ function kafkaService(): Service {
       '',
     ].join('\n'),
   );
-  const tool = (...a: string[]) => spawnSync('java', ['-Xmx256m', `-Dlog4j2.configurationFile=${REPO}deploy/local/kafka/log4j2-tools.properties`, '-cp', `${KAFKA_LIBS}/*`, 'kafka.tools.StorageTool', ...a], { encoding: 'utf8' });
+  const tool = (...a: string[]) =>
+    spawnSync(
+      'java',
+      ['-Xmx256m', `-Dlog4j2.configurationFile=${REPO}deploy/local/kafka/log4j2-tools.properties`, '-cp', `${KAFKA_LIBS}/*`, 'kafka.tools.StorageTool', ...a],
+      { encoding: 'utf8' },
+    );
   if (!existsSync(join(dir, 'data', 'meta.properties'))) {
     const uuid = tool('random-uuid').stdout.trim();
     const f = tool('format', '-t', uuid, '-c', props, '-g');
@@ -158,7 +163,17 @@ function kafkaService(): Service {
   }
   return new Service(
     'broker',
-    ['-Xms256m', '-Xmx512m', '-XX:+UseG1GC', `-Dlog4j2.configurationFile=${REPO}deploy/local/kafka/log4j2.properties`, `-Dcdp.kafka.log=${join(dir, 'kafka.log')}`, '-cp', `${KAFKA_LIBS}/*`, 'kafka.Kafka', props],
+    [
+      '-Xms256m',
+      '-Xmx512m',
+      '-XX:+UseG1GC',
+      `-Dlog4j2.configurationFile=${REPO}deploy/local/kafka/log4j2.properties`,
+      `-Dcdp.kafka.log=${join(dir, 'kafka.log')}`,
+      '-cp',
+      `${KAFKA_LIBS}/*`,
+      'kafka.Kafka',
+      props,
+    ],
     join(dir, 'kafka.out'),
   );
 }
@@ -169,9 +184,30 @@ function s3Service(): Service {
   const props = join(dir, 's3proxy.properties');
   writeFileSync(
     props,
-    [`s3proxy.endpoint=http://127.0.0.1:${S3_PORT}`, 's3proxy.authorization=aws-v2-or-v4', `s3proxy.identity=${S3_ID}`, `s3proxy.credential=${S3_SECRET}`, 'jclouds.provider=filesystem', `jclouds.filesystem.basedir=${join(dir, 'data')}`, ''].join('\n'),
+    [
+      `s3proxy.endpoint=http://127.0.0.1:${S3_PORT}`,
+      's3proxy.authorization=aws-v2-or-v4',
+      `s3proxy.identity=${S3_ID}`,
+      `s3proxy.credential=${S3_SECRET}`,
+      'jclouds.provider=filesystem',
+      `jclouds.filesystem.basedir=${join(dir, 'data')}`,
+      '',
+    ].join('\n'),
   );
-  return new Service('s3', ['-Xmx256m', `-Dlogback.configurationFile=${REPO}deploy/local/s3proxy/logback.xml`, `-Dcdp.s3.log=${join(dir, 's3proxy.log')}`, '-cp', `${S3_LIBS}/*`, 'org.gaul.s3proxy.Main', '--properties', props], join(dir, 's3proxy.out'));
+  return new Service(
+    's3',
+    [
+      '-Xmx256m',
+      `-Dlogback.configurationFile=${REPO}deploy/local/s3proxy/logback.xml`,
+      `-Dcdp.s3.log=${join(dir, 's3proxy.log')}`,
+      '-cp',
+      `${S3_LIBS}/*`,
+      'org.gaul.s3proxy.Main',
+      '--properties',
+      props,
+    ],
+    join(dir, 's3proxy.out'),
+  );
 }
 
 async function kafkaReady(timeoutMs = 180_000): Promise<void> {
@@ -193,7 +229,12 @@ async function kafkaReady(timeoutMs = 180_000): Promise<void> {
 }
 
 async function s3Ready(): Promise<void> {
-  const c = new S3Client({ endpoint: `http://127.0.0.1:${S3_PORT}`, region: 'us-east-1', forcePathStyle: true, credentials: { accessKeyId: S3_ID, secretAccessKey: S3_SECRET } });
+  const c = new S3Client({
+    endpoint: `http://127.0.0.1:${S3_PORT}`,
+    region: 'us-east-1',
+    forcePathStyle: true,
+    credentials: { accessKeyId: S3_ID, secretAccessKey: S3_SECRET },
+  });
   const deadline = Date.now() + 120_000;
   for (;;) {
     try {
@@ -302,7 +343,9 @@ async function fingerprints(url: string): Promise<Record<string, string>> {
   try {
     const out: Record<string, string> = {};
     for (const t of TABLES) {
-      const r = await c.query<{ n: number; h: string | null }>(`SELECT count(*)::int AS n, md5(coalesce(string_agg(x::text, E'\\n' ORDER BY id), '')) AS h FROM ${t} x`);
+      const r = await c.query<{ n: number; h: string | null }>(
+        `SELECT count(*)::int AS n, md5(coalesce(string_agg(x::text, E'\\n' ORDER BY id), '')) AS h FROM ${t} x`,
+      );
       out[t] = `${r.rows[0]!.n} rows, md5 ${r.rows[0]!.h}`;
     }
     return out;
@@ -312,14 +355,19 @@ async function fingerprints(url: string): Promise<Record<string, string>> {
 }
 
 async function main(): Promise<number> {
-  for (const [what, dir] of [['Kafka', KAFKA_LIBS], ['S3Proxy', S3_LIBS]] as const) {
+  for (const [what, dir] of [
+    ['Kafka', KAFKA_LIBS],
+    ['S3Proxy', S3_LIBS],
+  ] as const) {
     if (!existsSync(dir)) {
       console.error(`soak: the ${what} jars are not in ${dir}: run \`bash deploy/local/stack.sh up\` once (it downloads them)`);
       return 2;
     }
   }
   mkdirSync(HOME, { recursive: true });
-  say(`seed ${SEED}; ${MINUTES} min; ${RATE} tx/s offered; own Kafka 127.0.0.1:${KAFKA_PORT}, own S3Proxy 127.0.0.1:${S3_PORT}, data and logs in ${HOME}; source database ${NAME} on the shared PostgreSQL`);
+  say(
+    `seed ${SEED}; ${MINUTES} min; ${RATE} tx/s offered; own Kafka 127.0.0.1:${KAFKA_PORT}, own S3Proxy 127.0.0.1:${S3_PORT}, data and logs in ${HOME}; source database ${NAME} on the shared PostgreSQL`,
+  );
   const broker = kafkaService();
   const s3 = s3Service();
   broker.start();
@@ -346,7 +394,10 @@ async function main(): Promise<number> {
     say('own Kafka and S3Proxy ready');
     await sql(dbUrl('postgres'), `CREATE DATABASE ${NAME}`);
     await sql(SRC_URL, `CREATE TABLE accounts (id int PRIMARY KEY, balance bigint NOT NULL, note text)`);
-    await sql(SRC_URL, `CREATE TABLE transfers (id bigserial PRIMARY KEY, src int NOT NULL, dst int NOT NULL, amount int NOT NULL, at timestamptz NOT NULL DEFAULT now())`);
+    await sql(
+      SRC_URL,
+      `CREATE TABLE transfers (id bigserial PRIMARY KEY, src int NOT NULL, dst int NOT NULL, amount int NOT NULL, at timestamptz NOT NULL DEFAULT now())`,
+    );
     await sql(SRC_URL, `CREATE TABLE docs (id int PRIMARY KEY, version int NOT NULL, body text NOT NULL)`);
     await sql(SRC_URL, `INSERT INTO accounts SELECT g, 1000, md5(g::text) FROM generate_series(1, ${ACCOUNTS}) g`);
     const setup = spawnSync(process.execPath, [`${REPO}bin/cdp.mjs`, 'setup'], { env: cdpEnv, encoding: 'utf8' });
@@ -455,7 +506,8 @@ async function main(): Promise<number> {
     for (;;) {
       const p = await restorablePoint(store, archiveRoot(cfg), { partitions: 3 }).catch(() => undefined);
       if (p && p.lsn >= lsnNum(last.lsn)) break;
-      if (Date.now() > deadline) throw new Error(`the restorable point did not reach the last recorded point (${last.lsn}) within 5 minutes of the end of the load`);
+      if (Date.now() > deadline)
+        throw new Error(`the restorable point did not reach the last recorded point (${last.lsn}) within 5 minutes of the end of the load`);
       await sleep(1000);
     }
     store.client.destroy();
@@ -491,7 +543,9 @@ async function main(): Promise<number> {
     loadStop = true;
     for (const c of clients) await c.end().catch(() => {});
     for (const d of daemons) await d.stop().catch(() => {});
-    await sql(dbUrl('postgres'), `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1 AND NOT active`, [NAME]).catch(() => {});
+    await sql(dbUrl('postgres'), `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1 AND NOT active`, [NAME]).catch(
+      () => {},
+    );
     for (const db of [...restored, NAME]) await sql(dbUrl('postgres'), `DROP DATABASE IF EXISTS ${db} WITH (FORCE)`).catch(() => {});
     await broker.stop();
     await s3.stop();
@@ -501,12 +555,18 @@ async function main(): Promise<number> {
   const exits = events.filter((l) => l.includes('exited on its own')).length;
   console.log('\nwhat was killed when (seconds from the start):');
   for (const l of events.filter((x) => x.includes('kill -9') || x.includes('exited on its own') || x.includes('broker back'))) console.log(`  ${l}`);
-  console.log(`\nsoak summary: seed ${SEED}, ${MINUTES} min, ${kills} kills (${events.filter((l) => l.includes('kill -9 broker')).length} of the broker), ${exits} unprompted exits (restarted), ${points.length} points recorded, ${Math.min(CHECK, points.length)} restored and compared`);
+  console.log(
+    `\nsoak summary: seed ${SEED}, ${MINUTES} min, ${kills} kills (${events.filter((l) => l.includes('kill -9 broker')).length} of the broker), ${exits} unprompted exits (restarted), ${points.length} points recorded, ${Math.min(CHECK, points.length)} restored and compared`,
+  );
   if (failures < 0) {
     console.log(`verdict: SOAK DID NOT COMPLETE (logs kept in ${HOME})`);
     return 2;
   }
-  console.log(failures === 0 ? 'verdict: PASS, every restored point matches the source at that point, table by table' : `verdict: FAIL, ${failures} mismatched table(s) or failed restore(s) (logs kept in ${HOME})`);
+  console.log(
+    failures === 0
+      ? 'verdict: PASS, every restored point matches the source at that point, table by table'
+      : `verdict: FAIL, ${failures} mismatched table(s) or failed restore(s) (logs kept in ${HOME})`,
+  );
   return failures === 0 ? 0 : 1;
 }
 

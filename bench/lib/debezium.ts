@@ -15,7 +15,10 @@ export function debeziumVersion(): string {
 /** Builds the drain program if needed; throws with Maven's last lines when it fails. */
 export function buildDebezium(): void {
   const src = `${DIR}/src/main/java/dev/katya/cdp/bench/DebeziumDrain.java`;
-  const fresh = existsSync(CLASS) && existsSync(`${DIR}/target/lib/.complete`) && statSync(CLASS).mtimeMs >= Math.max(statSync(src).mtimeMs, statSync(`${DIR}/pom.xml`).mtimeMs);
+  const fresh =
+    existsSync(CLASS) &&
+    existsSync(`${DIR}/target/lib/.complete`) &&
+    statSync(CLASS).mtimeMs >= Math.max(statSync(src).mtimeMs, statSync(`${DIR}/pom.xml`).mtimeMs);
   if (fresh) return;
   console.error('[bench] building the Debezium anchor (Maven; the first build downloads Debezium 3.6 from Maven Central)');
   const r = spawnSync('mvn', ['-B', '-q', '-Dstyle.color=never', '-f', `${DIR}/pom.xml`, 'compile', 'dependency:copy-dependencies'], { encoding: 'utf8' });

@@ -19,8 +19,29 @@ interface ResultsFile {
   load: { start: number[]; end?: number[] };
   scaledDown?: string;
   capture: Array<{ workload: string; changes: number; runs: Array<{ readers: Record<string, ReaderRun | undefined> }> }>;
-  restore: Array<{ workload: string; runs: Array<{ changes: number; ratio: number; identical: { ours: boolean; native: boolean }; native: { changesPerSecond: number }; ours: { changesPerSecond: number } }> }>;
-  latency?: { rates: number[]; seconds: number; runs: Array<Array<{ offered: number; achieved: number; exact?: { p50: number; p99: number }; upper?: { p50: number; p99: number }; anchorSeen?: { p50: number; p99: number } }>> };
+  restore: Array<{
+    workload: string;
+    runs: Array<{
+      changes: number;
+      ratio: number;
+      identical: { ours: boolean; native: boolean };
+      native: { changesPerSecond: number };
+      ours: { changesPerSecond: number };
+    }>;
+  }>;
+  latency?: {
+    rates: number[];
+    seconds: number;
+    runs: Array<
+      Array<{
+        offered: number;
+        achieved: number;
+        exact?: { p50: number; p99: number };
+        upper?: { p50: number; p99: number };
+        anchorSeen?: { p50: number; p99: number };
+      }>
+    >;
+  };
   history?: { points: Array<{ transactions: number; changes: number; runs: Array<{ ours: { replaySeconds: number }; native: { seconds: number } }> }> };
 }
 
@@ -47,7 +68,9 @@ export function renderMeasured(r: ResultsFile, path: string): string {
     if (dbz) anchors.push(`Debezium ${r.machine.debezium ?? ''} embedded ${spread(dbz)}/s`);
     const ratios = [`${spread(pairedRatio(rates(c.runs, 'capture'), rates(c.runs, 'pg_recvlogical')), x2)} of pg_recvlogical`];
     if (dbz) ratios.push(`**${spread(pairedRatio(rates(c.runs, 'capture'), rates(c.runs, 'debezium')), x2)}** Debezium`);
-    L.push(`| capture into Kafka, ${c.workload} (${c.changes.toLocaleString('en')} changes) | ${spread(ours)} changes/s | ${anchors.join('; ')} | ${ratios.join('; ')} |`);
+    L.push(
+      `| capture into Kafka, ${c.workload} (${c.changes.toLocaleString('en')} changes) | ${spread(ours)} changes/s | ${anchors.join('; ')} | ${ratios.join('; ')} |`,
+    );
   }
   const rss = summarize(r.capture.flatMap((c) => c.runs.map((x) => x.readers.capture?.peakRssMb ?? NaN)));
   if (rss) L.push(`| capture peak RSS, all workloads above | ${spread(rss, (n) => `${n.toFixed(0)} MB`)} | | |`);
@@ -77,7 +100,10 @@ export function renderMeasured(r: ResultsFile, path: string): string {
     );
   }
   const dir = path.replace(/\/results\.json$/, '');
-  L.push('', `Charts: [capture](${dir}/capture.svg), [restore](${dir}/restore.svg), [latency](${dir}/latency.svg), [restore vs history](${dir}/history.svg); all figures in [results.md](${dir}/results.md).`);
+  L.push(
+    '',
+    `Charts: [capture](${dir}/capture.svg), [restore](${dir}/restore.svg), [latency](${dir}/latency.svg), [restore vs history](${dir}/history.svg); all figures in [results.md](${dir}/results.md).`,
+  );
   return L.join('\n');
 }
 

@@ -54,7 +54,9 @@ export function barChart(opts: { title: string; yLabel: string; groups: string[]
       const v = s.values[gi];
       if (!v) return;
       const x = x0 + si * bw;
-      out.push(`<rect x="${x + 2}" y="${y(v.median)}" width="${bw - 4}" height="${m.t + ph - y(v.median)}" fill="${COLORS[si % COLORS.length]}"><title>${esc(`${s.name}, ${g}: median ${fmtTick(v.median)} (min ${fmtTick(v.min)}, max ${fmtTick(v.max)})`)}</title></rect>`);
+      out.push(
+        `<rect x="${x + 2}" y="${y(v.median)}" width="${bw - 4}" height="${m.t + ph - y(v.median)}" fill="${COLORS[si % COLORS.length]}"><title>${esc(`${s.name}, ${g}: median ${fmtTick(v.median)} (min ${fmtTick(v.min)}, max ${fmtTick(v.max)})`)}</title></rect>`,
+      );
       const cx = x + bw / 2;
       out.push(`<line x1="${cx}" x2="${cx}" y1="${y(v.max)}" y2="${y(v.min)}" stroke="black"/>`);
       out.push(`<line x1="${cx - 5}" x2="${cx + 5}" y1="${y(v.max)}" y2="${y(v.max)}" stroke="black"/>`);
@@ -63,7 +65,12 @@ export function barChart(opts: { title: string; yLabel: string; groups: string[]
     out.push(`<text x="${m.l + gi * gw + gw / 2}" y="${m.t + ph + 18}" text-anchor="middle">${esc(g)}</text>`);
   });
   out.push(`<line x1="${m.l}" x2="${W - m.r}" y1="${m.t + ph}" y2="${m.t + ph}" stroke="black"/>`);
-  legend(out, opts.series.map((s) => s.name), m.l, H - 45);
+  legend(
+    out,
+    opts.series.map((s) => s.name),
+    m.l,
+    H - 45,
+  );
   if (opts.note) out.push(`<text x="${m.l}" y="${H - 10}" fill="#4a5568" font-size="11">${esc(opts.note)}</text>`);
   out.push('</svg>');
   return out.join('\n') + '\n';
@@ -105,16 +112,25 @@ export function lineChart(opts: { title: string; xLabel: string; yLabel: string;
     const c = COLORS[si % COLORS.length];
     const sorted = [...s.points].sort((a, b) => a.x - b.x);
     if (sorted.length > 1) {
-      out.push(`<polyline fill="none" stroke="${c}" stroke-width="2"${s.dashed ? ' stroke-dasharray="6 4"' : ''} points="${sorted.map((p) => `${x(p.x).toFixed(1)},${y(p.y).toFixed(1)}`).join(' ')}"/>`);
+      out.push(
+        `<polyline fill="none" stroke="${c}" stroke-width="2"${s.dashed ? ' stroke-dasharray="6 4"' : ''} points="${sorted.map((p) => `${x(p.x).toFixed(1)},${y(p.y).toFixed(1)}`).join(' ')}"/>`,
+      );
     }
     for (const p of sorted) {
       if (p.yMin !== undefined && p.yMax !== undefined) {
         out.push(`<line x1="${x(p.x)}" x2="${x(p.x)}" y1="${y(p.yMax)}" y2="${y(p.yMin)}" stroke="${c}"/>`);
       }
-      out.push(`<circle cx="${x(p.x).toFixed(1)}" cy="${y(p.y).toFixed(1)}" r="3.5" fill="${c}"><title>${esc(`${s.name}: x ${fmtTick(p.x)}, y ${fmtTick(p.y)}`)}</title></circle>`);
+      out.push(
+        `<circle cx="${x(p.x).toFixed(1)}" cy="${y(p.y).toFixed(1)}" r="3.5" fill="${c}"><title>${esc(`${s.name}: x ${fmtTick(p.x)}, y ${fmtTick(p.y)}`)}</title></circle>`,
+      );
     }
   });
-  legend(out, opts.series.map((s) => s.name), m.l, H - 35);
+  legend(
+    out,
+    opts.series.map((s) => s.name),
+    m.l,
+    H - 35,
+  );
   if (opts.note) out.push(`<text x="${m.l}" y="${H - 10}" fill="#4a5568" font-size="11">${esc(opts.note)}</text>`);
   out.push('</svg>');
   return out.join('\n') + '\n';

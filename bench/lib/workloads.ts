@@ -91,7 +91,7 @@ export function toast(rows: number, kb = 16): Workload {
     schema: ['CREATE TABLE docs (id bigint PRIMARY KEY, n integer NOT NULL, body text NOT NULL)'],
     prepare: [],
     run: [
-      `INSERT INTO docs SELECT g, 0, ${body("g::text")} FROM generate_series(1, ${rows}) g`,
+      `INSERT INTO docs SELECT g, 0, ${body('g::text')} FROM generate_series(1, ${rows}) g`,
       `UPDATE docs SET body = ${body("'u' || id")} WHERE id <= ${rows / 2}`,
       `UPDATE docs SET n = n + 1 WHERE id > ${rows / 2}`,
       `DELETE FROM docs WHERE id > ${rows - rows / 5}`,

@@ -21,7 +21,12 @@ describe('bench summaries', () => {
 
 describe('bench SVG writer', () => {
   it('bars carry their median, min and max; the axis reaches the largest max', () => {
-    const svg = barChart({ title: 'T <x>', yLabel: 'changes/s', groups: ['bulk', 'oltp'], series: [{ name: 'a', values: [{ median: 10, min: 8, max: 12 }, undefined] }] });
+    const svg = barChart({
+      title: 'T <x>',
+      yLabel: 'changes/s',
+      groups: ['bulk', 'oltp'],
+      series: [{ name: 'a', values: [{ median: 10, min: 8, max: 12 }, undefined] }],
+    });
     expect(svg.startsWith('<svg')).toBe(true);
     expect(svg).toContain('T &lt;x&gt;');
     expect(svg).toContain('a, bulk: median 10 (min 8, max 12)');
@@ -30,8 +35,24 @@ describe('bench SVG writer', () => {
     expect(niceMax(118_000)).toBe(200_000);
   });
   it('lines are drawn through points sorted by x', () => {
-    const svg = lineChart({ title: 't', xLabel: 'x', yLabel: 'y', series: [{ name: 's', points: [{ x: 2, y: 1 }, { x: 1, y: 2 }] }] });
-    const pts = /points="([^"]+)"/.exec(svg)![1]!.split(' ').map((p) => Number(p.split(',')[0]));
+    const svg = lineChart({
+      title: 't',
+      xLabel: 'x',
+      yLabel: 'y',
+      series: [
+        {
+          name: 's',
+          points: [
+            { x: 2, y: 1 },
+            { x: 1, y: 2 },
+          ],
+        },
+      ],
+    });
+    const pts = /points="([^"]+)"/
+      .exec(svg)![1]!
+      .split(' ')
+      .map((p) => Number(p.split(',')[0]));
     expect(pts[0]).toBeLessThan(pts[1]!);
   });
 });
@@ -49,17 +70,38 @@ describe('README Measured section from a results file', () => {
         workload: 'bulk',
         changes: 170_000,
         runs: [
-          { readers: { pg_recvlogical: { changesPerSecond: 120_000 }, debezium: { changesPerSecond: 40_000 }, capture: { changesPerSecond: 120_000, peakRssMb: 200 } } },
-          { readers: { pg_recvlogical: { changesPerSecond: 100_000 }, debezium: { changesPerSecond: 50_000 }, capture: { changesPerSecond: 110_000, peakRssMb: 210 } } },
+          {
+            readers: {
+              pg_recvlogical: { changesPerSecond: 120_000 },
+              debezium: { changesPerSecond: 40_000 },
+              capture: { changesPerSecond: 120_000, peakRssMb: 200 },
+            },
+          },
+          {
+            readers: {
+              pg_recvlogical: { changesPerSecond: 100_000 },
+              debezium: { changesPerSecond: 50_000 },
+              capture: { changesPerSecond: 110_000, peakRssMb: 210 },
+            },
+          },
         ],
       },
     ],
-    restore: [{ workload: 'oltp', runs: [{ changes: 60_000, ratio: 1.1, identical: { ours: true, native: true }, native: { changesPerSecond: 100_000 }, ours: { changesPerSecond: 110_000 } }] }],
+    restore: [
+      {
+        workload: 'oltp',
+        runs: [
+          { changes: 60_000, ratio: 1.1, identical: { ours: true, native: true }, native: { changesPerSecond: 100_000 }, ours: { changesPerSecond: 110_000 } },
+        ],
+      },
+    ],
   };
   it('renders each anchor beside ours with per-run ratios', () => {
     const s = renderMeasured(results, 'bench/results/x/results.json');
     expect(s).toContain('`bench/results/x/results.json`');
-    expect(s).toContain('| capture into Kafka, bulk (170,000 changes) | 115k (110k-120k) changes/s | `pg_recvlogical` 110k (100k-120k)/s; Debezium 3.6.1.Final embedded 45k (40k-50k)/s | 1.05x (1.00x-1.10x) of pg_recvlogical; **2.60x (2.20x-3.00x)** Debezium |');
+    expect(s).toContain(
+      '| capture into Kafka, bulk (170,000 changes) | 115k (110k-120k) changes/s | `pg_recvlogical` 110k (100k-120k)/s; Debezium 3.6.1.Final embedded 45k (40k-50k)/s | 1.05x (1.00x-1.10x) of pg_recvlogical; **2.60x (2.20x-3.00x)** Debezium |',
+    );
     expect(s).toContain('| restore, oltp (60,000 changes) | 110k changes/s, tables identical to the source | native logical apply 100k/s | 1.10x |');
   });
   it('replaces only what lies between the markers, and refuses a README without them', () => {
