@@ -18,15 +18,22 @@ export function printInfo(report: InfoReport, opts: { json: boolean }): void {
     `earliest restorable ${at(r.restorable.earliest)}`,
     `latest restorable   ${at(r.restorable.latest)}${r.restorable.rpoSeconds !== null ? ` (RPO ${r.restorable.rpoSeconds} s)` : ''}`,
     `segments            ${r.segments.count}, ${mb(r.segments.bytes)}`,
-    ...r.segments.perPartition.map((p) => `  partition ${String(p.partition).padEnd(9)} ${p.count} segments, ${mb(p.bytes)}${p.firstLsn ? `, LSN ${p.firstLsn} .. ${p.lastLsn}` : ''}`),
+    ...r.segments.perPartition.map(
+      (p) => `  partition ${String(p.partition).padEnd(9)} ${p.count} segments, ${mb(p.bytes)}${p.firstLsn ? `, LSN ${p.firstLsn} .. ${p.lastLsn}` : ''}`,
+    ),
     `bases               ${r.bases.length === 0 ? 'none: run cdp basebackup' : r.bases.length}`,
     ...r.bases.map(
       (b) =>
         `  ${b.kind.padEnd(9)} ${b.lsn} ${b.time} ${mb(b.size)}${b.encrypted ? ' encrypted' : ''}${b.fromBase ? ` from ${b.fromBase}` : ''}: ` +
-        (b.restorable ? `restores ${at(b.restorable.from)} .. ${at(b.restorable.to)}${b.restorable.blockedBy ? ` (stops at a break: ${b.restorable.blockedBy})` : ""}` : `restores nothing: ${b.notRestorable}`) +
+        (b.restorable
+          ? `restores ${at(b.restorable.from)} .. ${at(b.restorable.to)}${b.restorable.blockedBy ? ` (stops at a break: ${b.restorable.blockedBy})` : ''}`
+          : `restores nothing: ${b.notRestorable}`) +
         `; ${b.segmentsAfter.count} segments (${mb(b.segmentsAfter.bytes)}) after it`,
     ),
-    ...r.gaps.map((g) => `${g.coveredBy.length ? 'break (covered)    ' : 'GAP (uncovered)    '} ${g.description}${g.coveredBy.length ? `; covered by ${g.coveredBy.join(', ')}` : ''}`),
+    ...r.gaps.map(
+      (g) =>
+        `${g.coveredBy.length ? 'break (covered)    ' : 'GAP (uncovered)    '} ${g.description}${g.coveredBy.length ? `; covered by ${g.coveredBy.join(', ')}` : ''}`,
+    ),
   ];
   process.stdout.write(lines.join('\n') + '\n');
 }

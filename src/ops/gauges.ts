@@ -21,7 +21,7 @@ const baseGauges = {
 };
 
 // The age is computed when Prometheus scrapes, so it keeps growing between re-reads of S3.
-(registry.getSingleMetric('cdp_basebackup_newest_age_seconds') as client.Gauge<string> | undefined) ??
+if (!registry.getSingleMetric('cdp_basebackup_newest_age_seconds')) {
   new client.Gauge({
     name: 'cdp_basebackup_newest_age_seconds',
     help: 'Now minus the snapshot time of the newest base in the archive (computed at scrape; absent until known)',
@@ -31,6 +31,7 @@ const baseGauges = {
       if (newest > 0) this.set(Math.max(0, Date.now() / 1000 - newest));
     },
   });
+}
 
 const gapGauge = gauge('cdp_archive_gaps', 'Recorded breaks in the chain of custody, by whether a base covers them', ['state']);
 const slotRetained = gauge('cdp_source_slot_retained_wal_bytes', 'WAL the source keeps for the replication slot: pg_current_wal_lsn() - restart_lsn');

@@ -48,7 +48,11 @@ export interface InfoReport {
   encryption: { configured: boolean; encryptedBases: number; plainBases: number };
   restorable: { earliest: InfoPoint | null; latest: InfoPoint | null; rpoSeconds: number | null };
   bases: InfoBase[];
-  segments: { count: number; bytes: number; perPartition: Array<{ partition: number; count: number; bytes: number; firstLsn: string | null; lastLsn: string | null }> };
+  segments: {
+    count: number;
+    bytes: number;
+    perPartition: Array<{ partition: number; count: number; bytes: number; firstLsn: string | null; lastLsn: string | null }>;
+  };
   gaps: Array<{ kind: string; afterLsn: string; untilLsn: string; detectedAt: string; coveredBy: string[]; description: string }>;
 }
 
@@ -98,7 +102,13 @@ export async function gatherInfo(ctx: CommandContext): Promise<InfoReport> {
       last = last === undefined ? s.maxLsn : Math.max(last, s.maxLsn);
       segs.push({ maxLsn: s.maxLsn, size: s.size });
     }
-    perPartition.push({ partition: p, count, bytes, firstLsn: first === undefined ? null : formatLsn(first), lastLsn: last === undefined ? null : formatLsn(last) });
+    perPartition.push({
+      partition: p,
+      count,
+      bytes,
+      firstLsn: first === undefined ? null : formatLsn(first),
+      lastLsn: last === undefined ? null : formatLsn(last),
+    });
   }
   const restorable = rp ? { lsn: rp.lsn, time: rp.time } : undefined;
 
@@ -147,4 +157,3 @@ export async function gatherInfo(ctx: CommandContext): Promise<InfoReport> {
     })),
   };
 }
-

@@ -47,11 +47,14 @@ export function startWatchdog(components: string[], stallMs: number, log: Logger
         continue;
       }
       // The LSN case counts from the last move of the LSN; the others from the first check that saw them.
-      const from = since.get(name) ?? (lastLsn.get(name)?.at ?? t);
+      const from = since.get(name) ?? lastLsn.get(name)?.at ?? t;
       since.set(name, from);
       if (t - from >= stallMs) {
         clearInterval(timer);
-        const err = new CdpError(ErrorCodes.STALLED, `no progress for ${Math.round((t - from) / 1000)} s: ${why}; exiting so that the supervisor restarts this daemon (watchdog.stallSeconds / CDP_STALL_SECONDS)`);
+        const err = new CdpError(
+          ErrorCodes.STALLED,
+          `no progress for ${Math.round((t - from) / 1000)} s: ${why}; exiting so that the supervisor restarts this daemon (watchdog.stallSeconds / CDP_STALL_SECONDS)`,
+        );
         log.error({ component: name }, err.message);
         reject(err);
         return;

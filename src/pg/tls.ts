@@ -115,11 +115,17 @@ function resolve(url: string, tls: PgTlsConfig | undefined, env: NodeJS.ProcessE
     keyPassword = { value: params.sslpassword, from: 'the URL (sslpassword)' };
   }
   if ((certFile === undefined) !== (keyFile === undefined)) {
-    throw new ConfigError('a client certificate needs both certFile (sslcert) and keyFile (sslkey)', `${field}.${certFile === undefined ? 'certFile' : 'keyFile'}`);
+    throw new ConfigError(
+      'a client certificate needs both certFile (sslcert) and keyFile (sslkey)',
+      `${field}.${certFile === undefined ? 'certFile' : 'keyFile'}`,
+    );
   }
   const effective = mode ?? (certFile || rootCertFile ? 'verify-full' : undefined);
   if (effective === 'verify-ca' && !rootCertFile) {
-    throw new ConfigError('sslmode verify-ca needs a root certificate (rootCertFile / sslrootcert): the CA that signed the server certificate', `${field}.rootCertFile`);
+    throw new ConfigError(
+      'sslmode verify-ca needs a root certificate (rootCertFile / sslrootcert): the CA that signed the server certificate',
+      `${field}.rootCertFile`,
+    );
   }
   const any = Object.keys(params).length > 0 || Object.values(t).some((v) => v !== undefined);
   return { url: bare, mode: effective as SslMode | undefined, rootCertFile, certFile, keyFile, keyPassword, any };
@@ -137,7 +143,12 @@ function readPem(path: string, what: string, field: string): string {
  * node-postgres settings for `url` with `tls`: { connectionString, ssl }. A URL and configuration
  * without any TLS setting come back unchanged (no `ssl` key: node-postgres's own default, plain).
  */
-export function pgConnection(url: string, tls?: PgTlsConfig, field = 'source.tls', env: NodeJS.ProcessEnv = process.env): { connectionString: string; ssl?: false | ConnectionOptions } {
+export function pgConnection(
+  url: string,
+  tls?: PgTlsConfig,
+  field = 'source.tls',
+  env: NodeJS.ProcessEnv = process.env,
+): { connectionString: string; ssl?: false | ConnectionOptions } {
   const r = resolve(url, tls, env, field);
   if (!r.any) return { connectionString: url };
   if (r.mode === undefined || r.mode === 'disable') return { connectionString: r.url, ssl: false };
@@ -159,7 +170,12 @@ export function pgConnection(url: string, tls?: PgTlsConfig, field = 'source.tls
  * The libpq side: the URL without the TLS parameters, and the PGSSL* variables to add to a child's
  * environment. `cleanup` removes a decrypted key; call it when the child has exited.
  */
-export function childTls(url: string, tls: PgTlsConfig | undefined, field = 'source.tls', env: NodeJS.ProcessEnv = process.env): { url: string; env: Record<string, string>; cleanup?: () => void } {
+export function childTls(
+  url: string,
+  tls: PgTlsConfig | undefined,
+  field = 'source.tls',
+  env: NodeJS.ProcessEnv = process.env,
+): { url: string; env: Record<string, string>; cleanup?: () => void } {
   const r = resolve(url, tls, env, field);
   if (!r.any) return { url, env: {} };
   const out: Record<string, string> = { PGSSLMODE: r.mode ?? 'disable' };
@@ -170,7 +186,10 @@ export function childTls(url: string, tls: PgTlsConfig | undefined, field = 'sou
     if (r.keyPassword) {
       let pem: string;
       try {
-        pem = createPrivateKey({ key: readPem(r.keyFile, 'client key', `${field}.keyFile`), passphrase: r.keyPassword.value }).export({ type: 'pkcs8', format: 'pem' }) as string;
+        pem = createPrivateKey({ key: readPem(r.keyFile, 'client key', `${field}.keyFile`), passphrase: r.keyPassword.value }).export({
+          type: 'pkcs8',
+          format: 'pem',
+        }) as string;
       } catch (err) {
         if (err instanceof ConfigError) throw err;
         throw new ConfigError(`cannot open the client key ${r.keyFile} with the password from ${r.keyPassword.from} (wrong password?)`, `${field}.keyFile`);

@@ -21,7 +21,8 @@ export function logSummarizer(log: Logger, library: string, windowMs = 60_000, n
     if (!p || p.count === 0) return;
     pending.delete(key);
     lastWarned.set(key, now());
-    const tail = p.count > 1 ? `${p.count} times in the last ${Math.round(windowMs / 1000)} s; log.level debug shows each` : 'log.level debug shows the details';
+    const tail =
+      p.count > 1 ? `${p.count} times in the last ${Math.round(windowMs / 1000)} s; log.level debug shows each` : 'log.level debug shows the details';
     log.warn({ library, repeats: p.count }, `${library}: ${key}${p.detail ? `: ${p.detail}` : ''} (${tail})`);
   };
   let timer: NodeJS.Timeout | undefined;

@@ -18,7 +18,9 @@ describe('deployment files', () => {
   });
 
   it('compose pins every image, publishes and scrapes the metrics port', () => {
-    const compose = parseYaml(read('deploy/docker-compose.yml')) as { services: Record<string, { image?: string; ports?: string[]; environment?: Record<string, string>; volumes?: string[] }> };
+    const compose = parseYaml(read('deploy/docker-compose.yml')) as {
+      services: Record<string, { image?: string; ports?: string[]; environment?: Record<string, string>; volumes?: string[] }>;
+    };
     for (const [name, svc] of Object.entries(compose.services)) {
       if (!svc.image || svc.image === 'katya-cdp:local') continue;
       expect(svc.image, name).toMatch(/:[^:]+$/);

@@ -4,7 +4,20 @@ import { listSegments } from '../../../src/archive/catalog.js';
 import { archiveRoot } from '../../../src/config/config.js';
 import { createStore } from '../../../src/s3/client.js';
 import { parseLsn } from '../../../src/util/lsn.js';
-import { createDatabase, dropDatabase, fingerprint, pipelineEnv, rand, runCli, silentLog, stackEnvironment, startRun, testConfig, waitFor, withClient } from '../restore/helpers.js';
+import {
+  createDatabase,
+  dropDatabase,
+  fingerprint,
+  pipelineEnv,
+  rand,
+  runCli,
+  silentLog,
+  stackEnvironment,
+  startRun,
+  testConfig,
+  waitFor,
+  withClient,
+} from '../restore/helpers.js';
 
 // Issue 14, idle cheap: an idle database (capture's heartbeats, watermarks, nothing else) stores
 // no segment for idleSegmentMaxAgeMs, while the restorable point keeps following the heartbeats
@@ -61,7 +74,9 @@ describe('idle cost', () => {
     await new Promise((r) => setTimeout(r, 20_000));
     const after = await segments();
     const idleTo = await point();
-    console.log(`idle 20 s: ${after.length - before.length} new segments; restorable point moved ${idleTo.lsn - idleFrom.lsn} bytes of WAL, RPO ${idleTo.rpo} s`);
+    console.log(
+      `idle 20 s: ${after.length - before.length} new segments; restorable point moved ${idleTo.lsn - idleFrom.lsn} bytes of WAL, RPO ${idleTo.rpo} s`,
+    );
     expect(after).toEqual(before);
     // Honest RPO: the point follows the heartbeats (every 500 ms here) without new segments.
     expect(idleTo.lsn).toBeGreaterThan(idleFrom.lsn);

@@ -38,7 +38,10 @@ function freePort(): Promise<number> {
 }
 
 const rules = (parseYaml(readFileSync(ALERTS, 'utf8')) as { groups: Array<{ name: string; rules: Rule[] }> }).groups.flatMap((g) => g.rules);
-const dashboard = JSON.parse(readFileSync(DASHBOARD, 'utf8')) as { panels: Array<{ title: string; targets: Array<{ expr: string }> }>; templating: { list: Array<{ query: { query: string } }> } };
+const dashboard = JSON.parse(readFileSync(DASHBOARD, 'utf8')) as {
+  panels: Array<{ title: string; targets: Array<{ expr: string }> }>;
+  templating: { list: Array<{ query: { query: string } }> };
+};
 
 describe('alert rules and dashboard', () => {
   it('every rule has a name, an expression, a severity and words for the operator; the issue asks for these alerts', () => {
@@ -50,7 +53,8 @@ describe('alert rules and dashboard', () => {
       expect(r.annotations.description.length).toBeGreaterThan(10);
     }
     const names = rules.map((r) => r.alert);
-    for (const want of ['CdpRpoBreached', 'CdpDaemonDown', 'CdpArchiveLag', 'CdpBaseTooOld', 'CdpSlotWalRetained', 'CdpArchiveGap']) expect(names).toContain(want);
+    for (const want of ['CdpRpoBreached', 'CdpDaemonDown', 'CdpArchiveLag', 'CdpBaseTooOld', 'CdpSlotWalRetained', 'CdpArchiveGap'])
+      expect(names).toContain(want);
   });
 
   const promtool = process.env.CDP_PROMTOOL ?? stackEnvironment().CDP_STACK_PROMTOOL;
@@ -90,7 +94,11 @@ describe('the metrics a real daemon exports', () => {
         const r = await fetch(`http://127.0.0.1:${port}/metrics`).catch(() => undefined);
         if (!r?.ok) return undefined;
         const t = await r.text();
-        return /^cdp_archive_restorable_point_age_seconds\{/m.test(t) && /^cdp_basebackup_newest_age_seconds\{/m.test(t) && /^cdp_source_slot_retained_wal_bytes\{/m.test(t) ? t : undefined;
+        return /^cdp_archive_restorable_point_age_seconds\{/m.test(t) &&
+          /^cdp_basebackup_newest_age_seconds\{/m.test(t) &&
+          /^cdp_source_slot_retained_wal_bytes\{/m.test(t)
+          ? t
+          : undefined;
       },
       120_000,
       1_000,

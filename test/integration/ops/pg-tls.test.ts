@@ -3,7 +3,19 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseLsn } from '../../../src/util/lsn.js';
-import { adminUrl, createDatabase, dropDatabase, fingerprint, pipelineEnv, rand, runCli, stackEnvironment, startRun, waitFor, withClient } from '../restore/helpers.js';
+import {
+  adminUrl,
+  createDatabase,
+  dropDatabase,
+  fingerprint,
+  pipelineEnv,
+  rand,
+  runCli,
+  stackEnvironment,
+  startRun,
+  waitFor,
+  withClient,
+} from '../restore/helpers.js';
 
 // Issue 14: every PostgreSQL connection of the engine over TLS with sslmode=verify-full and a
 // client certificate. The stack's Postgres (deploy/local/stack.sh pg_ensure_tls) lets the role
@@ -76,15 +88,22 @@ describe.skipIf(!ready)('PostgreSQL over TLS (verify-full, client certificate)',
     const until = await withClient(adminUrl(name), async (c) => parseLsn((await c.query<{ l: string }>('SELECT pg_current_wal_lsn()::text AS l')).rows[0]!.l));
     // Capture's own connections (walsender and catalog) are TLS, as the role.
     const ssl = await withClient(adminUrl(), async (c) =>
-      waitFor('capture connected over TLS', async () => {
-        const r = await c.query<{ backend_type: string; ssl: boolean }>(
-          `SELECT a.backend_type, s.ssl FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) WHERE a.usename = $1 AND a.datname = $2`,
-          [role, name],
-        );
-        return r.rows.some((x) => x.backend_type === 'walsender') ? r.rows : undefined;
-      }, 60_000),
+      waitFor(
+        'capture connected over TLS',
+        async () => {
+          const r = await c.query<{ backend_type: string; ssl: boolean }>(
+            `SELECT a.backend_type, s.ssl FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) WHERE a.usename = $1 AND a.datname = $2`,
+            [role, name],
+          );
+          return r.rows.some((x) => x.backend_type === 'walsender') ? r.rows : undefined;
+        },
+        60_000,
+      ),
     );
-    expect(ssl.every((x) => x.ssl), JSON.stringify(ssl)).toBe(true);
+    expect(
+      ssl.every((x) => x.ssl),
+      JSON.stringify(ssl),
+    ).toBe(true);
     await waitFor(
       'the restorable point past the changes',
       async () => {

@@ -32,17 +32,27 @@ describe('supervision', () => {
   }, 60_000);
 
   it('a second capture on the same slot: exit 2, one line naming the slot, no stack trace', async () => {
-    const first = spawn(process.execPath, [`${REPO}bin/cdp.mjs`, 'capture'], { env: { ...process.env, ...env, CDP_METRICS_PORT: '0' }, stdio: ['ignore', 'ignore', 'ignore'] });
+    const first = spawn(process.execPath, [`${REPO}bin/cdp.mjs`, 'capture'], {
+      env: { ...process.env, ...env, CDP_METRICS_PORT: '0' },
+      stdio: ['ignore', 'ignore', 'ignore'],
+    });
     children.push(first);
     await withClient(url, (c) =>
-      waitFor('the first capture streaming', async () => (await c.query(`SELECT active FROM pg_replication_slots WHERE slot_name = $1`, [name])).rows[0]?.active === true, 60_000),
+      waitFor(
+        'the first capture streaming',
+        async () => (await c.query(`SELECT active FROM pg_replication_slots WHERE slot_name = $1`, [name])).rows[0]?.active === true,
+        60_000,
+      ),
     );
     const t = Date.now();
     const second = await runCli(['capture'], env, 60_000);
     const ms = Date.now() - t;
     console.log(`second capture: exit ${second.code} after ${ms} ms: ${second.stderr.trim()}`);
     expect(second.code, second.stderr).toBe(2);
-    const lines = second.stderr.trim().split('\n').filter((l) => l.startsWith('cdp: '));
+    const lines = second.stderr
+      .trim()
+      .split('\n')
+      .filter((l) => l.startsWith('cdp: '));
     expect(lines, second.stderr).toHaveLength(1);
     expect(lines[0]).toMatch(new RegExp(`replication slot ${name} is in use by PID \\d+: another cdp capture`));
     expect(second.stderr).not.toMatch(/\n\s+at /);
@@ -61,7 +71,11 @@ describe('supervision', () => {
     const t = Date.now();
     const r = await runCli(['capture'], { ...env, CDP_KAFKA_BROKERS: `127.0.0.1:${port}`, CDP_STALL_SECONDS: '5' }, 120_000);
     const ms = Date.now() - t;
-    const line = r.stderr.trim().split('\n').filter((l) => l.startsWith('cdp: ')).join('\n');
+    const line = r.stderr
+      .trim()
+      .split('\n')
+      .filter((l) => l.startsWith('cdp: '))
+      .join('\n');
     console.log(`stalled capture: exit ${r.code} after ${ms} ms: ${line}`);
     expect(r.code, r.stderr.slice(-3000)).toBe(1);
     expect(line).toMatch(/no progress for \d+ s: capture .*watchdog\.stallSeconds/);

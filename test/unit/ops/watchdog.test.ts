@@ -7,7 +7,14 @@ import { registerHealth } from '../../../src/util/metrics.js';
 // Issue 14: a daemon that cannot make progress for watchdog.stallSeconds exits (STALLED, exit 1).
 
 const log = pino({ level: 'silent' });
-const settle = (p: Promise<unknown>, ms: number) => Promise.race([p.then(() => 'resolved', (e: unknown) => e), new Promise((r) => setTimeout(() => r('pending'), ms))]);
+const settle = (p: Promise<unknown>, ms: number) =>
+  Promise.race([
+    p.then(
+      () => 'resolved',
+      (e: unknown) => e,
+    ),
+    new Promise((r) => setTimeout(() => r('pending'), ms)),
+  ]);
 
 describe('watchdog', () => {
   it('stays quiet while a component is healthy and its LSN moves; fires when it is unhealthy for stallMs', async () => {

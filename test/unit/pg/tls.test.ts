@@ -55,8 +55,20 @@ describe('pgConnection (node-postgres)', () => {
   });
 
   it('the key password comes from a file or an environment variable', () => {
-    expect((pgConnection('postgres://h/db', { mode: 'verify-full', rootCertFile: ca, certFile: cert, keyFile: encKey, keyPasswordFile: passFile }).ssl as { passphrase?: string }).passphrase).toBe('s3cret');
-    expect((pgConnection('postgres://h/db', { mode: 'verify-full', rootCertFile: ca, certFile: cert, keyFile: encKey, keyPasswordEnv: 'K' }, 'source.tls', { K: 'pw' }).ssl as { passphrase?: string }).passphrase).toBe('pw');
+    expect(
+      (
+        pgConnection('postgres://h/db', { mode: 'verify-full', rootCertFile: ca, certFile: cert, keyFile: encKey, keyPasswordFile: passFile }).ssl as {
+          passphrase?: string;
+        }
+      ).passphrase,
+    ).toBe('s3cret');
+    expect(
+      (
+        pgConnection('postgres://h/db', { mode: 'verify-full', rootCertFile: ca, certFile: cert, keyFile: encKey, keyPasswordEnv: 'K' }, 'source.tls', {
+          K: 'pw',
+        }).ssl as { passphrase?: string }
+      ).passphrase,
+    ).toBe('pw');
   });
 
   it('errors name the field: unreadable files, verify-ca without a CA, a certificate without a key, an unset password variable', () => {
@@ -69,17 +81,25 @@ describe('pgConnection (node-postgres)', () => {
       }
       throw new Error('no error');
     };
-    expect(field(() => pgConnection('postgres://h/db', { mode: 'verify-full', rootCertFile: '/nonexistent/ca.pem' }))).toMatch(/source\.tls\.rootCertFile.*root certificate/);
+    expect(field(() => pgConnection('postgres://h/db', { mode: 'verify-full', rootCertFile: '/nonexistent/ca.pem' }))).toMatch(
+      /source\.tls\.rootCertFile.*root certificate/,
+    );
     expect(field(() => pgConnection('postgres://h/db', { mode: 'verify-ca' }, 'restore.tls'))).toMatch(/restore\.tls\.rootCertFile/);
     expect(field(() => pgConnection('postgres://h/db', { certFile: cert }))).toMatch(/keyFile/);
-    expect(field(() => pgConnection('postgres://h/db', { keyPasswordEnv: 'NOPE_NOT_SET', certFile: cert, keyFile: encKey }, 'source.tls', {}))).toMatch(/NOPE_NOT_SET/);
+    expect(field(() => pgConnection('postgres://h/db', { keyPasswordEnv: 'NOPE_NOT_SET', certFile: cert, keyFile: encKey }, 'source.tls', {}))).toMatch(
+      /NOPE_NOT_SET/,
+    );
     expect(field(() => pgConnection('postgres://h/db?sslmode=bogus'))).toMatch(/sslmode/);
   });
 });
 
 describe('childTls / childConnection (libpq programs)', () => {
   it('hands the settings over as PGSSL* and keeps password and TLS parameters off the command line', () => {
-    const c = childConnection('postgres://u:pw@h/db?sslmode=require&sslrootcert=/x.pem', { PATH: '/bin' }, { mode: 'verify-full', rootCertFile: ca, certFile: cert, keyFile: plainKey });
+    const c = childConnection(
+      'postgres://u:pw@h/db?sslmode=require&sslrootcert=/x.pem',
+      { PATH: '/bin' },
+      { mode: 'verify-full', rootCertFile: ca, certFile: cert, keyFile: plainKey },
+    );
     expect(c.url).toBe('postgres://u@h/db');
     expect(c.env).toEqual({ PATH: '/bin', PGPASSWORD: 'pw', PGSSLMODE: 'verify-full', PGSSLROOTCERT: ca, PGSSLCERT: cert, PGSSLKEY: plainKey });
     expect(c.cleanup).toBeUndefined();
@@ -113,7 +133,10 @@ describe('childTls / childConnection (libpq programs)', () => {
   });
 
   it('the configuration reads source.tls and restore.tls from CDP_* variables', () => {
-    const cfg = loadConfig({ env: { CDP_SOURCE_SSLMODE: 'verify-full', CDP_SOURCE_SSLROOTCERT: ca, CDP_TARGET_SSLMODE: 'require', CDP_TARGET_SSLKEY_PASSWORD_ENV: 'X' }, flags: {} });
+    const cfg = loadConfig({
+      env: { CDP_SOURCE_SSLMODE: 'verify-full', CDP_SOURCE_SSLROOTCERT: ca, CDP_TARGET_SSLMODE: 'require', CDP_TARGET_SSLKEY_PASSWORD_ENV: 'X' },
+      flags: {},
+    });
     expect(cfg.source.tls).toEqual({ mode: 'verify-full', rootCertFile: ca });
     expect(cfg.restore.tls).toEqual({ mode: 'require', keyPasswordEnv: 'X' });
     expect(() => loadConfig({ env: { CDP_SOURCE_SSLMODE: 'prefer' }, flags: {} })).toThrow(/source\.tls\.mode/);

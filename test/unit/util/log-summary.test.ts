@@ -21,7 +21,8 @@ describe('log summarizer', () => {
     let t = 0;
     const { log, lines } = capture('debug');
     const s = logSummarizer(log, 'kafkajs', 60_000, () => t);
-    for (let i = 0; i < 5; i++) s(true, 'Connection error: connect ECONNREFUSED 127.0.0.1:9092', { broker: '127.0.0.1:9092', error: 'connect ECONNREFUSED', retryCount: i });
+    for (let i = 0; i < 5; i++)
+      s(true, 'Connection error: connect ECONNREFUSED 127.0.0.1:9092', { broker: '127.0.0.1:9092', error: 'connect ECONNREFUSED', retryCount: i });
     s(false, 'Request Metadata(key: 3)', { correlationId: 7 });
     const warns = () => lines.filter((l) => l.level === 40);
     expect(warns()).toHaveLength(1);
