@@ -182,24 +182,51 @@ export async function setup(ctx: CommandContext, opts: { replicaIdentityFull?: b
 // ---------------------------------------------------------------------------------------------
 // Source database
 
+/** One catalog query of the checks; a failure is a CdpError naming setup. */
+type Query = <R extends pg.QueryResultRow>(text: string, values?: unknown[]) => Promise<R[]>;
+
+interface ServerFacts {
+  wal_level: string;
+  max_slots: number;
+  max_senders: number;
+  version_num: number;
+  rolsuper: boolean;
+  rolreplication: boolean;
+  can_create: boolean;
+  used_slots: number;
+}
+
+/** Every check of the source, in order; each adds what it finds to `f` (problems block, warnings do not). */
 async function checkSource(client: pg.Client, cfg: Config, f: Findings): Promise<SourceState | undefined> {
-  const q = async <R extends pg.QueryResultRow>(text: string, values: unknown[] = []): Promise<R[]> => {
+  const q: Query = async <R extends pg.QueryResultRow>(text: string, values: unknown[] = []): Promise<R[]> => {
     try {
       return (await client.query<R>(text, values)).rows;
     } catch (err) {
       throw pgError('setup check failed', err);
     }
   };
-  const [s] = await q<{
-    wal_level: string;
-    max_slots: number;
-    max_senders: number;
-    version_num: number;
-    rolsuper: boolean;
-    rolreplication: boolean;
-    can_create: boolean;
-    used_slots: number;
-  }>(`SELECT current_setting('wal_level') AS wal_level,
+  const s = await checkServer(q, f);
+  const slotExists = await checkSlot(q, cfg, s, f);
+  const { tableIdents, tableOids } = await resolveTables(q, cfg, f);
+  const publicationExists = await checkPublication(q, cfg, s, tableIdents, tableOids, f);
+  const ddlCaptureInstalled = await checkDdlCapture(q, s, f);
+  const keyless = await checkPublishedTables(q, cfg, tableOids, f);
+  await checkLargeObjects(q, f);
+  return {
+    superuser: s.rolsuper,
+    serverVersionNum: s.version_num,
+    publicationExists,
+    slotExists,
+    ddlCaptureInstalled,
+    ddlCapturePossible: s.rolsuper,
+    tableIdents,
+    keyless,
+  };
+}
+
+/** Server version, wal_level, WAL senders and the role's rights. */
+async function checkServer(q: Query, f: Findings): Promise<ServerFacts> {
+  const [s] = await q<ServerFacts>(`SELECT current_setting('wal_level') AS wal_level,
              current_setting('max_replication_slots')::int AS max_slots,
              current_setting('max_wal_senders')::int AS max_senders,
              current_setting('server_version_num')::int AS version_num,
@@ -219,6 +246,11 @@ async function checkSource(client: pg.Client, cfg: Config, f: Findings): Promise
     f.problems.push('the role has neither SUPERUSER nor REPLICATION: run ALTER ROLE <role> REPLICATION (needed for the slot and for capture)');
   }
 
+  return s;
+}
+
+/** An existing slot of that name must be a logical pgoutput slot of this database; else a free slot must remain. */
+async function checkSlot(q: Query, cfg: Config, s: ServerFacts, f: Findings): Promise<boolean> {
   const [slot] = await q<{ plugin: string | null; slot_type: string; database: string | null; temporary: boolean }>(
     'SELECT plugin, slot_type, database, temporary FROM pg_replication_slots WHERE slot_name = $1',
     [cfg.source.slot],
@@ -234,7 +266,11 @@ async function checkSource(client: pg.Client, cfg: Config, f: Findings): Promise
     f.problems.push(`all ${s.max_slots} replication slots are in use (max_replication_slots): raise it and restart PostgreSQL, or drop an unused slot`);
   }
 
-  // Configured tables must exist; resolve them to schema-qualified identifiers.
+  return Boolean(slot);
+}
+
+/** Configured tables must exist; resolved to schema-qualified identifiers. Configured schemas must exist. */
+async function resolveTables(q: Query, cfg: Config, f: Findings): Promise<{ tableIdents: string[]; tableOids: number[] }> {
   const tableIdents: string[] = [];
   const tableOids: number[] = [];
   for (const t of cfg.source.tables) {
@@ -255,7 +291,11 @@ async function checkSource(client: pg.Client, cfg: Config, f: Findings): Promise
     if (rows.length === 0) f.problems.push(`source.schemas: schema ${sch} does not exist`);
   }
 
-  // The publication: create it, or check that the existing one matches the configuration.
+  return { tableIdents, tableOids };
+}
+
+/** The publication: whether the role can create it, or whether the existing one matches the configuration. */
+async function checkPublication(q: Query, cfg: Config, s: ServerFacts, tableIdents: string[], tableOids: number[], f: Findings): Promise<boolean> {
   const [pub] = await q<{ oid: number; puballtables: boolean; pubinsert: boolean; pubupdate: boolean; pubdelete: boolean; pubtruncate: boolean }>(
     'SELECT oid::int, puballtables, pubinsert, pubupdate, pubdelete, pubtruncate FROM pg_publication WHERE pubname = $1',
     [cfg.source.publication],
@@ -293,7 +333,11 @@ async function checkSource(client: pg.Client, cfg: Config, f: Findings): Promise
     }
   }
 
-  // DDL capture: event triggers need a superuser (PostgreSQL docs: CREATE EVENT TRIGGER).
+  return Boolean(pub);
+}
+
+/** DDL capture: event triggers need a superuser (PostgreSQL docs: CREATE EVENT TRIGGER). */
+async function checkDdlCapture(q: Query, s: ServerFacts, f: Findings): Promise<boolean> {
   const triggers = (await q<{ evtname: string; evtenabled: string }>('SELECT evtname, evtenabled FROM pg_event_trigger WHERE evtname = ANY($1)', [EVENT_TRIGGERS]));
   const ddlCaptureInstalled = triggers.length === EVENT_TRIGGERS.length;
   for (const t of triggers) if (t.evtenabled === 'D') f.warnings.push(`event trigger ${t.evtname} is disabled: schema changes will not be captured; ALTER EVENT TRIGGER ${t.evtname} ENABLE`);
@@ -305,7 +349,14 @@ async function checkSource(client: pg.Client, cfg: Config, f: Findings): Promise
     );
   }
 
-  // What would break or be incomplete once published.
+  return ddlCaptureInstalled;
+}
+
+/**
+ * What would break or be incomplete once published: unlogged tables (not captured), and tables
+ * without a replica identity (their UPDATE and DELETE would fail). Returns the latter.
+ */
+async function checkPublishedTables(q: Query, cfg: Config, tableOids: number[], f: Findings): Promise<string[]> {
   const [scope, scopeParams] =
     cfg.source.tables.length > 0
       ? ['c.oid = ANY($1::oid[])', [tableOids]]
@@ -346,21 +397,15 @@ async function checkSource(client: pg.Client, cfg: Config, f: Findings): Promise
       );
     }
   }
+  return keyless;
+}
+
+/** Large objects are not carried by logical decoding. */
+async function checkLargeObjects(q: Query, f: Findings): Promise<void> {
   const [lo] = await q<{ n: number }>('SELECT count(*)::int AS n FROM pg_largeobject_metadata');
   if (lo && lo.n > 0) {
     f.warnings.push(`the database holds ${lo.n} large object(s): logical decoding does not carry large objects, so their changes are not captured (base backups include them)`);
   }
-
-  return {
-    superuser: s.rolsuper,
-    serverVersionNum: s.version_num,
-    publicationExists: Boolean(pub),
-    slotExists: Boolean(slot),
-    ddlCaptureInstalled,
-    ddlCapturePossible: s.rolsuper,
-    tableIdents,
-    keyless,
-  };
 }
 
 async function createInSource(client: pg.Client, cfg: Config, s: SourceState, log: Logger): Promise<void> {
