@@ -41,8 +41,6 @@ const COMMON_FLAGS: Array<[flag: string, path: string, help: string, parse?: (v:
 
 const FLAG_KEY = (flag: string) => flag.replace(/^--/, '').split(' ')[0]!.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
 
-// The context type lives below the CLI (src/context.ts); re-exported for callers that import it from here.
-export type { CommandContext } from '../context.js';
 
 function contextFrom(cmd: Command, signal: AbortSignal): CommandContext {
   const opts = cmd.optsWithGlobals() as Record<string, unknown>;
