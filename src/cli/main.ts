@@ -41,7 +41,6 @@ const COMMON_FLAGS: Array<[flag: string, path: string, help: string, parse?: (v:
 
 const FLAG_KEY = (flag: string) => flag.replace(/^--/, '').split(' ')[0]!.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
 
-
 function contextFrom(cmd: Command, signal: AbortSignal): CommandContext {
   const opts = cmd.optsWithGlobals() as Record<string, unknown>;
   const flags: Record<string, unknown> = {};
