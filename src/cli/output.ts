@@ -1,4 +1,3 @@
-import { formatLsn, microsToIso } from '../util/lsn.js';
 import type { RestoreDisplay } from '../restore/restore.js';
 
 // What the commands print, in one place: the library returns results (src/ops, src/restore, ...)
@@ -14,12 +13,7 @@ export function printSetupRefused(problems: string[]): void {
   process.stderr.write(`cdp setup: cannot proceed; nothing was created:\n${problems.map((p) => `  - ${p}`).join('\n')}\n`);
 }
 
-/** On a terminal, restore's progress as one line rewritten in place; elsewhere none (the log has it). */
+/** On a terminal, where restore draws its progress line (rewritten in place); elsewhere none (the log has it). */
 export function restoreDisplay(): RestoreDisplay | undefined {
-  if (!process.stderr.isTTY) return undefined;
-  return {
-    progress: (s) =>
-      process.stderr.write(`\rrestore: ${s.transactions} txns, ${s.changes} changes, at ${formatLsn(s.lsn)} ${s.time ? microsToIso(s.time) : ''} (${s.rate} changes/s)   `),
-    done: () => process.stderr.write('\n'),
-  };
+  return process.stderr.isTTY ? process.stderr : undefined;
 }

@@ -204,6 +204,15 @@ export const ConfigSchema = z.strictObject({
   restore: z
     .strictObject({
       jobs: z.number().int().min(1).max(64).default(2),
+      /**
+       * Net effect per key (restore/coalesce.ts): a target transaction spans source transactions
+       * while its coalescing buffer holds rows, up to this many changes (then it commits at the next
+       * source commit) and this many estimated bytes of buffered rows (then the buffer is written
+       * out). Larger: more of a bulk load's later updates and deletes fold into its rows; smaller:
+       * less memory, finer resume points.
+       */
+      coalesceMaxChanges: z.number().int().min(1).default(4_000_000),
+      coalesceMaxBytes: z.number().int().min(1024 * 1024).default(512 * 1024 * 1024),
       /** TLS for the restore target (--into), for this process and pg_restore/psql. */
       tls: pgTls,
     })
@@ -300,6 +309,8 @@ export const ENV_MAP: Record<string, { path: string; kind: 'string' | 'list' | '
   CDP_S3_FORCE_PATH_STYLE: { path: 's3.forcePathStyle', kind: 'bool' },
   CDP_S3_SSE: { path: 's3.serverSideEncryption', kind: 'string' },
   CDP_ARCHIVE_GROUP_ID: { path: 'archive.groupId', kind: 'string' },
+  CDP_RESTORE_COALESCE_MAX_CHANGES: { path: 'restore.coalesceMaxChanges', kind: 'int' },
+  CDP_RESTORE_COALESCE_MAX_BYTES: { path: 'restore.coalesceMaxBytes', kind: 'int' },
   CDP_SEGMENT_MAX_BYTES: { path: 'archive.segmentMaxBytes', kind: 'int' },
   CDP_SEGMENT_MAX_AGE_MS: { path: 'archive.segmentMaxAgeMs', kind: 'int' },
   CDP_SEGMENT_MIN_AGE_MS: { path: 'archive.segmentMinAgeMs', kind: 'int' },

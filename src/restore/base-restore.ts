@@ -72,11 +72,16 @@ async function streamBase(store: Store, base: BaseManifestExt, keyring: Keyring 
   );
 }
 
-export async function downloadBase(store: Store, base: BaseManifestExt, keyring: Keyring | undefined): Promise<{ dir: string; file: string }> {
+export async function downloadBase(store: Store, base: BaseManifestExt, keyring: Keyring | undefined, progress?: { written?: () => number }): Promise<{ dir: string; file: string }> {
   const dir = await mkdtemp(join(tmpdir(), 'cdp-restore-'));
   const file = join(dir, 'base.dump');
   try {
-    await streamBase(store, base, keyring, () => createWriteStream(file, { mode: 0o600 }));
+    await streamBase(store, base, keyring, () => {
+      const out = createWriteStream(file, { mode: 0o600 });
+      // Bytes written so far, for restore's progress line.
+      if (progress) progress.written = () => out.bytesWritten;
+      return out;
+    });
     return { dir, file };
   } catch (err) {
     await rm(dir, { recursive: true, force: true });

@@ -18,12 +18,13 @@ import { CdpError, ErrorCodes, pgError, toError } from '../errors.js';
 import { createStore, missingBucketError } from '../s3/client.js';
 import { formatLsn, microsToIso, type Lsn } from '../util/lsn.js';
 import { Applier, parseTableList, sequencesSql, type SqlSink, type TableFilter } from './apply.js';
+import { fractionOf, pollEvery, Progress, type ProgressTerminal } from './progress.js';
 import { loadParser, SESSION_SETTINGS } from './ddl-replay.js';
 import { tableOf, type DdlObjects } from './ddl-filter.js';
 import { Limiter, listPartitionSegments, partitionChunks, type SegmentReadStats } from './archive-source.js';
 import { downloadBase, listBaseManifests, restoreBase } from './base-restore.js';
 import { groupTransactionBatches, mergePartitions, type MergeStats, type ReplayItem } from './merge.js';
-import { describeTarget, makeCut, parseTarget, xidMatches, type RestoreTarget } from './target.js';
+import { describeTarget, makeCut, makeWatermarkCut, parseTarget, xidMatches, type RestoreTarget } from './target.js';
 
 // `cdp restore` (DESIGN.md section 5): newest base at or before the target, then the archived
 // transactions with commit LSN in [base LSN, target], merged across partitions in commit order,
@@ -324,53 +325,8 @@ async function userTables(c: pg.Client): Promise<string[]> {
   return r.rows.map((x) => x.name);
 }
 
-/** Where the replay stands, every half second, for a live display (the CLI's progress line). */
-export interface RestoreProgress {
-  transactions: number;
-  changes: number;
-  lsn: Lsn;
-  /** Commit time of the last applied transaction, microseconds; 0 before the first. */
-  time: number;
-  /** Changes per second since the restore started. */
-  rate: number;
-}
-
-/** A live display of the replay: `progress` every half second, `done` once at the end. */
-export interface RestoreDisplay {
-  progress(p: RestoreProgress): void;
-  done(): void;
-}
-
-/** Reports progress to the display when there is one, else to the log every 10 s. */
-class Progress {
-  private timer: NodeJS.Timeout | undefined;
-  private lastLog = Date.now();
-  constructor(
-    private readonly ctx: CommandContext,
-    private readonly started: number,
-    private readonly get: () => { transactions: number; changes: number; lsn: Lsn; time: number },
-    private readonly display: RestoreDisplay | undefined,
-  ) {}
-  start(): void {
-    this.timer = setInterval(() => this.tick(), 500);
-    this.timer.unref();
-  }
-  private tick(): void {
-    const s = this.get();
-    const secs = (Date.now() - this.started) / 1000;
-    const rate = Math.round(s.changes / Math.max(secs, 0.001));
-    if (this.display) {
-      this.display.progress({ ...s, rate });
-    } else if (Date.now() - this.lastLog >= 10_000) {
-      this.lastLog = Date.now();
-      this.ctx.log.info({ transactions: s.transactions, changes: s.changes, lsn: formatLsn(s.lsn), rate }, 'restore: progress');
-    }
-  }
-  stop(): void {
-    if (this.timer) clearInterval(this.timer);
-    this.display?.done();
-  }
-}
+/** A terminal for restore's progress line (the CLI passes stderr when it is a TTY). */
+export type RestoreDisplay = ProgressTerminal;
 
 /**
  * The chosen tables (restore --tables) that the target does not have after its base and that no
@@ -413,7 +369,7 @@ export type RestoreReport = Awaited<ReturnType<typeof runRestore>>;
 
 /**
  * Restores and returns the report; throws a CdpError when the restore cannot finish. `display`,
- * when given, receives the replay's progress (else it is logged every 10 s).
+ * when given, shows the progress line (progress.ts); otherwise progress goes to the log.
  */
 export async function runRestore(ctx: CommandContext, opts: RestoreOptions, display?: RestoreDisplay) {
   const { cfg, log } = ctx;
@@ -441,6 +397,7 @@ export async function runRestore(ctx: CommandContext, opts: RestoreOptions, disp
   const limitLsn = planned.limitLsn;
   const targetText = describeTarget(target);
 
+  let xidCommitLsn: Lsn | undefined;
   if (target.kind === 'xid') {
     // An xid says nothing about where it committed: find its commit LSN first (reading, not
     // applying), so that an unknown xid is refused before anything is written and the newest base
@@ -448,11 +405,12 @@ export async function runRestore(ctx: CommandContext, opts: RestoreOptions, disp
     const segs = await listPartitionSegments(store, root, manifest.partitions, base.lsn, gaps);
     const lim = new Limiter(Math.max(2, Math.min(8, manifest.partitions * 2)));
     const scan = groupTransactionBatches(
-      mergePartitions(segs.map((ss, p) => ({ partition: p, chunks: partitionChunks(store, ss, { keyring, readAhead: 2, limiter: lim }) })), { fromLsn: base.lsn }),
+      mergePartitions(segs.map((ss, p) => ({ partition: p, chunks: partitionChunks(store, ss, { keyring, readAhead: 2, limiter: lim }) })), { fromLsn: base.lsn, watermarks: true }),
       makeCut(target, limitLsn),
-      { sequenceScanMicros: 0 },
+      { sequenceScanMicros: 0, passed: makeWatermarkCut(target, limitLsn) },
     );
     let commitLsn: Lsn | undefined;
+    // Keep the search's result for the progress estimate (the replay ends at this LSN).
     for await (const items of scan) {
       for (const it of items) if (it.type === 'commit' && xidMatches(it.txn.xid, target.xid)) commitLsn = it.txn.commitLsn;
       if (commitLsn !== undefined) break;
@@ -460,6 +418,7 @@ export async function runRestore(ctx: CommandContext, opts: RestoreOptions, disp
     if (commitLsn === undefined) {
       throw outOfRange(`--xid ${target.xid} is not among the archived transactions after base ${base.lsnText} up to the restorable point (a transaction that changed nothing has no record)`, bases, point);
     }
+    xidCommitLsn = commitLsn;
     base = bases.filter((b) => b.lsn - 1 <= commitLsn!).at(-1) ?? base;
     const crossed = gapsCrossed(gaps, base, { lsn: commitLsn });
     if (crossed.length > 0) throw gapCrossedError(crossed, base);
@@ -512,8 +471,14 @@ export async function runRestore(ctx: CommandContext, opts: RestoreOptions, disp
   const segLists = await listPartitionSegments(store, root, manifest.partitions, fromLsn, gaps);
   const limiter = new Limiter(Math.max(2, Math.min(8, manifest.partitions * 2)));
   const sources = segLists.map((segs, p) => ({ partition: p, chunks: partitionChunks(store, segs, { keyring, readAhead: 2, limiter, stats: segStats }) }));
-  const grouped = groupTransactionBatches(mergePartitions(sources, { fromLsn, stats: mergeStats }), makeCut(target, limitLsn), {
+  // Watermarks flow through the merge: the replay stops at the first one past the target instead of
+  // reading every segment up to the restorable point (an idle stretch after the target holds only
+  // heartbeats' watermarks), and progress moves through such stretches.
+  const position = { lsn: fromLsn, time: base.timeMicros };
+  const grouped = groupTransactionBatches(mergePartitions(sources, { fromLsn, stats: mergeStats, watermarks: true }), makeCut(target, limitLsn), {
     sequenceScanMicros: Math.max(5 * 60 * 1e6, 4 * cfg.capture.sequenceIntervalMs * 1000),
+    passed: makeWatermarkCut(target, limitLsn),
+    position,
   });
   // No recorded gap (the usual case): nothing to check per transaction.
   const batches = trackCommitTimes(gaps.length > 0 ? guardGaps(grouped, gaps, base) : grouped, replayed);
@@ -564,6 +529,8 @@ export async function runRestore(ctx: CommandContext, opts: RestoreOptions, disp
   };
   const applier = new Applier(sink, {
     cursor: !opts.dryRun && !opts.sqlFile,
+    coalesceMaxChanges: cfg.restore.coalesceMaxChanges,
+    netMaxBytes: cfg.restore.coalesceMaxBytes,
     reorderable: client ? (schema, table) => !noReorder.has(`${schema}.${table}`) : undefined,
     tableExists: client ? (schema, table) => tables.has(`${schema}.${table}`) : undefined,
     afterDdl: client ? readCatalog : undefined,
@@ -582,12 +549,13 @@ export async function runRestore(ctx: CommandContext, opts: RestoreOptions, disp
     },
     onDdlSkipped: (ev) => log.debug({ commitLsn: formatLsn(ev.commitLsn), position: ev.position }, 'restore: DDL not about the chosen tables, skipped'),
   });
-  const progress = new Progress(ctx, started, () => ({
-    transactions: applier.stats.transactions,
-    changes: applier.stats.changes,
-    lsn: applier.stats.last?.commitLsn ?? 0,
-    time: applier.stats.last?.commitTime ?? 0,
-  }), display);
+  const progress = new Progress({ tty: display, log: (rec, msg) => log.info(rec, msg) });
+  // The replay's fraction: by LSN between where it starts and where it must end, or by commit
+  // time for a --time target. Watermarks move `position` through idle stretches too.
+  const endLsn = target.kind === 'xid' ? (xidCommitLsn ?? limitLsn) : limitLsn;
+  const startTime = resumed ? Number(resumed.commit_time) : base.timeMicros;
+  const replayFraction = () =>
+    target.kind === 'time' ? fractionOf(position.time, startTime, Math.min(target.micros, point!.time)) : fractionOf(position.lsn, fromLsn, endLsn);
 
   let end: Extract<ReplayItem, { type: 'end' }> | undefined;
   let replayStarted: number;
@@ -599,7 +567,13 @@ export async function runRestore(ctx: CommandContext, opts: RestoreOptions, disp
       // restore interrupted while loading the base is recognised as such (and not mistaken for a
       // user's database) when run again.
       log.info({ base: base.lsnText, key: base.key, size: base.size }, 'restore: downloading the base');
-      const { dir, file: dump } = await downloadBase(store, base, keyring);
+      const dl: { written?: () => number } = {};
+      progress.begin('download', () => {
+        const bytes = dl.written?.() ?? 0;
+        return { bytes, totalBytes: base.size, fraction: base.size ? Math.min(1, bytes / base.size) : undefined };
+      });
+      const { dir, file: dump } = await downloadBase(store, base, keyring, dl);
+      progress.end();
       try {
         await client.query(
           `CREATE SCHEMA ${CURSOR_SCHEMA};
@@ -612,12 +586,18 @@ export async function runRestore(ctx: CommandContext, opts: RestoreOptions, disp
         const targetVersionNum = Number((await client.query<{ v: string }>(`SELECT current_setting('server_version_num') AS v`)).rows[0]!.v);
         let ownersKept: boolean;
         let materializedViews: string[];
+        // pg_restore reports no fraction: the line shows the target database growing.
+        const dbSize = pollEvery(2_000, async () => Number((await client.query<{ b: string }>('SELECT pg_catalog.pg_database_size(pg_catalog.current_database())::text AS b')).rows[0]!.b));
+        progress.begin('base', () => ({ bytes: dbSize.value || undefined }));
         try {
           ({ ownersKept, materializedViews } = await restoreBase({ file: dump, dir, into: opts.into, jobs: opts.jobs ?? cfg.restore.jobs, pgRestorePath: cfg.basebackup.pgRestorePath, filter, signal: ctx.signal, targetRoles, baseDumpVersion: base.pgDumpVersion, targetVersionNum }));
         } catch (err) {
           const e = toError(err);
           const what = `${e.message}; the target holds part of the base: drop and recreate the database ${redactUrl(opts.into)}, then run the same command again`;
           throw err instanceof CdpError ? new CdpError(err.code, what, { cause: err, details: err.details }) : new CdpError(ErrorCodes.PG_ERROR, what, { cause: err });
+        } finally {
+          dbSize.stop();
+          progress.end();
         }
         if (materializedViews.length > 0) {
           log.warn(
@@ -635,9 +615,9 @@ export async function runRestore(ctx: CommandContext, opts: RestoreOptions, disp
         // target; otherwise (a typo) exit 2 before the replay, the cursor still in phase 'base'.
         const scan = () =>
           groupTransactionBatches(
-            mergePartitions(segLists.map((ss, p) => ({ partition: p, chunks: partitionChunks(store, ss, { keyring, readAhead: 2, limiter }) })), { fromLsn }),
+            mergePartitions(segLists.map((ss, p) => ({ partition: p, chunks: partitionChunks(store, ss, { keyring, readAhead: 2, limiter }) })), { fromLsn, watermarks: true }),
             makeCut(target, limitLsn),
-            { sequenceScanMicros: 0 },
+            { sequenceScanMicros: 0, passed: makeWatermarkCut(target, limitLsn) },
           );
         const missing = await missingChosenTables(client, filter, scan);
         if (missing.length > 0) {
@@ -662,7 +642,7 @@ export async function runRestore(ctx: CommandContext, opts: RestoreOptions, disp
       await client.query(LIVE_SESSION_SQL);
     }
     if (client) await readCatalog();
-    progress.start();
+    progress.begin('replay', () => ({ fraction: replayFraction(), changes: applier.stats.changes, transactions: applier.stats.transactions, at: position.time }));
     replayStarted = Date.now();
     for await (const items of batches) {
       if (ctx.signal.aborted) break;
@@ -696,7 +676,7 @@ export async function runRestore(ctx: CommandContext, opts: RestoreOptions, disp
     if (client) await client.query('ROLLBACK').catch(() => {});
     throw err;
   } finally {
-    progress.stop();
+    progress.end();
     if (file) await new Promise<void>((r) => file!.end(() => r()));
     if (client) await client.end().catch(() => {});
   }

@@ -23,7 +23,9 @@ const PREFIX = `test-resume-${id}`;
 const PARTITIONS = 3;
 const TXNS = 4000;
 const REL: RelationInfo = { oid: 1, replicaIdentity: 'd', columns: ['id', 'v'], types: ['bigint', 'text'], key: [0] };
-const env: Record<string, string> = { CDP_S3_PREFIX: PREFIX, CDP_LOG_FORMAT: 'json' };
+// Target transactions of at most ~20,000 changes (the default lets one span the whole replay while
+// its coalescing buffer holds rows): the tests interrupt between groups.
+const env: Record<string, string> = { CDP_S3_PREFIX: PREFIX, CDP_LOG_FORMAT: 'json', CDP_RESTORE_COALESCE_MAX_CHANGES: '20000' };
 
 /** Transaction x inserts 100 rows; from x = 11 on it also updates 50 rows of transaction x - 10. */
 function txnChanges(x: number): Array<Partial<ChangeEvent>> {
