@@ -1,6 +1,6 @@
 // ConfigResourceTypes is not among the names Node finds in kafkajs's CommonJS exports: reach it
 // through the default export.
-import kafkajs, { CompressionTypes, Partitioners, type Admin, type Producer } from 'kafkajs';
+import kafkajs, { type Admin } from 'kafkajs';
 import type pg from 'pg';
 import type { CommandContext } from '../context.js';
 import { archiveRoot, sourceDatabase, topicName, type Config } from '../config/config.js';
@@ -16,13 +16,13 @@ import type { Logger } from '../util/log.js';
 import { formatLsn, microsToIso, parseLsn, type Lsn } from '../util/lsn.js';
 import { sleep } from '../util/retry.js';
 import { AckTracker } from './ack-tracker.js';
-import { DirectProducer, singleRecordBatchSize, type OutRecord } from '../kafka/producer.js';
-import { kafkaClientOptions } from '../kafka/security.js';
+import { singleRecordBatchSize } from '../kafka/producer.js';
 import { encodeChangeFast } from './encode.js';
 import { signMessage, type MessageKey } from './ddl-auth.js';
 import { ddlReplayRisk } from './ddl-check.js';
 import { ChangeMapper, PREFIX } from './mapper.js';
 import { ProducePipeline } from './pipeline.js';
+import { openSender, type CaptureSender } from './sender.js';
 import { connectCatalog } from './source.js';
 import { redactUrl } from '../util/redact.js';
 import { pgConnection } from '../pg/tls.js';
@@ -167,8 +167,7 @@ class CaptureSession {
   private failed: Error | null = null;
   private wake: (() => void) | null = null;
   private stream: ReplicationStream | null = null;
-  private producer: Producer | null = null;
-  private direct: DirectProducer | null = null;
+  private sender: CaptureSender | null = null;
   private catalog: pg.Client | null = null;
   /** Key of the signed DDL / sequence messages (ddl-auth.ts); undefined when DDL capture is not installed. */
   private messageKey: MessageKey | undefined;
@@ -283,51 +282,12 @@ class CaptureSession {
       await admin.disconnect().catch(() => {});
     }
     await this.checkArchivePartitions();
-    // capture.producer: kafkajs (CDP_CAPTURE_PRODUCER) selects kafkajs's own producer (slower per record: see
-    // src/kafka/producer.ts); the default writes record batches directly.
-    let send: (records: OutRecord[]) => Promise<void>;
-    if (this.cfg.capture.producer === 'kafkajs') {
-      const producer = kafka.producer({
-        idempotent: true,
-        // kafkajs assigns idempotent sequence numbers when a request completes: more than one
-        // request in flight would reuse them. Our pipeline sends one batch at a time anyway.
-        maxInFlightRequests: 1,
-        allowAutoTopicCreation: false,
-        // murmur2 like the Java client (kafkajs's default since 2.0; explicit to silence its warning).
-        createPartitioner: Partitioners.DefaultPartitioner,
-        // Bounded: after these, the error reaches us and the session restarts from the slot
-        // (kafkajs would otherwise retry forever while we hold the batch).
-        retry: { retries: 6, initialRetryTime: 300, maxRetryTime: 10_000 },
-      });
-      this.producer = producer;
-      const headers = { [SCHEMA_HEADER.name]: SCHEMA_HEADER.value };
-      send = async (records) => {
-        await producer.send({
-          topic: this.topic,
-          acks: -1,
-          compression: this.cfg.capture.compression === 'zstd' ? CompressionTypes.ZSTD : CompressionTypes.None,
-          messages: records.map((r) => (r.partition >= 0 ? { key: r.key, value: r.value, partition: r.partition, headers } : { key: r.key, value: r.value, headers })),
-        });
-      };
-      try {
-        await producer.connect();
-      } catch (err) {
-        throw new CdpError(ErrorCodes.KAFKA, `cannot connect the Kafka producer: ${toError(err).message}`, { cause: err, canRetry: true });
-      }
-    } else {
-      const direct = new DirectProducer(kafkaClientOptions(cfg, 'capture'), this.topic, SCHEMA_HEADER, this.cfg.capture.compression);
-      this.direct = direct;
-      try {
-        await direct.connect();
-      } catch (err) {
-        throw err instanceof CdpError ? err : new CdpError(ErrorCodes.KAFKA, `cannot connect the Kafka producer: ${toError(err).message}`, { cause: err, canRetry: true });
-      }
-      if (direct.partitions !== this.partitions) throw new CdpError(ErrorCodes.KAFKA, `Kafka topic ${this.topic} metadata changed during start-up`, { canRetry: true });
-      send = (records) => direct.send(records);
-    }
+    // capture.producer (CDP_CAPTURE_PRODUCER): the engine's own Produce requests or kafkajs's producer.
+    const sender = await openSender(kafka, cfg, this.topic, this.partitions);
+    this.sender = sender;
 
     this.pipeline = new ProducePipeline({
-      send,
+      send: (records) => sender.send(records),
       topic: this.topic,
       tracker: this.tracker,
       maxRecords: cfg.capture.batchMaxRecords,
@@ -643,8 +603,7 @@ class CaptureSession {
     this.pipeline?.close();
     // close() sends a last status update with the confirmed LSN (only what Kafka acknowledged).
     await this.stream?.close();
-    await this.producer?.disconnect().catch(() => {});
-    await this.direct?.disconnect().catch(() => {});
+    await this.sender?.close();
     await this.catalog?.end().catch(() => {});
   }
 }
