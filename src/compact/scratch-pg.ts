@@ -1,10 +1,10 @@
 import { spawn } from 'node:child_process';
-import { createHash } from 'node:crypto';
-import { createReadStream, existsSync } from 'node:fs';
-import { mkdir, mkdtemp, readdir, readFile, rename, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import { createHash, randomBytes } from 'node:crypto';
+import { createReadStream, existsSync, readFileSync } from 'node:fs';
+import { chmod, lstat, mkdir, mkdtemp, readdir, readFile, rename, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
-import { homedir, tmpdir, userInfo } from 'node:os';
-import { join } from 'node:path';
+import { homedir } from 'node:os';
+import { dirname, join } from 'node:path';
 import pg from 'pg';
 import type { Logger } from 'pino';
 import { CdpError, ErrorCodes, toError } from '../errors.js';
@@ -19,7 +19,13 @@ import { CdpError, ErrorCodes, toError } from '../errors.js';
 //
 // A compaction killed with -9 cannot stop its server (postgres does not watch its parent), so each
 // cluster folder records its owner's pid; the next compaction stops and removes the clusters whose
-// owner is gone (reapScratchClusters).
+// owner is gone (reapScratchClusters), by signalling the postmaster recorded in its own pid file,
+// never by running a program a folder names.
+//
+// The scratch server holds production data while it runs, so it is private: its home is a folder
+// only we (and, as root, the postgres OS user) own and can write, never a predictable name in a
+// world-writable directory (someone could plant programs there first); the server asks for a random
+// password (SCRAM) on every connection, TCP or socket, which lives only in this process.
 
 /** Pinned builds: version and the registry's sha512 integrity (16-18 as in deploy/local/stack.sh). */
 export const EMBEDDED_BUILDS: Record<number, { version: string; integrity: string }> = {
@@ -36,10 +42,55 @@ function downloadsDir(): string {
   return join(process.env.CDP_STACK_HOME ?? join(homedir() || '/tmp', '.cache', 'katya-cdp'), 'downloads');
 }
 
-/** Where unpacked servers and scratch clusters live: reachable by the postgres OS user when we are root. */
+/**
+ * Where unpacked servers and scratch clusters live: a private folder (checked by privateHome before
+ * use), reachable by the postgres OS user when we are root.
+ */
 export function scratchHome(configured?: string): string {
   if (configured) return configured;
-  return isRoot() ? '/var/tmp/katya-cdp-compact' : join(tmpdir(), `katya-cdp-compact-${userInfo().username}`);
+  if (isRoot()) return '/var/lib/katya-cdp/compact';
+  return join(process.env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'katya-cdp', 'compact');
+}
+
+function postgresUid(): number | undefined {
+  try {
+    const line = readFileSync('/etc/passwd', 'utf8').split('\n').find((l) => l.startsWith('postgres:'));
+    return line ? Number(line.split(':')[2]) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Creates `home` if needed and refuses it unless it is a real folder (not a symlink) owned by us
+ * (or, as root, by the postgres OS user) that nobody else can write, and its parent likewise not
+ * writable by others without the sticky bit's protection being the only guard.
+ */
+export async function privateHome(home: string): Promise<void> {
+  if (isRoot()) {
+    // The postgres OS user must reach the folder: its parents are made traversable (0755).
+    await mkdir(dirname(home), { recursive: true, mode: 0o755 });
+    const parent = await lstat(dirname(home));
+    if (parent.uid === 0 && (parent.mode & 0o011) !== 0o011) await chmod(dirname(home), (parent.mode & 0o7777) | 0o011);
+  }
+  await mkdir(home, { recursive: true, mode: 0o700 });
+  await chownPostgres(home);
+  const me = typeof process.getuid === 'function' ? process.getuid() : -1;
+  const owners = new Set([me, ...(isRoot() ? [0, postgresUid() ?? -1] : [])]);
+  const st = await lstat(home);
+  const problem = !st.isDirectory()
+    ? 'is not a directory (a symlink?)'
+    : !owners.has(st.uid)
+      ? `is owned by uid ${st.uid}, not by this user`
+      : (st.mode & 0o022) !== 0
+        ? `is writable by group or others (mode ${(st.mode & 0o777).toString(8)})`
+        : undefined;
+  if (problem) {
+    throw new CdpError(
+      ErrorCodes.USAGE,
+      `the compact scratch folder ${home} ${problem}: the scratch server runs programs from it and holds production data there. Remove it, or set compact.scratchDir to a folder only this user owns (mode 0700)`,
+    );
+  }
 }
 
 interface RunResult {
@@ -80,6 +131,7 @@ export async function embeddedServer(major: number, home: string, log: Logger): 
   if (!build) {
     throw new CdpError(ErrorCodes.USAGE, `cdp compact has no pinned embedded PostgreSQL ${major} (known: ${Object.keys(EMBEDDED_BUILDS).join(', ')}); set compact.scratchUrl to a server of major ${major}`);
   }
+  await privateHome(home);
   const dir = join(home, `server-${build.version}`);
   if (existsSync(join(dir, '.complete'))) return dir;
   const dl = downloadsDir();
@@ -103,7 +155,7 @@ export async function embeddedServer(major: number, home: string, log: Logger): 
     const got = await sha512File(tgz);
     if (got !== build.integrity) throw new CdpError(ErrorCodes.INTEGRITY, `${tgz}: integrity ${got} is not the pinned ${build.integrity}; delete it to fetch it again`);
   }
-  await mkdir(home, { recursive: true, mode: 0o755 });
+  await privateHome(home);
   const tmp = `${dir}.tmp.${process.pid}`;
   await rm(tmp, { recursive: true, force: true });
   await mkdir(tmp, { recursive: true });
@@ -144,8 +196,36 @@ function pidAlive(pid: number): boolean {
   }
 }
 
+/**
+ * Stops the postmaster of a dead compaction's cluster: the pid in its data folder's
+ * postmaster.pid, signalled only if that process is a postgres serving this very folder (its
+ * command line names it), with SIGQUIT (immediate shutdown; the data is thrown away anyway).
+ */
+async function stopOrphanPostmaster(data: string): Promise<void> {
+  let pid: number;
+  try {
+    pid = Number((await readFile(join(data, 'postmaster.pid'), 'utf8')).split('\n')[0]);
+  } catch {
+    return;
+  }
+  if (!Number.isInteger(pid) || pid <= 1 || !pidAlive(pid)) return;
+  let cmdline: string;
+  try {
+    cmdline = (await readFile(`/proc/${pid}/cmdline`, 'utf8')).split('\0').join(' ');
+  } catch {
+    return;
+  }
+  if (!/postgres/.test(cmdline) || !cmdline.includes(data)) return;
+  try {
+    process.kill(pid, 'SIGQUIT');
+  } catch {
+    return;
+  }
+  for (let i = 0; i < 100 && pidAlive(pid); i++) await new Promise((r) => setTimeout(r, 100));
+}
+
 export interface ScratchServer {
-  /** postgres://postgres@127.0.0.1:<port>/<db> */
+  /** postgres://postgres:<random password>@127.0.0.1:<port>/<db> */
   url(db: string): string;
   folder: string;
   stop(): Promise<void>;
@@ -166,16 +246,14 @@ export async function reapScratchClusters(home: string, log: Logger): Promise<st
   for (const e of entries) {
     if (!e.startsWith('scratch-')) continue;
     const folder = join(home, e);
-    let owner: { pid: number; server: string } | undefined;
+    let owner: { pid: number } | undefined;
     try {
-      owner = JSON.parse(await readFile(join(folder, 'owner.json'), 'utf8')) as { pid: number; server: string };
+      owner = JSON.parse(await readFile(join(folder, 'owner.json'), 'utf8')) as { pid: number };
     } catch {
       owner = undefined;
     }
     if (owner && pidAlive(owner.pid)) continue;
-    if (owner && existsSync(join(folder, 'data', 'postmaster.pid'))) {
-      await run(join(owner.server, 'bin', 'pg_ctl'), ['stop', '-m', 'immediate', '-w', '-D', join(folder, 'data')], { asPostgres: true, env: { LD_LIBRARY_PATH: join(owner.server, 'lib') } }).catch(() => undefined);
-    }
+    await stopOrphanPostmaster(join(folder, 'data'));
     await rm(folder, { recursive: true, force: true });
     log.info({ folder, ownerPid: owner?.pid ?? null }, 'compact: removed the scratch cluster of a compaction that did not finish');
     removed.push(folder);
@@ -188,15 +266,21 @@ export async function reapScratchClusters(home: string, log: Logger): Promise<st
  * throw-away load (no fsync, minimal WAL). The caller must stop() it.
  */
 export async function startScratchServer(server: string, home: string, log: Logger): Promise<ScratchServer> {
-  await mkdir(home, { recursive: true, mode: 0o755 });
+  await privateHome(home);
   await chownPostgres(home);
   const folder = await mkdtemp(join(home, 'scratch-'));
   await writeFile(join(folder, 'owner.json'), JSON.stringify({ pid: process.pid, server, started: new Date().toISOString() }));
+  // The superuser's password: random, given to initdb in a 0600 file removed right after, kept
+  // only in this process; every connection (socket or TCP) must present it (SCRAM).
+  const password = randomBytes(24).toString('hex');
+  const pwfile = join(folder, 'pwfile');
+  await writeFile(pwfile, `${password}\n`, { mode: 0o600 });
   await chownPostgres(folder, true);
   const data = join(folder, 'data');
   const env = { LD_LIBRARY_PATH: join(server, 'lib'), LC_ALL: 'C.UTF-8' };
   const bin = (p: string) => join(server, 'bin', p);
-  const init = await run(bin('initdb'), ['-D', data, '-U', 'postgres', '--auth=trust', '--encoding=UTF8', '--locale=C.UTF-8'], { asPostgres: true, env });
+  const init = await run(bin('initdb'), ['-D', data, '-U', 'postgres', '--auth=scram-sha-256', `--pwfile=${pwfile}`, '--encoding=UTF8', '--locale=C.UTF-8'], { asPostgres: true, env });
+  await rm(pwfile, { force: true });
   if (init.code !== 0) {
     await rm(folder, { recursive: true, force: true });
     throw new CdpError(ErrorCodes.USAGE, `initdb of the scratch server failed: ${init.out.trim().split('\n').slice(-3).join(' | ')}`);
@@ -223,7 +307,7 @@ export async function startScratchServer(server: string, home: string, log: Logg
         await run(bin('pg_ctl'), ['stop', '-m', 'fast', '-w', '-D', data], { asPostgres: true, env }).catch(() => undefined);
         await rm(folder, { recursive: true, force: true });
       };
-      return { url: (db) => `postgres://postgres@127.0.0.1:${port}/${db}`, folder, stop };
+      return { url: (db) => `postgres://postgres:${password}@127.0.0.1:${port}/${db}`, folder, stop };
     }
     lastErr = r.out.trim();
     let logText = '';
