@@ -101,15 +101,16 @@ export interface ApplyOptions {
   onLegacyDdl?: (ev: ChangeEvent) => void;
   /** Rows of one INSERT / COPY in stream order (default 10,000). */
   insertMaxRows?: number;
-  /** Rows the coalescing buffer may hold (all tables) before it is written out. */
+  /** Rows the coalescing buffer may hold (all tables) before it is written out (default 10,000). */
   netMaxRows?: number;
-  /**
-   * Estimated heap bytes the coalescing buffer may hold before it is written out (default 512 MiB).
-   * A group keeps growing across source transactions while its buffer holds rows, so that an
-   * insert and the later updates or delete of its row meet in one buffer (bulk loads then fixes).
-   */
+  /** Estimated heap bytes the coalescing buffer may hold before it is written out (default 64 MiB). */
   netMaxBytes?: number;
-  /** Changes a group may span while its coalescing buffer holds rows (default 4,000,000). */
+  /**
+   * Changes a group may span while its coalescing buffer holds rows (default = groupMaxChanges).
+   * Larger lets an insert and a later transaction's updates or delete of its row meet in one
+   * buffer, at the cost of holding them: measured slower on bench/restore.ts (the target idles
+   * while the buffer fills, then node idles while it is written), so off by default.
+   */
   coalesceMaxChanges?: number;
 }
 
@@ -214,9 +215,9 @@ export class Applier {
     this.groupMaxMs = opts.groupMaxMs ?? 2_000;
     this.batchMaxRows = opts.batchMaxRows ?? 1_000;
     this.copyMinRows = opts.copyMinRows ?? 32;
-    this.netMaxRows = opts.netMaxRows ?? 4_000_000;
-    this.netMaxBytes = opts.netMaxBytes ?? 512 * 1024 * 1024;
-    this.coalesceMaxChanges = opts.coalesceMaxChanges ?? 4_000_000;
+    this.netMaxRows = opts.netMaxRows ?? 10_000;
+    this.netMaxBytes = opts.netMaxBytes ?? 64 * 1024 * 1024;
+    this.coalesceMaxChanges = opts.coalesceMaxChanges ?? this.groupMaxChanges;
     this.insertMaxRows = opts.insertMaxRows ?? Math.max(this.batchMaxRows, 10_000);
   }
 
@@ -327,14 +328,15 @@ export class Applier {
 
   /**
    * Whether the open group should commit at this source transaction's end. While the coalescing
-   * buffer holds rows the group goes on (up to coalesceMaxChanges, and 30 s at most; the buffer
-   * itself is bounded by netMaxBytes / netMaxRows): a later transaction's update or delete of a row
-   * still in the buffer then costs nothing on the target. Otherwise groupMaxChanges and groupMaxMs
-   * bound it.
+   * buffer holds rows the group may go on up to coalesceMaxChanges (and 30 s; the buffer itself is
+   * bounded by netMaxBytes / netMaxRows): a later transaction's update or delete of a row still in
+   * the buffer then costs nothing on the target. Otherwise groupMaxChanges and groupMaxMs bound it.
    */
   private groupFull(): boolean {
     const age = Date.now() - this.groupStarted;
-    if (this.net.rows > 0 && this.groupMaxChanges > 0) return this.groupChanges >= this.coalesceMaxChanges || age >= Math.max(this.groupMaxMs, 30_000);
+    if (this.net.rows > 0 && this.groupMaxChanges > 0 && this.coalesceMaxChanges > this.groupMaxChanges) {
+      return this.groupChanges >= this.coalesceMaxChanges || age >= Math.max(this.groupMaxMs, 30_000);
+    }
     return this.groupChanges >= this.groupMaxChanges || age >= this.groupMaxMs;
   }
 
