@@ -131,7 +131,14 @@ export class KafkaConnection {
   }
 
   private onData(chunk: Buffer): void {
-    for (const frame of this.frames.push(chunk)) this.onFrame(frame);
+    let frames: Buffer[];
+    try {
+      frames = this.frames.push(chunk);
+    } catch (err) {
+      const e = err instanceof CdpError ? err : new CdpError(ErrorCodes.PROTOCOL, toError(err).message, { cause: err });
+      return this.shut(new CdpError(e.code, `Kafka ${this.where}: ${e.message}`, { cause: e }));
+    }
+    for (const frame of frames) this.onFrame(frame);
   }
 
   private onFrame(frame: Buffer): void {
@@ -215,21 +222,68 @@ export function describeSocketError(err: Error & { code?: string }, where: strin
  * Splits a byte stream into size-prefixed frames (INT32 size, then the frame). A partial frame
  * waits for more bytes; whole frames in one chunk are returned without copying.
  */
+/**
+ * The largest response frame accepted: the broker's own default cap on a request
+ * (socket.request.max.bytes, 100 MiB) is far above any response this client asks for (produce,
+ * metadata). A larger or negative size is a broken or hostile peer, not something to buffer.
+ */
+export const MAX_FRAME_BYTES = 100 * 1024 * 1024;
+
+/**
+ * Splits the byte stream into size-prefixed frames ("Size => INT32" before every response).
+ * Chunks are kept in a list until a whole frame is there, so a large frame costs one copy, not
+ * one per chunk. Throws CdpError(PROTOCOL) on a size below 0 or above MAX_FRAME_BYTES.
+ */
 export class FrameReader {
-  private buffered: Buffer | null = null;
+  private parts: Buffer[] = [];
+  private have = 0;
+  private need = -1;
 
   push(chunk: Buffer): Buffer[] {
-    const buf = this.buffered ? Buffer.concat([this.buffered, chunk]) : chunk;
-    const out: Buffer[] = [];
-    let o = 0;
-    while (buf.length - o >= 4) {
-      const size = buf.readInt32BE(o);
-      if (buf.length - o - 4 < size) break;
-      out.push(buf.subarray(o + 4, o + 4 + size));
-      o += 4 + size;
+    if (chunk.length > 0) {
+      this.parts.push(chunk);
+      this.have += chunk.length;
     }
-    // The rest is copied: it must not pin the (possibly large) chunk it came in.
-    this.buffered = o < buf.length ? Buffer.from(buf.subarray(o)) : null;
+    const out: Buffer[] = [];
+    for (;;) {
+      if (this.need < 0) {
+        if (this.have < 4) break;
+        const size = this.take(4).readInt32BE(0);
+        if (size < 0 || size > MAX_FRAME_BYTES) {
+          throw new CdpError(ErrorCodes.PROTOCOL, `a response frame of ${size} bytes (allowed 0 to ${MAX_FRAME_BYTES}): the peer is not a Kafka broker speaking this protocol, or the stream is corrupt`);
+        }
+        this.need = size;
+      }
+      if (this.have < this.need) break;
+      out.push(this.take(this.need));
+      this.need = -1;
+    }
+    return out;
+  }
+
+  /** The next n buffered bytes (n <= have). The rest of a partly used chunk is copied so a small
+   * remainder does not pin a large chunk. */
+  private take(n: number): Buffer {
+    this.have -= n;
+    const first = this.parts[0];
+    if (first && first.length === n) {
+      this.parts.shift();
+      return first;
+    }
+    if (first && first.length > n) {
+      this.parts[0] = Buffer.from(first.subarray(n));
+      return first.subarray(0, n);
+    }
+    const out = Buffer.allocUnsafe(n);
+    let o = 0;
+    while (o < n) {
+      const p = this.parts[0]!;
+      const k = Math.min(p.length, n - o);
+      p.copy(out, o, 0, k);
+      o += k;
+      if (k === p.length) this.parts.shift();
+      else this.parts[0] = Buffer.from(p.subarray(k));
+    }
     return out;
   }
 }

@@ -200,7 +200,16 @@ export class DirectProducer {
     let tooLarge = false;
     let auth: string | undefined;
     for (const t of res.topics) {
+      // Only an answer for our own topic acknowledges our records.
+      if (t.name !== this.topic) {
+        errors.push(`an answer for topic ${JSON.stringify(t.name)}, which was not asked`);
+        continue;
+      }
       for (const p of t.partitions) {
+        if (!partitions.includes(p.partition)) {
+          errors.push(`partition ${p.partition}: an answer for a partition not in the request`);
+          continue;
+        }
         seen.add(p.partition);
         if (p.errorCode === 0) continue;
         errors.push(`partition ${p.partition}: ${kafkaErrorName(p.errorCode)}`);

@@ -172,3 +172,28 @@ describe('framing (FrameReader)', () => {
     }
   });
 });
+
+describe('framing refuses what no broker sends', () => {
+  it('a negative or oversized frame size is a protocol error, not an endless loop or an unbounded buffer', async () => {
+    const { FrameReader, MAX_FRAME_BYTES } = await import('../../../src/kafka/connection.js');
+    const neg = Buffer.alloc(8);
+    neg.writeInt32BE(-4, 0);
+    expect(() => new FrameReader().push(neg)).toThrow(/response frame of -4 bytes/);
+    const big = Buffer.alloc(4);
+    big.writeInt32BE(MAX_FRAME_BYTES + 1, 0);
+    expect(() => new FrameReader().push(big)).toThrow(/allowed 0 to/);
+  });
+
+  it('a frame arriving in many small chunks comes out whole and equal', async () => {
+    const { FrameReader } = await import('../../../src/kafka/connection.js');
+    const body = Buffer.from(Array.from({ length: 70_000 }, (_, i) => i % 251));
+    const head = Buffer.alloc(4);
+    head.writeInt32BE(body.length, 0);
+    const stream = Buffer.concat([head, body, head, body]);
+    const r = new FrameReader();
+    const got: Buffer[] = [];
+    for (let o = 0; o < stream.length; o += 997) got.push(...r.push(stream.subarray(o, o + 997)));
+    expect(got.length).toBe(2);
+    for (const g of got) expect(g.equals(body)).toBe(true);
+  });
+});
