@@ -15,9 +15,10 @@
 //
 // Writes bench/results/<UTC timestamp>-<quick|full>/: results.json, results.md and SVG charts.
 // `npx tsx bench/report.ts [dir]` rewrites the README's Measured section from a results.json.
-// Options: --full, --runs N, --only capture,restore,latency,history, --out DIR.
+// Options: --full, --runs N, --only capture,restore,latency,history, --out DIR; --render DIR writes
+// results.md and the charts again from DIR/results.json.
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
 import { measureCapture, type CaptureRun, type Reader } from './capture.js';
@@ -118,7 +119,7 @@ const ratioOf = (runs: CaptureRun[], a: Reader, b: Reader) =>
   );
 const rateOf = (runs: CaptureRun[], r: Reader) => summarize(runs.map((x) => x.readers[r]?.changesPerSecond ?? NaN));
 const x2 = (n: number) => `${n.toFixed(2)}x`;
-const ms = (n: number) => (n >= 10_000 ? `${(n / 1000).toFixed(1)} s` : `${Math.round(n)} ms`);
+const ms = (n: number) => (n >= 10_000 ? `${(n / 1000).toFixed(1)} s` : n < 10 ? `${n.toFixed(1)} ms` : `${Math.round(n)} ms`);
 const sec = (n: number) => `${n.toFixed(n >= 10 ? 1 : 2)} s`;
 
 function markdown(r: Results): string {
@@ -180,6 +181,12 @@ function markdown(r: Results): string {
         )} | ${d((x) => (x.exact ?? x.upper)?.p50, ms)} | ${d((x) => (x.exact ?? x.upper)?.p99, ms)} | ${d((x) => x.anchorSeen?.p50, ms)} | ${d((x) => x.anchorSeen?.p99, ms)} |`,
       );
     }
+    const behind = r.latency.rates.filter((rate) => r.latency!.runs.some((run) => run.some((x) => x.offered === rate && x.achieved < 0.95 * rate)));
+    if (behind.length)
+      L.push(
+        '',
+        `At ${behind.join(', ')} tx/s offered the paced load fell behind (each of its 2 connections waits for its synchronous commit's WAL flush on a machine that also runs PostgreSQL, capture and archive): the latency is that of the achieved rate.`,
+      );
   }
   if (r.history) {
     L.push('', `## Restore time against history since the newest base`, '', r.history.note, '');
@@ -278,7 +285,16 @@ function charts(r: Results, dir: string): string[] {
   return written;
 }
 
+/** --render DIR: writes results.md and the charts again from DIR/results.json (no measuring). */
+function render(dir: string): void {
+  const r = JSON.parse(readFileSync(join(dir, 'results.json'), 'utf8')) as Results;
+  const svgs = charts(r, dir);
+  writeFileSync(join(dir, 'results.md'), markdown(r));
+  console.log(`rendered ${join(dir, 'results.md')}, ${svgs.join(', ')}`);
+}
+
 async function main(): Promise<void> {
+  if (opt('render')) return render(opt('render')!);
   loadStackEnv();
   process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
   const startedAt = new Date().toISOString().replace(/\.\d+Z$/, 'Z');

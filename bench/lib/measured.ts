@@ -46,7 +46,7 @@ interface ResultsFile {
 }
 
 const x2 = (n: number) => `${n.toFixed(2)}x`;
-const ms = (n: number) => (n >= 10_000 ? `${(n / 1000).toFixed(1)} s` : `${Math.round(n)} ms`);
+const ms = (n: number) => (n >= 10_000 ? `${(n / 1000).toFixed(1)} s` : n < 10 ? `${n.toFixed(1)} ms` : `${Math.round(n)} ms`);
 const sec = (n: number) => `${n.toFixed(1)} s`;
 const rates = (runs: Array<{ readers: Record<string, ReaderRun | undefined> }>, r: string) => runs.map((x) => x.readers[r]?.changesPerSecond ?? NaN);
 
@@ -87,7 +87,7 @@ export function renderMeasured(r: ResultsFile, path: string): string {
       if (!rows.length) continue;
       const s = (f: (y: (typeof rows)[number]) => number | undefined) => spread(summarize(rows.map((y) => f(y) ?? NaN)), ms);
       L.push(
-        `| commit-to-durable at ${rate} tx/s offered | p50 ${s((y) => (y.exact ?? y.upper)?.p50)}, p99 ${s((y) => (y.exact ?? y.upper)?.p99)} | \`pg_recvlogical\` sees the commit: p50 ${s((y) => y.anchorSeen?.p50)}, p99 ${s((y) => y.anchorSeen?.p99)} | |`,
+        `| commit-to-durable at ${rate} tx/s offered (${Math.round(summarize(rows.map((y) => y.achieved))?.median ?? 0)} achieved) | p50 ${s((y) => (y.exact ?? y.upper)?.p50)}, p99 ${s((y) => (y.exact ?? y.upper)?.p99)} | \`pg_recvlogical\` sees the commit: p50 ${s((y) => y.anchorSeen?.p50)}, p99 ${s((y) => y.anchorSeen?.p99)} | |`,
       );
     }
   }
