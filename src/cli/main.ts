@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
 import { loadConfig, redactedConfig } from '../config/config.js';
@@ -264,6 +265,11 @@ export function helpFooter(command: string): string {
 
 export async function main(argv: string[]): Promise<void> {
   const controller = new AbortController();
+  // Every in-flight S3 call, retry sleep and child process of a command listens on this signal;
+  // restore reads up to 8 segments at once per scan, and --xid runs a second scan beside the
+  // replay, past Node's default of 10 listeners (MaxListenersExceededWarning, issue 14). The
+  // listeners are removed as the calls end: a bound, not a leak.
+  setMaxListeners(200, controller.signal);
   let signals = 0;
   const onSignal = (sig: NodeJS.Signals) => {
     signals += 1;
