@@ -8,7 +8,7 @@ import { readArchiveManifest } from '../archive/catalog.js';
 import { createStore, putOnce } from '../s3/client.js';
 import { ddlRiskKey } from '../archive/layout.js';
 import { CdpError, ErrorCodes, pgError, toError } from '../errors.js';
-import { emptyEvent, kafkaKey, SCHEMA_HEADER, type ChangeEvent } from '../events/change-event.js';
+import { emptyEvent, kafkaKey, SCHEMA_HEADER, type ChangeEvent } from '../format/change-event.js';
 import { createKafka } from '../kafka/client.js';
 import { counter, gauge, histogram, registerHealth } from '../util/metrics.js';
 import { pluginOptions, ReplicationStream, type StreamEvent } from '../pg/replication-stream.js';
@@ -17,7 +17,7 @@ import { formatLsn, microsToIso, parseLsn, type Lsn } from '../util/lsn.js';
 import { sleep } from '../util/retry.js';
 import { AckTracker } from './ack-tracker.js';
 import { singleRecordBatchSize } from '../kafka/producer.js';
-import { encodeChangeFast } from './encode.js';
+import { encodeEvent } from '../format/event-codec.js';
 import { signMessage, type MessageKey } from './ddl-auth.js';
 import { ddlReplayRisk } from './ddl-check.js';
 import { ChangeMapper, PREFIX } from './mapper.js';
@@ -466,7 +466,7 @@ class CaptureSession {
       }
       if (out && out.op !== 'COMMIT') {
         const key = Buffer.from(kafkaKey(out));
-        const value = encodeChangeFast(out);
+        const value = encodeEvent(out);
         this.checkRecordSize(out, key, value);
         // A large row does not join a batch it would take past batchMaxBytes: the batch goes first.
         // Interrupted means failed or stopping: the loop's check ends the session, and this change's
@@ -480,8 +480,8 @@ class CaptureSession {
 
   private produce(ev: ChangeEvent, data: boolean, partition?: number): void {
     // A Buffer key: kafkajs would otherwise convert the string twice (partitioner and encoder).
-    // encodeChangeFast = encodeChange (avsc) byte for byte, with the relation's encoding cached.
-    this.pipeline.add(Buffer.from(kafkaKey(ev)), encodeChangeFast(ev), data, partition);
+    // encodeEvent = encodeChange (avsc) byte for byte, with the relation's encoding cached.
+    this.pipeline.add(Buffer.from(kafkaKey(ev)), encodeEvent(ev), data, partition);
   }
 
   /**

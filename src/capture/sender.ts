@@ -1,7 +1,7 @@
 import { CompressionTypes, Partitioners, type Kafka } from 'kafkajs';
 import type { Config } from '../config/config.js';
 import { CdpError, ErrorCodes, toError } from '../errors.js';
-import { SCHEMA_HEADER } from '../events/change-event.js';
+import { SCHEMA_HEADER } from '../format/change-event.js';
 import { DirectProducer, type OutRecord } from '../kafka/producer.js';
 import { kafkaClientOptions } from '../kafka/security.js';
 

@@ -1,4 +1,4 @@
-import type { ChangeEvent, RelationInfo } from '../events/change-event.js';
+import type { ChangeEvent, RelationInfo } from '../format/change-event.js';
 import { CdpError, ErrorCodes } from '../errors.js';
 import { formatLsn, type Lsn } from '../util/lsn.js';
 import type { ReplayItem } from './merge.js';

@@ -1,4 +1,4 @@
-import type { ChangeEvent } from '../events/change-event.js';
+import type { ChangeEvent } from '../format/change-event.js';
 import { keyValues, updateColumns, type TableRef } from './sql.js';
 
 // Net effect per key inside one target transaction (the applier's "coalescing"). Only the state at

@@ -4,7 +4,7 @@ import { archiveManifestKey, segmentKey, type ArchiveManifest } from '../../../s
 import { SegmentWriter } from '../../../src/archive/segment.js';
 import { storeSegment } from '../../../src/archive/upload.js';
 import { takeBaseBackup } from '../../../src/base/basebackup.js';
-import { emptyEvent, type ChangeEvent, type RelationInfo } from '../../../src/events/change-event.js';
+import { emptyEvent, type ChangeEvent, type RelationInfo } from '../../../src/format/change-event.js';
 import { createStore, putOnce, type Store } from '../../../src/s3/client.js';
 import { formatLsn, microsToIso } from '../../../src/util/lsn.js';
 import { createDatabase, dropDatabase, rand, runCli, silentLog, stackEnvironment, testConfig, testContext, withClient } from './helpers.js';

@@ -11,7 +11,7 @@ import { archiveManifestKey, baseManifestKey, segmentKey, type ArchiveManifest, 
 import { SegmentWriter } from '../../../src/archive/segment.js';
 import { storeSegment } from '../../../src/archive/upload.js';
 import type { BaseManifestExt } from '../../../src/base/basebackup.js';
-import { emptyEvent, type ChangeEvent, type RelationInfo } from '../../../src/events/change-event.js';
+import { emptyEvent, type ChangeEvent, type RelationInfo } from '../../../src/format/change-event.js';
 import { sequencesSql } from '../../../src/restore/apply.js';
 import { listBaseManifests } from '../../../src/restore/base-restore.js';
 import { createStore, getObject, putOnce, sha256, type Store } from '../../../src/s3/client.js';

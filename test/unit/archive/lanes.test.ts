@@ -5,7 +5,7 @@ import { attachConsumerGroup } from '../../../src/archive/archiver.js';
 import type { StoredGap } from '../../../src/archive/chain.js';
 import { ArchiveLanes, type CutPolicy, type LaneArchive, type LaneConsumer } from '../../../src/archive/lanes.js';
 import type { PartitionState } from '../../../src/archive/layout.js';
-import { emptyEvent, encodeChange } from '../../../src/events/change-event.js';
+import { emptyEvent, encodeChange } from '../../../src/format/change-event.js';
 
 // The archiver's lanes with their two collaborators as plain fakes (no module mocks): the archive
 // on S3 (segments, state pointers, gap markers) and the consumer group (commits, pause/resume, the

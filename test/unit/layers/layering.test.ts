@@ -20,7 +20,7 @@ const LAYERS: string[][] = [
   ['config'],
   ['context.ts'],
   ['format'],
-  ['pg', 'kafka', 's3', 'events'],
+  ['pg', 'kafka', 's3'],
   ['archive'],
   ['capture', 'base'],
   ['restore'],

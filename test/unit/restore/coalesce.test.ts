@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { emptyEvent, type ChangeEvent, type RelationInfo } from '../../../src/events/change-event.js';
+import { emptyEvent, type ChangeEvent, type RelationInfo } from '../../../src/format/change-event.js';
 import { Coalescer } from '../../../src/restore/coalesce.js';
 
 const REL: RelationInfo = { oid: 1, replicaIdentity: 'd', columns: ['id', 'a', 'b'], types: ['bigint', 'text', 'text'], key: [0] };
