@@ -3,11 +3,11 @@ import type { Logger } from '../util/log.js';
 import { counter, gauge, histogram } from '../util/metrics.js';
 import { faultPoint } from '../testing/faults.js';
 import type { CurrentGeneration, StoredGap } from './chain.js';
-import { describeGap } from './chain.js';
 import type { Keyring } from './crypto.js';
 import { cutReason, watermarkOnly, type CutLimits, type CutReason, type OpenSegmentFacts } from './cut-policy.js';
-import { parseSegmentKey, segmentKey, type GapRecord, type PartitionState } from './layout.js';
-import { readValuePrefix, SegmentWriter, type FinishedSegment, type SegmentWriterOptions } from './segment.js';
+import { segmentKey, type GapRecord, type PartitionState } from './layout.js';
+import { SegmentWriter, type FinishedSegment, type SegmentWriterOptions } from './segment.js';
+import { recordOffsetGap, startLanePosition, type LaneEdgeContext } from './lane-start.js';
 
 // The archiver's lanes (DESIGN.md sections 1, 2 and 4): one per assigned partition, each turning
 // the partition's records into a sequence of segments on S3. A lane appends records to its open
@@ -422,71 +422,21 @@ export class ArchiveLanes {
     }
   }
 
-  /**
-   * Records a hole in a partition's offsets (offsets from..to of this topic epoch never reached the
-   * archive) as a gap marker, and breaks the lane's hash chain there. untilLsn: the highest commit
-   * LSN among the records read from the hole on (capture produces a partition in commit order, so
-   * a lost record committed no later than what followed it).
-   */
-  private async recordLaneGap(l: Lane, from: bigint, to: bigint, after: ReadonlyArray<{ value: Buffer | null }>): Promise<void> {
-    let untilLsn = 0;
-    for (const rec of after) {
-      if (!rec.value) continue;
-      try {
-        untilLsn = Math.max(untilLsn, readValuePrefix(rec.value).commitLsn);
-      } catch {
-        // not a change event: SegmentWriter.append reports it
-      }
-    }
-    const st = await this.archive.readPartitionState(l.partition);
-    const gap = await this.archive.recordGap({
-      kind: 'retention',
-      generation: this.opts.generation.generation,
-      topicEpoch: this.opts.generation.topicEpoch,
-      partition: l.partition,
-      fromOffset: String(from),
-      toOffset: String(to),
-      afterLsn: st?.watermarkLsn ?? 0,
-      afterTime: st?.watermarkTime ?? 0,
-      untilLsn,
-      detail: `Kafka no longer holds offsets ${from}..${to} of partition ${l.partition} (deleted by retention or deleteRecords before they were archived); the archive continues at offset ${to + 1n}`,
-    });
-    l.prevSha = undefined;
-    this.opts.log.error({ partition: l.partition, gap: gap.key }, `chain of custody broken, gap recorded: ${describeGap(gap)}`);
+  private edge(): LaneEdgeContext {
+    return { archive: this.archive, consumer: this.consumer, topic: this.opts.topic, generation: this.opts.generation, log: this.opts.log };
   }
 
-  /**
-   * A lane's first batch after a group join: where must the partition continue? At the higher of
-   * the group's committed offset and the offset after the last archived one (the state pointer, in
-   * this topic epoch), or at 0 when neither is known (a new topic epoch starts at 0). Kafka handing
-   * us a later first offset means the records between are gone (kafkajs resets an out-of-range
-   * position to the log start without telling): a gap, recorded before anything is stored. A
-   * partition whose high watermark is below what the archive already holds was recreated behind
-   * the archive's back: the archiver stops (cdp setup starts a new topic epoch).
-   */
+  /** A hole in the lane's offsets: recorded as a gap marker (lane-start.ts), and the hash chain breaks there. */
+  private async recordLaneGap(l: Lane, from: bigint, to: bigint, after: ReadonlyArray<{ value: Buffer | null }>): Promise<void> {
+    await recordOffsetGap(this.edge(), l.partition, from, to, after);
+    l.prevSha = undefined;
+  }
+
+  /** Where the lane continues, checked against the archive and Kafka (lane-start.ts). */
   private async startLane(l: Lane, messages: ReadonlyArray<{ offset: string; value: Buffer | null }>): Promise<void> {
-    const [pos, st] = await Promise.all([this.consumer.position(l.partition), this.archive.readPartitionState(l.partition)]);
-    if (l.revoked) return;
-    const gen = this.opts.generation;
-    const sameEpoch = st !== undefined && (st.epoch ?? 0) === gen.topicEpoch && /^\d+$/.test(st.lastOffset ?? '');
-    const archivedNext = sameEpoch ? BigInt(st.lastOffset) + 1n : undefined;
-    if (archivedNext !== undefined && pos.high !== undefined && BigInt(pos.high) < archivedNext) {
-      throw new IntegrityError(
-        `partition ${l.partition} of topic ${this.opts.topic} ends at offset ${pos.high}, but the archive already holds offsets up to ${archivedNext - 1n} of this topic epoch: ` +
-          'the topic was deleted and created again behind the archive. Run cdp setup (it records the break and starts a new topic epoch), then start the archiver again',
-        { details: { partition: l.partition, high: pos.high, archived: String(archivedNext - 1n) } },
-      );
-    }
-    let expected = archivedNext ?? 0n;
-    if (pos.committed > expected) expected = pos.committed;
-    const first = BigInt(messages[0]!.offset);
-    l.started = true;
-    if (first > expected) {
-      await this.recordLaneGap(l, expected, first - 1n, messages);
-    } else if (sameEpoch && first === archivedNext) {
-      l.prevSha = parseSegmentKey(st.lastKey)?.sha256;
-    }
-    this.opts.log.info({ partition: l.partition, first: String(first), expected: String(expected), low: pos.low, high: pos.high, generation: gen.generation, epoch: gen.topicEpoch }, 'archive lane started');
+    const r = await startLanePosition(this.edge(), l.partition, messages, { revoked: () => l.revoked, started: () => (l.started = true) });
+    if (r?.kind === 'gap') l.prevSha = undefined;
+    else if (r?.kind === 'continues') l.prevSha = r.prevSha;
   }
 
   /**
