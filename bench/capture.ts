@@ -113,7 +113,7 @@ async function debezium(url: string, slot: string, publication: string, changes:
     seconds: r.seconds,
     changesPerSecond: changes / r.seconds,
     mbPerSecond: r.jsonBytes / 1e6 / r.seconds,
-    note: `task started to last change (JVM + connector start-up ${r.startupSeconds.toFixed(1)} s not counted); ${(r.jsonBytes / 1e6).toFixed(1)} MB of JSON`,
+    note: `task started to last change (JVM + connector start-up ${r.startupSeconds.toFixed(1)} s not counted; first to last change ${r.firstToLastSeconds.toFixed(1)} s); ${(r.jsonBytes / 1e6).toFixed(1)} MB of JSON`,
   };
 }
 
