@@ -143,9 +143,16 @@ afterAll(async () => {
 
 describe('cdp compact: synthetic bases', () => {
   it('two compactions between the source bases: restores before, between and after them are exact, each from the newest base at or before it; the latest point replays only what follows the newest synthetic base', async () => {
+    // Pauses longer than the segment age (500 ms) between the writes: several segments per
+    // partition before S1, so that the last test can delete one in the middle of a partition.
+    const pause = () => new Promise((r) => setTimeout(r, 1500));
     await write('a', 40);
+    await pause();
     await withClient(url, (c) => c.query(`ALTER TABLE acct ADD COLUMN tier text DEFAULT 'basic'`));
+    await pause();
     await write('a2', 20);
+    await pause();
+    await write('a3', 20);
     points.A = await mark();
     const b0 = await dryRunBase(['--latest']);
     bases.B0 = b0;
@@ -244,6 +251,22 @@ describe('cdp compact: synthetic bases', () => {
     expect(v2).toMatchObject({ ok: true, incompleteBases: [] });
     bases.S3 = (next.base as { lsn: string }).lsn;
     expect(await dryRunBase(['--latest'])).toBe(bases.S3);
+  });
+
+  it('prune anchors on a source base: synthetic bases before it go, segments a source base needs stay, newer synthetic bases stay', async () => {
+    // A retention window of a few seconds: every base above is older than the cutoff.
+    const r = await runCli(['prune', '--dry-run'], { ...env, CDP_RETENTION_DAYS: '0.0001' });
+    expect(r.code, r.stderr).toBe(0);
+    const report = JSON.parse(r.stdout) as { anchorBase: string; keys: string[] };
+    expect(report.anchorBase).toBe(bases.B1);
+    const anchor = parseLsn(bases.B1!);
+    const baseKeys = report.keys.filter((k) => k.includes('/bases/'));
+    const dirOf = (lsn: string) => parseLsn(lsn).toString(16).toUpperCase().padStart(16, '0');
+    // B0, S1 and S2 (manifest and dump each); neither B1 nor S3.
+    expect(baseKeys.filter((k) => k.endsWith('manifest.json')).length).toBe(3);
+    for (const b of [bases.B0!, bases.S1!, bases.S2!]) expect(baseKeys.some((k) => k.includes(`/bases/${dirOf(b)}`)), b).toBe(true);
+    for (const b of [bases.B1!, bases.S3!]) expect(baseKeys.some((k) => k.includes(`/bases/${dirOf(b)}`)), b).toBe(false);
+    for (const k of report.keys.filter((x) => x.includes('/segments/'))) expect(parseInt(k.split('/').at(-1)!.slice(0, 16), 16)).toBeLessThan(anchor);
   });
 
   it('a synthetic base never hides a missing segment: verify reports the hole, a restore from B0 across it stops with exit 3, points from S1 on still restore', async () => {
