@@ -260,3 +260,12 @@ async function restoreViaScript(opts: { file: string; listFile: string; keepOwne
 export function pgRestoreArgs(opts: { into: string; jobs: number; listFile: string; file: string; keepOwners?: boolean }): string[] {
   return [...(opts.keepOwners ? [] : ['--no-owner']), '--exit-on-error', `--jobs=${opts.jobs}`, `--use-list=${opts.listFile}`, `--dbname=${opts.into}`, opts.file];
 }
+
+/**
+ * `restore --sql` (issue 14): the table of contents pg_restore --use-list needs to load the base by
+ * hand as restore would, without the CDP's own objects (their event triggers name a schema the base
+ * does not hold) and, with --tables, with only the chosen tables' data.
+ */
+export async function writeBaseList(pgRestorePath: string, dumpFile: string, listFile: string, filter: TableFilter | undefined, signal: AbortSignal): Promise<void> {
+  await writeFile(listFile, filterToc(await run(pgRestorePath, ['--list', dumpFile], signal), filter), { mode: 0o600 });
+}

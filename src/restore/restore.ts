@@ -1,4 +1,4 @@
-import { chmod, readFile, rm } from 'node:fs/promises';
+import { chmod, copyFile, readFile, rm } from 'node:fs/promises';
 import { createWriteStream, type WriteStream } from 'node:fs';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -14,6 +14,7 @@ import type { BaseManifestExt } from '../base/basebackup.js';
 import { redactUrl } from '../util/redact.js';
 import { CURSOR_SCHEMA } from './cursor.js';
 import { faultValue } from '../testing/faults.js';
+import { pgConnection, type PgTlsConfig } from '../pg/tls.js';
 import { CdpError, ErrorCodes, pgError, toError } from '../errors.js';
 import { createStore, missingBucketError } from '../s3/client.js';
 import { formatLsn, microsToIso, type Lsn } from '../util/lsn.js';
@@ -22,7 +23,7 @@ import { fractionOf, pollEvery, Progress, type ProgressTerminal } from './progre
 import { loadParser, SESSION_SETTINGS } from './ddl-replay.js';
 import { tableOf, type DdlObjects } from './ddl-filter.js';
 import { Limiter, listPartitionSegments, partitionChunks, type SegmentReadStats } from './archive-source.js';
-import { downloadBase, listBaseManifests, restoreBase } from './base-restore.js';
+import { downloadBase, listBaseManifests, restoreBase, writeBaseList } from './base-restore.js';
 import { groupTransactionBatches, mergePartitions, type MergeStats, type ReplayItem } from './merge.js';
 import { describeTarget, makeCut, makeWatermarkCut, parseTarget, xidMatches, type RestoreTarget } from './target.js';
 
@@ -151,11 +152,11 @@ function oneLine(s: string): string {
   return s.replace(/[\u0000-\u001f\u007f\u2028\u2029]/g, '?');
 }
 
-export function sqlFileHeader(base: { lsnText: string; time: string; key: string }, targetText: string): string {
+export function sqlFileHeader(base: { lsnText: string; time: string; key: string }, targetText: string, baseFile = 'base.dump'): string {
   return (
     // Fields of the (unauthenticated) base manifest: one comment line each, whatever they hold.
     `-- Katya CDP replay: base ${oneLine(base.lsnText)} (${oneLine(base.time)}, ${oneLine(base.key)}) to ${oneLine(targetText)}\n` +
-    `-- Restore the base first, keeping owners (DDL below runs as the role that ran it): pg_restore --exit-on-error -d <target> base.dump\n` +
+    `-- Restore the base first, keeping owners (DDL below runs as the role that ran it): pg_restore --exit-on-error -d <target> ${oneLine(baseFile)}\n` +
     `\\set ON_ERROR_STOP on\n${SESSION_SETTINGS}\n`
   );
 }
@@ -288,8 +289,8 @@ class NullSink implements SqlSink {
   async drain(): Promise<void> {}
 }
 
-async function connectTarget(url: string): Promise<pg.Client> {
-  const c = new pg.Client({ connectionString: url });
+async function connectTarget(url: string, tls?: PgTlsConfig): Promise<pg.Client> {
+  const c = new pg.Client(pgConnection(url, tls, 'restore.tls'));
   try {
     await c.connect();
   } catch (err) {
@@ -430,7 +431,7 @@ export async function runRestore(ctx: CommandContext, opts: RestoreOptions, disp
   let resumeFrom: Lsn | undefined;
   let resumed: Cursor | undefined;
   if (!opts.dryRun && !opts.sqlFile) {
-    client = await connectTarget(opts.into);
+    client = await connectTarget(opts.into, cfg.restore.tls);
     if (opts.ddlRole) {
       const r = await client.query<{ rolsuper: boolean }>('SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = $1', [opts.ddlRole]);
       if (r.rows.length === 0 || r.rows[0]!.rolsuper) {
@@ -492,15 +493,27 @@ export async function runRestore(ctx: CommandContext, opts: RestoreOptions, disp
 
   let sink: SqlSink;
   let file: WriteStream | undefined;
+  let baseFile: string | undefined;
   if (opts.dryRun) sink = new NullSink();
   else if (opts.sqlFile) {
     // The file holds the data: readable by its owner only (an existing file is narrowed first).
     await chmod(opts.sqlFile, 0o600).catch((err: NodeJS.ErrnoException) => {
       if (err.code !== 'ENOENT') throw err;
     });
+    // The base beside it (issue 14: --sql used to leave fetching the base to the operator): the
+    // stored dump, checked against its SHA-256 and decrypted, as <file>.base.dump.
+    baseFile = `${opts.sqlFile}.base.dump`;
+    const fetched = await downloadBase(store, base, keyring);
+    try {
+      await copyFile(fetched.file, baseFile);
+      await chmod(baseFile, 0o600);
+      await writeBaseList(cfg.basebackup.pgRestorePath, baseFile, `${opts.sqlFile}.base.list`, filter, ctx.signal);
+    } finally {
+      await rm(fetched.dir, { recursive: true, force: true });
+    }
     file = createWriteStream(opts.sqlFile, { mode: 0o600 });
     sink = new FileSink(file);
-    await sink.exec(sqlFileHeader(base, targetText));
+    await sink.exec(sqlFileHeader(base, targetText, `--use-list=${opts.sqlFile}.base.list ${baseFile}`));
   } else sink = new PgSink(client!);
 
   // Tables whose changes may be coalesced inside a target transaction: all but those with a unique
@@ -590,7 +603,7 @@ export async function runRestore(ctx: CommandContext, opts: RestoreOptions, disp
         const dbSize = pollEvery(2_000, async () => Number((await client.query<{ b: string }>('SELECT pg_catalog.pg_database_size(pg_catalog.current_database())::text AS b')).rows[0]!.b));
         progress.begin('base', () => ({ bytes: dbSize.value || undefined }));
         try {
-          ({ ownersKept, materializedViews } = await restoreBase({ file: dump, dir, into: opts.into, jobs: opts.jobs ?? cfg.restore.jobs, pgRestorePath: cfg.basebackup.pgRestorePath, filter, signal: ctx.signal, targetRoles, baseDumpVersion: base.pgDumpVersion, targetVersionNum }));
+          ({ ownersKept, materializedViews } = await restoreBase({ file: dump, dir, into: opts.into, tls: cfg.restore.tls, jobs: opts.jobs ?? cfg.restore.jobs, pgRestorePath: cfg.basebackup.pgRestorePath, filter, signal: ctx.signal, targetRoles, baseDumpVersion: base.pgDumpVersion, targetVersionNum }));
         } catch (err) {
           const e = toError(err);
           const what = `${e.message}; the target holds part of the base: drop and recreate the database ${redactUrl(opts.into)}, then run the same command again`;
@@ -704,6 +717,7 @@ export async function runRestore(ctx: CommandContext, opts: RestoreOptions, disp
     replayChangesPerSecond: Math.round(applier.stats.changes / Math.max((Date.now() - replayStarted) / 1000, 0.001)),
     resumed: Boolean(resumed),
     sqlFile: opts.sqlFile ?? null,
+    baseFile: baseFile ?? null,
   };
   return report;
 }

@@ -1,4 +1,7 @@
-import type { ChildProcess } from 'node:child_process';
+import { execFileSync, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { recordGap } from '../../../src/archive/chain.js';
 import { listSegments } from '../../../src/archive/catalog.js';
@@ -7,7 +10,20 @@ import { archiveRoot } from '../../../src/config/config.js';
 import type { InfoReport } from '../../../src/ops/info.js';
 import { createStore, putOnce } from '../../../src/s3/client.js';
 import { formatLsn, parseLsn } from '../../../src/util/lsn.js';
-import { createDatabase, dropDatabase, pipelineEnv, rand, runCli, silentLog, stackEnvironment, startRun, testConfig, waitFor, withClient } from '../restore/helpers.js';
+import {
+  createDatabase,
+  dropDatabase,
+  fingerprint,
+  pipelineEnv,
+  rand,
+  runCli,
+  silentLog,
+  stackEnvironment,
+  startRun,
+  testConfig,
+  waitFor,
+  withClient,
+} from '../restore/helpers.js';
 
 // Issue 14, `cdp info`: where do I stand, from the archive alone. A real pipeline makes a base
 // (setup), segments (run), a recorded break after them, and a second base after the break; a
@@ -43,11 +59,16 @@ describe('cdp info', () => {
       for (let i = 0; i < 5; i++) await c.query(`UPDATE t SET v = v || '${i}' WHERE id % 3 = ${i % 3}`);
     });
     const until = await withClient(url, async (c) => parseLsn((await c.query<{ l: string }>('SELECT pg_current_wal_lsn()::text AS l')).rows[0]!.l));
-    await waitFor('the restorable point past the updates', async () => {
-      const s = await runCli(['status', '--json'], env, 60_000);
-      const p = (JSON.parse(s.stdout) as { restorablePoint?: { lsn: string } }).restorablePoint;
-      return p ? parseLsn(p.lsn) >= until : false;
-    }, 180_000, 1_000).catch((err: unknown) => {
+    await waitFor(
+      'the restorable point past the updates',
+      async () => {
+        const s = await runCli(['status', '--json'], env, 60_000);
+        const p = (JSON.parse(s.stdout) as { restorablePoint?: { lsn: string } }).restorablePoint;
+        return p ? parseLsn(p.lsn) >= until : false;
+      },
+      180_000,
+      1_000,
+    ).catch((err: unknown) => {
       throw new Error(`${(err as Error).message}; cdp run said: ${runErr}`);
     });
     // A break recorded now (as the archiver would for records Kafka deleted), then a base after it,
@@ -55,18 +76,54 @@ describe('cdp info', () => {
     const cfg = testConfig(env);
     const store = createStore(cfg, silentLog);
     const root = archiveRoot(cfg);
-    const gap = await recordGap(store, root, { kind: 'retention', generation: 0, topicEpoch: 0, partition: 0, fromOffset: '1000', toOffset: '1001', afterLsn: until, afterTime: Date.now() * 1000, untilLsn: until, detail: 'test: a break recorded by hand' });
+    const gap = await recordGap(store, root, {
+      kind: 'retention',
+      generation: 0,
+      topicEpoch: 0,
+      partition: 0,
+      fromOffset: '1000',
+      toOffset: '1001',
+      afterLsn: until,
+      afterTime: Date.now() * 1000,
+      untilLsn: until,
+      detail: 'test: a break recorded by hand',
+    });
     const bb = await runCli(['basebackup'], env);
     expect(bb.code, bb.stderr).toBe(0);
     await withClient(url, (c) => c.query(`UPDATE t SET v = 'after base 2' WHERE id = 1`));
     const until2 = await withClient(url, async (c) => parseLsn((await c.query<{ l: string }>('SELECT pg_current_wal_lsn()::text AS l')).rows[0]!.l));
-    await waitFor('the restorable point past the second base', async () => {
-      const s = await runCli(['status', '--json'], env, 60_000);
-      const p = (JSON.parse(s.stdout) as { restorablePoint?: { lsn: string } }).restorablePoint;
-      return p ? parseLsn(p.lsn) >= until2 : false;
-    }, 180_000, 1_000);
+    await waitFor(
+      'the restorable point past the second base',
+      async () => {
+        const s = await runCli(['status', '--json'], env, 60_000);
+        const p = (JSON.parse(s.stdout) as { restorablePoint?: { lsn: string } }).restorablePoint;
+        return p ? parseLsn(p.lsn) >= until2 : false;
+      },
+      180_000,
+      1_000,
+    );
     run.kill('SIGTERM');
     await new Promise((r) => run!.once('exit', r));
+
+    // restore --sql fetches the base itself (issue 14): <file>.base.dump beside the SQL, named in
+    // its header; pg_restore of that file then psql of the SQL gives the source's rows.
+    const sqlDir = mkdtempSync(join(tmpdir(), 'cdp-info-sql-'));
+    const sqlFile = join(sqlDir, 'replay.sql');
+    const manual = await createDatabase(`${name}_m`);
+    try {
+      const out = await runCli(['restore', '--into', manual, '--latest', '--sql', sqlFile], env);
+      expect(out.code, out.stderr).toBe(0);
+      expect(existsSync(`${sqlFile}.base.dump`)).toBe(true);
+      expect(statSync(`${sqlFile}.base.dump`).mode & 0o777).toBe(0o600);
+      expect(readFileSync(sqlFile, 'utf8')).toContain(`pg_restore --exit-on-error -d <target> --use-list=${sqlFile}.base.list ${sqlFile}.base.dump`);
+      execFileSync('pg_restore', ['--exit-on-error', '-d', manual, `--use-list=${sqlFile}.base.list`, `${sqlFile}.base.dump`], { stdio: 'pipe' });
+      execFileSync('psql', ['-q', '-X', '-d', manual, '-f', sqlFile], { stdio: 'pipe' });
+      const [want, got] = await Promise.all([withClient(url, fingerprint), withClient(manual, fingerprint)]);
+      expect(got).toEqual(want);
+    } finally {
+      rmSync(sqlDir, { recursive: true, force: true });
+      await dropDatabase(`${name}_m`);
+    }
 
     const first = await runCli(['info', '--json'], env, 60_000);
     expect(first.code, first.stderr).toBe(0);
@@ -74,10 +131,28 @@ describe('cdp info', () => {
     expect(sourceBases.map((b) => b.kind)).toEqual(['source', 'source']);
     // A synthetic base beside the second (the manifest shape cdp compact writes; info reads manifests generically).
     const second = sourceBases[1]!;
-    const secondManifest = JSON.parse((await (await import('../../../src/s3/client.js')).getObject(store, second.key.replace(/base\.dump$/, 'manifest.json'))).toString('utf8')) as Record<string, unknown> & { lsn: number; lsnText: string; key: string; sha256: string; timeMicros: number };
+    const secondManifest = JSON.parse(
+      (await (await import('../../../src/s3/client.js')).getObject(store, second.key.replace(/base\.dump$/, 'manifest.json'))).toString('utf8'),
+    ) as Record<string, unknown> & { lsn: number; lsnText: string; key: string; sha256: string; timeMicros: number };
     const synthLsn = secondManifest.lsn + 8;
     const dir = syntheticBaseDir(root, synthLsn, 'infotest');
-    await putOnce(store, `${dir}manifest.json`, Buffer.from(JSON.stringify({ ...secondManifest, lsn: synthLsn, lsnText: formatLsn(synthLsn), key: `${dir}base.dump`, synthetic: { version: 1, fromBase: { lsn: secondManifest.lsn, lsnText: secondManifest.lsnText, key: secondManifest.key, sha256: secondManifest.sha256, synthetic: false }, rootBase: { lsn: secondManifest.lsn, lsnText: secondManifest.lsnText, timeMicros: secondManifest.timeMicros, key: secondManifest.key } } })));
+    await putOnce(
+      store,
+      `${dir}manifest.json`,
+      Buffer.from(
+        JSON.stringify({
+          ...secondManifest,
+          lsn: synthLsn,
+          lsnText: formatLsn(synthLsn),
+          key: `${dir}base.dump`,
+          synthetic: {
+            version: 1,
+            fromBase: { lsn: secondManifest.lsn, lsnText: secondManifest.lsnText, key: secondManifest.key, sha256: secondManifest.sha256, synthetic: false },
+            rootBase: { lsn: secondManifest.lsn, lsnText: secondManifest.lsnText, timeMicros: secondManifest.timeMicros, key: secondManifest.key },
+          },
+        }),
+      ),
+    );
 
     const r = await runCli(['info', '--json'], env, 60_000);
     expect(r.code, r.stderr).toBe(0);
