@@ -161,10 +161,6 @@ function values(r: Reader): (string | null)[] {
   return a;
 }
 
-function skipArray(r: Reader, item: () => void): void {
-  for (let n = r.blockCount(); n !== 0; n = r.blockCount()) for (let i = 0; i < n; i++) item();
-}
-
 /** Reads a Relation record; the caller shares equal ones. */
 export function readRelation(r: Reader): RelationInfo {
   return { oid: r.long(), replicaIdentity: r.string(), columns: stringArray(r), types: stringArray(r), key: intArray(r) };
@@ -174,9 +170,10 @@ export function readRelation(r: Reader): RelationInfo {
 export function skipRelation(r: Reader): void {
   r.long();
   r.skipString();
-  skipArray(r, () => r.skipString());
-  skipArray(r, () => r.skipString());
-  skipArray(r, () => void r.long());
+  // Loops written out (the archiver skips one relation per record).
+  for (let n = r.blockCount(); n !== 0; n = r.blockCount()) for (let i = 0; i < n; i++) r.skipString();
+  for (let n = r.blockCount(); n !== 0; n = r.blockCount()) for (let i = 0; i < n; i++) r.skipString();
+  for (let n = r.blockCount(); n !== 0; n = r.blockCount()) for (let i = 0; i < n; i++) r.long();
 }
 
 /**
