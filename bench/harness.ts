@@ -11,7 +11,7 @@
 //   commit-to-durable    p50/p99 against offered load; pg_recvlogical's view of the commit as the
 //                        floor (bench/latency.ts)
 //   restore vs history   restore time against the changes since the newest base (no compaction:
-//                        `cdp compact` is not part of this harness yet)
+//                        bench/compact.ts measures it with `cdp compact`, on its own for now)
 //
 // Writes bench/results/<UTC timestamp>-<quick|full>/: results.json, results.md and SVG charts.
 // `npx tsx bench/report.ts [dir]` rewrites the README's Measured section from a results.json.
@@ -401,7 +401,7 @@ async function main(): Promise<void> {
   if (ONLY.has('history')) {
     r.history = {
       compaction: false,
-      note: '`cdp compact` is not in this harness yet: this is restore time against the length of the history since the base, without compaction (OLTP transactions of 3 changes). Native apply drains the same changes from a slot.',
+      note: 'Restore time against the length of the history since the base, without compaction (OLTP transactions of 3 changes); native apply drains the same changes from a slot. With compaction (`cdp compact`): bench/compact.ts, run on its own, not yet in this harness.',
       points: [],
     };
     for (const t of SIZES.history) {
