@@ -2,7 +2,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { dirname, join, posix, relative } from 'node:path';
 import { describe, expect, it } from 'vitest';
 
-// The layers run one way (issue 12, item 4): cli -> commands (ops) -> the pipeline's parts (capture,
+// The layers run one way: cli -> commands (ops) -> the pipeline's parts (capture,
 // base, restore, over archive) -> pg / kafka / s3 / the change-event format -> config and context ->
 // util. A module may import from its own folder or from a folder of a lower layer, never from a
 // layer above it nor from a sibling folder of its own layer. And only src/cli prints results or
