@@ -544,7 +544,13 @@ export class Applier {
     if (!full && reorderable) {
       if (this.netRow(ev, info.netKey)) return;
     }
-    if (this.net.size > 0) this.flushNetOf(info.netKey);
+    if (this.net.size > 0) {
+      // A table whose writes run user code (a trigger, a CHECK calling a function) may read any
+      // other table: everything the source changed before this change is written first, not only
+      // this table's own buffer (coalesce.ts assumes no user code sees a buffered table).
+      if (this.ownerRunner(refOf(ev))) this.flushNetAll();
+      else this.flushNetOf(info.netKey);
+    }
     if (ev.op === 'INSERT') {
       const b = this.batch;
       if (b && b.kind === 'insert' && b.rows.length < this.insertMaxRows && sameShape(b.ref, ev)) {
@@ -598,6 +604,9 @@ export class Applier {
 
   /** Folds a change into the coalescing buffer (coalesce.ts); false: write it in stream order. */
   private netRow(ev: ChangeEvent, name: string): boolean {
+    // Rows of a user-code table batched in stream order are written before a later change of
+    // another table is buffered: their code must not see that change (nor miss an earlier one).
+    if (this.batch && this.ownerRunner(this.batch.ref)) this.flushBatch();
     const buffered = this.net.ref(name);
     if (buffered && !sameShape(buffered, ev)) this.flushNetOf(name);
     if (!this.net.add(name, buffered && buffered.relation === ev.relation ? buffered : refOf(ev), ev)) {
