@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
-import { PassThrough, Transform } from 'node:stream';
+import { randomBytes } from 'node:crypto';
+import { PassThrough } from 'node:stream';
 import pg from 'pg';
 import type { CommandContext } from '../context.js';
 import { archiveRoot, sourceDatabase, type Config } from '../config/config.js';
@@ -15,6 +15,7 @@ import { createStore, getObjectIfExists, putOnce, type Store } from '../s3/clien
 import { MULTIPART_PART_SIZE, uploadMultipart } from '../s3/multipart.js';
 import { formatLsn, microsToIso, parseLsn } from '../util/lsn.js';
 import { encodeManifest } from './manifest.js';
+import { hashMeter } from '../util/hash-meter.js';
 
 // `cdp basebackup`: a consistent full copy at a known LSN (DESIGN.md section 4).
 //
@@ -178,19 +179,11 @@ export async function takeBaseBackup(ctx: CommandContext): Promise<BaseManifestE
     const onAbort = () => child.kill('SIGTERM');
     ctx.signal.addEventListener('abort', onAbort, { once: true });
 
-    const hash = createHash('sha256');
-    let size = 0;
+    const meter = hashMeter();
     // Sealed for its object key in this archive (envelope v2, crypto.ts).
     const seal = keyring ? sealStream(keyring, dumpKey) : undefined;
-    const meter = new Transform({
-      transform(chunk: Buffer, _e, cb) {
-        hash.update(chunk);
-        size += chunk.length;
-        cb(null, chunk);
-      },
-    });
     const body = new PassThrough({ highWaterMark: MULTIPART_PART_SIZE });
-    (seal ? child.stdout.pipe(seal).pipe(meter) : child.stdout.pipe(meter)).pipe(body);
+    (seal ? child.stdout.pipe(seal).pipe(meter.stream) : child.stdout.pipe(meter.stream)).pipe(body);
     const upload = uploadStream(store, dumpKey, body);
     let code: number;
     try {
@@ -205,6 +198,7 @@ export async function takeBaseBackup(ctx: CommandContext): Promise<BaseManifestE
     if (code !== 0) {
       throw new CdpError(ErrorCodes.PG_ERROR, `pg_dump failed (exit ${code}): ${stderr.trim().split('\n').slice(-5).join(' | ')}; the base at ${consistentPoint} is incomplete (no manifest) and will not be used`);
     }
+    const size = meter.size();
     const manifest: BaseManifestExt = {
       version: 1,
       database: sourceDatabase(cfg),
@@ -214,7 +208,7 @@ export async function takeBaseBackup(ctx: CommandContext): Promise<BaseManifestE
       timeMicros,
       key: dumpKey,
       size,
-      sha256: hash.digest('hex'),
+      sha256: meter.digest(),
       serverVersion: String(f.version),
       serverVersionNum: Number(f.version_num),
       pgDumpVersion: await commandVersion(cfg.basebackup.pgDumpPath),

@@ -1,10 +1,10 @@
 import { spawn } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdtemp, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { PassThrough, Transform } from 'node:stream';
+import { PassThrough } from 'node:stream';
 import { DeleteObjectsCommand } from '@aws-sdk/client-s3';
 import pg from 'pg';
 import type { CommandContext } from '../context.js';
@@ -25,6 +25,7 @@ import { sleep } from '../util/retry.js';
 import { fingerprintDiff, fingerprintDigest, tableFingerprints } from './fingerprint.js';
 import { createScratchDatabase, embeddedServer, reapScratchClusters, scratchHome, startScratchServer, type ScratchServer } from './scratch-pg.js';
 import { encodeManifest } from '../base/manifest.js';
+import { hashMeter } from '../util/hash-meter.js';
 
 // `cdp compact` (issue 11): a synthetic base at the restorable point, made off the source. The
 // newest base (source-taken or synthetic) plus the archived changes after it are restored, by the
@@ -316,19 +317,13 @@ export async function compact(ctx: CommandContext, opts: CompactOptions = {}): P
     const lsn = throughLsn + 1;
     const dir = syntheticBaseDir(root, lsn, run);
     const dumpKey = `${dir}base.dump`;
-    const hash = createHash('sha256');
-    let size = 0;
-    const meter = new Transform({
-      transform(chunk: Buffer, _e, cb) {
-        hash.update(chunk);
-        size += chunk.length;
-        cb(null, chunk);
-      },
-    });
+    const meter = hashMeter();
     const body = new PassThrough({ highWaterMark: MULTIPART_PART_SIZE });
     const src = createReadStream(dumpFile);
-    (keyring ? src.pipe(sealStream(keyring, dumpKey)).pipe(meter) : src.pipe(meter)).pipe(body);
+    (keyring ? src.pipe(sealStream(keyring, dumpKey)).pipe(meter.stream) : src.pipe(meter.stream)).pipe(body);
     await uploadMultipart(store, dumpKey, body, { contentType: 'application/octet-stream', metadata: { 'cdp-kind': 'base', 'cdp-synthetic': 'true' } });
+    const size = meter.size();
+    const sha256 = meter.digest();
     await testPause(ctx, 'uploaded');
 
     const info: SyntheticBaseInfo = {
@@ -364,7 +359,7 @@ export async function compact(ctx: CommandContext, opts: CompactOptions = {}): P
       timeMicros: maxCommit,
       key: dumpKey,
       size,
-      sha256: hash.digest('hex'),
+      sha256,
       serverVersion: newest.serverVersion,
       serverVersionNum: newest.serverVersionNum,
       pgDumpVersion: pgDumpVersion.trim(),

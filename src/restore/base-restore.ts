@@ -1,10 +1,9 @@
 import { spawn } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import { createWriteStream, existsSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { Transform, Writable, type Readable } from 'node:stream';
+import { Writable, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { GetObjectCommand } from '@aws-sdk/client-s3';
 import { openBaseStream, type Keyring } from '../archive/crypto.js';
@@ -15,6 +14,7 @@ import { CDP_SCHEMA } from '../base/basebackup.js';
 import { CdpError, ErrorCodes, IntegrityError, toError } from '../errors.js';
 import { s3Error, type Store } from '../s3/client.js';
 import { withRetry } from '../util/retry.js';
+import { hashMeter } from '../util/hash-meter.js';
 import type { TableFilter } from './apply.js';
 import { pgRestoreVersionProblem, scriptMode, ScriptHeaderFilter } from './client-version.js';
 
@@ -46,24 +46,17 @@ async function streamBase(store: Store, base: BaseManifestExt, keyring: Keyring 
       } catch (err) {
         throw s3Error(`get s3://${store.bucket}/${base.key}`, err);
       }
-      const hash = createHash('sha256');
-      let size = 0;
-      const meter = new Transform({
-        transform(chunk: Buffer, _e, cb) {
-          hash.update(chunk);
-          size += chunk.length;
-          cb(null, chunk);
-        },
-      });
+      const meter = hashMeter();
       const open = opener();
-      const stages: NodeJS.ReadWriteStream[] = open ? [meter, open] : [meter];
+      const stages: NodeJS.ReadWriteStream[] = open ? [meter.stream, open] : [meter.stream];
       try {
         await pipeline(body, ...(stages as [NodeJS.ReadWriteStream]), sink());
       } catch (err) {
         if (err instanceof CdpError) throw err;
         throw new CdpError(ErrorCodes.S3, `downloading ${base.key}: ${toError(err).message}`, { cause: err, canRetry: true });
       }
-      const digest = hash.digest('hex');
+      const digest = meter.digest();
+      const size = meter.size();
       if (digest !== base.sha256 || size !== base.size) {
         throw new IntegrityError(`base ${base.key}: ${size} bytes with SHA-256 ${digest}, its manifest says ${base.size} bytes / ${base.sha256}; the dump was altered or truncated: restore from another base or the offsite copy`);
       }
