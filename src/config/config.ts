@@ -195,7 +195,7 @@ export const ConfigSchema = z.strictObject({
       minSegmentBytes: z.number().int().min(0).default(0),
       /** A PostgreSQL server of the source's major to restore into, instead of the embedded one cdp starts. */
       scratchUrl: url('postgres').optional(),
-      /** Folder for the embedded server's programs and scratch clusters (default /var/tmp/katya-cdp-compact as root). */
+      /** Folder for the embedded server's programs and scratch clusters: private (0700, ours); default /var/lib/katya-cdp/compact as root, else $XDG_CACHE_HOME/katya-cdp/compact. */
       scratchDir: z.string().optional(),
       /** A synthetic base folder without manifest (a compaction that died) is removed once it is this old. */
       debrisGraceMinutes: z.number().min(0).default(360),
