@@ -134,7 +134,10 @@ export function buildProgram(signal: AbortSignal, onExit: (code: number) => void
     .command('compact')
     .description('build a synthetic base at the restorable point from the newest base and the archived changes, off the source (scratch PostgreSQL)')
     .option('--dry-run', 'print what would be compacted; start nothing, write nothing')
-    .action(action(async (ctx, o) => (await import('../compact/compact.js')).runCompact(ctx, { dryRun: Boolean(o.dryRun) }), ['s3']));
+    .action(action(async (ctx, o) => {
+      printJson(await (await import('../compact/compact.js')).compact(ctx, { dryRun: Boolean(o.dryRun) }));
+      return ExitCode.ok;
+    }, ['s3']));
 
   program
     .command('restore')

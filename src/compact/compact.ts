@@ -17,7 +17,7 @@ import { pgDumpVersionProblem, type BaseManifestExt } from '../base/basebackup.j
 import { childConnection } from '../pg/child-conn.js';
 import { checkBase, downloadBase, listBaseManifests, restoreBase, tocOwners } from '../restore/base-restore.js';
 import { listPartitionSegments } from '../restore/archive-source.js';
-import { CdpError, ErrorCodes, ExitCode, toError } from '../errors.js';
+import { CdpError, ErrorCodes, toError } from '../errors.js';
 import { createStore, listObjects, putOnce, s3Error, type Store } from '../s3/client.js';
 import { MULTIPART_PART_SIZE, uploadMultipart } from '../s3/multipart.js';
 import { formatLsn, microsToIso } from '../util/lsn.js';
@@ -26,6 +26,7 @@ import { fingerprintDiff, fingerprintDigest, tableFingerprints } from './fingerp
 import { createScratchDatabase, embeddedServer, reapScratchClusters, scratchHome, startScratchServer, type ScratchServer } from './scratch-pg.js';
 import { encodeManifest } from '../base/manifest.js';
 import { hashMeter } from '../util/hash-meter.js';
+import { compactPauseAt, type CompactPauseStep } from '../testing/faults.js';
 
 // `cdp compact` (issue 11): a synthetic base at the restorable point, made off the source. The
 // newest base (source-taken or synthetic) plus the archived changes after it are restored, by the
@@ -46,9 +47,9 @@ import { hashMeter } from '../util/hash-meter.js';
 // it; the next compaction deletes it once compact.debrisGraceMinutes old. Scratch clusters of a
 // killed compaction are stopped and removed by the next one (scratch-pg.ts).
 //
-// TEST-ONLY: CDP_TEST_COMPACT_PAUSE=<step> (restored, dumped, checked, uploaded, read-back) stops
-// the compaction there, logging "compact: paused for a test", until it is killed: the crash tests
-// kill -9 it at each step. Never set it in production.
+// TEST-ONLY: CDP_TEST_FAULTS=compact-pause:<step> (restored, dumped, checked, uploaded, read-back;
+// src/testing/faults.ts, refused outside the test suite) stops the compaction there, logging
+// "compact: paused for a test", until it is killed: the crash tests kill -9 it at each step.
 
 export interface CompactOptions {
   dryRun?: boolean;
@@ -56,10 +57,8 @@ export interface CompactOptions {
 
 export type CompactReport = Record<string, unknown> & { ok: boolean; skipped?: string };
 
-type PauseStep = 'restored' | 'dumped' | 'checked' | 'uploaded' | 'read-back';
-
-async function testPause(ctx: CommandContext, step: PauseStep): Promise<void> {
-  if (process.env.CDP_TEST_COMPACT_PAUSE !== step) return;
+async function testPause(ctx: CommandContext, step: CompactPauseStep): Promise<void> {
+  if (!compactPauseAt(step)) return;
   ctx.log.warn({ step }, 'compact: paused for a test');
   await sleep(3_600_000, ctx.signal);
 }
@@ -399,12 +398,6 @@ export async function compact(ctx: CommandContext, opts: CompactOptions = {}): P
     }
     await rm(work, { recursive: true, force: true });
   }
-}
-
-export async function runCompact(ctx: CommandContext, opts: CompactOptions): Promise<number> {
-  const report = await compact(ctx, opts);
-  process.stdout.write(JSON.stringify(report) + '\n');
-  return ExitCode.ok;
 }
 
 /**

@@ -13,49 +13,65 @@ import { ConfigError } from '../errors.js';
 //   CDP_TEST_FAULTS=restore-group-delay-ms:N restore waits N ms after each target commit, so that
 //                                            the resume tests can interrupt it mid-way on a fast
 //                                            machine
+//   CDP_TEST_FAULTS=compact-pause:STEP       cdp compact stops at STEP (restored, dumped, checked,
+//                                            uploaded, read-back), logging "compact: paused for a
+//                                            test", until it is killed (the compaction crash tests)
 //
 // Several hooks may be given, comma-separated.
 
 export const TEST_FAULTS_VARIABLE = 'CDP_TEST_FAULTS';
 
-export type FaultName = 'crash-after-upload' | 'crash-after-commit' | 'restore-group-delay-ms';
-const NAMES: readonly FaultName[] = ['crash-after-upload', 'crash-after-commit', 'restore-group-delay-ms'];
+/** Hooks that take a number. */
+export type NumericFaultName = 'crash-after-upload' | 'crash-after-commit' | 'restore-group-delay-ms';
+export type FaultName = NumericFaultName | 'compact-pause';
+const NUMERIC: readonly NumericFaultName[] = ['crash-after-upload', 'crash-after-commit', 'restore-group-delay-ms'];
 
-let parsed: Map<FaultName, number> | undefined;
+/** Where `compact-pause:STEP` can stop cdp compact, in the order it reaches them. */
+export const COMPACT_PAUSE_STEPS = ['restored', 'dumped', 'checked', 'uploaded', 'read-back'] as const;
+export type CompactPauseStep = (typeof COMPACT_PAUSE_STEPS)[number];
+
+const EXPECTED = [...NUMERIC.map((n) => `${n}:N`), `compact-pause:${COMPACT_PAUSE_STEPS.join('|')}`].join(', ');
+
+let parsed: Map<FaultName, number | string> | undefined;
 const counters = new Map<FaultName, number>();
 
 /** Parses CDP_TEST_FAULTS of `env`; refuses it outside the test suite and refuses unknown hooks. */
-export function parseTestFaults(env: NodeJS.ProcessEnv): Map<FaultName, number> {
-  const out = new Map<FaultName, number>();
+export function parseTestFaults(env: NodeJS.ProcessEnv): Map<FaultName, number | string> {
+  const out = new Map<FaultName, number | string>();
   const raw = env[TEST_FAULTS_VARIABLE];
   if (!raw) return out;
   if (!env.VITEST && env.NODE_ENV !== 'test') {
     throw new ConfigError(`is a test-only hook and is refused outside the test suite: unset it`, TEST_FAULTS_VARIABLE);
   }
   for (const part of raw.split(',')) {
-    const m = /^\s*([a-z-]+):(\d+)\s*$/.exec(part);
-    if (!m || !NAMES.includes(m[1] as FaultName)) {
-      throw new ConfigError(`unknown hook ${JSON.stringify(part.trim())}: expected one of ${NAMES.map((n) => `${n}:N`).join(', ')}`, TEST_FAULTS_VARIABLE);
-    }
-    out.set(m[1] as FaultName, Number(m[2]));
+    const m = /^\s*([a-z-]+):([a-z0-9-]+)\s*$/.exec(part);
+    if (m && NUMERIC.includes(m[1] as NumericFaultName) && /^\d+$/.test(m[2]!)) out.set(m[1] as NumericFaultName, Number(m[2]));
+    else if (m && m[1] === 'compact-pause' && (COMPACT_PAUSE_STEPS as readonly string[]).includes(m[2]!)) out.set('compact-pause', m[2]!);
+    else throw new ConfigError(`unknown hook ${JSON.stringify(part.trim())}: expected one of ${EXPECTED}`, TEST_FAULTS_VARIABLE);
   }
   return out;
 }
 
-function faults(): Map<FaultName, number> {
+function faults(): Map<FaultName, number | string> {
   parsed ??= parseTestFaults(process.env);
   return parsed;
 }
 
 /** The number given to a hook (restore-group-delay-ms), or undefined when the hook is not set. */
-export function faultValue(name: FaultName): number | undefined {
-  return faults().get(name);
+export function faultValue(name: NumericFaultName): number | undefined {
+  const v = faults().get(name);
+  return typeof v === 'number' ? v : undefined;
+}
+
+/** True when `compact-pause:STEP` names this step. */
+export function compactPauseAt(step: CompactPauseStep): boolean {
+  return faults().get('compact-pause') === step;
 }
 
 /** A crash point: the N-th time it is reached with `name:N` set, the process SIGKILLs itself. */
-export function faultPoint(name: FaultName): void {
+export function faultPoint(name: NumericFaultName): void {
   const at = faults().get(name);
-  if (at === undefined) return;
+  if (typeof at !== 'number') return;
   const n = (counters.get(name) ?? 0) + 1;
   counters.set(name, n);
   if (n === at) {

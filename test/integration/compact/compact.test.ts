@@ -224,7 +224,7 @@ describe('cdp compact: synthetic bases', () => {
       const p = spawn(process.execPath, [`${REPO}bin/cdp.mjs`, 'compact'], {
         // Debris is kept (a long grace) while the kills go on, so that it piles up; scratch
         // clusters of dead runs are removed by each next run whatever the grace.
-        env: { ...process.env, ...stackEnvironment(), CDP_LOG_FORMAT: 'json', CDP_METRICS_PORT: '0', ...env, CDP_TEST_COMPACT_PAUSE: step, CDP_COMPACT_DEBRIS_GRACE_MINUTES: '600' },
+        env: { ...process.env, ...stackEnvironment(), CDP_LOG_FORMAT: 'json', CDP_METRICS_PORT: '0', ...env, CDP_TEST_FAULTS: `compact-pause:${step}`, CDP_COMPACT_DEBRIS_GRACE_MINUTES: '600' },
         stdio: ['ignore', 'pipe', 'pipe'],
       });
       let err = '';

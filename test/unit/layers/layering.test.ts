@@ -45,7 +45,6 @@ const KNOWN: Array<{ from: string; to: string; why: string }> = [
 const KNOWN_PRINTS: Array<{ file: string; why: string }> = [
   { file: 'errors.ts', why: 'the table from error codes to the exit codes the CLI uses (CdpError.exitCode)' },
   { file: 'util/log.ts', why: 'the logger writes to stderr, by design' },
-  { file: 'compact/compact.ts', why: 'cdp compact prints its report itself; written while issue 12 item 4 was in progress: move it to src/cli' },
 ];
 
 function walk(dir: string): string[] {

@@ -15,6 +15,15 @@ describe('CDP_TEST_FAULTS, the one test-only seam', () => {
     ]);
   });
 
+  it('takes compact-pause with a step name, and only a step compact has', () => {
+    expect([...parseTestFaults({ VITEST: 'true', CDP_TEST_FAULTS: 'compact-pause:read-back,crash-after-commit:2' })]).toEqual([
+      ['compact-pause', 'read-back'],
+      ['crash-after-commit', 2],
+    ]);
+    expect(() => parseTestFaults({ VITEST: 'true', CDP_TEST_FAULTS: 'compact-pause:somewhere' })).toThrow(/unknown hook "compact-pause:somewhere"/);
+    expect(() => parseTestFaults({ VITEST: 'true', CDP_TEST_FAULTS: 'crash-after-upload:dumped' })).toThrow(/unknown hook/);
+  });
+
   it('is refused outside the test suite, naming the variable (exit 2)', () => {
     const run = () => parseTestFaults({ CDP_TEST_FAULTS: 'crash-after-commit:1' });
     expect(run).toThrow(ConfigError);
