@@ -154,6 +154,7 @@ export function buildProgram(signal: AbortSignal, onExit: (code: number) => void
     .option('--jobs <n>', 'pg_restore parallel jobs', parseInteger('--jobs'))
     .option('--ddl-override <file>', 'JSON {"<commit LSN>#<position>": "<SQL>"}: SQL to run in place of DDL events restore cannot replay exactly (named in its error)')
     .option('--ddl-role <role>', 'replay DDL as this role instead of the role that ran it on the source')
+    .option('--trust-legacy-ddl', 'replay DDL captured by an earlier cdp (no role recorded) as the restore role: only if every role that could run DDL on the source then is trusted')
     .action(action(async (ctx, o) => {
       (await import('../restore/target.js')).checkOneTarget({ time: o.time as string | undefined, lsn: o.lsn as string | undefined, xid: o.xid as number | undefined, latest: Boolean(o.latest) });
       if (o.dryRun && o.sql) throw new CdpError(ErrorCodes.USAGE, '--dry-run and --sql contradict each other: choose one');
@@ -172,6 +173,7 @@ export function buildProgram(signal: AbortSignal, onExit: (code: number) => void
         jobs: o.jobs as number | undefined,
         ddlOverride: o.ddlOverride as string | undefined,
         ddlRole: o.ddlRole as string | undefined,
+        trustLegacyDdl: Boolean(o.trustLegacyDdl),
       }, restoreDisplay());
       printJson(report);
     }));

@@ -265,6 +265,15 @@ export async function compact(ctx: CommandContext, opts: CompactOptions = {}): P
         reports.push(await runRestore(ctx, { into: intoUrl(dbA), lsn: formatLsn(throughLsn), latest: false, dryRun: false, force: false }));
         break;
       } catch (err) {
+        if (err instanceof CdpError && err.code === ErrorCodes.UNSUPPORTED && err.details.legacyDdl === true) {
+          // Unattended, nobody can vouch for text no role was recorded with: never trusted here.
+          throw new CdpError(
+            ErrorCodes.UNSUPPORTED,
+            `cdp compact does not replay DDL captured by an earlier version of cdp (no role recorded, the whole query text): it runs unattended, and would run that text as a superuser on nobody's decision. ` +
+              `Take a new base with cdp basebackup (compaction then starts after that DDL), or restore that period with cdp restore --ddl-role ROLE or --trust-legacy-ddl. The restore said: ${err.message}`,
+            { cause: err, details: err.details },
+          );
+        }
         const role = err instanceof CdpError && err.code === ErrorCodes.UNSUPPORTED ? err.details.role : undefined;
         if (typeof role !== 'string' || attempt >= 50) throw err;
         // A DDL event ran as a role the scratch lacks: create it and restore again from the start

@@ -97,7 +97,13 @@ export interface ApplyOptions {
   /** Whether the target has this role (as of the last catalog read). Absent = not checked (--sql). */
   roleExists?: (role: string) => boolean;
   onDdlOverridden?: (ev: ChangeEvent, sql: string) => void;
-  /** A DDL event written by an earlier version (no role, whole query text): replayed as the restore role. */
+  /**
+   * --trust-legacy-ddl: replay DDL events written by an earlier version (no role, whole query text)
+   * as the restore role. Without it (or --ddl-role, which they then run as) such an event stops the
+   * restore (UNSUPPORTED).
+   */
+  trustLegacyDdl?: boolean;
+  /** A DDL event written by an earlier version (no role, whole query text), about to be replayed. */
   onLegacyDdl?: (ev: ChangeEvent) => void;
   /** Rows of one INSERT / COPY in stream order (default 10,000). */
   insertMaxRows?: number;
@@ -453,6 +459,21 @@ export class Applier {
     if (plan.commitAfterTransaction) this.commitAtTxnEnd = true;
     if (plan.overridden) this.opts.onDdlOverridden?.(ev, plan.statement ?? '');
     if (!c.v || c.v < 2) {
+      // Written by an earlier version: no role, the whole query text. Whoever could run DDL on the
+      // source wrote that text; replayed as the restore role (a superuser) it would run with more
+      // privilege than it had. Only the operator decides: a role to run it as, or trust.
+      if ((plan.statement !== undefined || plan.after !== undefined) && !plan.overridden) {
+        if (this.opts.ddlRole) plan.role = this.opts.ddlRole;
+        else if (!this.opts.trustLegacyDdl) {
+          throw new CdpError(
+            ErrorCodes.UNSUPPORTED,
+            `the ${c.tag ?? 'DDL'} of transaction xid ${ev.xid} (commit LSN ${formatLsn(ev.commitLsn)}) was captured by an earlier version of cdp, which recorded neither the role that ran it nor its statements (the whole query text): ` +
+              `replayed as the restore role it would run with that role's privileges, whoever wrote it. Choose: --ddl-role ROLE (not a superuser) to replay such DDL as that role, ` +
+              `--trust-legacy-ddl to replay it as the restore role (only if every role that could run DDL on the source then is trusted), or supply its SQL with --ddl-override (key ${JSON.stringify(overrideKey(at))})`,
+            { details: { legacyDdl: true, xid: ev.xid, commitLsn: formatLsn(ev.commitLsn) } },
+          );
+        }
+      }
       this.opts.onLegacyDdl?.(ev);
     } else if ((plan.statement !== undefined || plan.after !== undefined) && !plan.overridden) {
       // --ddl-role stands in only where the source's role cannot be used: it could not be vouched

@@ -46,6 +46,11 @@ export interface RestoreOptions {
   ddlOverride?: string;
   /** --ddl-role ROLE: replay DDL as this role instead of the role that ran it on the source. */
   ddlRole?: string;
+  /**
+   * --trust-legacy-ddl: replay DDL captured by an earlier version (no role, whole query text) as
+   * the restore role. Without it or --ddl-role, such DDL stops the restore (UNSUPPORTED).
+   */
+  trustLegacyDdl?: boolean;
 }
 
 /** Reads --ddl-override FILE: a JSON object mapping "<commit LSN>#<position>" (as restore's error names it) to SQL. */
@@ -551,13 +556,14 @@ export async function runRestore(ctx: CommandContext, opts: RestoreOptions, disp
     filter,
     ddlOverrides,
     ddlRole: opts.ddlRole,
+    trustLegacyDdl: Boolean(opts.trustLegacyDdl),
     sessionSql: client ? LIVE_SESSION_SQL : SESSION_SETTINGS,
     roleExists: client ? (role) => roles.has(role) : undefined,
     runAsOwner: client ? (schema, table) => userCode.get(`${schema}.${table}`) : undefined,
     onDdlOverridden: (ev, sql) => log.warn({ xid: ev.xid, position: ev.position, commitLsn: formatLsn(ev.commitLsn), sql: sql.slice(0, 200) }, 'restore: DDL replaced by --ddl-override'),
     onLegacyDdl: (ev) => {
       if (legacyDdlSeen++ === 0) {
-        log.warn({ xid: ev.xid, commitLsn: formatLsn(ev.commitLsn) }, 'restore: DDL captured by an earlier version (no role, whole query text) is replayed as the restore role, as that version did; run `cdp setup` on the source to capture DDL statement by statement with its role');
+        log.warn({ xid: ev.xid, commitLsn: formatLsn(ev.commitLsn) }, `restore: DDL captured by an earlier version (no role, whole query text) is replayed as ${opts.ddlRole ? `--ddl-role ${opts.ddlRole}` : 'the restore role (--trust-legacy-ddl)'}; run \`cdp setup\` on the source to capture DDL statement by statement with its role`);
       }
     },
     onDdlSkipped: (ev) => log.debug({ commitLsn: formatLsn(ev.commitLsn), position: ev.position }, 'restore: DDL not about the chosen tables, skipped'),

@@ -91,7 +91,9 @@ describe('targets', () => {
 
 async function replay(evs: ChangeEvent[], opts: Partial<ConstructorParameters<typeof Applier>[1]> = {}) {
   const sink = new RecordingSink();
-  const a = new Applier(sink, { cursor: false, copyMinRows: 1000, ...opts });
+  // The DDL events below are written as an earlier version wrote them (no role): trusted here,
+  // as --trust-legacy-ddl does; the refusal without a decision is tested in 'legacy DDL' below.
+  const a = new Applier(sink, { cursor: false, copyMinRows: 1000, trustLegacyDdl: true, ...opts });
   for await (const item of groupTransactions(chunks(evs), makeCut({ kind: 'latest' }, Number.MAX_SAFE_INTEGER))) await a.handle(item);
   // DDL travels base64-encoded inside a DO block (ddl-replay.ts): shown decoded here.
   const sql = sink.text.replace(/DO \$cdp_ddl\$ BEGIN EXECUTE pg_catalog\.convert_from\(pg_catalog\.decode\('([A-Za-z0-9+/=]*)', 'base64'\), 'UTF8'\); END \$cdp_ddl\$;\n/g, (_, b: string) => Buffer.from(b, 'base64').toString('utf8') + '\n');
@@ -346,5 +348,28 @@ describe('coalescing inside a target transaction', () => {
   it('bounds the buffer of one table', async () => {
     const { sql } = await replay(txn(100, 1, 1, Array.from({ length: 25 }, (_, i) => ins(String(i)))), { ...co, netMaxRows: 10 });
     expect(sql.match(/INSERT INTO/g)?.length).toBe(3);
+  });
+});
+
+describe('legacy DDL (captured by an earlier version: no role, the whole query text)', () => {
+  const legacy = (): ChangeEvent[] => txn(100, 7, 1, [{ op: 'DDL', relation: null, new: null, content: JSON.stringify({ command: 'ALTER TABLE t ADD c int', tag: 'ALTER TABLE', searchPath: 'public' }) }]);
+
+  it('stops without a decision, naming --ddl-role, --trust-legacy-ddl and the --ddl-override key', async () => {
+    const err = await replay(legacy(), { trustLegacyDdl: false }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).toMatchObject({ code: 'CDP_UNSUPPORTED', details: { legacyDdl: true, xid: 7 } });
+    expect((err as Error).message).toMatch(/--ddl-role ROLE .*--trust-legacy-ddl .*--ddl-override \(key "0\/64#\d+"\)/);
+  });
+
+  it('runs as the --ddl-role role, or as the restore role with --trust-legacy-ddl, or the override', async () => {
+    const asRole = await replay(legacy(), { trustLegacyDdl: false, ddlRole: 'ddl_runner' });
+    expect(asRole.sql).toMatch(/ddl_runner/);
+    const trusted = await replay(legacy(), { trustLegacyDdl: true });
+    expect(trusted.sql).toContain('ALTER TABLE t ADD c int');
+    expect(trusted.sql).not.toMatch(/ddl_runner/);
+    const overridden = await replay(legacy(), { trustLegacyDdl: false, ddlOverrides: new Map([['0/64#0', 'ALTER TABLE t ADD c bigint']]) });
+    expect(overridden.sql).toContain('ALTER TABLE t ADD c bigint');
   });
 });
