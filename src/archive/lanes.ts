@@ -120,6 +120,13 @@ interface Lane {
   /** Idle lanes (cut-policy.ts): when and to what watermark the pointer was last moved without a segment. */
   idlePointerAt: number;
   idlePointerLsn: number;
+  /**
+   * The lane's own stall clock: when it last stored a segment, and when its upload backlog last
+   * went from empty to one segment. Another lane's progress (a stored segment, an idle pointer)
+   * says nothing about this lane's uploads.
+   */
+  storedAt: number;
+  queuedAt: number;
 }
 
 /**
@@ -133,6 +140,9 @@ export function offsetStep(nextOffset: bigint | undefined, off: bigint): 'held' 
   return off < nextOffset ? 'held' : 'jump';
 }
 
+/** Segments waiting this long with none stored is a stall (health, watchdog). */
+const STALL_MS = 120_000;
+
 export class ArchiveLanes {
   private readonly lanes = new Map<number, Lane>();
   private readonly policy: CutPolicy;
@@ -143,6 +153,7 @@ export class ArchiveLanes {
   private storedSegments = 0;
   private rawTotal = 0;
   private storedTotal = 0;
+  /** When a segment was last stored, or an idle pointer moved while no segment waited anywhere. */
   private lastStoredAt = 0;
   /** When a lane's upload backlog last went from empty to one segment (the stall clock's start). */
   private lastQueuedAt = 0;
@@ -160,15 +171,21 @@ export class ArchiveLanes {
     return this.fatal;
   }
 
-  /** Liveness facts for /healthz: not ok while segments wait for S3 and nothing was stored for two minutes. */
+  /**
+   * Liveness facts for /healthz (and the watchdog): not ok while a lane has segments waiting for S3
+   * and stored none for two minutes (other lanes' stored segments or idle pointer moves do not
+   * count for it), or while segments wait anywhere (a dropped lane's too) and none was stored.
+   */
   health(now = Date.now()): { ok: boolean; detail: Record<string, unknown> } {
-    const stalled = this.totalQueuedBytes > 0 && now - Math.max(this.lastStoredAt, this.lastQueuedAt) > 120_000;
+    const stalledPartitions = [...this.lanes.values()].filter((l) => l.queued > 0 && now - Math.max(l.storedAt, l.queuedAt) > STALL_MS).map((l) => l.partition);
+    const stalled = stalledPartitions.length > 0 || (this.totalQueuedBytes > 0 && now - Math.max(this.lastStoredAt, this.lastQueuedAt) > STALL_MS);
     return {
       ok: !this.fatal && !stalled,
       detail: {
         assigned: [...this.lanes.keys()],
         storedSegments: this.storedSegments,
         pendingBytes: this.totalQueuedBytes,
+        stalledPartitions,
         lastStoredAt: this.lastStoredAt ? new Date(this.lastStoredAt).toISOString() : null,
       },
     };
@@ -314,7 +331,7 @@ export class ArchiveLanes {
   private lane(partition: number): Lane {
     let l = this.lanes.get(partition);
     if (!l) {
-      l = { partition, open: undefined, nextOffset: undefined, queued: 0, queuedBytes: 0, chain: Promise.resolve(), revoked: false, paused: false, highWatermark: 0n, committed: -1n, started: false, prevSha: undefined, idlePointerAt: 0, idlePointerLsn: 0 };
+      l = { partition, open: undefined, nextOffset: undefined, queued: 0, queuedBytes: 0, chain: Promise.resolve(), revoked: false, paused: false, highWatermark: 0n, committed: -1n, started: false, prevSha: undefined, idlePointerAt: 0, idlePointerLsn: 0, storedAt: 0, queuedAt: 0 };
       this.lanes.set(partition, l);
     }
     return l;
@@ -362,7 +379,7 @@ export class ArchiveLanes {
     l.queuedBytes += seg.bytes.length;
     this.totalQueuedBytes += seg.bytes.length;
     const cutAt = Date.now();
-    if (l.queued === 1) this.lastQueuedAt = cutAt;
+    if (l.queued === 1) this.lastQueuedAt = l.queuedAt = cutAt;
     l.chain = l.chain.then(() => this.persist(l, seg, cutAt));
     this.updateGauges();
   }
@@ -384,7 +401,7 @@ export class ArchiveLanes {
       this.rawTotal += seg.rawBytes;
       this.storedTotal += seg.bytes.length;
       m.ratio.set(this.rawTotal / this.storedTotal);
-      this.lastStoredAt = Date.now();
+      this.lastStoredAt = l.storedAt = Date.now();
       this.opts.log.debug({ key, result, count: seg.manifest.count, bytes: seg.bytes.length, watermark: seg.manifest.watermarkLsn }, 'segment stored');
       this.opts.onSegmentStored?.(seg, key, this.lastStoredAt);
       faultPoint('crash-after-upload');
@@ -463,7 +480,8 @@ export class ArchiveLanes {
         }
         await this.archive.advancePartitionState({ partition: l.partition, watermarkLsn: held.lsn, watermarkTime: held.time, lastOffset: st.lastOffset, lastKey: st.lastKey, epoch: st.epoch });
         l.idlePointerLsn = held.lsn;
-        this.lastStoredAt = Date.now();
+        // Progress of this lane only: while segments wait for S3 elsewhere it must not hide them.
+        if (this.totalQueuedBytes === 0) this.lastStoredAt = Date.now();
       } catch (err) {
         // Only the pointer lagged: the next cut moves it.
         this.opts.log.debug({ err: toError(err).message, partition: l.partition }, 'idle pointer update failed');

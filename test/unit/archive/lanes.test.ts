@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events';
 import { pino } from 'pino';
-import { describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { attachConsumerGroup } from '../../../src/archive/archiver.js';
 import type { StoredGap } from '../../../src/archive/chain.js';
 import { ArchiveLanes, type CutPolicy, type LaneArchive, type LaneConsumer } from '../../../src/archive/lanes.js';
@@ -15,21 +15,26 @@ import { emptyEvent, encodeChange } from '../../../src/format/change-event.js';
 const log = pino({ level: 'silent' });
 const NEVER = { maxBytes: 1 << 30, maxAgeMs: 3_600_000 };
 
-function fakes(opts: { committed?: bigint; state?: PartitionState; failStore?: boolean } = {}) {
+function fakes(opts: { committed?: bigint; state?: PartitionState; failStore?: boolean; hangStore?: (key: string) => boolean } = {}) {
   const calls: string[] = [];
   const gaps: Array<{ partition?: number; fromOffset?: string; toOffset?: string }> = [];
-  let state = opts.state;
+  // Each partition's state pointer; `state` is partition 0's at the start.
+  const states = new Map<number, PartitionState>(opts.state ? [[0, opts.state]] : []);
+  // Stores that hang (an S3 request that never answers) until released.
+  const hung: Array<() => void> = [];
   const archive: LaneArchive = {
     storeSegment: async (key) => {
       if (opts.failStore) throw new Error('S3 says no');
+      if (opts.hangStore?.(key)) await new Promise<void>((r) => hung.push(r));
       calls.push(`store ${key.includes('/') ? 'segment' : key}`);
       return 'created';
     },
-    readPartitionState: async () => state,
+    readPartitionState: async (p) => states.get(p),
     advancePartitionState: async (next) => {
       calls.push(`pointer ${next.lastOffset}`);
-      state = { ...next, updatedAt: '' } as PartitionState;
-      return state;
+      const st = { ...next, updatedAt: '' } as PartitionState;
+      states.set(next.partition, st);
+      return st;
     },
     recordGap: async (g) => {
       gaps.push(g);
@@ -47,7 +52,8 @@ function fakes(opts: { committed?: bigint; state?: PartitionState; failStore?: b
     resume: (p) => paused.delete(p),
     position: async () => ({ committed: consumer.committed, low: '0', high: '1000' }),
   };
-  return { archive, consumer, calls, gaps, paused };
+  const release = () => hung.splice(0).forEach((r) => r());
+  return { archive, consumer, calls, gaps, paused, release };
 }
 
 function lanesOf(f: ReturnType<typeof fakes>, extra: { cutPolicy?: CutPolicy; maxPendingBytes?: number } = {}) {
@@ -83,6 +89,20 @@ function batch(offsets: number[], partition = 0) {
     highWatermark: String(offsets.at(-1)! + 1),
     messages: offsets.map((o) => ({ offset: String(o), value: encodeChange(emptyEvent({ op: 'COMMIT', database: 'db', commitLsn: 1000 + o, xid: o, commitTime: o, position: 0, endLsn: 1001 + o })) })),
   };
+}
+
+/** Watermark records (no changes: an idle lane) at these offsets, with watermark LSN 5000 + offset. */
+function watermarks(offsets: number[], partition = 0) {
+  return {
+    partition,
+    highWatermark: String(offsets.at(-1)! + 1),
+    messages: offsets.map((o) => ({ offset: String(o), value: encodeChange(emptyEvent({ op: 'WATERMARK', database: 'db', commitLsn: 5000 + o, xid: 0, commitTime: o, position: 0, endLsn: 5000 + o, content: JSON.stringify({ partition }) })) })),
+  };
+}
+
+async function until(what: string, ok: () => boolean): Promise<void> {
+  for (let i = 0; i < 2000 && !ok(); i++) await new Promise((r) => setTimeout(r, 5));
+  if (!ok()) throw new Error(`timed out waiting for ${what}`);
 }
 
 function control() {
@@ -162,6 +182,58 @@ describe('archiver lanes', () => {
     const a = lanesOf(f);
     await expect(a.lanes.handleBatch(batch([5001]), control().ctl)).rejects.toThrow(/ends at offset 1000, but the archive already holds offsets up to 5000/);
     expect(a.fatal).toHaveLength(1);
+  });
+});
+
+describe('archiver health: a lane with segments stuck on S3', () => {
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
+  it('is a stall after two minutes even while another, idle lane keeps moving its pointer', async () => {
+    // Only Date is faked (the stall clock); promises and timers stay real.
+    vi.useFakeTimers({ toFake: ['Date'] });
+    const t0 = new Date('2026-11-29T12:00:00Z').getTime();
+    vi.setSystemTime(t0);
+    const f = fakes({ hangStore: (key) => key.includes('/p0001/') });
+    // Cut at three changes; watermark-only segments stay open (idle lanes).
+    const a = lanesOf(f, { cutPolicy: (open) => (open && open.changes >= 3 ? 'size' : undefined) });
+    await a.lanes.handleBatch(batch([0, 1, 2], 0), control().ctl);
+    await until('partition 0 stored', () => f.calls.includes('commit 0:3'));
+    await a.lanes.handleBatch(batch([0, 1, 2], 1), control().ctl); // its upload hangs
+    await until('partition 1 uploading', () => a.lanes.health(t0).detail.pendingBytes !== 0);
+    // Partition 0 goes idle: only watermarks, its pointer follows them every second.
+    let next = 3;
+    const pointers = () => f.calls.filter((c) => c === 'pointer 2').length;
+    for (let s = 10; s <= 130; s += 10) {
+      vi.setSystemTime(t0 + s * 1000);
+      const before = pointers();
+      await a.lanes.handleBatch(watermarks([next++], 0), control().ctl);
+      a.lanes.tick();
+      await until(`idle pointer at ${s} s`, () => pointers() > before);
+    }
+    expect(f.calls.filter((c) => c === 'commit 1:3')).toEqual([]);
+    const h = a.lanes.health();
+    expect(h.ok, JSON.stringify(h.detail)).toBe(false);
+    expect(h.detail.stalledPartitions).toEqual([1]);
+    // Before two minutes it was not a stall; once S3 answers, it is not one any more.
+    expect(a.lanes.health(t0 + 100_000).ok).toBe(true);
+    f.release();
+    await until('partition 1 stored', () => f.calls.includes('commit 1:3'));
+    expect(a.lanes.health().ok).toBe(true);
+    await a.stop();
+  });
+
+  it('an idle lane moving its pointer while no segment waits anywhere is healthy', async () => {
+    const f = fakes();
+    const a = lanesOf(f, { cutPolicy: (open) => (open && open.changes >= 3 ? 'size' : undefined) });
+    await a.lanes.handleBatch(batch([0, 1, 2], 0), control().ctl);
+    await until('partition 0 stored', () => f.calls.includes('commit 0:3'));
+    await a.lanes.handleBatch(watermarks([3], 0), control().ctl);
+    a.lanes.tick(Date.now() + 5_000);
+    await until('idle pointer', () => f.calls.filter((c) => c === 'pointer 2').length === 2);
+    expect(a.lanes.health(Date.now() + 600_000).ok).toBe(true);
+    await a.stop();
   });
 });
 
