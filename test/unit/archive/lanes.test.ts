@@ -197,7 +197,7 @@ describe('archiver health: a lane with segments stuck on S3', () => {
     vi.setSystemTime(t0);
     const f = fakes({ hangStore: (key) => key.includes('/p0001/') });
     // Cut at three changes; watermark-only segments stay open (idle lanes).
-    const a = lanesOf(f, { cutPolicy: (open) => (open && open.changes >= 3 ? 'size' : undefined) });
+    const a = lanesOf(f, { cutPolicy: (open) => ((open?.changes ?? 0) >= 3 ? 'size' : undefined) });
     await a.lanes.handleBatch(batch([0, 1, 2], 0), control().ctl);
     await until('partition 0 stored', () => f.calls.includes('commit 0:3'));
     await a.lanes.handleBatch(batch([0, 1, 2], 1), control().ctl); // its upload hangs
@@ -226,7 +226,7 @@ describe('archiver health: a lane with segments stuck on S3', () => {
 
   it('an idle lane moving its pointer while no segment waits anywhere is healthy', async () => {
     const f = fakes();
-    const a = lanesOf(f, { cutPolicy: (open) => (open && open.changes >= 3 ? 'size' : undefined) });
+    const a = lanesOf(f, { cutPolicy: (open) => ((open?.changes ?? 0) >= 3 ? 'size' : undefined) });
     await a.lanes.handleBatch(batch([0, 1, 2], 0), control().ctl);
     await until('partition 0 stored', () => f.calls.includes('commit 0:3'));
     await a.lanes.handleBatch(watermarks([3], 0), control().ctl);
