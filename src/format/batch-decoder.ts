@@ -21,6 +21,24 @@ function corrupt(message: string): RangeError {
   return new RangeError(message);
 }
 
+/** A `union {null, X}` branch: false for null, true for X; any other index is not our encoding. */
+function present(r: Reader, what: string): boolean {
+  const b = r.long();
+  if (b === 0) return false;
+  if (b !== 1) throw corrupt(`${what}: bad union branch ${b}`);
+  return true;
+}
+
+/** An int that is a count or -1 (null); anything below -1 is not our encoding. */
+function countOrNull(r: Reader, what: string): number {
+  const n = r.long();
+  if (n < -1) throw corrupt(`${what} ${n} is below -1`);
+  return n;
+}
+
+/** IntColumn values are integers of at most 15 digits (docs/format.md); their sums must stay so. */
+const INT_COLUMN_LIMIT = 1e15;
+
 /**
  * Decodes ChangeBatch data into change events. Keeps, across batches and segments, one object per
  * distinct relation description (the applier caches catalog answers per RelationInfo object).
@@ -50,6 +68,8 @@ export class BatchDecoder {
       lsn += f.changeLsn[k]!;
       pos += f.position[k]!;
       const e = f.endLsn[k];
+      // The writer stores endLsn 0 as null: a delta that lands on 0 is another writer's bytes.
+      if (e !== null && e !== undefined && txn.commitLsn + e === 0) throw corrupt(`record ${k}: endLsn delta ${e} gives 0, which is written as null`);
       const ri = f.relation[k]!;
       let rel: DecodedRelation | undefined;
       let schema: string;
@@ -98,22 +118,27 @@ export class BatchDecoder {
   private read(data: Buffer) {
     const r = new Reader(data);
     const count = r.long();
+    if (count < 1) throw corrupt(`batch count ${count}: a batch holds at least one record`);
     const opsLen = r.long();
     if (opsLen !== count) throw corrupt(`ops holds ${opsLen} bytes for ${count} records`);
     const f = {
       count,
       opsAt: r.skip(opsLen),
-      txns: readArray(r, () => ({ database: r.string(), commitLsn: r.long(), xid: r.long(), commitTime: r.long(), count: r.long() })),
+      txns: readArray(r, () => {
+        const t = { database: r.string(), commitLsn: r.long(), xid: r.long(), commitTime: r.long(), count: r.long() };
+        if (t.count < 1) throw corrupt(`txn run of ${t.count} records: a run holds at least one`);
+        return t;
+      }),
       changeLsn: readArray(r, () => r.long()),
       position: readArray(r, () => r.long()),
-      endLsn: readArray(r, () => (r.long() === 0 ? null : r.long())),
+      endLsn: readArray(r, () => (present(r, 'endLsn') ? r.long() : null)),
       relations: readArray(r, () => this.relation(r)),
-      relation: readArray(r, () => r.long()),
+      relation: readArray(r, () => countOrNull(r, 'relation index')),
       schemas: readArray(r, () => r.string()),
       tables: readArray(r, () => r.string()),
       oldKind: readArray(r, () => r.nullableString()),
-      oldCount: readArray(r, () => r.long()),
-      newCount: readArray(r, () => r.long()),
+      oldCount: readArray(r, () => countOrNull(r, 'oldCount')),
+      newCount: readArray(r, () => countOrNull(r, 'newCount')),
       groups: readArray(r, () => readArray(r, () => column(r))),
       unchanged: readArray(r, () => intArray(r)),
       content: readArray(r, () => r.nullableString()),
@@ -162,8 +187,9 @@ function column(r: Reader): Column {
   if (branch !== 1) throw corrupt(`bad column branch ${branch}`);
   let v = 0;
   const values = readArray(r, () => {
-    if (r.long() === 0) return null;
+    if (!present(r, 'IntColumn value')) return null;
     v += r.long();
+    if (!(Math.abs(v) < INT_COLUMN_LIMIT)) throw corrupt(`IntColumn value ${v} has more than 15 digits`);
     return String(v);
   });
   return { values, next: 0 };

@@ -155,6 +155,14 @@ export function intArray(r: Reader): number[] {
   return a;
 }
 
+/** A `union {null, X}` branch: false for null, true for X; any other index is refused, not read as X. */
+function present(r: Reader): boolean {
+  const b = r.long();
+  if (b === 0) return false;
+  if (b !== 1) throw new RangeError(`bad union branch ${b}`);
+  return true;
+}
+
 function values(r: Reader): (string | null)[] {
   const a: (string | null)[] = [];
   for (let n = r.blockCount(); n !== 0; n = r.blockCount()) for (let i = 0; i < n; i++) a.push(r.nullableString());
@@ -228,10 +236,10 @@ export class EventDecoder {
     const position = r.long();
     const schema = interned(r, this.schema);
     const table = interned(r, this.table);
-    const relation = r.long() === 0 ? null : this.relation(r);
+    const relation = present(r) ? this.relation(r) : null;
     const oldKind = r.nullableString();
-    const old = r.long() === 0 ? null : values(r);
-    const nw = r.long() === 0 ? null : values(r);
+    const old = present(r) ? values(r) : null;
+    const nw = present(r) ? values(r) : null;
     const unchanged = intArray(r);
     const content = r.nullableString();
     const prefix = r.nullableString();
