@@ -34,6 +34,16 @@ const MAGIC = Buffer.from([0x4f, 0x62, 0x6a, 0x01]); // "Obj" 1
  * enough that a reader holds one block at a time. */
 export const DEFAULT_BLOCK_BYTES = 1024 * 1024;
 
+/**
+ * The most one block may decompress to: the reader refuses more (an integrity error, exit 3) before
+ * allocating it, so forged bytes in an unencrypted segment cannot claim gigabytes. The header does not
+ * record the writer's block size, so the limit is what any writer of ours can produce: a block is
+ * closed once it holds DEFAULT_BLOCK_BYTES of record values, so it holds less than that plus one
+ * record, and one record is a Kafka record value (its size is an int32, under 2 GiB; capture's
+ * topics allow 64 MiB unless raised); the batch encoding adds a few bytes per record.
+ */
+export const MAX_BLOCK_RAW_BYTES = 2 ** 31 + 2 * DEFAULT_BLOCK_BYTES;
+
 // The Avro primitives and the value prefix reader live in the format module; re-exported for the
 // archive's other parts.
 export { readLong, writeLong };
@@ -242,6 +252,13 @@ interface ParsedHeader {
   end: number;
 }
 
+/** A byte count read from `buf`, whose bytes start at `pos`: it must be >= 0 and fit in what is left of `buf`. */
+function checkedLength(buf: Buffer, len: number, pos: number, what: string): number {
+  if (len < 0) throw new RangeError(`${what} has a negative length ${len} at byte ${pos}`);
+  if (len > buf.length - pos) throw new RangeError(`${what} of ${len} bytes at byte ${pos} extends past the end (${buf.length} bytes)`);
+  return len;
+}
+
 function parseHeader(buf: Buffer, what: string): ParsedHeader {
   if (buf.length < 4 || !MAGIC.equals(buf.subarray(0, 4))) throw new IntegrityError(`${what} is not an Avro object container file (bad magic)`);
   const meta = new Map<string, Buffer>();
@@ -251,16 +268,20 @@ function parseHeader(buf: Buffer, what: string): ParsedHeader {
     [n, pos] = readLong(buf, pos);
     if (n === 0) break;
     if (n < 0) {
-      [, pos] = readLong(buf, pos); // block byte size, unused
+      // A negative count is followed by the block's byte size (Avro 1.11, "Binary Encoding", maps).
+      let size: number;
+      [size, pos] = readLong(buf, pos);
+      checkedLength(buf, size, pos, 'header metadata block');
       n = -n;
     }
     for (let i = 0; i < n; i++) {
       let len: number;
       [len, pos] = readLong(buf, pos);
-      const k = buf.subarray(pos, pos + len).toString('utf8');
+      const k = buf.subarray(pos, pos + checkedLength(buf, len, pos, 'metadata key')).toString('utf8');
       pos += len;
       [len, pos] = readLong(buf, pos);
-      meta.set(k, buf.subarray(pos, pos + len));
+      if (meta.has(k)) throw new RangeError(`metadata key ${JSON.stringify(k)} appears twice`);
+      meta.set(k, buf.subarray(pos, pos + checkedLength(buf, len, pos, `metadata value ${JSON.stringify(k)}`)));
       pos += len;
     }
   }
@@ -334,8 +355,10 @@ export function openContainer(bytes: Buffer, opts: ReadSegmentOptions): SegmentC
         let size: number;
         [count, pos] = readLong(plain, pos);
         [size, pos] = readLong(plain, pos);
-        if (size < 0 || pos + size + 16 > plain.length) throw new RangeError('block extends past the end');
-        const data = decompressBlock(codec, plain.subarray(pos, pos + size));
+        if (count < 0) throw new RangeError(`block record count ${count} is negative`);
+        checkedLength(plain, size, pos, 'block');
+        if (size + 16 > plain.length - pos) throw new RangeError('block extends past the end (no room for its sync marker)');
+        const data = decompressBlock(codec, plain.subarray(pos, pos + size), MAX_BLOCK_RAW_BYTES);
         pos += size;
         if (!header.sync.equals(plain.subarray(pos, pos + 16))) throw new RangeError('sync marker mismatch');
         pos += 16;

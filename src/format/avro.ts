@@ -20,6 +20,9 @@ export function readLong(buf: Buffer, pos: number): [value: number, next: number
   let z = 0;
   let mul = 1;
   let b: number;
+  // A negative position would read undefined bytes as 0 (a silent value); every caller's position is
+  // checked, this is the last line.
+  if (pos < 0) throw new RangeError(`varint at negative position ${pos}`);
   do {
     if (pos >= buf.length) throw new RangeError('truncated varint');
     b = buf[pos++]!;
