@@ -16,6 +16,9 @@ export default defineConfig({
           name: 'unit',
           include: ['test/unit/**/*.test.ts'],
           environment: 'node',
+          // Some unit tests start the CLI as a process (tsx compiles it first): seconds on a loaded
+          // 2-core machine. Nothing here asserts on time, so the limit only catches a hang.
+          testTimeout: 60_000,
         },
       },
       {
