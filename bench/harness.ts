@@ -26,6 +26,7 @@ import { latencyBench, type LatencyRow } from './latency.js';
 import { buildDebezium, debeziumVersion } from './lib/debezium.js';
 import { dbUrl, loadStackEnv, REPO, sql } from './lib/env.js';
 import { pairedRatio, short, spread, summarize, type Summary } from './lib/stats.js';
+import { loadWords } from './lib/measured.js';
 import { barChart, lineChart } from './lib/svg.js';
 import { bigTxn, bulk, oltp, toast, type Workload } from './lib/workloads.js';
 import { restoreBench, type RestoreResult } from './restore.js';
@@ -217,7 +218,7 @@ function charts(r: Results, dir: string): string[] {
         yLabel: 'changes/s',
         groups: r.capture.map((c) => c.workload),
         series: READERS.map((rd) => ({ name: LABEL[rd], values: r.capture.map((c) => s(rateOf(c.runs, rd))) })),
-        note: `${r.machine.cpus} cores, shared and under load; commit ${r.commit.slice(0, 10)}; ${r.startedAt}`,
+        note: `${r.machine.cpus} cores, ${loadWords(r)}; commit ${r.commit.slice(0, 10)}; ${r.startedAt}`,
       }),
     );
   }
@@ -232,7 +233,7 @@ function charts(r: Results, dir: string): string[] {
           { name: 'native logical apply (anchor)', values: r.restore.map((x) => s(summarize(x.runs.map((y) => y.native.changesPerSecond)))) },
           { name: 'cdp restore', values: r.restore.map((x) => s(summarize(x.runs.map((y) => y.ours.changesPerSecond)))) },
         ],
-        note: `${r.machine.cpus} cores, shared and under load; commit ${r.commit.slice(0, 10)}`,
+        note: `${r.machine.cpus} cores, ${loadWords(r)}; commit ${r.commit.slice(0, 10)}`,
       }),
     );
   }

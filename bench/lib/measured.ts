@@ -57,7 +57,7 @@ export function renderMeasured(r: ResultsFile, path: string): string {
     `From \`${path}\` (\`npm run bench${r.mode === 'full' ? ' -- --full' : ''}\`, ${r.mode} mode, ${r.startedAt}, commit \`${r.commit.slice(0, 10)}\`${r.dirty ? ' plus uncommitted changes' : ''}): ` +
       `${r.runs} runs of each measurement, median (min-max), each beside its anchor in the same run. ` +
       `Machine: ${r.machine.cpus} cores, ${r.machine.memoryGiB} GiB, ${r.machine.postgres}, Kafka ${r.machine.kafka}, Node ${r.machine.node}; ` +
-      `shared with other engineers' work while measured (load average ${r.load.start[0]?.toFixed(1)} at start, ${r.load.end?.[0]?.toFixed(1) ?? '?'} at the end): compare the ratios, not absolute rates from different runs.`,
+      `${loadWords(r)} (load average ${r.load.start[0]?.toFixed(1)} at start, ${r.load.end?.[0]?.toFixed(1) ?? '?'} at the end): compare the ratios, not absolute rates from different runs.`,
   );
   if (r.scaledDown) L.push('', `Quick mode, scaled down: ${r.scaledDown}`);
   L.push('', '| what | ours | anchors, same run | ratio |', '|---|---|---|---|');
@@ -113,4 +113,10 @@ export function replaceMeasured(readme: string, section: string): string {
   const b = readme.indexOf(END);
   if (a < 0 || b < a) throw new Error(`README has no measured markers (${START} ... ${END})`);
   return `${readme.slice(0, a + START.length)}\n${section}\n${readme.slice(b)}`;
+}
+
+/** How busy the machine was while a run measured: more runnable work than cores at the start or the end is "under load". */
+export function loadWords(r: { machine: Record<string, string | number>; load: { start: number[]; end?: number[] } }): string {
+  const peak = Math.max(r.load.start[0] ?? 0, r.load.end?.[0] ?? 0);
+  return peak > Number(r.machine.cpus) ? 'shared and under load while measured' : 'quiet while measured';
 }
