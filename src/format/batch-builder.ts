@@ -363,20 +363,7 @@ export class BatchBuilder {
     w.long(this.count);
     w.long(this.ops.pos);
     w.raw(this.ops.buf, 0, this.ops.pos);
-    for (const a of [
-      this.txns,
-      this.changeLsn,
-      this.position,
-      this.endLsn,
-      this.relations,
-      this.relation,
-      this.schemas,
-      this.tables,
-      this.oldKind,
-      this.oldCount,
-      this.newCount,
-    ])
-      a.writeTo(w);
+    for (const a of this.headColumns()) a.writeTo(w);
     w.long(this.groups.length);
     for (const cols of this.groups) {
       if (cols.length > 0) {
@@ -386,33 +373,27 @@ export class BatchBuilder {
       w.byte(0);
     }
     w.byte(0);
-    for (const a of [this.unchanged, this.content, this.prefix]) a.writeTo(w);
+    for (const a of this.tailColumns()) a.writeTo(w);
     const out = w.take();
     this.reset();
     return out;
+  }
+
+  /** The per-record arrays written before the value groups, in the schema's field order (batch-schema.ts). */
+  private headColumns() {
+    return [this.txns, this.changeLsn, this.position, this.endLsn, this.relations, this.relation, this.schemas, this.tables, this.oldKind, this.oldCount, this.newCount];
+  }
+
+  /** The per-record arrays written after the value groups, in the schema's field order. */
+  private tailColumns() {
+    return [this.unchanged, this.content, this.prefix];
   }
 
   private reset(): void {
     this.count = 0;
     this.inputBytes = 0;
     this.ops.reset();
-    for (const a of [
-      this.txns,
-      this.changeLsn,
-      this.position,
-      this.endLsn,
-      this.relations,
-      this.relation,
-      this.schemas,
-      this.tables,
-      this.oldKind,
-      this.oldCount,
-      this.newCount,
-      this.unchanged,
-      this.content,
-      this.prefix,
-    ])
-      a.reset();
+    for (const a of [...this.headColumns(), ...this.tailColumns()]) a.reset();
     this.relIndex = new Map();
     this.lastRel = undefined;
     this.lastRelIndex = -1;
