@@ -53,7 +53,10 @@ export default tseslint.config(
     // Tests may read kafkajs internals as an oracle (test/unit/kafka/record-batch.test.ts).
     files: ['src/**/*.ts'],
     rules: {
-      'no-restricted-imports': ['error', { patterns: [{ group: ['kafkajs/*'], message: 'kafkajs private modules: use its public API, or src/kafka/protocol' }] }],
+      'no-restricted-imports': [
+        'error',
+        { patterns: [{ group: ['kafkajs/*'], message: 'kafkajs private modules: use its public API, or src/kafka/protocol' }] },
+      ],
       'no-restricted-syntax': [
         'error',
         {
@@ -61,7 +64,7 @@ export default tseslint.config(
           message: 'kafkajs private modules: use its public API, or src/kafka/protocol',
         },
         {
-          selector: "Literal[value=/^private:Kafka/]",
+          selector: 'Literal[value=/^private:Kafka/]',
           message: 'kafkajs private symbols: use its public API, or src/kafka/protocol',
         },
       ],

@@ -45,7 +45,13 @@ function stackEnv(): void {
   }
 }
 
-const REL = { oid: 16400, replicaIdentity: 'd', columns: ['id', 'n', 'note', 'at', 'amount'], types: ['bigint', 'integer', 'text', 'timestamp with time zone', 'numeric'], key: [0] };
+const REL = {
+  oid: 16400,
+  replicaIdentity: 'd',
+  columns: ['id', 'n', 'note', 'at', 'amount'],
+  types: ['bigint', 'integer', 'text', 'timestamp with time zone', 'numeric'],
+  key: [0],
+};
 
 function row(id: number, salt: string): string[] {
   return [
@@ -53,12 +59,12 @@ function row(id: number, salt: string): string[] {
     String((id * 7919) % 100000),
     createHash('md5').update(`${salt}${id}`).digest('hex'),
     new Date(1_790_000_000_000 + id * 1000).toISOString().replace('T', ' ').replace('Z', '+00'),
-    ((id * 31) % 1_000_000 / 100).toFixed(2),
+    (((id * 31) % 1_000_000) / 100).toFixed(2),
   ];
 }
 
 /** The ANCHORS.md workload as change events: ROWS inserts (one txn), ROWS/2 updates, ROWS/5 deletes. */
-function workload(): { events: ChangeEvent[]; rowsIns: string[][]; } {
+function workload(): { events: ChangeEvent[]; rowsIns: string[][] } {
   const events: ChangeEvent[] = [];
   const rowsIns: string[][] = [];
   const t = Date.now() * 1000;
@@ -66,7 +72,8 @@ function workload(): { events: ChangeEvent[]; rowsIns: string[][]; } {
   let lsn = 0x5000_0000;
   const txn = (rows: number, make: (i: number) => Partial<ChangeEvent>) => {
     lsn += 0x100000;
-    for (let i = 0; i < rows; i++) events.push(emptyEvent({ ...base, op: 'INSERT', commitLsn: lsn, changeLsn: lsn - rows + i, xid: lsn, commitTime: t, position: i, ...make(i) }));
+    for (let i = 0; i < rows; i++)
+      events.push(emptyEvent({ ...base, op: 'INSERT', commitLsn: lsn, changeLsn: lsn - rows + i, xid: lsn, commitTime: t, position: i, ...make(i) }));
     events.push(emptyEvent({ op: 'COMMIT', database: 'bench', commitLsn: lsn, endLsn: lsn + 48, xid: lsn, commitTime: t, position: rows }));
   };
   for (let i = 0; i < ROWS; i++) rowsIns.push(row(i + 1, 'a'));
@@ -123,7 +130,9 @@ async function pgoutputBytes(rows: string[][]): Promise<{ bytes: number; zstdByt
   const file = `/tmp/${db}.pgoutput`;
   try {
     await c.connect();
-    await c.query(`CREATE TABLE anchor (id bigint PRIMARY KEY, n int, note text, at timestamptz, amount numeric); SET timezone = 'UTC'; CREATE PUBLICATION p FOR TABLE anchor`);
+    await c.query(
+      `CREATE TABLE anchor (id bigint PRIMARY KEY, n int, note text, at timestamptz, amount numeric); SET timezone = 'UTC'; CREATE PUBLICATION p FOR TABLE anchor`,
+    );
     await c.query(`SELECT pg_create_logical_replication_slot('${db}', 'pgoutput')`);
     const { from: copyFrom } = await import('pg-copy-streams');
     await new Promise<void>((resolve, reject) => {
@@ -137,7 +146,11 @@ async function pgoutputBytes(rows: string[][]): Promise<{ bytes: number; zstdByt
     await c.query(`DELETE FROM anchor WHERE id <= ${Math.floor(ROWS / 5)}`);
     const end = (await c.query(`SELECT pg_current_wal_lsn()::text AS l`)).rows[0].l as string;
     await new Promise<void>((resolve, reject) => {
-      const p = spawn('pg_recvlogical', ['-d', u.toString(), '--slot', db, '--start', '-o', 'proto_version=1', '-o', `publication_names=p`, '-E', end, '-f', file, '--no-loop'], { stdio: 'inherit' });
+      const p = spawn(
+        'pg_recvlogical',
+        ['-d', u.toString(), '--slot', db, '--start', '-o', 'proto_version=1', '-o', `publication_names=p`, '-E', end, '-f', file, '--no-loop'],
+        { stdio: 'inherit' },
+      );
       p.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`pg_recvlogical exited ${code}`))));
     });
     // zstd alone on the same pgoutput bytes, cut into blocks as the segments are (level 1, 1 MiB):
@@ -169,7 +182,10 @@ async function e2e(): Promise<void> {
   const admin = kafka.admin();
   await admin.connect();
   await admin.createTopics({ topics: [{ topic, numPartitions: partitions, replicationFactor: 1 }], waitForLeaders: true });
-  const cfg = loadConfig({ env: process.env, flags: { 'kafka.topic': topic, 's3.prefix': `bench/${id}`, 'archive.groupId': `bench-${id}`, 'archive.segmentMaxAgeMs': AGE_MS, 'metrics.port': 0 } });
+  const cfg = loadConfig({
+    env: process.env,
+    flags: { 'kafka.topic': topic, 's3.prefix': `bench/${id}`, 'archive.groupId': `bench-${id}`, 'archive.segmentMaxAgeMs': AGE_MS, 'metrics.port': 0 },
+  });
   const latencies: number[] = [];
   let storedBytes = 0;
   let rawBytes = 0;
@@ -209,7 +225,18 @@ async function e2e(): Promise<void> {
       const now = Date.now() * 1000;
       const rows = Math.min(10, due - k);
       for (let i = 0; i < rows; i++) {
-        const ev = emptyEvent({ op: 'INSERT', database: 'bench', schema: 'public', table: 'anchor', relation: REL, commitLsn: lsn, xid, commitTime: now, position: i, new: row(sent + k + i, 'e') });
+        const ev = emptyEvent({
+          op: 'INSERT',
+          database: 'bench',
+          schema: 'public',
+          table: 'anchor',
+          relation: REL,
+          commitLsn: lsn,
+          xid,
+          commitTime: now,
+          position: i,
+          new: row(sent + k + i, 'e'),
+        });
         msgs.push({ key: kafkaKey(ev), value: encodeChange(ev), headers: { [SCHEMA_HEADER.name]: SCHEMA_HEADER.value } });
       }
       const c = emptyEvent({ op: 'COMMIT', database: 'bench', commitLsn: lsn, endLsn: lsn + 48, xid, commitTime: now, position: rows });
@@ -218,7 +245,14 @@ async function e2e(): Promise<void> {
     if (Date.now() - lastWm >= 200) {
       lastWm = Date.now();
       for (let p = 0; p < partitions; p++) {
-        msgs.push({ partition: p, key: 'wm', value: encodeChange(emptyEvent({ op: 'WATERMARK', database: 'bench', commitLsn: lsn, commitTime: Date.now() * 1000, content: JSON.stringify({ partition: p }) })), headers: { [SCHEMA_HEADER.name]: SCHEMA_HEADER.value } });
+        msgs.push({
+          partition: p,
+          key: 'wm',
+          value: encodeChange(
+            emptyEvent({ op: 'WATERMARK', database: 'bench', commitLsn: lsn, commitTime: Date.now() * 1000, content: JSON.stringify({ partition: p }) }),
+          ),
+          headers: { [SCHEMA_HEADER.name]: SCHEMA_HEADER.value },
+        });
       }
     }
     // Chunks keep each partition's record batch under the broker's message.max.bytes (1 MB).
@@ -238,9 +272,15 @@ async function e2e(): Promise<void> {
   await admin.disconnect();
   const sorted = [...latencies].sort((a, b) => a - b);
   console.log(`\n== end to end: offered ${RATE} changes/s for ${produceSecs.toFixed(1)} s, ${partitions} partitions, segmentMaxAgeMs ${AGE_MS}`);
-  console.log(`changes produced ${sent}, archived ${latencies.length} (${(latencies.length / produceSecs).toFixed(0)} changes/s sustained), segments ${segments}`);
-  console.log(`stored ${(storedBytes / MB).toFixed(2)} MB for ${(rawBytes / MB).toFixed(2)} MB of Avro (ratio ${(rawBytes / storedBytes).toFixed(2)}x; small age-cut segments compress worse)`);
-  console.log(`produce-to-durable-on-S3 latency ms: p50 ${pct(sorted, 50).toFixed(0)}  p99 ${pct(sorted, 99).toFixed(0)}  max ${sorted[sorted.length - 1]?.toFixed(0)}`);
+  console.log(
+    `changes produced ${sent}, archived ${latencies.length} (${(latencies.length / produceSecs).toFixed(0)} changes/s sustained), segments ${segments}`,
+  );
+  console.log(
+    `stored ${(storedBytes / MB).toFixed(2)} MB for ${(rawBytes / MB).toFixed(2)} MB of Avro (ratio ${(rawBytes / storedBytes).toFixed(2)}x; small age-cut segments compress worse)`,
+  );
+  console.log(
+    `produce-to-durable-on-S3 latency ms: p50 ${pct(sorted, 50).toFixed(0)}  p99 ${pct(sorted, 99).toFixed(0)}  max ${sorted[sorted.length - 1]?.toFixed(0)}`,
+  );
   console.log(`RSS: start ${(rss0 / MB).toFixed(0)} MB, peak ${(peakRss / MB).toFixed(0)} MB (bench process: producer + archiver + latency bookkeeping)`);
 }
 
@@ -259,14 +299,21 @@ async function main(): Promise<void> {
   const pgBytes = pg?.bytes;
   if (pg) {
     console.log(`pgoutput bytes of the same changes (pg_recvlogical, proto 1): ${(pg.bytes / MB).toFixed(1)} MB`);
-    console.log(`zstd alone on those pgoutput bytes (level 1, 1 MiB blocks): ${(pg.zstdBytes / MB).toFixed(1)} MB, ${(pg.bytes / pg.zstdBytes).toFixed(2)}x smaller than pgoutput`);
+    console.log(
+      `zstd alone on those pgoutput bytes (level 1, 1 MiB blocks): ${(pg.zstdBytes / MB).toFixed(1)} MB, ${(pg.bytes / pg.zstdBytes).toFixed(2)}x smaller than pgoutput`,
+    );
   }
-  for (const [codec, enc] of [['zstandard', false], ['deflate', false], ['zstandard', true]] as const) {
+  for (const [codec, enc] of [
+    ['zstandard', false],
+    ['deflate', false],
+    ['zstandard', true],
+  ] as const) {
     const r = codecPart(values, codec, enc);
     console.log(
       `${codec}${enc ? '+AES-GCM' : ''}: write ${(dataChanges / r.secs).toFixed(0)} changes/s, ${(r.raw / MB / r.secs).toFixed(0)} MB/s of Avro; ` +
         `read+verify ${(dataChanges / r.rsecs).toFixed(0)} changes/s; stored ${(r.stored / MB).toFixed(1)} MB in ${r.segments} segment(s): ` +
-        `${(r.raw / r.stored).toFixed(2)}x smaller than Avro` + (pgBytes ? `, ${(pgBytes / r.stored).toFixed(2)}x smaller than pgoutput` : ''),
+        `${(r.raw / r.stored).toFixed(2)}x smaller than Avro` +
+        (pgBytes ? `, ${(pgBytes / r.stored).toFixed(2)}x smaller than pgoutput` : ''),
     );
   }
   if (process.env.BENCH_SKIP_E2E !== '1') await e2e();

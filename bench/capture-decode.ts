@@ -66,9 +66,20 @@ interface Result {
 async function drainRecvlogical(slot: string, endpos: number): Promise<Result> {
   const bin = findRecvlogical();
   const argv = [
-    '-d', dbUrl(DB), '--slot', slot, '--start',
-    '-o', 'proto_version=1', '-o', `publication_names=${PUB}`,
-    '-f', '/dev/null', '--endpos', formatLsn(endpos), '--no-loop',
+    '-d',
+    dbUrl(DB),
+    '--slot',
+    slot,
+    '--start',
+    '-o',
+    'proto_version=1',
+    '-o',
+    `publication_names=${PUB}`,
+    '-f',
+    '/dev/null',
+    '--endpos',
+    formatLsn(endpos),
+    '--no-loop',
   ];
   const t0 = performance.now();
   await new Promise<void>((resolve, reject) => {
@@ -167,7 +178,11 @@ async function main(): Promise<void> {
         );
       }
     }
-    const sum = (who: string) => results.flat().filter((x) => x.reader === who).reduce((a, x) => a + x.seconds, 0);
+    const sum = (who: string) =>
+      results
+        .flat()
+        .filter((x) => x.reader === who)
+        .reduce((a, x) => a + x.seconds, 0);
     const recvS = sum('pg_recvlogical');
     const oursS = sum('ReplicationStream+decoder');
     process.stdout.write(

@@ -85,7 +85,9 @@ export async function measureCapture(w: Workload, order: Reader[], opts: { parti
     }
     return result;
   } finally {
-    await sql(admin, `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = ANY($1) AND NOT active`, [Object.values(slots)]).catch(() => {});
+    await sql(admin, `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = ANY($1) AND NOT active`, [
+      Object.values(slots),
+    ]).catch(() => {});
     await sql(admin, `DROP DATABASE IF EXISTS ${name} WITH (FORCE)`).catch((e: unknown) => console.error(e));
     const kafka = new Kafka({ brokers: (process.env.CDP_KAFKA_BROKERS ?? '127.0.0.1:9092').split(','), logLevel: logLevel.NOTHING });
     const kadmin = kafka.admin();
@@ -99,12 +101,21 @@ export async function measureCapture(w: Workload, order: Reader[], opts: { parti
 function recvlogical(url: string, slot: string, publication: string, end: string, changes: number, dir: string): ReaderResult {
   const out = join(dir, 'recvlogical.out');
   const t0 = process.hrtime.bigint();
-  const r = spawnSync('pg_recvlogical', ['-d', url, '--slot', slot, '--start', '--endpos', end, '--no-loop', '-o', 'proto_version=1', '-o', `publication_names=${publication}`, '-f', out], { encoding: 'utf8' });
+  const r = spawnSync(
+    'pg_recvlogical',
+    ['-d', url, '--slot', slot, '--start', '--endpos', end, '--no-loop', '-o', 'proto_version=1', '-o', `publication_names=${publication}`, '-f', out],
+    { encoding: 'utf8' },
+  );
   const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
   if (r.status !== 0) throw new Error(`pg_recvlogical failed: ${r.stderr}`);
   const bytes = statSync(out).size;
   rmSync(out);
-  return { seconds, changesPerSecond: changes / seconds, mbPerSecond: bytes / 1e6 / seconds, note: `${(bytes / 1e6).toFixed(1)} MB of pgoutput, process start to --endpos` };
+  return {
+    seconds,
+    changesPerSecond: changes / seconds,
+    mbPerSecond: bytes / 1e6 / seconds,
+    note: `${(bytes / 1e6).toFixed(1)} MB of pgoutput, process start to --endpos`,
+  };
 }
 
 async function debezium(url: string, slot: string, publication: string, changes: number): Promise<ReaderResult> {
@@ -158,13 +169,16 @@ async function capture(env: NodeJS.ProcessEnv, url: string, slot: string, end: s
       await sleep(50);
       alive();
       if (!streamingAt) continue;
-      text = await fetch(metricsUrl).then((r) => r.text()).catch(() => '');
+      text = await fetch(metricsUrl)
+        .then((r) => r.text())
+        .catch(() => '');
       const acked = metric(text, 'cdp_capture_changes_total');
       if (acked >= changes) {
         seconds = Number(process.hrtime.bigint() - streamingAt) / 1e9;
         break;
       }
-      if (Date.now() > deadline) throw new Error(`capture: ${acked} of ${changes} changes acknowledged within ${limitMs / 1000} s (is cdp_capture_changes_total still exported?)`);
+      if (Date.now() > deadline)
+        throw new Error(`capture: ${acked} of ${changes} changes acknowledged within ${limitMs / 1000} s (is cdp_capture_changes_total still exported?)`);
     }
     let confirmedS = NaN;
     for (let i = 0; i < 200; i++) {
@@ -201,6 +215,8 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
   console.log(`WAL: ${r.walMb.toFixed(1)} MB, ${r.changes} row changes`);
   const anchor = r.readers.pg_recvlogical!;
   for (const [k, v] of Object.entries(r.readers)) {
-    console.log(`${k.padEnd(15)}: ${v.seconds.toFixed(2)} s  ${Math.round(v.changesPerSecond).toLocaleString('en')} changes/s  ${v.mbPerSecond?.toFixed(1)} MB/s  ratio to pg_recvlogical ${(v.changesPerSecond / anchor.changesPerSecond).toFixed(2)}x  (${v.note}${v.peakRssMb ? `, peak RSS ${v.peakRssMb.toFixed(0)} MB` : ''})`);
+    console.log(
+      `${k.padEnd(15)}: ${v.seconds.toFixed(2)} s  ${Math.round(v.changesPerSecond).toLocaleString('en')} changes/s  ${v.mbPerSecond?.toFixed(1)} MB/s  ratio to pg_recvlogical ${(v.changesPerSecond / anchor.changesPerSecond).toFixed(2)}x  (${v.note}${v.peakRssMb ? `, peak RSS ${v.peakRssMb.toFixed(0)} MB` : ''})`,
+    );
   }
 }

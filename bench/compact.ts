@@ -49,7 +49,10 @@ function pipelineEnv(name: string, url: string): Record<string, string> {
 
 function cli(args: string[], env: Record<string, string>): Promise<{ code: number | null; out: string; err: string }> {
   return new Promise((resolve) => {
-    const p = spawn(process.execPath, [`${REPO}bin/cdp.mjs`, ...args], { env: { ...process.env, CDP_LOG_FORMAT: 'json', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const p = spawn(process.execPath, [`${REPO}bin/cdp.mjs`, ...args], {
+      env: { ...process.env, CDP_LOG_FORMAT: 'json', ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let out = '';
     let err = '';
     p.stdout.on('data', (d: Buffer) => (out += d.toString()));
@@ -107,7 +110,9 @@ async function main(): Promise<void> {
   const B = pipelineEnv(`bc_b_${rand}`, url);
   await must(['setup'], A);
   await must(['setup'], B);
-  const runs: ChildProcess[] = [A, B].map((env) => spawn(process.execPath, [`${REPO}bin/cdp.mjs`, 'run'], { env: { ...process.env, CDP_LOG_FORMAT: 'json', ...env }, stdio: 'ignore' }));
+  const runs: ChildProcess[] = [A, B].map((env) =>
+    spawn(process.execPath, [`${REPO}bin/cdp.mjs`, 'run'], { env: { ...process.env, CDP_LOG_FORMAT: 'json', ...env }, stdio: 'ignore' }),
+  );
 
   // Steady load: RATE transactions per second, each an UPDATE, an INSERT and a DELETE of an older ledger row.
   let stop = false;
@@ -154,7 +159,9 @@ async function main(): Promise<void> {
     await new Promise((r) => setTimeout(r, 3000));
     const c = new pg.Client({ connectionString: adminUrl() });
     await c.connect();
-    await c.query(`SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name IN ($1, $2) AND NOT active`, [A.CDP_SLOT, B.CDP_SLOT]).catch(() => undefined);
+    await c
+      .query(`SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name IN ($1, $2) AND NOT active`, [A.CDP_SLOT, B.CDP_SLOT])
+      .catch(() => undefined);
     await c.end();
     await dropDatabase(db).catch(() => undefined);
   }

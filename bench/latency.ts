@@ -61,7 +61,10 @@ const num = (name: string, env: string, def: number) => {
   if (!Number.isFinite(v) || v <= 0) throw new Error(`--${name}: expected a positive number`);
   return v;
 };
-let RATES = (arg('rates') ?? process.env.BENCH_RATES ?? '500,2000').split(',').map(Number).filter((n) => n > 0);
+let RATES = (arg('rates') ?? process.env.BENCH_RATES ?? '500,2000')
+  .split(',')
+  .map(Number)
+  .filter((n) => n > 0);
 let SECONDS = num('seconds', 'BENCH_SECONDS', 25);
 const CONNS = Math.floor(num('conns', 'BENCH_CONNS', 2));
 const AGE_MS = Math.floor(num('age-ms', 'BENCH_AGE_MS', 1000));
@@ -408,10 +411,11 @@ async function main(): Promise<LatencyRow[]> {
     running.push(capture.done);
     const archive = await startArchiver(ctx, { clientSuffix: `bench-${name}` });
     running.push(archive.done);
-    for (const p of running) p.catch((e: unknown) => {
-      console.error(`daemon failed: ${(e as Error).message}`);
-      stopLoad.abort();
-    });
+    for (const p of running)
+      p.catch((e: unknown) => {
+        console.error(`daemon failed: ${(e as Error).message}`);
+        stopLoad.abort();
+      });
 
     // Restorable-point polling, for the whole run.
     pollLoop = (async () => {
@@ -439,7 +443,9 @@ async function main(): Promise<LatencyRow[]> {
     // Warm-up: until one transaction is durable end to end (capture streaming, archiver assigned).
     {
       const t = now();
-      const res = (await c0.query(`BEGIN; INSERT INTO lat (id, note) VALUES (0, 'warm-up'); COMMIT; SELECT pg_current_wal_lsn()::text AS l`)) as unknown as pg.QueryResult<{ l: string }>[];
+      const res = (await c0.query(
+        `BEGIN; INSERT INTO lat (id, note) VALUES (0, 'warm-up'); COMMIT; SELECT pg_current_wal_lsn()::text AS l`,
+      )) as unknown as pg.QueryResult<{ l: string }>[];
       const l = parseLsn(res[res.length - 1]!.rows[0]!.l);
       while (!stopLoad.signal.aborted && !((polls[polls.length - 1]?.[1] ?? 0) >= l)) {
         if (now() - t > 120_000) throw new Error('warm-up transaction not durable within 120 s');
@@ -503,7 +509,9 @@ async function cleanup(admin: pg.Client, name: string, anchorSlot: string, group
   const keys: string[] = [];
   for await (const o of listObjects(store, `bench/${name}/`)) keys.push(o.key);
   for (let i = 0; i < keys.length; i += 1000) {
-    await store.client.send(new DeleteObjectsCommand({ Bucket: store.bucket, Delete: { Objects: keys.slice(i, i + 1000).map((Key) => ({ Key })), Quiet: true } }));
+    await store.client.send(
+      new DeleteObjectsCommand({ Bucket: store.bucket, Delete: { Objects: keys.slice(i, i + 1000).map((Key) => ({ Key })), Quiet: true } }),
+    );
   }
 }
 
@@ -520,7 +528,16 @@ function report(phases: Phase[], tap: PgoutputTap): LatencyRow[] {
   if (ANCHOR && tap.failed) console.log(`(anchor unavailable: ${tap.failed})`);
   if (!ANCHOR) console.log('(anchor skipped: --no-anchor / BENCH_SKIP_ANCHOR=1)');
   const rows: string[][] = [
-    ['offered tx/s', 'conns', 'achieved tx/s', 'txns', 'durable (exact LSN) p50/p99/max ms', 'durable (upper-bound LSN) p50/p99/max ms', 'not durable', 'pg_recvlogical seen p50/p99/max ms'],
+    [
+      'offered tx/s',
+      'conns',
+      'achieved tx/s',
+      'txns',
+      'durable (exact LSN) p50/p99/max ms',
+      'durable (upper-bound LSN) p50/p99/max ms',
+      'not durable',
+      'pg_recvlogical seen p50/p99/max ms',
+    ],
   ];
   for (const ph of phases) {
     const exact: number[] = [];
@@ -542,7 +559,15 @@ function report(phases: Phase[], tap: PgoutputTap): LatencyRow[] {
     const sa = stats(anchor);
     const su = stats(upper);
     const three = (x: ReturnType<typeof stats>) => (x ? { p50: x.p50, p99: x.p99, max: x.max } : undefined);
-    out.push({ offered: ph.rate, achieved: ph.txns.length / ph.seconds, txns: ph.txns.length, exact: anchorOk ? three(se) : undefined, upper: three(su), notDurable: missing, anchorSeen: anchorOk ? three(sa) : undefined });
+    out.push({
+      offered: ph.rate,
+      achieved: ph.txns.length / ph.seconds,
+      txns: ph.txns.length,
+      exact: anchorOk ? three(se) : undefined,
+      upper: three(su),
+      notDurable: missing,
+      anchorSeen: anchorOk ? three(sa) : undefined,
+    });
     rows.push([
       String(ph.rate),
       String(ph.conns),
@@ -562,7 +587,9 @@ function report(phases: Phase[], tap: PgoutputTap): LatencyRow[] {
   for (const ph of phases) {
     const achieved = ph.txns.length / ph.seconds;
     if (achieved < 0.95 * ph.rate) {
-      console.log(`note: ${ph.rate} tx/s offered, ${achieved.toFixed(0)} achieved: the paced load fell behind (each connection waits for its synchronous COMMIT's WAL flush, and this machine also runs Postgres, capture and archive); more --conns may help`);
+      console.log(
+        `note: ${ph.rate} tx/s offered, ${achieved.toFixed(0)} achieved: the paced load fell behind (each connection waits for its synchronous COMMIT's WAL flush, and this machine also runs Postgres, capture and archive); more --conns may help`,
+      );
     }
   }
   console.log(

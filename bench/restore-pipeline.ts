@@ -13,7 +13,13 @@ import { ChangeEventDecoder } from '../src/format/decoder.js';
 
 const rowsArg = process.argv.indexOf('--rows');
 const N = rowsArg > 0 ? Number(process.argv[rowsArg + 1]) : 200_000;
-const REL: RelationInfo = { oid: 1, replicaIdentity: 'd', columns: ['id', 'i', 't', 'ts', 'n'], types: ['bigint', 'integer', 'text', 'timestamp with time zone', 'numeric'], key: [0] };
+const REL: RelationInfo = {
+  oid: 1,
+  replicaIdentity: 'd',
+  columns: ['id', 'i', 't', 'ts', 'n'],
+  types: ['bigint', 'integer', 'text', 'timestamp with time zone', 'numeric'],
+  key: [0],
+};
 const md5 = (s: string) => createHash('md5').update(s).digest('hex');
 const events: ChangeEvent[][] = [[], [], []];
 const txns: Array<[number, number, (k: number) => Partial<ChangeEvent>]> = [
@@ -22,7 +28,21 @@ const txns: Array<[number, number, (k: number) => Partial<ChangeEvent>]> = [
   [300, N / 5, (k) => ({ op: 'DELETE', oldKind: 'K', old: [String(k), null, null, null, null] })],
 ];
 for (const [lsn, n, gen] of txns) {
-  for (let k = 0; k < n; k++) events[k % 3]!.push(emptyEvent({ database: 'd', schema: 'public', table: 'bench', relation: REL, commitLsn: lsn, xid: lsn, commitTime: 1, position: k, op: 'INSERT', ...gen(k) }));
+  for (let k = 0; k < n; k++)
+    events[k % 3]!.push(
+      emptyEvent({
+        database: 'd',
+        schema: 'public',
+        table: 'bench',
+        relation: REL,
+        commitLsn: lsn,
+        xid: lsn,
+        commitTime: 1,
+        position: k,
+        op: 'INSERT',
+        ...gen(k),
+      }),
+    );
   events[0]!.push(emptyEvent({ op: 'COMMIT', database: 'd', commitLsn: lsn, xid: lsn, commitTime: 1, position: n, endLsn: lsn + 1 }));
 }
 const total = N + N / 2 + N / 5;
@@ -42,19 +62,47 @@ async function* chunksOf(i: number): AsyncGenerator<ChangeEvent[]> {
 }
 t0 = performance.now();
 let n = 0;
-for await (const c of mergePartitions([0, 1, 2].map((p) => ({ partition: p, chunks: chunksOf(p) })), { fromLsn: 0 })) n += c.length;
+for await (const c of mergePartitions(
+  [0, 1, 2].map((p) => ({ partition: p, chunks: chunksOf(p) })),
+  { fromLsn: 0 },
+))
+  n += c.length;
 const merge = performance.now() - t0;
 
 t0 = performance.now();
 let items = 0;
-for await (const _ of groupTransactions(mergePartitions([0, 1, 2].map((p) => ({ partition: p, chunks: chunksOf(p) })), { fromLsn: 0 }), makeCut({ kind: 'latest' }, 1e12))) items++;
+for await (const _ of groupTransactions(
+  mergePartitions(
+    [0, 1, 2].map((p) => ({ partition: p, chunks: chunksOf(p) })),
+    { fromLsn: 0 },
+  ),
+  makeCut({ kind: 'latest' }, 1e12),
+))
+  items++;
 const group = performance.now() - t0;
 
 let bytes = 0;
 const sink: SqlSink = { exec: async (s) => void (bytes += s.length), copy: async (_s, d) => void (bytes += d.length), drain: async () => {} };
 const a = new Applier(sink, { cursor: true });
 t0 = performance.now();
-for await (const b of groupTransactionBatches(mergePartitions([0, 1, 2].map((p) => ({ partition: p, chunks: chunksOf(p) })), { fromLsn: 0 }), makeCut({ kind: 'latest' }, 1e12))) await a.handleBatch(b);
+for await (const b of groupTransactionBatches(
+  mergePartitions(
+    [0, 1, 2].map((p) => ({ partition: p, chunks: chunksOf(p) })),
+    { fromLsn: 0 },
+  ),
+  makeCut({ kind: 'latest' }, 1e12),
+))
+  await a.handleBatch(b);
 const apply = performance.now() - t0;
-const us = (ms: number) => Math.round((ms * 1000) / total * 100) / 100;
-console.log(JSON.stringify({ bench: 'restore-pipeline', changes: total, merged: n, items, usPerChange: { genericDecode: us(t.decode), decode: us(fastDecode), decodeMerge: us(merge), decodeMergeGroup: us(group), all: us(apply) }, sqlBytes: bytes, changesPerSecond: Math.round(total / (apply / 1000)) }));
+const us = (ms: number) => Math.round(((ms * 1000) / total) * 100) / 100;
+console.log(
+  JSON.stringify({
+    bench: 'restore-pipeline',
+    changes: total,
+    merged: n,
+    items,
+    usPerChange: { genericDecode: us(t.decode), decode: us(fastDecode), decodeMerge: us(merge), decodeMergeGroup: us(group), all: us(apply) },
+    sqlBytes: bytes,
+    changesPerSecond: Math.round(total / (apply / 1000)),
+  }),
+);

@@ -88,7 +88,13 @@ async function q<T = Record<string, unknown>>(db: string, sql: string, values?: 
 }
 
 const TABLE = `CREATE TABLE bench (id bigint PRIMARY KEY, i int NOT NULL, t text NOT NULL, ts timestamptz NOT NULL, n numeric NOT NULL)`;
-const REL: RelationInfo = { oid: 1, replicaIdentity: 'd', columns: ['id', 'i', 't', 'ts', 'n'], types: ['bigint', 'integer', 'text', 'timestamp with time zone', 'numeric'], key: [0] };
+const REL: RelationInfo = {
+  oid: 1,
+  replicaIdentity: 'd',
+  columns: ['id', 'i', 't', 'ts', 'n'],
+  types: ['bigint', 'integer', 'text', 'timestamp with time zone', 'numeric'],
+  key: [0],
+};
 const md5 = (s: string) => createHash('md5').update(s).digest('hex');
 const T0 = Date.UTC(2026, 0, 1);
 const tsText = (g: number) => new Date(T0 + g * 1000).toISOString();
@@ -133,7 +139,11 @@ export async function restoreBench(o: { workload: 'bulk' | 'oltp'; rows: number 
     const M = 2 * N;
     if (WORKLOAD === 'oltp') {
       // The rows the transactions update and delete, present in the base and in the native copy.
-      for (const db of [SRC, NATIVE]) await q(db, `INSERT INTO bench SELECT g, g % 1000, md5(g::text), '2026-01-01 00:00:00+00'::timestamptz + g * interval '1 second', g * 1.5 FROM generate_series(1, ${M}) g`);
+      for (const db of [SRC, NATIVE])
+        await q(
+          db,
+          `INSERT INTO bench SELECT g, g % 1000, md5(g::text), '2026-01-01 00:00:00+00'::timestamptz + g * interval '1 second', g * 1.5 FROM generate_series(1, ${M}) g`,
+        );
     }
     await q(SRC, `CREATE PUBLICATION ${SLOT} FOR TABLE bench`);
     await q(SRC, `SELECT pg_create_logical_replication_slot('${SLOT}', 'pgoutput')`);
@@ -149,7 +159,10 @@ export async function restoreBench(o: { workload: 'bulk' | 'oltp'; rows: number 
       // One transaction per iteration (COMMIT inside DO: docs, PL/pgSQL "Transaction Management").
       await q(SRC, `DO $$ BEGIN FOR x IN 1..${N - 1} LOOP ${oltpTxn('x')} COMMIT; END LOOP; END $$`);
     } else {
-      await q(SRC, `INSERT INTO bench SELECT g, g % 1000, md5(g::text), '2026-01-01 00:00:00+00'::timestamptz + g * interval '1 second', g * 1.5 FROM generate_series(1, ${N}) g`);
+      await q(
+        SRC,
+        `INSERT INTO bench SELECT g, g % 1000, md5(g::text), '2026-01-01 00:00:00+00'::timestamptz + g * interval '1 second', g * 1.5 FROM generate_series(1, ${N}) g`,
+      );
       await q(SRC, `UPDATE bench SET i = i + 1, t = md5(t) WHERE id <= ${N / 2}`);
     }
     const c = new pg.Client({ connectionString: urlOf(SRC) });
@@ -186,18 +199,62 @@ export async function restoreBench(o: { workload: 'bulk' | 'oltp'; rows: number 
       { op: 'UPDATE', new: row(x, (x % 1000) + 1) },
       { op: 'DELETE', oldKind: 'K', old: [String(M - x + 1), null, null, null, null] },
     ];
-    const txns: Array<{ lsn: number; xid: number; n: number; gen: (k: number) => Partial<ChangeEvent> }> = WORKLOAD === 'oltp'
-      ? Array.from({ length: N }, (_, j) => { const evs = oltp(j + 1); return { lsn: base.lsn + 100 * (j + 1), xid: 100_000 + j, n: 3, gen: (k: number) => evs[k]! }; })
-      : [
-      { lsn: base.lsn + 100, xid: 9001, n: N, gen: (k) => { const g = k + 1; return { op: 'INSERT', new: [String(g), String(g % 1000), md5(String(g)), tsText(g), (g * 1.5).toFixed(1)] }; } },
-      { lsn: base.lsn + 200, xid: 9002, n: N / 2, gen: (k) => { const g = k + 1; return { op: 'UPDATE', new: [String(g), String((g % 1000) + 1), md5(md5(String(g))), tsText(g), (g * 1.5).toFixed(1)] }; } },
-      { lsn: base.lsn + 300, xid: 9003, n: N / 5, gen: (k) => { const g = N - N / 5 + k + 1; return { op: 'DELETE', oldKind: 'K', old: [String(g), null, null, null, null] }; } },
-    ];
+    const txns: Array<{ lsn: number; xid: number; n: number; gen: (k: number) => Partial<ChangeEvent> }> =
+      WORKLOAD === 'oltp'
+        ? Array.from({ length: N }, (_, j) => {
+            const evs = oltp(j + 1);
+            return { lsn: base.lsn + 100 * (j + 1), xid: 100_000 + j, n: 3, gen: (k: number) => evs[k]! };
+          })
+        : [
+            {
+              lsn: base.lsn + 100,
+              xid: 9001,
+              n: N,
+              gen: (k) => {
+                const g = k + 1;
+                return { op: 'INSERT', new: [String(g), String(g % 1000), md5(String(g)), tsText(g), (g * 1.5).toFixed(1)] };
+              },
+            },
+            {
+              lsn: base.lsn + 200,
+              xid: 9002,
+              n: N / 2,
+              gen: (k) => {
+                const g = k + 1;
+                return { op: 'UPDATE', new: [String(g), String((g % 1000) + 1), md5(md5(String(g))), tsText(g), (g * 1.5).toFixed(1)] };
+              },
+            },
+            {
+              lsn: base.lsn + 300,
+              xid: 9003,
+              n: N / 5,
+              gen: (k) => {
+                const g = N - N / 5 + k + 1;
+                return { op: 'DELETE', oldKind: 'K', old: [String(g), null, null, null, null] };
+              },
+            },
+          ];
     for (const t of txns) {
       for (let k = 0; k < t.n; k++) {
-        await put(emptyEvent({ database: SRC, schema: 'public', table: 'bench', relation: REL, commitLsn: t.lsn, xid: t.xid, commitTime: now, position: k, op: 'INSERT', ...t.gen(k) }));
+        await put(
+          emptyEvent({
+            database: SRC,
+            schema: 'public',
+            table: 'bench',
+            relation: REL,
+            commitLsn: t.lsn,
+            xid: t.xid,
+            commitTime: now,
+            position: k,
+            op: 'INSERT',
+            ...t.gen(k),
+          }),
+        );
       }
-      await put(emptyEvent({ op: 'COMMIT', database: SRC, commitLsn: t.lsn, xid: t.xid, commitTime: now, position: t.n, endLsn: t.lsn + 50 }), partitionOf(`txn\u0000${t.xid}`));
+      await put(
+        emptyEvent({ op: 'COMMIT', database: SRC, commitLsn: t.lsn, xid: t.xid, commitTime: now, position: t.n, endLsn: t.lsn + 50 }),
+        partitionOf(`txn\u0000${t.xid}`),
+      );
     }
     const wm = txns.at(-1)!.lsn;
     for (let p = 0; p < PARTITIONS; p++) {
@@ -206,7 +263,14 @@ export async function restoreBench(o: { workload: 'bulk' | 'oltp'; rows: number 
       await flush(p);
       await advancePartitionState(store, root, { partition: p, watermarkLsn: wm, watermarkTime: now, lastOffset, lastKey: lastKey[p]! });
     }
-    const manifest: ArchiveManifest = { version: 1, database: SRC, systemId: 'bench', topic: 'bench', partitions: PARTITIONS, createdAt: new Date().toISOString() };
+    const manifest: ArchiveManifest = {
+      version: 1,
+      database: SRC,
+      systemId: 'bench',
+      topic: 'bench',
+      partitions: PARTITIONS,
+      createdAt: new Date().toISOString(),
+    };
     await putOnce(store, archiveManifestKey(root), Buffer.from(JSON.stringify(manifest)));
     console.error(`segments written in ${((Date.now() - tb) / 1000).toFixed(1)} s`);
 
@@ -218,7 +282,10 @@ export async function restoreBench(o: { workload: 'bulk' | 'oltp'; rows: number 
     const skipNative = Boolean(process.env.BENCH_SKIP_NATIVE);
     let nativeSeconds = NaN;
     if (!skipNative) {
-      await q(NATIVE, `CREATE SUBSCRIPTION ${SLOT} CONNECTION 'host=${baseUrl.hostname} port=${baseUrl.port || 5432} user=${decodeURIComponent(baseUrl.username) || 'postgres'} dbname=${SRC}' PUBLICATION ${SLOT} WITH (create_slot = false, slot_name = '${SLOT}', copy_data = false)`);
+      await q(
+        NATIVE,
+        `CREATE SUBSCRIPTION ${SLOT} CONNECTION 'host=${baseUrl.hostname} port=${baseUrl.port || 5432} user=${decodeURIComponent(baseUrl.username) || 'postgres'} dbname=${SRC}' PUBLICATION ${SLOT} WITH (create_slot = false, slot_name = '${SLOT}', copy_data = false)`,
+      );
       // The clock starts when the apply worker runs, as ours counts the replay only (replaySeconds):
       // the launcher starts a subscription's worker at once or up to wal_retrieve_retry_interval
       // (5 s) later when it launched another recently, which in back-to-back runs dwarfed a small
@@ -262,17 +329,17 @@ export async function restoreBench(o: { workload: 'bulk' | 'oltp'; rows: number 
     const nativeRate = changes / nativeSeconds;
     const oursRate = report.changes / report.replaySeconds;
     const result: RestoreResult = {
-        bench: 'restore',
-        workload: WORKLOAD,
-        rows: N,
-        changes,
-        transactions: WORKLOAD === 'oltp' ? N : 3,
-        native: { seconds: nativeSeconds, changesPerSecond: Math.round(nativeRate) },
-        ours: { replaySeconds: report.replaySeconds, totalSeconds: total, changesPerSecond: Math.round(oursRate), dryRunReplaySeconds: dry.replaySeconds },
-        ratio: Math.round((oursRate / nativeRate) * 100) / 100,
-        identical: { native: fn === fs, ours: fo === fs },
-        baseLsn: formatLsn(base.lsn),
-      };
+      bench: 'restore',
+      workload: WORKLOAD,
+      rows: N,
+      changes,
+      transactions: WORKLOAD === 'oltp' ? N : 3,
+      native: { seconds: nativeSeconds, changesPerSecond: Math.round(nativeRate) },
+      ours: { replaySeconds: report.replaySeconds, totalSeconds: total, changesPerSecond: Math.round(oursRate), dryRunReplaySeconds: dry.replaySeconds },
+      ratio: Math.round((oursRate / nativeRate) * 100) / 100,
+      identical: { native: fn === fs, ours: fo === fs },
+      baseLsn: formatLsn(base.lsn),
+    };
     return result;
   } finally {
     await q(SRC, `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = '${SLOT}'`).catch(() => {});
@@ -283,15 +350,15 @@ export async function restoreBench(o: { workload: 'bulk' | 'oltp'; rows: number 
 
 function cdpRestore(extra: string[]): Promise<string> {
   return new Promise<string>((resolve, reject) => {
-      // BENCH_RESTORE_NODE_FLAGS: e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof" for the restore child.
-      const flags = process.env.BENCH_RESTORE_NODE_FLAGS ? process.env.BENCH_RESTORE_NODE_FLAGS.split(' ') : [];
-      const p = spawn(process.execPath, [...flags, `${REPO}bin/cdp.mjs`, 'restore', '--into', urlOf(OURS), '--latest', ...extra], {
-        env: { ...process.env, CDP_SOURCE_URL: urlOf(SRC), CDP_S3_PREFIX: PREFIX, CDP_LOG_LEVEL: 'warn', CDP_LOG_FORMAT: 'json' },
-        stdio: ['ignore', 'pipe', 'inherit'],
-      });
-      let s = '';
-      p.stdout.on('data', (d: Buffer) => (s += d.toString()));
-      p.on('close', (code) => (code === 0 ? resolve(s) : reject(new Error(`restore exited ${code}`))));
+    // BENCH_RESTORE_NODE_FLAGS: e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof" for the restore child.
+    const flags = process.env.BENCH_RESTORE_NODE_FLAGS ? process.env.BENCH_RESTORE_NODE_FLAGS.split(' ') : [];
+    const p = spawn(process.execPath, [...flags, `${REPO}bin/cdp.mjs`, 'restore', '--into', urlOf(OURS), '--latest', ...extra], {
+      env: { ...process.env, CDP_SOURCE_URL: urlOf(SRC), CDP_S3_PREFIX: PREFIX, CDP_LOG_LEVEL: 'warn', CDP_LOG_FORMAT: 'json' },
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    let s = '';
+    p.stdout.on('data', (d: Buffer) => (s += d.toString()));
+    p.on('close', (code) => (code === 0 ? resolve(s) : reject(new Error(`restore exited ${code}`))));
   });
 }
 

@@ -56,7 +56,12 @@ export function s3LaneArchive(store: Store, root: string): LaneArchive {
  * The lanes' consumer: commits, pause and resume through the kafkajs consumer; the lane-start
  * positions through an admin client, connected on first use and kept connected.
  */
-export function kafkaLaneConsumer(consumer: Pick<Consumer, 'commitOffsets' | 'pause' | 'resume'>, admin: Pick<Admin, 'connect' | 'fetchOffsets' | 'fetchTopicOffsets'>, topic: string, groupId: string): LaneConsumer {
+export function kafkaLaneConsumer(
+  consumer: Pick<Consumer, 'commitOffsets' | 'pause' | 'resume'>,
+  admin: Pick<Admin, 'connect' | 'fetchOffsets' | 'fetchTopicOffsets'>,
+  topic: string,
+  groupId: string,
+): LaneConsumer {
   let connected: Promise<void> | undefined;
   return {
     commit: async (partition, offset) => {
@@ -124,7 +129,11 @@ export async function startArchiver(ctx: CommandContext, opts: ArchiverOptions =
     const meta = await admin.fetchTopicMetadata({ topics: [topic] });
     partitionCount = meta.topics[0]?.partitions.length ?? 0;
   } catch (err) {
-    throw new CdpError(ErrorCodes.KAFKA, `cannot read metadata of topic ${topic} (${toError(err).message}): check kafka.brokers / CDP_KAFKA_BROKERS, and run cdp setup to create the topic`, { cause: err, canRetry: true });
+    throw new CdpError(
+      ErrorCodes.KAFKA,
+      `cannot read metadata of topic ${topic} (${toError(err).message}): check kafka.brokers / CDP_KAFKA_BROKERS, and run cdp setup to create the topic`,
+      { cause: err, canRetry: true },
+    );
   } finally {
     await admin.disconnect().catch(() => {});
   }
@@ -183,7 +192,10 @@ export async function startArchiver(ctx: CommandContext, opts: ArchiverOptions =
       storeAbort.abort(err);
       clearInterval(genTimer);
       void chainAdmin.disconnect().catch(() => {});
-      void consumer.disconnect().catch(() => {}).finally(() => rejectDone(err));
+      void consumer
+        .disconnect()
+        .catch(() => {})
+        .finally(() => rejectDone(err));
     },
   });
   const eachBatch = attachConsumerGroup(consumer, lanes, { topic, groupId, log });
@@ -218,7 +230,9 @@ export async function startArchiver(ctx: CommandContext, opts: ArchiverOptions =
     void currentGeneration(store, root).then(
       (g) => {
         if (g.topicEpoch !== gen.topicEpoch) {
-          lanes.fail(new CdpError(ErrorCodes.KAFKA, `cdp setup started topic epoch ${g.topicEpoch} (the archiver runs epoch ${gen.topicEpoch}): restart the archiver`));
+          lanes.fail(
+            new CdpError(ErrorCodes.KAFKA, `cdp setup started topic epoch ${g.topicEpoch} (the archiver runs epoch ${gen.topicEpoch}): restart the archiver`),
+          );
         } else if (g.generation !== gen.generation) {
           log.info({ from: gen.generation, to: g.generation }, 'archive: new stream generation');
           gen.generation = g.generation;
@@ -255,7 +269,19 @@ export async function startArchiver(ctx: CommandContext, opts: ArchiverOptions =
   await consumer.connect();
   await consumer.subscribe({ topics: [topic], fromBeginning: true });
   await consumer.run({ autoCommit: false, eachBatchAutoResolve: false, partitionsConsumedConcurrently: 1, eachBatch });
-  log.info({ topic, groupId, root, partitions: partitionCount, segmentMaxBytes: maxBytes, segmentMaxAgeMs: maxAge, codec: cfg.archive.codec, encrypted: Boolean(keyring) }, 'archiver running');
+  log.info(
+    {
+      topic,
+      groupId,
+      root,
+      partitions: partitionCount,
+      segmentMaxBytes: maxBytes,
+      segmentMaxAgeMs: maxAge,
+      codec: cfg.archive.codec,
+      encrypted: Boolean(keyring),
+    },
+    'archiver running',
+  );
 
   const onAbort = () => {
     if (lanes.failure) return;

@@ -51,7 +51,11 @@ function parseJson<T>(bytes: Buffer, key: string): T {
   try {
     return JSON.parse(bytes.toString('utf8')) as T;
   } catch (err) {
-    throw new CdpError(ErrorCodes.INTEGRITY, `${key} is not valid JSON (${toError(err).message}); it is a small pointer object: delete it and let the archiver rewrite it`, { cause: err, details: { key } });
+    throw new CdpError(
+      ErrorCodes.INTEGRITY,
+      `${key} is not valid JSON (${toError(err).message}); it is a small pointer object: delete it and let the archiver rewrite it`,
+      { cause: err, details: { key } },
+    );
   }
 }
 
@@ -107,17 +111,14 @@ export async function restorablePoint(
  * a pointer never moves back here; two owners racing during a rebalance can at worst overwrite a
  * newer value with an older true one (conservative), never write a watermark nobody stored.
  */
-export async function advancePartitionState(
-  store: Store,
-  root: string,
-  next: Omit<PartitionState, 'updatedAt'>,
-): Promise<PartitionState> {
+export async function advancePartitionState(store: Store, root: string, next: Omit<PartitionState, 'updatedAt'>): Promise<PartitionState> {
   const current = await readPartitionState(store, root, next.partition);
   // Offsets compare only within one topic epoch; a newer epoch's offsets replace an older one's
   // (the watermark, an LSN, keeps growing across epochs).
   const curEpoch = current?.epoch ?? 0;
   const nextEpoch = next.epoch ?? 0;
-  const keepOffset = current !== undefined && (curEpoch > nextEpoch || (curEpoch === nextEpoch && BigInt(current.lastOffset || '0') >= BigInt(next.lastOffset)));
+  const keepOffset =
+    current !== undefined && (curEpoch > nextEpoch || (curEpoch === nextEpoch && BigInt(current.lastOffset || '0') >= BigInt(next.lastOffset)));
   if (current && current.watermarkLsn >= next.watermarkLsn && keepOffset) return current;
   const state: PartitionState = {
     partition: next.partition,

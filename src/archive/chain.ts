@@ -70,7 +70,11 @@ export async function currentGeneration(store: Store, root: string): Promise<Cur
 }
 
 /** Writes the next generation object (write-once; a concurrent setup gets the next number). */
-export async function startGeneration(store: Store, root: string, rec: Omit<GenerationRecord, 'version' | 'generation' | 'createdAt'>): Promise<GenerationRecord> {
+export async function startGeneration(
+  store: Store,
+  root: string,
+  rec: Omit<GenerationRecord, 'version' | 'generation' | 'createdAt'>,
+): Promise<GenerationRecord> {
   for (let attempt = 0; attempt < 5; attempt++) {
     const cur = await currentGeneration(store, root);
     const g: GenerationRecord = { version: 1, generation: cur.generation + 1, ...rec, createdAt: new Date().toISOString() };
@@ -216,7 +220,9 @@ export async function recordSetupBreak(opts: {
   const newEpoch = opts.topicCreated || backwards !== undefined;
   const kind: GapRecord['kind'] = opts.slotCreated ? 'slot-recreated' : opts.topicCreated ? 'topic-recreated' : 'offsets-backwards';
   const what = [
-    opts.slotCreated ? `replication slot ${cfg.source.slot} was missing and created again at ${formatLsn(opts.slotLsn ?? wal)} (changes committed while no slot existed are in no stream)` : '',
+    opts.slotCreated
+      ? `replication slot ${cfg.source.slot} was missing and created again at ${formatLsn(opts.slotLsn ?? wal)} (changes committed while no slot existed are in no stream)`
+      : '',
     opts.topicCreated ? `Kafka topic ${topic} was missing and created again (records it held that were not archived are gone; offsets restart at 0)` : '',
     backwards ? `Kafka topic ${topic} was recreated behind the archive (${backwards})` : '',
   ]

@@ -155,7 +155,9 @@ export function isEncrypted(bytes: Uint8Array): boolean {
 export function objectBinding(archive: string, key: string): string {
   const prefix = `${archive}/`;
   if (!key.startsWith(prefix) || key.length === prefix.length) {
-    throw new IntegrityError(`${key} is not an object of the archive ${prefix}: an encrypted object opens only under the name and archive it was written for`, { details: { key, archive } });
+    throw new IntegrityError(`${key} is not an object of the archive ${prefix}: an encrypted object opens only under the name and archive it was written for`, {
+      details: { key, archive },
+    });
   }
   return key.slice(prefix.length).replace(/-[0-9a-f]{64}\.avro$/, '');
 }
@@ -298,7 +300,11 @@ function v2Decipher(header: HeaderV2, prefix: Buffer, keyring: Keyring | undefin
         { cause: err, details: { key, sealedFor: { archive: header.archive, object: header.object } } },
       );
     }
-    throw new CdpError(ErrorCodes.ENCRYPTION, `${what}: cannot unwrap its data key with master key id ${header.keyId}; the key file holds a different key with the same id, or the header was altered`, { cause: err, details: { keyId: header.keyId } });
+    throw new CdpError(
+      ErrorCodes.ENCRYPTION,
+      `${what}: cannot unwrap its data key with master key id ${header.keyId}; the key file holds a different key with the same id, or the header was altered`,
+      { cause: err, details: { keyId: header.keyId } },
+    );
   }
   const d = createDecipheriv('aes-256-gcm', dataKey, Buffer.from(header.iv, 'base64'));
   d.setAAD(Buffer.concat([prefix, binding]));
@@ -334,7 +340,11 @@ function openV1Object(bytes: Buffer, keyring: Keyring, what: string): Buffer {
     w.setAuthTag(Buffer.from(header.wrapTag, 'base64'));
     dataKey = Buffer.concat([w.update(Buffer.from(header.wrappedKey, 'base64')), w.final()]);
   } catch (err) {
-    throw new CdpError(ErrorCodes.ENCRYPTION, `${what}: cannot unwrap its data key with master key id ${header.keyId}; the key file holds a different key with the same id, or the header was altered`, { cause: err, details: { keyId: header.keyId } });
+    throw new CdpError(
+      ErrorCodes.ENCRYPTION,
+      `${what}: cannot unwrap its data key with master key id ${header.keyId}; the key file holds a different key with the same id, or the header was altered`,
+      { cause: err, details: { keyId: header.keyId } },
+    );
   }
   try {
     const d = createDecipheriv('aes-256-gcm', dataKey, Buffer.from(header.iv, 'base64'));
@@ -360,7 +370,9 @@ function v1BaseDecipher(enc: LegacyBaseEncryption, keyring: Keyring, what: strin
     w.setAuthTag(packed.subarray(12, 28));
     dataKey = Buffer.concat([w.update(packed.subarray(28)), w.final()]);
   } catch (err) {
-    throw new CdpError(ErrorCodes.ENCRYPTION, `${what}: cannot unwrap its data key with master key id ${enc.keyId} (wrong key, or the manifest was altered)`, { cause: err });
+    throw new CdpError(ErrorCodes.ENCRYPTION, `${what}: cannot unwrap its data key with master key id ${enc.keyId} (wrong key, or the manifest was altered)`, {
+      cause: err,
+    });
   }
   const d = createDecipheriv('aes-256-gcm', dataKey, Buffer.from(enc.iv, 'base64'));
   d.setAAD(aad);
@@ -418,7 +430,8 @@ class OpenV2Stream extends Transform {
     try {
       if (!this.decipher) {
         this.head = Buffer.concat([this.head, chunk]);
-        if (this.head.length >= 8 && envelopeOf(this.head) !== 'v2') throw envelopeOf(this.head) === 'v1' ? legacyRefused(this.what) : plaintextError(this.what);
+        if (this.head.length >= 8 && envelopeOf(this.head) !== 'v2')
+          throw envelopeOf(this.head) === 'v1' ? legacyRefused(this.what) : plaintextError(this.what);
         const parsed = parseV2Prefix(this.head, this.what);
         if (!parsed) return cb();
         this.decipher = v2Decipher(parsed.header, parsed.prefix, this.keyring, this.key, this.what);
@@ -440,7 +453,13 @@ class OpenV2Stream extends Transform {
   override _flush(cb: TransformCallback): void {
     if (!this.decipher) {
       const kind = envelopeOf(this.head);
-      return cb(kind === 'v2' || this.head.length < 8 ? new IntegrityError(`${this.what}: truncated encrypted object`) : kind === 'v1' ? legacyRefused(this.what) : plaintextError(this.what));
+      return cb(
+        kind === 'v2' || this.head.length < 8
+          ? new IntegrityError(`${this.what}: truncated encrypted object`)
+          : kind === 'v1'
+            ? legacyRefused(this.what)
+            : plaintextError(this.what),
+      );
     }
     if (this.tail.length < TAG_BYTES) return cb(new IntegrityError(`${this.what}: truncated encrypted object`));
     try {
@@ -473,7 +492,12 @@ function legacyStream(d: DecipherGCM, what: string): Transform {
  * (no keyring, no encryption in its manifest). `manifestEncryption` is what the (unauthenticated)
  * manifest says; with a keyring, it only decides whether a v1 base is tried (acceptLegacy).
  */
-export function openBaseStream(keyring: Keyring | undefined, key: string, manifestEncryption: (LegacyBaseEncryption & { envelope?: number }) | null | undefined, what: string): Transform | undefined {
+export function openBaseStream(
+  keyring: Keyring | undefined,
+  key: string,
+  manifestEncryption: (LegacyBaseEncryption & { envelope?: number }) | null | undefined,
+  what: string,
+): Transform | undefined {
   if (!keyring) {
     if (manifestEncryption) throw noKeyError(what, manifestEncryption.keyId, undefined);
     return undefined;

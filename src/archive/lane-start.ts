@@ -25,7 +25,13 @@ export interface LaneEdgeContext {
  * commit LSN among the records read from the hole on (capture produces a partition in commit order,
  * so a lost record committed no later than what followed it).
  */
-export async function recordOffsetGap(c: LaneEdgeContext, partition: number, from: bigint, to: bigint, after: ReadonlyArray<{ value: Buffer | null }>): Promise<void> {
+export async function recordOffsetGap(
+  c: LaneEdgeContext,
+  partition: number,
+  from: bigint,
+  to: bigint,
+  after: ReadonlyArray<{ value: Buffer | null }>,
+): Promise<void> {
   let untilLsn = 0;
   for (const rec of after) {
     if (!rec.value) continue;
@@ -92,6 +98,9 @@ export async function startLanePosition(
   } else if (sameEpoch && first === archivedNext) {
     start = { kind: 'continues', prevSha: parseSegmentKey(st.lastKey)?.sha256 };
   }
-  c.log.info({ partition, first: String(first), expected: String(expected), low: pos.low, high: pos.high, generation: gen.generation, epoch: gen.topicEpoch }, 'archive lane started');
+  c.log.info(
+    { partition, first: String(first), expected: String(expected), low: pos.low, high: pos.high, generation: gen.generation, epoch: gen.topicEpoch },
+    'archive lane started',
+  );
   return start;
 }

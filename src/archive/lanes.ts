@@ -93,7 +93,11 @@ const m = {
   storedBytes: counter('cdp_archive_stored_bytes_total', 'Bytes of segment objects stored (compressed, encrypted when enabled)', ['partition']),
   rawBytes: counter('cdp_archive_raw_bytes_total', 'Uncompressed Avro bytes of the records in stored segments', ['partition']),
   ratio: gauge('cdp_archive_compression_ratio', 'Uncompressed Avro bytes / stored bytes, over this process lifetime'),
-  uploadSeconds: histogram('cdp_archive_upload_seconds', 'Time to store one segment on S3 (retries included)', [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300]),
+  uploadSeconds: histogram(
+    'cdp_archive_upload_seconds',
+    'Time to store one segment on S3 (retries included)',
+    [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300],
+  ),
   sealToCommitSeconds: histogram('cdp_archive_seal_to_commit_seconds', 'From segment cut to Kafka offset commit', [0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300]),
   lag: gauge('cdp_archive_consumer_lag', 'Records in the partition after the committed (archived) offset', ['partition']),
   pendingBytes: gauge('cdp_archive_pending_bytes', 'Bytes of cut segments waiting for S3'),
@@ -219,7 +223,10 @@ export class ArchiveLanes {
       l.open = undefined;
       if (l.paused) this.consumer.resume(l.partition);
       this.lanes.delete(l.partition);
-      this.opts.log.info({ partition: l.partition, kept: assigned.has(l.partition) }, "rebalance: dropped the partition's unstored records (they are read again from the committed offset)");
+      this.opts.log.info(
+        { partition: l.partition, kept: assigned.has(l.partition) },
+        "rebalance: dropped the partition's unstored records (they are read again from the committed offset)",
+      );
     }
   }
 
@@ -275,7 +282,14 @@ export class ArchiveLanes {
         }
         if (msg.value) {
           const g = this.opts.generation;
-          l.open ??= new SegmentWriter({ partition: l.partition, codec: this.opts.codec, zstdLevel: this.opts.zstdLevel, generation: g.generation, epoch: g.topicEpoch, prevSha256: l.prevSha });
+          l.open ??= new SegmentWriter({
+            partition: l.partition,
+            codec: this.opts.codec,
+            zstdLevel: this.opts.zstdLevel,
+            generation: g.generation,
+            epoch: g.topicEpoch,
+            prevSha256: l.prevSha,
+          });
           l.open.append(msg.value, msg.offset);
         }
         l.nextOffset = off + 1n;
@@ -331,7 +345,24 @@ export class ArchiveLanes {
   private lane(partition: number): Lane {
     let l = this.lanes.get(partition);
     if (!l) {
-      l = { partition, open: undefined, nextOffset: undefined, queued: 0, queuedBytes: 0, chain: Promise.resolve(), revoked: false, paused: false, highWatermark: 0n, committed: -1n, started: false, prevSha: undefined, idlePointerAt: 0, idlePointerLsn: 0, storedAt: 0, queuedAt: 0 };
+      l = {
+        partition,
+        open: undefined,
+        nextOffset: undefined,
+        queued: 0,
+        queuedBytes: 0,
+        chain: Promise.resolve(),
+        revoked: false,
+        paused: false,
+        highWatermark: 0n,
+        committed: -1n,
+        started: false,
+        prevSha: undefined,
+        idlePointerAt: 0,
+        idlePointerLsn: 0,
+        storedAt: 0,
+        queuedAt: 0,
+      };
       this.lanes.set(partition, l);
     }
     return l;
@@ -425,7 +456,10 @@ export class ArchiveLanes {
       } catch (err) {
         // Harmless for G1: the records are stored; a later commit covers them, or the next owner
         // reads them again and writes duplicates that restore drops by identity.
-        this.opts.log.warn({ err: toError(err).message, partition: l.partition, offset: String(next) }, 'offset commit failed; records are stored, will be re-read if no later commit succeeds');
+        this.opts.log.warn(
+          { err: toError(err).message, partition: l.partition, offset: String(next) },
+          'offset commit failed; records are stored, will be re-read if no later commit succeeds',
+        );
       }
     } catch (err) {
       if (this.opts.storeSignal.aborted) return;
@@ -478,7 +512,14 @@ export class ArchiveLanes {
           if (l.open === w && !this.stopping) this.cut(l);
           return;
         }
-        await this.archive.advancePartitionState({ partition: l.partition, watermarkLsn: held.lsn, watermarkTime: held.time, lastOffset: st.lastOffset, lastKey: st.lastKey, epoch: st.epoch });
+        await this.archive.advancePartitionState({
+          partition: l.partition,
+          watermarkLsn: held.lsn,
+          watermarkTime: held.time,
+          lastOffset: st.lastOffset,
+          lastKey: st.lastKey,
+          epoch: st.epoch,
+        });
         l.idlePointerLsn = held.lsn;
         // Progress of this lane only: while segments wait for S3 elsewhere it must not hide them.
         if (this.totalQueuedBytes === 0) this.lastStoredAt = Date.now();

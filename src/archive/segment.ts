@@ -147,7 +147,11 @@ export class SegmentWriter {
     try {
       p = this.batch.append(value);
     } catch (err) {
-      throw new CdpError(ErrorCodes.PROTOCOL, `partition ${this.partition} offset ${offset}: record value is not a ChangeEvent (${toError(err).message}); only cdp capture may produce to this topic`, { cause: err, details: { partition: this.partition, offset } });
+      throw new CdpError(
+        ErrorCodes.PROTOCOL,
+        `partition ${this.partition} offset ${offset}: record value is not a ChangeEvent (${toError(err).message}); only cdp capture may produce to this topic`,
+        { cause: err, details: { partition: this.partition, offset } },
+      );
     }
     const m = this.m;
     if (m.count === 0) {
@@ -218,10 +222,7 @@ export class SegmentWriter {
 }
 
 /** Encodes a whole segment at once (tests, tools). Offsets are consecutive from firstOffset. */
-export function encodeSegment(
-  events: ChangeEvent[],
-  opts: SegmentWriterOptions & { firstOffset?: string | number; keyring?: Keyring },
-): FinishedSegment {
+export function encodeSegment(events: ChangeEvent[], opts: SegmentWriterOptions & { firstOffset?: string | number; keyring?: Keyring }): FinishedSegment {
   const w = new SegmentWriter(opts);
   let offset = BigInt(opts.firstOffset ?? 0);
   for (const ev of events) w.appendEvent(ev, String(offset++));
@@ -313,9 +314,12 @@ export function openContainer(bytes: Buffer, opts: ReadSegmentOptions): SegmentC
   const what = opts.key ? `segment ${opts.key}` : 'segment';
   const actual = sha256(bytes);
   if (actual !== opts.expectedSha256) {
-    throw new IntegrityError(`${what}: SHA-256 of the stored bytes is ${actual}, its name says ${opts.expectedSha256}; the object was altered or truncated. Run cdp verify, and restore it from the offsite copy (cdp replicate)`, {
-      details: { key: opts.key, expected: opts.expectedSha256, actual },
-    });
+    throw new IntegrityError(
+      `${what}: SHA-256 of the stored bytes is ${actual}, its name says ${opts.expectedSha256}; the object was altered or truncated. Run cdp verify, and restore it from the offsite copy (cdp replicate)`,
+      {
+        details: { key: opts.key, expected: opts.expectedSha256, actual },
+      },
+    );
   }
   const { plain, envelope } = openObject(bytes, opts.keyring, opts.key, what);
   let header: ParsedHeader;
@@ -333,8 +337,17 @@ export function openContainer(bytes: Buffer, opts: ReadSegmentOptions): SegmentC
     // A legacy envelope authenticates the content, not the name: the name must match the
     // authenticated manifest, or the object was moved.
     const n = opts.key ? parseSegmentKey(opts.key) : undefined;
-    if (!n || n.partition !== manifest.partition || n.firstOffset !== manifest.firstOffset || n.lastOffset !== manifest.lastOffset || n.maxLsn !== manifest.maxLsn) {
-      throw new IntegrityError(`${what}: its v1-encrypted manifest says partition ${manifest.partition}, offsets ${manifest.firstOffset}..${manifest.lastOffset}: the object was moved or renamed`, { details: { key: opts.key } });
+    if (
+      !n ||
+      n.partition !== manifest.partition ||
+      n.firstOffset !== manifest.firstOffset ||
+      n.lastOffset !== manifest.lastOffset ||
+      n.maxLsn !== manifest.maxLsn
+    ) {
+      throw new IntegrityError(
+        `${what}: its v1-encrypted manifest says partition ${manifest.partition}, offsets ${manifest.firstOffset}..${manifest.lastOffset}: the object was moved or renamed`,
+        { details: { key: opts.key } },
+      );
     }
   }
   const codec = header.meta.get('avro.codec')?.toString('utf8') ?? 'null';
@@ -343,7 +356,8 @@ export function openContainer(bytes: Buffer, opts: ReadSegmentOptions): SegmentC
     try {
       decode = decoder.forSegment(header.meta);
     } catch (err) {
-      if (err instanceof UnsupportedFormatError) throw new CdpError(ErrorCodes.UNSUPPORTED, `${what}: ${err.message}`, { cause: err, details: { key: opts.key } });
+      if (err instanceof UnsupportedFormatError)
+        throw new CdpError(ErrorCodes.UNSUPPORTED, `${what}: ${err.message}`, { cause: err, details: { key: opts.key } });
       throw err;
     }
     let pos = header.end;
@@ -369,7 +383,8 @@ export function openContainer(bytes: Buffer, opts: ReadSegmentOptions): SegmentC
       seen += out.length;
       yield out;
     }
-    if (seen !== manifest.count) throw new IntegrityError(`${what}: holds ${seen} records, its manifest says ${manifest.count}`, { details: { key: opts.key } });
+    if (seen !== manifest.count)
+      throw new IntegrityError(`${what}: holds ${seen} records, its manifest says ${manifest.count}`, { details: { key: opts.key } });
   };
   return { manifest, meta: header.meta, codec, blocks };
 }

@@ -23,7 +23,11 @@ export async function storeSegment(store: Store, key: string, bytes: Buffer, sha
       try {
         const head = await store.client.send(new HeadObjectCommand({ Bucket: store.bucket, Key: key }), { abortSignal: store.signal });
         if (head.ContentLength === bytes.length) return 'exists' as const;
-        throw new CdpError(ErrorCodes.INTEGRITY, `s3://${store.bucket}/${key} already exists with a different size (${head.ContentLength}, expected ${bytes.length}); objects are write-once, refusing to overwrite`, { details: { key } });
+        throw new CdpError(
+          ErrorCodes.INTEGRITY,
+          `s3://${store.bucket}/${key} already exists with a different size (${head.ContentLength}, expected ${bytes.length}); objects are write-once, refusing to overwrite`,
+          { details: { key } },
+        );
       } catch (err) {
         if (err instanceof CdpError) throw err;
         if (!isNotFound(err)) throw s3Error(`head s3://${store.bucket}/${key}`, err);

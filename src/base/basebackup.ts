@@ -102,7 +102,10 @@ export function pgDumpVersionProblem(pgDumpVersionText: string, pgDumpPath: stri
   const dumpMajor = Number(m[1]) >= 10 ? Number(m[1]) * 10000 : Number(m[1]) * 10000 + Number(m[2] ?? 0) * 100;
   const serverMajor = serverVersionNum >= 100000 ? Math.floor(serverVersionNum / 10000) * 10000 : Math.floor(serverVersionNum / 100) * 100;
   if (dumpMajor >= serverMajor) return undefined;
-  const need = serverVersionNum >= 100000 ? String(Math.floor(serverVersionNum / 10000)) : `${Math.floor(serverVersionNum / 10000)}.${Math.floor(serverVersionNum / 100) % 100}`;
+  const need =
+    serverVersionNum >= 100000
+      ? String(Math.floor(serverVersionNum / 10000))
+      : `${Math.floor(serverVersionNum / 10000)}.${Math.floor(serverVersionNum / 100) % 100}`;
   return (
     `${pgDumpPath} is ${pgDumpVersionText.replace(/\s+/g, ' ').trim()} and the source runs PostgreSQL ${serverVersion}: ` +
     `a base of this source needs pg_dump ${need} or newer (pg_dump refuses newer servers); install the PostgreSQL ${need} client ` +
@@ -124,7 +127,11 @@ export async function takeBaseBackup(ctx: CommandContext): Promise<BaseManifestE
       await repl.connect();
       await sql.connect();
     } catch (err) {
-      throw new CdpError(ErrorCodes.SOURCE_UNREACHABLE, `cannot connect to the source ${redactUrl(cfg.source.url)}: ${toError(err).message}; check source.url / CDP_SOURCE_URL`, { cause: err, canRetry: true });
+      throw new CdpError(
+        ErrorCodes.SOURCE_UNREACHABLE,
+        `cannot connect to the source ${redactUrl(cfg.source.url)}: ${toError(err).message}; check source.url / CDP_SOURCE_URL`,
+        { cause: err, canRetry: true },
+      );
     }
     // Before a slot is made: a pg_dump too old for this server is a set-up error, not a failed dump.
     const sv = await sql.query<{ n: number; v: string }>(`SELECT current_setting('server_version_num')::int AS n, current_setting('server_version') AS v`);
@@ -138,7 +145,10 @@ export async function takeBaseBackup(ctx: CommandContext): Promise<BaseManifestE
       consistentPoint = r.rows[0].consistent_point;
       snapshotName = r.rows[0].snapshot_name;
     } catch (err) {
-      throw pgError('base backup: cannot create the temporary slot that exports a snapshot (needs wal_level=logical, a free replication slot and the REPLICATION attribute)', err);
+      throw pgError(
+        'base backup: cannot create the temporary slot that exports a snapshot (needs wal_level=logical, a free replication slot and the REPLICATION attribute)',
+        err,
+      );
     }
     const lsn = parseLsn(consistentPoint);
     // Facts about the snapshot, read inside it (importing an exported snapshot is allowed while
@@ -173,7 +183,15 @@ export async function takeBaseBackup(ctx: CommandContext): Promise<BaseManifestE
       if (stderr.length > 64_000) stderr = stderr.slice(-32_000);
     });
     const exited = new Promise<number>((resolve, reject) => {
-      child.on('error', (err) => reject(new CdpError(ErrorCodes.SOURCE_NOT_READY, `cannot run ${cfg.basebackup.pgDumpPath}: ${err.message}; install the PostgreSQL client or set basebackup.pgDumpPath`, { cause: err })));
+      child.on('error', (err) =>
+        reject(
+          new CdpError(
+            ErrorCodes.SOURCE_NOT_READY,
+            `cannot run ${cfg.basebackup.pgDumpPath}: ${err.message}; install the PostgreSQL client or set basebackup.pgDumpPath`,
+            { cause: err },
+          ),
+        ),
+      );
       child.on('close', (code, sig) => resolve(code ?? (sig ? 128 : 1)));
     });
     const onAbort = () => child.kill('SIGTERM');
@@ -196,7 +214,10 @@ export async function takeBaseBackup(ctx: CommandContext): Promise<BaseManifestE
     }
     if (ctx.signal.aborted) throw ctx.signal.reason ?? new CdpError(ErrorCodes.SHUTDOWN, 'base backup aborted');
     if (code !== 0) {
-      throw new CdpError(ErrorCodes.PG_ERROR, `pg_dump failed (exit ${code}): ${stderr.trim().split('\n').slice(-5).join(' | ')}; the base at ${consistentPoint} is incomplete (no manifest) and will not be used`);
+      throw new CdpError(
+        ErrorCodes.PG_ERROR,
+        `pg_dump failed (exit ${code}): ${stderr.trim().split('\n').slice(-5).join(' | ')}; the base at ${consistentPoint} is incomplete (no manifest) and will not be used`,
+      );
     }
     const size = meter.size();
     const manifest: BaseManifestExt = {

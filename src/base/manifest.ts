@@ -72,7 +72,11 @@ export function parseManifest(manifestKey: string, bytes: Buffer, keyring: Keyri
   if (!where || where.file !== 'manifest.json') throw forged(manifestKey, 'is not at bases/<lsn>[-synthetic-<run>]/manifest.json');
   if (m.key !== `${where.dir}base.dump`) throw forged(manifestKey, `names the dump ${String(m.key)}, not the one in its own folder (${where.dir}base.dump)`);
   if (m.lsn !== where.lsn) throw forged(manifestKey, `says LSN ${String(m.lsnText ?? m.lsn)}, but its folder is for another LSN`);
-  if (where.synthetic !== Boolean(m.synthetic)) throw forged(manifestKey, where.synthetic ? 'sits in a synthetic base folder but does not say it is synthetic' : 'says it is synthetic but sits in a source base folder');
+  if (where.synthetic !== Boolean(m.synthetic))
+    throw forged(
+      manifestKey,
+      where.synthetic ? 'sits in a synthetic base folder but does not say it is synthetic' : 'says it is synthetic but sits in a source base folder',
+    );
   if (keyring) {
     const mac = m.mac;
     if (!mac) {
@@ -96,7 +100,11 @@ export function parseManifest(manifestKey: string, bytes: Buffer, keyring: Keyri
 }
 
 /** Every base manifest of the archive, oldest first, and those that fail their checks. */
-export async function scanBaseManifests(store: Store, root: string, keyring: Keyring | undefined): Promise<{ bases: BaseManifestExt[]; refused: IntegrityError[] }> {
+export async function scanBaseManifests(
+  store: Store,
+  root: string,
+  keyring: Keyring | undefined,
+): Promise<{ bases: BaseManifestExt[]; refused: IntegrityError[] }> {
   const bases: BaseManifestExt[] = [];
   const refused: IntegrityError[] = [];
   for await (const o of listObjects(store, basesPrefix(root))) {

@@ -58,13 +58,26 @@ const metrics = {
   records: counter('cdp_capture_records_total', 'Kafka records acknowledged (data, COMMIT markers, watermarks)'),
   bytes: counter('cdp_capture_bytes_total', 'Bytes of encoded change events acknowledged by Kafka'),
   transactions: counter('cdp_capture_transactions_total', 'Transactions decoded (including heartbeats)'),
-  ddlReplayRisks: counter('cdp_capture_ddl_replay_risks_total', 'DDL events restore will probably not replay exactly (per-row rewrite values, DDL in a SQL function): a restore past one needs --ddl-override'),
-  forgedMessages: counter('cdp_capture_forged_messages_total', 'cdp.ddl / cdp.sequences logical messages that were not signed by the engine (forged or from an old trigger) and were dropped'),
-  nonTransactionalMessages: counter('cdp_capture_nontransactional_messages_total', 'Non-transactional logical messages seen and not archived (they belong to no transaction)'),
+  ddlReplayRisks: counter(
+    'cdp_capture_ddl_replay_risks_total',
+    'DDL events restore will probably not replay exactly (per-row rewrite values, DDL in a SQL function): a restore past one needs --ddl-override',
+  ),
+  forgedMessages: counter(
+    'cdp_capture_forged_messages_total',
+    'cdp.ddl / cdp.sequences logical messages that were not signed by the engine (forged or from an old trigger) and were dropped',
+  ),
+  nonTransactionalMessages: counter(
+    'cdp_capture_nontransactional_messages_total',
+    'Non-transactional logical messages seen and not archived (they belong to no transaction)',
+  ),
   restarts: counter('cdp_capture_restarts_total', 'Capture sessions restarted after an error'),
   lag: gauge('cdp_capture_slot_lag_bytes', 'WAL bytes between the server WAL end last seen and the confirmed LSN'),
   ackLsn: gauge('cdp_capture_acknowledged_lsn', 'Last LSN confirmed to the replication slot (bytes)'),
-  produceLatency: histogram('cdp_capture_produce_latency_seconds', 'Kafka produce request latency per batch', [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]),
+  produceLatency: histogram(
+    'cdp_capture_produce_latency_seconds',
+    'Kafka produce request latency per batch',
+    [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+  ),
   batchRecords: histogram('cdp_capture_batch_records', 'Records per Kafka produce request', [1, 10, 100, 500, 1000, 2000, 5000, 10000, 20000]),
 };
 
@@ -136,7 +149,10 @@ async function loop(ctx: CommandContext, state: CaptureState): Promise<void> {
       metrics.restarts.inc();
       // Exponential backoff with full jitter, capped at 30 s; a session that made progress resets it.
       const delay = Math.floor(Math.random() * Math.min(30_000, 500 * 2 ** Math.min(failures, 10))) + 100;
-      log.warn({ err: err.message, code: (err as CdpError).code, delayMs: delay, confirmedLsn: formatLsn(state.confirmedLsn) }, 'capture session ended with an error; restarting from the slot');
+      log.warn(
+        { err: err.message, code: (err as CdpError).code, delayMs: delay, confirmedLsn: formatLsn(state.confirmedLsn) },
+        'capture session ended with an error; restarting from the slot',
+      );
       try {
         await sleep(delay, signal);
       } catch {
@@ -251,10 +267,16 @@ class CaptureSession {
       [cfg.source.slot],
     );
     if (!info || info.plugin === null) {
-      throw new CdpError(ErrorCodes.SOURCE_NOT_READY, `replication slot ${cfg.source.slot} does not exist in ${redactUrl(cfg.source.url)}: run \`cdp setup\` first`);
+      throw new CdpError(
+        ErrorCodes.SOURCE_NOT_READY,
+        `replication slot ${cfg.source.slot} does not exist in ${redactUrl(cfg.source.url)}: run \`cdp setup\` first`,
+      );
     }
     if (info.plugin !== 'pgoutput') {
-      throw new CdpError(ErrorCodes.SOURCE_NOT_READY, `replication slot ${cfg.source.slot} uses plugin ${info.plugin}, not pgoutput: choose another source.slot`);
+      throw new CdpError(
+        ErrorCodes.SOURCE_NOT_READY,
+        `replication slot ${cfg.source.slot} uses plugin ${info.plugin}, not pgoutput: choose another source.slot`,
+      );
     }
     this.messageKey = await readMessageKey(this.catalog, log);
     const confirmed = info.confirmed ? parseLsn(info.confirmed) : 0;
@@ -324,7 +346,19 @@ class CaptureSession {
       if (s) metrics.lag.set(Math.max(0, s.receivedLsn - s.confirmedLsn));
       if (this.cfg.capture.debugMemory) {
         const mu = process.memoryUsage();
-        this.log.warn({ heapMB: Math.round(mu.heapUsed / 1e6), rssMB: Math.round(mu.rss / 1e6), extMB: Math.round(mu.external / 1e6), abMB: Math.round(mu.arrayBuffers / 1e6), buffered: s?.buffered, batch: this.pipeline.pendingRecords, produced: this.tracker.producedSeq, acked: this.tracker.ackedSeq }, 'memory');
+        this.log.warn(
+          {
+            heapMB: Math.round(mu.heapUsed / 1e6),
+            rssMB: Math.round(mu.rss / 1e6),
+            extMB: Math.round(mu.external / 1e6),
+            abMB: Math.round(mu.arrayBuffers / 1e6),
+            buffered: s?.buffered,
+            batch: this.pipeline.pendingRecords,
+            produced: this.tracker.producedSeq,
+            acked: this.tracker.ackedSeq,
+          },
+          'memory',
+        );
       }
     });
     // Sequences once at the start too, so that a short capture run still records them.
@@ -387,11 +421,17 @@ class CaptureSession {
     mapper.messageKey = this.messageKey;
     mapper.onForged = (prefix, why, lsn) => {
       metrics.forgedMessages.inc();
-      this.log.warn({ prefix, why, lsn: formatLsn(lsn) }, 'dropped a logical message with the engine\'s prefix that the engine did not sign: it is not archived and restore will never act on it');
+      this.log.warn(
+        { prefix, why, lsn: formatLsn(lsn) },
+        "dropped a logical message with the engine's prefix that the engine did not sign: it is not archived and restore will never act on it",
+      );
     };
     // Type names at each change's point (type-names.ts): refreshed after every DDL event.
     const types = new TypeNames(this.catalog!, (w) =>
-      this.log.warn(w, 'a column type was renamed again by a transaction not decoded yet: the name recorded for the changes after this DDL may be newer than they are (restore may stop on it)'),
+      this.log.warn(
+        w,
+        'a column type was renamed again by a transaction not decoded yet: the name recorded for the changes after this DDL may be newer than they are (restore may stop on it)',
+      ),
     );
     const tracker = this.tracker;
     const pipeline = this.pipeline;
@@ -451,7 +491,10 @@ class CaptureSession {
             const risk = ddlReplayRisk(out.content);
             if (risk) {
               metrics.ddlReplayRisks.inc();
-              this.log.warn({ xid: out.xid, commitLsn: formatLsn(out.commitLsn), position: out.position, risk }, 'a schema change restore may not replay exactly: a restore past it will stop at it (exit 1) unless given --ddl-override');
+              this.log.warn(
+                { xid: out.xid, commitLsn: formatLsn(out.commitLsn), position: out.position, risk },
+                'a schema change restore may not replay exactly: a restore past it will stop at it (exit 1) unless given --ddl-override',
+              );
               this.recordDdlRisk(out, risk);
             }
           }
@@ -515,7 +558,13 @@ class CaptureSession {
     if (!last || last.commitLsn <= this.lastWatermark || this.pipeline.error) return;
     this.lastWatermark = last.commitLsn;
     for (let p = 0; p < this.partitions; p++) {
-      const ev = emptyEvent({ op: 'WATERMARK', database: this.database, commitLsn: last.commitLsn, commitTime: last.commitTime, content: `{"partition":${p}}` });
+      const ev = emptyEvent({
+        op: 'WATERMARK',
+        database: this.database,
+        commitLsn: last.commitLsn,
+        commitTime: last.commitTime,
+        content: `{"partition":${p}}`,
+      });
       this.produce(ev, false, p);
     }
   }
@@ -527,10 +576,22 @@ class CaptureSession {
    */
   private recordDdlRisk(ev: ChangeEvent, risk: string): void {
     const { cfg, log } = this;
-    const body = { commitLsn: formatLsn(ev.commitLsn), commitTime: microsToIso(ev.commitTime), xid: ev.xid, position: ev.position, tag: (JSON.parse(ev.content!) as { tag?: string }).tag ?? null, risk };
+    const body = {
+      commitLsn: formatLsn(ev.commitLsn),
+      commitTime: microsToIso(ev.commitTime),
+      xid: ev.xid,
+      position: ev.position,
+      tag: (JSON.parse(ev.content!) as { tag?: string }).tag ?? null,
+      risk,
+    };
     const store = createStore(cfg, log, { signal: this.ctx.signal, maxElapsedMs: 60_000 });
     void putOnce(store, ddlRiskKey(archiveRoot(cfg), ev.commitLsn, ev.position), Buffer.from(JSON.stringify(body) + '\n'), { contentType: 'application/json' })
-      .catch((err: unknown) => log.warn({ err: toError(err).message }, 'could not record the DDL replay risk in the archive (cdp status will not show it; the capture log and metric do)'))
+      .catch((err: unknown) =>
+        log.warn(
+          { err: toError(err).message },
+          'could not record the DDL replay risk in the archive (cdp status will not show it; the capture log and metric do)',
+        ),
+      )
       .finally(() => store.client.destroy());
   }
 
@@ -585,7 +646,10 @@ class CaptureSession {
       await Promise.race([
         flush(),
         new Promise<never>((_, reject) => {
-          timer = setTimeout(() => reject(new CdpError(ErrorCodes.KAFKA, `Kafka did not acknowledge within ${STOP_FLUSH_TIMEOUT_MS / 1000} s`)), STOP_FLUSH_TIMEOUT_MS);
+          timer = setTimeout(
+            () => reject(new CdpError(ErrorCodes.KAFKA, `Kafka did not acknowledge within ${STOP_FLUSH_TIMEOUT_MS / 1000} s`)),
+            STOP_FLUSH_TIMEOUT_MS,
+          );
         }),
       ]);
     } catch (err) {
@@ -649,7 +713,9 @@ async function readMessageKey(catalog: pg.Client, log: Logger): Promise<MessageK
   );
   const { present, readable } = r.rows[0]!;
   if (!present) {
-    log.warn('katya_cdp.secret is missing (DDL capture not installed, or installed by an older version): schema changes are not captured; run `cdp setup` as a superuser');
+    log.warn(
+      'katya_cdp.secret is missing (DDL capture not installed, or installed by an older version): schema changes are not captured; run `cdp setup` as a superuser',
+    );
     return undefined;
   }
   if (!readable) {

@@ -24,6 +24,7 @@ export function ddlReplayRisk(bodyText: string): string | undefined {
   }
   // Reason bit 2 = AT_REWRITE_DEFAULT_VAL: per-row values (identity, serial, a volatile DEFAULT) computed by the rewrite.
   const rw = (b.rewrites ?? []).find((r) => (Number(r.reason) & 2) !== 0 && r.hadRows);
-  if (rw) return `${b.tag ?? 'DDL'} rewrote ${rw.table ?? 'a table'} holding rows with a column whose values may be computed per row (identity, serial, volatile DEFAULT), which the stream does not carry`;
+  if (rw)
+    return `${b.tag ?? 'DDL'} rewrote ${rw.table ?? 'a table'} holding rows with a column whose values may be computed per row (identity, serial, volatile DEFAULT), which the stream does not carry`;
   return undefined;
 }

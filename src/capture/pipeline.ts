@@ -135,31 +135,29 @@ export class ProducePipeline {
     this.bytes = 0;
     this.dataRecords = 0;
     const started = process.hrtime.bigint();
-    this.inflight = this.o
-      .send(messages)
-      .then(
-        () => {
-          this.inflight = null;
-          if (this.closed) return;
-          this.o.tracker.ack(seq);
-          this.o.onAcked({ records, dataRecords, bytes, seconds: Number(process.hrtime.bigint() - started) / 1e9 });
-          // Whatever accumulated meanwhile has waited long enough: send it now (adaptive batching).
-          this.sendNow();
-        },
-        (raw: unknown) => {
-          this.inflight = null;
-          const err = toError(raw);
-          // MESSAGE_TOO_LARGE comes back on every retry of the same data: not retryable, the
-          // operator must raise the topic's max.message.bytes (the message says so).
-          const tooLarge = (err as { type?: string }).type === 'MESSAGE_TOO_LARGE' || (err instanceof CdpError && err.details.kafkaError === 'MESSAGE_TOO_LARGE');
-          this.failure = new CdpError(ErrorCodes.KAFKA, `producing to Kafka topic ${this.o.topic} failed: ${err.message}`, {
-            cause: err,
-            canRetry: !tooLarge,
-            details: { kafkaError: tooLarge ? 'MESSAGE_TOO_LARGE' : err.name, retriable: (err as { retriable?: boolean }).retriable },
-          });
-          this.batch = [];
-          this.o.onError(this.failure);
-        },
-      );
+    this.inflight = this.o.send(messages).then(
+      () => {
+        this.inflight = null;
+        if (this.closed) return;
+        this.o.tracker.ack(seq);
+        this.o.onAcked({ records, dataRecords, bytes, seconds: Number(process.hrtime.bigint() - started) / 1e9 });
+        // Whatever accumulated meanwhile has waited long enough: send it now (adaptive batching).
+        this.sendNow();
+      },
+      (raw: unknown) => {
+        this.inflight = null;
+        const err = toError(raw);
+        // MESSAGE_TOO_LARGE comes back on every retry of the same data: not retryable, the
+        // operator must raise the topic's max.message.bytes (the message says so).
+        const tooLarge = (err as { type?: string }).type === 'MESSAGE_TOO_LARGE' || (err instanceof CdpError && err.details.kafkaError === 'MESSAGE_TOO_LARGE');
+        this.failure = new CdpError(ErrorCodes.KAFKA, `producing to Kafka topic ${this.o.topic} failed: ${err.message}`, {
+          cause: err,
+          canRetry: !tooLarge,
+          details: { kafkaError: tooLarge ? 'MESSAGE_TOO_LARGE' : err.name, retriable: (err as { retriable?: boolean }).retriable },
+        });
+        this.batch = [];
+        this.o.onError(this.failure);
+      },
+    );
   }
 }

@@ -37,7 +37,9 @@ export async function openSender(kafka: Kafka, cfg: Config, topic: string, parti
           topic,
           acks: -1,
           compression: cfg.capture.compression === 'zstd' ? CompressionTypes.ZSTD : CompressionTypes.None,
-          messages: records.map((r) => (r.partition >= 0 ? { key: r.key, value: r.value, partition: r.partition, headers } : { key: r.key, value: r.value, headers })),
+          messages: records.map((r) =>
+            r.partition >= 0 ? { key: r.key, value: r.value, partition: r.partition, headers } : { key: r.key, value: r.value, headers },
+          ),
         });
       },
       close: () => producer.disconnect().catch(() => {}),
@@ -56,7 +58,9 @@ export async function openSender(kafka: Kafka, cfg: Config, topic: string, parti
     await direct.connect();
   } catch (err) {
     await sender.close();
-    throw err instanceof CdpError ? err : new CdpError(ErrorCodes.KAFKA, `cannot connect the Kafka producer: ${toError(err).message}`, { cause: err, canRetry: true });
+    throw err instanceof CdpError
+      ? err
+      : new CdpError(ErrorCodes.KAFKA, `cannot connect the Kafka producer: ${toError(err).message}`, { cause: err, canRetry: true });
   }
   if (direct.partitions !== partitions) {
     await sender.close();

@@ -164,8 +164,22 @@ export async function setup(ctx: CommandContext, opts: { replicaIdentityFull?: b
     // new slot goes again, so that the next setup sees (and records) the same break.
     if (archive.manifestExists) {
       try {
-        const brk = await recordSetupBreak({ store, root: archiveRoot(cfg), cfg, admin, client, topic, topicCreated: !kafka.topicExists, slotCreated: !source.slotExists, slotLsn });
-        if (brk) log.warn({ generation: brk.generation.generation, topicEpoch: brk.generation.topicEpoch, gap: brk.gap?.key }, `setup: the stream was broken (${brk.generation.reason}): gap recorded, new stream generation started; restores across the break are refused, take a base after it`);
+        const brk = await recordSetupBreak({
+          store,
+          root: archiveRoot(cfg),
+          cfg,
+          admin,
+          client,
+          topic,
+          topicCreated: !kafka.topicExists,
+          slotCreated: !source.slotExists,
+          slotLsn,
+        });
+        if (brk)
+          log.warn(
+            { generation: brk.generation.generation, topicEpoch: brk.generation.topicEpoch, gap: brk.gap?.key },
+            `setup: the stream was broken (${brk.generation.reason}): gap recorded, new stream generation started; restores across the break are refused, take a base after it`,
+          );
       } catch (err) {
         if (!source.slotExists) await client.query('SELECT pg_catalog.pg_drop_replication_slot($1)', [cfg.source.slot]).catch(() => {});
         throw err;
@@ -237,9 +251,7 @@ async function checkServer(q: Query, f: Findings): Promise<ServerFacts> {
   if (!s) throw new CdpError(ErrorCodes.PG_ERROR, 'cannot read the current role from pg_roles');
   if (s.version_num < 150000) f.problems.push(`PostgreSQL ${s.version_num} is not supported: PostgreSQL 15 or newer is required`);
   if (s.wal_level !== 'logical') {
-    f.problems.push(
-      `wal_level is '${s.wal_level}', logical decoding needs 'logical': run ALTER SYSTEM SET wal_level = logical; then restart PostgreSQL`,
-    );
+    f.problems.push(`wal_level is '${s.wal_level}', logical decoding needs 'logical': run ALTER SYSTEM SET wal_level = logical; then restart PostgreSQL`);
   }
   if (s.max_senders < 1) f.problems.push('max_wal_senders is 0: set it to at least 2 in postgresql.conf and restart PostgreSQL');
   if (!s.rolsuper && !s.rolreplication) {
@@ -300,9 +312,18 @@ async function checkPublication(q: Query, cfg: Config, s: ServerFacts, tableIden
     'SELECT oid::int, puballtables, pubinsert, pubupdate, pubdelete, pubtruncate FROM pg_publication WHERE pubname = $1',
     [cfg.source.publication],
   );
-  const wanted = cfg.source.tables.length > 0 ? `FOR TABLE ${tableIdents.join(', ')}` : cfg.source.schemas.length > 0 ? `FOR TABLES IN SCHEMA ${cfg.source.schemas.join(', ')}` : 'FOR ALL TABLES';
+  const wanted =
+    cfg.source.tables.length > 0
+      ? `FOR TABLE ${tableIdents.join(', ')}`
+      : cfg.source.schemas.length > 0
+        ? `FOR TABLES IN SCHEMA ${cfg.source.schemas.join(', ')}`
+        : 'FOR ALL TABLES';
   if (pub) {
-    const schemas = (await q<{ nspname: string }>('SELECT n.nspname FROM pg_publication_namespace pn JOIN pg_namespace n ON n.oid = pn.pnnspid WHERE pn.pnpubid = $1', [pub.oid])).map((r) => r.nspname);
+    const schemas = (
+      await q<{ nspname: string }>('SELECT n.nspname FROM pg_publication_namespace pn JOIN pg_namespace n ON n.oid = pn.pnnspid WHERE pn.pnpubid = $1', [
+        pub.oid,
+      ])
+    ).map((r) => r.nspname);
     const rels = (await q<{ oid: number }>('SELECT prrelid::int AS oid FROM pg_publication_rel WHERE prpubid = $1', [pub.oid])).map((r) => r.oid);
     const matches =
       cfg.source.tables.length > 0
@@ -316,7 +337,9 @@ async function checkPublication(q: Query, cfg: Config, s: ServerFacts, tableIden
       );
     }
     if (!(pub.pubinsert && pub.pubupdate && pub.pubdelete && pub.pubtruncate)) {
-      f.problems.push(`publication ${cfg.source.publication} does not publish every operation: ALTER PUBLICATION ${cfg.source.publication} SET (publish = 'insert, update, delete, truncate')`);
+      f.problems.push(
+        `publication ${cfg.source.publication} does not publish every operation: ALTER PUBLICATION ${cfg.source.publication} SET (publish = 'insert, update, delete, truncate')`,
+      );
     }
   } else {
     if (cfg.source.tables.length === 0 && !s.rolsuper) {
@@ -338,9 +361,13 @@ async function checkPublication(q: Query, cfg: Config, s: ServerFacts, tableIden
 
 /** DDL capture: event triggers need a superuser (PostgreSQL docs: CREATE EVENT TRIGGER). */
 async function checkDdlCapture(q: Query, s: ServerFacts, f: Findings): Promise<boolean> {
-  const triggers = (await q<{ evtname: string; evtenabled: string }>('SELECT evtname, evtenabled FROM pg_event_trigger WHERE evtname = ANY($1)', [EVENT_TRIGGERS]));
+  const triggers = await q<{ evtname: string; evtenabled: string }>('SELECT evtname, evtenabled FROM pg_event_trigger WHERE evtname = ANY($1)', [
+    EVENT_TRIGGERS,
+  ]);
   const ddlCaptureInstalled = triggers.length === EVENT_TRIGGERS.length;
-  for (const t of triggers) if (t.evtenabled === 'D') f.warnings.push(`event trigger ${t.evtname} is disabled: schema changes will not be captured; ALTER EVENT TRIGGER ${t.evtname} ENABLE`);
+  for (const t of triggers)
+    if (t.evtenabled === 'D')
+      f.warnings.push(`event trigger ${t.evtname} is disabled: schema changes will not be captured; ALTER EVENT TRIGGER ${t.evtname} ENABLE`);
   if (!s.rolsuper) {
     f.warnings.push(
       ddlCaptureInstalled
@@ -388,7 +415,9 @@ async function checkPublishedTables(q: Query, cfg: Config, tableOids: number[], 
   // identity does (its UPDATE and DELETE are refused from then on). Refused unless told what to do.
   if (keyless.length > 0) {
     if (cfg.source.keylessTables === 'full') {
-      f.warnings.push(`setting REPLICA IDENTITY FULL on ${keyless.length} table(s) without a primary key or replica identity (${keyless.join(', ')}): their UPDATE and DELETE log whole old rows`);
+      f.warnings.push(
+        `setting REPLICA IDENTITY FULL on ${keyless.length} table(s) without a primary key or replica identity (${keyless.join(', ')}): their UPDATE and DELETE log whole old rows`,
+      );
     } else {
       f.problems.push(
         `table(s) without a primary key or replica identity: ${keyless.join(', ')}; once published, their UPDATE and DELETE would FAIL on the source. ` +
@@ -404,7 +433,9 @@ async function checkPublishedTables(q: Query, cfg: Config, tableOids: number[], 
 async function checkLargeObjects(q: Query, f: Findings): Promise<void> {
   const [lo] = await q<{ n: number }>('SELECT count(*)::int AS n FROM pg_largeobject_metadata');
   if (lo && lo.n > 0) {
-    f.warnings.push(`the database holds ${lo.n} large object(s): logical decoding does not carry large objects, so their changes are not captured (base backups include them)`);
+    f.warnings.push(
+      `the database holds ${lo.n} large object(s): logical decoding does not carry large objects, so their changes are not captured (base backups include them)`,
+    );
   }
 }
 
@@ -436,10 +467,7 @@ async function createInSource(client: pg.Client, cfg: Config, s: SourceState, lo
       );
       // The HMAC key of the DDL messages (ddl-capture.sql): made once, kept across setups (a new key
       // would make capture drop the messages still in the slot, signed with the old one).
-      await client.query(
-        `INSERT INTO katya_cdp.secret (id, ikey, okey) VALUES (1, $1, $2) ON CONFLICT (id) DO NOTHING`,
-        hmacPads(randomBytes(32)),
-      );
+      await client.query(`INSERT INTO katya_cdp.secret (id, ikey, okey) VALUES (1, $1, $2) ON CONFLICT (id) DO NOTHING`, hmacPads(randomBytes(32)));
       if (!s.ddlCaptureInstalled) {
         for (const t of EVENT_TRIGGERS) await client.query(`DROP EVENT TRIGGER IF EXISTS ${t}`);
         for (const [name, event, fn] of EVENT_TRIGGER_DEFS) await client.query(`CREATE EVENT TRIGGER ${name} ON ${event} EXECUTE FUNCTION ${fn}`);
@@ -462,7 +490,9 @@ async function checkKafka(admin: Admin, cfg: Config, topic: string, f: Findings)
   const meta = await admin.fetchTopicMetadata({ topics: [topic] });
   const n = meta.topics[0]?.partitions.length ?? 0;
   if (n !== cfg.kafka.partitions) {
-    f.problems.push(`Kafka topic ${topic} exists with ${n} partitions, configured kafka.partitions is ${cfg.kafka.partitions}: set kafka.partitions to ${n} (or use another topic)`);
+    f.problems.push(
+      `Kafka topic ${topic} exists with ${n} partitions, configured kafka.partitions is ${cfg.kafka.partitions}: set kafka.partitions to ${n} (or use another topic)`,
+    );
   }
   return { topicExists: true };
 }

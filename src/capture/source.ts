@@ -34,11 +34,15 @@ export function sourceUnreachable(cfg: Config, err: unknown): CdpError {
   const e = toError(err) as Error & { code?: string };
   const where = redactUrl(cfg.source.url);
   // 28P01/28000: authentication; 3D000: no such database; 57P03: starting up.
-  return new CdpError(ErrorCodes.SOURCE_UNREACHABLE, `cannot connect to the source database ${where}: ${e.message}; check source.url / CDP_SOURCE_URL and that PostgreSQL is up`, {
-    cause: err,
-    canRetry: !(e.code === '28P01' || e.code === '28000' || e.code === '3D000'),
-    details: { sqlstate: e.code },
-  });
+  return new CdpError(
+    ErrorCodes.SOURCE_UNREACHABLE,
+    `cannot connect to the source database ${where}: ${e.message}; check source.url / CDP_SOURCE_URL and that PostgreSQL is up`,
+    {
+      cause: err,
+      canRetry: !(e.code === '28P01' || e.code === '28000' || e.code === '3D000'),
+      details: { sqlstate: e.code },
+    },
+  );
 }
 
 /** IDENTIFY_SYSTEM on a short-lived replication connection (55.4): works for any REPLICATION role. */

@@ -165,7 +165,15 @@ export class TypeNames {
     const out = new Map<string, Resolved>();
     if (missing.size === 0) return out;
     const wanted = [...missing.values()];
-    type Row = { i: number; name: string | null; typtype: string | null; schema: string | null; typname: string | null; array: boolean | null; xmins: string[] | null };
+    type Row = {
+      i: number;
+      name: string | null;
+      typtype: string | null;
+      schema: string | null;
+      typname: string | null;
+      array: boolean | null;
+      xmins: string[] | null;
+    };
     let rows: Row[];
     try {
       const res = await this.client.query<Row>(
@@ -192,7 +200,14 @@ export class TypeNames {
       const name = r.name && r.name !== '???' ? r.name : (this.sent.get(w.oid) ?? `oid:${w.oid}`);
       this.cache.set(k, name);
       if (r.typtype !== null) {
-        out.set(k, { name, typtype: r.typtype, schema: r.schema ?? '', typname: r.typname ?? '', array: r.array === true, xmins: (r.xmins ?? []).filter((x): x is string => x !== null) });
+        out.set(k, {
+          name,
+          typtype: r.typtype,
+          schema: r.schema ?? '',
+          typname: r.typname ?? '',
+          array: r.array === true,
+          xmins: (r.xmins ?? []).filter((x): x is string => x !== null),
+        });
       }
     }
     return out;

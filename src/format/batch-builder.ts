@@ -381,7 +381,19 @@ export class BatchBuilder {
 
   /** The per-record arrays written before the value groups, in the schema's field order (batch-schema.ts). */
   private headColumns() {
-    return [this.txns, this.changeLsn, this.position, this.endLsn, this.relations, this.relation, this.schemas, this.tables, this.oldKind, this.oldCount, this.newCount];
+    return [
+      this.txns,
+      this.changeLsn,
+      this.position,
+      this.endLsn,
+      this.relations,
+      this.relation,
+      this.schemas,
+      this.tables,
+      this.oldKind,
+      this.oldCount,
+      this.newCount,
+    ];
   }
 
   /** The per-record arrays written after the value groups, in the schema's field order. */

@@ -73,7 +73,8 @@ export class KafkaConnection {
     const conn = new KafkaConnection(socket, opts);
     try {
       const versions = await conn.send(ApiVersions, undefined);
-      if (versions.errorCode !== 0) throw new CdpError(ErrorCodes.KAFKA, `Kafka ${conn.where}: ApiVersions failed (${kafkaErrorName(versions.errorCode)})`, { canRetry: true });
+      if (versions.errorCode !== 0)
+        throw new CdpError(ErrorCodes.KAFKA, `Kafka ${conn.where}: ApiVersions failed (${kafkaErrorName(versions.errorCode)})`, { canRetry: true });
       conn.apis = versions.apis;
       if (opts.sasl) await conn.authenticate(opts.sasl);
       return conn;
@@ -199,21 +200,33 @@ export function describeSocketError(err: Error & { code?: string }, where: strin
   const text = err.message.split('\n')[0]!.replace(/^[0-9A-F]+:error:[0-9A-F]+:SSL routines:[^:]*:/, '');
   // Alerts the broker sent (it refused us) before failures of our own verification (we refused it).
   if (tls && /CERTIFICATE_REQUIRED|ALERT_BAD_CERTIFICATE|ALERT_UNKNOWN_CA|HANDSHAKE_FAILURE/i.test(`${code} ${err.message}`)) {
-    return new CdpError(ErrorCodes.KAFKA, `Kafka ${where}: the broker refused the TLS client (${code || err.message}): it wants a client certificate its CA signed (kafka.tls.certFile, kafka.tls.keyFile)`, {
-      cause: err,
-      canRetry: false,
-      details: { tls: code },
-    });
+    return new CdpError(
+      ErrorCodes.KAFKA,
+      `Kafka ${where}: the broker refused the TLS client (${code || err.message}): it wants a client certificate its CA signed (kafka.tls.certFile, kafka.tls.keyFile)`,
+      {
+        cause: err,
+        canRetry: false,
+        details: { tls: code },
+      },
+    );
   }
   if (tls && TLS_TRUST.test(code)) {
-    return new CdpError(ErrorCodes.KAFKA, `Kafka ${where}: the broker's TLS certificate is not trusted (${code}: ${text}): check kafka.tls.caFile and that kafka.brokers names the host the certificate is for`, {
-      cause: err,
-      canRetry: false,
-      details: { tls: code },
-    });
+    return new CdpError(
+      ErrorCodes.KAFKA,
+      `Kafka ${where}: the broker's TLS certificate is not trusted (${code}: ${text}): check kafka.tls.caFile and that kafka.brokers names the host the certificate is for`,
+      {
+        cause: err,
+        canRetry: false,
+        details: { tls: code },
+      },
+    );
   }
   if (tls && /WRONG_VERSION_NUMBER|PACKET_LENGTH_TOO_LONG/i.test(`${code} ${err.message}`)) {
-    return new CdpError(ErrorCodes.KAFKA, `Kafka ${where}: this listener does not speak TLS (${code}): remove kafka.tls or point kafka.brokers at the TLS listener`, { cause: err, canRetry: false, details: { tls: code } });
+    return new CdpError(
+      ErrorCodes.KAFKA,
+      `Kafka ${where}: this listener does not speak TLS (${code}): remove kafka.tls or point kafka.brokers at the TLS listener`,
+      { cause: err, canRetry: false, details: { tls: code } },
+    );
   }
   return new CdpError(ErrorCodes.KAFKA, `Kafka ${where}: ${text}`, { cause: err, canRetry: true, details: code ? { errno: code } : {} });
 }
@@ -250,7 +263,10 @@ export class FrameReader {
         if (this.have < 4) break;
         const size = this.take(4).readInt32BE(0);
         if (size < 0 || size > MAX_FRAME_BYTES) {
-          throw new CdpError(ErrorCodes.PROTOCOL, `a response frame of ${size} bytes (allowed 0 to ${MAX_FRAME_BYTES}): the peer is not a Kafka broker speaking this protocol, or the stream is corrupt`);
+          throw new CdpError(
+            ErrorCodes.PROTOCOL,
+            `a response frame of ${size} bytes (allowed 0 to ${MAX_FRAME_BYTES}): the peer is not a Kafka broker speaking this protocol, or the stream is corrupt`,
+          );
         }
         this.need = size;
       }

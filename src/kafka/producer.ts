@@ -78,21 +78,29 @@ export class DirectProducer {
       const t = meta.topics.find((x) => x.name === this.topic);
       if (!t || t.errorCode === 3) throw new CdpError(ErrorCodes.SOURCE_NOT_READY, `Kafka topic ${this.topic} does not exist: run \`cdp setup\` first`);
       if (t.errorCode !== 0) {
-        throw new CdpError(ErrorCodes.KAFKA, `Kafka metadata for topic ${this.topic}: ${kafkaErrorName(t.errorCode)}`, { canRetry: !AUTH_ERRORS.has(t.errorCode), details: { kafkaError: kafkaErrorName(t.errorCode) } });
+        throw new CdpError(ErrorCodes.KAFKA, `Kafka metadata for topic ${this.topic}: ${kafkaErrorName(t.errorCode)}`, {
+          canRetry: !AUTH_ERRORS.has(t.errorCode),
+          details: { kafkaError: kafkaErrorName(t.errorCode) },
+        });
       }
       if (t.partitions.length === 0) throw new CdpError(ErrorCodes.KAFKA, `Kafka topic ${this.topic} has no partitions`, { canRetry: true });
       this.leaders = [];
       for (const p of t.partitions) {
-        if (p.leader < 0 || !this.addresses.has(p.leader)) throw new CdpError(ErrorCodes.KAFKA, `Kafka topic ${this.topic} partition ${p.partition} has no leader now`, { canRetry: true });
+        if (p.leader < 0 || !this.addresses.has(p.leader))
+          throw new CdpError(ErrorCodes.KAFKA, `Kafka topic ${this.topic} partition ${p.partition} has no leader now`, { canRetry: true });
         this.leaders[p.partition] = p.leader;
       }
       // InitProducerId without a transactional id: any broker answers (KIP-98).
       const id = await boot.send(InitProducerId, { transactionalId: null, transactionTimeoutMs: 60_000 });
       if (id.errorCode !== 0) {
-        throw new CdpError(ErrorCodes.KAFKA, `Kafka InitProducerId: ${kafkaErrorName(id.errorCode)}${id.errorCode === 31 ? ' (the user needs IdempotentWrite on the cluster)' : ''}`, {
-          canRetry: !AUTH_ERRORS.has(id.errorCode),
-          details: { kafkaError: kafkaErrorName(id.errorCode) },
-        });
+        throw new CdpError(
+          ErrorCodes.KAFKA,
+          `Kafka InitProducerId: ${kafkaErrorName(id.errorCode)}${id.errorCode === 31 ? ' (the user needs IdempotentWrite on the cluster)' : ''}`,
+          {
+            canRetry: !AUTH_ERRORS.has(id.errorCode),
+            details: { kafkaError: kafkaErrorName(id.errorCode) },
+          },
+        );
       }
       this.producerId = id.producerId;
       this.producerEpoch = id.producerEpoch;
@@ -143,7 +151,10 @@ export class DirectProducer {
       [...perLeader].map(async ([leader, parts]) => {
         const conn = await this.connection(leader);
         const res = await conn.send(Produce, { acks: -1, timeoutMs: PRODUCE_TIMEOUT_MS, topic: this.topic, partitions: parts }, PRODUCE_TIMEOUT_MS + 5_000);
-        this.checkResponse(res, parts.map((x) => x.partition));
+        this.checkResponse(
+          res,
+          parts.map((x) => x.partition),
+        );
       }),
     );
     for (let p = 0; p < n; p++) {
@@ -227,10 +238,14 @@ export class DirectProducer {
       );
     }
     if (auth) {
-      throw new CdpError(ErrorCodes.KAFKA, `Kafka refused writes to ${this.topic}: ${errors.join(', ')}: grant the user Write on the topic (and IdempotentWrite on the cluster)`, {
-        canRetry: false,
-        details: { errors, kafkaError: auth },
-      });
+      throw new CdpError(
+        ErrorCodes.KAFKA,
+        `Kafka refused writes to ${this.topic}: ${errors.join(', ')}: grant the user Write on the topic (and IdempotentWrite on the cluster)`,
+        {
+          canRetry: false,
+          details: { errors, kafkaError: auth },
+        },
+      );
     }
     if (errors.length > 0) {
       throw new CdpError(ErrorCodes.KAFKA, `Kafka refused a produce request to ${this.topic}: ${errors.join(', ')}`, { canRetry: true, details: { errors } });

@@ -62,7 +62,8 @@ export class ScramClient {
     const iterations = Number(attrs.i);
     if (!nonce || !salt || !Number.isInteger(iterations) || iterations < 1) throw authFailed(`SCRAM: malformed server-first-message`);
     // The server's nonce must extend ours (RFC 5802 section 5.1, r=), or this is not our exchange.
-    if (!nonce.startsWith(this.clientNonce) || nonce.length === this.clientNonce.length) throw authFailed('SCRAM: the server nonce does not extend the client nonce');
+    if (!nonce.startsWith(this.clientNonce) || nonce.length === this.clientNonce.length)
+      throw authFailed('SCRAM: the server nonce does not extend the client nonce');
     const { name, bytes } = this.hash;
     const salted = pbkdf2Sync(Buffer.from(this.password, 'utf8'), Buffer.from(salt, 'base64'), iterations, bytes, name);
     const clientKey = hmac(name, salted, 'Client Key');
@@ -82,7 +83,7 @@ export class ScramClient {
     if (attrs.e) throw authFailed(`SCRAM: the broker refused the proof (${attrs.e})`);
     const v = attrs.v ? Buffer.from(attrs.v, 'base64') : null;
     if (!this.serverSignature || !v || v.length !== this.serverSignature.length || !timingSafeEqual(v, this.serverSignature)) {
-      throw authFailed('SCRAM: the broker\'s signature does not match: it does not know this password (a wrong or impersonated broker)');
+      throw authFailed("SCRAM: the broker's signature does not match: it does not know this password (a wrong or impersonated broker)");
     }
   }
 }

@@ -34,7 +34,10 @@ function readFile(path: string, field: string, what: string): Buffer {
 
 /** A secret from a file (trailing newline dropped) or from the environment variable named. */
 function secret(file: string | undefined, env: string | undefined, fileField: string, envField: string, what: string): string | undefined {
-  if (file !== undefined) return readFile(file, fileField, what).toString('utf8').replace(/\r?\n$/, '');
+  if (file !== undefined)
+    return readFile(file, fileField, what)
+      .toString('utf8')
+      .replace(/\r?\n$/, '');
   if (env !== undefined) {
     const v = process.env[env];
     if (v === undefined || v === '') throw new ConfigError(`the environment variable ${env} (holding the ${what}) is not set`, envField);

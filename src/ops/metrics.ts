@@ -49,7 +49,13 @@ export async function startMetricsServer(cfg: Config, log: Logger): Promise<{ cl
       const where = `${cfg.metrics.host}:${cfg.metrics.port}`;
       if (err.code === 'EADDRINUSE' || err.code === 'EACCES' || err.code === 'EADDRNOTAVAIL') {
         const why = err.code === 'EADDRINUSE' ? 'is already in use (another cdp daemon on this host?)' : `cannot be used (${err.code})`;
-        reject(new CdpError(ErrorCodes.USAGE, `metrics endpoint ${where} ${why}: give each daemon its own metrics.port / CDP_METRICS_PORT (0 disables the endpoint), or set metrics.host / CDP_METRICS_HOST`, { cause: err }));
+        reject(
+          new CdpError(
+            ErrorCodes.USAGE,
+            `metrics endpoint ${where} ${why}: give each daemon its own metrics.port / CDP_METRICS_PORT (0 disables the endpoint), or set metrics.host / CDP_METRICS_HOST`,
+            { cause: err },
+          ),
+        );
       } else reject(err);
     });
     server.listen(cfg.metrics.port, cfg.metrics.host, () => resolve());

@@ -79,14 +79,29 @@ export async function probeSource(cfg: Config, timeoutMs = PROBE_TIMEOUT_MS): Pr
     // TLS (source.tls, pg/tls.ts): a certificate the configured CA does not vouch for, a name that
     // does not match, a server without TLS, or a client certificate the server refuses.
     const tlsWhy = tlsProblem(err);
-    if (tlsWhy) return { ok: false, kind: 'config', message: `source ${where}: TLS failed (${tlsWhy}): check source.tls (rootCertFile, mode; CDP_SOURCE_SSLROOTCERT, CDP_SOURCE_SSLMODE) against the server's certificate` };
+    if (tlsWhy)
+      return {
+        ok: false,
+        kind: 'config',
+        message: `source ${where}: TLS failed (${tlsWhy}): check source.tls (rootCertFile, mode; CDP_SOURCE_SSLROOTCERT, CDP_SOURCE_SSLMODE) against the server's certificate`,
+      };
     if ((err.code === '28000' || err.code === '28P01') && /certificate/i.test(err.message)) {
-      return { ok: false, kind: 'config', message: `source ${where}: the server refused the client certificate (${err.message}): check source.tls.certFile / keyFile (CDP_SOURCE_SSLCERT, CDP_SOURCE_SSLKEY): the certificate's CN must be the role name, signed by the CA of the server's ssl_ca_file` };
+      return {
+        ok: false,
+        kind: 'config',
+        message: `source ${where}: the server refused the client certificate (${err.message}): check source.tls.certFile / keyFile (CDP_SOURCE_SSLCERT, CDP_SOURCE_SSLKEY): the certificate's CN must be the role name, signed by the CA of the server's ssl_ca_file`,
+      };
     }
-    if (err.code === '28P01' || err.code === '28000') return { ok: false, kind: 'config', message: `source ${where}: authentication failed (${err.message}): ${fix} (user, password, PGPASSWORD or ~/.pgpass) and pg_hba.conf` };
+    if (err.code === '28P01' || err.code === '28000')
+      return {
+        ok: false,
+        kind: 'config',
+        message: `source ${where}: authentication failed (${err.message}): ${fix} (user, password, PGPASSWORD or ~/.pgpass) and pg_hba.conf`,
+      };
     if (err.code === '3D000') return { ok: false, kind: 'config', message: `source ${where}: ${err.message}: ${fix}` };
     if (code && UNKNOWN_HOST.has(code)) return { ok: false, kind: 'config', message: `source ${where}: unknown host (${code}): ${fix}` };
-    if (code && REFUSED.has(code)) return { ok: false, kind: 'refused', message: `source ${where}: connection refused (${code}): ${fix} (host, port) and that PostgreSQL is up` };
+    if (code && REFUSED.has(code))
+      return { ok: false, kind: 'refused', message: `source ${where}: connection refused (${code}): ${fix} (host, port) and that PostgreSQL is up` };
     return { ok: false, kind: 'unknown', message: `source ${where}: ${toError(raw).message}` };
   } finally {
     await client.end().catch(() => {});
@@ -126,7 +141,13 @@ async function probeSecuredBroker(cfg: Config, broker: string, timeoutMs: number
   const i = broker.lastIndexOf(':');
   const { connection } = kafkaClientOptions(cfg, 'probe');
   try {
-    const conn = await KafkaConnection.open({ ...connection, host: broker.slice(0, i), port: Number(broker.slice(i + 1)), connectTimeoutMs: timeoutMs, requestTimeoutMs: timeoutMs });
+    const conn = await KafkaConnection.open({
+      ...connection,
+      host: broker.slice(0, i),
+      port: Number(broker.slice(i + 1)),
+      connectTimeoutMs: timeoutMs,
+      requestTimeoutMs: timeoutMs,
+    });
     conn.close();
     return { ok: true };
   } catch (raw) {
@@ -148,7 +169,11 @@ export async function probeKafka(cfg: Config, timeoutMs = PROBE_TIMEOUT_MS): Pro
   const kind = failures.some((r) => r.kind === 'unknown') ? 'unknown' : failures.some((r) => r.kind === 'refused') ? 'refused' : 'config';
   // Credentials and certificates: the messages name the settings to check themselves.
   if (secured && kind === 'config') return { ok: false, kind, message: [...new Set(failures.map((r) => r.message))].join('; ') };
-  return { ok: false, kind, message: `no Kafka broker reachable (${failures.map((r) => r.message).join('; ')}): check kafka.brokers / CDP_KAFKA_BROKERS and that Kafka is up` };
+  return {
+    ok: false,
+    kind,
+    message: `no Kafka broker reachable (${failures.map((r) => r.message).join('; ')}): check kafka.brokers / CDP_KAFKA_BROKERS and that Kafka is up`,
+  };
 }
 
 /** S3: one HeadBucket, one attempt (the SDK's own retries would hide a refused endpoint for seconds). */
@@ -168,13 +193,28 @@ export async function probeS3(cfg: Config, timeoutMs = PROBE_TIMEOUT_MS): Promis
     const status = err.$metadata?.httpStatusCode;
     const code = sysCode(err);
     if (status === 404 || err.name === 'NoSuchBucket' || err.name === 'NotFound') {
-      return { ok: false, kind: 'config', message: `bucket ${cfg.s3.bucket} does not exist at ${cfg.s3.endpoint ?? 'AWS'}: set s3.bucket / CDP_S3_BUCKET (and s3.endpoint / CDP_S3_ENDPOINT) to where the archive is, or create the bucket and run cdp setup` };
+      return {
+        ok: false,
+        kind: 'config',
+        message: `bucket ${cfg.s3.bucket} does not exist at ${cfg.s3.endpoint ?? 'AWS'}: set s3.bucket / CDP_S3_BUCKET (and s3.endpoint / CDP_S3_ENDPOINT) to where the archive is, or create the bucket and run cdp setup`,
+      };
     }
-    if (status === 403 || status === 401 || err.name === 'CredentialsProviderError' || err.name === 'InvalidAccessKeyId' || err.name === 'SignatureDoesNotMatch') {
-      return { ok: false, kind: 'config', message: `${where}: access denied (${err.name}): check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or the AWS profile) and the bucket policy` };
+    if (
+      status === 403 ||
+      status === 401 ||
+      err.name === 'CredentialsProviderError' ||
+      err.name === 'InvalidAccessKeyId' ||
+      err.name === 'SignatureDoesNotMatch'
+    ) {
+      return {
+        ok: false,
+        kind: 'config',
+        message: `${where}: access denied (${err.name}): check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or the AWS profile) and the bucket policy`,
+      };
     }
     if (code && UNKNOWN_HOST.has(code)) return { ok: false, kind: 'config', message: `${where}: unknown host (${code}): check s3.endpoint / CDP_S3_ENDPOINT` };
-    if (code && REFUSED.has(code)) return { ok: false, kind: 'refused', message: `${where}: connection refused (${code}): check s3.endpoint / CDP_S3_ENDPOINT and that the server is up` };
+    if (code && REFUSED.has(code))
+      return { ok: false, kind: 'refused', message: `${where}: connection refused (${code}): check s3.endpoint / CDP_S3_ENDPOINT and that the server is up` };
     return { ok: false, kind: 'unknown', message: `${where}: ${err.name}${err.message ? ` (${err.message})` : ''}` };
   } finally {
     client.destroy();

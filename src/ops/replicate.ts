@@ -22,9 +22,7 @@ export async function replicateArchive(ctx: CommandContext, opts: { toBucket: st
   const dst: Store = {
     ...src,
     bucket: opts.toBucket,
-    client: opts.toEndpoint
-      ? new S3Client({ region: cfg.s3.region, endpoint: opts.toEndpoint, forcePathStyle: true, maxAttempts: 3 })
-      : src.client,
+    client: opts.toEndpoint ? new S3Client({ region: cfg.s3.region, endpoint: opts.toEndpoint, forcePathStyle: true, maxAttempts: 3 }) : src.client,
   };
   const root = archiveRoot(cfg);
   const have = new Map<string, number>();

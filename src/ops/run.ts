@@ -84,7 +84,19 @@ export async function runAll(ctx: CommandContext): Promise<void> {
     stopGauges.push(startArchiveGauges(child), startSourceGauges(child));
     const dog = startWatchdog(['capture', 'archive'], ctx.cfg.watchdog.stallSeconds * 1000, ctx.log);
     stopGauges.push(() => dog.stop());
-    const parts = [watch('watchdog', Promise.race([dog.stalled, new Promise<void>((resolve) => (inner.signal.aborted ? resolve() : inner.signal.addEventListener('abort', () => resolve(), { once: true })))])), watch('capture', capture.done), watch('archive', archive.done), watch('basebackup', baseSchedule(child)), watch('compact', compactSchedule(child))];
+    const parts = [
+      watch(
+        'watchdog',
+        Promise.race([
+          dog.stalled,
+          new Promise<void>((resolve) => (inner.signal.aborted ? resolve() : inner.signal.addEventListener('abort', () => resolve(), { once: true }))),
+        ]),
+      ),
+      watch('capture', capture.done),
+      watch('archive', archive.done),
+      watch('basebackup', baseSchedule(child)),
+      watch('compact', compactSchedule(child)),
+    ];
     await Promise.all(parts);
   } finally {
     for (const s of stopGauges) s();

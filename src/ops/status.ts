@@ -105,7 +105,12 @@ async function consumerStatus(cfg: Config, log: Logger, groupId: string): Promis
       const lost = BigInt(c) >= 0n && BigInt(c) < BigInt(h.low) ? Number(BigInt(h.low) - BigInt(c)) : 0;
       return { partition: h.partition, committed: c, low: h.low, high: h.high, lag: Number(BigInt(h.high) - from), lost };
     });
-    return { groupId, lag: partitions.reduce((s, p) => s + p.lag, 0), lost: partitions.reduce((s, p) => s + p.lost, 0), partitions: partitions.sort((a, b) => a.partition - b.partition) };
+    return {
+      groupId,
+      lag: partitions.reduce((s, p) => s + p.lag, 0),
+      lost: partitions.reduce((s, p) => s + p.lost, 0),
+      partitions: partitions.sort((a, b) => a.partition - b.partition),
+    };
   } catch (err) {
     return { error: `kafka: ${toError(err).message}` };
   } finally {
@@ -171,9 +176,7 @@ export async function gatherStatus(ctx: CommandContext): Promise<StatusReport> {
     })),
     slot,
     consumer,
-    bases: Array.isArray(bases)
-      ? bases.map((b) => ({ lsn: b.lsnText, time: b.time, size: b.size, serverVersion: b.serverVersion }))
-      : bases,
+    bases: Array.isArray(bases) ? bases.map((b) => ({ lsn: b.lsnText, time: b.time, size: b.size, serverVersion: b.serverVersion })) : bases,
     generation,
     gaps: gaps.map((g) => ({
       key: g.key,
@@ -191,7 +194,13 @@ export async function gatherStatus(ctx: CommandContext): Promise<StatusReport> {
 }
 
 /** The newest base at or before the point, and every segment after it: what a restore of the point reads. */
-async function estimateRto(cfg: Config, store: Store, root: string, point: { lsn: number } | undefined, bases: BaseManifest[] | undefined): Promise<StatusReport['rto']> {
+async function estimateRto(
+  cfg: Config,
+  store: Store,
+  root: string,
+  point: { lsn: number } | undefined,
+  bases: BaseManifest[] | undefined,
+): Promise<StatusReport['rto']> {
   if (!point || !bases) return null;
   const base = bases.filter((b) => b.lsn - 1 <= point.lsn).at(-1);
   if (!base) return null;

@@ -36,7 +36,9 @@ export interface IncompleteBase {
   note: string;
 }
 
-export async function verifyArchive(ctx: CommandContext): Promise<{ segments: number; bases: number; syntheticBases: number; problems: VerifyProblem[]; breaks: VerifyBreak[]; incompleteBases: IncompleteBase[] }> {
+export async function verifyArchive(
+  ctx: CommandContext,
+): Promise<{ segments: number; bases: number; syntheticBases: number; problems: VerifyProblem[]; breaks: VerifyBreak[]; incompleteBases: IncompleteBase[] }> {
   const { cfg, log } = ctx;
   const store = createStore(cfg, log, { signal: ctx.signal, maxElapsedMs: 60_000 });
   const root = archiveRoot(cfg);
@@ -77,7 +79,14 @@ export async function verifyArchive(ctx: CommandContext): Promise<{ segments: nu
       const last = BigInt(seg.lastOffset);
       if (covered !== undefined && first > covered + 1n) {
         const from = covered + 1n;
-        const known = gaps.find((g) => g.partition === p && g.topicEpoch === seg.epoch && g.fromOffset !== undefined && BigInt(g.fromOffset) <= from && BigInt(g.toOffset ?? '-1') >= first - 1n);
+        const known = gaps.find(
+          (g) =>
+            g.partition === p &&
+            g.topicEpoch === seg.epoch &&
+            g.fromOffset !== undefined &&
+            BigInt(g.fromOffset) <= from &&
+            BigInt(g.toOffset ?? '-1') >= first - 1n,
+        );
         if (!known) problems.push({ what: `partition ${p}`, problem: `offsets ${from}..${first - 1n} are in no segment (gap before ${seg.key})` });
       }
       covered = covered === undefined || last > covered ? last : covered;
@@ -97,10 +106,12 @@ export async function verifyArchive(ctx: CommandContext): Promise<{ segments: nu
       const again = new Set<string>();
       for await (const x of listSegments(store, root, p, 0)) again.add(x.sha256);
       for (const u of unchained) {
-        if (!again.has(u.prev)) problems.push({ what: u.key, problem: `the segment before it in the chain (SHA-256 ${u.prev}) is not stored: it was deleted or lost` });
+        if (!again.has(u.prev))
+          problems.push({ what: u.key, problem: `the segment before it in the chain (SHA-256 ${u.prev}) is not stored: it was deleted or lost` });
       }
     }
-    if (st?.lastKey && !keys.has(st.lastKey)) problems.push({ what: `partition ${p}`, problem: `the newest archived segment ${st.lastKey} (state pointer) is not stored: it was deleted or lost` });
+    if (st?.lastKey && !keys.has(st.lastKey))
+      problems.push({ what: `partition ${p}`, problem: `the newest archived segment ${st.lastKey} (state pointer) is not stored: it was deleted or lost` });
   }
   // Manifests not bound to their folder or failing their MAC (src/base/manifest.ts) are problems.
   const scanned = await scanBaseManifests(store, root, keyring);
@@ -127,7 +138,11 @@ export async function verifyArchive(ctx: CommandContext): Promise<{ segments: nu
   // hides one, and the segment checks above do not consult bases at all.
   const breaks: VerifyBreak[] = gaps.map((g) => ({ key: g.key, kind: g.kind, covered: bases.some((b) => gapCoveredBy(g, b)), description: describeGap(g) }));
   for (const b of breaks) {
-    if (!b.covered) problems.push({ what: b.key, problem: `break in the chain of custody that no base covers (points after it are not restorable until a base is taken): ${b.description}` });
+    if (!b.covered)
+      problems.push({
+        what: b.key,
+        problem: `break in the chain of custody that no base covers (points after it are not restorable until a base is taken): ${b.description}`,
+      });
   }
   return { segments, bases: bases.length, syntheticBases: bases.filter((b) => b.synthetic).length, problems, breaks, incompleteBases };
 }
@@ -169,5 +184,15 @@ export async function runVerify(ctx: CommandContext, opts: { deep: boolean }): P
       await admin.end();
     }
   }
-  return { ok: result.problems.length === 0, segments: result.segments, bases: result.bases, syntheticBases: result.syntheticBases, deep, deepRestore: deepReport, problems: result.problems, breaks: result.breaks, incompleteBases: result.incompleteBases };
+  return {
+    ok: result.problems.length === 0,
+    segments: result.segments,
+    bases: result.bases,
+    syntheticBases: result.syntheticBases,
+    deep,
+    deepRestore: deepReport,
+    problems: result.problems,
+    breaks: result.breaks,
+    incompleteBases: result.incompleteBases,
+  };
 }

@@ -218,9 +218,7 @@ class Cursor {
 
   need(n: number): void {
     if (this.pos + n > this.end) {
-      throw protocolError(
-        `truncated pgoutput ${this.what} message: needs ${this.pos + n - this.end} more byte(s) at offset ${this.pos} of ${this.end}`,
-      );
+      throw protocolError(`truncated pgoutput ${this.what} message: needs ${this.pos + n - this.end} more byte(s) at offset ${this.pos} of ${this.end}`);
     }
   }
 
@@ -559,13 +557,7 @@ export function parseKeepalive(buf: Buffer): Keepalive {
  * ProcessStandbyReplyMessage -> LogicalConfirmReceivedLocation); 0 (InvalidXLogRecPtr) is ignored.
  * @param clientTimeUs microseconds since the Unix epoch; defaults to now.
  */
-export function encodeStandbyStatus(
-  write: Lsn,
-  flush: Lsn,
-  apply: Lsn,
-  replyRequested: boolean,
-  clientTimeUs: number = Date.now() * 1000,
-): Buffer {
+export function encodeStandbyStatus(write: Lsn, flush: Lsn, apply: Lsn, replyRequested: boolean, clientTimeUs: number = Date.now() * 1000): Buffer {
   const out = Buffer.allocUnsafe(34);
   out[0] = CopyTag.StandbyStatus;
   writeU64(out, 1, write);

@@ -28,18 +28,10 @@ import type { Logger } from '../util/log.js';
 import { formatLsn, parseLsn, type Lsn } from '../util/lsn.js';
 import { withTimeout } from '../util/timeout.js';
 import { quoteIdent } from './quote.js';
-import {
-  CopyTag,
-  decodePgoutput,
-  encodeStandbyStatus,
-  parseKeepalive,
-  XLOGDATA_HEADER_SIZE,
-  type PgoutputMessage,
-} from './pgoutput.js';
+import { CopyTag, decodePgoutput, encodeStandbyStatus, parseKeepalive, XLOGDATA_HEADER_SIZE, type PgoutputMessage } from './pgoutput.js';
 
 export type StreamEvent =
-  | { kind: 'data'; walStart: number; walEnd: number; message: PgoutputMessage }
-  | { kind: 'keepalive'; walEnd: number; replyRequested: boolean };
+  { kind: 'data'; walStart: number; walEnd: number; message: PgoutputMessage } | { kind: 'keepalive'; walEnd: number; replyRequested: boolean };
 
 export interface ReplicationStreamOptions {
   connectionString: string;
@@ -139,7 +131,9 @@ function retryableSqlstate(code: string): boolean {
 }
 
 function isDatabaseError(err: unknown): err is pg.DatabaseError {
-  return err instanceof pg.DatabaseError || (typeof (err as { severity?: unknown })?.severity === 'string' && typeof (err as { code?: unknown }).code === 'string');
+  return (
+    err instanceof pg.DatabaseError || (typeof (err as { severity?: unknown })?.severity === 'string' && typeof (err as { code?: unknown }).code === 'string')
+  );
 }
 
 /** Normalises anything thrown by pg or the socket into a CdpError with the SQLSTATE kept. */
@@ -425,7 +419,10 @@ export class ReplicationStream implements AsyncIterable<StreamEvent> {
         if (k.replyRequested) this.sendStatus(false);
         this.push({ kind: 'keepalive', walEnd: k.walEnd, replyRequested: k.replyRequested }, buf.length);
       } else {
-        throw new CdpError(ErrorCodes.PROTOCOL, `unexpected CopyData message type ${tag === undefined ? '(empty)' : `0x${tag.toString(16)}`} on a replication connection`);
+        throw new CdpError(
+          ErrorCodes.PROTOCOL,
+          `unexpected CopyData message type ${tag === undefined ? '(empty)' : `0x${tag.toString(16)}`} on a replication connection`,
+        );
       }
     } catch (err) {
       this.fail(replicationError('decoding the replication stream failed', err));
@@ -455,7 +452,12 @@ export class ReplicationStream implements AsyncIterable<StreamEvent> {
     this.state = 'connecting';
     // `replication: 'database'` makes the server start a walsender that accepts replication
     // commands and simple SQL (55.4). It is a startup parameter, absent from @types/pg.
-    const config = { connectionString: this.opts.connectionString, ...(this.opts.ssl !== undefined ? { ssl: this.opts.ssl } : {}), replication: 'database', application_name: 'katya-cdp' };
+    const config = {
+      connectionString: this.opts.connectionString,
+      ...(this.opts.ssl !== undefined ? { ssl: this.opts.ssl } : {}),
+      replication: 'database',
+      application_name: 'katya-cdp',
+    };
     const client = new pg.Client(config as pg.ClientConfig);
     // pg lets a connection string's (or PGOPTIONS') `options` win over the config's: ours are
     // appended to whatever it resolved, so they apply last (a later -c overrides an earlier one).

@@ -605,7 +605,15 @@ export class Applier {
       }
       const newKey = ev.oldKind ? keyString(r.key.map((i) => ev.new![i] ?? null)) : ks;
       let b = this.batch;
-      if (!(b && b.kind === 'update' && b.rows.length < this.batchMaxRows && sameCols(b.setCols, setCols) && sameShape(b.ref, ev) && !b.keys.has(ks) && !b.keys.has(newKey))) {
+      if (!(
+        b &&
+        b.kind === 'update' &&
+        b.rows.length < this.batchMaxRows &&
+        sameCols(b.setCols, setCols) &&
+        sameShape(b.ref, ev) &&
+        !b.keys.has(ks) &&
+        !b.keys.has(newKey)
+      )) {
         this.flushBatch();
         b = this.batch = { kind: 'update', ref: refOf(ev), setCols, rows: [], keys: new Set() };
       }
@@ -755,7 +763,7 @@ export class Applier {
     if (this.opts.cursor && last) {
       this.sql.push(
         `UPDATE ${CURSOR_SCHEMA}.cursor SET commit_lsn = ${last.commitLsn}, commit_time = ${last.commitTime}, xid = ${last.xid}, ` +
-        `end_lsn = ${this.stats.lastEndLsn}, transactions = transactions + ${this.stats.transactions - this.committedTxns}, updated_at = clock_timestamp();\n`,
+          `end_lsn = ${this.stats.lastEndLsn}, transactions = transactions + ${this.stats.transactions - this.committedTxns}, updated_at = clock_timestamp();\n`,
       );
     }
     this.committedTxns = this.stats.transactions;

@@ -73,7 +73,13 @@ export function findOffsetGap(
  * records are older than fromLsn) between two that are read; so a hole in the filtered listing is
  * confirmed against the partition's whole listing before failing.
  */
-export async function listPartitionSegments(store: Store, root: string, partitions: number, fromLsn: Lsn, knownGaps: ReadonlyArray<GapRecord & { key: string }> = []): Promise<ListedSegment[][]> {
+export async function listPartitionSegments(
+  store: Store,
+  root: string,
+  partitions: number,
+  fromLsn: Lsn,
+  knownGaps: ReadonlyArray<GapRecord & { key: string }> = [],
+): Promise<ListedSegment[][]> {
   return Promise.all(
     Array.from({ length: partitions }, async (_, p) => {
       const out: ListedSegment[] = [];
@@ -90,7 +96,9 @@ export async function listPartitionSegments(store: Store, root: string, partitio
           .filter((g) => g.partition === p && g.topicEpoch === epoch && g.fromOffset !== undefined && g.toOffset !== undefined)
           .map((g) => ({ firstOffset: g.fromOffset!, lastOffset: g.toOffset!, key: g.key }));
         const withHoles = <T extends Pick<ListedSegment, 'firstOffset' | 'lastOffset' | 'key'>>(segs: T[]) =>
-          holes.length === 0 ? segs : [...segs, ...holes].sort((a, b) => (BigInt(a.firstOffset) < BigInt(b.firstOffset) ? -1 : BigInt(a.firstOffset) > BigInt(b.firstOffset) ? 1 : 0));
+          holes.length === 0
+            ? segs
+            : [...segs, ...holes].sort((a, b) => (BigInt(a.firstOffset) < BigInt(b.firstOffset) ? -1 : BigInt(a.firstOffset) > BigInt(b.firstOffset) ? 1 : 0));
         const run = out.filter((s) => s.epoch === epoch);
         if (run.length < 2) continue;
         const lo = BigInt(run[0]!.firstOffset);

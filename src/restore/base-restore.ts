@@ -58,14 +58,21 @@ async function streamBase(store: Store, base: BaseManifestExt, keyring: Keyring 
       const digest = meter.digest();
       const size = meter.size();
       if (digest !== base.sha256 || size !== base.size) {
-        throw new IntegrityError(`base ${base.key}: ${size} bytes with SHA-256 ${digest}, its manifest says ${base.size} bytes / ${base.sha256}; the dump was altered or truncated: restore from another base or the offsite copy`);
+        throw new IntegrityError(
+          `base ${base.key}: ${size} bytes with SHA-256 ${digest}, its manifest says ${base.size} bytes / ${base.sha256}; the dump was altered or truncated: restore from another base or the offsite copy`,
+        );
       }
     },
     { what: `download ${base.key}`, log: store.log, signal: store.signal, maxElapsedMs: 300_000 },
   );
 }
 
-export async function downloadBase(store: Store, base: BaseManifestExt, keyring: Keyring | undefined, progress?: { written?: () => number }): Promise<{ dir: string; file: string }> {
+export async function downloadBase(
+  store: Store,
+  base: BaseManifestExt,
+  keyring: Keyring | undefined,
+  progress?: { written?: () => number },
+): Promise<{ dir: string; file: string }> {
   const dir = await mkdtemp(join(tmpdir(), 'cdp-restore-'));
   const file = join(dir, 'base.dump');
   try {
@@ -99,7 +106,13 @@ async function run(cmd: string, args: string[], signal: AbortSignal, env?: NodeJ
     });
     const onAbort = () => p.kill('SIGTERM');
     signal.addEventListener('abort', onAbort, { once: true });
-    p.on('error', (e) => reject(new CdpError(ErrorCodes.SOURCE_NOT_READY, `cannot run ${cmd}: ${e.message}; install the PostgreSQL client or set basebackup.pgRestorePath`, { cause: e })));
+    p.on('error', (e) =>
+      reject(
+        new CdpError(ErrorCodes.SOURCE_NOT_READY, `cannot run ${cmd}: ${e.message}; install the PostgreSQL client or set basebackup.pgRestorePath`, {
+          cause: e,
+        }),
+      ),
+    );
     p.on('close', (code) => {
       signal.removeEventListener('abort', onAbort);
       if (code === 0) resolve(out);
@@ -158,7 +171,12 @@ export async function restoreBase(opts: {
   let viaScript = false;
   if (opts.targetVersionNum !== undefined) {
     const pgRestoreVersion = await run(opts.pgRestorePath, ['--version'], opts.signal);
-    const problem = pgRestoreVersionProblem({ pgRestorePath: opts.pgRestorePath, pgRestoreVersion, baseDumpVersion: opts.baseDumpVersion, targetVersionNum: opts.targetVersionNum });
+    const problem = pgRestoreVersionProblem({
+      pgRestorePath: opts.pgRestorePath,
+      pgRestoreVersion,
+      baseDumpVersion: opts.baseDumpVersion,
+      targetVersionNum: opts.targetVersionNum,
+    });
     if (problem) throw new CdpError(ErrorCodes.USAGE, problem);
     viaScript = scriptMode(pgRestoreVersion, opts.targetVersionNum);
   }
@@ -209,10 +227,19 @@ export function tocOwners(listing: string): Set<string> {
  * scriptMode). The psql beside that pg_restore reads its script (\\restrict lines included); one
  * session, so no parallel jobs.
  */
-async function restoreViaScript(opts: { file: string; listFile: string; keepOwners: boolean; pgRestorePath: string; signal: AbortSignal; conn: { url: string; env: NodeJS.ProcessEnv } }): Promise<void> {
+async function restoreViaScript(opts: {
+  file: string;
+  listFile: string;
+  keepOwners: boolean;
+  pgRestorePath: string;
+  signal: AbortSignal;
+  conn: { url: string; env: NodeJS.ProcessEnv };
+}): Promise<void> {
   const psqlPath = join(dirname(opts.pgRestorePath), 'psql');
   const psql = existsSync(psqlPath) ? psqlPath : 'psql';
-  const restore = spawn(opts.pgRestorePath, [...(opts.keepOwners ? [] : ['--no-owner']), `--use-list=${opts.listFile}`, '-f', '-', opts.file], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const restore = spawn(opts.pgRestorePath, [...(opts.keepOwners ? [] : ['--no-owner']), `--use-list=${opts.listFile}`, '-f', '-', opts.file], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   const load = spawn(psql, ['-X', '-q', '-v', 'ON_ERROR_STOP=1', `--dbname=${opts.conn.url}`], { stdio: ['pipe', 'ignore', 'pipe'], env: opts.conn.env });
   const filter = new ScriptHeaderFilter();
   let err = '';
@@ -230,7 +257,9 @@ async function restoreViaScript(opts: { file: string; listFile: string; keepOwne
   const exited = (p: ReturnType<typeof spawn>, what: string) =>
     new Promise<void>((resolve, reject) => {
       p.on('error', (e) => reject(new CdpError(ErrorCodes.SOURCE_NOT_READY, `cannot run ${what}: ${e.message}`, { cause: e })));
-      p.on('close', (code) => (code === 0 ? resolve() : reject(new CdpError(ErrorCodes.PG_ERROR, `${what} failed (exit ${code}): ${err.trim().split('\n').slice(-6).join(' | ')}`))));
+      p.on('close', (code) =>
+        code === 0 ? resolve() : reject(new CdpError(ErrorCodes.PG_ERROR, `${what} failed (exit ${code}): ${err.trim().split('\n').slice(-6).join(' | ')}`)),
+      );
     });
   const done = Promise.all([exited(restore, opts.pgRestorePath), exited(load, psql)]);
   restore.stdout.setEncoding('utf8');
@@ -251,7 +280,14 @@ async function restoreViaScript(opts: { file: string; listFile: string; keepOwne
 
 /** pg_restore's arguments. `into` must already be password-free (childConnection). */
 export function pgRestoreArgs(opts: { into: string; jobs: number; listFile: string; file: string; keepOwners?: boolean }): string[] {
-  return [...(opts.keepOwners ? [] : ['--no-owner']), '--exit-on-error', `--jobs=${opts.jobs}`, `--use-list=${opts.listFile}`, `--dbname=${opts.into}`, opts.file];
+  return [
+    ...(opts.keepOwners ? [] : ['--no-owner']),
+    '--exit-on-error',
+    `--jobs=${opts.jobs}`,
+    `--use-list=${opts.listFile}`,
+    `--dbname=${opts.into}`,
+    opts.file,
+  ];
 }
 
 /**
@@ -259,6 +295,12 @@ export function pgRestoreArgs(opts: { into: string; jobs: number; listFile: stri
  * hand as restore would, without the CDP's own objects (their event triggers name a schema the base
  * does not hold) and, with --tables, with only the chosen tables' data.
  */
-export async function writeBaseList(pgRestorePath: string, dumpFile: string, listFile: string, filter: TableFilter | undefined, signal: AbortSignal): Promise<void> {
+export async function writeBaseList(
+  pgRestorePath: string,
+  dumpFile: string,
+  listFile: string,
+  filter: TableFilter | undefined,
+  signal: AbortSignal,
+): Promise<void> {
   await writeFile(listFile, filterToc(await run(pgRestorePath, ['--list', dumpFile], signal), filter), { mode: 0o600 });
 }

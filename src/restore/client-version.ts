@@ -16,7 +16,12 @@ export function clientMajor(versionText: string): number | undefined {
 }
 
 /** The message that explains why this pg_restore cannot load this base into this target, or undefined. */
-export function pgRestoreVersionProblem(opts: { pgRestorePath: string; pgRestoreVersion: string; baseDumpVersion?: string; targetVersionNum: number }): string | undefined {
+export function pgRestoreVersionProblem(opts: {
+  pgRestorePath: string;
+  pgRestoreVersion: string;
+  baseDumpVersion?: string;
+  targetVersionNum: number;
+}): string | undefined {
   const restoreMajor = clientMajor(opts.pgRestoreVersion);
   const dumpMajor = opts.baseDumpVersion ? clientMajor(opts.baseDumpVersion) : undefined;
   if (restoreMajor === undefined) return undefined;

@@ -81,7 +81,16 @@ function unsupported(at: DdlAt, c: DdlContent, why: string): CdpError {
     `cannot replay the ${c.tag ?? 'DDL'} of transaction xid ${at.xid} (commit LSN ${formatLsn(at.commitLsn)}, position ${at.position}) exactly: ${why}. ` +
       `Restore to a point before it, or supply the SQL to run in its place with --ddl-override FILE ` +
       `(JSON: {"${key}": "<SQL>"}; "" runs nothing; the SQL runs as the restore role)`,
-    { details: { xid: at.xid, commitLsn: formatLsn(at.commitLsn), position: at.position, tag: c.tag ?? null, overrideKey: key, command: c.command?.slice(0, 500) ?? null } },
+    {
+      details: {
+        xid: at.xid,
+        commitLsn: formatLsn(at.commitLsn),
+        position: at.position,
+        tag: c.tag ?? null,
+        overrideKey: key,
+        command: c.command?.slice(0, 500) ?? null,
+      },
+    },
   );
 }
 
@@ -96,14 +105,54 @@ function nodeType(stmt: Record<string, unknown>): string {
  * event trigger commands themselves). Every other utility statement fires exactly once.
  */
 const NOT_DDL = new Set([
-  'InsertStmt', 'UpdateStmt', 'DeleteStmt', 'MergeStmt', 'VariableSetStmt', 'VariableShowStmt', 'TransactionStmt',
-  'DoStmt', 'CallStmt', 'ExplainStmt', 'CopyStmt', 'VacuumStmt', 'ClusterStmt', 'CheckPointStmt', 'LockStmt',
-  'ListenStmt', 'NotifyStmt', 'UnlistenStmt', 'DiscardStmt', 'PrepareStmt', 'ExecuteStmt', 'DeallocateStmt',
-  'DeclareCursorStmt', 'FetchStmt', 'ClosePortalStmt', 'LoadStmt', 'ConstraintsSetStmt', 'CreateRoleStmt',
-  'AlterRoleStmt', 'AlterRoleSetStmt', 'DropRoleStmt', 'GrantRoleStmt', 'CreatedbStmt', 'AlterDatabaseStmt',
-  'AlterDatabaseSetStmt', 'AlterDatabaseRefreshCollStmt', 'DropdbStmt', 'CreateTableSpaceStmt', 'DropTableSpaceStmt',
-  'AlterTableSpaceOptionsStmt', 'AlterSystemStmt', 'CreateEventTrigStmt', 'AlterEventTrigStmt', 'ReassignOwnedStmt',
-  'ReindexStmt', 'ReturnStmt', 'PLAssignStmt', 'CallContext',
+  'InsertStmt',
+  'UpdateStmt',
+  'DeleteStmt',
+  'MergeStmt',
+  'VariableSetStmt',
+  'VariableShowStmt',
+  'TransactionStmt',
+  'DoStmt',
+  'CallStmt',
+  'ExplainStmt',
+  'CopyStmt',
+  'VacuumStmt',
+  'ClusterStmt',
+  'CheckPointStmt',
+  'LockStmt',
+  'ListenStmt',
+  'NotifyStmt',
+  'UnlistenStmt',
+  'DiscardStmt',
+  'PrepareStmt',
+  'ExecuteStmt',
+  'DeallocateStmt',
+  'DeclareCursorStmt',
+  'FetchStmt',
+  'ClosePortalStmt',
+  'LoadStmt',
+  'ConstraintsSetStmt',
+  'CreateRoleStmt',
+  'AlterRoleStmt',
+  'AlterRoleSetStmt',
+  'DropRoleStmt',
+  'GrantRoleStmt',
+  'CreatedbStmt',
+  'AlterDatabaseStmt',
+  'AlterDatabaseSetStmt',
+  'AlterDatabaseRefreshCollStmt',
+  'DropdbStmt',
+  'CreateTableSpaceStmt',
+  'DropTableSpaceStmt',
+  'AlterTableSpaceOptionsStmt',
+  'AlterSystemStmt',
+  'CreateEventTrigStmt',
+  'AlterEventTrigStmt',
+  'ReassignOwnedStmt',
+  'ReindexStmt',
+  'ReturnStmt',
+  'PLAssignStmt',
+  'CallContext',
 ]);
 
 function isRollback(stmt: Record<string, unknown>): boolean {
@@ -212,7 +261,13 @@ function rangeVars(node: unknown, out: Array<{ schemaname?: string; relpersisten
   else if (node && typeof node === 'object') {
     for (const [k, v] of Object.entries(node)) {
       if (k === 'RangeVar' && v && typeof v === 'object') out.push(v as { schemaname?: string; relpersistence?: string });
-      else if ((k === 'relation' || k === 'rel' || k === 'view' || k === 'sequence' || k === 'name') && v && typeof v === 'object' && 'relname' in (v as object)) out.push(v as { schemaname?: string; relpersistence?: string });
+      else if (
+        (k === 'relation' || k === 'rel' || k === 'view' || k === 'sequence' || k === 'name') &&
+        v &&
+        typeof v === 'object' &&
+        'relname' in (v as object)
+      )
+        out.push(v as { schemaname?: string; relpersistence?: string });
       rangeVars(v, out);
     }
   }
@@ -264,9 +319,9 @@ function withoutConcurrently(node: Record<string, unknown>, text: string): strin
     const plain = at < 0 ? text : text.slice(0, at) + text.slice(at + 'CONCURRENTLY'.length);
     // DETACH ... CONCURRENTLY also gives the partition a CHECK constraint equal to its partition
     // bound (unless one already implies it); the plain form does not. Both, in one block.
-    const cmd = ((body.cmds as Array<{ AlterTableCmd?: { subtype?: string; def?: { PartitionCmd?: { name?: { schemaname?: string; relname?: string } } } } }>) ?? []).find(
-      (c) => c.AlterTableCmd?.subtype === 'AT_DetachPartition',
-    );
+    const cmd = (
+      (body.cmds as Array<{ AlterTableCmd?: { subtype?: string; def?: { PartitionCmd?: { name?: { schemaname?: string; relname?: string } } } } }>) ?? []
+    ).find((c) => c.AlterTableCmd?.subtype === 'AT_DetachPartition');
     const rv = cmd?.AlterTableCmd?.def?.PartitionCmd?.name;
     if (!rv?.relname) return plain;
     const part = rv.schemaname ? `${quoteIdent(rv.schemaname)}.${quoteIdent(rv.relname)}` : quoteIdent(rv.relname);
@@ -308,14 +363,22 @@ interface AddedColumn {
 function addedColumns(node: Record<string, unknown> | undefined): AddedColumn[] {
   if (!node || nodeType(node) !== 'AlterTableStmt') return [];
   const out: AddedColumn[] = [];
-  for (const c of ((node.AlterTableStmt as { cmds?: unknown[] }).cmds ?? []) as Array<{ AlterTableCmd?: { subtype?: string; def?: { ColumnDef?: Record<string, unknown> } } }>) {
+  for (const c of ((node.AlterTableStmt as { cmds?: unknown[] }).cmds ?? []) as Array<{
+    AlterTableCmd?: { subtype?: string; def?: { ColumnDef?: Record<string, unknown> } };
+  }>) {
     const def = c.AlterTableCmd?.subtype === 'AT_AddColumn' ? c.AlterTableCmd.def?.ColumnDef : undefined;
     if (!def) continue;
     const cons = ((def.constraints as Array<{ Constraint?: { contype?: string; raw_expr?: Record<string, unknown> } }>) ?? []).map((x) => x.Constraint ?? {});
     const dflt = cons.find((x) => x.contype === 'CONSTR_DEFAULT');
     const identity = cons.some((x) => x.contype === 'CONSTR_IDENTITY');
-    const serial = /^(small|big)?serial[248]?$/i.test(((def.typeName as { names?: Array<{ String?: { sval?: string } }> })?.names ?? []).map((n) => n.String?.sval ?? '').at(-1) ?? '');
-    out.push({ name: String(def.colname ?? ''), computedDefault: Boolean(dflt && !constantExpr(dflt.raw_expr)), perRow: identity || serial || Boolean(dflt && !constantExpr(dflt.raw_expr)) });
+    const serial = /^(small|big)?serial[248]?$/i.test(
+      ((def.typeName as { names?: Array<{ String?: { sval?: string } }> })?.names ?? []).map((n) => n.String?.sval ?? '').at(-1) ?? '',
+    );
+    out.push({
+      name: String(def.colname ?? ''),
+      computedDefault: Boolean(dflt && !constantExpr(dflt.raw_expr)),
+      perRow: identity || serial || Boolean(dflt && !constantExpr(dflt.raw_expr)),
+    });
   }
   return out;
 }
@@ -357,7 +420,8 @@ export function planDdl(c: DdlContent, at: DdlAt, overrides?: Map<string, string
   let text: string;
   if (c.nested) {
     const inner = innerStatement(c.context);
-    if (inner === undefined) throw unsupported(at, c, `it ran inside a function whose statement text PostgreSQL does not report (${(c.context ?? '').split('\n')[0]})`);
+    if (inner === undefined)
+      throw unsupported(at, c, `it ran inside a function whose statement text PostgreSQL does not report (${(c.context ?? '').split('\n')[0]})`);
     let stmts: Statement[];
     try {
       stmts = splitStatements(inner, settings.standard_conforming_strings === 'off');
@@ -372,17 +436,26 @@ export function planDdl(c: DdlContent, at: DdlAt, overrides?: Map<string, string
     try {
       stmts = splitStatements(c.command, settings.standard_conforming_strings === 'off');
     } catch (err) {
-      throw unsupported(at, c, `the query string does not parse with the PostgreSQL parser (${(err as Error).message}): ${JSON.stringify(c.command.slice(0, 300))}`);
+      throw unsupported(
+        at,
+        c,
+        `the query string does not parse with the PostgreSQL parser (${(err as Error).message}): ${JSON.stringify(c.command.slice(0, 300))}`,
+      );
     }
     // A DDL statement rolled back (ROLLBACK, ROLLBACK TO SAVEPOINT) left no event, so the events
     // of the statements after it cannot be told apart by their ordinal.
     if (stmts.some((x) => isRollback(x.node)) && stmts.filter((x) => firesDdlEvent(x.node, c.serverVersion ?? 150000)).length > 1) {
-      throw unsupported(at, c, `its query string rolls back part of its work (ROLLBACK / ROLLBACK TO SAVEPOINT) between DDL statements, so which statement this event is cannot be told: ${JSON.stringify(c.command.slice(0, 300))}`);
+      throw unsupported(
+        at,
+        c,
+        `its query string rolls back part of its work (ROLLBACK / ROLLBACK TO SAVEPOINT) between DDL statements, so which statement this event is cannot be told: ${JSON.stringify(c.command.slice(0, 300))}`,
+      );
     }
     const ddl = stmts.filter((s) => firesDdlEvent(s.node, c.serverVersion ?? 150000));
     const seq = c.seq ?? 0;
     const s = ddl[seq - 1];
-    if (!s) throw unsupported(at, c, `the query string holds ${ddl.length} DDL statement(s), the event is number ${seq}: ${JSON.stringify(c.command.slice(0, 300))}`);
+    if (!s)
+      throw unsupported(at, c, `the query string holds ${ddl.length} DDL statement(s), the event is number ${seq}: ${JSON.stringify(c.command.slice(0, 300))}`);
     node = s.node;
     text = s.text;
   }
@@ -400,7 +473,11 @@ export function planDdl(c: DdlContent, at: DdlAt, overrides?: Map<string, string
     // DEFAULT): the target's rewrite would compute others (its own heap order, its own clock).
     // Reason bit 2 = AT_REWRITE_DEFAULT_VAL (src/include/commands/event_trigger.h).
     if ((Number(r.reason) & 2) !== 0 && r.hadRows && (c.nested || added.length === 0 || added.some((a) => a.perRow))) {
-      throw unsupported(at, c, `it rewrote ${r.table ?? 'a table'} holding rows with values computed per row (identity, serial or a volatile DEFAULT) that the stream does not carry`);
+      throw unsupported(
+        at,
+        c,
+        `it rewrote ${r.table ?? 'a table'} holding rows with values computed per row (identity, serial or a volatile DEFAULT) that the stream does not carry`,
+      );
     }
   }
   let after: string | undefined;

@@ -68,13 +68,15 @@ export async function readDdlOverrides(file: string | undefined): Promise<Map<st
   const out = new Map<string, string>();
   for (const [k, v] of Object.entries(parsed)) {
     if (!/^[0-9A-F]{1,8}\/[0-9A-F]{1,8}#\d+$/.test(k) || typeof v !== 'string') {
-      throw new CdpError(ErrorCodes.USAGE, `--ddl-override ${file}: entry ${JSON.stringify(k)} must be "<commit LSN>#<position>": "<SQL>" (as the restore error names it)`);
+      throw new CdpError(
+        ErrorCodes.USAGE,
+        `--ddl-override ${file}: entry ${JSON.stringify(k)} must be "<commit LSN>#<position>": "<SQL>" (as the restore error names it)`,
+      );
     }
     out.set(k, v);
   }
   return out;
 }
-
 
 /**
  * The live restore session's settings (also put back after every DDL statement). Beyond
@@ -140,9 +142,13 @@ const LIVE_SESSION_SQL = `${SESSION_SETTINGS} SET synchronous_commit = off; SET 
 
 function outOfRange(why: string, bases: BaseManifestExt[], point: { lsn: Lsn; time: number } | undefined): CdpError {
   const first = bases[0];
-  const range = first && point ? `available range: ${first.lsnText} (${first.time}) .. ${formatLsn(point.lsn)} (${microsToIso(point.time)})` : 'nothing is restorable yet';
+  const range =
+    first && point ? `available range: ${first.lsnText} (${first.time}) .. ${formatLsn(point.lsn)} (${microsToIso(point.time)})` : 'nothing is restorable yet';
   return new CdpError(ErrorCodes.TARGET_OUT_OF_RANGE, `${why}; ${range}. Nothing was written.`, {
-    details: { earliest: first ? { lsn: first.lsnText, time: first.time } : null, latest: point ? { lsn: formatLsn(point.lsn), time: microsToIso(point.time) } : null },
+    details: {
+      earliest: first ? { lsn: first.lsnText, time: first.time } : null,
+      latest: point ? { lsn: formatLsn(point.lsn), time: microsToIso(point.time) } : null,
+    },
   });
 }
 
@@ -299,7 +305,11 @@ async function connectTarget(url: string, tls?: PgTlsConfig): Promise<pg.Client>
   try {
     await c.connect();
   } catch (err) {
-    throw new CdpError(ErrorCodes.USAGE, `cannot connect to the target ${redactUrl(url)}: ${toError(err).message}; create the database first (createdb) and check --into`, { cause: err });
+    throw new CdpError(
+      ErrorCodes.USAGE,
+      `cannot connect to the target ${redactUrl(url)}: ${toError(err).message}; create the database first (createdb) and check --into`,
+      { cause: err },
+    );
   }
   c.on('error', () => {});
   return c;
@@ -318,7 +328,9 @@ interface Cursor {
 async function readCursor(c: pg.Client): Promise<Cursor | undefined> {
   const r = await c.query(`SELECT to_regclass('${CURSOR_SCHEMA}.cursor') IS NOT NULL AS present`);
   if (!r.rows[0].present) return undefined;
-  const rows = await c.query<Cursor>(`SELECT base_lsn::text, target, commit_lsn::text, commit_time::text, xid::text, transactions::text, phase FROM ${CURSOR_SCHEMA}.cursor`);
+  const rows = await c.query<Cursor>(
+    `SELECT base_lsn::text, target, commit_lsn::text, commit_time::text, xid::text, transactions::text, phase FROM ${CURSOR_SCHEMA}.cursor`,
+  );
   return rows.rows[0];
 }
 
@@ -394,10 +406,17 @@ export async function runRestore(ctx: CommandContext, opts: RestoreOptions, disp
   if (!manifest) {
     throw (
       (await missingBucketError(store)) ??
-      new CdpError(ErrorCodes.USAGE, `no archive at s3://${cfg.s3.bucket}/${root}/ (archive.json missing): check s3.prefix / CDP_S3_PREFIX and the source database name`)
+      new CdpError(
+        ErrorCodes.USAGE,
+        `no archive at s3://${cfg.s3.bucket}/${root}/ (archive.json missing): check s3.prefix / CDP_S3_PREFIX and the source database name`,
+      )
     );
   }
-  const [point, bases, gaps] = await Promise.all([restorablePoint(store, root, { partitions: manifest.partitions }), listBaseManifests(store, root, keyring), listGaps(store, root)]);
+  const [point, bases, gaps] = await Promise.all([
+    restorablePoint(store, root, { partitions: manifest.partitions }),
+    listBaseManifests(store, root, keyring),
+    listGaps(store, root),
+  ]);
   const planned = planRestore(target, bases, point, gaps);
   let base = planned.base;
   const limitLsn = planned.limitLsn;
@@ -411,7 +430,10 @@ export async function runRestore(ctx: CommandContext, opts: RestoreOptions, disp
     const segs = await listPartitionSegments(store, root, manifest.partitions, base.lsn, gaps);
     const lim = new Limiter(Math.max(2, Math.min(8, manifest.partitions * 2)));
     const scan = groupTransactionBatches(
-      mergePartitions(segs.map((ss, p) => ({ partition: p, chunks: partitionChunks(store, ss, { keyring, readAhead: 2, limiter: lim }) })), { fromLsn: base.lsn, watermarks: true }),
+      mergePartitions(
+        segs.map((ss, p) => ({ partition: p, chunks: partitionChunks(store, ss, { keyring, readAhead: 2, limiter: lim }) })),
+        { fromLsn: base.lsn, watermarks: true },
+      ),
       makeCut(target, limitLsn),
       { sequenceScanMicros: 0, passed: makeWatermarkCut(target, limitLsn) },
     );
@@ -422,7 +444,11 @@ export async function runRestore(ctx: CommandContext, opts: RestoreOptions, disp
       if (commitLsn !== undefined) break;
     }
     if (commitLsn === undefined) {
-      throw outOfRange(`--xid ${target.xid} is not among the archived transactions after base ${base.lsnText} up to the restorable point (a transaction that changed nothing has no record)`, bases, point);
+      throw outOfRange(
+        `--xid ${target.xid} is not among the archived transactions after base ${base.lsnText} up to the restorable point (a transaction that changed nothing has no record)`,
+        bases,
+        point,
+      );
     }
     xidCommitLsn = commitLsn;
     base = bases.filter((b) => b.lsn - 1 <= commitLsn!).at(-1) ?? base;
@@ -453,19 +479,31 @@ export async function runRestore(ctx: CommandContext, opts: RestoreOptions, disp
     if (resumed) {
       if (Number(resumed.base_lsn) !== base.lsn || resumed.target !== targetText) {
         await client.end();
-        throw new CdpError(ErrorCodes.TARGET_NOT_EMPTY, `the target holds an interrupted restore from base ${formatLsn(Number(resumed.base_lsn))} to ${resumed.target}; resume it with the same target, or use a fresh database`);
+        throw new CdpError(
+          ErrorCodes.TARGET_NOT_EMPTY,
+          `the target holds an interrupted restore from base ${formatLsn(Number(resumed.base_lsn))} to ${resumed.target}; resume it with the same target, or use a fresh database`,
+        );
       }
       if (resumed.phase === 'base') {
         await client.end();
-        throw new CdpError(ErrorCodes.TARGET_NOT_EMPTY, 'the target holds a restore interrupted while loading its base; drop and recreate the database, then restore again');
+        throw new CdpError(
+          ErrorCodes.TARGET_NOT_EMPTY,
+          'the target holds a restore interrupted while loading its base; drop and recreate the database, then restore again',
+        );
       }
       resumeFrom = Number(resumed.commit_lsn) + 1;
-      log.info({ from: formatLsn(Number(resumed.commit_lsn)), transactions: Number(resumed.transactions) }, 'restore: resuming an interrupted restore after its last applied transaction');
+      log.info(
+        { from: formatLsn(Number(resumed.commit_lsn)), transactions: Number(resumed.transactions) },
+        'restore: resuming an interrupted restore after its last applied transaction',
+      );
     } else {
       const tables = await userTables(client);
       if (tables.length > 0 && !opts.force) {
         await client.end();
-        throw new CdpError(ErrorCodes.TARGET_NOT_EMPTY, `the target database is not empty (${tables.join(', ')}${tables.length === 5 ? ', ...' : ''}); restore into a fresh database, or pass --force`);
+        throw new CdpError(
+          ErrorCodes.TARGET_NOT_EMPTY,
+          `the target database is not empty (${tables.join(', ')}${tables.length === 5 ? ', ...' : ''}); restore into a fresh database, or pass --force`,
+        );
       }
     }
   }
@@ -560,10 +598,14 @@ export async function runRestore(ctx: CommandContext, opts: RestoreOptions, disp
     sessionSql: client ? LIVE_SESSION_SQL : SESSION_SETTINGS,
     roleExists: client ? (role) => roles.has(role) : undefined,
     runAsOwner: client ? (schema, table) => userCode.get(`${schema}.${table}`) : undefined,
-    onDdlOverridden: (ev, sql) => log.warn({ xid: ev.xid, position: ev.position, commitLsn: formatLsn(ev.commitLsn), sql: sql.slice(0, 200) }, 'restore: DDL replaced by --ddl-override'),
+    onDdlOverridden: (ev, sql) =>
+      log.warn({ xid: ev.xid, position: ev.position, commitLsn: formatLsn(ev.commitLsn), sql: sql.slice(0, 200) }, 'restore: DDL replaced by --ddl-override'),
     onLegacyDdl: (ev) => {
       if (legacyDdlSeen++ === 0) {
-        log.warn({ xid: ev.xid, commitLsn: formatLsn(ev.commitLsn) }, `restore: DDL captured by an earlier version (no role, whole query text) is replayed as ${opts.ddlRole ? `--ddl-role ${opts.ddlRole}` : 'the restore role (--trust-legacy-ddl)'}; run \`cdp setup\` on the source to capture DDL statement by statement with its role`);
+        log.warn(
+          { xid: ev.xid, commitLsn: formatLsn(ev.commitLsn) },
+          `restore: DDL captured by an earlier version (no role, whole query text) is replayed as ${opts.ddlRole ? `--ddl-role ${opts.ddlRole}` : 'the restore role (--trust-legacy-ddl)'}; run \`cdp setup\` on the source to capture DDL statement by statement with its role`,
+        );
       }
     },
     onDdlSkipped: (ev) => log.debug({ commitLsn: formatLsn(ev.commitLsn), position: ev.position }, 'restore: DDL not about the chosen tables, skipped'),
@@ -606,14 +648,30 @@ export async function runRestore(ctx: CommandContext, opts: RestoreOptions, disp
         let ownersKept: boolean;
         let materializedViews: string[];
         // pg_restore reports no fraction: the line shows the target database growing.
-        const dbSize = pollEvery(2_000, async () => Number((await client.query<{ b: string }>('SELECT pg_catalog.pg_database_size(pg_catalog.current_database())::text AS b')).rows[0]!.b));
+        const dbSize = pollEvery(2_000, async () =>
+          Number((await client.query<{ b: string }>('SELECT pg_catalog.pg_database_size(pg_catalog.current_database())::text AS b')).rows[0]!.b),
+        );
         progress.begin('base', () => ({ bytes: dbSize.value || undefined }));
         try {
-          ({ ownersKept, materializedViews } = await restoreBase({ file: dump, dir, into: opts.into, tls: cfg.restore.tls, jobs: opts.jobs ?? cfg.restore.jobs, pgRestorePath: cfg.basebackup.pgRestorePath, filter, signal: ctx.signal, targetRoles, baseDumpVersion: base.pgDumpVersion, targetVersionNum }));
+          ({ ownersKept, materializedViews } = await restoreBase({
+            file: dump,
+            dir,
+            into: opts.into,
+            tls: cfg.restore.tls,
+            jobs: opts.jobs ?? cfg.restore.jobs,
+            pgRestorePath: cfg.basebackup.pgRestorePath,
+            filter,
+            signal: ctx.signal,
+            targetRoles,
+            baseDumpVersion: base.pgDumpVersion,
+            targetVersionNum,
+          }));
         } catch (err) {
           const e = toError(err);
           const what = `${e.message}; the target holds part of the base: drop and recreate the database ${redactUrl(opts.into)}, then run the same command again`;
-          throw err instanceof CdpError ? new CdpError(err.code, what, { cause: err, details: err.details }) : new CdpError(ErrorCodes.PG_ERROR, what, { cause: err });
+          throw err instanceof CdpError
+            ? new CdpError(err.code, what, { cause: err, details: err.details })
+            : new CdpError(ErrorCodes.PG_ERROR, what, { cause: err });
         } finally {
           dbSize.stop();
           progress.end();
@@ -621,11 +679,14 @@ export async function runRestore(ctx: CommandContext, opts: RestoreOptions, disp
         if (materializedViews.length > 0) {
           log.warn(
             { materializedViews },
-            'restore: materialized views are refreshed from the base\'s tables (pg_dump cannot carry their stored rows): one that was stale on the source holds newer rows until a REFRESH replayed from the stream',
+            "restore: materialized views are refreshed from the base's tables (pg_dump cannot carry their stored rows): one that was stale on the source holds newer rows until a REFRESH replayed from the stream",
           );
         }
-        if (ownersKept) log.info('restore: base loaded with the source\'s owners');
-        else log.warn('restore: a role owning objects of the source is missing on the target: the base is loaded with --no-owner, so the restore role owns everything (SECURITY DEFINER functions included); create the source\'s roles on the target to keep ownership');
+        if (ownersKept) log.info("restore: base loaded with the source's owners");
+        else
+          log.warn(
+            "restore: a role owning objects of the source is missing on the target: the base is loaded with --no-owner, so the restore role owns everything (SECURITY DEFINER functions included); create the source's roles on the target to keep ownership",
+          );
       } finally {
         await rm(dir, { recursive: true, force: true });
       }
@@ -634,7 +695,10 @@ export async function runRestore(ctx: CommandContext, opts: RestoreOptions, disp
         // target; otherwise (a typo) exit 2 before the replay, the cursor still in phase 'base'.
         const scan = () =>
           groupTransactionBatches(
-            mergePartitions(segLists.map((ss, p) => ({ partition: p, chunks: partitionChunks(store, ss, { keyring, readAhead: 2, limiter }) })), { fromLsn, watermarks: true }),
+            mergePartitions(
+              segLists.map((ss, p) => ({ partition: p, chunks: partitionChunks(store, ss, { keyring, readAhead: 2, limiter }) })),
+              { fromLsn, watermarks: true },
+            ),
             makeCut(target, limitLsn),
             { sequenceScanMicros: 0, passed: makeWatermarkCut(target, limitLsn) },
           );
@@ -661,7 +725,12 @@ export async function runRestore(ctx: CommandContext, opts: RestoreOptions, disp
       await client.query(LIVE_SESSION_SQL);
     }
     if (client) await readCatalog();
-    progress.begin('replay', () => ({ fraction: replayFraction(), changes: applier.stats.changes, transactions: applier.stats.transactions, at: position.time }));
+    progress.begin('replay', () => ({
+      fraction: replayFraction(),
+      changes: applier.stats.changes,
+      transactions: applier.stats.transactions,
+      at: position.time,
+    }));
     replayStarted = Date.now();
     for await (const items of batches) {
       if (ctx.signal.aborted) break;
@@ -681,10 +750,17 @@ export async function runRestore(ctx: CommandContext, opts: RestoreOptions, disp
       const at = applier.stats.last ? formatLsn(applier.stats.last.commitLsn) : null;
       log.warn({ at }, 'restore: interrupted; run the same command again to resume');
       // Not exit 0: a script must not take a half-restored database for a finished restore.
-      throw new CdpError(ErrorCodes.INTERRUPTED, `restore interrupted${at ? ` after commit LSN ${at}` : ''}; the target is incomplete: run the same command again to resume`);
+      throw new CdpError(
+        ErrorCodes.INTERRUPTED,
+        `restore interrupted${at ? ` after commit LSN ${at}` : ''}; the target is incomplete: run the same command again to resume`,
+      );
     }
     if (target.kind === 'xid' && !(end?.stoppedBy === 'target' && applier.stats.last !== undefined && xidMatches(applier.stats.last.xid, target.xid))) {
-      throw outOfRange(`--xid ${target.xid} is not among the archived transactions after base ${base.lsnText} up to the restorable point (a transaction that changed nothing has no record)`, bases, point);
+      throw outOfRange(
+        `--xid ${target.xid} is not among the archived transactions after base ${base.lsnText} up to the restorable point (a transaction that changed nothing has no record)`,
+        bases,
+        point,
+      );
     }
     // 2. Sequences, then the cursor goes.
     const seqSql = sequencesSql(applier.sequences);
@@ -700,7 +776,8 @@ export async function runRestore(ctx: CommandContext, opts: RestoreOptions, disp
     if (client) await client.end().catch(() => {});
   }
 
-  const reached = applier.stats.last ?? (resumed ? { commitLsn: Number(resumed.commit_lsn), commitTime: Number(resumed.commit_time), xid: Number(resumed.xid) } : undefined);
+  const reached =
+    applier.stats.last ?? (resumed ? { commitLsn: Number(resumed.commit_lsn), commitTime: Number(resumed.commit_time), xid: Number(resumed.xid) } : undefined);
   const seconds = (Date.now() - started) / 1000;
   const report = {
     ok: true,
@@ -719,7 +796,7 @@ export async function runRestore(ctx: CommandContext, opts: RestoreOptions, disp
     changes: applier.stats.changes,
     targetCommits: applier.stats.targetCommits,
     seconds: Math.round(seconds * 1000) / 1000,
-    replaySeconds: Math.round((Date.now() - replayStarted)) / 1000,
+    replaySeconds: Math.round(Date.now() - replayStarted) / 1000,
     replayChangesPerSecond: Math.round(applier.stats.changes / Math.max((Date.now() - replayStarted) / 1000, 0.001)),
     resumed: Boolean(resumed),
     sqlFile: opts.sqlFile ?? null,

@@ -81,7 +81,12 @@ export function copySql(t: TableRef): string {
 }
 
 /** The key of a row change: old key when the server sent one (K or O), else key columns of new. */
-export function keyValues(ev: { relation: RelationInfo | null; oldKind: string | null; old: (string | null)[] | null; new: (string | null)[] | null }): (string | null)[] {
+export function keyValues(ev: {
+  relation: RelationInfo | null;
+  oldKind: string | null;
+  old: (string | null)[] | null;
+  new: (string | null)[] | null;
+}): (string | null)[] {
   const r = ev.relation!;
   const src = ev.oldKind && ev.old ? ev.old : ev.new!;
   return r.key.map((i) => src[i] ?? null);

@@ -8,11 +8,7 @@ import { formatLsn, microsToIso, parseLsn, type Lsn } from '../util/lsn.js';
 // exactly the time); recovery_target_xid includes that transaction; recovery_target_lsn includes
 // transactions whose commit record is at or before the LSN.
 
-export type RestoreTarget =
-  | { kind: 'lsn'; lsn: Lsn }
-  | { kind: 'time'; micros: number; text: string }
-  | { kind: 'xid'; xid: number }
-  | { kind: 'latest' };
+export type RestoreTarget = { kind: 'lsn'; lsn: Lsn } | { kind: 'time'; micros: number; text: string } | { kind: 'xid'; xid: number } | { kind: 'latest' };
 
 export interface TxnHeader {
   commitLsn: Lsn;
@@ -45,7 +41,19 @@ export function parseTimeMicros(text: string): number {
   const daysInMonth = mo >= 1 && mo <= 12 ? new Date(Date.UTC(y, mo, 0)).getUTCDate() : 0;
   const zm = /^([+-])(\d{2}):(\d{2})$/.exec(zone);
   const bad =
-    mo < 1 || mo > 12 ? `month ${mo}` : d < 1 || d > daysInMonth ? `day ${d} (${m[1]!.slice(0, 7)} has ${daysInMonth} days)` : h > 23 ? `hour ${h}` : mi > 59 ? `minute ${mi}` : sec > 59 ? `second ${sec}` : zm && (Number(zm[2]) > 15 || Number(zm[3]) > 59) ? `zone ${zone}` : undefined;
+    mo < 1 || mo > 12
+      ? `month ${mo}`
+      : d < 1 || d > daysInMonth
+        ? `day ${d} (${m[1]!.slice(0, 7)} has ${daysInMonth} days)`
+        : h > 23
+          ? `hour ${h}`
+          : mi > 59
+            ? `minute ${mi}`
+            : sec > 59
+              ? `second ${sec}`
+              : zm && (Number(zm[2]) > 15 || Number(zm[3]) > 59)
+                ? `zone ${zone}`
+                : undefined;
   if (bad) throw new CdpError(ErrorCodes.USAGE, `--time: ${JSON.stringify(text)} is not a valid timestamp: ${bad} does not exist`);
   const ms = Date.parse(`${m[1]}T${time}${zone}`);
   if (!Number.isFinite(ms)) throw new CdpError(ErrorCodes.USAGE, `--time: ${JSON.stringify(text)} is not a valid date`);
@@ -57,7 +65,10 @@ export function parseTimeMicros(text: string): number {
 export function checkOneTarget(opts: { time?: string; lsn?: string; xid?: number; latest?: boolean }): void {
   const given = (['time', 'lsn', 'xid', 'latest'] as const).filter((k) => (k === 'latest' ? Boolean(opts.latest) : opts[k] !== undefined));
   if (given.length !== 1) {
-    throw new CdpError(ErrorCodes.USAGE, `restore needs exactly one of --time, --lsn, --xid, --latest (got ${given.length ? given.map((t) => '--' + t).join(', ') : 'none'})`);
+    throw new CdpError(
+      ErrorCodes.USAGE,
+      `restore needs exactly one of --time, --lsn, --xid, --latest (got ${given.length ? given.map((t) => '--' + t).join(', ') : 'none'})`,
+    );
   }
 }
 

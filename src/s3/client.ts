@@ -1,12 +1,5 @@
 import { createHash } from 'node:crypto';
-import {
-  GetObjectCommand,
-  HeadBucketCommand,
-  ListObjectsV2Command,
-  PutObjectCommand,
-  S3Client,
-  type PutObjectCommandInput,
-} from '@aws-sdk/client-s3';
+import { GetObjectCommand, HeadBucketCommand, ListObjectsV2Command, PutObjectCommand, S3Client, type PutObjectCommandInput } from '@aws-sdk/client-s3';
 import type { Config } from '../config/config.js';
 import { CdpError, ErrorCodes, toError } from '../errors.js';
 import type { Logger } from '../util/log.js';
@@ -44,9 +37,7 @@ export function createStore(cfg: Config, log: Logger, opts: { signal?: AbortSign
     log,
     signal: opts.signal,
     maxElapsedMs: opts.maxElapsedMs,
-    sse: cfg.s3.serverSideEncryption
-      ? { ServerSideEncryption: cfg.s3.serverSideEncryption, SSEKMSKeyId: cfg.s3.kmsKeyId }
-      : undefined,
+    sse: cfg.s3.serverSideEncryption ? { ServerSideEncryption: cfg.s3.serverSideEncryption, SSEKMSKeyId: cfg.s3.kmsKeyId } : undefined,
   };
 }
 
@@ -134,7 +125,11 @@ export async function putOnce(
       if (s3Status(err) !== 412 && (err as AwsLikeError)?.name !== 'PreconditionFailed') throw err;
       const existing = await getObject(store, key);
       if (sha256(existing) !== digest) {
-        throw new CdpError(ErrorCodes.INTEGRITY, `s3://${store.bucket}/${key} already exists with different content; objects are write-once, refusing to overwrite`, { details: { key } });
+        throw new CdpError(
+          ErrorCodes.INTEGRITY,
+          `s3://${store.bucket}/${key} already exists with different content; objects are write-once, refusing to overwrite`,
+          { details: { key } },
+        );
       }
       return 'exists';
     }
@@ -144,7 +139,9 @@ export async function putOnce(
 /** Overwrites a small mutable pointer object (status, cursors). Never used for segments or bases. */
 export async function putMutable(store: Store, key: string, body: Uint8Array, contentType = 'application/json'): Promise<void> {
   await retrying(store, `put s3://${store.bucket}/${key}`, () =>
-    store.client.send(new PutObjectCommand({ Bucket: store.bucket, Key: key, Body: body, ContentType: contentType, ...store.sse }), { abortSignal: store.signal }),
+    store.client.send(new PutObjectCommand({ Bucket: store.bucket, Key: key, Body: body, ContentType: contentType, ...store.sse }), {
+      abortSignal: store.signal,
+    }),
   );
 }
 

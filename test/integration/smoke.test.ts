@@ -7,13 +7,7 @@
 // (`bash deploy/local/stack.sh status` names them).
 // Every test works in its own scratch database / topic / key prefix (random suffix) and removes it.
 import { randomBytes } from 'node:crypto';
-import {
-  DeleteObjectsCommand,
-  GetObjectCommand,
-  ListObjectsV2Command,
-  PutObjectCommand,
-  S3Client,
-} from '@aws-sdk/client-s3';
+import { DeleteObjectsCommand, GetObjectCommand, ListObjectsV2Command, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { Kafka, logLevel, Partitioners } from 'kafkajs';
 import pg from 'pg';
 import { LogicalReplicationService, PgoutputPlugin } from 'pg-logical-replication';
@@ -68,10 +62,7 @@ describe('local stack smoke', () => {
       // The slot exists before the insert, so the insert is after its consistent point.
       await scratch.query(`SELECT pg_create_logical_replication_slot($1, 'pgoutput')`, [slot]);
 
-      service = new LogicalReplicationService(
-        { connectionString: urlFor(db) },
-        { acknowledge: { auto: true, timeoutSeconds: 0 } },
-      );
+      service = new LogicalReplicationService({ connectionString: urlFor(db) }, { acknowledge: { auto: true, timeoutSeconds: 0 } });
       const svc = service;
       const inserted = waitFor<Pgoutput.MessageInsert>('the decoded insert', 60_000, (resolve) => {
         svc.on('data', (_lsn: string, msg: Pgoutput.Message) => {
@@ -80,9 +71,7 @@ describe('local stack smoke', () => {
       });
       const errors: Error[] = [];
       svc.on('error', (err: Error) => errors.push(err));
-      subscription = svc
-        .subscribe(new PgoutputPlugin({ protoVersion: 1, publicationNames: [pub] }), slot)
-        .catch((err: unknown) => errors.push(err as Error));
+      subscription = svc.subscribe(new PgoutputPlugin({ protoVersion: 1, publicationNames: [pub] }), slot).catch((err: unknown) => errors.push(err as Error));
 
       await scratch.query('BEGIN');
       await scratch.query(`INSERT INTO smoke VALUES (42, 'Katya', 12345.678901234567890, NULL)`);
@@ -103,10 +92,7 @@ describe('local stack smoke', () => {
       await scratch?.end().catch(() => undefined);
       // The walsender of the stopped stream may need a moment to release the slot.
       for (let i = 0; i < 50; i++) {
-        const r = await admin.query<{ active: boolean }>(
-          'SELECT active FROM pg_replication_slots WHERE slot_name = $1',
-          [slot],
-        );
+        const r = await admin.query<{ active: boolean }>('SELECT active FROM pg_replication_slots WHERE slot_name = $1', [slot]);
         if (r.rows.length === 0) break;
         if (!r.rows[0]!.active) {
           await admin.query('SELECT pg_drop_replication_slot($1)', [slot]);
@@ -212,9 +198,7 @@ describe('local stack smoke', () => {
       expect(Buffer.from(await got.Body!.transformToByteArray()).equals(body)).toBe(true);
 
       // Write-once (G5): a second writer of an existing key must be refused, not win silently.
-      const overwrite = s3.send(
-        new PutObjectCommand({ Bucket: S3_BUCKET, Key: `${prefix}a.bin`, Body: 'other bytes', IfNoneMatch: '*' }),
-      );
+      const overwrite = s3.send(new PutObjectCommand({ Bucket: S3_BUCKET, Key: `${prefix}a.bin`, Body: 'other bytes', IfNoneMatch: '*' }));
       const err = (await overwrite.then(
         () => undefined,
         (e: unknown) => e,
@@ -227,9 +211,7 @@ describe('local stack smoke', () => {
       expect(Buffer.from(await again.Body!.transformToByteArray()).equals(body)).toBe(true);
 
       // ...while the same conditional put of a new key goes through.
-      await s3.send(
-        new PutObjectCommand({ Bucket: S3_BUCKET, Key: `${prefix}c.bin`, Body: 'first', IfNoneMatch: '*' }),
-      );
+      await s3.send(new PutObjectCommand({ Bucket: S3_BUCKET, Key: `${prefix}c.bin`, Body: 'first', IfNoneMatch: '*' }));
     } finally {
       const listed = await s3.send(new ListObjectsV2Command({ Bucket: S3_BUCKET, Prefix: prefix }));
       const keys = (listed.Contents ?? []).map((o) => ({ Key: o.Key! }));

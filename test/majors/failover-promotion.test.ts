@@ -89,7 +89,11 @@ async function standby(major: Major, id: string): Promise<{ url: (db?: string) =
   await withClient(clusterUrl(major), (c) => c.query(`SELECT pg_create_physical_replication_slot($1)`, [physSlot]));
   rmSync(data, { recursive: true, force: true });
   // pg_basebackup 17 or 18 (the stack's client programs) copies an older server too.
-  const bb = spawnSync(tool(major, 'pg_dump').replace(/pg_dump$/, 'pg_basebackup'), ['-D', data, '-d', clusterUrl(major), '-S', physSlot, '-X', 'stream', '-R', '-c', 'fast'], { encoding: 'utf8' });
+  const bb = spawnSync(
+    tool(major, 'pg_dump').replace(/pg_dump$/, 'pg_basebackup'),
+    ['-D', data, '-d', clusterUrl(major), '-S', physSlot, '-X', 'stream', '-R', '-c', 'fast'],
+    { encoding: 'utf8' },
+  );
   expect(bb.status, bb.stderr).toBe(0);
   // primary_conninfo replaced: the one pg_basebackup 17 writes names libpq options (sslnegotiation)
   // that a 16 server's walreceiver does not know; the slot sync worker (17+) needs its dbname.
@@ -168,7 +172,10 @@ describe('failover of the source', () => {
             async () => {
               await withClient(clusterUrl(major), (c) => c.query('SELECT pg_log_standby_snapshot()'));
               return withClient(sb.url(), async (c) => {
-                const s = await c.query<{ synced: boolean; temporary: boolean; failover: boolean }>(`SELECT synced, temporary, failover FROM pg_replication_slots WHERE slot_name = $1`, [name]);
+                const s = await c.query<{ synced: boolean; temporary: boolean; failover: boolean }>(
+                  `SELECT synced, temporary, failover FROM pg_replication_slots WHERE slot_name = $1`,
+                  [name],
+                );
                 return s.rowCount === 1 && s.rows[0]!.synced && !s.rows[0]!.temporary && s.rows[0]!.failover;
               });
             },

@@ -24,7 +24,9 @@ async function source(major: Major): Promise<{ url: string; env: Record<string, 
 }
 
 const slotFailover = (url: string, slot: string) =>
-  withClient(url, async (c) => (await c.query<{ failover: boolean }>('SELECT failover FROM pg_replication_slots WHERE slot_name = $1', [slot])).rows.map((r) => r.failover));
+  withClient(url, async (c) =>
+    (await c.query<{ failover: boolean }>('SELECT failover FROM pg_replication_slots WHERE slot_name = $1', [slot])).rows.map((r) => r.failover),
+  );
 
 describe('failover slots', () => {
   it('17 and 18: setup makes a failover slot when asked, a plain one otherwise, and warns about a slot that differs', async () => {
@@ -49,7 +51,9 @@ describe('failover slots', () => {
       const r = await runCli(['setup', '--no-basebackup'], { ...a.env, CDP_FAILOVER_SLOT: 'true' });
       expect(r.code).toBe(2);
       expect(r.stderr).toContain('source.failoverSlot needs PostgreSQL 17 or newer');
-      expect(await withClient(a.url, async (c) => (await c.query('SELECT slot_name FROM pg_replication_slots WHERE slot_name = $1', [a.env.CDP_SLOT])).rowCount)).toBe(0);
+      expect(
+        await withClient(a.url, async (c) => (await c.query('SELECT slot_name FROM pg_replication_slots WHERE slot_name = $1', [a.env.CDP_SLOT])).rowCount),
+      ).toBe(0);
     }
   });
 });

@@ -96,7 +96,9 @@ async function restoreAndCompare(cell: Cell, target: Major): Promise<string | nu
   const expected = await withClient(cell.url, contentFingerprint);
   const rows = await withClient(cell.url, allRows);
   // The check itself must see something: every table of the schema, with rows.
-  expect(Object.keys(expected)).toEqual(expect.arrayContaining(['public.accounts', 'public.orders', 'public.types', 'public.late', 'public.nopk', 'public.parted_eu', 'public.audit']));
+  expect(Object.keys(expected)).toEqual(
+    expect.arrayContaining(['public.accounts', 'public.orders', 'public.types', 'public.late', 'public.nopk', 'public.parted_eu', 'public.audit']),
+  );
   const contents = await compareContents(expected, into, rows);
   const pgDump = newestPgDump();
   const [a, b] = await Promise.all([schemaDump(cell.url, { pgDump }), schemaDump(into, { pgDump })]);

@@ -83,10 +83,17 @@ describe('pgoutput of every major', () => {
           const attempt = peek(c, { ...base, proto_version: String(v) });
           if (v <= MAX_PROTO[m]) expect((await attempt).types).toBe('BRIIMUDRTC');
           // 15 words it "but we only support", 16+ "but server only supports".
-          else await expect(attempt).rejects.toThrow(new RegExp(`client sent proto_version=${v} but (we|server) only supports? protocol ${MAX_PROTO[m]} or lower`));
+          else
+            await expect(attempt).rejects.toThrow(
+              new RegExp(`client sent proto_version=${v} but (we|server) only supports? protocol ${MAX_PROTO[m]} or lower`),
+            );
         }
         // One query at a time on the connection: each attempt settles before the next starts.
-        const outcome = (opts: Record<string, string>) => peek(c, opts).then((r) => r.types, (e: unknown) => e as Error);
+        const outcome = (opts: Record<string, string>) =>
+          peek(c, opts).then(
+            (r) => r.types,
+            (e: unknown) => e as Error,
+          );
         const origin = await outcome({ ...base, proto_version: '1', origin: 'none' });
         const parallel = await outcome({ ...base, proto_version: '4', streaming: 'parallel' });
         if (m >= 16) {

@@ -175,7 +175,9 @@ export async function workload(url: string, rounds: number, from = 0): Promise<v
       await c.query('ROLLBACK TO SAVEPOINT s1');
       await c.query(`UPDATE orders SET amount = amount * 2 WHERE id % 2 = 0`);
       await c.query('COMMIT');
-      await c.query(`UPDATE accounts SET id = id + 100000 WHERE id = (SELECT max(id) FROM accounts WHERE id < 100000 AND id NOT IN (SELECT account_id FROM orders))`);
+      await c.query(
+        `UPDATE accounts SET id = id + 100000 WHERE id = (SELECT max(id) FROM accounts WHERE id < 100000 AND id NOT IN (SELECT account_id FROM orders))`,
+      );
       if (k === 0) {
         await c.query(`ALTER TABLE accounts ADD COLUMN tier int`);
         await c.query(`CREATE TABLE late (id int PRIMARY KEY, v text, m mood)`);

@@ -59,6 +59,9 @@ export function bringUp(extra: string[]): void {
   Object.assign(process.env, exports);
   console.log(
     `[global-setup] local stack ready in ${((Date.now() - started) / 1000).toFixed(1)}s: ` +
-      Object.keys(exports).filter((k) => k.startsWith('CDP_')).map((k) => `${k}=${exports[k]}`).join(' '),
+      Object.keys(exports)
+        .filter((k) => k.startsWith('CDP_'))
+        .map((k) => `${k}=${exports[k]}`)
+        .join(' '),
   );
 }

@@ -24,9 +24,15 @@ async function clean(url: string, major: number): Promise<void> {
       await c.query(`ALTER SYSTEM RESET synchronized_standby_slots`);
       await c.query(`SELECT pg_reload_conf()`);
     }
-    await c.query(`SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE active_pid IS NOT NULL AND (database ~ $1 OR (slot_type = 'physical' AND slot_name ~ '^sb_[0-9a-f]{8}$'))`, [OURS]);
+    await c.query(
+      `SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE active_pid IS NOT NULL AND (database ~ $1 OR (slot_type = 'physical' AND slot_name ~ '^sb_[0-9a-f]{8}$'))`,
+      [OURS],
+    );
     await new Promise((r) => setTimeout(r, 500));
-    await c.query(`SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE NOT active AND (database ~ $1 OR (slot_type = 'physical' AND slot_name ~ '^sb_[0-9a-f]{8}$'))`, [OURS]);
+    await c.query(
+      `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE NOT active AND (database ~ $1 OR (slot_type = 'physical' AND slot_name ~ '^sb_[0-9a-f]{8}$'))`,
+      [OURS],
+    );
     const dbs = await c.query<{ datname: string }>(`SELECT datname FROM pg_database WHERE datname ~ $1`, [OURS]);
     for (const { datname } of dbs.rows) await c.query(`DROP DATABASE IF EXISTS "${datname}" WITH (FORCE)`);
     if (dbs.rowCount) console.log(`[majors-setup] PostgreSQL ${major}: removed ${dbs.rowCount} database(s) left by an interrupted run`);

@@ -49,7 +49,13 @@ async function fixture(extra: Record<string, unknown> = {}) {
   const topic = `it-archive-${id}`;
   topics.push(topic);
   await createTopic(kafka, topic, PARTITIONS);
-  const cfg = testConfig({ 'kafka.topic': topic, 's3.prefix': `it-archive/${id}`, 'archive.groupId': `it-archive-${id}`, 'archive.segmentMaxAgeMs': 500, ...extra });
+  const cfg = testConfig({
+    'kafka.topic': topic,
+    's3.prefix': `it-archive/${id}`,
+    'archive.groupId': `it-archive-${id}`,
+    'archive.segmentMaxAgeMs': 500,
+    ...extra,
+  });
   const store = testStore(cfg);
   const root = archiveRoot(cfg);
   await writeArchiveManifest(store, root, topic, PARTITIONS);
@@ -184,13 +190,24 @@ describe('cdp archive', () => {
     const segmentMaxBytes = 32 * 1024;
     const f0 = await fixture({ 'archive.segmentMaxBytes': segmentMaxBytes });
     const proxy = await startFaultyProxy(new URL(f0.cfg.s3.endpoint!));
-    const cfg = testConfig({ ...Object.fromEntries([['kafka.topic', f0.topic], ['s3.prefix', `it-archive/${f0.id}`], ['archive.groupId', f0.groupId]]), 'archive.segmentMaxAgeMs': 500, 'archive.segmentMaxBytes': segmentMaxBytes, 's3.endpoint': proxy.url });
+    const cfg = testConfig({
+      ...Object.fromEntries([
+        ['kafka.topic', f0.topic],
+        ['s3.prefix', `it-archive/${f0.id}`],
+        ['archive.groupId', f0.groupId],
+      ]),
+      'archive.segmentMaxAgeMs': 500,
+      'archive.segmentMaxBytes': segmentMaxBytes,
+      's3.endpoint': proxy.url,
+    });
     const controller = new AbortController();
     const { done } = await startArchiver({ cfg, log: silentLog, signal: controller.signal }, { clientSuffix: f0.id });
     const gaugeValue = async (name: string) => (await registry.getSingleMetric(name)!.get()).values[0]?.value ?? 0;
     let maxBuffered = 0;
     const sampler = setInterval(() => {
-      void Promise.all([gaugeValue('cdp_archive_pending_bytes'), gaugeValue('cdp_archive_open_bytes')]).then(([a, b]) => (maxBuffered = Math.max(maxBuffered, a + b)));
+      void Promise.all([gaugeValue('cdp_archive_pending_bytes'), gaugeValue('cdp_archive_open_bytes')]).then(
+        ([a, b]) => (maxBuffered = Math.max(maxBuffered, a + b)),
+      );
     }, 20);
     try {
       proxy.setMode('slowdown');

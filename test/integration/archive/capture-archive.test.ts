@@ -34,7 +34,10 @@ describe('capture + archive on a real workload', () => {
       await query(f.url, `INSERT INTO items (id, qty, note, price) SELECT g, g % 17, md5(g::text), (g * 1.25)::numeric FROM generate_series(1, 3000) g`);
       for (let i = 0; i < 150; i++) await query(f.url, `UPDATE items SET qty = qty + 1, note = note || 'u' WHERE id = $1`, [1 + ((i * 37) % 3000)]);
       await query(f.url, `DELETE FROM items WHERE id % 10 = 0`);
-      await query(f.url, `BEGIN; INSERT INTO items (id, qty, note) VALUES (5000, 1, NULL); UPDATE items SET qty = 2 WHERE id = 5000; DELETE FROM items WHERE id = 5000; INSERT INTO items (id, qty, note) VALUES (5001, 3, 'it''s'); COMMIT`);
+      await query(
+        f.url,
+        `BEGIN; INSERT INTO items (id, qty, note) VALUES (5000, 1, NULL); UPDATE items SET qty = 2 WHERE id = 5000; DELETE FROM items WHERE id = 5000; INSERT INTO items (id, qty, note) VALUES (5001, 3, 'it''s'); COMMIT`,
+      );
       await query(f.url, `UPDATE items SET price = NULL WHERE id BETWEEN 100 AND 400`);
       target = parseLsn((await query<{ l: string }>(f.url, `SELECT pg_current_wal_lsn()::text AS l`))[0]!.l);
       const store = testStore(ctx.cfg);
@@ -67,7 +70,7 @@ describe('capture + archive on a real workload', () => {
       if (ev.table !== 'items') continue;
       const cols = ev.relation!.columns;
       const asRow = (vals: (string | null)[], prev?: Record<string, string | null>) =>
-        Object.fromEntries(cols.map((c, i) => [c, ev.unchanged.includes(i) ? (prev?.[c] ?? null) : vals[i] ?? null]));
+        Object.fromEntries(cols.map((c, i) => [c, ev.unchanged.includes(i) ? (prev?.[c] ?? null) : (vals[i] ?? null)]));
       if (ev.op === 'INSERT') rows.set(ev.new![0]!, asRow(ev.new!));
       else if (ev.op === 'UPDATE') {
         const oldId = ev.old?.[0] ?? ev.new![0]!;
@@ -77,7 +80,10 @@ describe('capture + archive on a real workload', () => {
       } else if (ev.op === 'DELETE') rows.delete(ev.old![0]!);
       else if (ev.op === 'TRUNCATE') rows.clear();
     }
-    const source = await query<Record<string, string | null>>(f.url, `SELECT id::text AS id, qty::text AS qty, note, price::text AS price, at::text AS at FROM items ORDER BY items.id`);
+    const source = await query<Record<string, string | null>>(
+      f.url,
+      `SELECT id::text AS id, qty::text AS qty, note, price::text AS price, at::text AS at FROM items ORDER BY items.id`,
+    );
     const replayed = [...rows.values()].sort((a, b) => Number(a.id) - Number(b.id));
     expect(replayed.length).toBe(source.length);
     expect(replayed).toEqual(source);

@@ -78,7 +78,11 @@ export class FakeCapture {
   producedBytes = 0;
   private producer: Producer;
 
-  constructor(kafka: Kafka, readonly topic: string, readonly partitions: number) {
+  constructor(
+    kafka: Kafka,
+    readonly topic: string,
+    readonly partitions: number,
+  ) {
     this.producer = kafka.producer({ createPartitioner: Partitioners.DefaultPartitioner, allowAutoTopicCreation: false });
   }
 
@@ -292,7 +296,10 @@ export function testStore(cfg: Config): Store {
 }
 
 /** `node bin/cdp.mjs archive` as a child process, logs to a file. */
-export function spawnArchiver(env: Record<string, string>, logFile: string): ChildProcess & { exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }> } {
+export function spawnArchiver(
+  env: Record<string, string>,
+  logFile: string,
+): ChildProcess & { exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }> } {
   loadStackEnv();
   const child = spawn(process.execPath, [`${REPO}bin/cdp.mjs`, 'archive'], {
     cwd: REPO,
@@ -300,7 +307,9 @@ export function spawnArchiver(env: Record<string, string>, logFile: string): Chi
     stdio: ['ignore', 'ignore', 'pipe'],
   });
   child.stderr!.pipe(createWriteStream(logFile, { flags: 'a' }));
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    child.once('exit', (code, signal) => resolve({ code, signal })),
+  );
   return Object.assign(child, { exited });
 }
 
@@ -325,13 +334,10 @@ export async function startFaultyProxy(target: URL): Promise<{ url: string; setM
       req.socket.destroy();
       return;
     }
-    const up = request(
-      { host: target.hostname, port: target.port, method: req.method, path: req.url, headers: req.headers },
-      (upRes) => {
-        res.writeHead(upRes.statusCode ?? 502, upRes.headers);
-        upRes.pipe(res);
-      },
-    );
+    const up = request({ host: target.hostname, port: target.port, method: req.method, path: req.url, headers: req.headers }, (upRes) => {
+      res.writeHead(upRes.statusCode ?? 502, upRes.headers);
+      upRes.pipe(res);
+    });
     up.on('error', () => res.destroy());
     req.pipe(up);
   });

@@ -193,12 +193,16 @@ describe('capture', () => {
     });
     const seq = evs
       .filter((e) => e.op === 'DDL' || (e.op === 'INSERT' && e.table === 'items'))
-      .map((e) => (e.op === 'DDL' ? `DDL ${(JSON.parse(e.content!) as { command: string }).command.replace(/\s+/g, ' ').trim()}` : `INSERT ${e.new!.join('|')} [${e.relation!.columns.join(',')}:${e.relation!.types.join(',')}]`));
+      .map((e) =>
+        e.op === 'DDL'
+          ? `DDL ${(JSON.parse(e.content!) as { command: string }).command.replace(/\s+/g, ' ').trim()}`
+          : `INSERT ${e.new!.join('|')} [${e.relation!.columns.join(',')}:${e.relation!.types.join(',')}]`,
+      );
     expect(seq).toEqual([
       'DDL CREATE TABLE items (id integer PRIMARY KEY, a text)',
       'INSERT 1|one [id,a:integer,text]',
       'INSERT 2|two [id,a:integer,text]',
-      'DDL BEGIN; INSERT INTO items VALUES (2, \'two\'); ALTER TABLE items ADD COLUMN b integer DEFAULT 7; INSERT INTO items VALUES (3, \'three\', 33); COMMIT;',
+      "DDL BEGIN; INSERT INTO items VALUES (2, 'two'); ALTER TABLE items ADD COLUMN b integer DEFAULT 7; INSERT INTO items VALUES (3, 'three', 33); COMMIT;",
       'INSERT 3|three|33 [id,a,b:integer,text,integer]',
       'DDL ALTER TABLE items RENAME COLUMN a TO label',
       'INSERT 4|four|44 [id,label,b:integer,text,integer]',
@@ -293,7 +297,11 @@ describe('capture', () => {
     await admin.connect();
     try {
       await admin.createPartitions({ topicPartitions: [{ topic: f.name, count: 3 }] });
-      await waitFor('the topic to show 3 partitions', async () => ((await admin.fetchTopicMetadata({ topics: [f.name] })).topics[0]?.partitions.length ?? 0) === 3, 60_000);
+      await waitFor(
+        'the topic to show 3 partitions',
+        async () => ((await admin.fetchTopicMetadata({ topics: [f.name] })).topics[0]?.partitions.length ?? 0) === 3,
+        60_000,
+      );
     } finally {
       await admin.disconnect();
     }

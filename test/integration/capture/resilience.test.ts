@@ -33,10 +33,14 @@ function capture(f: Fixture): Daemon {
 async function caughtUp(f: Fixture, d: Daemon): Promise<void> {
   const [{ lsn }] = await query<{ lsn: string }>(f.url, 'SELECT pg_current_wal_lsn()::text AS lsn');
   const target = parseLsn(lsn);
-  await waitFor(`capture to confirm ${lsn}`, async () => {
-    if (d.child.exitCode !== null) throw new Error(`capture exited with ${d.child.exitCode}: ${d.stderr().slice(-2000)}`);
-    return (await confirmedFlush(f.url, f.name)) >= target;
-  }, 600_000);
+  await waitFor(
+    `capture to confirm ${lsn}`,
+    async () => {
+      if (d.child.exitCode !== null) throw new Error(`capture exited with ${d.child.exitCode}: ${d.stderr().slice(-2000)}`);
+      return (await confirmedFlush(f.url, f.name)) >= target;
+    },
+    600_000,
+  );
 }
 
 async function stop(d: Daemon): Promise<number | null> {
@@ -137,7 +141,9 @@ describe('capture under stress', () => {
         s.add(ev.position);
       } else if (ev.op === 'COMMIT') counts.set(ev.commitLsn, ev.position);
     });
-    console.log(`kill -9 test: ${txs} transactions, ${committed.length} committed rows, ${abortedNext - 1} rolled-back rows, ${inKafka.size} distinct rows in Kafka`);
+    console.log(
+      `kill -9 test: ${txs} transactions, ${committed.length} committed rows, ${abortedNext - 1} rolled-back rows, ${inKafka.size} distinct rows in Kafka`,
+    );
     expect(negatives).toEqual([]);
     expect([...inKafka].sort()).toEqual(committed.map((r) => r.id).sort());
     for (const [lsn, s] of positions) {

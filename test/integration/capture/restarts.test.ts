@@ -6,7 +6,19 @@ import { Kafka, logLevel } from 'kafkajs';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseLsn } from '../../../src/util/lsn.js';
-import { REPO, createDatabase, dropDatabase, fingerprint, pipelineEnv, rand, runCli, stackEnvironment, startRun, waitFor, withClient } from '../restore/helpers.js';
+import {
+  REPO,
+  createDatabase,
+  dropDatabase,
+  fingerprint,
+  pipelineEnv,
+  rand,
+  runCli,
+  stackEnvironment,
+  startRun,
+  waitFor,
+  withClient,
+} from '../restore/helpers.js';
 
 // DESIGN.md section 8: a Kafka broker restart and a Postgres restart while `cdp run` (capture +
 // archive) runs under a workload of committed and rolled-back transactions. `cdp run` must ride
@@ -45,18 +57,23 @@ let working = false;
 let nextId = 1;
 
 async function connectWorkload(): Promise<pg.Client> {
-  return waitFor('the workload to (re)connect to Postgres', async () => {
-    const c = new pg.Client({ connectionString: url });
-    // A connection terminated by the restart emits 'error' on an idle client: never let it crash the worker.
-    c.on('error', () => {});
-    try {
-      await c.connect();
-      return c;
-    } catch (err) {
-      await c.end().catch(() => {});
-      throw err;
-    }
-  }, 180_000, 250);
+  return waitFor(
+    'the workload to (re)connect to Postgres',
+    async () => {
+      const c = new pg.Client({ connectionString: url });
+      // A connection terminated by the restart emits 'error' on an idle client: never let it crash the worker.
+      c.on('error', () => {});
+      try {
+        await c.connect();
+        return c;
+      } catch (err) {
+        await c.end().catch(() => {});
+        throw err;
+      }
+    },
+    180_000,
+    250,
+  );
 }
 
 async function workload(): Promise<void> {
@@ -168,14 +185,19 @@ describe('cdp run across service restarts', () => {
       let t = Date.now();
       mark('kafkaKilledAt');
       process.kill(pid, 'SIGKILL');
-      await waitFor('the broker to die', async () => {
-        try {
-          process.kill(pid, 0);
-          return false;
-        } catch {
-          return true;
-        }
-      }, 60_000, 100);
+      await waitFor(
+        'the broker to die',
+        async () => {
+          try {
+            process.kill(pid, 0);
+            return false;
+          } catch {
+            return true;
+          }
+        },
+        60_000,
+        100,
+      );
       await stackUp();
       times.kafkaRestartMs = Date.now() - t;
       mark('kafkaUpAt');
@@ -186,7 +208,12 @@ describe('cdp run across service restarts', () => {
       t = Date.now();
       mark('pgRestartAt');
       await pexec('pg_ctlcluster', ['--skip-systemctl-redirect', '15', 'main', 'restart', '-m', 'fast'], { timeout: 300_000 });
-      await waitFor('Postgres to answer after its restart', () => withClient(url, async (c) => (await c.query('SELECT 1 AS one')).rows[0].one === 1), 180_000, 250);
+      await waitFor(
+        'Postgres to answer after its restart',
+        () => withClient(url, async (c) => (await c.query('SELECT 1 AS one')).rows[0].one === 1),
+        180_000,
+        250,
+      );
       times.postgresRestartMs = Date.now() - t;
       mark('pgUpAt');
       assertRunAlive('during the Postgres restart');
@@ -201,11 +228,16 @@ describe('cdp run across service restarts', () => {
     mark('workloadEndAt');
     const last = await withClient(url, async (c) => (await c.query('SELECT pg_current_wal_lsn()::text AS l')).rows[0].l as string);
     let t = Date.now();
-    await waitFor(`the restorable point to pass ${last}`, async () => {
-      if (!runAlive()) return true;
-      const r = await status();
-      return !!r.restorablePoint && parseLsn(r.restorablePoint.lsn) >= parseLsn(last);
-    }, 600_000, 1_000);
+    await waitFor(
+      `the restorable point to pass ${last}`,
+      async () => {
+        if (!runAlive()) return true;
+        const r = await status();
+        return !!r.restorablePoint && parseLsn(r.restorablePoint.lsn) >= parseLsn(last);
+      },
+      600_000,
+      1_000,
+    );
     assertRunAlive('while waiting for the restorable point');
     times.catchUpMs = Date.now() - t;
 
@@ -219,17 +251,17 @@ describe('cdp run across service restarts', () => {
 
     assertRunAlive('at the end');
     // What cdp run said about the restarts (warnings and errors), for the record.
-    const notes = runStderr
-      .split('\n')
-      .flatMap((l) => {
-        try {
-          const o = JSON.parse(l);
-          const noise = /Connection error|Failed to connect to seed broker/.test(String(o.msg));
-          return o.level >= 40 && !noise ? [`${new Date(o.time).toISOString().slice(11, 23)} ${o.component ?? ''} ${o.msg}: ${String(o.err?.message ?? o.err ?? '').slice(0, 160)}`] : [];
-        } catch {
-          return [];
-        }
-      });
+    const notes = runStderr.split('\n').flatMap((l) => {
+      try {
+        const o = JSON.parse(l);
+        const noise = /Connection error|Failed to connect to seed broker/.test(String(o.msg));
+        return o.level >= 40 && !noise
+          ? [`${new Date(o.time).toISOString().slice(11, 23)} ${o.component ?? ''} ${o.msg}: ${String(o.err?.message ?? o.err ?? '').slice(0, 160)}`]
+          : [];
+      } catch {
+        return [];
+      }
+    });
     console.log(`cdp run warnings/errors other than kafkajs connection refusals (${notes.length}):\n${notes.slice(0, 40).join('\n')}`);
     const sessionRestarts = runStderr.split('\n').filter((l) => l.includes('restarting from the slot')).length;
     console.log(

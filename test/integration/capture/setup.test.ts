@@ -60,7 +60,10 @@ describe('cdp setup', () => {
     try {
       const meta = await admin.fetchTopicMetadata({ topics: [f.name] });
       expect(meta.topics[0]!.partitions).toHaveLength(3);
-      const cfg = await admin.describeConfigs({ includeSynonyms: false, resources: [{ type: ConfigResourceTypes.TOPIC, name: f.name, configNames: ['retention.ms', 'max.message.bytes'] }] });
+      const cfg = await admin.describeConfigs({
+        includeSynonyms: false,
+        resources: [{ type: ConfigResourceTypes.TOPIC, name: f.name, configNames: ['retention.ms', 'max.message.bytes'] }],
+      });
       const entries = Object.fromEntries(cfg.resources[0]!.configEntries.map((e) => [e.configName, e.configValue]));
       expect(entries).toEqual({ 'retention.ms': String(7 * 24 * 3600 * 1000), 'max.message.bytes': String(64 * 1024 * 1024) });
     } finally {
@@ -77,7 +80,11 @@ describe('cdp setup', () => {
     expect(second.code, second.stderr).toBe(0);
     expect(await sourceObjects(f)).toEqual({ pub: true, slot: 'pgoutput', triggers: 5 });
     // Setup's own DDL is not captured (its event trigger skips it).
-    const [{ n }] = await query<{ n: number }>(f.url, `SELECT count(*)::int AS n FROM pg_logical_slot_peek_binary_changes($1::name, NULL, NULL, 'proto_version', '1', 'publication_names', $2::text, 'messages', 'true')`, [f.name, f.name]);
+    const [{ n }] = await query<{ n: number }>(
+      f.url,
+      `SELECT count(*)::int AS n FROM pg_logical_slot_peek_binary_changes($1::name, NULL, NULL, 'proto_version', '1', 'publication_names', $2::text, 'messages', 'true')`,
+      [f.name, f.name],
+    );
     expect(n).toBe(0);
   });
 
@@ -121,8 +128,15 @@ describe('cdp setup', () => {
 
     const ok = cdpSync(f.env, ['setup', '--no-basebackup', '--replica-identity-full']);
     expect(ok.code, ok.stderr).toBe(0);
-    const ident = await query<{ relname: string; relreplident: string }>(f.url, `SELECT relname, relreplident::text FROM pg_class WHERE relname IN ('nokey', 'nothing', 'full_ident') ORDER BY 1`);
-    expect(ident).toEqual([{ relname: 'full_ident', relreplident: 'f' }, { relname: 'nokey', relreplident: 'f' }, { relname: 'nothing', relreplident: 'f' }]);
+    const ident = await query<{ relname: string; relreplident: string }>(
+      f.url,
+      `SELECT relname, relreplident::text FROM pg_class WHERE relname IN ('nokey', 'nothing', 'full_ident') ORDER BY 1`,
+    );
+    expect(ident).toEqual([
+      { relname: 'full_ident', relreplident: 'f' },
+      { relname: 'nokey', relreplident: 'f' },
+      { relname: 'nothing', relreplident: 'f' },
+    ]);
     // A table created later without a key: its writes keep working (the DDL trigger sets FULL).
     await query(f.url, `CREATE TABLE later (x integer); INSERT INTO later VALUES (1), (2); UPDATE later SET x = 3 WHERE x = 1; DELETE FROM later WHERE x = 2`);
     expect(await query(f.url, `SELECT relreplident::text AS r FROM pg_class WHERE relname = 'later'`)).toEqual([{ r: 'f' }]);

@@ -74,7 +74,9 @@ describe('capture type names follow renames', () => {
 
     let xid = await ddl(`ALTER TYPE mood RENAME TO feeling`);
     let changed = await types.afterDdl(xid);
-    expect(changed.map(([r, n]) => [r.name, n])).toEqual([['t', ['integer', 'public.feeling', 'public.feeling[]', 'public.short_text', 'lib.colour', 'numeric(10,2)']]]);
+    expect(changed.map(([r, n]) => [r.name, n])).toEqual([
+      ['t', ['integer', 'public.feeling', 'public.feeling[]', 'public.short_text', 'lib.colour', 'numeric(10,2)']],
+    ]);
 
     xid = await ddl(`ALTER DOMAIN short_text RENAME TO tiny_text`);
     changed = await types.afterDdl(xid);

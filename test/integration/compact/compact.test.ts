@@ -50,7 +50,9 @@ async function write(phase: string, n: number): Promise<void> {
 
 async function sequences(u: string): Promise<Record<string, number>> {
   return withClient(u, async (c) => {
-    const r = await c.query<{ n: string; v: string }>(`SELECT schemaname || '.' || sequencename AS n, coalesce(last_value, 0)::text AS v FROM pg_sequences WHERE schemaname = 'public' ORDER BY 1`);
+    const r = await c.query<{ n: string; v: string }>(
+      `SELECT schemaname || '.' || sequencename AS n, coalesce(last_value, 0)::text AS v FROM pg_sequences WHERE schemaname = 'public' ORDER BY 1`,
+    );
     return Object.fromEntries(r.rows.map((x) => [x.n, Number(x.v)]));
   });
 }
@@ -58,7 +60,9 @@ async function sequences(u: string): Promise<Record<string, number>> {
 /** The source's state now (nothing writes to its tables in between), once the archive holds it. */
 async function mark(): Promise<Point> {
   const { lsn, time } = await withClient(url, async (c) => {
-    const r = await c.query<{ l: string; t: string }>(`SELECT pg_current_wal_lsn()::text AS l, to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS t`);
+    const r = await c.query<{ l: string; t: string }>(
+      `SELECT pg_current_wal_lsn()::text AS l, to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS t`,
+    );
     return { lsn: r.rows[0]!.l, time: r.rows[0]!.t };
   });
   await waitFor(`restorable point past ${lsn}`, async () => {
@@ -225,13 +229,25 @@ describe('cdp compact: synthetic bases', () => {
       const p = spawn(process.execPath, [`${REPO}bin/cdp.mjs`, 'compact'], {
         // Debris is kept (a long grace) while the kills go on, so that it piles up; scratch
         // clusters of dead runs are removed by each next run whatever the grace.
-        env: { ...process.env, ...stackEnvironment(), CDP_LOG_FORMAT: 'json', CDP_METRICS_PORT: '0', ...env, CDP_TEST_FAULTS: `compact-pause:${step}`, CDP_COMPACT_DEBRIS_GRACE_MINUTES: '600' },
+        env: {
+          ...process.env,
+          ...stackEnvironment(),
+          CDP_LOG_FORMAT: 'json',
+          CDP_METRICS_PORT: '0',
+          ...env,
+          CDP_TEST_FAULTS: `compact-pause:${step}`,
+          CDP_COMPACT_DEBRIS_GRACE_MINUTES: '600',
+        },
         stdio: ['ignore', 'pipe', 'pipe'],
       });
       let err = '';
       p.stderr!.on('data', (d: Buffer) => (err += d.toString()));
       const exited = new Promise<void>((r) => p.once('exit', () => r()));
-      await waitFor(`compact to pause at ${step}`, async () => (/paused for a test/.test(err) ? true : p.exitCode !== null ? Promise.reject(new Error(err.slice(-2000))) : undefined), 300_000);
+      await waitFor(
+        `compact to pause at ${step}`,
+        async () => (/paused for a test/.test(err) ? true : p.exitCode !== null ? Promise.reject(new Error(err.slice(-2000))) : undefined),
+        300_000,
+      );
       p.kill('SIGKILL');
       await exited;
       expect(await dryRunBase(['--latest']), `after a kill at ${step}`).toBe(before);
@@ -265,8 +281,16 @@ describe('cdp compact: synthetic bases', () => {
     const dirOf = (lsn: string) => parseLsn(lsn).toString(16).toUpperCase().padStart(16, '0');
     // B0, S1 and S2 (manifest and dump each); neither B1 nor S3.
     expect(baseKeys.filter((k) => k.endsWith('manifest.json')).length).toBe(3);
-    for (const b of [bases.B0!, bases.S1!, bases.S2!]) expect(baseKeys.some((k) => k.includes(`/bases/${dirOf(b)}`)), b).toBe(true);
-    for (const b of [bases.B1!, bases.S3!]) expect(baseKeys.some((k) => k.includes(`/bases/${dirOf(b)}`)), b).toBe(false);
+    for (const b of [bases.B0!, bases.S1!, bases.S2!])
+      expect(
+        baseKeys.some((k) => k.includes(`/bases/${dirOf(b)}`)),
+        b,
+      ).toBe(true);
+    for (const b of [bases.B1!, bases.S3!])
+      expect(
+        baseKeys.some((k) => k.includes(`/bases/${dirOf(b)}`)),
+        b,
+      ).toBe(false);
     for (const k of report.keys.filter((x) => x.includes('/segments/'))) expect(parseInt(k.split('/').at(-1)!.slice(0, 16), 16)).toBeLessThan(anchor);
   });
 

@@ -43,13 +43,19 @@ describe.skipIf(!ready)('Kafka connections to the local broker', () => {
   }
 
   it('mutual TLS with the stack client certificate', async () => {
-    const m = await metadataVia(mtls, { tls: { ca: ca(), cert: readFileSync(env.CDP_STACK_KAFKA_CLIENT_CERT_FILE!), key: readFileSync(env.CDP_STACK_KAFKA_CLIENT_KEY_FILE!) } });
+    const m = await metadataVia(mtls, {
+      tls: { ca: ca(), cert: readFileSync(env.CDP_STACK_KAFKA_CLIENT_CERT_FILE!), key: readFileSync(env.CDP_STACK_KAFKA_CLIENT_KEY_FILE!) },
+    });
     expect(m.brokers.map((b) => `${b.host}:${b.port}`)).toEqual([mtls]);
   });
 
   it('refusals are not retryable and say what to check', async () => {
     const cases: Array<[Partial<ConnectionOptions>, string, RegExp]> = [
-      [{ tls: { ca: ca() }, sasl: { mechanism: 'SCRAM-SHA-512', username: 'cdp', password: 'wrong' } }, sasl, /SASL authentication failed .*kafka\.sasl\.username/],
+      [
+        { tls: { ca: ca() }, sasl: { mechanism: 'SCRAM-SHA-512', username: 'cdp', password: 'wrong' } },
+        sasl,
+        /SASL authentication failed .*kafka\.sasl\.username/,
+      ],
       [{ tls: { ca: ca() }, sasl: { mechanism: 'SCRAM-SHA-256', username: 'nobody', password: 'x' } }, sasl, /SASL authentication failed/],
       [{ tls: {}, sasl: { mechanism: 'PLAIN', username: 'cdp', password: password() } }, sasl, /not trusted.*kafka\.tls\.caFile/],
       [{ tls: { ca: ca() } }, mtls, /client certificate.*kafka\.tls\.certFile/],

@@ -3,7 +3,19 @@ import { readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseLsn } from '../../../src/util/lsn.js';
-import { createDatabase, dropDatabase, pipelineEnv, rand, REPO, runCli, stackEnvironment, startRun, waitFor, withClient, type CliResult } from '../restore/helpers.js';
+import {
+  createDatabase,
+  dropDatabase,
+  pipelineEnv,
+  rand,
+  REPO,
+  runCli,
+  stackEnvironment,
+  startRun,
+  waitFor,
+  withClient,
+  type CliResult,
+} from '../restore/helpers.js';
 
 // Issue 14, fail fast: what cannot fix itself (a wrong address, wrong credentials, a missing
 // bucket, a busy metrics port, a table that exists nowhere) ends a command with exit 2 and one line
@@ -43,19 +55,44 @@ describe('fail fast at start-up (exit 2, one line, within seconds)', () => {
     const bucket = `no-such-bucket-${rand()}`;
     const cases: Array<{ what: string; args: string[]; env: Record<string, string>; says: RegExp }> = [
       { what: 'capture, source refused', args: ['capture'], env: { CDP_SOURCE_URL: REFUSED_PG }, says: /CDP_SOURCE_URL/ },
-      { what: 'run, source auth', args: ['run'], env: { CDP_SOURCE_URL: 'postgres://no_such_role_h8:x@127.0.0.1:5432/postgres' }, says: /authentication failed.*CDP_SOURCE_URL/ },
+      {
+        what: 'run, source auth',
+        args: ['run'],
+        env: { CDP_SOURCE_URL: 'postgres://no_such_role_h8:x@127.0.0.1:5432/postgres' },
+        says: /authentication failed.*CDP_SOURCE_URL/,
+      },
       { what: 'basebackup, source refused', args: ['basebackup'], env: { CDP_SOURCE_URL: REFUSED_PG }, says: /CDP_SOURCE_URL/ },
       { what: 'capture, Kafka refused', args: ['capture'], env: { CDP_KAFKA_BROKERS: '127.0.0.1:1' }, says: /CDP_KAFKA_BROKERS/ },
-      { what: 'archive, Kafka unknown host', args: ['archive'], env: { CDP_KAFKA_BROKERS: 'no-such-host.invalid:9092' }, says: /unknown host.*CDP_KAFKA_BROKERS/ },
+      {
+        what: 'archive, Kafka unknown host',
+        args: ['archive'],
+        env: { CDP_KAFKA_BROKERS: 'no-such-host.invalid:9092' },
+        says: /unknown host.*CDP_KAFKA_BROKERS/,
+      },
       { what: 'run, Kafka refused', args: ['run'], env: { CDP_KAFKA_BROKERS: '127.0.0.1:1' }, says: /CDP_KAFKA_BROKERS/ },
       { what: 'archive, S3 refused', args: ['archive'], env: { CDP_S3_ENDPOINT: REFUSED_HTTP }, says: /CDP_S3_ENDPOINT/ },
-      { what: 'restore, S3 refused', args: ['restore', '--into', REFUSED_PG, '--latest', '--dry-run'], env: { CDP_S3_ENDPOINT: REFUSED_HTTP }, says: /CDP_S3_ENDPOINT/ },
-      { what: 'verify, S3 unknown host', args: ['verify'], env: { CDP_S3_ENDPOINT: 'http://no-such-host.invalid:9000' }, says: /unknown host.*CDP_S3_ENDPOINT/ },
+      {
+        what: 'restore, S3 refused',
+        args: ['restore', '--into', REFUSED_PG, '--latest', '--dry-run'],
+        env: { CDP_S3_ENDPOINT: REFUSED_HTTP },
+        says: /CDP_S3_ENDPOINT/,
+      },
+      {
+        what: 'verify, S3 unknown host',
+        args: ['verify'],
+        env: { CDP_S3_ENDPOINT: 'http://no-such-host.invalid:9000' },
+        says: /unknown host.*CDP_S3_ENDPOINT/,
+      },
       { what: 'verify, missing bucket', args: ['verify'], env: { CDP_S3_BUCKET: bucket }, says: new RegExp(`bucket ${bucket} does not exist.*CDP_S3_BUCKET`) },
       { what: 'restore, missing bucket', args: ['restore', '--into', REFUSED_PG, '--latest'], env: { CDP_S3_BUCKET: bucket }, says: /CDP_S3_BUCKET/ },
       { what: 'basebackup, missing bucket', args: ['basebackup'], env: { CDP_S3_BUCKET: bucket }, says: /CDP_S3_BUCKET/ },
       { what: 'status, missing bucket', args: ['status'], env: { CDP_S3_BUCKET: bucket }, says: /CDP_S3_BUCKET/ },
-      { what: 'status, source auth', args: ['status'], env: { CDP_SOURCE_URL: 'postgres://no_such_role_h8:x@127.0.0.1:5432/postgres' }, says: /authentication failed/ },
+      {
+        what: 'status, source auth',
+        args: ['status'],
+        env: { CDP_SOURCE_URL: 'postgres://no_such_role_h8:x@127.0.0.1:5432/postgres' },
+        says: /authentication failed/,
+      },
     ];
     // One after the other: each time is then the command's own, not 14 processes starting at once.
     const results: Array<{ c: (typeof cases)[number]; r: CliResult & { ms: number } }> = [];

@@ -2,7 +2,20 @@ import type { ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { parseLsn } from '../../../src/util/lsn.js';
-import { adminUrl, createDatabase, dropDatabase, fingerprint, pipelineEnv, rand, runCli, stackEnvironment, startRun, waitFor, withClient, type CliResult } from '../restore/helpers.js';
+import {
+  adminUrl,
+  createDatabase,
+  dropDatabase,
+  fingerprint,
+  pipelineEnv,
+  rand,
+  runCli,
+  stackEnvironment,
+  startRun,
+  waitFor,
+  withClient,
+  type CliResult,
+} from '../restore/helpers.js';
 
 // Issue 14 item 10: every Kafka client of the engine over secured listeners of the local broker
 // (deploy/local/stack.sh): SASL_SSL (TLS with the stack's CA, then SCRAM-SHA-512) and SSL with a
@@ -109,7 +122,11 @@ describe.skipIf(!ready)('secured Kafka (SASL_SSL with SCRAM-SHA-512, mutual TLS)
   it('a wrong SASL password: exit 2 within 10 s, one line naming the settings, for capture and archive', async () => {
     for (const cmd of ['capture', 'archive']) {
       const t = Date.now();
-      const r = await runCli([cmd], { ...scramEnv(), CDP_KAFKA_SASL_PASSWORD_FILE: '', CDP_KAFKA_SASL_PASSWORD_ENV: 'KTLS_TEST_PASSWORD', KTLS_TEST_PASSWORD: 'not-the-password' }, 60_000);
+      const r = await runCli(
+        [cmd],
+        { ...scramEnv(), CDP_KAFKA_SASL_PASSWORD_FILE: '', CDP_KAFKA_SASL_PASSWORD_ENV: 'KTLS_TEST_PASSWORD', KTLS_TEST_PASSWORD: 'not-the-password' },
+        60_000,
+      );
       expect(r.code, `${cmd}: ${r.stderr}`).toBe(2);
       expect(Date.now() - t, cmd).toBeLessThan(10_000);
       expectOneLine(r);
@@ -130,14 +147,18 @@ describe.skipIf(!ready)('secured Kafka (SASL_SSL with SCRAM-SHA-512, mutual TLS)
 
   it('the logged configuration names where secrets are, never the secrets', async () => {
     const secret = `s3cr3t-${rand()}`;
-    const r = await runCli(['capture'], {
-      ...scramEnv(),
-      CDP_LOG_LEVEL: 'debug',
-      CDP_SOURCE_URL: `postgres://postgres:${secret}-pg@127.0.0.1:5432/postgres`,
-      CDP_KAFKA_SASL_PASSWORD_FILE: '',
-      CDP_KAFKA_SASL_PASSWORD_ENV: 'KTLS_TEST_PASSWORD',
-      KTLS_TEST_PASSWORD: secret,
-    }, 60_000);
+    const r = await runCli(
+      ['capture'],
+      {
+        ...scramEnv(),
+        CDP_LOG_LEVEL: 'debug',
+        CDP_SOURCE_URL: `postgres://postgres:${secret}-pg@127.0.0.1:5432/postgres`,
+        CDP_KAFKA_SASL_PASSWORD_FILE: '',
+        CDP_KAFKA_SASL_PASSWORD_ENV: 'KTLS_TEST_PASSWORD',
+        KTLS_TEST_PASSWORD: secret,
+      },
+      60_000,
+    );
     expect(r.code, r.stderr).toBe(2);
     const config = r.stderr.split('\n').find((l) => l.includes('"msg":"configuration"'));
     expect(config, r.stderr).toBeDefined();

@@ -426,7 +426,11 @@ describe('ReplicationStream on a real Postgres', () => {
     const bounded = newStream({ statusIntervalMs: 300, highWaterBytes: limit });
     await bounded.start(SLOT, 0, pluginOptions(PUB, serverVersionNum));
     for (let i = 0; i < rows; i++) await tx([`INSERT INTO items VALUES ($1::int, $1::int, $2, 'big')`, [200 + i, rowText]]);
-    await waitFor('the socket to pause', async () => bounded.isPaused, (p) => p);
+    await waitFor(
+      'the socket to pause',
+      async () => bounded.isPaused,
+      (p) => p,
+    );
     await sleep(1_000); // nobody reads: nothing more may arrive while paused
     expect(bounded.isPaused).toBe(true);
     // Past the bound by at most the rest of one socket read and one message (a row here).

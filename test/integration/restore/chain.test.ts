@@ -179,7 +179,7 @@ describe('chain of custody: a gap in the stream is never silent', () => {
     }
   });
 
-  it('retention before anything was archived: Kafka lost the first records of every partition; no silent partial restore (the issue\'s 20 of 60 rows)', async () => {
+  it("retention before anything was archived: Kafka lost the first records of every partition; no silent partial restore (the issue's 20 of 60 rows)", async () => {
     const { url, env } = await pipeline('ret0');
     const capture = spawnCdp('capture', env);
     let archive: ChildProcess | undefined;

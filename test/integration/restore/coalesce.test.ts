@@ -1,7 +1,19 @@
 import type { ChildProcess } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseLsn } from '../../../src/util/lsn.js';
-import { createDatabase, dropDatabase, fingerprint, pipelineEnv, rand, restorableLsn, runCli, stackEnvironment, startRun, waitFor, withClient } from './helpers.js';
+import {
+  createDatabase,
+  dropDatabase,
+  fingerprint,
+  pipelineEnv,
+  rand,
+  restorableLsn,
+  runCli,
+  stackEnvironment,
+  startRun,
+  waitFor,
+  withClient,
+} from './helpers.js';
 
 // Net effect per key across source transactions (coalesce.ts): a target transaction spans many
 // source transactions while its buffer holds rows, and each key's changes fold into one. These
@@ -126,7 +138,13 @@ describe('restore folds each key to its net effect without changing any table', 
     const [a, b] = await Promise.all([withClient(url, fingerprint), withClient(latest, fingerprint)]);
     expect(b).toEqual(a);
     const rows = (u: string, sql: string) => withClient(u, async (c) => (await c.query(sql)).rows);
-    for (const sql of ['SELECT * FROM k ORDER BY id', 'SELECT * FROM u ORDER BY id', 'SELECT id, n, md5(doc) FROM big ORDER BY id', 'SELECT * FROM p ORDER BY id', 'SELECT x, tag FROM f ORDER BY 1, 2']) {
+    for (const sql of [
+      'SELECT * FROM k ORDER BY id',
+      'SELECT * FROM u ORDER BY id',
+      'SELECT id, n, md5(doc) FROM big ORDER BY id',
+      'SELECT * FROM p ORDER BY id',
+      'SELECT x, tag FROM f ORDER BY 1, 2',
+    ]) {
       expect(await rows(latest, sql), sql).toEqual(await rows(url, sql));
     }
 

@@ -11,7 +11,22 @@ import { downloadBase, listBaseManifests, restoreBase } from '../../../src/resto
 import { createStore } from '../../../src/s3/client.js';
 import { parseLsn } from '../../../src/util/lsn.js';
 import { compareSchemas, schemaDump } from './schema-compare.js';
-import { adminUrl, createDatabase, dropDatabase, fingerprint, pipelineEnv, rand, restorableLsn, runCli, silentLog, stackEnvironment, startRun, testConfig, waitFor, withClient } from './helpers.js';
+import {
+  adminUrl,
+  createDatabase,
+  dropDatabase,
+  fingerprint,
+  pipelineEnv,
+  rand,
+  restorableLsn,
+  runCli,
+  silentLog,
+  stackEnvironment,
+  startRun,
+  testConfig,
+  waitFor,
+  withClient,
+} from './helpers.js';
 
 // Issue 13 (replay trusts the stream) and issue 9 (schema changes) through the whole pipeline:
 // setup, run, restore --latest into a fresh database of the same cluster, then whole-table
@@ -173,7 +188,9 @@ describe('DDL replay trusts nothing but the engine and runs with no more privile
       await c.query(`ALTER TABLE appdata.truncated ENABLE ALWAYS TRIGGER grab`);
       await c.query(`INSERT INTO appdata.truncated VALUES (1)`);
       await c.query(`TRUNCATE appdata.truncated`);
-      await c.query(`CREATE TABLE appdata.xmlcheck (id int PRIMARY KEY, v text CHECK (query_to_xml('SELECT appdata.grab_v(''y'')', true, true, '') IS NOT NULL))`);
+      await c.query(
+        `CREATE TABLE appdata.xmlcheck (id int PRIMARY KEY, v text CHECK (query_to_xml('SELECT appdata.grab_v(''y'')', true, true, '') IS NOT NULL))`,
+      );
       await c.query(`INSERT INTO appdata.xmlcheck VALUES (1, 'z')`);
       // A schema name that would end a dollar quote and hand psql a shell command in the --sql file.
       await c.query(`CREATE SCHEMA "x$cdp_set$\\! touch /tmp/${name}-pwned #"`);
@@ -253,7 +270,8 @@ describe('DDL replay trusts nothing but the engine and runs with no more privile
       expect((await c.query(`SELECT pg_get_userbyid(relowner) AS o FROM pg_class WHERE oid = 'appdata.hidden'::regclass`)).rows[0].o).toBe(app);
     });
     await withClient(adminUrl(), async (c) => {
-      for (const role of [app, intruder]) expect((await c.query(`SELECT rolsuper FROM pg_roles WHERE rolname = $1`, [role])).rows[0].rolsuper, role).toBe(false);
+      for (const role of [app, intruder])
+        expect((await c.query(`SELECT rolsuper FROM pg_roles WHERE rolname = $1`, [role])).rows[0].rolsuper, role).toBe(false);
     });
     await withClient(into, async (c) => {
       expect((await c.query(`SELECT v FROM appdata.after_check`)).rows).toEqual([{ v: 'ça va, 東京' }]);
@@ -274,7 +292,15 @@ describe('DDL replay trusts nothing but the engine and runs with no more privile
     await withClient(adminUrl(), async (c) => c.query(`GRANT CREATE ON DATABASE ${name}_m TO ${app}`));
     const { dir, file } = await downloadBase(store, base, loadKeyring(cfg));
     try {
-      await restoreBase({ file, dir, into: manual, jobs: 1, pgRestorePath: 'pg_restore', signal: new AbortController().signal, targetRoles: await withClient(adminUrl(), async (c) => new Set((await c.query('SELECT rolname FROM pg_roles')).rows.map((x) => x.rolname as string))) });
+      await restoreBase({
+        file,
+        dir,
+        into: manual,
+        jobs: 1,
+        pgRestorePath: 'pg_restore',
+        signal: new AbortController().signal,
+        targetRoles: await withClient(adminUrl(), async (c) => new Set((await c.query('SELECT rolname FROM pg_roles')).rows.map((x) => x.rolname as string))),
+      });
     } finally {
       await rm(dir, { recursive: true, force: true });
     }

@@ -38,11 +38,26 @@ function records(baseLsn: number): { perPartition: Placed[][]; lastLsn: number; 
     lsn += 100;
     for (let k = 0; k < 5; k++) {
       const rowId = x * 10 + k;
-      place(emptyEvent({ database: SRC, schema: 'public', table: 't', relation: REL, commitLsn: lsn, xid: 1000 + x, commitTime: t0 + x, position: k, op: 'INSERT', new: [String(rowId), `r${x}`] }), x % PARTITIONS);
+      place(
+        emptyEvent({
+          database: SRC,
+          schema: 'public',
+          table: 't',
+          relation: REL,
+          commitLsn: lsn,
+          xid: 1000 + x,
+          commitTime: t0 + x,
+          position: k,
+          op: 'INSERT',
+          new: [String(rowId), `r${x}`],
+        }),
+        x % PARTITIONS,
+      );
     }
     place(emptyEvent({ op: 'COMMIT', database: SRC, commitLsn: lsn, xid: 1000 + x, commitTime: t0 + x, position: 5, endLsn: lsn + 50 }), x % PARTITIONS);
   }
-  for (let p = 0; p < PARTITIONS; p++) place(emptyEvent({ op: 'WATERMARK', database: SRC, commitLsn: lsn, commitTime: t0 + TXNS, content: JSON.stringify({ partition: p }) }), p);
+  for (let p = 0; p < PARTITIONS; p++)
+    place(emptyEvent({ op: 'WATERMARK', database: SRC, commitLsn: lsn, commitTime: t0 + TXNS, content: JSON.stringify({ partition: p }) }), p);
   return { perPartition, lastLsn: lsn, t0 };
 }
 
@@ -65,7 +80,13 @@ async function writeArchive(store: Store, root: string, baseLsn: number, extra: 
     for (let i = 0; i < recs.length; i += 24) ks.push(await writeSegment(store, root, p, recs.slice(i, i + 24)));
     for (const [a, b] of extra) await writeSegment(store, root, p, recs.slice(a, b + 1));
     keys.push(ks);
-    await advancePartitionState(store, root, { partition: p, watermarkLsn: lastLsn, watermarkTime: t0 + TXNS, lastOffset: String(recs.length - 1), lastKey: ks.at(-1)! });
+    await advancePartitionState(store, root, {
+      partition: p,
+      watermarkLsn: lastLsn,
+      watermarkTime: t0 + TXNS,
+      lastOffset: String(recs.length - 1),
+      lastKey: ks.at(-1)!,
+    });
   }
   const m: ArchiveManifest = { version: 1, database: SRC, systemId: 'test', topic: 'none', partitions: PARTITIONS, createdAt: new Date().toISOString() };
   await putOnce(store, archiveManifestKey(root), Buffer.from(JSON.stringify(m)));
@@ -130,7 +151,7 @@ describe('restore: offset continuity of the archive', () => {
     expect(r.stdout).toMatch(/partition 0.*newest archived segment .* \(state pointer\) is not stored/s);
   });
 
-  it('verify follows each segment\'s predecessor: a segment swapped for other records under the same offsets breaks the chain', async () => {
+  it("verify follows each segment's predecessor: a segment swapped for other records under the same offsets breaks the chain", async () => {
     const prefix = `test-gaps-${rand()}`;
     const env = { CDP_S3_PREFIX: prefix, CDP_LOG_FORMAT: 'json', CDP_SOURCE_URL: srcUrl };
     const cfg = testConfig(env);
@@ -141,7 +162,18 @@ describe('restore: offset continuity of the archive', () => {
     await putOnce(store, archiveManifestKey(root), Buffer.from(JSON.stringify(m)));
     const ev = (offset: number, lsn: number, v: string): Placed => ({
       offset,
-      ev: emptyEvent({ database: SRC, schema: 'public', table: 't', relation: REL, commitLsn: lsn, xid: lsn, commitTime: lsn, position: 0, op: 'INSERT', new: [String(offset), v] }),
+      ev: emptyEvent({
+        database: SRC,
+        schema: 'public',
+        table: 't',
+        relation: REL,
+        commitLsn: lsn,
+        xid: lsn,
+        commitTime: lsn,
+        position: 0,
+        op: 'INSERT',
+        new: [String(offset), v],
+      }),
     });
     // What the archiver writes: each segment names the SHA-256 of the one before it.
     const chained = async (recs: Placed[], prev?: string) => {
@@ -174,10 +206,28 @@ describe('restore: offset continuity of the archive', () => {
     const root = `${prefix}/${SRC}`;
     // Offsets 10..19 hold a capture restart's replay of old transactions (LSN 50..59), between
     // segments of newer ones: a restore from LSN 500 does not list it, and needs nothing in it.
-    const ev = (offset: number, lsn: number): Placed => ({ offset, ev: emptyEvent({ op: 'COMMIT', database: SRC, commitLsn: lsn, xid: lsn, commitTime: lsn, position: 0, endLsn: lsn + 1 }) });
-    await writeSegment(store, root, 0, Array.from({ length: 10 }, (_, i) => ev(i, 1000 + i)));
-    const old = await writeSegment(store, root, 0, Array.from({ length: 10 }, (_, i) => ev(10 + i, 50 + i)));
-    await writeSegment(store, root, 0, Array.from({ length: 10 }, (_, i) => ev(20 + i, 2000 + i)));
+    const ev = (offset: number, lsn: number): Placed => ({
+      offset,
+      ev: emptyEvent({ op: 'COMMIT', database: SRC, commitLsn: lsn, xid: lsn, commitTime: lsn, position: 0, endLsn: lsn + 1 }),
+    });
+    await writeSegment(
+      store,
+      root,
+      0,
+      Array.from({ length: 10 }, (_, i) => ev(i, 1000 + i)),
+    );
+    const old = await writeSegment(
+      store,
+      root,
+      0,
+      Array.from({ length: 10 }, (_, i) => ev(10 + i, 50 + i)),
+    );
+    await writeSegment(
+      store,
+      root,
+      0,
+      Array.from({ length: 10 }, (_, i) => ev(20 + i, 2000 + i)),
+    );
     const [listed] = await listPartitionSegments(store, root, 1, 500);
     expect(listed!.map((s) => `${s.firstOffset}-${s.lastOffset}`)).toEqual(['0-9', '20-29']);
     await store.client.send(new DeleteObjectCommand({ Bucket: store.bucket, Key: old }));

@@ -81,7 +81,9 @@ export async function fingerprint(c: pg.Client): Promise<Record<string, string>>
     const out: Record<string, string> = {};
     for (const { s, t } of tables.rows) {
       const q = `"${s.replace(/"/g, '""')}"."${t.replace(/"/g, '""')}"`;
-      const r = await c.query(`SELECT count(*)::int AS n, md5(coalesce(string_agg(x.r, E'\\n' ORDER BY x.r), '')) AS h FROM (SELECT (${q}.*)::text AS r FROM ${q}) x`);
+      const r = await c.query(
+        `SELECT count(*)::int AS n, md5(coalesce(string_agg(x.r, E'\\n' ORDER BY x.r), '')) AS h FROM (SELECT (${q}.*)::text AS r FROM ${q}) x`,
+      );
       out[`${s}.${t}`] = `${r.rows[0].n}:${r.rows[0].h}`;
     }
     return out;

@@ -1,7 +1,19 @@
 import type { ChildProcess } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseLsn } from '../../../src/util/lsn.js';
-import { createDatabase, dropDatabase, fingerprint, pipelineEnv, rand, restorableLsn, runCli, stackEnvironment, startRun, waitFor, withClient } from './helpers.js';
+import {
+  createDatabase,
+  dropDatabase,
+  fingerprint,
+  pipelineEnv,
+  rand,
+  restorableLsn,
+  runCli,
+  stackEnvironment,
+  startRun,
+  waitFor,
+  withClient,
+} from './helpers.js';
 
 // Two ways a replayed change can land on the wrong row, through the whole pipeline (setup, run,
 // restore --latest) so the values are exactly what capture decodes:

@@ -114,7 +114,9 @@ INSERT INTO "plans" ("name", "price_cents", "created_at", "updated_at") VALUES (
     // A hand-written seed into a table without a key: duplicated rows would not even collide.
     name: 'script: keyless table created and seeded in one string',
     run: async (c) => {
-      await c.query(`CREATE TABLE settings (key text NOT NULL, value text); ALTER TABLE settings REPLICA IDENTITY FULL; INSERT INTO settings VALUES ('theme', 'dark'), ('lang', 'en');`);
+      await c.query(
+        `CREATE TABLE settings (key text NOT NULL, value text); ALTER TABLE settings REPLICA IDENTITY FULL; INSERT INTO settings VALUES ('theme', 'dark'), ('lang', 'en');`,
+      );
       return xminOf(c, `SELECT xmin::text AS x FROM settings LIMIT 1`);
     },
   },
@@ -133,7 +135,9 @@ INSERT INTO "plans" ("name", "price_cents", "created_at", "updated_at") VALUES (
     // A backfill in the same string as its ALTER TABLE (RunSQL with several statements), moving a column.
     name: 'script: add column + backfill + drop old column in one string',
     run: async (c) => {
-      await c.query(`ALTER TABLE events ADD COLUMN amount_cents integer; UPDATE events SET amount_cents = round(amount::numeric * 100)::int; ALTER TABLE events DROP COLUMN amount;`);
+      await c.query(
+        `ALTER TABLE events ADD COLUMN amount_cents integer; UPDATE events SET amount_cents = round(amount::numeric * 100)::int; ALTER TABLE events DROP COLUMN amount;`,
+      );
       return xminOf(c, `SELECT xmin::text AS x FROM events ORDER BY id LIMIT 1`);
     },
   },
@@ -154,7 +158,11 @@ INSERT INTO "plans" ("name", "price_cents", "created_at", "updated_at") VALUES (
     modes: ['time', 'lsn', 'xid'],
     run: async (c) => {
       await c.query(`ALTER TYPE mood ADD VALUE 'furious' AFTER 'sad'`);
-      return inTxn(c, `INSERT INTO events (user_id, kind, mood, amount_cents) VALUES (1, 'rage', 'furious', 100)`, `UPDATE events SET mood = 'furious' WHERE id = 2`);
+      return inTxn(
+        c,
+        `INSERT INTO events (user_id, kind, mood, amount_cents) VALUES (1, 'rage', 'furious', 100)`,
+        `UPDATE events SET mood = 'furious' WHERE id = 2`,
+      );
     },
   },
   {
@@ -162,14 +170,22 @@ INSERT INTO "plans" ("name", "price_cents", "created_at", "updated_at") VALUES (
     modes: ['time', 'lsn', 'xid'],
     run: async (c) => {
       await c.query(`ALTER TYPE mood RENAME TO feeling`);
-      return inTxn(c, `INSERT INTO events (user_id, kind, mood, amount_cents) VALUES (2, 'renamed', 'happy', 5)`, `UPDATE events SET mood = 'sad' WHERE id = 4`);
+      return inTxn(
+        c,
+        `INSERT INTO events (user_id, kind, mood, amount_cents) VALUES (2, 'renamed', 'happy', 5)`,
+        `UPDATE events SET mood = 'sad' WHERE id = 4`,
+      );
     },
   },
   {
     // Rails change_column / Alembic alter_column with postgresql_using.
     name: 'alter column type with USING, then rows',
     run: async (c) => {
-      await inTxn(c, `ALTER TABLE events ALTER COLUMN kind TYPE varchar(32) USING upper(kind)`, `ALTER TABLE events ALTER COLUMN amount_cents TYPE bigint USING amount_cents::bigint * 10`);
+      await inTxn(
+        c,
+        `ALTER TABLE events ALTER COLUMN kind TYPE varchar(32) USING upper(kind)`,
+        `ALTER TABLE events ALTER COLUMN amount_cents TYPE bigint USING amount_cents::bigint * 10`,
+      );
       return inTxn(c, `UPDATE events SET amount_cents = amount_cents + 1 WHERE id <= 3`);
     },
   },
@@ -178,7 +194,9 @@ INSERT INTO "plans" ("name", "price_cents", "created_at", "updated_at") VALUES (
     name: 'NOT VALID constraints, validated later',
     run: async (c) => {
       await c.query(`ALTER TABLE events ADD CONSTRAINT events_amount_nonneg CHECK (amount_cents >= 0) NOT VALID`);
-      await c.query(`ALTER TABLE users ADD COLUMN plan_id bigint; ALTER TABLE users ADD CONSTRAINT users_plan_fk FOREIGN KEY (plan_id) REFERENCES plans (id) NOT VALID`);
+      await c.query(
+        `ALTER TABLE users ADD COLUMN plan_id bigint; ALTER TABLE users ADD CONSTRAINT users_plan_fk FOREIGN KEY (plan_id) REFERENCES plans (id) NOT VALID`,
+      );
       await c.query(`ALTER TABLE events VALIDATE CONSTRAINT events_amount_nonneg`);
       return inTxn(c, `ALTER TABLE users VALIDATE CONSTRAINT users_plan_fk`, `UPDATE users SET plan_id = 2 WHERE id = 1`);
     },
@@ -226,7 +244,11 @@ INSERT INTO "plans" ("name", "price_cents", "created_at", "updated_at") VALUES (
       );
       await inTxn(c, `INSERT INTO events (user_id, kind, amount_cents) SELECT id, 'bulk', id FROM users WHERE id <= 10`);
       await c.query(`REFRESH MATERIALIZED VIEW event_totals`);
-      await inTxn(c, `CREATE OR REPLACE VIEW active_users AS SELECT id, email, name FROM users WHERE status = 'active'`, `INSERT INTO events (user_id, kind, amount_cents) VALUES (1, 'late', 1)`);
+      await inTxn(
+        c,
+        `CREATE OR REPLACE VIEW active_users AS SELECT id, email, name FROM users WHERE status = 'active'`,
+        `INSERT INTO events (user_id, kind, amount_cents) VALUES (1, 'late', 1)`,
+      );
       // Fresh again at the end: the next case's base must not hold a stale materialized view (see the last case).
       return inTxn(c, `REFRESH MATERIALIZED VIEW event_totals`);
     },
@@ -258,7 +280,11 @@ CREATE TRIGGER users_audit BEFORE INSERT OR UPDATE ON users FOR EACH ROW EXECUTE
     name: 'SET SCHEMA of a table and a type',
     run: async (c) => {
       await inTxn(c, `CREATE SCHEMA billing`, `ALTER TABLE plans SET SCHEMA billing`, `ALTER TYPE account_tier SET SCHEMA billing`);
-      return inTxn(c, `INSERT INTO billing.plans (name, created_at, updated_at) VALUES ('team', '2024-02-01', '2024-02-01')`, `UPDATE users SET tier = 'paid' WHERE id = 6`);
+      return inTxn(
+        c,
+        `INSERT INTO billing.plans (name, created_at, updated_at) VALUES ('team', '2024-02-01', '2024-02-01')`,
+        `UPDATE users SET tier = 'paid' WHERE id = 6`,
+      );
     },
   },
   {
@@ -268,7 +294,12 @@ CREATE TRIGGER users_audit BEFORE INSERT OR UPDATE ON users FOR EACH ROW EXECUTE
       await c.query(`SET search_path = billing, public`);
       await c.query(`CREATE TABLE invoices (id serial PRIMARY KEY, plan_id bigint REFERENCES plans, total integer)`);
       await c.query(`RESET search_path`);
-      const x = await inTxn(c, `SET LOCAL search_path = billing`, `CREATE INDEX invoices_plan ON invoices (plan_id)`, `INSERT INTO invoices (plan_id, total) SELECT id, price_cents FROM plans`);
+      const x = await inTxn(
+        c,
+        `SET LOCAL search_path = billing`,
+        `CREATE INDEX invoices_plan ON invoices (plan_id)`,
+        `INSERT INTO invoices (plan_id, total) SELECT id, price_cents FROM plans`,
+      );
       return x;
     },
   },
@@ -324,7 +355,10 @@ ALTER TABLE "Post" ADD CONSTRAINT "Post_authorId_fkey" FOREIGN KEY ("authorId") 
     // A one-off DO block that creates a table and seeds it: DDL and DML in one block.
     name: 'DO block creating a table and inserting its rows',
     run: (c) =>
-      inTxn(c, `DO $$ BEGIN CREATE TABLE feature_flags (name text PRIMARY KEY, enabled boolean NOT NULL); INSERT INTO feature_flags VALUES ('new_ui', true), ('beta', false); END $$;`),
+      inTxn(
+        c,
+        `DO $$ BEGIN CREATE TABLE feature_flags (name text PRIMARY KEY, enabled boolean NOT NULL); INSERT INTO feature_flags VALUES ('new_ui', true), ('beta', false); END $$;`,
+      ),
   },
   {
     // pg_partman-style: a function that creates partitions with dynamic SQL, called by the migration.
@@ -406,8 +440,12 @@ const migrationErrors = new Map<string, string>();
 const outcomes: string[] = [];
 
 async function record(c: pg.Client, xid: number | undefined): Promise<Moment> {
-  const at = await c.query<{ lsn: string; t: string }>(`SELECT pg_current_wal_lsn()::text AS lsn, to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS t`);
-  const seqs = await c.query<{ k: string; v: string }>(`SELECT schemaname || '.' || sequencename AS k, last_value::text AS v FROM pg_sequences WHERE last_value IS NOT NULL AND schemaname NOT IN ('katya_cdp', '_cdp_restore')`);
+  const at = await c.query<{ lsn: string; t: string }>(
+    `SELECT pg_current_wal_lsn()::text AS lsn, to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS t`,
+  );
+  const seqs = await c.query<{ k: string; v: string }>(
+    `SELECT schemaname || '.' || sequencename AS k, last_value::text AS v FROM pg_sequences WHERE last_value IS NOT NULL AND schemaname NOT IN ('katya_cdp', '_cdp_restore')`,
+  );
   return {
     lsn: at.rows[0]!.lsn,
     time: at.rows[0]!.t,
@@ -482,7 +520,9 @@ async function restoreTo(caseName: string, m: Moment, mode: Mode): Promise<{ cod
     }
     const schema = diffSchemaDumps(m.dump, await schemaDump(into));
     const contents = await compareContents(m.contents, into, m.rows);
-    const seqs = await withClient(into, (c) => c.query<{ k: string; v: string | null }>(`SELECT schemaname || '.' || sequencename AS k, last_value::text AS v FROM pg_sequences`));
+    const seqs = await withClient(into, (c) =>
+      c.query<{ k: string; v: string | null }>(`SELECT schemaname || '.' || sequencename AS k, last_value::text AS v FROM pg_sequences`),
+    );
     const got = new Map(seqs.rows.map((r) => [r.k, r.v]));
     const behind = Object.entries(m.sequences)
       .filter(([k, v]) => got.get(k) === null || got.get(k) === undefined || BigInt(got.get(k)!) < BigInt(v))
@@ -546,7 +586,9 @@ describe('migration corpus restores exactly, or stops loudly', () => {
     CASES.forEach((k, i) => {
       const m = moments.get(k.name);
       if (!m) return;
-      const modes = (all ? (['time', 'lsn', 'xid'] as Mode[]) : (k.modes ?? [(['time', 'lsn', 'xid'] as Mode[])[i % 3]!])).filter((x) => x !== 'xid' || m.xid !== undefined);
+      const modes = (all ? (['time', 'lsn', 'xid'] as Mode[]) : (k.modes ?? [(['time', 'lsn', 'xid'] as Mode[])[i % 3]!])).filter(
+        (x) => x !== 'xid' || m.xid !== undefined,
+      );
       for (const mode of modes.length > 0 ? modes : (['lsn'] as Mode[])) jobs.push({ k: k.name, mode });
     });
     const done = pool(
@@ -590,7 +632,10 @@ describe('migration corpus restores exactly, or stops loudly', () => {
       for (const r of rs) {
         const what = `"${k.name}" restored by --${r.mode}`;
         if (known === 'stops') {
-          expect(r.code, `${what} was listed as stopping (KNOWN_FAILING) but exited 0${r.diff ? `, and differs:\n${r.diff}` : ': take it off the list'}`).not.toBe(0);
+          expect(
+            r.code,
+            `${what} was listed as stopping (KNOWN_FAILING) but exited 0${r.diff ? `, and differs:\n${r.diff}` : ': take it off the list'}`,
+          ).not.toBe(0);
         } else if (known === 'diverges') {
           expect(r.code, `${what}: listed as diverging silently, now exits ${r.code}: ${r.error}`).toBe(0);
           expect(r.diff, `${what}: listed as diverging silently but is exact now: take it off KNOWN_FAILING`).not.toBeNull();

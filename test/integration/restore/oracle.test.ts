@@ -29,7 +29,11 @@ function daemon(cmd: 'capture' | 'archive', env: Record<string, string>, cfgFile
   const p = spawn(process.execPath, [`${REPO}bin/cdp.mjs`, '-c', cfgFile, cmd], {
     env: { ...process.env, ...stackEnvironment(), CDP_LOG_FORMAT: 'json', ...env },
     // TEST_DAEMON_LOGS=<dir> keeps each daemon's log there.
-    stdio: ['ignore', 'ignore', process.env.TEST_DAEMON_LOGS ? openSync(join(process.env.TEST_DAEMON_LOGS, `${cmd}-${env.CDP_SLOT}-${Date.now()}.log`), 'a') : 'ignore'],
+    stdio: [
+      'ignore',
+      'ignore',
+      process.env.TEST_DAEMON_LOGS ? openSync(join(process.env.TEST_DAEMON_LOGS, `${cmd}-${env.CDP_SLOT}-${Date.now()}.log`), 'a') : 'ignore',
+    ],
   });
   return p;
 }
@@ -75,12 +79,17 @@ const toast = (seed: number) => Array.from({ length: 400 }, (_, i) => ((seed * 7
 async function step(c: pg.Client, k: number, extra: { ddlDone: boolean }): Promise<void> {
   const r = k % 12;
   if (r === 0) {
-    await c.query(`INSERT INTO accounts (name, balance, big, tags, doc) SELECT 'acc ' || g || ' ''q'' \\ ' || $1, g * 1.5, $2, ARRAY['a', 'b"c', NULL], '{"k": [1, 2, {"x": null}]}'::jsonb FROM generate_series(1, 5) g`, [k, toast(k)]);
+    await c.query(
+      `INSERT INTO accounts (name, balance, big, tags, doc) SELECT 'acc ' || g || ' ''q'' \\ ' || $1, g * 1.5, $2, ARRAY['a', 'b"c', NULL], '{"k": [1, 2, {"x": null}]}'::jsonb FROM generate_series(1, 5) g`,
+      [k, toast(k)],
+    );
   } else if (r === 1) {
     await c.query(`INSERT INTO orders (account_id, amount, note) SELECT id, k, 'o' || k FROM accounts, (SELECT $1::int AS k) x ORDER BY id LIMIT 7`, [k]);
   } else if (r === 2) {
     // Changes a small column of rows holding a TOAST value: the value is not sent (unchanged).
-    await c.query(`UPDATE accounts SET balance = balance + 1, seen = '2026-01-01 00:00:00+00'::timestamptz + $1 * interval '1 second' WHERE id % 3 = $1 % 3`, [k]);
+    await c.query(`UPDATE accounts SET balance = balance + 1, seen = '2026-01-01 00:00:00+00'::timestamptz + $1 * interval '1 second' WHERE id % 3 = $1 % 3`, [
+      k,
+    ]);
   } else if (r === 3) {
     await c.query(`INSERT INTO nopk VALUES ($1, 'dup', '{"a": 1}'), ($1, 'dup', '{"a": 1}'), ($1, NULL, NULL)`, [k]);
     await c.query(`UPDATE nopk SET b = 'one of the dups' WHERE ctid = (SELECT ctid FROM nopk WHERE a = $1 AND b = 'dup' LIMIT 1)`, [k]);
@@ -92,7 +101,10 @@ async function step(c: pg.Client, k: number, extra: { ddlDone: boolean }): Promi
     // Cascade on the source; its deletes of orders are in the stream themselves.
     await c.query(`DELETE FROM accounts WHERE id = (SELECT min(id) FROM accounts WHERE id > 1 AND id IN (SELECT account_id FROM orders))`);
   } else if (r === 6) {
-    await c.query(`INSERT INTO "Odd ""Name"" T" VALUES ($1, $2) ON CONFLICT ("Key") DO UPDATE SET "väl ue" = EXCLUDED."väl ue"`, [`k${k % 5}`, `it's "v" ${k}\n\ttab`]);
+    await c.query(`INSERT INTO "Odd ""Name"" T" VALUES ($1, $2) ON CONFLICT ("Key") DO UPDATE SET "väl ue" = EXCLUDED."väl ue"`, [
+      `k${k % 5}`,
+      `it's "v" ${k}\n\ttab`,
+    ]);
     await c.query(`UPDATE accounts SET big = $1 WHERE id = (SELECT max(id) FROM accounts)`, [toast(k + 1)]);
   } else if (r === 7) {
     await c.query('BEGIN');
@@ -115,7 +127,9 @@ async function step(c: pg.Client, k: number, extra: { ddlDone: boolean }): Promi
     await c.query(`INSERT INTO nopk VALUES ($1, 'after truncate', '[]')`, [k]);
   } else if (r === 10) {
     await c.query(`DELETE FROM nopk WHERE a IS NOT NULL AND ctid = (SELECT ctid FROM nopk LIMIT 1)`);
-    await c.query(`UPDATE accounts SET id = id + 100000 WHERE id = (SELECT max(id) FROM accounts WHERE id < 100000 AND id NOT IN (SELECT account_id FROM orders))`);
+    await c.query(
+      `UPDATE accounts SET id = id + 100000 WHERE id = (SELECT max(id) FROM accounts WHERE id < 100000 AND id NOT IN (SELECT account_id FROM orders))`,
+    );
   } else {
     await c.query(`CREATE TABLE IF NOT EXISTS late_${k} (id int PRIMARY KEY, v text)`);
     await c.query(`INSERT INTO late_${k} SELECT g, md5(g::text) FROM generate_series(1, 50) g`);
@@ -193,7 +207,9 @@ function oracleSuite(name: string, opts: { kill: boolean }) {
           // step() may itself use BEGIN/COMMIT for savepoints: run its statements inside ours.
           await stepIn(c, k, extra);
           await c.query('COMMIT');
-          const at = await c.query(`SELECT pg_current_wal_lsn()::text AS lsn, to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS t`);
+          const at = await c.query(
+            `SELECT pg_current_wal_lsn()::text AS lsn, to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS t`,
+          );
           moments.push({ k, lsn: at.rows[0].lsn, time: at.rows[0].t, xid: Number(x.rows[0].xid), tables: await fingerprint(c) });
         }
       } finally {
@@ -203,10 +219,14 @@ function oracleSuite(name: string, opts: { kill: boolean }) {
       const cfg = testConfig(env);
       const store = createStore(cfg, silentLog);
       const last = moments.at(-1)!;
-      await waitFor('the restorable point to pass the last moment', async () => {
-        const p = await restorablePoint(store, `${env.CDP_S3_PREFIX}/${db}`);
-        return p && p.lsn >= parseLsn(last.lsn) && microsToIso(p.time) > last.time ? p : undefined;
-      }, 180_000);
+      await waitFor(
+        'the restorable point to pass the last moment',
+        async () => {
+          const p = await restorablePoint(store, `${env.CDP_S3_PREFIX}/${db}`);
+          return p && p.lsn >= parseLsn(last.lsn) && microsToIso(p.time) > last.time ? p : undefined;
+        },
+        180_000,
+      );
     });
 
     afterAll(async () => {
@@ -231,7 +251,18 @@ function oracleSuite(name: string, opts: { kill: boolean }) {
       const sample = [1, 7, 12, 19, 29, 31, 44, 58, 60].map((k) => moments[k - 1]!);
       // The moments are really different states (else the comparison would prove little).
       expect(new Set(sample.map((m) => JSON.stringify(m.tables))).size).toBe(sample.length);
-      expect(Object.keys(sample.at(-1)!.tables)).toEqual(expect.arrayContaining(['public.accounts', 'public.orders', 'public.nopk', 'public.parted_eu', 'public.parted_us', 'public.Odd "Name" T', 'public.audit', 'public.late_11']));
+      expect(Object.keys(sample.at(-1)!.tables)).toEqual(
+        expect.arrayContaining([
+          'public.accounts',
+          'public.orders',
+          'public.nopk',
+          'public.parted_eu',
+          'public.parted_us',
+          'public.Odd "Name" T',
+          'public.audit',
+          'public.late_11',
+        ]),
+      );
       const basesUsed = new Set<string>();
       for (const m of sample) {
         const byLsn = await restoreAndCompare(['--lsn', m.lsn], m.tables);

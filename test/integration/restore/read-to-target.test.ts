@@ -46,11 +46,23 @@ async function writeArchive(store: Store, root: string, baseLsn: number): Promis
     await storeSegment(store, lastKey[p], seg.bytes, seg.name.sha256);
     segments++;
   };
-  const wm = (lsn: number, time: number, p: number) => emptyEvent({ op: 'WATERMARK', database: SRC, commitLsn: lsn, commitTime: time, content: JSON.stringify({ partition: p }) });
+  const wm = (lsn: number, time: number, p: number) =>
+    emptyEvent({ op: 'WATERMARK', database: SRC, commitLsn: lsn, commitTime: time, content: JSON.stringify({ partition: p }) });
   for (let x = 1; x <= TXNS; x++) {
     const lsn = lsnOf(x);
     const recs = [0, 1].map((k) =>
-      emptyEvent({ database: SRC, schema: 'public', table: 't', relation: REL, commitLsn: lsn, xid: 1000 + x, commitTime: timeOf(x), position: k, op: 'INSERT', new: [String(x * 10 + k), `r${x}`] }),
+      emptyEvent({
+        database: SRC,
+        schema: 'public',
+        table: 't',
+        relation: REL,
+        commitLsn: lsn,
+        xid: 1000 + x,
+        commitTime: timeOf(x),
+        position: k,
+        op: 'INSERT',
+        new: [String(x * 10 + k), `r${x}`],
+      }),
     );
     recs.push(emptyEvent({ op: 'COMMIT', database: SRC, commitLsn: lsn, xid: 1000 + x, commitTime: timeOf(x), position: 2, endLsn: lsn + 50 }));
     for (let p = 0; p < PARTITIONS; p++) await write(p, [...(x % PARTITIONS === p ? recs : []), wm(lsn, timeOf(x), p)]);
@@ -63,7 +75,13 @@ async function writeArchive(store: Store, root: string, baseLsn: number): Promis
     for (let p = 0; p < PARTITIONS; p++) await write(p, [wm(lsn, time, p)]);
   }
   for (let p = 0; p < PARTITIONS; p++) {
-    await advancePartitionState(store, root, { partition: p, watermarkLsn: lsn, watermarkTime: time, lastOffset: String(offsets[p]! - 1), lastKey: lastKey[p]! });
+    await advancePartitionState(store, root, {
+      partition: p,
+      watermarkLsn: lsn,
+      watermarkTime: time,
+      lastOffset: String(offsets[p]! - 1),
+      lastKey: lastKey[p]!,
+    });
   }
   const m: ArchiveManifest = { version: 1, database: SRC, systemId: 'test', topic: 'none', partitions: PARTITIONS, createdAt: new Date().toISOString() };
   await putOnce(store, archiveManifestKey(root), Buffer.from(JSON.stringify(m)));

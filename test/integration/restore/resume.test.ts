@@ -65,10 +65,24 @@ async function writeArchive(store: Store, root: string, baseLsn: number): Promis
     lsn += 100;
     const changes = txnChanges(x);
     for (let k = 0; k < changes.length; k++) {
-      const ev = emptyEvent({ database: SRC, schema: 'public', table: 't', relation: REL, commitLsn: lsn, xid: 1000 + x, commitTime: t0 + x, position: k, op: 'INSERT', ...changes[k] });
+      const ev = emptyEvent({
+        database: SRC,
+        schema: 'public',
+        table: 't',
+        relation: REL,
+        commitLsn: lsn,
+        xid: 1000 + x,
+        commitTime: t0 + x,
+        position: k,
+        op: 'INSERT',
+        ...changes[k],
+      });
       await put(ev, Number(BigInt(ev.new![0]!) % BigInt(PARTITIONS)));
     }
-    await put(emptyEvent({ op: 'COMMIT', database: SRC, commitLsn: lsn, xid: 1000 + x, commitTime: t0 + x, position: changes.length, endLsn: lsn + 50 }), x % PARTITIONS);
+    await put(
+      emptyEvent({ op: 'COMMIT', database: SRC, commitLsn: lsn, xid: 1000 + x, commitTime: t0 + x, position: changes.length, endLsn: lsn + 50 }),
+      x % PARTITIONS,
+    );
   }
   for (let p = 0; p < PARTITIONS; p++) {
     await put(emptyEvent({ op: 'WATERMARK', database: SRC, commitLsn: lsn, commitTime: t0 + TXNS, content: JSON.stringify({ partition: p }) }), p);
@@ -121,7 +135,9 @@ describe('restore resume and integrity', () => {
       async () => {
         if (exitedEarly) throw new Error('restore finished before it could be interrupted');
         return withClient(into, async (c) => {
-          const r = await c.query(`SELECT CASE WHEN to_regclass('_cdp_restore.cursor') IS NULL THEN NULL ELSE (SELECT transactions FROM _cdp_restore.cursor) END AS n`);
+          const r = await c.query(
+            `SELECT CASE WHEN to_regclass('_cdp_restore.cursor') IS NULL THEN NULL ELSE (SELECT transactions FROM _cdp_restore.cursor) END AS n`,
+          );
           const n = Number(r.rows[0].n ?? 0);
           return n >= 200 ? n : undefined;
         });
@@ -162,7 +178,9 @@ describe('restore resume and integrity', () => {
       async () => {
         if (exitedEarly) throw new Error('restore finished before it could be interrupted');
         return withClient(into, async (c) => {
-          const r = await c.query(`SELECT CASE WHEN to_regclass('_cdp_restore.cursor') IS NULL THEN NULL ELSE (SELECT transactions FROM _cdp_restore.cursor) END AS n`);
+          const r = await c.query(
+            `SELECT CASE WHEN to_regclass('_cdp_restore.cursor') IS NULL THEN NULL ELSE (SELECT transactions FROM _cdp_restore.cursor) END AS n`,
+          );
           return Number(r.rows[0].n ?? 0) >= 200 ? true : undefined;
         });
       },

@@ -56,7 +56,9 @@ describe('schema and content comparison harness', () => {
     expect(await compareSchemas(ua, ub)).toBeNull();
     expect(diffSchemaDumps(`\\restrict abc\n${dump}\n\\unrestrict abc\n`, dump)).toBeNull();
 
-    await withClient(ub, (c) => c.query(`ALTER TABLE t ALTER COLUMN m SET DEFAULT 'angry'; CREATE INDEX t_v ON t (v); ALTER TYPE mood RENAME VALUE 'calm' TO 'serene'`));
+    await withClient(ub, (c) =>
+      c.query(`ALTER TABLE t ALTER COLUMN m SET DEFAULT 'angry'; CREATE INDEX t_v ON t (v); ALTER TYPE mood RENAME VALUE 'calm' TO 'serene'`),
+    );
     const diff = await compareSchemas(ua, ub);
     expect(diff).toContain('differs: TABLE public.t (owner postgres)');
     expect(diff).toContain(`   -     m public.mood DEFAULT 'calm'::public.mood,\n   +     m public.mood DEFAULT 'angry'::public.mood,`);

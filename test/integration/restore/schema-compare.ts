@@ -97,7 +97,9 @@ export function normaliseSchemaDump(dump: string, opts: SchemaCompareOptions = {
     cur.body.push(line);
   }
   push();
-  return entries.filter((e) => e.key !== '(preamble)' || e.body.length > 0).sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : a.body.join('\n') < b.body.join('\n') ? -1 : 1));
+  return entries
+    .filter((e) => e.key !== '(preamble)' || e.body.length > 0)
+    .sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : a.body.join('\n') < b.body.join('\n') ? -1 : 1));
 }
 
 /**
@@ -149,7 +151,8 @@ export function lineDiff(a: string[], b: string[]): string {
   const n = a.length;
   const m = b.length;
   const lcs: number[][] = Array.from({ length: n + 1 }, () => new Array<number>(m + 1).fill(0));
-  for (let i = n - 1; i >= 0; i--) for (let j = m - 1; j >= 0; j--) lcs[i]![j] = a[i] === b[j] ? lcs[i + 1]![j + 1]! + 1 : Math.max(lcs[i + 1]![j]!, lcs[i]![j + 1]!);
+  for (let i = n - 1; i >= 0; i--)
+    for (let j = m - 1; j >= 0; j--) lcs[i]![j] = a[i] === b[j] ? lcs[i + 1]![j + 1]! + 1 : Math.max(lcs[i + 1]![j]!, lcs[i]![j + 1]!);
   const out: string[] = [];
   let i = 0;
   let j = 0;
@@ -178,7 +181,9 @@ export async function contentFingerprint(c: pg.Client): Promise<Record<string, s
   );
   for (const { s, t } of mv.rows) {
     const q = `"${s.replace(/"/g, '""')}"."${t.replace(/"/g, '""')}"`;
-    const r = await c.query(`SELECT count(*)::int AS n, md5(coalesce(string_agg(x.r, E'\\n' ORDER BY x.r), '')) AS h FROM (SELECT (${q}.*)::text AS r FROM ${q}) x`);
+    const r = await c.query(
+      `SELECT count(*)::int AS n, md5(coalesce(string_agg(x.r, E'\\n' ORDER BY x.r), '')) AS h FROM (SELECT (${q}.*)::text AS r FROM ${q}) x`,
+    );
     out[`${s}.${t} (materialized view)`] = `${r.rows[0].n}:${r.rows[0].h}`;
   }
   return out;

@@ -57,7 +57,10 @@ function wrapper(name: string): string {
   const real = execFileSync('bash', ['-c', `command -v ${name}`], { encoding: 'utf8' }).trim();
   const path = join(dir, name);
   const log = join(dir, `${name}.log`);
-  writeFileSync(path, `#!/bin/sh\n{ printf 'ARGV'; for a in "$@"; do printf ' %s' "$a"; done; printf '\\nPGPASSWORD=%s\\n' "$PGPASSWORD"; } >> '${log}'\nexec '${real}' "$@"\n`);
+  writeFileSync(
+    path,
+    `#!/bin/sh\n{ printf 'ARGV'; for a in "$@"; do printf ' %s' "$a"; done; printf '\\nPGPASSWORD=%s\\n' "$PGPASSWORD"; } >> '${log}'\nexec '${real}' "$@"\n`,
+  );
   chmodSync(path, 0o755);
   return path;
 }
@@ -105,7 +108,12 @@ interface Written {
 async function writeArchive(store: Store, baseLsn: number): Promise<Written[]> {
   const keyring = loadKeyring(testConfig(env), env)!;
   const out: Written[] = [];
-  const parts = Array.from({ length: PARTITIONS }, (_, p) => ({ w: new SegmentWriter({ partition: p, codec: 'zstandard' }), events: [] as Array<[ChangeEvent, string]>, offset: 0, lastKey: '' }));
+  const parts = Array.from({ length: PARTITIONS }, (_, p) => ({
+    w: new SegmentWriter({ partition: p, codec: 'zstandard' }),
+    events: [] as Array<[ChangeEvent, string]>,
+    offset: 0,
+    lastKey: '',
+  }));
   const flush = async (p: number) => {
     const s = parts[p]!;
     if (s.w.count === 0) return;
@@ -128,7 +136,21 @@ async function writeArchive(store: Store, baseLsn: number): Promise<Written[]> {
   for (let x = 1; x <= TXNS; x++) {
     lsn += 100;
     const p = x % PARTITIONS;
-    put(emptyEvent({ op: 'INSERT', database: SRC, schema: 'public', table: 't', relation: REL, commitLsn: lsn, xid: 5000 + x, commitTime: t0 + x, position: 0, new: [String(100 + x), `x${x}`] }), p);
+    put(
+      emptyEvent({
+        op: 'INSERT',
+        database: SRC,
+        schema: 'public',
+        table: 't',
+        relation: REL,
+        commitLsn: lsn,
+        xid: 5000 + x,
+        commitTime: t0 + x,
+        position: 0,
+        new: [String(100 + x), `x${x}`],
+      }),
+      p,
+    );
     put(emptyEvent({ op: 'COMMIT', database: SRC, commitLsn: lsn, xid: 5000 + x, commitTime: t0 + x, position: 1, endLsn: lsn + 50 }), p);
     if (x % 10 === 0) await flush(p);
   }
@@ -249,7 +271,7 @@ describe('trust: encryption binding, passwords, restore input checks (issue 13)'
     }
   });
 
-  it('an encrypted segment copied to another segment\'s place: restore and verify exit 3', async () => {
+  it("an encrypted segment copied to another segment's place: restore and verify exit 3", async () => {
     const [first, second] = segments.filter((s) => s.name.partition === 0);
     const bytes = await getObject(store, first!.key);
     const secondBytes = await getObject(store, second!.key);
@@ -279,7 +301,10 @@ describe('trust: encryption binding, passwords, restore input checks (issue 13)'
     const forgedManifest = `${ROOT}/bases/${lsnKey(lsn)}/manifest.json`;
     const withMac = JSON.parse((await getObject(store, baseManifestKey(ROOT, base.lsn))).toString('utf8')) as Record<string, unknown>;
     expect(withMac.mac).toBeDefined();
-    for (const forged of [{ ...withMac, lsn, lsnText: 'forged' }, { ...withMac, lsn, lsnText: 'forged', key: `${ROOT}/bases/${lsnKey(lsn)}/base.dump` }]) {
+    for (const forged of [
+      { ...withMac, lsn, lsnText: 'forged' },
+      { ...withMac, lsn, lsnText: 'forged', key: `${ROOT}/bases/${lsnKey(lsn)}/base.dump` },
+    ]) {
       await putOnce(store, forgedManifest, Buffer.from(JSON.stringify(forged)));
       try {
         const into = await target();
@@ -324,7 +349,7 @@ describe('trust: encryption binding, passwords, restore input checks (issue 13)'
     expect(await rowCount(into)).toBe(10 + TXNS);
   });
 
-  it('a sealed base copied under another base\'s name: restore and verify exit 3', async () => {
+  it("a sealed base copied under another base's name: restore and verify exit 3", async () => {
     const lsn = base.lsn + 8;
     const key = `${ROOT}/bases/${lsnKey(lsn)}/base.dump`;
     await putOnce(store, key, await getObject(store, base.key));
@@ -379,4 +404,3 @@ describe('trust: encryption binding, passwords, restore input checks (issue 13)'
     });
   });
 });
-

@@ -2,7 +2,19 @@ import type { ChildProcess } from 'node:child_process';
 import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseLsn } from '../../../src/util/lsn.js';
-import { createDatabase, dropDatabase, fingerprint, pipelineEnv, rand, restorableLsn, runCli, stackEnvironment, startRun, waitFor, withClient } from './helpers.js';
+import {
+  createDatabase,
+  dropDatabase,
+  fingerprint,
+  pipelineEnv,
+  rand,
+  restorableLsn,
+  runCli,
+  stackEnvironment,
+  startRun,
+  waitFor,
+  withClient,
+} from './helpers.js';
 
 // Coalescing must not reorder a coalesced table's changes after the stream-order writes of
 // a table whose writes run user code (ALWAYS trigger / CHECK calling a user function), so that
@@ -21,20 +33,26 @@ beforeAll(async () => {
     // 1. ALWAYS trigger reading another (coalesced) table.
     await c.query(`CREATE TABLE products (id int PRIMARY KEY, price int NOT NULL)`);
     await c.query(`CREATE TABLE orders (id int PRIMARY KEY, product int NOT NULL, price int)`);
-    await c.query(`CREATE FUNCTION public.order_price() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN NEW.price := (SELECT p.price FROM public.products p WHERE p.id = NEW.product); RETURN NEW; END $$`);
+    await c.query(
+      `CREATE FUNCTION public.order_price() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN NEW.price := (SELECT p.price FROM public.products p WHERE p.id = NEW.product); RETURN NEW; END $$`,
+    );
     await c.query(`CREATE TRIGGER order_price BEFORE INSERT ON orders FOR EACH ROW EXECUTE FUNCTION public.order_price()`);
     await c.query(`ALTER TABLE orders ENABLE ALWAYS TRIGGER order_price`);
     await c.query(`INSERT INTO products VALUES (1, 10)`);
     // Control: the same, but products_c has a second unique index (never coalesced: stream order).
     await c.query(`CREATE TABLE products_c (id int PRIMARY KEY, price int NOT NULL, sku int UNIQUE)`);
     await c.query(`CREATE TABLE orders_c (id int PRIMARY KEY, product int NOT NULL, price int)`);
-    await c.query(`CREATE FUNCTION public.order_price_c() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN NEW.price := (SELECT p.price FROM public.products_c p WHERE p.id = NEW.product); RETURN NEW; END $$`);
+    await c.query(
+      `CREATE FUNCTION public.order_price_c() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN NEW.price := (SELECT p.price FROM public.products_c p WHERE p.id = NEW.product); RETURN NEW; END $$`,
+    );
     await c.query(`CREATE TRIGGER order_price_c BEFORE INSERT ON orders_c FOR EACH ROW EXECUTE FUNCTION public.order_price_c()`);
     await c.query(`ALTER TABLE orders_c ENABLE ALWAYS TRIGGER order_price_c`);
     await c.query(`INSERT INTO products_c VALUES (1, 10, 1)`);
     // 2. CHECK calling a user function that reads another (coalesced) table.
     await c.query(`CREATE TABLE cats (id int PRIMARY KEY)`);
-    await c.query(`CREATE FUNCTION public.cat_exists(int) RETURNS boolean LANGUAGE sql STABLE AS $$ SELECT EXISTS (SELECT 1 FROM public.cats WHERE id = $1) $$`);
+    await c.query(
+      `CREATE FUNCTION public.cat_exists(int) RETURNS boolean LANGUAGE sql STABLE AS $$ SELECT EXISTS (SELECT 1 FROM public.cats WHERE id = $1) $$`,
+    );
     await c.query(`CREATE TABLE items (id int PRIMARY KEY, cat int NOT NULL CHECK (public.cat_exists(cat)))`);
     // 3. A DEFERRABLE (initially immediate) unique column whose values are swapped in one statement.
     await c.query(`CREATE TABLE sw (id int PRIMARY KEY, code int NOT NULL UNIQUE DEFERRABLE INITIALLY IMMEDIATE)`);

@@ -36,8 +36,14 @@ describe('--xid on a cluster past 2^32 transactions', () => {
     asPostgres(pgBin('initdb'), ['-D', data, '-U', 'postgres', '--auth=trust', '-E', 'UTF8', '--no-sync']);
     asPostgres(pgBin('pg_resetwal'), ['-e', '1', data]);
     asPostgres(pgBin('pg_ctl'), [
-      '-D', data, '-l', join(dir, 'log'), '-w', 'start',
-      '-o', `-p ${port} -c listen_addresses=127.0.0.1 -k ${dir} -c wal_level=logical -c max_wal_senders=10 -c max_replication_slots=10 -c fsync=off`,
+      '-D',
+      data,
+      '-l',
+      join(dir, 'log'),
+      '-w',
+      'start',
+      '-o',
+      `-p ${port} -c listen_addresses=127.0.0.1 -k ${dir} -c wal_level=logical -c max_wal_senders=10 -c max_replication_slots=10 -c fsync=off`,
     ]);
     await withClient(`postgres://postgres@127.0.0.1:${port}/postgres`, (c) => c.query(`CREATE DATABASE ${name}`));
     await withClient(srcUrl, (c) => c.query('CREATE TABLE t (id int PRIMARY KEY, v text NOT NULL)'));
@@ -74,10 +80,18 @@ describe('--xid on a cluster past 2^32 transactions', () => {
     for (const x of xids) expect(BigInt(x)).toBeGreaterThan(2n ** 32n);
     const lsn = await withClient(srcUrl, async (c) => (await c.query('SELECT pg_current_wal_lsn()::text AS l')).rows[0].l as string);
     // Restore's own view of the archive (a dry run) must reach past the three transactions.
-    await waitFor('a dry-run restore to reach the three transactions', async () => {
-      const d = await runCli(['restore', '--into', 'postgres://unused@127.0.0.1:1/unused', '--dry-run', '--latest'], env);
-      return d.code === 0 && parseLsn((JSON.parse(d.stdout.trim().split('\n').at(-1)!) as { restorablePoint: { lsn: string } }).restorablePoint.lsn) >= parseLsn(lsn);
-    }, 120_000, 1_000).catch((err: Error) => {
+    await waitFor(
+      'a dry-run restore to reach the three transactions',
+      async () => {
+        const d = await runCli(['restore', '--into', 'postgres://unused@127.0.0.1:1/unused', '--dry-run', '--latest'], env);
+        return (
+          d.code === 0 &&
+          parseLsn((JSON.parse(d.stdout.trim().split('\n').at(-1)!) as { restorablePoint: { lsn: string } }).restorablePoint.lsn) >= parseLsn(lsn)
+        );
+      },
+      120_000,
+      1_000,
+    ).catch((err: Error) => {
       throw new Error(`${err.message}; cdp run said: ${runLog.slice(-4000)}`);
     });
     // Capture and archive stop before the restore: it reads a quiet archive.
@@ -89,7 +103,10 @@ describe('--xid on a cluster past 2^32 transactions', () => {
     await withClient(`postgres://postgres@127.0.0.1:${port}/postgres`, (c) => c.query(`CREATE DATABASE ${target}`));
     const r = await runCli(['restore', '--into', `postgres://postgres@127.0.0.1:${port}/${target}`, '--xid', xids[1]!], env);
     expect(r.code, r.stderr + runLog.slice(-3000)).toBe(0);
-    const rows = await withClient(`postgres://postgres@127.0.0.1:${port}/${target}`, async (c) => (await c.query('SELECT v, count(*)::int AS n FROM t GROUP BY v ORDER BY v')).rows);
+    const rows = await withClient(
+      `postgres://postgres@127.0.0.1:${port}/${target}`,
+      async (c) => (await c.query('SELECT v, count(*)::int AS n FROM t GROUP BY v ORDER BY v')).rows,
+    );
     expect(rows).toEqual([
       { v: 'txn1', n: 10 },
       { v: 'txn2', n: 10 },

@@ -41,7 +41,21 @@ const gap = (afterLsn: number, untilLsn: number, detectedAtMicros: number, after
 });
 
 const base = (lsn: number, timeMicros: number): BaseManifestExt =>
-  ({ version: 1, database: 'd', lsn, lsnText: `0/${lsn.toString(16)}`, time: new Date(timeMicros / 1000).toISOString(), timeMicros, key: `b${lsn}`, size: 1, sha256: sha, serverVersion: '15', serverVersionNum: 150000, pgDumpVersion: '15', encryption: null }) as BaseManifestExt;
+  ({
+    version: 1,
+    database: 'd',
+    lsn,
+    lsnText: `0/${lsn.toString(16)}`,
+    time: new Date(timeMicros / 1000).toISOString(),
+    timeMicros,
+    key: `b${lsn}`,
+    size: 1,
+    sha256: sha,
+    serverVersion: '15',
+    serverVersionNum: 150000,
+    pgDumpVersion: '15',
+    encryption: null,
+  }) as BaseManifestExt;
 
 describe('gaps and bases', () => {
   const g = gap(1000, 2000, 5_000_000);

@@ -2,7 +2,17 @@ import { createCipheriv, randomBytes } from 'node:crypto';
 import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { describe, expect, it } from 'vitest';
-import { keyringOf, objectBinding, openBaseStream, openObject, parseMasterKey, sealObject, sealStream, type Keyring, type MasterKey } from '../../../src/archive/crypto.js';
+import {
+  keyringOf,
+  objectBinding,
+  openBaseStream,
+  openObject,
+  parseMasterKey,
+  sealObject,
+  sealStream,
+  type Keyring,
+  type MasterKey,
+} from '../../../src/archive/crypto.js';
 import { segmentKey } from '../../../src/archive/layout.js';
 import { encodeSegment, readSegment } from '../../../src/archive/segment.js';
 import { emptyEvent, type ChangeEvent } from '../../../src/format/change-event.js';
@@ -46,7 +56,16 @@ function sealV1(plain: Buffer, m: MasterKey): Buffer {
   const iv = randomBytes(12);
   const body = enc(dataKey, iv, plain);
   const h = Buffer.from(
-    JSON.stringify({ v: 1, alg: 'AES-256-GCM', keyId: m.id, wrappedKey: wrapped.data.toString('base64'), wrapIv: wrapIv.toString('base64'), wrapTag: wrapped.tag.toString('base64'), iv: iv.toString('base64'), tag: body.tag.toString('base64') }),
+    JSON.stringify({
+      v: 1,
+      alg: 'AES-256-GCM',
+      keyId: m.id,
+      wrappedKey: wrapped.data.toString('base64'),
+      wrapIv: wrapIv.toString('base64'),
+      wrapTag: wrapped.tag.toString('base64'),
+      iv: iv.toString('base64'),
+      tag: body.tag.toString('base64'),
+    }),
   );
   const len = Buffer.alloc(4);
   len.writeUInt32BE(h.length);
@@ -65,10 +84,23 @@ function sealV1Base(plain: Buffer, m: MasterKey): { bytes: Buffer; encryption: {
   const c = createCipheriv('aes-256-gcm', dataKey, iv);
   c.setAAD(aad);
   const bytes = Buffer.concat([c.update(plain), c.final()]);
-  return { bytes, encryption: { keyId: m.id, wrappedKey: Buffer.concat([wrapIv, w.getAuthTag(), wrapped]).toString('base64'), iv: iv.toString('base64'), tag: c.getAuthTag().toString('base64') } };
+  return {
+    bytes,
+    encryption: {
+      keyId: m.id,
+      wrappedKey: Buffer.concat([wrapIv, w.getAuthTag(), wrapped]).toString('base64'),
+      iv: iv.toString('base64'),
+      tag: c.getAuthTag().toString('base64'),
+    },
+  };
 }
 
-async function openStream(bytes: Buffer, keyring: Keyring | undefined, key: string, manifestEncryption: Parameters<typeof openBaseStream>[2] = null): Promise<Buffer> {
+async function openStream(
+  bytes: Buffer,
+  keyring: Keyring | undefined,
+  key: string,
+  manifestEncryption: Parameters<typeof openBaseStream>[2] = null,
+): Promise<Buffer> {
   const chunks: Buffer[] = [];
   const stage = openBaseStream(keyring, key, manifestEncryption, `base ${key}`);
   // Odd chunk sizes: the header and the trailing tag straddle chunk boundaries.
@@ -101,7 +133,21 @@ async function sealedStream(plain: Buffer, keyring: Keyring, key: string): Promi
 
 function txn(n: number): ChangeEvent[] {
   const out: ChangeEvent[] = [];
-  for (let i = 0; i < n; i++) out.push(emptyEvent({ op: 'INSERT', database: 'shop', commitLsn: 0x9000, changeLsn: 0x9000 + i, xid: 7, commitTime: 1, position: i, schema: 'public', table: 't', new: [String(i)] }));
+  for (let i = 0; i < n; i++)
+    out.push(
+      emptyEvent({
+        op: 'INSERT',
+        database: 'shop',
+        commitLsn: 0x9000,
+        changeLsn: 0x9000 + i,
+        xid: 7,
+        commitTime: 1,
+        position: i,
+        schema: 'public',
+        table: 't',
+        new: [String(i)],
+      }),
+    );
   out.push(emptyEvent({ op: 'COMMIT', database: 'shop', commitLsn: 0x9000, changeLsn: 0x9100, xid: 7, commitTime: 1, position: n }));
   return out;
 }

@@ -87,7 +87,10 @@ function batch(offsets: number[], partition = 0) {
   return {
     partition,
     highWatermark: String(offsets.at(-1)! + 1),
-    messages: offsets.map((o) => ({ offset: String(o), value: encodeChange(emptyEvent({ op: 'COMMIT', database: 'db', commitLsn: 1000 + o, xid: o, commitTime: o, position: 0, endLsn: 1001 + o })) })),
+    messages: offsets.map((o) => ({
+      offset: String(o),
+      value: encodeChange(emptyEvent({ op: 'COMMIT', database: 'db', commitLsn: 1000 + o, xid: o, commitTime: o, position: 0, endLsn: 1001 + o })),
+    })),
   };
 }
 
@@ -96,7 +99,21 @@ function watermarks(offsets: number[], partition = 0) {
   return {
     partition,
     highWatermark: String(offsets.at(-1)! + 1),
-    messages: offsets.map((o) => ({ offset: String(o), value: encodeChange(emptyEvent({ op: 'WATERMARK', database: 'db', commitLsn: 5000 + o, xid: 0, commitTime: o, position: 0, endLsn: 5000 + o, content: JSON.stringify({ partition }) })) })),
+    messages: offsets.map((o) => ({
+      offset: String(o),
+      value: encodeChange(
+        emptyEvent({
+          op: 'WATERMARK',
+          database: 'db',
+          commitLsn: 5000 + o,
+          xid: 0,
+          commitTime: o,
+          position: 0,
+          endLsn: 5000 + o,
+          content: JSON.stringify({ partition }),
+        }),
+      ),
+    })),
   };
 }
 
@@ -178,7 +195,9 @@ describe('archiver lanes', () => {
   });
 
   it('refuses a partition that ends before what the archive holds (topic recreated behind its back)', async () => {
-    const f = fakes({ state: { partition: 0, watermarkLsn: 1, watermarkTime: 1, lastOffset: '5000', lastKey: 'k', epoch: 0, updatedAt: '' } as PartitionState });
+    const f = fakes({
+      state: { partition: 0, watermarkLsn: 1, watermarkTime: 1, lastOffset: '5000', lastKey: 'k', epoch: 0, updatedAt: '' } as PartitionState,
+    });
     const a = lanesOf(f);
     await expect(a.lanes.handleBatch(batch([5001]), control().ctl)).rejects.toThrow(/ends at offset 1000, but the archive already holds offsets up to 5000/);
     expect(a.fatal).toHaveLength(1);

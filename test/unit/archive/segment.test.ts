@@ -71,7 +71,7 @@ describe('avro varints', () => {
 describe('segment writer and reader', () => {
   for (const codec of ['zstandard', 'deflate'] as const) {
     it(`round-trips with ${codec}, readable by avsc's own container decoder`, async () => {
-      const events = [...txn(0x3000, 50), ...txn(0x3100, 1), ...txn(0x2F00, 3)];
+      const events = [...txn(0x3000, 50), ...txn(0x3100, 1), ...txn(0x2f00, 3)];
       const seg = encodeSegment(events, { partition: 3, codec, firstOffset: 1000, blockBytes: 512 });
       expect(seg.name).toMatchObject({ partition: 3, maxLsn: 0x3100, firstOffset: '1000', lastOffset: String(1000 + events.length - 1) });
       expect(seg.manifest).toMatchObject<Partial<SegmentManifest>>({
@@ -160,7 +160,8 @@ describe('client-side encryption', () => {
     expect(seg.bytes.subarray(0, 8).toString()).toBe('KCDPENC2');
     expect(seg.bytes.includes(Buffer.from('Obj\x01'))).toBe(false);
     const got: ChangeEvent[] = [];
-    for await (const ev of readSegment(seg.bytes, { expectedSha256: seg.name.sha256, keyring: keyA, key: segmentKey('cdp/db', seg.name) }).events()) got.push(ev);
+    for await (const ev of readSegment(seg.bytes, { expectedSha256: seg.name.sha256, keyring: keyA, key: segmentKey('cdp/db', seg.name) }).events())
+      got.push(ev);
     expect(got).toEqual(events);
   });
 
@@ -185,7 +186,6 @@ describe('client-side encryption', () => {
     expect(keyA.current.id).toMatch(/^[0-9a-f]{16}$/);
   });
 });
-
 
 describe('cut policy', () => {
   const limits = { maxBytes: 1000, maxAgeMs: 5000 };

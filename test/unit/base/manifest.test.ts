@@ -38,7 +38,7 @@ describe('base manifests are bound to their folder and, with a key, authenticate
     expect(parseManifest(at, encodeManifest(m, at, ring), rotated)).toEqual(m);
   });
 
-  it('refuses a manifest naming a dump outside its folder, an LSN other than its folder\'s, or a synthetic claim that does not match the folder', () => {
+  it("refuses a manifest naming a dump outside its folder, an LSN other than its folder's, or a synthetic claim that does not match the folder", () => {
     const { m, at } = manifest(0x1000);
     const later = manifest(0x2000).at;
     expect(() => parseManifest(later, encodeManifest(m, later, undefined), undefined)).toThrow(/names the dump/);

@@ -41,10 +41,7 @@ describe('ChangeMapper', () => {
     const m = mapper();
     m.begin(begin);
     const a = m.insert({ tag: 'insert', relationOid: 16384, new: { values: ['1', 'x', '1.50'], unchanged: [] } }, 0x4000)!;
-    const b = m.update(
-      { tag: 'update', relationOid: 16384, oldKind: null, old: null, new: { values: ['1', null, '2.00'], unchanged: [1] } },
-      0x4100,
-    )!;
+    const b = m.update({ tag: 'update', relationOid: 16384, oldKind: null, old: null, new: { values: ['1', null, '2.00'], unchanged: [1] } }, 0x4100)!;
     const c = m.delete({ tag: 'delete', relationOid: 16384, oldKind: 'K', old: { values: ['1', null, null], unchanged: [] } }, 0x4200)!;
     const end = m.commit(commit, 0x5000);
     expect([a.position, b.position, c.position, end?.position]).toEqual([0, 1, 2, 3]);
@@ -71,7 +68,13 @@ describe('ChangeMapper', () => {
     m.relation({ ...rel, replicaIdentity: 'f', columns: rel.columns.map((c) => ({ ...c, flags: 1 })) }, TYPES);
     m.begin(begin);
     const u = m.update(
-      { tag: 'update', relationOid: 16384, oldKind: 'O', old: { values: ['1', 'big', '1.00'], unchanged: [] }, new: { values: ['1', null, '2.00'], unchanged: [1] } },
+      {
+        tag: 'update',
+        relationOid: 16384,
+        oldKind: 'O',
+        old: { values: ['1', 'big', '1.00'], unchanged: [] },
+        new: { values: ['1', null, '2.00'], unchanged: [1] },
+      },
       1,
     )!;
     expect(u).toMatchObject({ oldKind: 'O', old: ['1', 'big', '1.00'], unchanged: [1] });
@@ -83,8 +86,14 @@ describe('ChangeMapper', () => {
     m.begin(begin);
     expect(m.message({ tag: 'message', transactional: true, lsn: 1, prefix: PREFIX.heartbeat, content: Buffer.from('now') }, 1)).toBeNull();
     m.messageKey = key;
-    const ddl = m.message({ tag: 'message', transactional: true, lsn: 2, prefix: PREFIX.ddl, content: Buffer.from(signMessage(key, '{"command":"ALTER TABLE t ADD c int"}')) }, 2);
-    const seq = m.message({ tag: 'message', transactional: true, lsn: 3, prefix: PREFIX.sequences, content: Buffer.from(signMessage(key, '{"public.s":5}')) }, 3);
+    const ddl = m.message(
+      { tag: 'message', transactional: true, lsn: 2, prefix: PREFIX.ddl, content: Buffer.from(signMessage(key, '{"command":"ALTER TABLE t ADD c int"}')) },
+      2,
+    );
+    const seq = m.message(
+      { tag: 'message', transactional: true, lsn: 3, prefix: PREFIX.sequences, content: Buffer.from(signMessage(key, '{"public.s":5}')) },
+      3,
+    );
     const other = m.message({ tag: 'message', transactional: true, lsn: 4, prefix: 'app', content: Buffer.from([0xff, 0x00]) }, 4);
     expect(ddl).toMatchObject({ op: 'DDL', position: 0, content: '{"command":"ALTER TABLE t ADD c int"}', prefix: 'cdp.ddl' });
     expect(seq).toMatchObject({ op: 'SEQUENCES', position: 1, content: '{"public.s":5}' });
@@ -105,7 +114,12 @@ describe('ChangeMapper', () => {
     const good = JSON.parse(signMessage(key, '{"command":"ALTER TABLE t ADD c int"}')) as { body: string; mac: string };
     expect(msg(PREFIX.ddl, JSON.stringify({ body: '{"command":"DROP TABLE t"}', mac: good.mac }))).toBeNull();
     expect(msg(PREFIX.sequences, '{"public.s":99999999}')).toBeNull();
-    expect(forged).toEqual(['cdp.ddl: not a signed message (no body)', 'cdp.ddl: MAC mismatch', 'cdp.ddl: MAC mismatch', 'cdp.sequences: not a signed message (no body)']);
+    expect(forged).toEqual([
+      'cdp.ddl: not a signed message (no body)',
+      'cdp.ddl: MAC mismatch',
+      'cdp.ddl: MAC mismatch',
+      'cdp.sequences: not a signed message (no body)',
+    ]);
     expect(m.forgedDropped).toBe(4);
     // Without a key (DDL capture not installed) nothing with our prefixes is trusted.
     m.messageKey = undefined;
@@ -131,7 +145,14 @@ describe('ChangeMapper', () => {
     expect(one).toMatchObject({ op: 'TRUNCATE', schema: 'public', table: 'items', position: 0 });
     expect(JSON.parse(one.content!)).toEqual({ relations: [['public', 'items']], cascade: false, restartIdentity: true });
     expect(two).toMatchObject({ schema: '', table: '', position: 1 });
-    expect(JSON.parse(two.content!)).toEqual({ relations: [['public', 'items'], ['sales', 'other']], cascade: true, restartIdentity: false });
+    expect(JSON.parse(two.content!)).toEqual({
+      relations: [
+        ['public', 'items'],
+        ['sales', 'other'],
+      ],
+      cascade: true,
+      restartIdentity: false,
+    });
   });
 
   it('drops a non-transactional message (no transaction, no COMMIT marker) and counts it; restore groups what follows', async () => {
@@ -176,8 +197,13 @@ describe('ChangeMapper', () => {
 describe('the engine schema', () => {
   it('never lets a row of katya_cdp (its key, its configuration) into the stream, and numbers the rest without a gap', () => {
     const m = new ChangeMapper('db');
-    m.relation({ tag: 'relation', oid: 1, schema: 'katya_cdp', name: 'secret', replicaIdentity: 'd', columns: [{ flags: 1, name: 'id', typeOid: 23, typmod: -1 }] }, ['integer']);
-    m.relation({ tag: 'relation', oid: 2, schema: 'public', name: 't', replicaIdentity: 'd', columns: [{ flags: 1, name: 'id', typeOid: 23, typmod: -1 }] }, ['integer']);
+    m.relation(
+      { tag: 'relation', oid: 1, schema: 'katya_cdp', name: 'secret', replicaIdentity: 'd', columns: [{ flags: 1, name: 'id', typeOid: 23, typmod: -1 }] },
+      ['integer'],
+    );
+    m.relation({ tag: 'relation', oid: 2, schema: 'public', name: 't', replicaIdentity: 'd', columns: [{ flags: 1, name: 'id', typeOid: 23, typmod: -1 }] }, [
+      'integer',
+    ]);
     m.begin({ tag: 'begin', finalLsn: 100, commitTime: 1, xid: 5 });
     expect(m.insert({ tag: 'insert', relationOid: 1, new: { values: ['1'], unchanged: [] } }, 10)).toBeNull();
     expect(m.update({ tag: 'update', relationOid: 1, oldKind: null, old: null, new: { values: ['1'], unchanged: [] } }, 11)).toBeNull();

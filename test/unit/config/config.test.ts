@@ -49,7 +49,11 @@ describe('bad configuration names the field', () => {
     ['not a URL at all', () => loadConfig({ env: { CDP_S3_ENDPOINT: 'not a url' } }), /^s3\.endpoint: must be an http/],
     ['a non-integer in the environment', () => loadConfig({ env: { CDP_KAFKA_PARTITIONS: 'six' } }), /^CDP_KAFKA_PARTITIONS: must be an integer/],
     ['a bad broker list', () => loadConfig({ env: { CDP_KAFKA_BROKERS: 'localhost' } }), /^kafka\.brokers\.0: must be host:port/],
-    ['contradictory settings', () => loadConfig({ file: file('e.yaml', 'source:\n  schemas: [a]\n  tables: [b.c]\n'), env: {} }), /^source\.tables: set either/],
+    [
+      'contradictory settings',
+      () => loadConfig({ file: file('e.yaml', 'source:\n  schemas: [a]\n  tables: [b.c]\n'), env: {} }),
+      /^source\.tables: set either/,
+    ],
     ['a file that is not YAML', () => loadConfig({ file: file('f.yaml', 'a: [1\n'), env: {} }), /^--config: config file .* is not valid YAML/],
     ['a missing file', () => loadConfig({ file: join(dir, 'missing.yaml'), env: {} }), /^--config: cannot read config file/],
   ];

@@ -32,22 +32,33 @@ describe('kafka.tls and kafka.sasl settings', () => {
   });
 
   it('take flags over the environment', () => {
-    const cfg = loadConfig({ env: { CDP_KAFKA_SASL_MECHANISM: 'PLAIN' }, flags: { 'kafka.sasl.mechanism': 'SCRAM-SHA-256', 'kafka.sasl.username': 'u', 'kafka.sasl.passwordEnv': 'PW', 'kafka.tls.enabled': true } });
+    const cfg = loadConfig({
+      env: { CDP_KAFKA_SASL_MECHANISM: 'PLAIN' },
+      flags: { 'kafka.sasl.mechanism': 'SCRAM-SHA-256', 'kafka.sasl.username': 'u', 'kafka.sasl.passwordEnv': 'PW', 'kafka.tls.enabled': true },
+    });
     expect(cfg.kafka.sasl?.mechanism).toBe('SCRAM-SHA-256');
     expect(kafkaTlsEnabled(cfg)).toBe(true);
   });
 
   it('read the password from the variable named, and say which one is missing', () => {
-    const cfg = loadConfig({ env: { CDP_KAFKA_SASL_MECHANISM: 'PLAIN', CDP_KAFKA_SASL_USERNAME: 'u', CDP_KAFKA_SASL_PASSWORD_ENV: 'CDP_TEST_KAFKA_PW_UNSET' } });
+    const cfg = loadConfig({
+      env: { CDP_KAFKA_SASL_MECHANISM: 'PLAIN', CDP_KAFKA_SASL_USERNAME: 'u', CDP_KAFKA_SASL_PASSWORD_ENV: 'CDP_TEST_KAFKA_PW_UNSET' },
+    });
     expect(() => kafkaClientOptions(cfg)).toThrow(/kafka\.sasl\.passwordEnv: the environment variable CDP_TEST_KAFKA_PW_UNSET .* is not set/);
   });
 
   it('refuse contradictions and gaps, naming the field', () => {
     const bad: Array<[Record<string, string>, RegExp]> = [
       [{ CDP_KAFKA_SASL_MECHANISM: 'PLAIN', CDP_KAFKA_SASL_USERNAME: 'u' }, /kafka\.sasl\.passwordFile: SASL needs a password/],
-      [{ CDP_KAFKA_SASL_MECHANISM: 'PLAIN', CDP_KAFKA_SASL_USERNAME: 'u', CDP_KAFKA_SASL_PASSWORD_FILE: 'a', CDP_KAFKA_SASL_PASSWORD_ENV: 'B' }, /kafka\.sasl\.passwordEnv: set either/],
+      [
+        { CDP_KAFKA_SASL_MECHANISM: 'PLAIN', CDP_KAFKA_SASL_USERNAME: 'u', CDP_KAFKA_SASL_PASSWORD_FILE: 'a', CDP_KAFKA_SASL_PASSWORD_ENV: 'B' },
+        /kafka\.sasl\.passwordEnv: set either/,
+      ],
       [{ CDP_KAFKA_SASL_MECHANISM: 'GSSAPI', CDP_KAFKA_SASL_USERNAME: 'u', CDP_KAFKA_SASL_PASSWORD_ENV: 'B' }, /kafka\.sasl\.mechanism/],
-      [{ CDP_KAFKA_SASL_MECHANISM: 'PLAIN', CDP_KAFKA_SASL_USERNAME: 'u', CDP_KAFKA_SASL_PASSWORD_ENV: 'p@ss w0rd!' }, /kafka\.sasl\.passwordEnv: must be the name of an environment variable/],
+      [
+        { CDP_KAFKA_SASL_MECHANISM: 'PLAIN', CDP_KAFKA_SASL_USERNAME: 'u', CDP_KAFKA_SASL_PASSWORD_ENV: 'p@ss w0rd!' },
+        /kafka\.sasl\.passwordEnv: must be the name of an environment variable/,
+      ],
       [{ CDP_KAFKA_TLS_CERT_FILE: 'c.pem' }, /kafka\.tls\.keyFile: a client certificate needs both/],
       [{ CDP_KAFKA_TLS: 'false', CDP_KAFKA_TLS_CA_FILE: 'ca.pem' }, /kafka\.tls\.enabled/],
     ];
@@ -69,7 +80,14 @@ describe('kafka.tls and kafka.sasl settings', () => {
 
 describe('redactedConfig (what the debug log shows)', () => {
   it('masks URL passwords and keeps where the secrets are', () => {
-    const cfg = loadConfig({ env: { CDP_SOURCE_URL: 'postgres://cdp:topsecret@db:5432/shop', CDP_KAFKA_SASL_MECHANISM: 'PLAIN', CDP_KAFKA_SASL_USERNAME: 'u', CDP_KAFKA_SASL_PASSWORD_ENV: 'KAFKA_PW' } });
+    const cfg = loadConfig({
+      env: {
+        CDP_SOURCE_URL: 'postgres://cdp:topsecret@db:5432/shop',
+        CDP_KAFKA_SASL_MECHANISM: 'PLAIN',
+        CDP_KAFKA_SASL_USERNAME: 'u',
+        CDP_KAFKA_SASL_PASSWORD_ENV: 'KAFKA_PW',
+      },
+    });
     const shown = JSON.stringify(redactedConfig(cfg));
     expect(shown).not.toContain('topsecret');
     expect(shown).toContain('postgres://cdp:***@db:5432/shop');

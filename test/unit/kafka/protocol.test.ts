@@ -60,11 +60,17 @@ describe('Metadata v4', () => {
       Metadata,
       hex(
         '00000000', // throttle_time_ms
-        '00000001', '00000001', '0009 3132372e302e302e31', '00002386', 'ffff', // broker 1 127.0.0.1:9094, rack null
+        '00000001',
+        '00000001',
+        '0009 3132372e302e302e31',
+        '00002386',
+        'ffff', // broker 1 127.0.0.1:9094, rack null
         '0002 6964', // cluster_id "id"
         '00000001', // controller_id
         '00000001', // one topic
-        '0000', '0002 7431', '00', // error, "t1", not internal
+        '0000',
+        '0002 7431',
+        '00', // error, "t1", not internal
         '00000002',
         '0000 00000000 00000001 00000001 00000001 00000001 00000001', // p0 leader 1, replicas [1], isr [1]
         '0005 00000001 ffffffff 00000000 00000000', // p1 LEADER_NOT_AVAILABLE, leader -1, [] []
@@ -128,12 +134,26 @@ describe('Produce v7', () => {
   it('encodes null transactional id, acks, timeout and the batches per partition', () => {
     const batchA = hex('aabbcc');
     const batchB = hex('dd');
-    const b = Produce.encode({ acks: -1, timeoutMs: 30_000, topic: 't1', partitions: [{ partition: 0, batch: batchA }, { partition: 5, batch: batchB }] });
+    const b = Produce.encode({
+      acks: -1,
+      timeoutMs: 30_000,
+      topic: 't1',
+      partitions: [
+        { partition: 0, batch: batchA },
+        { partition: 5, batch: batchB },
+      ],
+    });
     expect(b).toEqual(hex('ffff', 'ffff', '00007530', '00000001', '0002 7431', '00000002', '00000000 00000003 aabbcc', '00000005 00000001 dd'));
     const c = new Cursor(b);
     expect([c.str(), c.i16(), c.i32()]).toEqual([null, -1, 30_000]);
     expect(c.arr(() => ({ name: c.str(), parts: c.arr(() => [c.i32(), c.bytes()!.toString('hex')]) }))).toEqual([
-      { name: 't1', parts: [[0, 'aabbcc'], [5, 'dd']] },
+      {
+        name: 't1',
+        parts: [
+          [0, 'aabbcc'],
+          [5, 'dd'],
+        ],
+      },
     ]);
     expect(c.done).toBe(true);
   });
@@ -141,7 +161,14 @@ describe('Produce v7', () => {
   it('decodes per-partition error codes and offsets, then the throttle time', () => {
     const r = decode(
       Produce,
-      hex('00000001', '0002 7431', '00000002', '00000000 0000 000000000000000a ffffffffffffffff 0000000000000000', '00000001 000a ffffffffffffffff ffffffffffffffff 0000000000000000', '00000064'),
+      hex(
+        '00000001',
+        '0002 7431',
+        '00000002',
+        '00000000 0000 000000000000000a ffffffffffffffff 0000000000000000',
+        '00000001 000a ffffffffffffffff ffffffffffffffff 0000000000000000',
+        '00000064',
+      ),
     );
     expect(r).toEqual({
       topics: [

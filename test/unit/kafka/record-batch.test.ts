@@ -48,10 +48,21 @@ describe('record batch v2', () => {
   });
 
   it('decodes record for record with the independent reader (uncompressed)', () => {
-    const records = Array.from({ length: 500 }, (_, i) => ({ key: Buffer.from(`public\u0000t\u0000${i}`), value: Buffer.concat([Buffer.from(`row ${i} `.repeat(5)), randomBytes(i % 7)]) }));
+    const records = Array.from({ length: 500 }, (_, i) => ({
+      key: Buffer.from(`public\u0000t\u0000${i}`),
+      value: Buffer.concat([Buffer.from(`row ${i} `.repeat(5)), randomBytes(i % 7)]),
+    }));
     const b = encodeRecordBatch(records, { producerId: 77n, producerEpoch: 0, baseSequence: 42, timestamp: 1_700_000_000_000, headerKey: HK, headerValue: HV });
     const d = decodeBatch(b);
-    expect([d.magic, d.crcOk, d.attributes & 7, d.baseSequence, d.producerId, d.lastOffsetDelta, d.partitionLeaderEpoch]).toEqual([2, true, 0, 42, 77n, 499, -1]);
+    expect([d.magic, d.crcOk, d.attributes & 7, d.baseSequence, d.producerId, d.lastOffsetDelta, d.partitionLeaderEpoch]).toEqual([
+      2,
+      true,
+      0,
+      42,
+      77n,
+      499,
+      -1,
+    ]);
     expect(d.records.map((r) => [r.key!.toString('hex'), r.value!.toString('hex'), r.offsetDelta, r.headers[0]![0], r.headers[0]![1]!.toString()])).toEqual(
       records.map((r, i) => [r.key.toString('hex'), r.value.toString('hex'), i, 'cdp-schema', 'io.katya.cdp.ChangeEvent/1']),
     );
@@ -70,7 +81,15 @@ describe('record batch v2', () => {
 
   it('keeps an incompressible batch uncompressed', () => {
     const records = [{ key: randomBytes(8), value: randomBytes(64) }];
-    const b = encodeRecordBatch(records, { producerId: 1n, producerEpoch: 0, baseSequence: 0, timestamp: 1, headerKey: HK, headerValue: HV, compress: (x) => compress(x) });
+    const b = encodeRecordBatch(records, {
+      producerId: 1n,
+      producerEpoch: 0,
+      baseSequence: 0,
+      timestamp: 1,
+      headerKey: HK,
+      headerValue: HV,
+      compress: (x) => compress(x),
+    });
     expect(decodeBatch(b).attributes & 7).toBe(0);
   });
 });

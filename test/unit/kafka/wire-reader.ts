@@ -113,5 +113,18 @@ export function decodeBatch(b: Buffer): DecodedBatch {
     records.push({ attributes: rAttributes, timestampDelta, offsetDelta, key, value, headers });
   }
   if (!body.done) throw new Error(`${body.b.length - body.at} bytes after the last record`);
-  return { baseOffset, partitionLeaderEpoch, magic, crcOk, attributes, lastOffsetDelta, baseTimestamp, maxTimestamp, producerId, producerEpoch, baseSequence, records };
+  return {
+    baseOffset,
+    partitionLeaderEpoch,
+    magic,
+    crcOk,
+    attributes,
+    lastOffsetDelta,
+    baseTimestamp,
+    maxTimestamp,
+    producerId,
+    producerEpoch,
+    baseSequence,
+    records,
+  };
 }

@@ -103,7 +103,8 @@ describe('layering of src/', () => {
         .split('\n')
         .forEach((line, i) => {
           if (/^\s*(\/\/|\*)/.test(line)) return;
-          if (/process\.(stdout|stderr)\.write|console\.(log|error|warn|info)|process\.exit\b|process\.exitCode|\bExitCode\./.test(line)) bad.push(`${f}:${i + 1}: ${line.trim()}`);
+          if (/process\.(stdout|stderr)\.write|console\.(log|error|warn|info)|process\.exit\b|process\.exitCode|\bExitCode\./.test(line))
+            bad.push(`${f}:${i + 1}: ${line.trim()}`);
         });
     }
     expect(bad, 'return the result or throw a CdpError; src/cli prints it and picks the exit code').toEqual([]);

@@ -2,13 +2,7 @@ import { PassThrough } from 'node:stream';
 import { parse as parsePgProtocol } from 'pg-protocol';
 import { describe, expect, it } from 'vitest';
 import { CdpError, ErrorCodes } from '../../../src/errors.js';
-import {
-  decodePgoutput,
-  encodeStandbyStatus,
-  parseKeepalive,
-  parseXLogData,
-  type PgoutputMessage,
-} from '../../../src/pg/pgoutput.js';
+import { decodePgoutput, encodeStandbyStatus, parseKeepalive, parseXLogData, type PgoutputMessage } from '../../../src/pg/pgoutput.js';
 import { PG_EPOCH_OFFSET_US } from '../../../src/util/lsn.js';
 
 // Hand-built fixtures, field by field, following PostgreSQL 15 docs 55.9 (Logical Replication
@@ -100,18 +94,7 @@ const fixtures: Record<string, { buf: Buffer; msg: PgoutputMessage }> = {
   },
   insert: {
     // NULL, empty string, unchanged TOAST, and UTF-8 of 1, 2, 3 and 4 bytes (BMP and plane 1/2).
-    buf: bytes(
-      ch('I'),
-      u32(16385),
-      ch('N'),
-      u16(6),
-      text('42'),
-      ch('n'),
-      text(''),
-      ch('u'),
-      text('é € 中文 𝄞 😀 𠜎'),
-      text('a\tb\nc\\d'),
-    ),
+    buf: bytes(ch('I'), u32(16385), ch('N'), u16(6), text('42'), ch('n'), text(''), ch('u'), text('é € 中文 𝄞 😀 𠜎'), text('a\tb\nc\\d')),
     msg: {
       tag: 'insert',
       relationOid: 16385,
@@ -313,9 +296,7 @@ describe('replication CopyData envelopes', () => {
   it('encodes a standby status update byte for byte', () => {
     const out = encodeStandbyStatus(LSN_16_B374D848, 0x16 * 2 ** 32, 0, true, UNIX_US);
     expect(out).toEqual(bytes(ch('r'), lsn64(0x16, 0xb374d848), lsn64(0x16, 0), lsn64(0, 0), i64(PG_US), u8(1)));
-    expect(encodeStandbyStatus(1, 2, 3, false, PG_EPOCH_OFFSET_US)).toEqual(
-      bytes(ch('r'), lsn64(0, 1), lsn64(0, 2), lsn64(0, 3), i64(0n), u8(0)),
-    );
+    expect(encodeStandbyStatus(1, 2, 3, false, PG_EPOCH_OFFSET_US)).toEqual(bytes(ch('r'), lsn64(0, 1), lsn64(0, 2), lsn64(0, 3), i64(0n), u8(0)));
   });
 
   it('encodes the client clock as microseconds since 2000-01-01 by default', () => {

@@ -14,9 +14,12 @@ describe('pgRestoreVersionProblem', () => {
     expect(clientMajor('unknown')).toBeUndefined();
   });
   it('lets a base of 15 go anywhere with pg_restore 15, and same-or-newer pairs of 17+', () => {
-    for (const t of [150020, 160014, 170010, 180004]) expect(pgRestoreVersionProblem({ pgRestorePath: 'pg_restore', pgRestoreVersion: r15, baseDumpVersion: d15, targetVersionNum: t })).toBeUndefined();
+    for (const t of [150020, 160014, 170010, 180004])
+      expect(pgRestoreVersionProblem({ pgRestorePath: 'pg_restore', pgRestoreVersion: r15, baseDumpVersion: d15, targetVersionNum: t })).toBeUndefined();
     expect(pgRestoreVersionProblem({ pgRestorePath: 'x', pgRestoreVersion: r17, baseDumpVersion: d17, targetVersionNum: 170010 })).toBeUndefined();
-    expect(pgRestoreVersionProblem({ pgRestorePath: 'x', pgRestoreVersion: 'pg_restore (PostgreSQL) 18.6', baseDumpVersion: d17, targetVersionNum: 180004 })).toBeUndefined();
+    expect(
+      pgRestoreVersionProblem({ pgRestorePath: 'x', pgRestoreVersion: 'pg_restore (PostgreSQL) 18.6', baseDumpVersion: d17, targetVersionNum: 180004 }),
+    ).toBeUndefined();
   });
   it('refuses a pg_restore older than the base, naming the setting', () => {
     const m = pgRestoreVersionProblem({ pgRestorePath: '/usr/bin/pg_restore', pgRestoreVersion: r15, baseDumpVersion: d18, targetVersionNum: 180004 });
@@ -37,7 +40,7 @@ describe('ScriptHeaderFilter', () => {
       '--',
       '-- PostgreSQL database dump',
       '\\restrict abc',
-      "SET statement_timeout = 0;",
+      'SET statement_timeout = 0;',
       'SET transaction_timeout = 0;',
       "SELECT pg_catalog.set_config('search_path', '', false);",
       '',

@@ -48,7 +48,12 @@ describe('Coalescer (net effect per key)', () => {
     const rel2: RelationInfo = { ...REL, key: [0, 1] };
     const r2 = { ...ref, relation: rel2 };
     const c = new Coalescer();
-    for (const row of [['a', 'b', '1'], ['ab', '', '2'], ['a\u0001', 'b', '3'], ['a', '\u0001b', '4']] as Array<(string | null)[]>) {
+    for (const row of [
+      ['a', 'b', '1'],
+      ['ab', '', '2'],
+      ['a\u0001', 'b', '3'],
+      ['a', '\u0001b', '4'],
+    ] as Array<(string | null)[]>) {
       expect(c.add('t', r2, emptyEvent({ database: 'db', schema: 'public', table: 't', relation: rel2, op: 'INSERT', new: row }))).toBe(true);
     }
     expect(c.drain('t')!.inserts.length).toBe(4);

@@ -18,7 +18,9 @@ describe('DDL replayed by restore --tables', () => {
 
   it('skips only DDL whose every object belongs to a table not chosen', () => {
     expect(ddlNeededForTables({ objects: [obj('table', 'public.other')] }, chosen)).toBe(false);
-    expect(ddlNeededForTables({ objects: [obj('table column', 'public.other.c')], dropped: [obj('table constraint', 'other_pkey on public.other')] }, chosen)).toBe(false);
+    expect(
+      ddlNeededForTables({ objects: [obj('table column', 'public.other.c')], dropped: [obj('table constraint', 'other_pkey on public.other')] }, chosen),
+    ).toBe(false);
     expect(ddlNeededForTables({ objects: [obj('table', 'public.orders')] }, chosen)).toBe(true);
     expect(ddlNeededForTables({ objects: [obj('trigger', 'trg on public.orders')] }, chosen)).toBe(true);
     expect(ddlNeededForTables({ objects: [obj('table', 'public.other'), obj('sequence', 'public.other_id_seq')] }, chosen)).toBe(true);

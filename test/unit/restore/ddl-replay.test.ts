@@ -3,7 +3,18 @@ import { blankLiterals, ddlReplaySql, innerStatement, loadParser, planDdl, split
 import { CdpError } from '../../../src/errors.js';
 
 const at = { commitLsn: 0x1000, xid: 742, position: 3 };
-const v2 = (c: Partial<DdlContent>): DdlContent => ({ v: 2, command: '', tag: 'CREATE TABLE', seq: 1, role: 'app', roleVerified: true, sessionUser: 'app', searchPath: 'public', settings: { standard_conforming_strings: 'on' }, ...c });
+const v2 = (c: Partial<DdlContent>): DdlContent => ({
+  v: 2,
+  command: '',
+  tag: 'CREATE TABLE',
+  seq: 1,
+  role: 'app',
+  roleVerified: true,
+  sessionUser: 'app',
+  searchPath: 'public',
+  settings: { standard_conforming_strings: 'on' },
+  ...c,
+});
 
 /** The statement a replay runs, decoded from its base64 DO block. */
 function statementOf(sql: string): string | undefined {
@@ -32,7 +43,9 @@ describe('splitting a query string with the PostgreSQL parser', () => {
     expect(s.map((x) => x.text)).toEqual([`COMMENT ON TABLE t IS 'it\\'s; DROP TABLE t; --'`, 'CREATE TABLE after_it ()']);
   });
   it('reads the inner statement of a nested event from PL/pgSQL context', () => {
-    expect(innerStatement('SQL statement "CREATE TABLE c (z int)"\nPL/pgSQL function inline_code_block line 1 at SQL statement')).toBe('CREATE TABLE c (z int)');
+    expect(innerStatement('SQL statement "CREATE TABLE c (z int)"\nPL/pgSQL function inline_code_block line 1 at SQL statement')).toBe(
+      'CREATE TABLE c (z int)',
+    );
     expect(innerStatement('SQL function "mk" statement 1')).toBeUndefined();
   });
 });
@@ -49,7 +62,12 @@ describe('planning one DDL event', () => {
     expect(() => planDdl(v2({ command: 'CREATE TABL a ()', seq: 1 }), at)).toThrow(/does not parse/);
   });
   it('runs a nested event as its inner statement, and stops on one whose text PostgreSQL does not report', () => {
-    const c = v2({ command: 'DO $$ BEGIN CREATE TABLE c (z int); PERFORM pg_sleep(0); END $$', nested: true, seq: null, context: 'SQL statement "CREATE TABLE c (z int)"\nPL/pgSQL function inline_code_block line 1 at SQL statement' });
+    const c = v2({
+      command: 'DO $$ BEGIN CREATE TABLE c (z int); PERFORM pg_sleep(0); END $$',
+      nested: true,
+      seq: null,
+      context: 'SQL statement "CREATE TABLE c (z int)"\nPL/pgSQL function inline_code_block line 1 at SQL statement',
+    });
     expect(statementOf(ddlReplaySql(planDdl(c, at)))).toBe('CREATE TABLE c (z int)');
     expect(() => planDdl(v2({ command: 'SELECT mk()', nested: true, seq: null, context: 'SQL function "mk" statement 1' }), at)).toThrow(CdpError);
   });
@@ -57,15 +75,21 @@ describe('planning one DDL event', () => {
     expect(ddlReplaySql(planDdl(v2({ command: 'CREATE EXTENSION pg_trgm', tag: 'CREATE FUNCTION', inExtension: true, seq: null }), at))).toBe('');
   });
   it('runs as the role, with the settings, and returns to the session state; the text never appears as SQL', () => {
-    const sql = ddlReplaySql(planDdl(v2({ command: "COMMENT ON TABLE t IS 'it\\'s'", tag: 'COMMENT', settings: { standard_conforming_strings: 'off', TimeZone: 'Asia/Tokyo' } }), at));
+    const sql = ddlReplaySql(
+      planDdl(v2({ command: "COMMENT ON TABLE t IS 'it\\'s'", tag: 'COMMENT', settings: { standard_conforming_strings: 'off', TimeZone: 'Asia/Tokyo' } }), at),
+    );
     // A SECURITY DEFINER function owned by the role runs it: code inside cannot RESET ROLE. It is
     // made again right before the call and discarded right after (its owner could replace it).
     expect(sql).toContain('CREATE OR REPLACE FUNCTION pg_temp.cdp_as(q pg_catalog.text) RETURNS void LANGUAGE plpgsql SECURITY DEFINER');
-    expect(sql).toMatch(/ALTER FUNCTION pg_temp\.cdp_as\(pg_catalog\.text\) OWNER TO "app";\nDO \$cdp_run\$ BEGIN PERFORM pg_temp\.cdp_as\(pg_catalog\.convert_from\(.*\nDISCARD TEMP;\n/);
+    expect(sql).toMatch(
+      /ALTER FUNCTION pg_temp\.cdp_as\(pg_catalog\.text\) OWNER TO "app";\nDO \$cdp_run\$ BEGIN PERFORM pg_temp\.cdp_as\(pg_catalog\.convert_from\(.*\nDISCARD TEMP;\n/,
+    );
     // standard_conforming_strings last: the SELECT is parsed before any of it takes effect anyway.
     // Values from the stream are base64 (a schema name could hold a dollar-quote tag and a psql command).
     const b = (x: string) => `pg_catalog.convert_from(pg_catalog.decode('${Buffer.from(x).toString('base64')}', 'base64'), 'UTF8')`;
-    expect(sql).toContain(`pg_catalog.set_config('TimeZone', ${b('Asia/Tokyo')}, false), pg_catalog.set_config('search_path', ${b('public')} || ', pg_temp', false), pg_catalog.set_config('standard_conforming_strings', ${b('off')}, false); END $cdp_set$;`);
+    expect(sql).toContain(
+      `pg_catalog.set_config('TimeZone', ${b('Asia/Tokyo')}, false), pg_catalog.set_config('search_path', ${b('public')} || ', pg_temp', false), pg_catalog.set_config('standard_conforming_strings', ${b('off')}, false); END $cdp_set$;`,
+    );
     expect(sql).not.toContain('COMMENT');
     expect(statementOf(sql)).toBe("COMMENT ON TABLE t IS 'it\\'s'");
     // Then the restore session's own settings, whole.
@@ -78,12 +102,34 @@ describe('planning one DDL event', () => {
     expect(sql).not.toContain('pwned');
   });
   it('skips DDL on temporary objects (gone with their session; restore must not create them in its own)', () => {
-    expect(ddlReplaySql(planDdl(v2({ command: 'CREATE TEMP TABLE x (a int)', objects: [{ objectType: 'table', schema: 'pg_temp_3', identity: 'pg_temp.x' }] }), at))).toBe('');
-    expect(ddlReplaySql(planDdl(v2({ command: 'CREATE DOMAIN pg_temp.text AS int', tag: 'CREATE DOMAIN', objects: [{ objectType: 'type', schema: 'pg_temp_3', identity: 'pg_temp.text' }] }), at))).toBe('');
-    expect(ddlReplaySql(planDdl(v2({ command: 'DROP TABLE x', tag: 'DROP TABLE', dropped: [{ objectType: 'table', schema: 'pg_temp_3', identity: 'pg_temp.x', temporary: true }] }), at))).toBe('');
+    expect(
+      ddlReplaySql(planDdl(v2({ command: 'CREATE TEMP TABLE x (a int)', objects: [{ objectType: 'table', schema: 'pg_temp_3', identity: 'pg_temp.x' }] }), at)),
+    ).toBe('');
+    expect(
+      ddlReplaySql(
+        planDdl(
+          v2({
+            command: 'CREATE DOMAIN pg_temp.text AS int',
+            tag: 'CREATE DOMAIN',
+            objects: [{ objectType: 'type', schema: 'pg_temp_3', identity: 'pg_temp.text' }],
+          }),
+          at,
+        ),
+      ),
+    ).toBe('');
+    expect(
+      ddlReplaySql(
+        planDdl(
+          v2({ command: 'DROP TABLE x', tag: 'DROP TABLE', dropped: [{ objectType: 'table', schema: 'pg_temp_3', identity: 'pg_temp.x', temporary: true }] }),
+          at,
+        ),
+      ),
+    ).toBe('');
   });
   it('stops when the query string rolls back between DDL statements (the ordinal no longer places the event)', () => {
-    expect(() => planDdl(v2({ command: 'BEGIN; DROP TABLE important; ROLLBACK; DROP TABLE junk', tag: 'DROP TABLE', seq: 1 }), at)).toThrow(/rolls back part of its work/);
+    expect(() => planDdl(v2({ command: 'BEGIN; DROP TABLE important; ROLLBACK; DROP TABLE junk', tag: 'DROP TABLE', seq: 1 }), at)).toThrow(
+      /rolls back part of its work/,
+    );
     expect(statementOf(ddlReplaySql(planDdl(v2({ command: 'BEGIN; DROP TABLE junk; COMMIT', tag: 'DROP TABLE', seq: 1 }), at)))).toBe('DROP TABLE junk');
   });
   it('does not count statements on shared objects (databases, roles, tablespaces fire no event)', () => {
@@ -104,10 +150,14 @@ describe('planning one DDL event', () => {
     expect(planDdl(v2({ command: 'CREATE TABLE a ()', role: 'postgres', roleVerified: false, sessionUser: 'intruder' }), at).role).toBeUndefined();
   });
   it('drops CONCURRENTLY (not allowed in a transaction block; the plain form builds the same)', () => {
-    expect(statementOf(ddlReplaySql(planDdl(v2({ command: 'CREATE INDEX CONCURRENTLY i ON t (c)', tag: 'CREATE INDEX' }), at)))).toBe('CREATE INDEX  i ON t (c)');
+    expect(statementOf(ddlReplaySql(planDdl(v2({ command: 'CREATE INDEX CONCURRENTLY i ON t (c)', tag: 'CREATE INDEX' }), at)))).toBe(
+      'CREATE INDEX  i ON t (c)',
+    );
     // DETACH ... CONCURRENTLY: the plain form, plus the CHECK constraint the concurrent form adds.
     const detach = statementOf(ddlReplaySql(planDdl(v2({ command: 'ALTER TABLE p DETACH PARTITION c CONCURRENTLY', tag: 'ALTER TABLE' }), at)))!;
-    expect(detach).toContain(`DO $cdp_detach$ DECLARE part pg_catalog.regclass := pg_catalog.convert_from(pg_catalog.decode('${Buffer.from('"c"').toString('base64')}', 'base64'), 'UTF8')::pg_catalog.regclass;`);
+    expect(detach).toContain(
+      `DO $cdp_detach$ DECLARE part pg_catalog.regclass := pg_catalog.convert_from(pg_catalog.decode('${Buffer.from('"c"').toString('base64')}', 'base64'), 'UTF8')::pg_catalog.regclass;`,
+    );
     expect(detach).toContain(`EXECUTE pg_catalog.convert_from(pg_catalog.decode('${Buffer.from('ALTER TABLE p DETACH PARTITION c ').toString('base64')}'`);
     expect(detach).toContain("EXECUTE pg_catalog.format('ALTER TABLE %s ADD CHECK (%s)', part, def);");
   });
@@ -116,25 +166,42 @@ describe('planning one DDL event', () => {
     expect(planDdl(v2({ command: "ALTER TYPE mood RENAME VALUE 'a' TO 'b'", tag: 'ALTER TYPE' }), at).commitAfterTransaction).toBe(false);
   });
   it('gives existing rows the value the source gave them for a computed DEFAULT (now()), not a constant one', () => {
-    const missing = [{ table: 't', column: 'at', value: '{"2026-01-01 00:00:00+00"}' }, { table: 't', column: 'k', value: '{0}' }];
+    const missing = [
+      { table: 't', column: 'at', value: '{"2026-01-01 00:00:00+00"}' },
+      { table: 't', column: 'k', value: '{0}' },
+    ];
     const p = planDdl(v2({ command: 'ALTER TABLE t ADD COLUMN at timestamptz DEFAULT now(), ADD COLUMN k int DEFAULT 0', tag: 'ALTER TABLE', missing }), at);
     const payload = /decode\('([A-Za-z0-9+/=]*)'/.exec(p.after!)![1]!;
     expect(JSON.parse(Buffer.from(payload, 'base64').toString())).toEqual([missing[0]]);
   });
   it('stops at a rewrite with per-row values on a table with rows, naming --ddl-override; not when the table was empty or the column is generated', () => {
     const rw = (hadRows: boolean) => [{ table: 't', reason: 2, hadRows }];
-    expect(() => planDdl(v2({ command: 'ALTER TABLE t ADD COLUMN n serial', tag: 'ALTER TABLE', rewrites: rw(true) }), at)).toThrow(/--ddl-override FILE \(JSON: \{"0\/1000#3": "<SQL>"\}/);
-    expect(() => planDdl(v2({ command: 'ALTER TABLE t ADD COLUMN n int GENERATED ALWAYS AS IDENTITY', tag: 'ALTER TABLE', rewrites: rw(true) }), at)).toThrow(CdpError);
+    expect(() => planDdl(v2({ command: 'ALTER TABLE t ADD COLUMN n serial', tag: 'ALTER TABLE', rewrites: rw(true) }), at)).toThrow(
+      /--ddl-override FILE \(JSON: \{"0\/1000#3": "<SQL>"\}/,
+    );
+    expect(() => planDdl(v2({ command: 'ALTER TABLE t ADD COLUMN n int GENERATED ALWAYS AS IDENTITY', tag: 'ALTER TABLE', rewrites: rw(true) }), at)).toThrow(
+      CdpError,
+    );
     expect(() => planDdl(v2({ command: 'ALTER TABLE t ADD COLUMN r float8 DEFAULT random()', tag: 'ALTER TABLE', rewrites: rw(true) }), at)).toThrow(CdpError);
-    expect(planDdl(v2({ command: 'ALTER TABLE t ADD COLUMN n serial', tag: 'ALTER TABLE', rewrites: rw(false) }), at).statement).toBe('ALTER TABLE t ADD COLUMN n serial');
-    expect(planDdl(v2({ command: 'ALTER TABLE t ADD COLUMN g int GENERATED ALWAYS AS (a * 2) STORED', tag: 'ALTER TABLE', rewrites: rw(true) }), at).statement).toBeDefined();
+    expect(planDdl(v2({ command: 'ALTER TABLE t ADD COLUMN n serial', tag: 'ALTER TABLE', rewrites: rw(false) }), at).statement).toBe(
+      'ALTER TABLE t ADD COLUMN n serial',
+    );
+    expect(
+      planDdl(v2({ command: 'ALTER TABLE t ADD COLUMN g int GENERATED ALWAYS AS (a * 2) STORED', tag: 'ALTER TABLE', rewrites: rw(true) }), at).statement,
+    ).toBeDefined();
   });
   it('an override replaces the event, run as the restore role; events of earlier versions replay their whole text', () => {
-    const o = planDdl(v2({ command: 'ALTER TABLE t ADD COLUMN n serial', tag: 'ALTER TABLE', rewrites: [{ table: 't', reason: 2, hadRows: true }] }), at, new Map([['0/1000#3', 'SELECT 1']]));
+    const o = planDdl(
+      v2({ command: 'ALTER TABLE t ADD COLUMN n serial', tag: 'ALTER TABLE', rewrites: [{ table: 't', reason: 2, hadRows: true }] }),
+      at,
+      new Map([['0/1000#3', 'SELECT 1']]),
+    );
     expect(ddlReplaySql(o)).not.toContain('cdp_as_');
-    expect(ddlReplaySql(o)).not.toContain('search_path\', \'public');
+    expect(ddlReplaySql(o)).not.toContain("search_path', 'public");
     expect(statementOf(ddlReplaySql(o))).toBe('SELECT 1');
-    expect(statementOf(ddlReplaySql(planDdl({ command: 'CREATE TABLE a (); CREATE TABLE b ()', searchPath: 'public' }, at)))).toBe('CREATE TABLE a (); CREATE TABLE b ()');
+    expect(statementOf(ddlReplaySql(planDdl({ command: 'CREATE TABLE a (); CREATE TABLE b ()', searchPath: 'public' }, at)))).toBe(
+      'CREATE TABLE a (); CREATE TABLE b ()',
+    );
   });
 });
 
@@ -143,7 +210,13 @@ describe('statements the server runs itself', () => {
     await loadParser();
   });
   it('skips the temporary diff table of REFRESH MATERIALIZED VIEW CONCURRENTLY (run through SPI, one context frame)', () => {
-    const c = v2({ command: 'REFRESH MATERIALIZED VIEW CONCURRENTLY mv', nested: true, seq: null, context: 'SQL statement "CREATE TEMP TABLE pg_temp_2.pg_temp_84727_2 (tid pg_catalog.tid)"', objects: [] });
+    const c = v2({
+      command: 'REFRESH MATERIALIZED VIEW CONCURRENTLY mv',
+      nested: true,
+      seq: null,
+      context: 'SQL statement "CREATE TEMP TABLE pg_temp_2.pg_temp_84727_2 (tid pg_catalog.tid)"',
+      objects: [],
+    });
     expect(ddlReplaySql(planDdl(c, at))).toBe('');
     expect(innerStatement('SQL statement "CREATE TABLE x ()"')).toBe('CREATE TABLE x ()');
   });

@@ -60,7 +60,15 @@ describe('mergePartitions', () => {
 
   it('merges many partitions into global order (randomised)', async () => {
     const all: ChangeEvent[] = [];
-    for (let i = 1; i <= 200; i++) all.push(...txn(i * 10, i, i, Array.from({ length: 1 + (i % 4) }, () => ({}))));
+    for (let i = 1; i <= 200; i++)
+      all.push(
+        ...txn(
+          i * 10,
+          i,
+          i,
+          Array.from({ length: 1 + (i % 4) }, () => ({})),
+        ),
+      );
     const parts: ChangeEvent[][] = [[], [], [], [], []];
     let seed = 7;
     for (const ev of all) {
@@ -76,7 +84,15 @@ async function group(evs: ChangeEvent[], cut = makeCut({ kind: 'latest' }, Numbe
   return collect(groupTransactions(chunks(evs), cut));
 }
 const summary = (items: ReplayItem[]) =>
-  items.map((i) => (i.type === 'begin' ? `B${i.txn.commitLsn}` : i.type === 'commit' ? `C${i.txn.commitLsn}/${i.count}` : i.type === 'changes' ? `x${i.events.length}` : `E:${i.stoppedBy}`));
+  items.map((i) =>
+    i.type === 'begin'
+      ? `B${i.txn.commitLsn}`
+      : i.type === 'commit'
+        ? `C${i.txn.commitLsn}/${i.count}`
+        : i.type === 'changes'
+          ? `x${i.events.length}`
+          : `E:${i.stoppedBy}`,
+  );
 
 describe('groupTransactions', () => {
   const stream = [...txn(100, 11, 1000, [{}, {}]), ...txn(200, 12, 2000, [{}]), ...txn(300, 13, 3000, [{}, {}, {}])];
@@ -89,7 +105,15 @@ describe('groupTransactions', () => {
     expect(summary(await group(stream, makeCut({ kind: 'lsn', lsn: 200 }, 1e9)))).toEqual(['B100', 'x2', 'C100/2', 'B200', 'x1', 'C200/1', 'E:target']);
     expect(summary(await group(stream, makeCut({ kind: 'lsn', lsn: 299 }, 1e9)))).toEqual(['B100', 'x2', 'C100/2', 'B200', 'x1', 'C200/1', 'E:target']);
     expect(summary(await group(stream, makeCut({ kind: 'time', micros: 1999, text: '' }, 1e9)))).toEqual(['B100', 'x2', 'C100/2', 'E:target']);
-    expect(summary(await group(stream, makeCut({ kind: 'time', micros: 2000, text: '' }, 1e9)))).toEqual(['B100', 'x2', 'C100/2', 'B200', 'x1', 'C200/1', 'E:target']);
+    expect(summary(await group(stream, makeCut({ kind: 'time', micros: 2000, text: '' }, 1e9)))).toEqual([
+      'B100',
+      'x2',
+      'C100/2',
+      'B200',
+      'x1',
+      'C200/1',
+      'E:target',
+    ]);
     expect(summary(await group(stream, makeCut({ kind: 'xid', xid: 12 }, 1e9)))).toEqual(['B100', 'x2', 'C100/2', 'B200', 'x1', 'C200/1', 'E:target']);
   });
 
@@ -118,7 +142,12 @@ describe('groupTransactions', () => {
   });
 
   it('streams a large transaction in bounded chunks', async () => {
-    const big = txn(100, 1, 1, Array.from({ length: 5000 }, () => ({})));
+    const big = txn(
+      100,
+      1,
+      1,
+      Array.from({ length: 5000 }, () => ({})),
+    );
     const items = await group(big);
     const sizes = items.filter((i) => i.type === 'changes').map((i) => (i.type === 'changes' ? i.events.length : 0));
     expect(Math.max(...sizes)).toBeLessThanOrEqual(2048);
@@ -142,7 +171,17 @@ describe('watermarks through the merge (a replay stops at its target, not at the
     const a = txn(100, 1, 1000, [{}, {}]);
     const p0 = [a[0]!, wm(50, 0), a[2]!, wm(100, 0)];
     const p1 = [a[1]!, wm(100, 1), wm(150, 1)];
-    const out = (await collect(mergePartitions([{ partition: 0, chunks: chunks(p0) }, { partition: 1, chunks: chunks(p1) }], { fromLsn: 0, watermarks: true }))).flat();
+    const out = (
+      await collect(
+        mergePartitions(
+          [
+            { partition: 0, chunks: chunks(p0) },
+            { partition: 1, chunks: chunks(p1) },
+          ],
+          { fromLsn: 0, watermarks: true },
+        ),
+      )
+    ).flat();
     // The stale watermark 50 (its partition had already sent a record of 100) comes out as soon as
     // it heads its partition; groupTransactions ignores it inside a transaction.
     expect(ids(out)).toEqual(['100:0:INSERT', '50:0:WATERMARK', '100:1:INSERT', '100:2:COMMIT', '100:0:WATERMARK', '100:0:WATERMARK', '150:0:WATERMARK']);
@@ -159,11 +198,15 @@ describe('watermarks through the merge (a replay stops at its target, not at the
       const segs = [txn(100, 11, 1000, [{}]), txn(200, 12, 2000, [{}]), ...Array.from({ length: 50 }, (_, i) => [wm(300 + i * 10, 0)])];
       const position = { lsn: 0, time: 0 };
       const items = await collect(
-        groupTransactions(mergePartitions([{ partition: 0, chunks: counted(segs, read) }], { fromLsn: 0, watermarks: true }), makeCut(target, target.kind === 'latest' ? 250 : 1e9), {
-          passed,
-          position,
-          sequenceScanMicros: 0,
-        }),
+        groupTransactions(
+          mergePartitions([{ partition: 0, chunks: counted(segs, read) }], { fromLsn: 0, watermarks: true }),
+          makeCut(target, target.kind === 'latest' ? 250 : 1e9),
+          {
+            passed,
+            position,
+            sequenceScanMicros: 0,
+          },
+        ),
       );
       expect(summary(items), target.kind).toEqual(['B100', 'x1', 'C100/1', 'B200', 'x1', 'C200/1', 'E:target']);
       expect(read.n, target.kind).toBeLessThanOrEqual(3);
@@ -175,10 +218,14 @@ describe('watermarks through the merge (a replay stops at its target, not at the
     const read = { n: 0 };
     const segs = [txn(100, 11, 1000, [{}]), ...Array.from({ length: 50 }, (_, i) => [wm(300 + i * 10, 0, 2000 + i * 100)])];
     const items = await collect(
-      groupTransactions(mergePartitions([{ partition: 0, chunks: counted(segs, read) }], { fromLsn: 0, watermarks: true }), makeCut({ kind: 'lsn', lsn: 150 }, 1e9), {
-        passed: makeWatermarkCut({ kind: 'lsn', lsn: 150 }, 1e9),
-        sequenceScanMicros: 500,
-      }),
+      groupTransactions(
+        mergePartitions([{ partition: 0, chunks: counted(segs, read) }], { fromLsn: 0, watermarks: true }),
+        makeCut({ kind: 'lsn', lsn: 150 }, 1e9),
+        {
+          passed: makeWatermarkCut({ kind: 'lsn', lsn: 150 }, 1e9),
+          sequenceScanMicros: 500,
+        },
+      ),
     );
     expect(summary(items)).toEqual(['B100', 'x1', 'C100/1', 'E:target']);
     // Window: 1000 + 500 µs; watermark times 2000, 2100, ...: the first is past it.
@@ -192,10 +239,20 @@ describe('watermarks through the merge (a replay stops at its target, not at the
     const p1 = [a[1]!];
     const position = { lsn: 0, time: 0 };
     const items = await collect(
-      groupTransactions(mergePartitions([{ partition: 0, chunks: chunks(p0) }, { partition: 1, chunks: chunks(p1) }], { fromLsn: 0, watermarks: true }), makeCut({ kind: 'lsn', lsn: 150 }, 1e9), {
-        passed: makeWatermarkCut({ kind: 'lsn', lsn: 150 }, 1e9),
-        position,
-      }),
+      groupTransactions(
+        mergePartitions(
+          [
+            { partition: 0, chunks: chunks(p0) },
+            { partition: 1, chunks: chunks(p1) },
+          ],
+          { fromLsn: 0, watermarks: true },
+        ),
+        makeCut({ kind: 'lsn', lsn: 150 }, 1e9),
+        {
+          passed: makeWatermarkCut({ kind: 'lsn', lsn: 150 }, 1e9),
+          position,
+        },
+      ),
     );
     expect(summary(items)).toEqual(['E:target']);
   });

@@ -19,13 +19,18 @@ describe('restore progress: estimates and formatting', () => {
 
   it('durations and sizes', () => {
     expect([formatDuration(5.4), formatDuration(75), formatDuration(3 * 3600 + 7 * 60)]).toEqual(['5s', '1m15s', '3h07m']);
-    expect([formatBytes(512), formatBytes(1536), formatBytes(200 * 1024 * 1024), formatBytes(3 * 1024 ** 3)]).toEqual(['512 B', '1.5 KiB', '200 MiB', '3.0 GiB']);
+    expect([formatBytes(512), formatBytes(1536), formatBytes(200 * 1024 * 1024), formatBytes(3 * 1024 ** 3)]).toEqual([
+      '512 B',
+      '1.5 KiB',
+      '200 MiB',
+      '3.0 GiB',
+    ]);
   });
 
   it('one line per phase: percent, rate, ETA', () => {
-    expect(progressLine({ phase: 'replay', elapsed: 10, fraction: 0.25, changes: 1_000_000, transactions: 10, at: Date.UTC(2026, 10, 29, 10, 0, 0) * 1000 })).toBe(
-      'restore: replay 25.0%: 1000k changes, 100k changes/s, at 2026-11-29T10:00:00Z, elapsed 10s, ETA 30s',
-    );
+    expect(
+      progressLine({ phase: 'replay', elapsed: 10, fraction: 0.25, changes: 1_000_000, transactions: 10, at: Date.UTC(2026, 10, 29, 10, 0, 0) * 1000 }),
+    ).toBe('restore: replay 25.0%: 1000k changes, 100k changes/s, at 2026-11-29T10:00:00Z, elapsed 10s, ETA 30s');
     expect(progressLine({ phase: 'download', elapsed: 4, fraction: 0.5, bytes: 8 * 1024 * 1024, totalBytes: 16 * 1024 * 1024 })).toBe(
       'restore: downloading base 50.0%: 8.0 MiB of 16 MiB, 2.0 MiB/s, elapsed 4s, ETA 4s',
     );

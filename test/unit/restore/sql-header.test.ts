@@ -7,7 +7,9 @@ describe('restore --sql file header', () => {
     expect(h).toContain('-- Katya CDP replay: base 0/1A2B3C (2026-01-01T00:00:00.000000Z, bases/b.dump) to --latest');
     const sets = h.split('\n').filter((l) => l.startsWith('SET '));
     expect(sets).toHaveLength(1);
-    expect(sets[0]).toMatch(/^SET client_encoding = 'UTF8'; SET standard_conforming_strings = on; SET session_replication_role = replica; SET search_path = pg_catalog, pg_temp;/);
+    expect(sets[0]).toMatch(
+      /^SET client_encoding = 'UTF8'; SET standard_conforming_strings = on; SET session_replication_role = replica; SET search_path = pg_catalog, pg_temp;/,
+    );
     expect(h).toContain('\\set ON_ERROR_STOP on\n');
   });
   it('keeps every manifest field inside its comment line (no line break can start a psql command)', () => {

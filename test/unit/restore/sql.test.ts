@@ -35,35 +35,57 @@ const rel2: RelationInfo = { oid: 2, replicaIdentity: 'd', columns: ['a', 'b', '
 
 describe('statements', () => {
   it('INSERT lists every column and keeps identity values', () => {
-    expect(insertSql(ref, [['1', "o'k"], ['2', null]])).toBe(
-      `INSERT INTO "public"."T""x" ("id", "v") OVERRIDING SYSTEM VALUE VALUES\n  ('1'::bigint, 'o''k'::text),\n  ('2'::bigint, NULL::text);\n`,
-    );
+    expect(
+      insertSql(ref, [
+        ['1', "o'k"],
+        ['2', null],
+      ]),
+    ).toBe(`INSERT INTO "public"."T""x" ("id", "v") OVERRIDING SYSTEM VALUE VALUES\n  ('1'::bigint, 'o''k'::text),\n  ('2'::bigint, NULL::text);\n`);
   });
   it('UPDATE of one row, of many rows through typed arrays, and through VALUES for array-typed columns', () => {
     expect(updateSql(ref, [1], [{ key: ['1'], values: ['1', 'x'] }])).toBe(`UPDATE "public"."T""x" SET "v" = 'x'::text WHERE "id" = '1'::bigint;\n`);
-    const many = updateSql({ schema: 's', table: 't', relation: rel2 }, [2], [
-      { key: ['1', 'a'], values: ['1', 'a', '{"k": 1}'] },
-      { key: ['2', "b'"], values: ['2', "b'", null] },
-    ]);
+    const many = updateSql(
+      { schema: 's', table: 't', relation: rel2 },
+      [2],
+      [
+        { key: ['1', 'a'], values: ['1', 'a', '{"k": 1}'] },
+        { key: ['2', "b'"], values: ['2', "b'", null] },
+      ],
+    );
     expect(many).toBe(
       `UPDATE "s"."t" AS _t SET "v" = _v.c2\nFROM unnest('{"1","2"}'::integer[],\n  '{"a","b''"}'::text[],\n  '{"{\\"k\\": 1}",NULL}'::jsonb[]) AS _v(k0, k1, c2)\nWHERE _t."a" = _v.k0 AND _t."b" = _v.k1;\n`,
     );
     const arr: RelationInfo = { oid: 3, replicaIdentity: 'd', columns: ['id', 'tags'], types: ['bigint', 'text[]'], key: [0] };
-    const withArray = updateSql({ schema: 's', table: 'a', relation: arr }, [1], [
-      { key: ['1'], values: ['1', '{x,y}'] },
-      { key: ['2'], values: ['2', '{}'] },
-    ]);
-    expect(withArray).toBe(`UPDATE "s"."a" AS _t SET "tags" = _v.c1::text[]\nFROM (VALUES\n  ('1', '{x,y}'),\n  ('2', '{}')) AS _v(k0, c1)\nWHERE _t."id" = _v.k0::bigint;\n`);
+    const withArray = updateSql(
+      { schema: 's', table: 'a', relation: arr },
+      [1],
+      [
+        { key: ['1'], values: ['1', '{x,y}'] },
+        { key: ['2'], values: ['2', '{}'] },
+      ],
+    );
+    expect(withArray).toBe(
+      `UPDATE "s"."a" AS _t SET "tags" = _v.c1::text[]\nFROM (VALUES\n  ('1', '{x,y}'),\n  ('2', '{}')) AS _v(k0, c1)\nWHERE _t."id" = _v.k0::bigint;\n`,
+    );
   });
   it('array literals quote every element and escape quotes and backslashes; NULL stays bare', () => {
     expect(arrayLiteral(['a', null, 'NULL', '', 'x"y', 'b\\c', "it's", '{,}'])).toBe(`'{"a",NULL,"NULL","","x\\"y","b\\\\c","it''s","{,}"}'`);
   });
   it('DELETE by one key column uses IN, by a composite key a VALUES join', () => {
     expect(deleteSql(ref, [['1'], ['2']])).toBe(`DELETE FROM "public"."T""x" WHERE "id" IN ('1'::bigint, '2'::bigint);\n`);
-    expect(deleteSql({ schema: 's', table: 't', relation: rel2 }, [['1', 'a']])).toContain('USING (VALUES\n  (\'1\', \'a\')) AS _v(k0, k1)');
+    expect(deleteSql({ schema: 's', table: 't', relation: rel2 }, [['1', 'a']])).toContain("USING (VALUES\n  ('1', 'a')) AS _v(k0, k1)");
   });
   it('TRUNCATE keeps CASCADE and RESTART IDENTITY', () => {
-    expect(truncateSql([['public', 'a'], ['s', 'b']], true, true)).toBe('TRUNCATE "public"."a", "s"."b" RESTART IDENTITY CASCADE;\n');
+    expect(
+      truncateSql(
+        [
+          ['public', 'a'],
+          ['s', 'b'],
+        ],
+        true,
+        true,
+      ),
+    ).toBe('TRUNCATE "public"."a", "s"."b" RESTART IDENTITY CASCADE;\n');
     expect(truncateSql([['public', 'a']], false, false)).toBe('TRUNCATE "public"."a";\n');
   });
   it('sequence fix-up embeds the snapshot as a quoted literal', () => {
@@ -96,7 +118,10 @@ async function replay(evs: ChangeEvent[], opts: Partial<ConstructorParameters<ty
   const a = new Applier(sink, { cursor: false, copyMinRows: 1000, trustLegacyDdl: true, ...opts });
   for await (const item of groupTransactions(chunks(evs), makeCut({ kind: 'latest' }, Number.MAX_SAFE_INTEGER))) await a.handle(item);
   // DDL travels base64-encoded inside a DO block (ddl-replay.ts): shown decoded here.
-  const sql = sink.text.replace(/DO \$cdp_ddl\$ BEGIN EXECUTE pg_catalog\.convert_from\(pg_catalog\.decode\('([A-Za-z0-9+/=]*)', 'base64'\), 'UTF8'\); END \$cdp_ddl\$;\n/g, (_, b: string) => Buffer.from(b, 'base64').toString('utf8') + '\n');
+  const sql = sink.text.replace(
+    /DO \$cdp_ddl\$ BEGIN EXECUTE pg_catalog\.convert_from\(pg_catalog\.decode\('([A-Za-z0-9+/=]*)', 'base64'\), 'UTF8'\); END \$cdp_ddl\$;\n/g,
+    (_, b: string) => Buffer.from(b, 'base64').toString('utf8') + '\n',
+  );
   return { sql, stats: a.stats };
 }
 
@@ -112,7 +137,15 @@ describe('batching rules', () => {
   });
 
   it('uses COPY for large insert batches', async () => {
-    const { sql } = await replay(txn(100, 1, 1, Array.from({ length: 50 }, (_, i) => ins(String(i)))), { copyMinRows: 10 });
+    const { sql } = await replay(
+      txn(
+        100,
+        1,
+        1,
+        Array.from({ length: 50 }, (_, i) => ins(String(i))),
+      ),
+      { copyMinRows: 10 },
+    );
     expect(sql).toContain('COPY "public"."t" ("id", "v") FROM STDIN;\n0\tx\n1\tx\n');
   });
 
@@ -139,7 +172,10 @@ describe('batching rules', () => {
 
   it('keeps the order of inserts, updates and deletes (a change of kind flushes)', async () => {
     const { sql } = await replay(txn(100, 1, 1, [ins('1'), upd('1', 'b'), del('1'), ins('1', 'again')]));
-    const kinds = sql.split('\n').filter((l) => /^(INSERT|UPDATE|DELETE)/.test(l)).map((l) => l.split(' ')[0]);
+    const kinds = sql
+      .split('\n')
+      .filter((l) => /^(INSERT|UPDATE|DELETE)/.test(l))
+      .map((l) => l.split(' ')[0]);
     expect(kinds).toEqual(['INSERT', 'UPDATE', 'DELETE', 'INSERT']);
   });
 
@@ -178,7 +214,9 @@ describe('batching rules', () => {
     const evs = [...txn(100, 1, 1, [ins('1')]), ...txn(200, 2, 2, [ins('2')]), ...txn(300, 3, 3, [ins('3')])];
     const { sql, stats } = await replay(evs, { cursor: true });
     expect(sql.match(/BEGIN;/g)?.length).toBe(1);
-    expect(sql).toMatch(/UPDATE _cdp_restore.cursor SET commit_lsn = 300, commit_time = 3, xid = 3, end_lsn = 340, transactions = transactions \+ 3.*\nCOMMIT;\n$/);
+    expect(sql).toMatch(
+      /UPDATE _cdp_restore.cursor SET commit_lsn = 300, commit_time = 3, xid = 3, end_lsn = 340, transactions = transactions \+ 3.*\nCOMMIT;\n$/,
+    );
     expect(stats.transactions).toBe(3);
     // The --sql file keeps one target transaction per source transaction.
     const one = await replay(evs, { onePerSource: true });
@@ -198,9 +236,41 @@ describe('batching rules', () => {
     const evs = txn(100, 1, 1, [
       ins('1'),
       { table: 'other', new: ['2', 'x'] },
-      { op: 'TRUNCATE', relation: null, new: null, content: JSON.stringify({ relations: [['public', 't'], ['public', 'other']], cascade: false, restartIdentity: false }) },
-      { op: 'DDL', relation: null, new: null, content: JSON.stringify({ command: 'ALTER TABLE other ADD c int', tag: 'ALTER TABLE', searchPath: 'public', objects: [{ objectType: 'table', identity: 'public.other' }] }) },
-      { op: 'DDL', relation: null, new: null, content: JSON.stringify({ command: 'ALTER TABLE t ADD c int', tag: 'ALTER TABLE', searchPath: 'public', objects: [{ objectType: 'table', identity: 'public.t' }] }) },
+      {
+        op: 'TRUNCATE',
+        relation: null,
+        new: null,
+        content: JSON.stringify({
+          relations: [
+            ['public', 't'],
+            ['public', 'other'],
+          ],
+          cascade: false,
+          restartIdentity: false,
+        }),
+      },
+      {
+        op: 'DDL',
+        relation: null,
+        new: null,
+        content: JSON.stringify({
+          command: 'ALTER TABLE other ADD c int',
+          tag: 'ALTER TABLE',
+          searchPath: 'public',
+          objects: [{ objectType: 'table', identity: 'public.other' }],
+        }),
+      },
+      {
+        op: 'DDL',
+        relation: null,
+        new: null,
+        content: JSON.stringify({
+          command: 'ALTER TABLE t ADD c int',
+          tag: 'ALTER TABLE',
+          searchPath: 'public',
+          objects: [{ objectType: 'table', identity: 'public.t' }],
+        }),
+      },
     ]);
     const { sql } = await replay(evs, { filter: parseTableList(['t']) });
     expect(sql).not.toContain('other');
@@ -236,11 +306,18 @@ describe('batching rules', () => {
   });
 
   it('writes the rows of a table whose writes run user code as its owner, through its SECURITY DEFINER function, never by COPY', async () => {
-    const evs = txn(100, 1, 1, Array.from({ length: 50 }, (_, i) => ins(String(i))));
+    const evs = txn(
+      100,
+      1,
+      1,
+      Array.from({ length: 50 }, (_, i) => ins(String(i))),
+    );
     const { sql } = await replay(evs, { copyMinRows: 10, runAsOwner: (sch, t) => (sch === 'public' && t === 't' ? 'app' : undefined) });
     expect(sql).not.toContain('COPY');
     expect(sql).toContain('ALTER FUNCTION pg_temp.cdp_as(pg_catalog.text) OWNER TO "app";');
-    expect(sql).toMatch(/DO \$cdp_run\$ BEGIN PERFORM pg_temp\.cdp_as\(pg_catalog\.convert_from\(pg_catalog\.decode\('[A-Za-z0-9+/=]+', 'base64'\), 'UTF8'\)\); END \$cdp_run\$;\nDISCARD TEMP;\nRESET ALL; SET client_encoding/);
+    expect(sql).toMatch(
+      /DO \$cdp_run\$ BEGIN PERFORM pg_temp\.cdp_as\(pg_catalog\.convert_from\(pg_catalog\.decode\('[A-Za-z0-9+/=]+', 'base64'\), 'UTF8'\)\); END \$cdp_run\$;\nDISCARD TEMP;\nRESET ALL; SET client_encoding/,
+    );
     const b64 = /decode\('([A-Za-z0-9+/=]+)'/.exec(sql)![1]!;
     expect(Buffer.from(b64, 'base64').toString()).toMatch(/^INSERT INTO "public"."t" \("id", "v"\)/);
   });
@@ -294,10 +371,14 @@ describe('tables made by CREATE TABLE AS, with the catalog read before DDL', () 
 
   it('keeps the VALUES form for box columns (their array delimiter is a semicolon)', () => {
     const rel: RelationInfo = { oid: 5, replicaIdentity: 'd', columns: ['id', 'b'], types: ['bigint', 'box'], key: [0] };
-    const sql = updateSql({ schema: 's', table: 'b', relation: rel }, [1], [
-      { key: ['1'], values: ['1', '(1,1),(0,0)'] },
-      { key: ['2'], values: ['2', '(2,2),(1,1)'] },
-    ]);
+    const sql = updateSql(
+      { schema: 's', table: 'b', relation: rel },
+      [1],
+      [
+        { key: ['1'], values: ['1', '(1,1),(0,0)'] },
+        { key: ['2'], values: ['2', '(2,2),(1,1)'] },
+      ],
+    );
     expect(sql).toContain('FROM (VALUES');
   });
 });
@@ -322,8 +403,15 @@ describe('coalescing inside a target transaction', () => {
   it('keeps stream order for a primary-key change and for tables it may not reorder', async () => {
     const evs = txn(100, 1, 1, [upd('1', 'a'), { op: 'UPDATE', oldKind: 'K', old: ['1', null], new: ['9', 'a'] }, upd('9', 'b')]);
     const { sql } = await replay(evs, co);
-    const order = sql.split('\n').filter((l) => l.startsWith('UPDATE')).map((l) => l.replace(/ WHERE.*/, ''));
-    expect(order).toEqual([`UPDATE "public"."t" SET "v" = 'a'::text`, `UPDATE "public"."t" SET "id" = '9'::bigint, "v" = 'a'::text`, `UPDATE "public"."t" SET "v" = 'b'::text`]);
+    const order = sql
+      .split('\n')
+      .filter((l) => l.startsWith('UPDATE'))
+      .map((l) => l.replace(/ WHERE.*/, ''));
+    expect(order).toEqual([
+      `UPDATE "public"."t" SET "v" = 'a'::text`,
+      `UPDATE "public"."t" SET "id" = '9'::bigint, "v" = 'a'::text`,
+      `UPDATE "public"."t" SET "v" = 'b'::text`,
+    ]);
     const plain = await replay(txn(100, 1, 1, [ins('1'), upd('1', 'b')]), { reorderable: () => false });
     expect(plain.sql).toContain('INSERT INTO');
     expect(plain.sql).toContain('UPDATE');
@@ -333,12 +421,20 @@ describe('coalescing inside a target transaction', () => {
     let refreshed = 0;
     const evs = txn(100, 1, 1, [
       ins('1'),
-      { op: 'DDL', relation: null, new: null, content: JSON.stringify({ command: 'CREATE UNIQUE INDEX u ON t (v)', tag: 'CREATE INDEX', searchPath: 'public' }) },
+      {
+        op: 'DDL',
+        relation: null,
+        new: null,
+        content: JSON.stringify({ command: 'CREATE UNIQUE INDEX u ON t (v)', tag: 'CREATE INDEX', searchPath: 'public' }),
+      },
       ins('2'),
       upd('2', 'z'),
     ]);
     const { sql } = await replay(evs, { ...co, afterDdl: async () => void refreshed++ });
-    const kinds = sql.split('\n').filter((l) => /^(INSERT|UPDATE|CREATE)/.test(l)).map((l) => l.split(' ')[0]);
+    const kinds = sql
+      .split('\n')
+      .filter((l) => /^(INSERT|UPDATE|CREATE)/.test(l))
+      .map((l) => l.split(' ')[0]);
     // The catalog (here: still reorderable) is read right after the DDL, so the insert and update
     // of row 2 that follow are coalesced again into one insert.
     expect(kinds).toEqual(['INSERT', 'CREATE', 'INSERT']);
@@ -346,13 +442,24 @@ describe('coalescing inside a target transaction', () => {
   });
 
   it('bounds the buffer of one table', async () => {
-    const { sql } = await replay(txn(100, 1, 1, Array.from({ length: 25 }, (_, i) => ins(String(i)))), { ...co, netMaxRows: 10 });
+    const { sql } = await replay(
+      txn(
+        100,
+        1,
+        1,
+        Array.from({ length: 25 }, (_, i) => ins(String(i))),
+      ),
+      { ...co, netMaxRows: 10 },
+    );
     expect(sql.match(/INSERT INTO/g)?.length).toBe(3);
   });
 });
 
 describe('legacy DDL (captured by an earlier version: no role, the whole query text)', () => {
-  const legacy = (): ChangeEvent[] => txn(100, 7, 1, [{ op: 'DDL', relation: null, new: null, content: JSON.stringify({ command: 'ALTER TABLE t ADD c int', tag: 'ALTER TABLE', searchPath: 'public' }) }]);
+  const legacy = (): ChangeEvent[] =>
+    txn(100, 7, 1, [
+      { op: 'DDL', relation: null, new: null, content: JSON.stringify({ command: 'ALTER TABLE t ADD c int', tag: 'ALTER TABLE', searchPath: 'public' }) },
+    ]);
 
   it('stops without a decision, naming --ddl-role, --trust-legacy-ddl and the --ddl-override key', async () => {
     const err = await replay(legacy(), { trustLegacyDdl: false }).then(

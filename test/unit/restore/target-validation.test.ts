@@ -19,7 +19,15 @@ describe('--time refuses dates that do not exist', () => {
   });
 
   it('refuses month 13, day 0, hour 24, minute 60, second 60, and a zone beyond 15 hours', () => {
-    for (const t of ['2026-13-01T00:00:00Z', '2026-04-00T00:00:00Z', '2026-04-31T00:00:00Z', '2026-04-01T24:00:00Z', '2026-04-01T10:60:00Z', '2026-04-01T10:00:60Z', '2026-04-01T10:00:00+16:00']) {
+    for (const t of [
+      '2026-13-01T00:00:00Z',
+      '2026-04-00T00:00:00Z',
+      '2026-04-31T00:00:00Z',
+      '2026-04-01T24:00:00Z',
+      '2026-04-01T10:60:00Z',
+      '2026-04-01T10:00:60Z',
+      '2026-04-01T10:00:00+16:00',
+    ]) {
       expect(usage(() => parseTimeMicros(t))).toMatch(/is not a valid timestamp/);
     }
   });
