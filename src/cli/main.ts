@@ -6,8 +6,7 @@ import { CdpError, ErrorCodes, ExitCode, toError } from '../errors.js';
 import { createLogger } from '../util/log.js';
 import { parseTestFaults } from '../testing/faults.js';
 import type { CommandContext } from '../context.js';
-import type { Component } from '../ops/preflight.js';
-import { printJson, printSetupRefused, restoreDisplay } from './output.js';
+import { COMMANDS, splitList, type ActionFactory } from './commands.js';
 
 // A thin CLI over the library: parse, load configuration once, call one function, print its result
 // and map its outcome to the exit codes of docs/DESIGN.md section 6.
@@ -15,16 +14,7 @@ import { printJson, printSetupRefused, restoreDisplay } from './output.js';
 /** Flags shared by every command, and the configuration path each one sets. */
 const COMMON_FLAGS: Array<[flag: string, path: string, help: string, parse?: (v: string) => unknown]> = [
   ['--source-url <url>', 'source.url', 'source database URL (CDP_SOURCE_URL)'],
-  [
-    '--kafka-brokers <list>',
-    'kafka.brokers',
-    'comma-separated host:port (CDP_KAFKA_BROKERS)',
-    (v) =>
-      v
-        .split(',')
-        .map((s) => s.trim())
-        .filter(Boolean),
-  ],
+  ['--kafka-brokers <list>', 'kafka.brokers', 'comma-separated host:port (CDP_KAFKA_BROKERS)', splitList],
   ['--topic <name>', 'kafka.topic', 'Kafka topic (CDP_TOPIC; default cdp.<database>)'],
   ['--kafka-tls', 'kafka.tls.enabled', 'TLS to Kafka with the system CAs (CDP_KAFKA_TLS; implied by the --kafka-tls-* files)'],
   ['--kafka-tls-ca-file <file>', 'kafka.tls.caFile', 'CA certificate of the Kafka brokers (CDP_KAFKA_TLS_CA_FILE)'],
@@ -75,13 +65,6 @@ function contextFrom(cmd: Command, signal: AbortSignal): CommandContext {
   return { cfg, log, signal };
 }
 
-function parseInteger(name: string) {
-  return (v: string) => {
-    if (!/^\d+$/.test(v)) throw new CdpError(ErrorCodes.USAGE, `${name}: expected a whole number, got ${JSON.stringify(v)}`);
-    return Number(v);
-  };
-}
-
 /** The version of package.json (`cdp --version`). */
 export function packageVersion(): string {
   return (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
@@ -103,203 +86,15 @@ export function buildProgram(signal: AbortSignal, onExit: (code: number) => void
   }
 
   // `needs`: the components probed at start-up (src/ops/preflight.ts): refused or rejected is exit 2.
-  const action =
-    (fn: (ctx: CommandContext, opts: Record<string, unknown>) => Promise<number | void>, needs: Component[] = []) =>
-    async (opts: Record<string, unknown>, cmd: Command) => {
+  const action: ActionFactory =
+    (fn, needs = []) =>
+    async (opts, cmd) => {
       const ctx = contextFrom(cmd, signal);
       if (needs.length > 0) await (await import('../ops/preflight.js')).preflight(ctx.cfg, needs);
       const code = await fn(ctx, opts);
       onExit(code ?? ExitCode.ok);
     };
-
-  program
-    .command('setup')
-    .description('create or check publication, slot, DDL capture, topic and bucket (idempotent); takes the first base backup')
-    .option('--no-basebackup', 'do not take the first base backup')
-    .option('--replica-identity-full', 'set REPLICA IDENTITY FULL on published tables without a primary key (source.keylessTables: full) instead of refusing')
-    .action(
-      action(async (ctx, o) => {
-        const { SetupRefused } = await import('../capture/setup.js');
-        try {
-          await (await import('../ops/setup.js')).runSetup(ctx, { basebackup: o.basebackup !== false, replicaIdentityFull: Boolean(o.replicaIdentityFull) });
-        } catch (err) {
-          if (!(err instanceof SetupRefused)) throw err;
-          printSetupRefused(err.problems);
-          return err.exitCode;
-        }
-      }),
-    );
-
-  program
-    .command('capture')
-    .description('stream the replication slot into Kafka (daemon)')
-    .action(action(async (ctx) => (await import('../ops/run.js')).runCapture(ctx), ['source', 'kafka']));
-
-  program
-    .command('archive')
-    .description('consume Kafka and write segments to S3 (daemon; run several for scale)')
-    .action(action(async (ctx) => (await import('../ops/run.js')).runArchive(ctx), ['kafka', 's3']));
-
-  program
-    .command('run')
-    .description('capture + archive + the base-backup schedule in one process')
-    .action(action(async (ctx) => (await import('../ops/run.js')).runAll(ctx), ['source', 'kafka', 's3']));
-
-  program
-    .command('basebackup')
-    .description('take a consistent base backup (pg_dump at an exported snapshot) to S3')
-    .action(
-      action(
-        async (ctx) => {
-          await (await import('../base/basebackup.js')).takeBaseBackup(ctx);
-          return ExitCode.ok;
-        },
-        ['source', 's3'],
-      ),
-    );
-
-  program
-    .command('compact')
-    .description('build a synthetic base at the restorable point from the newest base and the archived changes, off the source (scratch PostgreSQL)')
-    .option('--dry-run', 'print what would be compacted; start nothing, write nothing')
-    .action(
-      action(
-        async (ctx, o) => {
-          printJson(await (await import('../compact/compact.js')).compact(ctx, { dryRun: Boolean(o.dryRun) }));
-          return ExitCode.ok;
-        },
-        ['s3'],
-      ),
-    );
-
-  program
-    .command('restore')
-    .description('restore into a database at a time, LSN, transaction, or the restorable point')
-    .requiredOption('--into <url>', 'target database URL')
-    .option('--time <timestamp>', 'transactions committed at or before this time (ISO 8601 with zone)')
-    .option('--lsn <lsn>', 'transactions with commit LSN at or before this LSN (e.g. 0/16B3748)')
-    .option('--xid <xid>', 'up to and including this transaction', parseInteger('--xid'))
-    .option('--latest', 'the restorable point')
-    .option('--tables <list>', 'only these tables (schema.table or table, comma-separated)')
-    .option('--dry-run', 'print the plan; write nothing')
-    .option('--sql <file>', 'write the replay as SQL to this file instead of applying it')
-    .option('--force', 'restore into a non-empty database')
-    .option('--jobs <n>', 'pg_restore parallel jobs', parseInteger('--jobs'))
-    .option(
-      '--ddl-override <file>',
-      'JSON {"<commit LSN>#<position>": "<SQL>"}: SQL to run in place of DDL events restore cannot replay exactly (named in its error)',
-    )
-    .option('--ddl-role <role>', 'replay DDL as this role instead of the role that ran it on the source')
-    .option(
-      '--trust-legacy-ddl',
-      'replay DDL captured by an earlier cdp (no role recorded) as the restore role: only if every role that could run DDL on the source then is trusted',
-    )
-    .action(
-      action(async (ctx, o) => {
-        (await import('../restore/target.js')).checkOneTarget({
-          time: o.time as string | undefined,
-          lsn: o.lsn as string | undefined,
-          xid: o.xid as number | undefined,
-          latest: Boolean(o.latest),
-        });
-        if (o.dryRun && o.sql) throw new CdpError(ErrorCodes.USAGE, '--dry-run and --sql contradict each other: choose one');
-        // After the flags are checked: a usage error is reported whatever the state of S3.
-        await (await import('../ops/preflight.js')).preflight(ctx.cfg, ['s3']);
-        const report = await (
-          await import('../restore/restore.js')
-        ).runRestore(
-          ctx,
-          {
-            into: String(o.into),
-            time: o.time as string | undefined,
-            lsn: o.lsn as string | undefined,
-            xid: o.xid as number | undefined,
-            latest: Boolean(o.latest),
-            tables: o.tables
-              ? String(o.tables)
-                  .split(',')
-                  .map((s) => s.trim())
-                  .filter(Boolean)
-              : undefined,
-            dryRun: Boolean(o.dryRun),
-            sqlFile: o.sql as string | undefined,
-            force: Boolean(o.force),
-            jobs: o.jobs as number | undefined,
-            ddlOverride: o.ddlOverride as string | undefined,
-            ddlRole: o.ddlRole as string | undefined,
-            trustLegacyDdl: Boolean(o.trustLegacyDdl),
-          },
-          restoreDisplay(),
-        );
-        printJson(report);
-      }),
-    );
-
-  program
-    .command('status')
-    .description('restorable point, RPO, slot lag, consumer lag, bases')
-    .option('--json', 'print JSON')
-    .option('--check', 'exit 4 when the RPO objective is breached')
-    .action(
-      action(async (ctx, o) => {
-        const report = await (await import('../ops/status.js')).gatherStatus(ctx);
-        return (await import('./status.js')).reportStatus(report, { json: Boolean(o.json), check: Boolean(o.check) });
-      }),
-    );
-
-  program
-    .command('info')
-    .description(
-      'where you stand, from the archive alone: earliest and latest restorable point, every base (source or synthetic) with size and restorable range, segments and bytes per partition, breaks',
-    )
-    .option('--json', 'print JSON')
-    .action(
-      action(
-        async (ctx, o) => {
-          const report = await (await import('../ops/info.js')).gatherInfo(ctx);
-          (await import('./info.js')).printInfo(report, { json: Boolean(o.json) });
-        },
-        ['s3'],
-      ),
-    );
-
-  program
-    .command('verify')
-    .description('check checksums and continuity of the archive')
-    .option('--deep', 'also test-restore into a scratch database')
-    .action(
-      action(
-        async (ctx, o) => {
-          const report = await (await import('../ops/verify.js')).runVerify(ctx, { deep: Boolean(o.deep) });
-          printJson(report, 2);
-          return report.ok ? ExitCode.ok : ExitCode.integrity;
-        },
-        ['s3'],
-      ),
-    );
-
-  program
-    .command('prune')
-    .description('retention: delete the bases and segments that no point of the last retention.days needs (one window; every point inside it stays restorable)')
-    .option('--dry-run', 'print what would be deleted')
-    .action(action(async (ctx, o) => printJson(await (await import('../ops/prune.js')).pruneArchive(ctx, { dryRun: Boolean(o.dryRun) }), 2), ['s3']));
-
-  program
-    .command('replicate')
-    .description('copy the archive to a second bucket (the offsite copy of 3-2-1)')
-    .requiredOption('--to-bucket <name>', 'destination bucket')
-    .option('--to-endpoint <url>', 'destination endpoint (default: the same)')
-    .action(
-      action(
-        async (ctx, o) => {
-          const report = await (
-            await import('../ops/replicate.js')
-          ).replicateArchive(ctx, { toBucket: String(o.toBucket), toEndpoint: o.toEndpoint as string | undefined });
-          printJson(report);
-        },
-        ['s3'],
-      ),
-    );
+  for (const register of COMMANDS) register(program, action);
 
   for (const cmd of program.commands) cmd.addHelpText('after', helpFooter(cmd.name()));
   program.addHelpText('after', helpFooter(''));
