@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import { splitList } from '../config/config.js';
 import { CdpError, ErrorCodes, ExitCode } from '../errors.js';
 import type { CommandContext } from '../context.js';
 import type { Component } from '../ops/preflight.js';
@@ -17,14 +18,6 @@ function parseInteger(name: string) {
     if (!/^\d+$/.test(v)) throw new CdpError(ErrorCodes.USAGE, `${name}: expected a whole number, got ${JSON.stringify(v)}`);
     return Number(v);
   };
-}
-
-/** A comma-separated flag value as a list: blanks around items and empty items dropped. */
-export function splitList(v: string): string[] {
-  return v
-    .split(',')
-    .map((s) => s.trim())
-    .filter(Boolean);
 }
 
 function setup(program: Command, action: ActionFactory): void {

@@ -1,12 +1,12 @@
 import { setMaxListeners } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
-import { loadConfig, redactedConfig } from '../config/config.js';
+import { loadConfig, redactedConfig, splitList } from '../config/config.js';
 import { CdpError, ErrorCodes, ExitCode, toError } from '../errors.js';
 import { createLogger } from '../util/log.js';
 import { parseTestFaults } from '../testing/faults.js';
 import type { CommandContext } from '../context.js';
-import { COMMANDS, splitList, type ActionFactory } from './commands.js';
+import { COMMANDS, type ActionFactory } from './commands.js';
 
 // A thin CLI over the library: parse, load configuration once, call one function, print its result
 // and map its outcome to the exit codes of docs/DESIGN.md section 6.

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { ConnectionOptions } from 'node:tls';
 import { ConfigError } from '../errors.js';
+import { SSL_MODES, type SslMode } from '../config/config.js';
 
 // TLS for every PostgreSQL connection the engine makes (issue 14): the source (setup, capture's
 // replication and catalog connections, basebackup, status, verify) and the restore target, in this
@@ -30,8 +31,8 @@ import { ConfigError } from '../errors.js';
 // decrypted into a private temporary file (0600 in a 0700 directory, libpq checks the mode) that
 // lives as long as the child and is removed after it.
 
-export const SSL_MODES = ['disable', 'require', 'verify-ca', 'verify-full'] as const;
-export type SslMode = (typeof SSL_MODES)[number];
+// The sslmode words are configuration (src/config/schema.ts); re-exported for the callers of this module.
+export { SSL_MODES, type SslMode };
 
 /** The configuration's TLS block (source.tls, restore.tls). */
 export interface PgTlsConfig {
