@@ -5,7 +5,7 @@
 // and 55.4 "Streaming Replication Protocol" (protocol-replication.html) for the CopyData envelopes
 // ('w' XLogData, 'k' Primary keepalive, 'r' Standby status update).
 //
-// We ask for protocol version 1 in text mode (see pluginOptions in replication-stream.ts), so:
+// We ask for protocol version 1 in text mode (see pluginOptions in replication-command.ts), so:
 // - no message carries the "Xid of the transaction (only present for streamed transactions)" field;
 // - column values are the type's text output, kept as JS strings exactly as sent (DESIGN.md
 //   section 3: text output is lossless for every type; conversion is the consumer's choice);

@@ -13,25 +13,35 @@
 //   - we still talk to the server while the consumer is blocked (on Kafka, say): keepalives that
 //     request a reply are answered at once from the socket handler, and a status update goes out
 //     every statusIntervalMs, so wal_sender_timeout (default 60 s) never fires;
-//   - back-pressure (G4): when `highWaterMark` events, or `highWaterBytes` bytes of CopyData
-//     payload, wait for the consumer, the socket is paused, TCP flow control stops the walsender,
-//     and the slot keeps the WAL. Reading resumes once both are below half. The byte bound is what
+//   - back-pressure (G4, event-buffer.ts): when `highWaterMark` events, or `highWaterBytes` bytes
+//     of CopyData payload, wait for the consumer, the socket is paused, TCP flow control stops the
+//     walsender, and the slot keeps the WAL. Reading resumes once both are below half. The byte bound is what
 //     makes memory independent of row size: a count alone lets 4,000 rows of 50 MB hold 200 GB.
 //     What may still arrive after the pause is the rest of the socket chunk being parsed, and a
 //     single message is held whole however large (pg's parser needs all of it), so the buffer stays
 //     within highWaterBytes + one socket read + one message.
+//
+// The pieces: the connection (replication-connection.ts), the START_REPLICATION command
+// (replication-command.ts), CopyData decoding (replication-events.ts), the buffer with its
+// back-pressure (event-buffer.ts) and the errors (replication-errors.ts). This module is the state
+// machine that joins them, with the standby status updates (feedback) and close.
 
-import type { Socket } from 'node:net';
 import pg from 'pg';
-import { CdpError, ErrorCodes, pgError, toError } from '../errors.js';
+import { CdpError, ErrorCodes } from '../errors.js';
 import type { Logger } from '../util/log.js';
 import { formatLsn, parseLsn, type Lsn } from '../util/lsn.js';
 import { withTimeout } from '../util/timeout.js';
-import { quoteIdent } from './quote.js';
-import { CopyTag, decodePgoutput, encodeStandbyStatus, parseKeepalive, XLOGDATA_HEADER_SIZE, type PgoutputMessage } from './pgoutput.js';
+import { EventBuffer } from './event-buffer.js';
+import { encodeStandbyStatus } from './pgoutput.js';
+import { startReplicationCommand } from './replication-command.js';
+import { connectionOf, replicationClient, type PgConnection } from './replication-connection.js';
+import { replicationError } from './replication-errors.js';
+import { decodeCopyData, type StreamEvent } from './replication-events.js';
 
-export type StreamEvent =
-  { kind: 'data'; walStart: number; walEnd: number; message: PgoutputMessage } | { kind: 'keepalive'; walEnd: number; replyRequested: boolean };
+export { pluginOptions } from './replication-command.js';
+export { REPLICATION_SESSION_OPTIONS, replicationOptions } from './replication-connection.js';
+export { replicationError } from './replication-errors.js';
+export type { StreamEvent } from './replication-events.js';
 
 export interface ReplicationStreamOptions {
   connectionString: string;
@@ -58,16 +68,6 @@ export interface SystemIdentity {
   dbname: string | null;
 }
 
-/** The parts of pg's Connection we use; they exist at runtime but not in @types/pg. */
-interface PgConnection {
-  stream: Socket;
-  on(event: 'copyData', fn: (msg: { chunk: Buffer }) => void): unknown;
-  once(event: 'replicationStart', fn: () => void): unknown;
-  removeListener(event: string, fn: (...args: never[]) => void): unknown;
-  sendCopyFromChunk(chunk: Buffer): void;
-  endCopyFrom(): void;
-}
-
 type State = 'idle' | 'connecting' | 'connected' | 'starting' | 'streaming' | 'ended' | 'failed' | 'closed';
 
 const DEFAULT_STATUS_INTERVAL_MS = 10_000;
@@ -75,93 +75,10 @@ const DEFAULT_HIGH_WATER_MARK = 10_000;
 const DEFAULT_HIGH_WATER_BYTES = 64 * 1024 * 1024;
 const DEFAULT_CLOSE_TIMEOUT_MS = 5_000;
 
-/**
- * Session settings for the replication connection. pgoutput formats column values with the
- * walsender session's settings, so a database or role default (extra_float_digits = 0, DateStyle
- * 'SQL, DMY', IntervalStyle 'sql_standard') would otherwise reach the archive: floats lose
- * precision and dates / intervals become text the restore target may read differently. These are
- * exactly what PostgreSQL's own logical replication sends (libpqwalreceiver_connect(),
- * src/backend/replication/libpqwalreceiver/libpqwalreceiver.c: for a logical connection
- * "options" = "-c datestyle=ISO -c intervalstyle=postgres -c extra_float_digits=3").
- */
-export const REPLICATION_SESSION_OPTIONS = '-c datestyle=ISO -c intervalstyle=postgres -c extra_float_digits=3';
-
-/** The connection's `options` startup parameter: any the user gave, then ours (which must win). */
-export function replicationOptions(userOptions: string | undefined | null): string {
-  const u = userOptions?.trim();
-  return u ? `${u} ${REPLICATION_SESSION_OPTIONS}` : REPLICATION_SESSION_OPTIONS;
-}
-
-/**
- * pgoutput options for START_REPLICATION (PostgreSQL 15 docs, 31.5 / pgoutput): protocol 1, the
- * publication, and logical decoding messages (pg_logical_emit_message; carries captured DDL).
- * `publication_names` is parsed by the server as a list of identifiers (SplitIdentifierString), so
- * the name is double-quoted with embedded quotes doubled: case and commas survive.
- */
-export function pluginOptions(publication: string, serverVersionNum: number): Record<string, string> {
-  if (serverVersionNum < 140000) {
-    // `messages` (and so DDL capture through logical decoding messages) needs pgoutput from 14.
-    throw new CdpError(
-      ErrorCodes.SOURCE_NOT_READY,
-      `PostgreSQL ${serverVersionNum} is too old: capture needs PostgreSQL 14 or newer (pgoutput option 'messages')`,
-      { details: { serverVersionNum } },
-    );
-  }
-  return {
-    proto_version: '1',
-    publication_names: `"${publication.replaceAll('"', '""')}"`,
-    messages: 'true',
-  };
-}
-
-function quoteLiteral(value: string): string {
-  return `'${value.replaceAll("'", "''")}'`;
-}
-
-// SQLSTATEs after which trying again later may work (Appendix A, PostgreSQL Error Codes).
-function retryableSqlstate(code: string): boolean {
-  return (
-    code.startsWith('08') || // connection_exception
-    code === '57P01' || // admin_shutdown
-    code === '57P02' || // crash_shutdown
-    code === '57P03' || // cannot_connect_now
-    code === '53300' || // too_many_connections
-    code === '55006' // object_in_use: the slot is active for another process
-  );
-}
-
-function isDatabaseError(err: unknown): err is pg.DatabaseError {
-  return (
-    err instanceof pg.DatabaseError || (typeof (err as { severity?: unknown })?.severity === 'string' && typeof (err as { code?: unknown }).code === 'string')
-  );
-}
-
-/** Normalises anything thrown by pg or the socket into a CdpError with the SQLSTATE kept. */
-export function replicationError(context: string, err: unknown): CdpError {
-  if (err instanceof CdpError) return err;
-  if (isDatabaseError(err)) {
-    const e = pgError(context, err, retryableSqlstate(err.code ?? ''));
-    if (err.code === '55006') e.message += ' (another process is streaming from this slot; stop it or wait)';
-    if (err.code === '42704') e.message += ' (create the slot first: cdp setup)';
-    return e;
-  }
-  const e = toError(err);
-  const errno = (e as { code?: unknown }).code;
-  return new CdpError(ErrorCodes.SOURCE_UNREACHABLE, `${context}: ${e.message} (check that Postgres is running and reachable; retryable)`, {
-    cause: e,
-    canRetry: true,
-    details: { errno: typeof errno === 'string' ? errno : undefined },
-  });
-}
-
 export class ReplicationStream implements AsyncIterable<StreamEvent> {
   private readonly opts: ReplicationStreamOptions;
   private readonly log: Logger;
   private readonly statusIntervalMs: number;
-  private readonly highWaterMark: number;
-  private readonly lowWaterMark: number;
-  private readonly highWaterBytes: number;
-  private readonly lowWaterBytes: number;
   private readonly closeTimeoutMs: number;
 
   private state: State = 'idle';
@@ -173,14 +90,8 @@ export class ReplicationStream implements AsyncIterable<StreamEvent> {
   private timer: NodeJS.Timeout | null = null;
   private failure: CdpError | null = null;
 
-  // Event queue: an array consumed from `head`, compacted now and then (no O(n) shift per event).
-  // `sizes` runs beside it: the CopyData payload size of each queued event, summed in `bytes`.
-  private queue: (StreamEvent | undefined)[] = [];
-  private sizes: number[] = [];
-  private head = 0;
-  private bytes = 0;
-  private paused = false;
-  private waiter: { resolve: (r: IteratorResult<StreamEvent>) => void; reject: (e: unknown) => void } | null = null;
+  /** Events for the consumer; pauses and resumes the socket (back-pressure). */
+  private readonly buffer: EventBuffer<StreamEvent>;
 
   private confirmed: Lsn = 0;
   private lastReceived: Lsn = 0;
@@ -189,14 +100,16 @@ export class ReplicationStream implements AsyncIterable<StreamEvent> {
     this.opts = opts;
     this.log = opts.log;
     this.statusIntervalMs = opts.statusIntervalMs ?? DEFAULT_STATUS_INTERVAL_MS;
-    this.highWaterMark = opts.highWaterMark ?? DEFAULT_HIGH_WATER_MARK;
+    const highWaterMark = opts.highWaterMark ?? DEFAULT_HIGH_WATER_MARK;
     this.closeTimeoutMs = opts.closeTimeoutMs ?? DEFAULT_CLOSE_TIMEOUT_MS;
     if (!(this.statusIntervalMs > 0)) throw new CdpError(ErrorCodes.INTERNAL, `statusIntervalMs must be > 0, got ${this.statusIntervalMs}`);
-    if (!(this.highWaterMark >= 1)) throw new CdpError(ErrorCodes.INTERNAL, `highWaterMark must be >= 1, got ${this.highWaterMark}`);
-    this.lowWaterMark = Math.floor(this.highWaterMark / 2);
-    this.highWaterBytes = opts.highWaterBytes ?? DEFAULT_HIGH_WATER_BYTES;
-    if (!(this.highWaterBytes >= 1)) throw new CdpError(ErrorCodes.INTERNAL, `highWaterBytes must be >= 1, got ${this.highWaterBytes}`);
-    this.lowWaterBytes = Math.floor(this.highWaterBytes / 2);
+    if (!(highWaterMark >= 1)) throw new CdpError(ErrorCodes.INTERNAL, `highWaterMark must be >= 1, got ${highWaterMark}`);
+    const highWaterBytes = opts.highWaterBytes ?? DEFAULT_HIGH_WATER_BYTES;
+    if (!(highWaterBytes >= 1)) throw new CdpError(ErrorCodes.INTERNAL, `highWaterBytes must be >= 1, got ${highWaterBytes}`);
+    this.buffer = new EventBuffer<StreamEvent>(highWaterMark, highWaterBytes, {
+      pause: () => this.con?.stream.pause(),
+      resume: () => this.con?.stream.resume(),
+    });
   }
 
   /** The highest LSN passed to confirm(): what the next status update reports as flushed. */
@@ -211,17 +124,17 @@ export class ReplicationStream implements AsyncIterable<StreamEvent> {
 
   /** True while back-pressure holds the socket (the buffer reached highWaterMark or highWaterBytes). */
   get isPaused(): boolean {
-    return this.paused;
+    return this.buffer.paused;
   }
 
   /** Events waiting for the consumer. */
   get buffered(): number {
-    return this.queue.length - this.head;
+    return this.buffer.length;
   }
 
   /** CopyData payload bytes of the events waiting for the consumer. */
   get bufferedBytes(): number {
-    return this.bytes;
+    return this.buffer.bytes;
   }
 
   /** IDENTIFY_SYSTEM (55.4). Connects if needed; not allowed once streaming. */
@@ -255,8 +168,7 @@ export class ReplicationStream implements AsyncIterable<StreamEvent> {
     if (this.state !== 'connected') throw this.usage(`start() called in state ${this.state}`);
     this.state = 'starting';
     const con = this.con!;
-    const opts = Object.entries(pluginOptions).map(([k, v]) => `${quoteIdent(k)} ${quoteLiteral(v)}`);
-    const sql = `START_REPLICATION SLOT ${quoteIdent(slot)} LOGICAL ${formatLsn(startLsn)}${opts.length ? ` (${opts.join(', ')})` : ''}`;
+    const sql = startReplicationCommand(slot, startLsn, pluginOptions);
     this.log.info({ slot, startLsn: formatLsn(startLsn), pluginOptions }, 'starting logical replication');
 
     con.on('copyData', this.onCopyData);
@@ -341,59 +253,17 @@ export class ReplicationStream implements AsyncIterable<StreamEvent> {
   // -------------------------------------------------------------------------------------------
 
   private next(): Promise<IteratorResult<StreamEvent>> {
-    if (this.head < this.queue.length) return Promise.resolve({ value: this.take(), done: false });
+    const b = this.buffer;
+    if (b.length > 0) return Promise.resolve({ value: b.take(), done: false });
     if (this.failure) return Promise.reject(this.failure);
     if (this.state === 'closed' || this.state === 'ended') return Promise.resolve({ value: undefined, done: true });
-    if (this.waiter) return Promise.reject(this.usage('concurrent next() calls on a ReplicationStream'));
-    return new Promise((resolve, reject) => {
-      this.waiter = { resolve, reject };
-    });
-  }
-
-  private take(): StreamEvent {
-    const q = this.queue;
-    const ev = q[this.head]!;
-    q[this.head] = undefined;
-    this.bytes -= this.sizes[this.head++]!;
-    if (this.head === q.length) {
-      q.length = 0;
-      this.sizes.length = 0;
-      this.head = 0;
-    } else if (this.head >= 4096 && this.head * 2 >= q.length) {
-      q.splice(0, this.head);
-      this.sizes.splice(0, this.head);
-      this.head = 0;
-    }
-    if (this.paused && q.length - this.head <= this.lowWaterMark && this.bytes <= this.lowWaterBytes) {
-      this.paused = false;
-      this.con?.stream.resume();
-    }
-    return ev;
-  }
-
-  private push(ev: StreamEvent, size: number): void {
-    const w = this.waiter;
-    if (w !== null) {
-      this.waiter = null;
-      w.resolve({ value: ev, done: false });
-      return;
-    }
-    this.queue.push(ev);
-    this.sizes.push(size);
-    this.bytes += size;
-    if (!this.paused && (this.queue.length - this.head >= this.highWaterMark || this.bytes >= this.highWaterBytes)) {
-      this.paused = true;
-      this.con?.stream.pause();
-    }
+    if (b.waiting) return Promise.reject(this.usage('concurrent next() calls on a ReplicationStream'));
+    return b.wait();
   }
 
   /** Settles a waiting next() after the stream ended, failed or closed. */
   private wake(): void {
-    const w = this.waiter;
-    if (w === null) return;
-    this.waiter = null;
-    if (this.failure) w.reject(this.failure);
-    else w.resolve({ value: undefined, done: true });
+    this.buffer.wake(this.failure);
   }
 
   // Socket handler: called synchronously by pg's protocol parser for each CopyData message. It
@@ -402,28 +272,12 @@ export class ReplicationStream implements AsyncIterable<StreamEvent> {
     if (this.state !== 'streaming') return; // after CopyDone, close or failure: drop
     const buf = msg.chunk;
     try {
-      const tag = buf[0];
-      if (tag === CopyTag.XLogData) {
-        if (buf.length < XLOGDATA_HEADER_SIZE + 1) throw new CdpError(ErrorCodes.PROTOCOL, `XLogData of ${buf.length} bytes is too short`);
-        // Int64 walStart, Int64 walEnd (55.4), read in place: no envelope object, no subarray.
-        const walStart = buf.readUInt32BE(1) * 0x1_0000_0000 + buf.readUInt32BE(5);
-        const walEnd = buf.readUInt32BE(9) * 0x1_0000_0000 + buf.readUInt32BE(13);
-        const message = decodePgoutput(buf, XLOGDATA_HEADER_SIZE);
-        if (walEnd > this.lastReceived) this.lastReceived = walEnd;
-        this.push({ kind: 'data', walStart, walEnd, message }, buf.length);
-      } else if (tag === CopyTag.Keepalive) {
-        const k = parseKeepalive(buf);
-        if (k.walEnd > this.lastReceived) this.lastReceived = k.walEnd;
-        // Answer at once, whatever the consumer is doing: the server asks because it is about to
-        // time us out (wal_sender_timeout / 2) or is shutting down. We report the confirmed LSN only.
-        if (k.replyRequested) this.sendStatus(false);
-        this.push({ kind: 'keepalive', walEnd: k.walEnd, replyRequested: k.replyRequested }, buf.length);
-      } else {
-        throw new CdpError(
-          ErrorCodes.PROTOCOL,
-          `unexpected CopyData message type ${tag === undefined ? '(empty)' : `0x${tag.toString(16)}`} on a replication connection`,
-        );
-      }
+      const ev = decodeCopyData(buf);
+      if (ev.walEnd > this.lastReceived) this.lastReceived = ev.walEnd;
+      // Answer a keepalive at once, whatever the consumer is doing: the server asks because it is
+      // about to time us out (wal_sender_timeout / 2) or is shutting down. We report the confirmed LSN only.
+      if (ev.kind === 'keepalive' && ev.replyRequested) this.sendStatus(false);
+      this.buffer.push(ev, buf.length);
     } catch (err) {
       this.fail(replicationError('decoding the replication stream failed', err));
     }
@@ -450,19 +304,7 @@ export class ReplicationStream implements AsyncIterable<StreamEvent> {
 
   private async doConnect(): Promise<pg.Client> {
     this.state = 'connecting';
-    // `replication: 'database'` makes the server start a walsender that accepts replication
-    // commands and simple SQL (55.4). It is a startup parameter, absent from @types/pg.
-    const config = {
-      connectionString: this.opts.connectionString,
-      ...(this.opts.ssl !== undefined ? { ssl: this.opts.ssl } : {}),
-      replication: 'database',
-      application_name: 'katya-cdp',
-    };
-    const client = new pg.Client(config as pg.ClientConfig);
-    // pg lets a connection string's (or PGOPTIONS') `options` win over the config's: ours are
-    // appended to whatever it resolved, so they apply last (a later -c overrides an earlier one).
-    const params = (client as unknown as { connectionParameters: { options?: string } }).connectionParameters;
-    params.options = replicationOptions(params.options);
+    const client = replicationClient(this.opts.connectionString, this.opts.ssl);
     client.on('error', this.onClientError);
     this.client = client;
     try {
@@ -472,7 +314,7 @@ export class ReplicationStream implements AsyncIterable<StreamEvent> {
       this.fail(e);
       throw e;
     }
-    this.con = (client as unknown as { connection: PgConnection }).connection;
+    this.con = connectionOf(client);
     if (this.state === 'connecting') this.state = 'connected';
     this.log.debug('replication connection open');
     return client;
@@ -520,16 +362,10 @@ export class ReplicationStream implements AsyncIterable<StreamEvent> {
       this.sendStatus(false);
     }
     this.state = 'closed';
-    this.queue = [];
-    this.sizes = [];
-    this.head = 0;
-    this.bytes = 0;
+    this.buffer.clear();
     this.wake();
     if (!client || !con) return;
-    if (this.paused) {
-      this.paused = false;
-      con.stream.resume(); // let the server's CopyDone and CommandComplete through
-    }
+    this.buffer.unpause(); // let the server's CopyDone and CommandComplete through
     if (wasStreaming) {
       try {
         con.endCopyFrom();
