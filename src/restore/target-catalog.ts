@@ -1,0 +1,119 @@
+import type pg from 'pg';
+import { SESSION_SETTINGS } from './ddl-replay.js';
+
+// What the live replay needs to know about the target's catalog, read before the replay and again
+// after every DDL statement (Applier's afterDdl): which tables and roles exist, which tables'
+// changes may be coalesced, and which tables' writes run code a user wrote.
+
+/**
+ * Tables whose row writes may run code a user wrote, with their owner. Conservative: a table is
+ * written as the restore's superuser only when every expression its writes evaluate uses
+ * immutable functions that are PostgreSQL's own or an extension's. Flagged: CHECK constraints,
+ * indexes, generated columns, partition keys and exclusion operators calling a function
+ * that is outside pg_catalog and no extension's, or not immutable (pg_catalog has functions that
+ * run SQL text: query_to_xml); enabled ALWAYS/REPLICA triggers and
+ * any rule (both act despite session_replication_role = replica); columns of a domain or
+ * composite type or arrays of them (a domain's CHECK); and every partition of a flagged
+ * partitioned table (inserting into a partition checks its ancestors' keys). Restore writes their
+ * rows as the owner (Applier.ownerRunner), never as its superuser.
+ */
+const USER_CODE_TABLES_SQL = `
+  WITH RECURSIVE untrusted_fn AS (
+    SELECT p.oid FROM pg_catalog.pg_proc p
+     WHERE p.provolatile <> 'i'
+        OR (p.pronamespace <> 'pg_catalog'::pg_catalog.regnamespace
+            AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend e WHERE e.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass AND e.objid = p.oid AND e.deptype = 'e'))
+  ), expr AS (
+    -- Stored expression trees name every function they call (FuncExpr :funcid, OpExpr
+    -- :opfuncid); pg_depend does not record PostgreSQL's own (pinned) functions, so it cannot say.
+    SELECT con.conrelid AS rel, con.conbin::pg_catalog.text AS t FROM pg_catalog.pg_constraint con WHERE con.conrelid <> 0 AND con.conbin IS NOT NULL
+    UNION ALL SELECT i.indrelid, i.indexprs::pg_catalog.text FROM pg_catalog.pg_index i WHERE i.indexprs IS NOT NULL
+    UNION ALL SELECT i.indrelid, i.indpred::pg_catalog.text FROM pg_catalog.pg_index i WHERE i.indpred IS NOT NULL
+    -- Generated columns only: restore writes every column, so a plain DEFAULT is never evaluated.
+    UNION ALL SELECT d.adrelid, d.adbin::pg_catalog.text FROM pg_catalog.pg_attrdef d
+      JOIN pg_catalog.pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = d.adnum WHERE a.attgenerated <> ''
+    UNION ALL SELECT pt.partrelid, pt.partexprs::pg_catalog.text FROM pg_catalog.pg_partitioned_table pt WHERE pt.partexprs IS NOT NULL
+  ), called AS (
+    SELECT e.rel, m[1]::pg_catalog.oid AS fn FROM expr e, pg_catalog.regexp_matches(e.t, ':(?:op)?funcid (\\d+)', 'g') AS m
+    UNION ALL
+    SELECT con.conrelid, o.oprcode::pg_catalog.oid FROM pg_catalog.pg_constraint con, pg_catalog.unnest(con.conexclop) AS x(op)
+      JOIN pg_catalog.pg_operator o ON o.oid = x.op WHERE con.conexclop IS NOT NULL
+  ), direct AS (
+    SELECT c.oid FROM pg_catalog.pg_class c
+     WHERE c.relkind IN ('r', 'p')
+       AND (EXISTS (SELECT 1 FROM called k WHERE k.rel = c.oid AND k.fn IN (SELECT oid FROM untrusted_fn))
+         OR EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t WHERE t.tgrelid = c.oid AND NOT t.tgisinternal AND t.tgenabled IN ('A', 'R'))
+         OR EXISTS (SELECT 1 FROM pg_catalog.pg_rewrite r WHERE r.ev_class = c.oid AND r.rulename <> '_RETURN')
+         OR EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type ty ON ty.oid = a.atttypid
+                     LEFT JOIN pg_catalog.pg_type el ON el.oid = ty.typelem AND ty.typlen = -1
+                     WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+                       AND (ty.typtype IN ('d', 'c') OR el.typtype IN ('d', 'c'))))
+  ), flagged AS (
+    SELECT oid FROM direct
+    UNION
+    SELECT i.inhrelid FROM pg_catalog.pg_inherits i JOIN flagged f ON f.oid = i.inhparent
+  )
+  SELECT pg_catalog.format('%s.%s', n.nspname, c.relname) AS name, pg_catalog.pg_get_userbyid(c.relowner) AS owner
+    FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+   WHERE c.oid IN (SELECT oid FROM flagged) AND n.nspname NOT IN ('pg_catalog', 'information_schema')`;
+
+/**
+ * The live restore session's settings (also put back after every DDL statement). Beyond
+ * SESSION_SETTINGS: synchronous_commit off (a crash of the target loses whole recent groups
+ * together with their cursor update, so the resume stays exact); no hash or merge joins: batched
+ * UPDATE ... FROM (VALUES ...) / DELETE ... USING (VALUES ...) join at most batchMaxRows rows against
+ * the table, and without statistics (a freshly restored table has none) the planner would pick a
+ * hash join over a sequential scan of the whole table for each batch.
+ */
+export const LIVE_SESSION_SQL = `${SESSION_SETTINGS} SET synchronous_commit = off; SET enable_hashjoin = off; SET enable_mergejoin = off;`;
+
+export class TargetCatalog {
+  /** Tables whose changes may not be coalesced inside a target transaction (see reorderable). */
+  private noReorder = new Set<string>();
+  private tables = new Set<string>();
+  private roles = new Set<string>();
+  private userCode = new Map<string, string>();
+
+  constructor(private readonly client: pg.Client) {}
+
+  async read(): Promise<void> {
+    const client = this.client;
+    this.roles = new Set((await client.query<{ rolname: string }>('SELECT rolname FROM pg_catalog.pg_roles')).rows.map((x) => x.rolname));
+    const t = await client.query<{ name: string }>(
+      `SELECT n.nspname || '.' || c.relname AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_temp%'`,
+    );
+    this.tables = new Set(t.rows.map((x) => x.name));
+    const r = await client.query<{ name: string }>(
+      `SELECT DISTINCT n.nspname || '.' || c.relname AS name
+         FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE i.indisexclusion
+           OR (i.indisunique AND NOT (CASE c.relreplident WHEN 'i' THEN i.indisreplident ELSE i.indisprimary END))
+           OR c.relreplident IN ('f', 'n')`,
+    );
+    this.noReorder = new Set(r.rows.map((x) => x.name));
+    const u = await client.query<{ name: string; owner: string }>(USER_CODE_TABLES_SQL);
+    this.userCode = new Map(u.rows.map((x) => [x.name, x.owner]));
+  }
+
+  /**
+   * Tables whose changes may be coalesced inside a target transaction: all but those with a unique
+   * index other than the replica identity, or an exclusion constraint (see Applier.netRow).
+   */
+  reorderable(schema: string, table: string): boolean {
+    return !this.noReorder.has(`${schema}.${table}`);
+  }
+
+  tableExists(schema: string, table: string): boolean {
+    return this.tables.has(`${schema}.${table}`);
+  }
+
+  roleExists(role: string): boolean {
+    return this.roles.has(role);
+  }
+
+  /** The owner of a table whose row writes run user-written code (USER_CODE_TABLES_SQL), else undefined. */
+  runAsOwner(schema: string, table: string): string | undefined {
+    return this.userCode.get(`${schema}.${table}`);
+  }
+}
