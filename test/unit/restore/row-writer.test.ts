@@ -1,0 +1,87 @@
+import { describe, expect, it } from 'vitest';
+import { emptyEvent, type ChangeEvent, type RelationInfo } from '../../../src/format/change-event.js';
+import { RowWriter } from '../../../src/restore/row-writer.js';
+import { SqlQueue } from '../../../src/restore/sql-queue.js';
+import { RecordingSink } from './helpers.js';
+
+// Row changes to statements with a plain object for the owners: no Applier, no stream.
+const P: RelationInfo = { oid: 1, replicaIdentity: 'd', columns: ['id', 'v'], types: ['integer', 'text'], key: [0] };
+const U: RelationInfo = { oid: 2, replicaIdentity: 'd', columns: ['id', 'v'], types: ['integer', 'text'], key: [0] };
+const row = (op: ChangeEvent['op'], table: string, relation: RelationInfo, id: string, v: string | null): ChangeEvent =>
+  emptyEvent({
+    op,
+    database: 'db',
+    schema: 'public',
+    table,
+    relation,
+    new: op === 'DELETE' ? null : [id, v],
+    old: op === 'DELETE' ? [id, null] : null,
+    oldKind: op === 'DELETE' ? 'K' : null,
+  });
+
+function writer(limits = {}) {
+  const sink = new RecordingSink();
+  const counts = { statements: 0 };
+  const out = new SqlQueue(sink, counts);
+  const owners = { ownerRunner: (t: { table: string }) => (t.table === 'u' ? 'app' : undefined) };
+  const w = new RowWriter(out, owners, { sessionSql: 'SET x = 1;', ...limits });
+  const text = async () => {
+    out.cut();
+    await out.send();
+    return sink.text;
+  };
+  return { w, counts, text };
+}
+
+describe('RowWriter', () => {
+  it('folds a coalesced table to its net effect: deletes, then updates, then inserts', async () => {
+    const { w, counts, text } = writer();
+    w.write(row('INSERT', 'p', P, '1', 'a'), 'p', true);
+    w.write(row('UPDATE', 'p', P, '1', 'b'), 'p', true);
+    w.write(row('UPDATE', 'p', P, '2', 'c'), 'p', true);
+    w.write(row('DELETE', 'p', P, '3', null), 'p', true);
+    expect(w.bufferedRows).toBe(3);
+    w.flushAll();
+    expect(w.bufferedRows).toBe(0);
+    const sql = await text();
+    expect(
+      sql
+        .split('\n')
+        .filter((l) => /^(INSERT|UPDATE|DELETE)/.test(l))
+        .map((l) => l.split(' ')[0]),
+    ).toEqual(['DELETE', 'UPDATE', 'INSERT']);
+    expect(sql).toContain(`('1'::integer, 'b'::text)`);
+    expect(counts.statements).toBe(3);
+  });
+
+  it('writes every buffered table before a change of a user-code table, and that change as its owner', async () => {
+    const { w, text } = writer();
+    w.write(row('UPDATE', 'p', P, '1', 'x'), 'p', true);
+    w.write(row('INSERT', 'u', U, '1', 'y'), 'u', false);
+    expect(w.bufferedRows).toBe(0);
+    // A later change of a coalesced table first writes the user-code table's batch.
+    w.write(row('INSERT', 'p', P, '2', 'z'), 'p', true);
+    w.flushAll();
+    const sql = await text();
+    const update = sql.indexOf('UPDATE "public"."p"');
+    const asOwner = sql.indexOf('PERFORM pg_temp.cdp_as(');
+    const insertP = sql.indexOf('INSERT INTO "public"."p"');
+    expect(update).toBeGreaterThanOrEqual(0);
+    expect(update).toBeLessThan(asOwner);
+    expect(asOwner).toBeLessThan(insertP);
+    expect(sql).toContain('OWNER TO "app"');
+    expect(sql).toContain('RESET ALL; SET x = 1;\n');
+  });
+
+  it('batches stream-order inserts into one COPY from copyMinRows rows, and writes one UPDATE per change of a table it may not reorder', async () => {
+    const { w, text } = writer({ copyMinRows: 3 });
+    for (const id of ['1', '2', '3']) w.write(row('INSERT', 'p', P, id, 'v'), 'p', false);
+    w.write(row('UPDATE', 'p', P, '1', 'a'), 'p', false);
+    w.write(row('UPDATE', 'p', P, '1', 'b'), 'p', false);
+    w.flushAll();
+    const sql = await text();
+    expect(sql).toContain('1\tv\n2\tv\n3\tv\n');
+    expect(sql.match(/^UPDATE /gm)?.length).toBe(2);
+    expect(sql.indexOf("'a'::text")).toBeLessThan(sql.indexOf("'b'::text"));
+  });
+});
