@@ -261,13 +261,19 @@ PG_TLS=$STACK_HOME/pg-tls
 PG_TLS_ROLE=cdp_tls
 PG_TLS_KEY_PASSWORD=cdp-local-key-password  # fake, for a loopback-only test stack
 
-pg_tls_files() {
-  [[ -s $PG_TLS/ca.pem && -s $PG_TLS/server.crt && -s $PG_TLS/client-enc.key && -s $PG_TLS/other-ca.pem ]] && return 0
-  command -v openssl >/dev/null 2>&1 || die "openssl not found (needed for PostgreSQL's TLS certificates): apt-get install -y openssl"
-  log "postgres: making TLS certificates in $PG_TLS"
-  local d
-  mkdir -p "$STACK_HOME"
-  d=$(mktemp -d "$STACK_HOME/pg-tls.tmp.XXXXXX")
+# tls_make <dir> <what> <CA name> <server file name> <client CN> <finish>: a CA, a server
+# certificate for 127.0.0.1 and localhost and a client certificate signed by it (keys PKCS#8,
+# unencrypted: what PostgreSQL, Kafka's PEM key store and Node's tls all read), made with openssl in
+# a temporary folder beside <dir>; <finish> (a function, run inside that folder) adds what one user
+# needs. The folder replaces <dir> only once every step succeeded, so a failed or interrupted run
+# leaves the old <dir> (or none) and the next run starts over. The callers skip this when their
+# files exist: certificates are made once, and running servers keep the ones they loaded.
+tls_make() {
+  local dest=$1 what=$2 ca_name=$3 server=$4 client_cn=$5 finish=$6 d
+  command -v openssl >/dev/null 2>&1 || die "openssl not found (needed for $what): apt-get install -y openssl"
+  mkdir -p "$(dirname "$dest")"
+  d=$(mktemp -d "$dest.tmp.XXXXXX")
+  # Each step chained with &&: `set -e` does not apply inside a subshell that is part of a || list.
   (
     leaf() { # name subject extensions
       openssl req -newkey rsa:2048 -nodes -subj "$2" -keyout "$1.key.pkcs1" -out "$1.csr" &&
@@ -276,20 +282,34 @@ pg_tls_files() {
         openssl pkcs8 -topk8 -nocrypt -in "$1.key.pkcs1" -out "$1.key"
     }
     cd "$d" &&
-      openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=katya-cdp local PostgreSQL CA" \
+      openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=$ca_name" \
         -keyout ca.key -out ca.pem -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign &&
-      leaf server "/CN=localhost" "subjectAltName=IP:127.0.0.1,DNS:localhost
+      leaf "$server" "/CN=localhost" "subjectAltName=IP:127.0.0.1,DNS:localhost
 extendedKeyUsage=serverAuth" &&
-      leaf client "/CN=$PG_TLS_ROLE" "extendedKeyUsage=clientAuth" &&
-      printf '%s\n' "$PG_TLS_KEY_PASSWORD" >client-key.password &&
-      openssl pkcs8 -topk8 -v2 aes-256-cbc -in client.key -out client-enc.key -passout "file:client-key.password" &&
-      openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=katya-cdp some other CA" \
-        -keyout other-ca.key -out other-ca.pem -addext basicConstraints=critical,CA:TRUE &&
-      rm -f ./*.csr ./*.ext ./*.pkcs1 ./*.srl other-ca.key &&
-      chmod 600 ./*.key client-key.password
-  ) >/dev/null 2>"$d.err" || { cat "$d.err" >&2; rm -rf "$d" "$d.err"; die "making PostgreSQL's TLS certificates failed (see above)"; }
-  rm -rf "$PG_TLS" "$d.err"
-  mv "$d" "$PG_TLS"
+      leaf client "/CN=$client_cn" "extendedKeyUsage=clientAuth" &&
+      "$finish" &&
+      rm -f ./*.csr ./*.ext ./*.pkcs1 ./*.srl &&
+      chmod 600 ./*.key
+  ) >/dev/null 2>"$d.err" || { cat "$d.err" >&2; rm -rf "$d" "$d.err"; die "making $what failed (see above)"; }
+  rm -rf "$dest" "$d.err"
+  mv "$d" "$dest"
+}
+
+# PostgreSQL's extras: the client key encrypted (its password in a file) and a second CA that
+# signed nothing (its key thrown away), for the wrong-CA test.
+pg_tls_extras() {
+  printf '%s\n' "$PG_TLS_KEY_PASSWORD" >client-key.password &&
+    openssl pkcs8 -topk8 -v2 aes-256-cbc -in client.key -out client-enc.key -passout "file:client-key.password" &&
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=katya-cdp some other CA" \
+      -keyout other-ca.key -out other-ca.pem -addext basicConstraints=critical,CA:TRUE &&
+    rm -f other-ca.key &&
+    chmod 600 client-key.password
+}
+
+pg_tls_files() {
+  [[ -s $PG_TLS/ca.pem && -s $PG_TLS/server.crt && -s $PG_TLS/client-enc.key && -s $PG_TLS/other-ca.pem ]] && return 0
+  log "postgres: making TLS certificates in $PG_TLS"
+  tls_make "$PG_TLS" "PostgreSQL's TLS certificates" "katya-cdp local PostgreSQL CA" server "$PG_TLS_ROLE" pg_tls_extras
 }
 
 pg_ensure_tls() {
@@ -421,35 +441,17 @@ KAFKA_PROBE_DIR=$STACK_HOME/kafka-$KAFKA_VERSION/probe
 # kafka_tls: a CA, the broker's certificate (127.0.0.1 and localhost) and one client certificate,
 # all signed by that CA, made once with openssl into $KAFKA_TLS (kept until 'down --purge' or
 # until deleted). The SCRAM/PLAIN password is written beside them for the tests and the README.
+# Kafka's extras: the broker's key and certificate in one PEM file (its key store), and the SASL password.
+kafka_tls_extras() {
+  cat broker.key broker.crt >broker.pem &&
+    printf '%s\n' "$KAFKA_SASL_PASSWORD" >sasl.password &&
+    chmod 600 broker.pem sasl.password
+}
+
 kafka_tls() {
   [[ -s $KAFKA_TLS/ca.pem && -s $KAFKA_TLS/broker.pem && -s $KAFKA_TLS/client.key ]] && return 0
-  command -v openssl >/dev/null 2>&1 || die "openssl not found (needed for the Kafka TLS listener's certificates): apt-get install -y openssl"
   log "kafka: making TLS certificates in $KAFKA_TLS"
-  local d
-  mkdir -p "$KAFKA_HOME"
-  d=$(mktemp -d "$KAFKA_HOME/tls.tmp.XXXXXX")
-  # Each step chained with &&: `set -e` does not apply inside a subshell that is part of a || list.
-  (
-    leaf() { # name subject extensions
-      openssl req -newkey rsa:2048 -nodes -subj "$2" -keyout "$1.key.pkcs1" -out "$1.csr" &&
-        printf '%s\n' "$3" >"$1.ext" &&
-        openssl x509 -req -in "$1.csr" -CA ca.pem -CAkey ca.key -CAcreateserial -days 3650 -out "$1.crt" -extfile "$1.ext" &&
-        # PKCS#8, unencrypted: what Kafka's PEM key store and Node's tls both read.
-        openssl pkcs8 -topk8 -nocrypt -in "$1.key.pkcs1" -out "$1.key"
-    }
-    cd "$d" &&
-      openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=katya-cdp local stack CA" \
-        -keyout ca.key -out ca.pem -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign &&
-      leaf broker "/CN=localhost" "subjectAltName=IP:127.0.0.1,DNS:localhost
-extendedKeyUsage=serverAuth" &&
-      leaf client "/CN=$KAFKA_SASL_USER" "extendedKeyUsage=clientAuth" &&
-      cat broker.key broker.crt >broker.pem &&
-      printf '%s\n' "$KAFKA_SASL_PASSWORD" >sasl.password &&
-      rm -f ./*.csr ./*.ext ./*.pkcs1 ./*.srl &&
-      chmod 600 ./*.key broker.pem sasl.password
-  ) >/dev/null 2>"$d.err" || { cat "$d.err" >&2; rm -rf "$d" "$d.err"; die "making the Kafka TLS certificates failed (see above)"; }
-  rm -rf "$KAFKA_TLS" "$d.err"
-  mv "$d" "$KAFKA_TLS"
+  tls_make "$KAFKA_TLS" "the Kafka TLS listener's certificates" "katya-cdp local stack CA" broker "$KAFKA_SASL_USER" kafka_tls_extras
 }
 
 kafka_tls_fingerprint() {
