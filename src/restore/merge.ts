@@ -189,14 +189,6 @@ export type ReplayItem =
   /** Emitted once after the cut: the SEQUENCES snapshots read past the target (see sequences). */
   | { type: 'end'; reached: TxnHeader | undefined; stoppedBy: 'target' | 'exhausted'; sequencesAfter: ChangeEvent | undefined };
 
-/**
- * Groups the merged stream into transactions and applies the cut rule. Memory is bounded by the
- * chunk size, not the transaction size: a transaction's changes stream through in chunks and the
- * consumer commits only at `commit` (and only after this function has checked the count).
- *
- * After the cut, the stream is read on (nothing more applied) until the first SEQUENCES snapshot,
- * which is the best-known upper value of every sequence at the target.
- */
 export interface GroupOptions {
   sequenceScanMicros?: number;
   /**
@@ -210,141 +202,202 @@ export interface GroupOptions {
   position?: { lsn: Lsn; time: number };
 }
 
+function incomplete(t: TxnHeader, seen: number): IntegrityError {
+  return new IntegrityError(
+    `transaction xid ${t.xid} (commit LSN ${formatLsn(t.commitLsn)}) has ${seen} changes in the archive but no COMMIT marker: ` +
+      'the archive is incomplete there; run `cdp verify`, and restore to an earlier target',
+    { details: { commitLsn: t.commitLsn, xid: t.xid } },
+  );
+}
+
+/**
+ * The state of groupTransactionBatches: events go in one at a time (take), items come out per
+ * input chunk (flush). Before the cut it builds transactions; after it, it scans on for the first
+ * SEQUENCES snapshot, up to sequenceScanMicros past the last applied transaction.
+ */
+class TxnGrouper {
+  /** The SEQUENCES snapshot found past the cut. */
+  private sequencesAfter: ChangeEvent | undefined;
+  private out: ReplayItem[] = [];
+  private pending: ChangeEvent[] = [];
+  /** The open transaction, its count of data records so far, and whether the cut ends the replay after it. */
+  private cur: TxnHeader | undefined;
+  private count = 0;
+  private curStop = false;
+  private reached: TxnHeader | undefined;
+  private stopped = false;
+  private stoppedBy: 'target' | 'exhausted' = 'exhausted';
+  private scanUntil = Number.POSITIVE_INFINITY;
+  private scanOver = false;
+  /**
+   * How far past the target to look for a SEQUENCES snapshot (capture emits one every
+   * capture.sequenceIntervalMs, 30 s by default); beyond that the last one before the target is used.
+   */
+  private readonly scanMicros: number;
+
+  constructor(
+    private readonly cut: (t: TxnHeader) => CutDecision,
+    private readonly opts: GroupOptions,
+  ) {
+    this.scanMicros = opts.sequenceScanMicros ?? 5 * 60 * 1_000_000;
+  }
+
+  /** Takes the next event of the merged stream; false: read no further in this chunk (the scan is over). */
+  take(ev: ChangeEvent): boolean {
+    if (ev.op === 'WATERMARK') return this.watermark(ev);
+    if (this.stopped) return this.scan(ev);
+    if ((!this.cur || ev.commitLsn !== this.cur.commitLsn) && !this.begin(ev)) {
+      // The cut stops before this transaction: a SEQUENCES snapshot right there is the one wanted.
+      if (ev.op !== 'SEQUENCES') return true;
+      this.sequencesAfter = ev;
+      return false;
+    }
+    if (ev.op === 'COMMIT') this.commit(ev);
+    else if (isDataOp(ev.op)) this.data(ev);
+    return true;
+  }
+
+  /** The items of the chunk taken so far (changes gathered included), or undefined when there are none. */
+  flush(): ReplayItem[] | undefined {
+    if (this.pending.length > 0) {
+      this.out.push({ type: 'changes', events: this.pending });
+      this.pending = [];
+    }
+    if (this.out.length === 0) return undefined;
+    const out = this.out;
+    this.out = [];
+    return out;
+  }
+
+  /** After a chunk: whether the scan past the cut is over (nothing later can matter). */
+  finished(chunk: ChangeEvent[]): boolean {
+    return this.stopped && (this.scanOver || this.sequencesAfter !== undefined || chunk.length === 0 || chunk[chunk.length - 1]!.commitTime > this.scanUntil);
+  }
+
+  /** The closing items: the `end` item, or an IntegrityError for a transaction left open. */
+  end(): ReplayItem[] {
+    if (this.cur) throw incomplete(this.cur, this.count);
+    this.out.push({ type: 'end', reached: this.reached, stoppedBy: this.stoppedBy, sequencesAfter: this.sequencesAfter });
+    return this.out;
+  }
+
+  private watermark(ev: ChangeEvent): boolean {
+    // Between transactions only: one inside a transaction is older than it (the partition that
+    // carried it had already sent records of later transactions), so it says nothing new.
+    if (this.cur) return true;
+    const position = this.opts.position;
+    if (position && ev.commitLsn > position.lsn) {
+      position.lsn = ev.commitLsn;
+      position.time = ev.commitTime;
+    }
+    if (this.stopped) {
+      if (ev.commitTime > this.scanUntil) {
+        this.scanOver = true;
+        return false;
+      }
+    } else if (this.opts.passed?.(ev)) {
+      this.stop(this.reached?.commitTime ?? ev.commitTime);
+    }
+    return true;
+  }
+
+  /** Past the cut: nothing is applied; the first SEQUENCES snapshot ends the scan. */
+  private scan(ev: ChangeEvent): boolean {
+    if (ev.commitTime > this.scanUntil) {
+      this.scanOver = true;
+      return false;
+    }
+    if (ev.op !== 'SEQUENCES') return true;
+    this.sequencesAfter = ev;
+    return false;
+  }
+
+  private stop(from: number): void {
+    this.stopped = true;
+    this.stoppedBy = 'target';
+    this.scanUntil = from + this.scanMicros;
+  }
+
+  /** The first record of a transaction: false when the cut stops before it. */
+  private begin(ev: ChangeEvent): boolean {
+    if (this.cur) throw incomplete(this.cur, this.count);
+    const header = { commitLsn: ev.commitLsn, commitTime: ev.commitTime, xid: ev.xid };
+    const d = this.cut(header);
+    if (d === 'stop') {
+      this.stop(this.reached?.commitTime ?? ev.commitTime);
+      return false;
+    }
+    this.cur = header;
+    const position = this.opts.position;
+    if (position) {
+      position.lsn = header.commitLsn;
+      position.time = header.commitTime;
+    }
+    this.curStop = d === 'apply-and-stop';
+    this.count = 0;
+    this.out.push({ type: 'begin', txn: header });
+    return true;
+  }
+
+  private commit(ev: ChangeEvent): void {
+    const cur = this.cur!;
+    if (ev.position !== this.count) {
+      throw new IntegrityError(
+        `transaction xid ${cur.xid} (commit LSN ${formatLsn(cur.commitLsn)}): COMMIT marker says ${ev.position} changes, the archive holds ${this.count}; ` +
+          'the archive is incomplete or corrupt there; run `cdp verify`',
+        { details: { commitLsn: cur.commitLsn, xid: cur.xid, expected: ev.position, seen: this.count } },
+      );
+    }
+    if (this.pending.length > 0) {
+      this.out.push({ type: 'changes', events: this.pending });
+      this.pending = [];
+    }
+    this.out.push({ type: 'commit', txn: cur, endLsn: ev.endLsn, count: this.count });
+    this.reached = cur;
+    this.cur = undefined;
+    if (this.curStop) this.stop(cur.commitTime);
+  }
+
+  private data(ev: ChangeEvent): void {
+    const cur = this.cur!;
+    if (ev.position !== this.count) {
+      throw new IntegrityError(
+        `transaction xid ${cur.xid} (commit LSN ${formatLsn(cur.commitLsn)}): change at position ${ev.position} follows ${this.count} changes; ` +
+          'a change is missing from the archive; run `cdp verify`',
+        { details: { commitLsn: cur.commitLsn, xid: cur.xid, position: ev.position, expected: this.count } },
+      );
+    }
+    this.count++;
+    this.pending.push(ev);
+    if (this.pending.length >= 2048) {
+      this.out.push({ type: 'changes', events: this.pending });
+      this.pending = [];
+    }
+  }
+}
+
+/**
+ * Groups the merged stream into transactions and applies the cut rule. Memory is bounded by the
+ * chunk size, not the transaction size: a transaction's changes stream through in chunks and the
+ * consumer commits only at `commit` (and only after this function has checked the count).
+ *
+ * After the cut, the stream is read on (nothing more applied) until the first SEQUENCES snapshot,
+ * which is the best-known upper value of every sequence at the target.
+ */
 export async function* groupTransactionBatches(
   merged: AsyncIterable<ChangeEvent[]>,
   cut: (t: TxnHeader) => CutDecision,
   opts: GroupOptions = {},
 ): AsyncGenerator<ReplayItem[]> {
-  const position = opts.position;
-  // How far past the target to look for a SEQUENCES snapshot (capture emits one every
-  // capture.sequenceIntervalMs, 30 s by default); beyond that the last one before the target is used.
-  const scanMicros = opts.sequenceScanMicros ?? 5 * 60 * 1_000_000;
-  let scanUntil = Number.POSITIVE_INFINITY;
-  let cur: TxnHeader | undefined;
-  let curStop = false;
-  let count = 0;
-  let pending: ChangeEvent[] = [];
-  let reached: TxnHeader | undefined;
-  let stopped = false;
-  let stoppedBy: 'target' | 'exhausted' = 'exhausted';
-  let sequencesAfter: ChangeEvent | undefined;
-  let scanOver = false;
-  let out: ReplayItem[] = [];
-
-  const incomplete = (t: TxnHeader, seen: number) =>
-    new IntegrityError(
-      `transaction xid ${t.xid} (commit LSN ${formatLsn(t.commitLsn)}) has ${seen} changes in the archive but no COMMIT marker: ` +
-        'the archive is incomplete there; run `cdp verify`, and restore to an earlier target',
-      { details: { commitLsn: t.commitLsn, xid: t.xid } },
-    );
-
+  const g = new TxnGrouper(cut, opts);
   for await (const chunk of merged) {
-    for (const ev of chunk) {
-      if (ev.op === 'WATERMARK') {
-        // Between transactions only: one inside a transaction is older than it (the partition
-        // that carried it had already sent records of later transactions), so it says nothing new.
-        if (cur) continue;
-        if (position && ev.commitLsn > position.lsn) {
-          position.lsn = ev.commitLsn;
-          position.time = ev.commitTime;
-        }
-        if (stopped) {
-          if (ev.commitTime > scanUntil) {
-            scanOver = true;
-            break;
-          }
-        } else if (opts.passed?.(ev)) {
-          stopped = true;
-          stoppedBy = 'target';
-          scanUntil = (reached?.commitTime ?? ev.commitTime) + scanMicros;
-        }
-        continue;
-      }
-      if (stopped) {
-        if (ev.commitTime > scanUntil) {
-          scanOver = true;
-          break;
-        }
-        if (ev.op === 'SEQUENCES') {
-          sequencesAfter = ev;
-          break;
-        }
-        continue;
-      }
-      if (!cur || ev.commitLsn !== cur.commitLsn) {
-        if (cur) throw incomplete(cur, count);
-        const header = { commitLsn: ev.commitLsn, commitTime: ev.commitTime, xid: ev.xid };
-        const d = cut(header);
-        if (d === 'stop') {
-          stopped = true;
-          stoppedBy = 'target';
-          scanUntil = (reached?.commitTime ?? ev.commitTime) + scanMicros;
-          if (ev.op === 'SEQUENCES') {
-            sequencesAfter = ev;
-            break;
-          }
-          continue;
-        }
-        cur = header;
-        if (position) {
-          position.lsn = header.commitLsn;
-          position.time = header.commitTime;
-        }
-        curStop = d === 'apply-and-stop';
-        count = 0;
-        out.push({ type: 'begin', txn: cur });
-      }
-      if (ev.op === 'COMMIT') {
-        if (ev.position !== count) {
-          throw new IntegrityError(
-            `transaction xid ${cur.xid} (commit LSN ${formatLsn(cur.commitLsn)}): COMMIT marker says ${ev.position} changes, the archive holds ${count}; ` +
-              'the archive is incomplete or corrupt there; run `cdp verify`',
-            { details: { commitLsn: cur.commitLsn, xid: cur.xid, expected: ev.position, seen: count } },
-          );
-        }
-        if (pending.length > 0) {
-          out.push({ type: 'changes', events: pending });
-          pending = [];
-        }
-        out.push({ type: 'commit', txn: cur, endLsn: ev.endLsn, count });
-        reached = cur;
-        cur = undefined;
-        if (curStop) {
-          stopped = true;
-          stoppedBy = 'target';
-          scanUntil = reached.commitTime + scanMicros;
-        }
-        continue;
-      }
-      if (!isDataOp(ev.op)) continue;
-      if (ev.position !== count) {
-        throw new IntegrityError(
-          `transaction xid ${cur.xid} (commit LSN ${formatLsn(cur.commitLsn)}): change at position ${ev.position} follows ${count} changes; ` +
-            'a change is missing from the archive; run `cdp verify`',
-          { details: { commitLsn: cur.commitLsn, xid: cur.xid, position: ev.position, expected: count } },
-        );
-      }
-      count++;
-      pending.push(ev);
-      if (pending.length >= 2048) {
-        out.push({ type: 'changes', events: pending });
-        pending = [];
-      }
-    }
+    for (const ev of chunk) if (!g.take(ev)) break;
     // One array of items per input chunk: consumers loop over it synchronously.
-    if (pending.length > 0) {
-      out.push({ type: 'changes', events: pending });
-      pending = [];
-    }
-    if (out.length > 0) {
-      yield out;
-      out = [];
-    }
-    if (stopped && (scanOver || sequencesAfter || chunk.length === 0 || chunk[chunk.length - 1]!.commitTime > scanUntil)) break;
+    const items = g.flush();
+    if (items) yield items;
+    if (g.finished(chunk)) break;
   }
-  if (cur) throw incomplete(cur, count);
-  out.push({ type: 'end', reached, stoppedBy, sequencesAfter });
-  yield out;
+  yield g.end();
 }
 
 /** The same stream, one item at a time (tests, simple consumers). */
