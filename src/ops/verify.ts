@@ -5,10 +5,10 @@ import type { CommandContext } from '../context.js';
 import { archiveRoot } from '../config/config.js';
 import { toError } from '../errors.js';
 import { listSegments, readArchiveManifest, readPartitionState, type ListedSegment } from '../archive/catalog.js';
-import { describeGap, gapCoveredBy, listGaps } from '../archive/chain.js';
-import { loadKeyring } from '../archive/crypto.js';
+import { describeGap, gapCoveredBy, listGaps, type StoredGap } from '../archive/chain.js';
+import { loadKeyring, type Keyring } from '../archive/crypto.js';
 import { fetchSegment } from '../archive/segment.js';
-import { createStore, missingBucketError } from '../s3/client.js';
+import { createStore, missingBucketError, type Store } from '../s3/client.js';
 import { scanBaseManifests } from '../base/manifest.js';
 import { checkBase } from '../restore/base-restore.js';
 
@@ -36,9 +36,17 @@ export interface IncompleteBase {
   note: string;
 }
 
-export async function verifyArchive(
-  ctx: CommandContext,
-): Promise<{ segments: number; bases: number; syntheticBases: number; problems: VerifyProblem[]; breaks: VerifyBreak[]; incompleteBases: IncompleteBase[] }> {
+/** What one pass over the archive found (runVerify adds the --deep test restore). */
+export interface VerifyResult {
+  segments: number;
+  bases: number;
+  syntheticBases: number;
+  problems: VerifyProblem[];
+  breaks: VerifyBreak[];
+  incompleteBases: IncompleteBase[];
+}
+
+export async function verifyArchive(ctx: CommandContext): Promise<VerifyResult> {
   const { cfg, log } = ctx;
   const store = createStore(cfg, log, { signal: ctx.signal, maxElapsedMs: 60_000 });
   const root = archiveRoot(cfg);
@@ -49,94 +57,19 @@ export async function verifyArchive(
     const problem = (await missingBucketError(store))?.message ?? 'no archive.json: run cdp setup';
     return { segments: 0, bases: 0, syntheticBases: 0, problems: [{ what: root, problem }], breaks: [], incompleteBases: [] };
   }
-  const gaps = await listGaps(store, root);
+  const archive: Archive = { store, root, keyring, gaps: await listGaps(store, root), problems };
   let segments = 0;
-  for (let p = 0; p < manifest.partitions; p++) {
-    // Chain of custody (archive/chain.ts): offsets are continuous within each topic epoch, except
-    // where a recorded gap says Kafka lost them (reported below as a break, not as a missing
-    // segment); each segment's predecessor (prevSha256) is stored; the segment the partition's
-    // state pointer names as its newest is stored (a segment lost at the very end).
-    // The pointer first: it moves only after its segment is stored, so what it names now is in the
-    // listing below even while an archiver keeps writing.
-    const st = await readPartitionState(store, root, p);
-    const all: ListedSegment[] = [];
-    for await (const seg of listSegments(store, root, p, 0)) all.push(seg);
-    const shas = new Set(all.map((x) => x.sha256));
-    const keys = new Set(all.map((x) => x.key));
-    // The first stored segment of an epoch may name a predecessor that prune removed.
-    const firstOfEpoch = new Map<number, bigint>();
-    for (const x of all) if (!firstOfEpoch.has(x.epoch)) firstOfEpoch.set(x.epoch, BigInt(x.firstOffset));
-    const unchained: Array<{ key: string; prev: string }> = [];
-    let covered: bigint | undefined;
-    let epoch: number | undefined;
-    for (const seg of all) {
-      segments += 1;
-      if (seg.epoch !== epoch) {
-        epoch = seg.epoch;
-        covered = undefined;
-      }
-      const first = BigInt(seg.firstOffset);
-      const last = BigInt(seg.lastOffset);
-      if (covered !== undefined && first > covered + 1n) {
-        const from = covered + 1n;
-        const known = gaps.find(
-          (g) =>
-            g.partition === p &&
-            g.topicEpoch === seg.epoch &&
-            g.fromOffset !== undefined &&
-            BigInt(g.fromOffset) <= from &&
-            BigInt(g.toOffset ?? '-1') >= first - 1n,
-        );
-        if (!known) problems.push({ what: `partition ${p}`, problem: `offsets ${from}..${first - 1n} are in no segment (gap before ${seg.key})` });
-      }
-      covered = covered === undefined || last > covered ? last : covered;
-      try {
-        const opened = await fetchSegment(store, seg.key, seg.sha256, keyring);
-        let n = 0;
-        for (const block of opened.blocks()) n += block.length;
-        if (n !== opened.manifest.count) problems.push({ what: seg.key, problem: `holds ${n} records, its manifest says ${opened.manifest.count}` });
-        const prev = opened.manifest.prevSha256;
-        if (prev && !shas.has(prev) && first > firstOfEpoch.get(seg.epoch)!) unchained.push({ key: seg.key, prev });
-      } catch (err) {
-        problems.push({ what: seg.key, problem: toError(err).message });
-      }
-    }
-    if (unchained.length > 0) {
-      // A listing taken while an archiver writes may miss a predecessor stored during it: list again.
-      const again = new Set<string>();
-      for await (const x of listSegments(store, root, p, 0)) again.add(x.sha256);
-      for (const u of unchained) {
-        if (!again.has(u.prev))
-          problems.push({ what: u.key, problem: `the segment before it in the chain (SHA-256 ${u.prev}) is not stored: it was deleted or lost` });
-      }
-    }
-    if (st?.lastKey && !keys.has(st.lastKey))
-      problems.push({ what: `partition ${p}`, problem: `the newest archived segment ${st.lastKey} (state pointer) is not stored: it was deleted or lost` });
-  }
-  // Manifests not bound to their folder or failing their MAC (src/base/manifest.ts) are problems.
-  const scanned = await scanBaseManifests(store, root, keyring);
-  for (const r of scanned.refused) problems.push({ what: String(r.details?.key ?? 'base manifest'), problem: r.message });
-  const bases = scanned.bases;
-  for (const b of bases) {
-    try {
-      // Size, SHA-256 and, with a key, the envelope bound to this base (crypto.ts), as restore reads it.
-      await checkBase(store, b, keyring);
-    } catch (err) {
-      problems.push({ what: b.key, problem: toError(err).message });
-    }
-  }
-  if (bases.length === 0) problems.push({ what: root, problem: 'no base backup: run cdp basebackup' });
-  // Debris of compactions that did not finish: harmless (restore reads only bases with a
-  // manifest), listed so that it is seen; the next cdp compact removes it.
-  const { listSyntheticDebris } = await import('../compact/compact.js');
-  const incompleteBases = (await listSyntheticDebris(store, root)).map((d) => ({
-    folder: d.dir,
-    objects: d.keys.length,
-    note: 'synthetic base without manifest (a compaction that did not finish): never used by restore; cdp compact removes it once compact.debrisGraceMinutes old',
-  }));
+  for (let p = 0; p < manifest.partitions; p++) segments += await verifyPartition(archive, p);
+  const bases = await verifyBases(archive);
+  const incompleteBases = await listIncompleteBases(store, root);
   // A synthetic base covers a break only when its root source base does (gapCoveredBy): it never
   // hides one, and the segment checks above do not consult bases at all.
-  const breaks: VerifyBreak[] = gaps.map((g) => ({ key: g.key, kind: g.kind, covered: bases.some((b) => gapCoveredBy(g, b)), description: describeGap(g) }));
+  const breaks: VerifyBreak[] = archive.gaps.map((g) => ({
+    key: g.key,
+    kind: g.kind,
+    covered: bases.some((b) => gapCoveredBy(g, b)),
+    description: describeGap(g),
+  }));
   for (const b of breaks) {
     if (!b.covered)
       problems.push({
@@ -145,6 +78,116 @@ export async function verifyArchive(
       });
   }
   return { segments, bases: bases.length, syntheticBases: bases.filter((b) => b.synthetic).length, problems, breaks, incompleteBases };
+}
+
+/** The archive under check, and the list its problems are added to. */
+interface Archive {
+  store: Store;
+  root: string;
+  keyring: Keyring | undefined;
+  gaps: StoredGap[];
+  problems: VerifyProblem[];
+}
+
+/**
+ * Chain of custody of one partition (archive/chain.ts): offsets are continuous within each topic
+ * epoch, except where a recorded gap says Kafka lost them (reported as a break, not as a missing
+ * segment); each segment's predecessor (prevSha256) is stored; the segment the partition's state
+ * pointer names as its newest is stored (a segment lost at the very end). Returns the segments read.
+ */
+async function verifyPartition(archive: Archive, p: number): Promise<number> {
+  const { store, root, problems } = archive;
+  // The pointer first: it moves only after its segment is stored, so what it names now is in the
+  // listing below even while an archiver keeps writing.
+  const st = await readPartitionState(store, root, p);
+  const all: ListedSegment[] = [];
+  for await (const seg of listSegments(store, root, p, 0)) all.push(seg);
+  const shas = new Set(all.map((x) => x.sha256));
+  // The first stored segment of an epoch may name a predecessor that prune removed.
+  const firstOfEpoch = new Map<number, bigint>();
+  for (const x of all) if (!firstOfEpoch.has(x.epoch)) firstOfEpoch.set(x.epoch, BigInt(x.firstOffset));
+  const unchained: Array<{ key: string; prev: string }> = [];
+  let covered: bigint | undefined;
+  let epoch: number | undefined;
+  for (const seg of all) {
+    if (seg.epoch !== epoch) {
+      epoch = seg.epoch;
+      covered = undefined;
+    }
+    const first = BigInt(seg.firstOffset);
+    if (covered !== undefined && first > covered + 1n) checkHole(archive, p, seg, covered + 1n);
+    const last = BigInt(seg.lastOffset);
+    covered = covered === undefined || last > covered ? last : covered;
+    const prev = await checkSegment(archive, seg);
+    if (prev && !shas.has(prev) && first > firstOfEpoch.get(seg.epoch)!) unchained.push({ key: seg.key, prev });
+  }
+  if (unchained.length > 0) {
+    // A listing taken while an archiver writes may miss a predecessor stored during it: list again.
+    const again = new Set<string>();
+    for await (const x of listSegments(store, root, p, 0)) again.add(x.sha256);
+    for (const u of unchained) {
+      if (!again.has(u.prev))
+        problems.push({ what: u.key, problem: `the segment before it in the chain (SHA-256 ${u.prev}) is not stored: it was deleted or lost` });
+    }
+  }
+  if (st?.lastKey && !all.some((x) => x.key === st.lastKey))
+    problems.push({ what: `partition ${p}`, problem: `the newest archived segment ${st.lastKey} (state pointer) is not stored: it was deleted or lost` });
+  return all.length;
+}
+
+/** Offsets `from` up to the segment `seg` are in no segment: a problem unless a recorded gap says Kafka lost them. */
+function checkHole(archive: Archive, p: number, seg: ListedSegment, from: bigint): void {
+  const first = BigInt(seg.firstOffset);
+  const known = archive.gaps.find(
+    (g) =>
+      g.partition === p && g.topicEpoch === seg.epoch && g.fromOffset !== undefined && BigInt(g.fromOffset) <= from && BigInt(g.toOffset ?? '-1') >= first - 1n,
+  );
+  if (!known) archive.problems.push({ what: `partition ${p}`, problem: `offsets ${from}..${first - 1n} are in no segment (gap before ${seg.key})` });
+}
+
+/** Reads one segment back (SHA-256, decryption, decoding, record count); returns the SHA-256 of its predecessor, if it names one. */
+async function checkSegment(archive: Archive, seg: ListedSegment): Promise<string | undefined> {
+  try {
+    const opened = await fetchSegment(archive.store, seg.key, seg.sha256, archive.keyring);
+    let n = 0;
+    for (const block of opened.blocks()) n += block.length;
+    if (n !== opened.manifest.count) archive.problems.push({ what: seg.key, problem: `holds ${n} records, its manifest says ${opened.manifest.count}` });
+    return opened.manifest.prevSha256 || undefined;
+  } catch (err) {
+    archive.problems.push({ what: seg.key, problem: toError(err).message });
+    return undefined;
+  }
+}
+
+/** Every base with a valid manifest, each read back as restore reads it; the bases, for the breaks they cover. */
+async function verifyBases(archive: Archive) {
+  const { store, root, keyring, problems } = archive;
+  // Manifests not bound to their folder or failing their MAC (src/base/manifest.ts) are problems.
+  const scanned = await scanBaseManifests(store, root, keyring);
+  for (const r of scanned.refused) problems.push({ what: String(r.details?.key ?? 'base manifest'), problem: r.message });
+  for (const b of scanned.bases) {
+    try {
+      // Size, SHA-256 and, with a key, the envelope bound to this base (crypto.ts), as restore reads it.
+      await checkBase(store, b, keyring);
+    } catch (err) {
+      problems.push({ what: b.key, problem: toError(err).message });
+    }
+  }
+  if (scanned.bases.length === 0) problems.push({ what: root, problem: 'no base backup: run cdp basebackup' });
+  return scanned.bases;
+}
+
+/**
+ * Debris of compactions that did not finish: harmless (restore reads only bases with a manifest),
+ * listed so that it is seen; the next cdp compact removes it.
+ */
+async function listIncompleteBases(store: Store, root: string): Promise<IncompleteBase[]> {
+  const { listSyntheticDebris } = await import('../compact/compact.js');
+  return (await listSyntheticDebris(store, root)).map((d) => ({
+    folder: d.dir,
+    objects: d.keys.length,
+    note: 'synthetic base without manifest (a compaction that did not finish): never used by restore; cdp compact removes it once compact.debrisGraceMinutes old',
+  }));
 }
 
 export interface VerifyReport {
