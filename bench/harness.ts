@@ -10,19 +10,24 @@
 //                        (bench/restore.ts)
 //   commit-to-durable    p50/p99 against offered load; pg_recvlogical's view of the commit as the
 //                        floor (bench/latency.ts)
-//   restore vs history   restore time against the changes since the newest base (no compaction:
-//                        bench/compact.ts measures it with `cdp compact`, on its own for now)
+//   restore vs history   restore time against the changes since the newest base, no compaction;
+//                        native apply of the same changes (bench/restore.ts)
+//   compaction           restore of the latest point against minutes of history at a steady load,
+//                        with `cdp compact` every step and without (bench/compact.ts; one run)
 //
 // Writes bench/results/<UTC timestamp>-<quick|full>/: results.json, results.md and SVG charts.
 // `npx tsx bench/report.ts [dir]` rewrites the README's Measured section from a results.json.
-// Options: --full, --runs N, --only capture,restore,latency,history, --out DIR; --render DIR writes
-// results.md and the charts again from DIR/results.json.
+// Options: --full, --runs N, --only capture,restore,latency,history,compaction, --out DIR;
+// --compact-steps N, --compact-step-seconds S, --compact-rate TX override the compaction sizes;
+// --render DIR writes results.md and the charts again from DIR/results.json.
 import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
 import { measureCapture, type CaptureRun, type Reader } from './capture.js';
+import { compactBench } from './compact.js';
 import { latencyBench, type LatencyRow } from './latency.js';
+import { compactionChart, compactionMarkdown, compactionNote, type CompactionResults } from './lib/compaction.js';
 import { buildDebezium, debeziumVersion } from './lib/debezium.js';
 import { dbUrl, loadStackEnv, REPO, sql } from './lib/env.js';
 import { pairedRatio, short, spread, summarize, type Summary } from './lib/stats.js';
@@ -38,7 +43,7 @@ const opt = (n: string) => {
 };
 const FULL = argv.includes('--full');
 const RUNS = Number(opt('runs') ?? (FULL ? 5 : 3));
-const ONLY = new Set((opt('only') ?? 'capture,restore,latency,history').split(','));
+const ONLY = new Set((opt('only') ?? 'capture,restore,latency,history,compaction').split(','));
 
 /** Sizes. Quick mode scales every workload down (and says so in the results). */
 const SIZES = FULL
@@ -52,6 +57,8 @@ const SIZES = FULL
       rates: [500, 1000, 2000],
       latencySeconds: 25,
       history: [25_000, 50_000, 100_000, 200_000],
+      // 9 minutes of steps, plus the compactions and restores between them (the load goes on meanwhile).
+      compaction: { steps: 6, stepSeconds: 90, rate: 400 },
     }
   : {
       bulk: 100_000,
@@ -63,7 +70,17 @@ const SIZES = FULL
       rates: [200, 1000],
       latencySeconds: 8,
       history: [2_500, 5_000, 10_000],
+      // 45 s of steps plus the compactions and restores: about 2 minutes on a quiet machine (a guess
+      // from the README's compact.ts runs, not yet timed in a quiet quick run; under load average 30
+      // 2 steps of 5 s took 31 minutes). Short, but the replay without compaction grows step by step.
+      compaction: { steps: 3, stepSeconds: 15, rate: 400 },
     };
+const num = (n: string) => (opt(n) === undefined ? undefined : Number(opt(n)));
+const COMPACTION = {
+  steps: num('compact-steps') ?? SIZES.compaction.steps,
+  stepSeconds: num('compact-step-seconds') ?? SIZES.compaction.stepSeconds,
+  rate: num('compact-rate') ?? SIZES.compaction.rate,
+};
 
 const READERS: Reader[] = ['pg_recvlogical', 'debezium', 'capture'];
 const LABEL: Record<Reader, string> = {
@@ -88,6 +105,8 @@ interface Results {
   restore: Array<{ workload: string; rows: number; runs: RestoreResult[] }>;
   latency: { rates: number[]; seconds: number; runs: LatencyRow[][] } | undefined;
   history: { compaction: false; note: string; points: Array<{ transactions: number; changes: number; runs: RestoreResult[] }> } | undefined;
+  /** Absent in results written before the harness measured it. */
+  compaction?: CompactionResults;
   errors: string[];
 }
 
@@ -198,8 +217,9 @@ function markdown(r: Results): string {
       );
     }
   }
+  if (r.compaction) L.push(...compactionMarkdown(r.compaction));
   if (r.errors.length) L.push('', '## Errors', '', ...r.errors.map((e) => `- ${e.split('\n')[0]}`));
-  L.push('', 'Charts: capture.svg, restore.svg, latency.svg, history.svg (written by bench/harness.ts).', '');
+  L.push('', 'Charts: capture.svg, restore.svg, latency.svg, history.svg, compaction.svg (written by bench/harness.ts).', '');
   return L.join('\n');
 }
 
@@ -279,10 +299,12 @@ function charts(r: Results, dir: string): string[] {
           { name: 'cdp restore replay', points: pts((y) => y.ours.replaySeconds) },
           { name: 'native logical apply', points: pts((y) => y.native.seconds), dashed: true },
         ],
-        note: 'OLTP transactions of 3 changes; `cdp compact` not measured here',
+        note: 'OLTP transactions of 3 changes; with `cdp compact`: compaction.svg',
       }),
     );
   }
+  if (r.compaction?.points.length)
+    put('compaction.svg', compactionChart(r.compaction, `${r.machine.cpus} cores, ${loadWords(r)}; commit ${r.commit.slice(0, 10)}`));
   return written;
 }
 
@@ -314,7 +336,7 @@ async function main(): Promise<void> {
     load: { start: os.loadavg() },
     scaledDown: FULL
       ? undefined
-      : `bulk ${SIZES.bulk.toLocaleString('en')} rows (ANCHORS.md: 1,000,000), OLTP ${SIZES.oltp.toLocaleString('en')} transactions, the big transaction ${SIZES.big.toLocaleString('en')} rows (not 1,000,000), TOAST ${SIZES.toast.toLocaleString('en')} rows, restore ${SIZES.restoreBulk.toLocaleString('en')} bulk rows / ${SIZES.restoreOltp.toLocaleString('en')} OLTP transactions, latency ${SIZES.latencySeconds} s per rate. Small backlogs weigh fixed start-up costs more (Debezium especially): run --full for the ANCHORS.md sizes.`,
+      : `bulk ${SIZES.bulk.toLocaleString('en')} rows (ANCHORS.md: 1,000,000), OLTP ${SIZES.oltp.toLocaleString('en')} transactions, the big transaction ${SIZES.big.toLocaleString('en')} rows (not 1,000,000), TOAST ${SIZES.toast.toLocaleString('en')} rows, restore ${SIZES.restoreBulk.toLocaleString('en')} bulk rows / ${SIZES.restoreOltp.toLocaleString('en')} OLTP transactions, latency ${SIZES.latencySeconds} s per rate, compaction ${COMPACTION.steps} steps of ${COMPACTION.stepSeconds} s at ${COMPACTION.rate} tx/s. Small backlogs weigh fixed start-up costs more (Debezium especially): run --full for the ANCHORS.md sizes.`,
     capture: [],
     restore: [],
     latency: undefined,
@@ -402,7 +424,7 @@ async function main(): Promise<void> {
   if (ONLY.has('history')) {
     r.history = {
       compaction: false,
-      note: 'Restore time against the length of the history since the base, without compaction (OLTP transactions of 3 changes); native apply drains the same changes from a slot. With compaction (`cdp compact`): bench/compact.ts, run on its own, not yet in this harness.',
+      note: 'Restore time against the length of the history since the base, without compaction (OLTP transactions of 3 changes); native apply drains the same changes from a slot. With compaction (`cdp compact`): the compaction section below.',
       points: [],
     };
     for (const t of SIZES.history) {
@@ -421,6 +443,14 @@ async function main(): Promise<void> {
         save();
       }
     }
+  }
+  if (ONLY.has('compaction')) {
+    // One run, not RUNS: each step is already a restore of a longer history, and a run takes minutes.
+    r.compaction = { ...COMPACTION, note: compactionNote(COMPACTION), points: [] };
+    log(`compaction: ${COMPACTION.steps} steps of ${COMPACTION.stepSeconds} s at ${COMPACTION.rate} tx/s`);
+    const points = await attempt('compaction', () => compactBench({ ...COMPACTION, log }));
+    if (points) r.compaction.points = points;
+    save();
   }
   r.finishedAt = new Date().toISOString().replace(/\.\d+Z$/, 'Z');
   r.durationSeconds = Math.round((Date.parse(r.finishedAt) - Date.parse(r.startedAt)) / 1000);
