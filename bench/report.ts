@@ -1,5 +1,8 @@
 // Rewrites the README's "Measured" table from a results file of bench/harness.ts (the section
 // between the measured:start/end markers), so that the README's figures are never typed by hand.
+// The rows (bench/lib/measured.ts): capture, restore, commit-to-durable latency, restore vs history
+// and, from results that have it, restore of the latest point with and without `cdp compact`
+// (bench/lib/compaction.ts; its chart compaction.svg is linked beside the others).
 //
 //   npx tsx bench/report.ts [bench/results/<dir>[/results.json]]   (default: the newest results dir)
 import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
