@@ -1,7 +1,18 @@
-import { loadModule, parseSync } from 'libpg-query';
 import { CdpError, ErrorCodes } from '../errors.js';
 import type { DdlContent } from '../format/ddl.js';
 import { formatLsn } from '../util/lsn.js';
+import {
+  addedColumns,
+  type AddedColumn,
+  firesDdlEvent,
+  firstWord,
+  innerStatement,
+  isRollback,
+  nodeType,
+  splitStatements,
+  temporaryRelations,
+  type Statement,
+} from './ddl-parse.js';
 import { quoteIdent, quoteLiteral } from './sql.js';
 
 // How one captured DDL event becomes SQL on the target (DESIGN.md, "DDL replay").
@@ -25,6 +36,8 @@ import { quoteIdent, quoteLiteral } from './sql.js';
 // file, or be read under other settings than the ones it was written under. Afterwards the
 // restore session's own settings are put back whole (RESET ALL + its own SETs): replayed code may
 // have changed any user-settable one (client_encoding would garble every later value).
+
+export { blankLiterals, innerStatement, loadParser, splitStatements } from './ddl-parse.js';
 
 /** DDL content: described in the format module (src/format/ddl.ts), with the other payloads. */
 export type { DdlContent };
@@ -61,14 +74,6 @@ export const SESSION_SETTINGS =
   `SET search_path = pg_catalog, pg_temp; SET statement_timeout = 0; SET lock_timeout = 0; SET idle_in_transaction_session_timeout = 0; ` +
   `SET default_transaction_read_only = off;`;
 
-let parserReady: Promise<void> | undefined;
-
-/** Loads the parser (WebAssembly) once; call before the first plan. */
-export function loadParser(): Promise<void> {
-  parserReady ??= loadModule();
-  return parserReady;
-}
-
 /** --ddl-override key: commit LSN and position (an xid alone repeats after wraparound). */
 export function overrideKey(at: DdlAt): string {
   return `${formatLsn(at.commitLsn)}#${at.position}`;
@@ -94,215 +99,11 @@ function unsupported(at: DdlAt, c: DdlContent, why: string): CdpError {
   );
 }
 
-/** Node type name of a parse tree statement ({"CreateStmt": {...}} -> "CreateStmt"). */
-function nodeType(stmt: Record<string, unknown>): string {
-  return Object.keys(stmt)[0] ?? '';
-}
-
-/**
- * Statements that never fire ddl_command_end (PostgreSQL docs, "Event Trigger Firing Matrix":
- * DML, session and transaction control, shared objects — databases, roles, tablespaces — and the
- * event trigger commands themselves). Every other utility statement fires exactly once.
- */
-const NOT_DDL = new Set([
-  'InsertStmt',
-  'UpdateStmt',
-  'DeleteStmt',
-  'MergeStmt',
-  'VariableSetStmt',
-  'VariableShowStmt',
-  'TransactionStmt',
-  'DoStmt',
-  'CallStmt',
-  'ExplainStmt',
-  'CopyStmt',
-  'VacuumStmt',
-  'ClusterStmt',
-  'CheckPointStmt',
-  'LockStmt',
-  'ListenStmt',
-  'NotifyStmt',
-  'UnlistenStmt',
-  'DiscardStmt',
-  'PrepareStmt',
-  'ExecuteStmt',
-  'DeallocateStmt',
-  'DeclareCursorStmt',
-  'FetchStmt',
-  'ClosePortalStmt',
-  'LoadStmt',
-  'ConstraintsSetStmt',
-  'CreateRoleStmt',
-  'AlterRoleStmt',
-  'AlterRoleSetStmt',
-  'DropRoleStmt',
-  'GrantRoleStmt',
-  'CreatedbStmt',
-  'AlterDatabaseStmt',
-  'AlterDatabaseSetStmt',
-  'AlterDatabaseRefreshCollStmt',
-  'DropdbStmt',
-  'CreateTableSpaceStmt',
-  'DropTableSpaceStmt',
-  'AlterTableSpaceOptionsStmt',
-  'AlterSystemStmt',
-  'CreateEventTrigStmt',
-  'AlterEventTrigStmt',
-  'ReassignOwnedStmt',
-  'ReindexStmt',
-  'ReturnStmt',
-  'PLAssignStmt',
-  'CallContext',
-]);
-
-function isRollback(stmt: Record<string, unknown>): boolean {
-  const kind = (stmt.TransactionStmt as { kind?: string } | undefined)?.kind;
-  return kind === 'TRANS_STMT_ROLLBACK' || kind === 'TRANS_STMT_ROLLBACK_TO' || kind === 'TRANS_STMT_ROLLBACK_PREPARED';
-}
-
-/** Object types that live outside the database (docs: event triggers do not fire for them). */
-const SHARED_OBJECTS = new Set(['OBJECT_DATABASE', 'OBJECT_ROLE', 'OBJECT_TABLESPACE', 'OBJECT_PARAMETER_ACL']);
-
-function firesDdlEvent(stmt: Record<string, unknown>, serverVersion: number): boolean {
-  const t = nodeType(stmt);
-  const body = stmt[t] as Record<string, unknown>;
-  // GRANT / COMMENT / RENAME / OWNER / SECURITY LABEL on a database, role or tablespace fire nothing.
-  const objType = String(body?.objtype ?? body?.renameType ?? body?.objectType ?? '');
-  if (['GrantStmt', 'CommentStmt', 'RenameStmt', 'AlterOwnerStmt', 'SecLabelStmt'].includes(t) && SHARED_OBJECTS.has(objType)) return false;
-  if (t === 'SelectStmt') return Boolean((stmt.SelectStmt as { intoClause?: unknown }).intoClause);
-  // REINDEX fires ddl_command_end from PostgreSQL 17 on.
-  if (t === 'ReindexStmt') return serverVersion >= 170000;
-  return !NOT_DDL.has(t);
-}
-
 /** Every object the event names is temporary (it vanished with its session; the stream holds none of its rows). */
 function onlyTemporary(c: DdlContent): boolean {
   const objs = [...(c.objects ?? []), ...(c.dropped ?? [])];
   if (objs.length === 0) return false;
   return objs.every((o) => o.temporary === true || /^pg_temp(_\d+)?$/.test(String(o.schema ?? '')) || /^pg_temp(_\d+)?\./.test(String(o.identity ?? '')));
-}
-
-interface Statement {
-  node: Record<string, unknown>;
-  text: string;
-}
-
-/**
- * With standard_conforming_strings = off, '...' literals take backslash escapes, which the parser
- * (always on) would read differently. For splitting only, the contents of every quoted literal are
- * blanked byte for byte, so that statement boundaries and locations stay those of the real text.
- */
-export function blankLiterals(text: Buffer): Buffer {
-  const out = Buffer.from(text);
-  const n = out.length;
-  let i = 0;
-  const blank = (from: number, to: number) => {
-    for (let k = from; k < to; k++) if (out[k] !== 0x0a) out[k] = 0x78; // 'x', newlines kept
-  };
-  while (i < n) {
-    const ch = out[i]!;
-    if (ch === 0x2d && out[i + 1] === 0x2d) {
-      while (i < n && out[i] !== 0x0a) i++;
-    } else if (ch === 0x2f && out[i + 1] === 0x2a) {
-      let depth = 1;
-      i += 2;
-      while (i < n && depth > 0) {
-        if (out[i] === 0x2f && out[i + 1] === 0x2a) {
-          depth++;
-          i += 2;
-        } else if (out[i] === 0x2a && out[i + 1] === 0x2f) {
-          depth--;
-          i += 2;
-        } else i++;
-      }
-    } else if (ch === 0x22) {
-      i++;
-      while (i < n && !(out[i] === 0x22 && out[i + 1] !== 0x22)) i += out[i] === 0x22 ? 2 : 1;
-      i++;
-    } else if (ch === 0x24 && (i === 0 || !/[A-Za-z0-9_]/.test(String.fromCharCode(out[i - 1]!)))) {
-      const m = /^\$([A-Za-z_][A-Za-z0-9_]*)?\$/.exec(out.subarray(i, i + 64).toString('latin1'));
-      if (!m) {
-        i++;
-        continue;
-      }
-      const tag = Buffer.from(m[0], 'latin1');
-      const end = out.indexOf(tag, i + tag.length);
-      i = end < 0 ? n : end + tag.length;
-    } else if (ch === 0x27) {
-      const start = i + 1;
-      i++;
-      while (i < n) {
-        if (out[i] === 0x5c) i += 2;
-        else if (out[i] === 0x27 && out[i + 1] === 0x27) i += 2;
-        else if (out[i] === 0x27) break;
-        else i++;
-      }
-      blank(start, Math.min(i, n));
-      i++;
-    } else i++;
-  }
-  return out;
-}
-
-export function splitStatements(command: string, scsOff: boolean): Statement[] {
-  const bytes = Buffer.from(command, 'utf8');
-  const forParse = scsOff && command.includes('\\') ? blankLiterals(bytes).toString('utf8') : command;
-  const tree = parseSync(forParse) as { stmts?: Array<{ stmt: Record<string, unknown>; stmt_location?: number; stmt_len?: number }> };
-  return (tree.stmts ?? []).map((s) => {
-    const from = s.stmt_location ?? 0;
-    const to = s.stmt_len ? from + s.stmt_len : bytes.length;
-    return { node: s.stmt, text: bytes.subarray(from, to).toString('utf8').trim() };
-  });
-}
-
-/** Relations a parse tree names (RangeVar nodes). */
-function rangeVars(node: unknown, out: Array<{ schemaname?: string; relpersistence?: string }> = []): Array<{ schemaname?: string; relpersistence?: string }> {
-  if (Array.isArray(node)) for (const x of node) rangeVars(x, out);
-  else if (node && typeof node === 'object') {
-    for (const [k, v] of Object.entries(node)) {
-      if (k === 'RangeVar' && v && typeof v === 'object') out.push(v as { schemaname?: string; relpersistence?: string });
-      else if (
-        (k === 'relation' || k === 'rel' || k === 'view' || k === 'sequence' || k === 'name') &&
-        v &&
-        typeof v === 'object' &&
-        'relname' in (v as object)
-      )
-        out.push(v as { schemaname?: string; relpersistence?: string });
-      rangeVars(v, out);
-    }
-  }
-  return out;
-}
-
-/**
- * 'all': every relation the statement names is temporary (TEMP, or in pg_temp): nothing for
- * restore to do. 'some': temporary and permanent ones mixed (REVOKE ... ON t, pg_temp.x): neither
- * skipping it nor running it is exact. 'none' otherwise.
- */
-function temporaryRelations(node: Record<string, unknown> | undefined): 'all' | 'some' | 'none' {
-  if (!node) return 'none';
-  const rvs = rangeVars(node);
-  const temp = rvs.filter((r) => r.relpersistence === 't' || /^pg_temp(_\d+)?$/.test(r.schemaname ?? ''));
-  if (temp.length === 0) return 'none';
-  return temp.length === rvs.length ? 'all' : 'some';
-}
-
-/** First keyword of a statement, past whitespace and comments. */
-function firstWord(text: string): string {
-  const m = /^(?:\s+|--[^\n]*(?:\n|$)|\/\*[\s\S]*?\*\/)*([A-Za-z]+)/.exec(text);
-  return (m?.[1] ?? '').toUpperCase();
-}
-
-/** The inner statement of a nested event, from PL/pgSQL's context: SQL statement "<text>" + frames. */
-export function innerStatement(context: string | null | undefined): string | undefined {
-  if (!context || !context.startsWith('SQL statement "')) return undefined;
-  const rest = context.slice('SQL statement "'.length);
-  const m = /"\n(?:PL\/pgSQL function |SQL function |SQL statement ")/.exec(rest);
-  if (m) return rest.slice(0, m.index);
-  // The only frame: a statement run through SPI by the server itself (REFRESH MATERIALIZED VIEW
-  // CONCURRENTLY's diff table).
-  if (rest.endsWith('"')) return rest.slice(0, -1);
-  return undefined;
 }
 
 /** Strips CONCURRENTLY from the forms that cannot run in a transaction block; the plain form has the same result. */
@@ -344,45 +145,6 @@ function isEnumAddValue(node: Record<string, unknown> | undefined, c: DdlContent
   return c.tag === 'ALTER TYPE' && /\bADD\s+VALUE\b/i.test(c.command ?? '');
 }
 
-/** Default expressions that evaluate the same everywhere: a constant, or a constant cast. */
-function constantExpr(e: Record<string, unknown> | undefined): boolean {
-  if (!e) return true;
-  if ('A_Const' in e) return true;
-  if ('TypeCast' in e) return constantExpr((e.TypeCast as { arg?: Record<string, unknown> }).arg);
-  return false;
-}
-
-interface AddedColumn {
-  name: string;
-  /** DEFAULT expression is not a constant (now(), a function call...). */
-  computedDefault: boolean;
-  /** Values per row that a rewrite computes and the stream does not carry: identity, a volatile default. */
-  perRow: boolean;
-}
-
-function addedColumns(node: Record<string, unknown> | undefined): AddedColumn[] {
-  if (!node || nodeType(node) !== 'AlterTableStmt') return [];
-  const out: AddedColumn[] = [];
-  for (const c of ((node.AlterTableStmt as { cmds?: unknown[] }).cmds ?? []) as Array<{
-    AlterTableCmd?: { subtype?: string; def?: { ColumnDef?: Record<string, unknown> } };
-  }>) {
-    const def = c.AlterTableCmd?.subtype === 'AT_AddColumn' ? c.AlterTableCmd.def?.ColumnDef : undefined;
-    if (!def) continue;
-    const cons = ((def.constraints as Array<{ Constraint?: { contype?: string; raw_expr?: Record<string, unknown> } }>) ?? []).map((x) => x.Constraint ?? {});
-    const dflt = cons.find((x) => x.contype === 'CONSTR_DEFAULT');
-    const identity = cons.some((x) => x.contype === 'CONSTR_IDENTITY');
-    const serial = /^(small|big)?serial[248]?$/i.test(
-      ((def.typeName as { names?: Array<{ String?: { sval?: string } }> })?.names ?? []).map((n) => n.String?.sval ?? '').at(-1) ?? '',
-    );
-    out.push({
-      name: String(def.colname ?? ''),
-      computedDefault: Boolean(dflt && !constantExpr(dflt.raw_expr)),
-      perRow: identity || serial || Boolean(dflt && !constantExpr(dflt.raw_expr)),
-    });
-  }
-  return out;
-}
-
 /** SQL that gives the rows existing before ADD COLUMN the value the source gave them (pg_attribute.attmissingval). */
 function missingValuesSql(rows: Array<{ table: string; column: string; value: string }>): string {
   const payload = Buffer.from(JSON.stringify(rows), 'utf8').toString('base64');
@@ -393,6 +155,66 @@ function missingValuesSql(rows: Array<{ table: string; column: string; value: st
     `    EXECUTE pg_catalog.format('UPDATE %s SET %I = (%L::%s[])[1]', r."table"::pg_catalog.regclass, r."column", r.value, t);\n` +
     `  END LOOP;\nEND $cdp_missing$;\n`
   );
+}
+
+/** A nested event's statement: the inner statement PL/pgSQL reports in its error context. */
+function nestedStatement(c: DdlContent, at: DdlAt, settings: Record<string, string>): Statement {
+  const inner = innerStatement(c.context);
+  if (inner === undefined)
+    throw unsupported(at, c, `it ran inside a function whose statement text PostgreSQL does not report (${(c.context ?? '').split('\n')[0]})`);
+  let stmts: Statement[];
+  try {
+    stmts = splitStatements(inner, settings.standard_conforming_strings === 'off');
+  } catch (err) {
+    throw unsupported(at, c, `its statement does not parse (${(err as Error).message}): ${JSON.stringify(inner.slice(0, 300))}`);
+  }
+  if (stmts.length !== 1) throw unsupported(at, c, `its context holds ${stmts.length} statements: ${JSON.stringify(inner.slice(0, 300))}`);
+  return stmts[0]!;
+}
+
+/** A top-level event's statement: the seq-th statement of the query string that fires ddl_command_end. */
+function topLevelStatement(c: DdlContent, at: DdlAt, settings: Record<string, string>): Statement {
+  let stmts: Statement[];
+  try {
+    stmts = splitStatements(c.command, settings.standard_conforming_strings === 'off');
+  } catch (err) {
+    throw unsupported(
+      at,
+      c,
+      `the query string does not parse with the PostgreSQL parser (${(err as Error).message}): ${JSON.stringify(c.command.slice(0, 300))}`,
+    );
+  }
+  // A DDL statement rolled back (ROLLBACK, ROLLBACK TO SAVEPOINT) left no event, so the events
+  // of the statements after it cannot be told apart by their ordinal.
+  if (stmts.some((x) => isRollback(x.node)) && stmts.filter((x) => firesDdlEvent(x.node, c.serverVersion ?? 150000)).length > 1) {
+    throw unsupported(
+      at,
+      c,
+      `its query string rolls back part of its work (ROLLBACK / ROLLBACK TO SAVEPOINT) between DDL statements, so which statement this event is cannot be told: ${JSON.stringify(c.command.slice(0, 300))}`,
+    );
+  }
+  const ddl = stmts.filter((s) => firesDdlEvent(s.node, c.serverVersion ?? 150000));
+  const seq = c.seq ?? 0;
+  const s = ddl[seq - 1];
+  if (!s)
+    throw unsupported(at, c, `the query string holds ${ddl.length} DDL statement(s), the event is number ${seq}: ${JSON.stringify(c.command.slice(0, 300))}`);
+  return s;
+}
+
+/** Refuses a rewrite that gave rows values the stream does not carry. */
+function refuseRewrites(c: DdlContent, at: DdlAt, added: AddedColumn[]): void {
+  for (const r of c.rewrites ?? []) {
+    // Rows the rewrite gave new values the stream does not carry (identity, serial, a volatile
+    // DEFAULT): the target's rewrite would compute others (its own heap order, its own clock).
+    // Reason bit 2 = AT_REWRITE_DEFAULT_VAL (src/include/commands/event_trigger.h).
+    if ((Number(r.reason) & 2) !== 0 && r.hadRows && (c.nested || added.length === 0 || added.some((a) => a.perRow))) {
+      throw unsupported(
+        at,
+        c,
+        `it rewrote ${r.table ?? 'a table'} holding rows with values computed per row (identity, serial or a volatile DEFAULT) that the stream does not carry`,
+      );
+    }
+  }
 }
 
 /**
@@ -414,51 +236,9 @@ export function planDdl(c: DdlContent, at: DdlAt, overrides?: Map<string, string
   }
   if (c.inExtension || onlyTemporary(c)) return { settings, commitAfterTransaction: false, overridden: false };
   // A role that could not be vouched for (the DDL ran inside another role's SECURITY DEFINER
-  // function): neither that role nor the login may be right; apply.ts stops unless --ddl-role.
+  // function): neither that role nor the login may be right; ddl-apply.ts stops unless --ddl-role.
   const role = c.roleVerified ? c.role : undefined;
-  let node: Record<string, unknown> | undefined;
-  let text: string;
-  if (c.nested) {
-    const inner = innerStatement(c.context);
-    if (inner === undefined)
-      throw unsupported(at, c, `it ran inside a function whose statement text PostgreSQL does not report (${(c.context ?? '').split('\n')[0]})`);
-    let stmts: Statement[];
-    try {
-      stmts = splitStatements(inner, settings.standard_conforming_strings === 'off');
-    } catch (err) {
-      throw unsupported(at, c, `its statement does not parse (${(err as Error).message}): ${JSON.stringify(inner.slice(0, 300))}`);
-    }
-    if (stmts.length !== 1) throw unsupported(at, c, `its context holds ${stmts.length} statements: ${JSON.stringify(inner.slice(0, 300))}`);
-    node = stmts[0]!.node;
-    text = stmts[0]!.text;
-  } else {
-    let stmts: Statement[];
-    try {
-      stmts = splitStatements(c.command, settings.standard_conforming_strings === 'off');
-    } catch (err) {
-      throw unsupported(
-        at,
-        c,
-        `the query string does not parse with the PostgreSQL parser (${(err as Error).message}): ${JSON.stringify(c.command.slice(0, 300))}`,
-      );
-    }
-    // A DDL statement rolled back (ROLLBACK, ROLLBACK TO SAVEPOINT) left no event, so the events
-    // of the statements after it cannot be told apart by their ordinal.
-    if (stmts.some((x) => isRollback(x.node)) && stmts.filter((x) => firesDdlEvent(x.node, c.serverVersion ?? 150000)).length > 1) {
-      throw unsupported(
-        at,
-        c,
-        `its query string rolls back part of its work (ROLLBACK / ROLLBACK TO SAVEPOINT) between DDL statements, so which statement this event is cannot be told: ${JSON.stringify(c.command.slice(0, 300))}`,
-      );
-    }
-    const ddl = stmts.filter((s) => firesDdlEvent(s.node, c.serverVersion ?? 150000));
-    const seq = c.seq ?? 0;
-    const s = ddl[seq - 1];
-    if (!s)
-      throw unsupported(at, c, `the query string holds ${ddl.length} DDL statement(s), the event is number ${seq}: ${JSON.stringify(c.command.slice(0, 300))}`);
-    node = s.node;
-    text = s.text;
-  }
+  const { node, text } = c.nested ? nestedStatement(c, at, settings) : topLevelStatement(c, at, settings);
   const temp = temporaryRelations(node);
   if (temp === 'all') return { settings, commitAfterTransaction: false, overridden: false };
   if (temp === 'some') throw unsupported(at, c, `it names temporary and permanent relations together: ${JSON.stringify(text.slice(0, 300))}`);
@@ -468,18 +248,7 @@ export function planDdl(c: DdlContent, at: DdlAt, overrides?: Map<string, string
     throw unsupported(at, c, `the statement found for it (${JSON.stringify(text.slice(0, 200))}) is not a ${c.tag}`);
   }
   const added = addedColumns(node);
-  for (const r of c.rewrites ?? []) {
-    // Rows the rewrite gave new values the stream does not carry (identity, serial, a volatile
-    // DEFAULT): the target's rewrite would compute others (its own heap order, its own clock).
-    // Reason bit 2 = AT_REWRITE_DEFAULT_VAL (src/include/commands/event_trigger.h).
-    if ((Number(r.reason) & 2) !== 0 && r.hadRows && (c.nested || added.length === 0 || added.some((a) => a.perRow))) {
-      throw unsupported(
-        at,
-        c,
-        `it rewrote ${r.table ?? 'a table'} holding rows with values computed per row (identity, serial or a volatile DEFAULT) that the stream does not carry`,
-      );
-    }
-  }
+  refuseRewrites(c, at, added);
   let after: string | undefined;
   const computed = new Set(added.filter((a) => a.computedDefault).map((a) => a.name));
   const missing = (c.missing ?? []).filter((m) => computed.has(m.column));
