@@ -10,13 +10,14 @@ import { keyValues, updateColumns, type TableRef } from './sql.js';
 //   delete + insert      = replace (delete, then insert)
 //   update + delete      = delete
 // and a table's buffer is written as its deletes, then its updates, then its inserts. Rows of
-// different keys are independent only under conditions the caller checks (Applier.row): no unique
-// index besides the replica identity and no exclusion constraint (a reordered pair could collide),
-// no user code on writes (its triggers would see other events), triggers and FK actions off
-// (session_replication_role = replica). A key change and any sequence not listed above are
-// refused (add returns false): the caller writes the buffer out and that change in stream order.
+// different keys are independent only under conditions the caller checks (CatalogView.info,
+// RowWriter.write): no unique index besides the replica identity and no exclusion constraint (a
+// reordered pair could collide), no user code on writes (its triggers would see other events),
+// triggers and FK actions off (session_replication_role = replica). A key change and any sequence
+// not listed above are refused (add returns false): the caller writes the buffer out and that
+// change in stream order.
 //
-// Pure: no SQL, no I/O; the applier turns what drain returns into statements.
+// Pure: no SQL, no I/O; RowWriter (row-writer.ts) turns what drain returns into statements.
 
 export interface NetRow {
   kind: 'update' | 'delete' | 'replace';

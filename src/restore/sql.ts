@@ -226,7 +226,7 @@ export function deleteFullSql(t: TableRef, old: (string | null)[]): string {
 /**
  * A table as the stream describes it: its columns with their format_type() types, nothing else.
  * Used for the table of a CREATE TABLE AS / SELECT INTO, whose rows reach the stream before the
- * command does (see Applier.ensureTable); such a table has no constraints or defaults of its own.
+ * command does (see DdlApplier.createFromRows); such a table has no constraints or defaults of its own.
  */
 export function createTableSql(t: TableRef): string {
   const r = t.relation;
