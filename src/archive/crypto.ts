@@ -1,8 +1,7 @@
-import { createCipheriv, createDecipheriv, createHash, randomBytes, type CipherGCM, type DecipherGCM } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { createCipheriv, createDecipheriv, randomBytes, type CipherGCM, type DecipherGCM } from 'node:crypto';
 import { Transform, type TransformCallback } from 'node:stream';
-import { archiveRoot, type Config } from '../config/config.js';
-import { CdpError, ConfigError, ErrorCodes, IntegrityError, toError } from '../errors.js';
+import { CdpError, ErrorCodes, IntegrityError, toError } from '../errors.js';
+import type { Keyring, MasterKey } from './keyring.js';
 
 // Client-side encryption (DESIGN.md G5 and "Envelope"): the one envelope module, used by segments
 // (whole buffers) and bases (streams). AES-256-GCM under a fresh random data key per object; the
@@ -32,30 +31,15 @@ import { CdpError, ConfigError, ErrorCodes, IntegrityError, toError } from '../e
 // archive.acceptLegacyEnvelopes for an archive written before v2. A v1 segment is then also
 // checked against its name (partition, offsets, LSN in its authenticated manifest: segment.ts).
 
+// The master keys and their configuration: keyring.ts (kept importable from here).
+export { keyIdOf, keyringOf, loadKeyring, parseMasterKey, type Keyring, type MasterKey } from './keyring.js';
+
 export const ENVELOPE_V1_MAGIC = Buffer.from('KCDPENC1', 'ascii');
 export const ENVELOPE_V2_MAGIC = Buffer.from('KCDPENC2', 'ascii');
 /** Kept for readers of the old name. */
 export const ENCRYPTION_MAGIC = ENVELOPE_V1_MAGIC;
 const TAG_BYTES = 16;
 const MAX_HEADER_BYTES = 64 * 1024;
-
-export interface MasterKey {
-  id: string;
-  key: Buffer;
-}
-
-/**
- * The master keys this process can open (`current` seals new objects), and the archive they are
- * used for: the identity every object is bound to.
- */
-export interface Keyring {
-  current: MasterKey;
-  keys: Map<string, Buffer>;
-  /** The archive root, `<s3.prefix>/<database>`. */
-  archive: string;
-  /** Open envelope-v1 objects (archive.acceptLegacyEnvelopes). */
-  acceptLegacy: boolean;
-}
 
 /** What both envelope versions carry: the data key wrapped by the master key, and the data IV. */
 interface WrappedKeyHeader {
@@ -88,53 +72,6 @@ export interface LegacyBaseEncryption {
 }
 
 export type EnvelopeKind = 'plain' | 'v1' | 'v2';
-
-export function keyIdOf(key: Buffer): string {
-  return createHash('sha256').update(key).digest('hex').slice(0, 16);
-}
-
-/** Parses a 32-byte key written as 64 hex digits or as base64 (surrounding whitespace ignored). */
-export function parseMasterKey(text: string, where: string): MasterKey {
-  const t = text.trim();
-  let key: Buffer | undefined;
-  if (/^[0-9a-fA-F]{64}$/.test(t)) key = Buffer.from(t, 'hex');
-  else if (/^[A-Za-z0-9+/_-]+={0,2}$/.test(t)) {
-    const b = Buffer.from(t, 'base64');
-    if (b.length === 32) key = b;
-  }
-  if (!key) {
-    throw new ConfigError('must hold a 32-byte key as 64 hex digits or base64 (e.g. `openssl rand -hex 32`)', where);
-  }
-  return { id: keyIdOf(key), key };
-}
-
-export function keyringOf(keys: MasterKey | MasterKey[], opts: { archive: string; acceptLegacy?: boolean }): Keyring {
-  const list = Array.isArray(keys) ? keys : [keys];
-  if (list.length === 0) throw new Error('keyringOf needs at least one key');
-  if (!opts.archive) throw new Error('keyringOf needs the archive root its objects are bound to');
-  return { current: list[0]!, keys: new Map(list.map((k) => [k.id, k.key])), archive: opts.archive, acceptLegacy: opts.acceptLegacy ?? false };
-}
-
-/** The configured master key, or undefined when client-side encryption is off. */
-export function loadKeyring(cfg: Config, env: NodeJS.ProcessEnv = process.env): Keyring | undefined {
-  const { encryptionKeyFile: file, encryptionKeyEnv: envName } = cfg.archive;
-  const opts = { archive: archiveRoot(cfg), acceptLegacy: cfg.archive.acceptLegacyEnvelopes };
-  if (file) {
-    let text: string;
-    try {
-      text = readFileSync(file, 'utf8');
-    } catch (err) {
-      throw new ConfigError(`cannot read encryption key file ${file}: ${toError(err).message}`, 'archive.encryptionKeyFile', { cause: err });
-    }
-    return keyringOf(parseMasterKey(text, 'archive.encryptionKeyFile'), opts);
-  }
-  if (envName) {
-    const text = env[envName];
-    if (!text) throw new ConfigError(`environment variable ${envName} is empty or unset`, 'archive.encryptionKeyEnv');
-    return keyringOf(parseMasterKey(text, `archive.encryptionKeyEnv (${envName})`), opts);
-  }
-  return undefined;
-}
 
 export function envelopeOf(bytes: Uint8Array): EnvelopeKind {
   const head = Buffer.from(bytes.buffer, bytes.byteOffset, Math.min(bytes.length, 8));
