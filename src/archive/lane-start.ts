@@ -2,7 +2,7 @@ import { IntegrityError } from '../errors.js';
 import type { Logger } from '../util/log.js';
 import { describeGap, type CurrentGeneration } from './chain.js';
 import { parseSegmentKey } from './layout.js';
-import type { LaneArchive, LaneConsumer } from './lanes.js';
+import type { LaneArchive, LaneConsumer } from './lane-ports.js';
 import { readValuePrefix } from './segment.js';
 
 // Chain of custody at a lane's edges (chain.ts): where a partition must continue when a lane
