@@ -1,21 +1,19 @@
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { PassThrough } from 'node:stream';
 import pg from 'pg';
 import type { CommandContext } from '../context.js';
 import { archiveRoot, sourceDatabase, type Config } from '../config/config.js';
-import { loadKeyring, sealStream, type LegacyBaseEncryption } from '../archive/crypto.js';
+import { loadKeyring, type LegacyBaseEncryption } from '../archive/crypto.js';
 import { baseDumpKey, baseManifestKey, type BaseManifest } from '../archive/layout.js';
 import { redactUrl } from '../util/redact.js';
 import { childConnection } from '../pg/child-conn.js';
 import { pgConnection } from '../pg/tls.js';
 import { gauge } from '../util/metrics.js';
 import { CdpError, ErrorCodes, pgError, toError } from '../errors.js';
-import { createStore, getObjectIfExists, putOnce, type Store } from '../s3/client.js';
-import { MULTIPART_PART_SIZE, uploadMultipart } from '../s3/multipart.js';
+import { createStore, getObjectIfExists, putOnce } from '../s3/client.js';
 import { formatLsn, microsToIso, parseLsn } from '../util/lsn.js';
 import { encodeManifest } from './manifest.js';
-import { hashMeter } from '../util/hash-meter.js';
+import { dumpToS3 } from './dump-upload.js';
 
 // `cdp basebackup`: a consistent full copy at a known LSN (DESIGN.md section 4).
 //
@@ -29,8 +27,8 @@ import { hashMeter } from '../util/hash-meter.js';
 // command destroys it"), so we hold it, untouched, until pg_dump has finished.
 //
 // The dump streams from pg_dump's stdout through a SHA-256 (and optionally AES-256-GCM) into a
-// multipart upload (8 MiB parts, each checksummed by the server with x-amz-checksum-sha256): memory
-// stays at queueSize * partSize whatever the database size. The manifest is written last, with
+// multipart upload (dump-upload.ts): memory stays at queueSize * partSize whatever the database
+// size. The manifest is written last, with
 // putOnce: a base without manifest.json is incomplete and never used.
 
 /**
@@ -113,6 +111,68 @@ export function pgDumpVersionProblem(pgDumpVersionText: string, pgDumpPath: stri
   );
 }
 
+/** Connects both source clients (SOURCE_UNREACHABLE when either fails). */
+async function connectSource(cfg: Config, clients: pg.Client[]): Promise<void> {
+  try {
+    for (const c of clients) await c.connect();
+  } catch (err) {
+    throw new CdpError(
+      ErrorCodes.SOURCE_UNREACHABLE,
+      `cannot connect to the source ${redactUrl(cfg.source.url)}: ${toError(err).message}; check source.url / CDP_SOURCE_URL`,
+      { cause: err, canRetry: true },
+    );
+  }
+}
+
+/** Before a slot is made: a pg_dump too old for this server is a set-up error, not a failed dump. */
+async function checkPgDump(cfg: Config, sql: pg.Client): Promise<void> {
+  const sv = await sql.query<{ n: number; v: string }>(`SELECT current_setting('server_version_num')::int AS n, current_setting('server_version') AS v`);
+  const problem = pgDumpVersionProblem(await commandVersion(cfg.basebackup.pgDumpPath), cfg.basebackup.pgDumpPath, sv.rows[0]!.n, sv.rows[0]!.v);
+  if (problem) throw new CdpError(ErrorCodes.SOURCE_NOT_READY, problem);
+}
+
+/** A temporary logical slot on the replication connection, exporting its snapshot (held while `repl` stays idle). */
+async function exportSnapshot(repl: pg.Client): Promise<{ consistentPoint: string; snapshotName: string }> {
+  const slot = `cdp_base_${randomBytes(6).toString('hex')}`;
+  try {
+    const r = await repl.query(`CREATE_REPLICATION_SLOT ${slot} TEMPORARY LOGICAL pgoutput (SNAPSHOT 'export')`);
+    return { consistentPoint: r.rows[0].consistent_point, snapshotName: r.rows[0].snapshot_name };
+  } catch (err) {
+    throw pgError(
+      'base backup: cannot create the temporary slot that exports a snapshot (needs wal_level=logical, a free replication slot and the REPLICATION attribute)',
+      err,
+    );
+  }
+}
+
+/** What the base records about its snapshot. */
+interface SnapshotFacts {
+  now_us: string;
+  xmax: string;
+  version: string;
+  version_num: number;
+  has_cdp_schema: boolean;
+}
+
+/**
+ * Facts about the snapshot, read inside it (importing an exported snapshot is allowed while the
+ * exporter holds it; docs 9.27.5 "Snapshot Synchronization Functions").
+ */
+async function snapshotFacts(sql: pg.Client, snapshotName: string): Promise<SnapshotFacts> {
+  await sql.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+  await sql.query(`SET TRANSACTION SNAPSHOT '${snapshotName.replace(/'/g, "''")}'`);
+  const facts = await sql.query<SnapshotFacts>(
+    `SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint::text AS now_us,
+            txid_snapshot_xmax(txid_current_snapshot())::text AS xmax,
+            current_setting('server_version') AS version,
+            current_setting('server_version_num')::int AS version_num,
+            EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1) AS has_cdp_schema`,
+    [CDP_SCHEMA],
+  );
+  await sql.query('COMMIT');
+  return facts.rows[0]!;
+}
+
 export async function takeBaseBackup(ctx: CommandContext): Promise<BaseManifestExt> {
   const { cfg, log } = ctx;
   const store = createStore(cfg, log, { signal: ctx.signal, maxElapsedMs: 300_000 });
@@ -123,48 +183,11 @@ export async function takeBaseBackup(ctx: CommandContext): Promise<BaseManifestE
   const repl = new pg.Client({ ...pgConnection(cfg.source.url, cfg.source.tls), replication: 'database' } as pg.ClientConfig);
   const sql = new pg.Client(pgConnection(cfg.source.url, cfg.source.tls));
   try {
-    try {
-      await repl.connect();
-      await sql.connect();
-    } catch (err) {
-      throw new CdpError(
-        ErrorCodes.SOURCE_UNREACHABLE,
-        `cannot connect to the source ${redactUrl(cfg.source.url)}: ${toError(err).message}; check source.url / CDP_SOURCE_URL`,
-        { cause: err, canRetry: true },
-      );
-    }
-    // Before a slot is made: a pg_dump too old for this server is a set-up error, not a failed dump.
-    const sv = await sql.query<{ n: number; v: string }>(`SELECT current_setting('server_version_num')::int AS n, current_setting('server_version') AS v`);
-    const problem = pgDumpVersionProblem(await commandVersion(cfg.basebackup.pgDumpPath), cfg.basebackup.pgDumpPath, sv.rows[0]!.n, sv.rows[0]!.v);
-    if (problem) throw new CdpError(ErrorCodes.SOURCE_NOT_READY, problem);
-    const slot = `cdp_base_${randomBytes(6).toString('hex')}`;
-    let consistentPoint: string;
-    let snapshotName: string;
-    try {
-      const r = await repl.query(`CREATE_REPLICATION_SLOT ${slot} TEMPORARY LOGICAL pgoutput (SNAPSHOT 'export')`);
-      consistentPoint = r.rows[0].consistent_point;
-      snapshotName = r.rows[0].snapshot_name;
-    } catch (err) {
-      throw pgError(
-        'base backup: cannot create the temporary slot that exports a snapshot (needs wal_level=logical, a free replication slot and the REPLICATION attribute)',
-        err,
-      );
-    }
+    await connectSource(cfg, [repl, sql]);
+    await checkPgDump(cfg, sql);
+    const { consistentPoint, snapshotName } = await exportSnapshot(repl);
     const lsn = parseLsn(consistentPoint);
-    // Facts about the snapshot, read inside it (importing an exported snapshot is allowed while
-    // the exporter holds it; docs 9.27.5 "Snapshot Synchronization Functions").
-    await sql.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
-    await sql.query(`SET TRANSACTION SNAPSHOT '${snapshotName.replace(/'/g, "''")}'`);
-    const facts = await sql.query(
-      `SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint::text AS now_us,
-              txid_snapshot_xmax(txid_current_snapshot())::text AS xmax,
-              current_setting('server_version') AS version,
-              current_setting('server_version_num')::int AS version_num,
-              EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1) AS has_cdp_schema`,
-      [CDP_SCHEMA],
-    );
-    await sql.query('COMMIT');
-    const f = facts.rows[0];
+    const f = await snapshotFacts(sql, snapshotName);
     const timeMicros = Number(f.now_us);
     const dumpKey = baseDumpKey(root, lsn);
     const manifestKey = baseManifestKey(root, lsn);
@@ -175,51 +198,16 @@ export async function takeBaseBackup(ctx: CommandContext): Promise<BaseManifestE
 
     const conn = childConnection(cfg.source.url, process.env, cfg.source.tls);
     const args = pgDumpArgs(cfg, snapshotName, f.has_cdp_schema ? [CDP_SCHEMA] : [], conn.url);
-    const child = spawn(cfg.basebackup.pgDumpPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: conn.env });
-    child.on('close', () => conn.cleanup?.());
-    let stderr = '';
-    child.stderr.on('data', (d: Buffer) => {
-      stderr += d.toString();
-      if (stderr.length > 64_000) stderr = stderr.slice(-32_000);
+    const { size, sha256 } = await dumpToS3({
+      store,
+      key: dumpKey,
+      keyring,
+      pgDumpPath: cfg.basebackup.pgDumpPath,
+      args,
+      conn,
+      signal: ctx.signal,
+      incomplete: `the base at ${consistentPoint} is incomplete (no manifest) and will not be used`,
     });
-    const exited = new Promise<number>((resolve, reject) => {
-      child.on('error', (err) =>
-        reject(
-          new CdpError(
-            ErrorCodes.SOURCE_NOT_READY,
-            `cannot run ${cfg.basebackup.pgDumpPath}: ${err.message}; install the PostgreSQL client or set basebackup.pgDumpPath`,
-            { cause: err },
-          ),
-        ),
-      );
-      child.on('close', (code, sig) => resolve(code ?? (sig ? 128 : 1)));
-    });
-    const onAbort = () => child.kill('SIGTERM');
-    ctx.signal.addEventListener('abort', onAbort, { once: true });
-
-    const meter = hashMeter();
-    // Sealed for its object key in this archive (envelope v2, crypto.ts).
-    const seal = keyring ? sealStream(keyring, dumpKey) : undefined;
-    const body = new PassThrough({ highWaterMark: MULTIPART_PART_SIZE });
-    (seal ? child.stdout.pipe(seal).pipe(meter.stream) : child.stdout.pipe(meter.stream)).pipe(body);
-    const upload = uploadStream(store, dumpKey, body);
-    let code: number;
-    try {
-      [code] = await Promise.all([exited, upload]);
-    } catch (err) {
-      child.kill('SIGKILL');
-      throw err;
-    } finally {
-      ctx.signal.removeEventListener('abort', onAbort);
-    }
-    if (ctx.signal.aborted) throw ctx.signal.reason ?? new CdpError(ErrorCodes.SHUTDOWN, 'base backup aborted');
-    if (code !== 0) {
-      throw new CdpError(
-        ErrorCodes.PG_ERROR,
-        `pg_dump failed (exit ${code}): ${stderr.trim().split('\n').slice(-5).join(' | ')}; the base at ${consistentPoint} is incomplete (no manifest) and will not be used`,
-      );
-    }
-    const size = meter.size();
     const manifest: BaseManifestExt = {
       version: 1,
       database: sourceDatabase(cfg),
@@ -229,7 +217,7 @@ export async function takeBaseBackup(ctx: CommandContext): Promise<BaseManifestE
       timeMicros,
       key: dumpKey,
       size,
-      sha256: meter.digest(),
+      sha256,
       serverVersion: String(f.version),
       serverVersionNum: Number(f.version_num),
       pgDumpVersion: await commandVersion(cfg.basebackup.pgDumpPath),
@@ -244,14 +232,5 @@ export async function takeBaseBackup(ctx: CommandContext): Promise<BaseManifestE
     // Ends the exporting transaction; the temporary slot goes with the connection.
     await repl.end().catch(() => {});
     await sql.end().catch(() => {});
-  }
-}
-
-async function uploadStream(store: Store, key: string, body: PassThrough): Promise<void> {
-  try {
-    await uploadMultipart(store, key, body, { contentType: 'application/octet-stream', metadata: { 'cdp-kind': 'base' } });
-  } catch (err) {
-    body.resume();
-    throw err;
   }
 }
