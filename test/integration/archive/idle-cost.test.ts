@@ -1,23 +1,10 @@
-import type { ChildProcess } from 'node:child_process';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { listSegments } from '../../../src/archive/catalog.js';
 import { archiveRoot } from '../../../src/config/config.js';
 import { createStore } from '../../../src/s3/client.js';
 import { parseLsn } from '../../../src/util/lsn.js';
-import {
-  createDatabase,
-  dropDatabase,
-  fingerprint,
-  pipelineEnv,
-  rand,
-  runCli,
-  silentLog,
-  stackEnvironment,
-  startRun,
-  testConfig,
-  waitFor,
-  withClient,
-} from '../restore/helpers.js';
+import { runCli, silentLog, startRun, testConfig, waitFor, withClient } from '../restore/helpers.js';
+import { expectLatestRestores, stopDaemon, usePipelineDatabase, walPosition } from '../ops/pipeline.js';
 
 // Issue 14, idle cheap: an idle database (capture's heartbeats, watermarks, nothing else) stores
 // no segment for idleSegmentMaxAgeMs, while the restorable point keeps following the heartbeats
@@ -26,37 +13,28 @@ import {
 // finds the partition's offsets contiguous, and a stop stores what was held.
 
 describe('idle cost', () => {
-  const name = `idle_${rand()}`;
-  let url: string;
-  let env: Record<string, string>;
-  let run: ChildProcess | undefined;
-
-  beforeAll(async () => {
-    stackEnvironment();
-    url = await createDatabase(name);
-    env = { ...pipelineEnv(name, url, 'test-idle'), CDP_IDLE_POINTER_INTERVAL_MS: '1000' };
-    await withClient(url, (c) => c.query('CREATE TABLE t (id int PRIMARY KEY, v text)'));
-  }, 60_000);
-
-  afterAll(async () => {
-    if (run && run.exitCode === null) run.kill('SIGKILL');
-    await dropDatabase(name);
-  }, 60_000);
+  const db = usePipelineDatabase({
+    label: 'idle',
+    prefix: 'test-idle',
+    env: { CDP_IDLE_POINTER_INTERVAL_MS: '1000' },
+    schema: 'CREATE TABLE t (id int PRIMARY KEY, v text)',
+  });
+  const name = db.name;
 
   const point = async () => {
-    const s = await runCli(['status', '--json'], env, 60_000);
+    const s = await runCli(['status', '--json'], db.env, 60_000);
     const r = JSON.parse(s.stdout) as { restorablePoint: { lsn: string } | null; rpoSeconds: number | null };
     return { lsn: r.restorablePoint ? parseLsn(r.restorablePoint.lsn) : 0, rpo: r.rpoSeconds };
   };
-  const walNow = () => withClient(url, async (c) => parseLsn((await c.query<{ l: string }>('SELECT pg_current_wal_lsn()::text AS l')).rows[0]!.l));
 
   it('stores no segment while idle, keeps the restorable point fresh, and restores exactly after the idle stretch', async () => {
+    const { url, env } = db;
     expect((await runCli(['setup', '--no-basebackup'], env)).code).toBe(0);
     const bb = await runCli(['basebackup'], env);
     expect(bb.code, bb.stderr).toBe(0);
-    run = startRun(env);
+    const run = (db.run = startRun(env));
     await withClient(url, (c) => c.query(`INSERT INTO t SELECT g, 'a' FROM generate_series(1, 50) g`));
-    const first = await walNow();
+    const first = await walPosition(url);
     await waitFor('the first rows restorable', async () => (await point()).lsn >= first, 120_000, 1_000);
 
     const cfg = testConfig(env);
@@ -85,40 +63,23 @@ describe('idle cost', () => {
 
     // A restore to the latest point while the idle segments are held (the point is past the last
     // stored segment's watermark in every partition): exact, nothing missing.
-    const during = await createDatabase(`${name}_i`);
-    try {
-      const r = await runCli(['restore', '--into', during, '--latest'], env);
-      expect(r.code, r.stderr).toBe(0);
-      const [want, got] = await Promise.all([withClient(url, fingerprint), withClient(during, fingerprint)]);
-      expect(got).toEqual(want);
-    } finally {
-      await dropDatabase(`${name}_i`);
-    }
+    await expectLatestRestores(env, url, `${name}_i`);
 
     // Changes after the idle stretch: restorable within seconds, and the archive restores exactly.
     await withClient(url, async (c) => {
       await c.query(`UPDATE t SET v = 'b' WHERE id % 2 = 0`);
       await c.query(`INSERT INTO t SELECT g, 'c' FROM generate_series(51, 80) g`);
     });
-    const second = await walNow();
+    const second = await walPosition(url);
     const t0 = Date.now();
     await waitFor('the changes after idle restorable', async () => (await point()).lsn >= second, 60_000, 250);
     console.log(`changes after idle restorable after ${Date.now() - t0} ms (status polled every 250 ms)`);
-    run.kill('SIGTERM');
-    await new Promise((r) => run!.once('exit', r));
+    await stopDaemon(run);
     expect(run.exitCode).toBe(0);
 
     const verify = await runCli(['verify'], env);
     expect(verify.code, verify.stdout + verify.stderr).toBe(0);
-    const target = await createDatabase(`${name}_r`);
-    try {
-      const r = await runCli(['restore', '--into', target, '--latest'], env);
-      expect(r.code, r.stderr).toBe(0);
-      const [want, got] = await Promise.all([withClient(url, fingerprint), withClient(target, fingerprint)]);
-      expect(got).toEqual(want);
-    } finally {
-      await dropDatabase(`${name}_r`);
-    }
+    await expectLatestRestores(env, url, `${name}_r`);
     store.client.destroy();
   }, 400_000);
 });

@@ -1,21 +1,8 @@
-import type { ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { parseLsn } from '../../../src/util/lsn.js';
-import {
-  createDatabase,
-  dropDatabase,
-  pipelineEnv,
-  rand,
-  REPO,
-  runCli,
-  stackEnvironment,
-  startRun,
-  waitFor,
-  withClient,
-  type CliResult,
-} from '../restore/helpers.js';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { createDatabase, rand, REPO, runCli, stackEnvironment, startRun, withClient, type CliResult } from '../restore/helpers.js';
+import { stopDaemon, usePipelineDatabase, waitRestorablePast, walPosition } from './pipeline.js';
 
 // Issue 14, fail fast: what cannot fix itself (a wrong address, wrong credentials, a missing
 // bucket, a busy metrics port, a table that exists nowhere) ends a command with exit 2 and one line
@@ -146,44 +133,26 @@ describe('fail fast at start-up (exit 2, one line, within seconds)', () => {
 });
 
 describe('restore --tables: a table that exists nowhere is refused (exit 2)', () => {
-  const name = `ff_${rand()}`;
-  let url = '';
-  let env: Record<string, string> = {};
-  let run: ChildProcess | undefined;
-
-  beforeAll(async () => {
-    stackEnvironment();
-    url = await createDatabase(name);
-    env = pipelineEnv(name, url, 'test-failfast');
-    await withClient(url, async (c) => {
-      await c.query('CREATE TABLE items (id int PRIMARY KEY, v text NOT NULL)');
-      await c.query(`INSERT INTO items SELECT g, md5(g::text) FROM generate_series(1, 100) g`);
-    });
+  const db = usePipelineDatabase({
+    label: 'ff',
+    prefix: 'test-failfast',
+    schema: `CREATE TABLE items (id int PRIMARY KEY, v text NOT NULL); INSERT INTO items SELECT g, md5(g::text) FROM generate_series(1, 100) g`,
   });
-
-  afterAll(async () => {
-    if (run && run.exitCode === null) run.kill('SIGKILL');
-    await withClient(url, (c) => c.query('SELECT pg_drop_replication_slot($1) FROM pg_replication_slots WHERE slot_name = $1', [name])).catch(() => {});
-    await dropDatabase(name);
-    for (const s of ['nosuch', 'later', 'items']) await dropDatabase(`${name}_${s}`);
-  });
+  const name = db.name;
+  db.dropAfter.push(...['nosuch', 'later', 'items'].map((s) => `${name}_${s}`));
 
   it('refuses a table neither in the base nor created by the stream; restores one created after the base', async () => {
+    const { url, env } = db;
     const setup = await runCli(['setup'], env);
     expect(setup.code, setup.stderr).toBe(0);
-    run = startRun(env);
+    const run = (db.run = startRun(env));
     await withClient(url, async (c) => {
       await c.query('CREATE TABLE later (id int PRIMARY KEY, v text)');
       await c.query(`INSERT INTO later SELECT g, 'x' || g FROM generate_series(1, 10) g`);
       await c.query(`UPDATE items SET v = 'changed' WHERE id <= 5`);
     });
-    const lsn = await withClient(url, async (c) => (await c.query('SELECT pg_current_wal_lsn()::text AS l')).rows[0].l as string);
-    await waitFor('the restorable point', async () => {
-      const r = await runCli(['status', '--json'], env);
-      const p = (JSON.parse(r.stdout) as { restorablePoint?: { lsn: string } }).restorablePoint;
-      return p ? parseLsn(p.lsn) >= parseLsn(lsn) : false;
-    });
-    run.kill('SIGTERM');
+    await waitRestorablePast(env, await walPosition(url), 'the restorable point');
+    await stopDaemon(run);
 
     const nosuch = await runCli(['restore', '--into', await createDatabase(`${name}_nosuch`), '--latest', '--tables', 'items,nosuch'], env);
     expect(nosuch.code, nosuch.stderr).toBe(2);

@@ -1,29 +1,17 @@
-import { execFileSync, type ChildProcess } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { recordGap } from '../../../src/archive/chain.js';
 import { listSegments } from '../../../src/archive/catalog.js';
 import { syntheticBaseDir } from '../../../src/archive/layout.js';
 import { archiveRoot } from '../../../src/config/config.js';
 import type { InfoReport } from '../../../src/ops/info.js';
 import { createStore, putOnce } from '../../../src/s3/client.js';
-import { formatLsn, parseLsn } from '../../../src/util/lsn.js';
-import {
-  createDatabase,
-  dropDatabase,
-  fingerprint,
-  pipelineEnv,
-  rand,
-  runCli,
-  silentLog,
-  stackEnvironment,
-  startRun,
-  testConfig,
-  waitFor,
-  withClient,
-} from '../restore/helpers.js';
+import { formatLsn } from '../../../src/util/lsn.js';
+import { createDatabase, dropDatabase, fingerprint, rand, runCli, silentLog, startRun, testConfig, withClient } from '../restore/helpers.js';
+import { stopDaemon, usePipelineDatabase, waitRestorablePast, walPosition } from './pipeline.js';
 
 // Issue 14, `cdp info`: where do I stand, from the archive alone. A real pipeline makes a base
 // (setup), segments (run), a recorded break after them, and a second base after the break; a
@@ -33,42 +21,24 @@ import {
 // segment counts and bytes the listing shows.
 
 describe('cdp info', () => {
-  const name = `info_${rand()}`;
-  let url: string;
-  let env: Record<string, string>;
-  let run: ChildProcess | undefined;
-
-  beforeAll(async () => {
-    stackEnvironment();
-    url = await createDatabase(name);
-    env = pipelineEnv(name, url, 'test-info');
-    await withClient(url, (c) => c.query(`CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t SELECT g, 'x' FROM generate_series(1, 100) g`));
-  }, 60_000);
-
-  afterAll(async () => {
-    if (run && run.exitCode === null) run.kill('SIGKILL');
-    await dropDatabase(name);
-  }, 60_000);
+  const db = usePipelineDatabase({
+    label: 'info',
+    prefix: 'test-info',
+    schema: `CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t SELECT g, 'x' FROM generate_series(1, 100) g`,
+  });
+  const name = db.name;
 
   it('lists bases (source and synthetic) with sizes and restorable ranges, segments per partition, and the break', async () => {
+    const { url, env } = db;
     expect((await runCli(['setup'], env)).code).toBe(0);
-    run = startRun(env);
+    const run = (db.run = startRun(env));
     let runErr = '';
     run.stderr!.on('data', (d: Buffer) => (runErr = (runErr + d.toString()).slice(-4000)));
     await withClient(url, async (c) => {
       for (let i = 0; i < 5; i++) await c.query(`UPDATE t SET v = v || '${i}' WHERE id % 3 = ${i % 3}`);
     });
-    const until = await withClient(url, async (c) => parseLsn((await c.query<{ l: string }>('SELECT pg_current_wal_lsn()::text AS l')).rows[0]!.l));
-    await waitFor(
-      'the restorable point past the updates',
-      async () => {
-        const s = await runCli(['status', '--json'], env, 60_000);
-        const p = (JSON.parse(s.stdout) as { restorablePoint?: { lsn: string } }).restorablePoint;
-        return p ? parseLsn(p.lsn) >= until : false;
-      },
-      180_000,
-      1_000,
-    ).catch((err: unknown) => {
+    const until = await walPosition(url);
+    await waitRestorablePast(env, until, 'the restorable point past the updates').catch((err: unknown) => {
       throw new Error(`${(err as Error).message}; cdp run said: ${runErr}`);
     });
     // A break recorded now (as the archiver would for records Kafka deleted), then a base after it,
@@ -91,19 +61,8 @@ describe('cdp info', () => {
     const bb = await runCli(['basebackup'], env);
     expect(bb.code, bb.stderr).toBe(0);
     await withClient(url, (c) => c.query(`UPDATE t SET v = 'after base 2' WHERE id = 1`));
-    const until2 = await withClient(url, async (c) => parseLsn((await c.query<{ l: string }>('SELECT pg_current_wal_lsn()::text AS l')).rows[0]!.l));
-    await waitFor(
-      'the restorable point past the second base',
-      async () => {
-        const s = await runCli(['status', '--json'], env, 60_000);
-        const p = (JSON.parse(s.stdout) as { restorablePoint?: { lsn: string } }).restorablePoint;
-        return p ? parseLsn(p.lsn) >= until2 : false;
-      },
-      180_000,
-      1_000,
-    );
-    run.kill('SIGTERM');
-    await new Promise((r) => run!.once('exit', r));
+    await waitRestorablePast(env, await walPosition(url), 'the restorable point past the second base');
+    await stopDaemon(run);
 
     // restore --sql fetches the base itself (issue 14): <file>.base.dump beside the SQL, named in
     // its header; pg_restore of that file then psql of the SQL gives the source's rows.
@@ -206,7 +165,7 @@ describe('cdp info', () => {
   }, 400_000);
 
   it('a missing bucket: exit 2 naming the bucket', async () => {
-    const r = await runCli(['info'], { ...env, CDP_S3_BUCKET: `no-such-bucket-${rand()}` }, 60_000);
+    const r = await runCli(['info'], { ...db.env, CDP_S3_BUCKET: `no-such-bucket-${rand()}` }, 60_000);
     expect(r.code, r.stderr).toBe(2);
     expect(r.stderr).toMatch(/does not exist/);
   }, 60_000);

@@ -1,7 +1,6 @@
 import type { ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { parseLsn } from '../../../src/util/lsn.js';
 import {
   adminUrl,
   createDatabase,
@@ -12,10 +11,10 @@ import {
   runCli,
   stackEnvironment,
   startRun,
-  waitFor,
   withClient,
   type CliResult,
 } from '../restore/helpers.js';
+import { stopDaemon, waitRestorablePast, walPosition } from './pipeline.js';
 
 // Issue 14 item 10: every Kafka client of the engine over secured listeners of the local broker
 // (deploy/local/stack.sh): SASL_SSL (TLS with the stack's CA, then SCRAM-SHA-512) and SSL with a
@@ -76,21 +75,8 @@ async function roundTrip(label: string, kafka: Record<string, string>) {
       await c.query(`DELETE FROM items WHERE id % 11 = 0`);
       await c.query(`DELETE FROM events WHERE id % 5 = 0`);
     });
-    const until = await withClient(adminUrl(name), async (c) => parseLsn((await c.query<{ l: string }>('SELECT pg_current_wal_lsn()::text AS l')).rows[0]!.l));
-    await waitFor(
-      'the restorable point past the changes',
-      async () => {
-        const st = await runCli(['status', '--json'], env, 60_000);
-        if (st.code !== 0 && st.code !== 3 && st.code !== 4) throw new Error(`status exited ${st.code}: ${st.stderr}`);
-        const p = (JSON.parse(st.stdout) as { restorablePoint?: { lsn: string } }).restorablePoint;
-        // undefined, not null or false, while waiting (waitFor ends on any other value).
-        return p && parseLsn(p.lsn) >= until ? true : undefined;
-      },
-      180_000,
-      1_000,
-    );
-    run.kill('SIGTERM');
-    await new Promise((r) => run!.once('exit', r));
+    await waitRestorablePast(env, await walPosition(adminUrl(name)), 'the restorable point past the changes');
+    await stopDaemon(run);
     expect(run.exitCode, stderr.slice(-2000)).toBe(0);
 
     await createDatabase(target);

@@ -1,9 +1,10 @@
-import { execFileSync, type ChildProcess } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { parse as parseYaml } from 'yaml';
-import { createDatabase, dropDatabase, pipelineEnv, rand, REPO, runCli, stackEnvironment, startRun, waitFor, withClient } from '../restore/helpers.js';
+import { REPO, runCli, stackEnvironment, startRun, waitFor } from '../restore/helpers.js';
+import { stopDaemon, usePipelineDatabase } from './pipeline.js';
 
 // Issue 14, metrics deployment-ready: the alert rules (deploy/prometheus/alerts.yml) pass
 // `promtool check rules` and their own `promtool test rules`; every cdp_* metric that a rule or
@@ -67,27 +68,14 @@ describe('alert rules and dashboard', () => {
 });
 
 describe('the metrics a real daemon exports', () => {
-  const name = `mon_${rand()}`;
-  let env: Record<string, string>;
-  let run: ChildProcess | undefined;
+  const db = usePipelineDatabase({ label: 'mon', prefix: 'test-monitoring', schema: 'CREATE TABLE t (id int PRIMARY KEY)' });
+  const name = db.name;
   let port: number;
 
-  beforeAll(async () => {
-    stackEnvironment();
-    const url = await createDatabase(name);
-    env = pipelineEnv(name, url, 'test-monitoring');
-    await withClient(url, (c) => c.query('CREATE TABLE t (id int PRIMARY KEY)'));
-  }, 60_000);
-
-  afterAll(async () => {
-    if (run && run.exitCode === null) run.kill('SIGKILL');
-    await dropDatabase(name);
-  }, 60_000);
-
   it('names every metric the rules and the dashboard use, with database and slot labels', async () => {
-    expect((await runCli(['setup'], env)).code).toBe(0);
+    expect((await runCli(['setup'], db.env)).code).toBe(0);
     port = await freePort();
-    run = startRun({ ...env, CDP_METRICS_PORT: String(port) });
+    const run = (db.run = startRun({ ...db.env, CDP_METRICS_PORT: String(port) }));
     const text = await waitFor(
       'the restorable point and the base age on /metrics',
       async () => {
@@ -118,7 +106,6 @@ describe('the metrics a real daemon exports', () => {
     const age = Number(/^cdp_basebackup_newest_age_seconds\{[^}]*\} (\S+)$/m.exec(text)![1]);
     expect(age).toBeGreaterThanOrEqual(0);
     expect(age).toBeLessThan(600);
-    run.kill('SIGTERM');
-    await new Promise((r) => run!.once('exit', r));
+    await stopDaemon(run);
   }, 300_000);
 });

@@ -1,21 +1,8 @@
-import type { ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { parseLsn } from '../../../src/util/lsn.js';
-import {
-  adminUrl,
-  createDatabase,
-  dropDatabase,
-  fingerprint,
-  pipelineEnv,
-  rand,
-  runCli,
-  stackEnvironment,
-  startRun,
-  waitFor,
-  withClient,
-} from '../restore/helpers.js';
+import { describe, expect, it } from 'vitest';
+import { adminUrl, createDatabase, fingerprint, runCli, stackEnvironment, startRun, waitFor, withClient } from '../restore/helpers.js';
+import { stopDaemon, usePipelineDatabase, waitRestorablePast, walPosition } from './pipeline.js';
 
 // Issue 14: every PostgreSQL connection of the engine over TLS with sslmode=verify-full and a
 // client certificate. The stack's Postgres (deploy/local/stack.sh pg_ensure_tls) lets the role
@@ -35,57 +22,45 @@ function tlsUrl(db: string): string {
   return u.toString();
 }
 
+/** verify-full with the stack's CA and the encrypted client key, for the source or the restore target. */
+function tlsEnv(side: 'SOURCE' | 'TARGET'): Record<string, string> {
+  return {
+    [`CDP_${side}_SSLMODE`]: 'verify-full',
+    [`CDP_${side}_SSLROOTCERT`]: join(dir!, 'ca.pem'),
+    [`CDP_${side}_SSLCERT`]: join(dir!, 'client.crt'),
+    [`CDP_${side}_SSLKEY`]: join(dir!, 'client-enc.key'),
+    [`CDP_${side}_SSLKEY_PASSWORD_FILE`]: join(dir!, 'client-key.password'),
+  };
+}
+
 describe.skipIf(!ready)('PostgreSQL over TLS (verify-full, client certificate)', () => {
-  const name = `tls_${rand()}`;
-  let env: Record<string, string>;
-  let run: ChildProcess | undefined;
-  const targets: string[] = [];
-
-  beforeAll(async () => {
-    await createDatabase(name);
-    const tls = {
-      CDP_SOURCE_SSLMODE: 'verify-full',
-      CDP_SOURCE_SSLROOTCERT: join(dir!, 'ca.pem'),
-      CDP_SOURCE_SSLCERT: join(dir!, 'client.crt'),
-      CDP_SOURCE_SSLKEY: join(dir!, 'client-enc.key'),
-      CDP_SOURCE_SSLKEY_PASSWORD_FILE: join(dir!, 'client-key.password'),
-      CDP_TARGET_SSLMODE: 'verify-full',
-      CDP_TARGET_SSLROOTCERT: join(dir!, 'ca.pem'),
-      CDP_TARGET_SSLCERT: join(dir!, 'client.crt'),
-      CDP_TARGET_SSLKEY: join(dir!, 'client-enc.key'),
-      CDP_TARGET_SSLKEY_PASSWORD_FILE: join(dir!, 'client-key.password'),
-    };
-    env = { ...pipelineEnv(name, tlsUrl(name), 'test-pgtls'), ...tls };
-    await withClient(adminUrl(name), async (c) => {
-      await c.query(`CREATE TABLE items (id int PRIMARY KEY, note text)`);
-      await c.query(`INSERT INTO items SELECT g, 'base ' || g FROM generate_series(1, 200) g`);
-    });
-  }, 60_000);
-
-  afterAll(async () => {
-    if (run && run.exitCode === null) run.kill('SIGKILL');
-    for (const t of targets) await dropDatabase(t);
-    await dropDatabase(name);
-  }, 60_000);
+  const db = usePipelineDatabase({
+    label: 'tls',
+    prefix: 'test-pgtls',
+    sourceUrl: tlsUrl,
+    env: ready ? { ...tlsEnv('SOURCE'), ...tlsEnv('TARGET') } : {},
+    schema: `CREATE TABLE items (id int PRIMARY KEY, note text); INSERT INTO items SELECT g, 'base ' || g FROM generate_series(1, 200) g`,
+  });
+  const name = db.name;
 
   it('the role cannot connect without TLS (the server enforces what the test relies on)', async () => {
-    const plain = await runCli(['status'], { ...env, CDP_SOURCE_SSLMODE: 'disable' }, 60_000);
+    const plain = await runCli(['status'], { ...db.env, CDP_SOURCE_SSLMODE: 'disable' }, 60_000);
     expect(plain.code, plain.stderr).toBe(2);
     expect(plain.stderr).toMatch(/no encryption|rejects connection/);
   });
 
   it('setup, run (capture + archive + base), status and restore as the certificate role; the restore equals the source', async () => {
-    const setup = await runCli(['setup'], env);
+    const setup = await runCli(['setup'], db.env);
     expect(setup.code, setup.stderr).toBe(0);
-    run = startRun(env);
+    const run = (db.run = startRun(db.env));
     let stderr = '';
     run.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
-    await withClient(adminUrl(name), async (c) => {
+    await withClient(db.url, async (c) => {
       await c.query(`INSERT INTO items SELECT g, 'stream ' || g FROM generate_series(201, 400) g`);
       await c.query(`UPDATE items SET note = note || ' updated' WHERE id % 7 = 0`);
       await c.query(`DELETE FROM items WHERE id % 11 = 0`);
     });
-    const until = await withClient(adminUrl(name), async (c) => parseLsn((await c.query<{ l: string }>('SELECT pg_current_wal_lsn()::text AS l')).rows[0]!.l));
+    const until = await walPosition(db.url);
     // Capture's own connections (walsender and catalog) are TLS, as the role.
     const ssl = await withClient(adminUrl(), async (c) =>
       waitFor(
@@ -104,32 +79,22 @@ describe.skipIf(!ready)('PostgreSQL over TLS (verify-full, client certificate)',
       ssl.every((x) => x.ssl),
       JSON.stringify(ssl),
     ).toBe(true);
-    await waitFor(
-      'the restorable point past the changes',
-      async () => {
-        const st = await runCli(['status', '--json'], env, 60_000);
-        const p = (JSON.parse(st.stdout) as { restorablePoint?: { lsn: string } }).restorablePoint;
-        return p ? parseLsn(p.lsn) >= until : false;
-      },
-      180_000,
-      1_000,
-    );
-    run.kill('SIGTERM');
-    await new Promise((r) => run!.once('exit', r));
+    await waitRestorablePast(db.env, until, 'the restorable point past the changes');
+    await stopDaemon(run);
     expect(run.exitCode, stderr.slice(-2000)).toBe(0);
 
     const target = `${name}_r`;
-    targets.push(target);
+    db.dropAfter.push(target);
     await createDatabase(target);
-    const restore = await runCli(['restore', '--into', tlsUrl(target), '--latest'], env);
+    const restore = await runCli(['restore', '--into', tlsUrl(target), '--latest'], db.env);
     expect(restore.code, restore.stderr).toBe(0);
-    const [want, got] = await Promise.all([withClient(adminUrl(name), fingerprint), withClient(adminUrl(target), fingerprint)]);
+    const [want, got] = await Promise.all([withClient(db.url, fingerprint), withClient(adminUrl(target), fingerprint)]);
     expect(got).toEqual(want);
   }, 400_000);
 
   it('a wrong CA fails fast: exit 2, one line naming the setting, no stack trace', async () => {
     const t = Date.now();
-    const r = await runCli(['capture'], { ...env, CDP_SOURCE_SSLROOTCERT: join(dir!, 'other-ca.pem') }, 60_000);
+    const r = await runCli(['capture'], { ...db.env, CDP_SOURCE_SSLROOTCERT: join(dir!, 'other-ca.pem') }, 60_000);
     const ms = Date.now() - t;
     console.log(`wrong CA: exit ${r.code} after ${ms} ms: ${r.stderr.trim()}`);
     expect(r.code, r.stderr).toBe(2);
@@ -139,9 +104,9 @@ describe.skipIf(!ready)('PostgreSQL over TLS (verify-full, client certificate)',
     expect(ms).toBeLessThan(20_000);
     // A restore target with the wrong CA: exit 2 as well.
     const target = `${name}_w`;
-    targets.push(target);
+    db.dropAfter.push(target);
     await createDatabase(target);
-    const w = await runCli(['restore', '--into', tlsUrl(target), '--latest'], { ...env, CDP_TARGET_SSLROOTCERT: join(dir!, 'other-ca.pem') }, 60_000);
+    const w = await runCli(['restore', '--into', tlsUrl(target), '--latest'], { ...db.env, CDP_TARGET_SSLROOTCERT: join(dir!, 'other-ca.pem') }, 60_000);
     expect(w.code, w.stderr).toBe(2);
     expect(w.stderr).toMatch(/certificate/);
   }, 120_000);
