@@ -1,15 +1,16 @@
 import { setMaxListeners } from 'node:events';
-import type { Admin, Consumer, EachBatchPayload } from 'kafkajs';
+import type { Admin, Consumer, EachBatchPayload, Kafka } from 'kafkajs';
 import type { CommandContext } from '../context.js';
-import { archiveRoot, topicName } from '../config/config.js';
+import { archiveRoot, topicName, type Config } from '../config/config.js';
 import { CdpError, ErrorCodes, toError } from '../errors.js';
 import { createKafka } from '../kafka/client.js';
+import type { Logger } from '../util/log.js';
 import { gauge, registerHealth } from '../util/metrics.js';
 import { createStore, type Store } from '../s3/client.js';
 import { advancePartitionState, readArchiveManifest, readPartitionState, restorablePoint } from './catalog.js';
 import { archiveGroupId, currentGeneration, recordGap, type CurrentGeneration } from './chain.js';
 import { loadKeyring, type Keyring } from './crypto.js';
-import { ArchiveLanes, type CutPolicy, type LaneArchive, type LaneConsumer } from './lanes.js';
+import { ArchiveLanes, type CutPolicy, type LaneArchive, type LaneConsumer, type LanesOptions } from './lanes.js';
 import type { FinishedSegment } from './segment.js';
 import { storeSegment } from './upload.js';
 
@@ -104,24 +105,8 @@ export function attachConsumerGroup(
     lanes.handleBatch(batch, { resolveOffset, heartbeat, running: () => isRunning() && !isStale() });
 }
 
-export async function startArchiver(ctx: CommandContext, opts: ArchiverOptions = {}): Promise<ArchiverHandle> {
-  const { cfg } = ctx;
-  const log = ctx.log.child({ component: 'archive' });
-  const topic = topicName(cfg);
-  const root = archiveRoot(cfg);
-  const keyring: Keyring | undefined = loadKeyring(cfg);
-  const maxBytes = cfg.archive.segmentMaxBytes;
-  const maxAge = cfg.archive.segmentMaxAgeMs;
-
-  // The store keeps retrying through S3 outages until this controller aborts: NOT ctx.signal, since
-  // on SIGTERM we still want the final flush to reach S3. It is aborted when the flush gives up.
-  const storeAbort = new AbortController();
-  // Every in-flight S3 call and retry sleep listens on it: one per partition upload chain, each
-  // with a few concurrent calls; Node warns past 10 listeners by default.
-  setMaxListeners(1000, storeAbort.signal);
-  const store: Store = createStore(cfg, log, { signal: storeAbort.signal });
-
-  const kafka = createKafka(cfg, log, opts.clientSuffix ?? 'archive');
+/** The number of partitions of `topic` (KAFKA when its metadata cannot be read, SOURCE_NOT_READY when it has none). */
+async function topicPartitionCount(kafka: Kafka, topic: string): Promise<number> {
   const admin = kafka.admin();
   let partitionCount: number;
   try {
@@ -138,21 +123,18 @@ export async function startArchiver(ctx: CommandContext, opts: ArchiverOptions =
     await admin.disconnect().catch(() => {});
   }
   if (partitionCount === 0) throw new CdpError(ErrorCodes.SOURCE_NOT_READY, `topic ${topic} has no partitions: run cdp setup`);
+  return partitionCount;
+}
 
-  // The stream generation (chain.ts): segments are stamped with it, and the group id carries the
-  // topic epoch, so that a recreated topic is read from its own offset 0, never from the committed
-  // offsets of the deleted one.
-  const gen: CurrentGeneration = await currentGeneration(store, root);
-  const groupId = archiveGroupId(cfg, gen.topicEpoch);
-  // Kept connected for the lane-start checks (committed offset, low/high watermarks).
-  const chainAdmin = kafka.admin();
+/** The archive group's member, manual commits only (the lanes commit after S3: G1). */
+function archiveConsumer(kafka: Kafka, cfg: Config, groupId: string): Consumer {
   // Session timeout: how long the group waits for a member that stopped heartbeating before its
   // partitions move. After a broker crash the old membership lingers that long, so it is the pause
   // in archiving (and in the restorable point) before the group settles: 30 s (kafkajs's default)
   // measured as a ~25 s catch-up in the restarts test. eachBatch never waits on S3 (uploads run
   // beside it), so heartbeats keep flowing every fetch (maxWaitTimeInMs) and 10 s is safe; the
   // broker's floor is group.min.session.timeout.ms (6 s by default).
-  const consumer: Consumer = kafka.consumer({
+  return kafka.consumer({
     groupId,
     sessionTimeout: cfg.archive.sessionTimeoutMs,
     rebalanceTimeout: 60_000,
@@ -163,49 +145,33 @@ export async function startArchiver(ctx: CommandContext, opts: ArchiverOptions =
     maxWaitTimeInMs: 500,
     retry: { retries: 10, initialRetryTime: 300, maxRetryTime: 30_000 },
   });
+}
 
-  let resolveDone!: () => void;
-  let rejectDone!: (err: Error) => void;
-  const done = new Promise<void>((res, rej) => {
-    resolveDone = res;
-    rejectDone = rej;
-  });
-
-  const lanes = new ArchiveLanes(s3LaneArchive(store, root), kafkaLaneConsumer(consumer, chainAdmin, topic, groupId), {
-    root,
-    topic,
-    log,
-    keyring,
+/** The lanes' options from the archive.* configuration (all but onFatal, which the archiver owns). */
+function lanesOptions(
+  cfg: Config,
+  base: Pick<LanesOptions, 'root' | 'topic' | 'log' | 'keyring' | 'generation' | 'storeSignal'>,
+  opts: ArchiverOptions,
+): Omit<LanesOptions, 'onFatal'> {
+  const maxBytes = cfg.archive.segmentMaxBytes;
+  return {
+    ...base,
     codec: cfg.archive.codec,
     zstdLevel: cfg.archive.zstdLevel,
-    generation: gen,
-    limits: { maxBytes, maxAgeMs: maxAge, minAgeMs: cfg.archive.segmentMinAgeMs, idleMaxAgeMs: cfg.archive.idleSegmentMaxAgeMs },
+    limits: { maxBytes, maxAgeMs: cfg.archive.segmentMaxAgeMs, minAgeMs: cfg.archive.segmentMinAgeMs, idleMaxAgeMs: cfg.archive.idleSegmentMaxAgeMs },
     cutPolicy: opts.cutPolicy,
     idlePointerIntervalMs: cfg.archive.idlePointerIntervalMs,
     // Memory bound (G4): cut segments waiting for S3 may hold at most this many bytes in total, and
     // a partition at most two (one uploading, one waiting); beyond that its fetching is paused.
     maxPendingBytes: 2 * maxBytes,
-    storeSignal: storeAbort.signal,
     onSegmentStored: opts.onSegmentStored,
-    onFatal: (err) => {
-      log.error({ err }, 'archiver failed');
-      storeAbort.abort(err);
-      clearInterval(genTimer);
-      void chainAdmin.disconnect().catch(() => {});
-      void consumer
-        .disconnect()
-        .catch(() => {})
-        .finally(() => rejectDone(err));
-    },
-  });
-  const eachBatch = attachConsumerGroup(consumer, lanes, { topic, groupId, log });
+  };
+}
 
-  // The cut timer: age cuts and idle pointers (lanes.ts, tick).
-  const ageTimer = setInterval(() => lanes.tick(), Math.max(50, Math.min(1_000, Math.floor(Math.min(maxAge, cfg.archive.segmentMinAgeMs * 2) / 4))));
-
-  // The restorable point for /metrics (status computes the same from S3).
+/** The restorable point for /metrics (status computes the same from S3), every 10 s. */
+function startPointTimer(store: Store, root: string, partitionCount: number, log: Logger): NodeJS.Timeout {
   let pointPartitions = partitionCount;
-  const pointTimer = setInterval(() => {
+  const timer = setInterval(() => {
     void (async () => {
       try {
         const manifest = await readArchiveManifest(store, root);
@@ -220,13 +186,18 @@ export async function startArchiver(ctx: CommandContext, opts: ArchiverOptions =
       }
     })();
   }, 10_000);
-  pointTimer.unref();
+  timer.unref();
+  return timer;
+}
 
-  // A new generation started by cdp setup while we run: a slot-only break keeps the topic (the
-  // offsets continue), and what we store next is stamped with the new generation; a new topic
-  // epoch means our group and offsets belong to a deleted topic: stop (exit 1) and let the
-  // supervisor start us again in the new epoch.
-  const genTimer = setInterval(() => {
+/**
+ * A new generation started by cdp setup while we run, checked every 5 s: a slot-only break keeps
+ * the topic (the offsets continue), and what we store next is stamped with the new generation
+ * (`gen` is updated in place); a new topic epoch means our group and offsets belong to a deleted
+ * topic: stop (exit 1) and let the supervisor start us again in the new epoch.
+ */
+function startGenerationTimer(store: Store, root: string, gen: CurrentGeneration, lanes: ArchiveLanes, log: Logger): NodeJS.Timeout {
+  const timer = setInterval(() => {
     void currentGeneration(store, root).then(
       (g) => {
         if (g.topicEpoch !== gen.topicEpoch) {
@@ -241,51 +212,143 @@ export async function startArchiver(ctx: CommandContext, opts: ArchiverOptions =
       (err: unknown) => log.debug({ err: toError(err).message }, 'cannot read the stream generation'),
     );
   }, 5_000);
-  genTimer.unref();
+  timer.unref();
+  return timer;
+}
+
+/** What the clean stop works on. */
+interface RunningArchiver {
+  lanes: ArchiveLanes;
+  consumer: Consumer;
+  chainAdmin: Admin;
+  storeAbort: AbortController;
+  topic: string;
+  log: Logger;
+  timers: NodeJS.Timeout[];
+}
+
+/** The clean stop: stop fetching, let the batch being handled finish, then cut, store and commit everything. */
+async function flushAndStop(a: RunningArchiver): Promise<void> {
+  a.lanes.beginStop();
+  for (const t of a.timers) clearInterval(t);
+  try {
+    a.consumer.pause([{ topic: a.topic }]);
+    await a.lanes.cutAll();
+    const giveUp = setTimeout(() => a.storeAbort.abort(new CdpError(ErrorCodes.SHUTDOWN, 'final flush timed out')), 45_000);
+    await a.lanes.drain();
+    clearTimeout(giveUp);
+    a.log.info({ storedSegments: a.lanes.stored }, 'archiver stopped after storing and committing its segments');
+  } finally {
+    await a.consumer.disconnect().catch((err: unknown) => a.log.warn({ err: toError(err).message }, 'Kafka disconnect failed'));
+    await a.chainAdmin.disconnect().catch(() => {});
+  }
+}
+
+/** Joins the group and starts fetching: manual commits, resolved offsets only (see the top of this file). */
+async function runConsumer(
+  consumer: Consumer,
+  eachBatch: (payload: EachBatchPayload) => Promise<void>,
+  facts: { topic: string } & Record<string, unknown>,
+  log: Logger,
+): Promise<void> {
+  await consumer.connect();
+  await consumer.subscribe({ topics: [facts.topic], fromBeginning: true });
+  await consumer.run({ autoCommit: false, eachBatchAutoResolve: false, partitionsConsumedConcurrently: 1, eachBatch });
+  log.info(facts, 'archiver running');
+}
+
+/**
+ * The archive's store. It keeps retrying through S3 outages until its controller aborts: NOT
+ * ctx.signal, since on SIGTERM we still want the final flush to reach S3. It is aborted when the
+ * flush gives up, or on a fatal error.
+ */
+function flushableStore(cfg: Config, log: Logger): { store: Store; storeAbort: AbortController } {
+  const storeAbort = new AbortController();
+  // Every in-flight S3 call and retry sleep listens on it: one per partition upload chain, each
+  // with a few concurrent calls; Node warns past 10 listeners by default.
+  setMaxListeners(1000, storeAbort.signal);
+  return { store: createStore(cfg, log, { signal: storeAbort.signal }), storeAbort };
+}
+
+/** The archiver's `done`, with the functions that settle it. */
+function settleable(): { done: Promise<void>; resolveDone: () => void; rejectDone: (err: Error) => void } {
+  let resolveDone!: () => void;
+  let rejectDone!: (err: Error) => void;
+  const done = new Promise<void>((res, rej) => {
+    resolveDone = res;
+    rejectDone = rej;
+  });
+  return { done, resolveDone, rejectDone };
+}
+
+export async function startArchiver(ctx: CommandContext, opts: ArchiverOptions = {}): Promise<ArchiverHandle> {
+  const { cfg } = ctx;
+  const log = ctx.log.child({ component: 'archive' });
+  const topic = topicName(cfg);
+  const root = archiveRoot(cfg);
+  const keyring: Keyring | undefined = loadKeyring(cfg);
+
+  const { store, storeAbort } = flushableStore(cfg, log);
+
+  const kafka = createKafka(cfg, log, opts.clientSuffix ?? 'archive');
+  const partitionCount = await topicPartitionCount(kafka, topic);
+
+  // The stream generation (chain.ts): segments are stamped with it, and the group id carries the
+  // topic epoch, so that a recreated topic is read from its own offset 0, never from the committed
+  // offsets of the deleted one.
+  const gen: CurrentGeneration = await currentGeneration(store, root);
+  const groupId = archiveGroupId(cfg, gen.topicEpoch);
+  // Kept connected for the lane-start checks (committed offset, low/high watermarks).
+  const chainAdmin = kafka.admin();
+  const consumer = archiveConsumer(kafka, cfg, groupId);
+
+  const { done, resolveDone, rejectDone } = settleable();
+
+  const lanes = new ArchiveLanes(s3LaneArchive(store, root), kafkaLaneConsumer(consumer, chainAdmin, topic, groupId), {
+    ...lanesOptions(cfg, { root, topic, log, keyring, generation: gen, storeSignal: storeAbort.signal }, opts),
+    onFatal: (err) => {
+      log.error({ err }, 'archiver failed');
+      storeAbort.abort(err);
+      clearInterval(genTimer);
+      void chainAdmin.disconnect().catch(() => {});
+      void consumer
+        .disconnect()
+        .catch(() => {})
+        .finally(() => rejectDone(err));
+    },
+  });
+  const eachBatch = attachConsumerGroup(consumer, lanes, { topic, groupId, log });
+
+  // The cut timer: age cuts and idle pointers (lanes.ts, tick).
+  const maxAge = cfg.archive.segmentMaxAgeMs;
+  const ageTimer = setInterval(() => lanes.tick(), Math.max(50, Math.min(1_000, Math.floor(Math.min(maxAge, cfg.archive.segmentMinAgeMs * 2) / 4))));
+  const pointTimer = startPointTimer(store, root, partitionCount, log);
+  const genTimer = startGenerationTimer(store, root, gen, lanes, log);
 
   // Not ok while segments wait for S3 and nothing was stored for two minutes (an S3 outage): the
   // watchdog (ops/watchdog.ts) ends the daemon if that lasts watchdog.stallSeconds.
   registerHealth('archive', () => lanes.health());
 
-  const flushAndStop = async () => {
-    lanes.beginStop();
-    clearInterval(ageTimer);
-    clearInterval(pointTimer);
-    clearInterval(genTimer);
-    try {
-      // Stop fetching, let the batch being handled finish, then cut, store and commit everything.
-      consumer.pause([{ topic }]);
-      await lanes.cutAll();
-      const giveUp = setTimeout(() => storeAbort.abort(new CdpError(ErrorCodes.SHUTDOWN, 'final flush timed out')), 45_000);
-      await lanes.drain();
-      clearTimeout(giveUp);
-      log.info({ storedSegments: lanes.stored }, 'archiver stopped after storing and committing its segments');
-    } finally {
-      await consumer.disconnect().catch((err: unknown) => log.warn({ err: toError(err).message }, 'Kafka disconnect failed'));
-      await chainAdmin.disconnect().catch(() => {});
-    }
-  };
-
-  await consumer.connect();
-  await consumer.subscribe({ topics: [topic], fromBeginning: true });
-  await consumer.run({ autoCommit: false, eachBatchAutoResolve: false, partitionsConsumedConcurrently: 1, eachBatch });
-  log.info(
+  await runConsumer(
+    consumer,
+    eachBatch,
     {
       topic,
       groupId,
       root,
       partitions: partitionCount,
-      segmentMaxBytes: maxBytes,
+      segmentMaxBytes: cfg.archive.segmentMaxBytes,
       segmentMaxAgeMs: maxAge,
       codec: cfg.archive.codec,
       encrypted: Boolean(keyring),
     },
-    'archiver running',
+    log,
   );
 
+  const running: RunningArchiver = { lanes, consumer, chainAdmin, storeAbort, topic, log, timers: [ageTimer, pointTimer, genTimer] };
   const onAbort = () => {
     if (lanes.failure) return;
-    flushAndStop().then(
+    flushAndStop(running).then(
       () => (lanes.failure ? rejectDone(lanes.failure) : resolveDone()),
       (err: unknown) => rejectDone(toError(err)),
     );
