@@ -33,36 +33,76 @@ export function sqlFileHeader(base: { lsnText: string; time: string; key: string
   );
 }
 
-/** A live session: SQL text as simple queries, two in flight so JS builds while Postgres executes. */
+/**
+ * What a live session may have queued and not yet seen executed: about one coalescing window of
+ * statements (10,000 rows of SQL text or COPY data is 1-6 MB). Node builds the next window while
+ * PostgreSQL executes this one; with two ops in flight (before) node waited for all but the last
+ * two statements of each window, then PostgreSQL idled while node built the next.
+ */
+const MAX_QUEUED_CHARS = 16 * 1024 * 1024;
+const MAX_QUEUED_OPS = 64;
+
+/**
+ * A live session: SQL text as simple queries, queued up to the bounds above and sent one at a
+ * time, each once the previous one has succeeded. After a failure nothing queued is sent: a
+ * COMMIT of the failed transaction only rolls it back, and a later group (its cursor update
+ * included) must never commit after an earlier one was lost.
+ */
 class PgSink implements SqlSink {
-  private inflight: Array<Promise<void>> = [];
+  private readonly queue: Array<{ run: () => Promise<unknown>; chars: number }> = [];
+  private chars = 0;
+  private busy = false;
   private error: Error | undefined;
+  private readonly waiting: Array<() => void> = [];
   constructor(private readonly client: pg.Client) {}
-  private track(p: Promise<unknown>): void {
-    this.inflight.push(
-      p.then(
-        () => undefined,
-        (err: unknown) => {
-          this.error ??= toError(err);
-        },
-      ),
+
+  private pump(): void {
+    const op = this.error ? undefined : this.queue.shift();
+    for (const w of this.waiting.splice(0)) w();
+    if (!op) {
+      this.busy = false;
+      return;
+    }
+    this.busy = true;
+    op.run().then(
+      () => {
+        this.chars -= op.chars;
+        this.pump();
+      },
+      (err: unknown) => {
+        this.error ??= toError(err);
+        this.queue.length = 0;
+        this.chars = 0;
+        this.pump();
+      },
     );
   }
+
+  private enqueue(run: () => Promise<unknown>, chars: number): void {
+    this.queue.push({ run, chars });
+    this.chars += chars;
+    if (!this.busy) this.pump();
+  }
+
+  /** Resolves when an op finishes (or fails). */
+  private progress(): Promise<void> {
+    return new Promise<void>((r) => this.waiting.push(r));
+  }
+
   private async room(): Promise<void> {
-    while (this.inflight.length >= 2) await this.inflight.shift();
+    while (!this.error && (this.queue.length >= MAX_QUEUED_OPS || this.chars >= MAX_QUEUED_CHARS)) await this.progress();
     if (this.error) throw pgError('restore: applying a change failed', this.error);
   }
   async exec(sql: string): Promise<void> {
     await this.room();
-    this.track(this.client.query(sql));
+    this.enqueue(() => this.client.query(sql), sql.length);
   }
   async copy(sql: string, data: string): Promise<void> {
     await this.room();
-    const stream = this.client.query(copyStreams.from(sql));
-    this.track(pipeline(Readable.from([Buffer.from(data)]), stream));
+    this.enqueue(() => pipeline(Readable.from([Buffer.from(data)]), this.client.query(copyStreams.from(sql))), data.length);
   }
   async drain(): Promise<void> {
-    while (this.inflight.length > 0) await this.inflight.shift();
+    while (!this.error && this.busy) await this.progress();
     if (this.error) throw pgError('restore: applying a change failed', this.error);
   }
 }

@@ -1,0 +1,51 @@
+import { describe, expect, it } from 'vitest';
+import type pg from 'pg';
+import { openOutput } from '../../../src/restore/sink.js';
+
+// The live sink queues statements ahead of the server (node builds the next window while
+// PostgreSQL executes this one); after a failure nothing queued may run: a COMMIT of the failed
+// group only rolls it back, and a later group's cursor update would then claim it applied.
+
+function fakeClient(failOn: string) {
+  const sent: string[] = [];
+  const pending: Array<() => void> = [];
+  const client = {
+    query(sql: string) {
+      sent.push(sql);
+      return new Promise((resolve, reject) => pending.push(() => (sql.includes(failOn) ? reject(new Error(`failed: ${sql}`)) : resolve({ rows: [] }))));
+    },
+  };
+  /** Lets the server finish the oldest statement. */
+  const step = async () => {
+    pending.shift()?.();
+    await new Promise((r) => setImmediate(r));
+  };
+  return { client: client as unknown as pg.Client, sent, step };
+}
+
+const open = (client: pg.Client) => openOutput({ dryRun: false }, client, undefined as never);
+
+describe('live sink', () => {
+  it('sends one statement at a time, in order, while more are queued', async () => {
+    const f = fakeClient('never');
+    const { sink } = await open(f.client);
+    for (const s of ['BEGIN; a;', 'b;', 'COMMIT;', 'BEGIN; c;']) await sink.exec(s);
+    expect(f.sent).toEqual(['BEGIN; a;']);
+    const drained = sink.drain();
+    for (let i = 0; i < 4; i++) await f.step();
+    await drained;
+    expect(f.sent).toEqual(['BEGIN; a;', 'b;', 'COMMIT;', 'BEGIN; c;']);
+  });
+
+  it('sends nothing queued after a failure, and reports it', async () => {
+    const f = fakeClient('bad');
+    const { sink } = await open(f.client);
+    for (const s of ['BEGIN; bad;', 'UPDATE cursor; COMMIT;', 'BEGIN; next group;', 'UPDATE cursor; COMMIT;']) await sink.exec(s);
+    const drained = expect(sink.drain()).rejects.toThrow(/applying a change failed/);
+    await f.step();
+    await drained;
+    expect(f.sent).toEqual(['BEGIN; bad;']);
+    await expect(sink.exec('more;')).rejects.toThrow(/applying a change failed/);
+    expect(f.sent).toEqual(['BEGIN; bad;']);
+  });
+});
