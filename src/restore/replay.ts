@@ -162,7 +162,11 @@ export async function replay(r: ReplayRun): Promise<number> {
   // 2. Sequences, then the cursor goes.
   const seqSql = sequencesSql(applier.sequences);
   if (!r.dryRun) await r.sink.exec(seqSql);
-  if (r.client) await r.sink.exec(`DROP SCHEMA ${CURSOR_SCHEMA} CASCADE;\n`);
+  // The groups committed with synchronous_commit off (prepare.ts): this last commit waits for the
+  // WAL to be flushed, which covers every earlier commit, so a restore that reports success is
+  // durable (a crash of the target right after it would otherwise lose its last groups and leave
+  // the cursor behind, a restore to run again that nobody knows about).
+  if (r.client) await r.sink.exec(`SET synchronous_commit = on; DROP SCHEMA ${CURSOR_SCHEMA} CASCADE;\n`);
   await r.sink.drain();
   return replayStarted;
 }
