@@ -153,7 +153,15 @@ export async function replay(r: ReplayRun): Promise<number> {
     at: r.stream.position.time,
   }));
   const replayStarted = Date.now();
-  const end = await applyAll(r);
+  let end: Awaited<ReturnType<typeof applyAll>>;
+  try {
+    end = await applyAll(r);
+  } catch (err) {
+    // SIGTERM while the stream waits on S3 ends the download with the shutdown error, which the
+    // CLI maps to exit 0: still an interrupted restore (exit 1, whole groups kept, resumable).
+    if (r.signal.aborted) await interrupted(r);
+    throw err;
+  }
   if (r.signal.aborted) await interrupted(r);
   const target = plan.target;
   if (target.kind === 'xid' && !(end?.stoppedBy === 'target' && applier.stats.last !== undefined && xidMatches(applier.stats.last.xid, target.xid))) {

@@ -12,7 +12,7 @@ import { loadBase, openTarget, startLiveSession } from './prepare.js';
 import { Progress, type ProgressTerminal } from './progress.js';
 import { newApplier, openReplayStream, replay, replayFraction } from './replay.js';
 import { restoreReport, type RestoreReport } from './report.js';
-import { openOutput } from './sink.js';
+import { abandonLive, openOutput } from './sink.js';
 import type { ArchiveAccess } from './stream.js';
 import { parseTarget } from './target.js';
 
@@ -71,7 +71,7 @@ export async function runRestore(ctx: CommandContext, opts: RestoreOptions, disp
     if (client) await startLiveSession(client, catalog!);
     replayStarted = await replay({ plan, stream, applier, sink: out.sink, client, dryRun: opts.dryRun, progress, fraction, signal, groupDelayMs, log });
   } catch (err) {
-    if (client) await client.query('ROLLBACK').catch(() => {});
+    if (client) await abandonLive(out.sink, client);
     throw err;
   } finally {
     progress.end();

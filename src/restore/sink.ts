@@ -105,6 +105,22 @@ class PgSink implements SqlSink {
     while (!this.error && this.busy) await this.progress();
     if (this.error) throw pgError('restore: applying a change failed', this.error);
   }
+  async abort(): Promise<void> {
+    this.error ??= new Error('restore stopped');
+    this.queue.length = 0;
+    this.chars = 0;
+    while (this.busy) await this.progress();
+  }
+}
+
+/**
+ * Ends a live restore that failed: nothing more of the queue is sent, then the open group is rolled
+ * back. A ROLLBACK sent while ops were still queued here would run before them, and the rest of the
+ * group (its cursor update too) would then commit on its own: a resume that skips or repeats changes.
+ */
+export async function abandonLive(sink: SqlSink, client: pg.Client): Promise<void> {
+  await sink.abort?.();
+  await client.query('ROLLBACK').catch(() => {});
 }
 
 /** The --sql file: the same statements, COPY data inline as psql reads it. */

@@ -9,6 +9,12 @@ export interface SqlSink {
   copy(sql: string, data: string): Promise<void>;
   /** Waits until everything queued has been executed. */
   drain(): Promise<void>;
+  /**
+   * After a failure anywhere in the restore: sends nothing more of what is queued and waits for
+   * the statement already sent, so that a ROLLBACK issued next ends the open group (a sink that
+   * queues nothing of its own needs none).
+   */
+  abort?(): Promise<void>;
 }
 
 /** A run of statement text is cut into its own op once it holds this many characters. */

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type pg from 'pg';
-import { openOutput } from '../../../src/restore/sink.js';
+import { abandonLive, openOutput } from '../../../src/restore/sink.js';
 
 // The live sink queues statements ahead of the server (node builds the next window while
 // PostgreSQL executes this one); after a failure nothing queued may run: a COMMIT of the failed
@@ -47,5 +47,20 @@ describe('live sink', () => {
     expect(f.sent).toEqual(['BEGIN; bad;']);
     await expect(sink.exec('more;')).rejects.toThrow(/applying a change failed/);
     expect(f.sent).toEqual(['BEGIN; bad;']);
+  });
+
+  it('a restore failing elsewhere: the queued rest of the group is never sent, the ROLLBACK comes after the statement on the wire', async () => {
+    const f = fakeClient('never');
+    const { sink } = await open(f.client);
+    for (const s of ['BEGIN; row 1;', 'row 2; cursor; COMMIT;']) await sink.exec(s);
+    expect(f.sent).toEqual(['BEGIN; row 1;']);
+    // The applier throws (a corrupt segment, a refused DDL) while 'row 2; cursor; COMMIT;' waits here.
+    const abandoned = abandonLive(sink, f.client);
+    await new Promise((r) => setImmediate(r));
+    expect(f.sent).toEqual(['BEGIN; row 1;']);
+    await f.step();
+    await f.step();
+    await abandoned;
+    expect(f.sent).toEqual(['BEGIN; row 1;', 'ROLLBACK']);
   });
 });
