@@ -15,7 +15,7 @@ import { SESSION_SETTINGS } from './ddl-replay.js';
  * any rule (both act despite session_replication_role = replica); columns of a domain or
  * composite type or arrays of them (a domain's CHECK); and every partition of a flagged
  * partitioned table (inserting into a partition checks its ancestors' keys). Restore writes their
- * rows as the owner (Applier.ownerRunner), never as its superuser.
+ * rows as the owner (CatalogView.ownerRunner), never as its superuser.
  */
 const USER_CODE_TABLES_SQL = `
   WITH RECURSIVE untrusted_fn AS (
@@ -98,7 +98,7 @@ export class TargetCatalog {
 
   /**
    * Tables whose changes may be coalesced inside a target transaction: all but those with a unique
-   * index other than the replica identity, or an exclusion constraint (see Applier.netRow).
+   * index other than the replica identity, or an exclusion constraint (see RowWriter.netRow).
    */
   reorderable(schema: string, table: string): boolean {
     return !this.noReorder.has(`${schema}.${table}`);
