@@ -71,14 +71,31 @@ export function kafkaLaneConsumer(
     pause: (partition) => consumer.pause([{ topic, partitions: [partition] }]),
     resume: (partition) => consumer.resume([{ topic, partitions: [partition] }]),
     position: async (partition) => {
-      connected ??= admin.connect();
-      await connected;
-      const [committedList, offsets] = await Promise.all([admin.fetchOffsets({ groupId, topics: [topic] }), admin.fetchTopicOffsets(topic)]);
-      const committed = BigInt(committedList[0]?.partitions.find((x) => x.partition === partition)?.offset ?? '-1');
-      const po = offsets.find((x) => x.partition === partition);
-      return { committed, low: po?.low, high: po?.high };
+      try {
+        connected ??= admin.connect();
+        await connected;
+        const [committedList, offsets] = await Promise.all([admin.fetchOffsets({ groupId, topics: [topic] }), admin.fetchTopicOffsets(topic)]);
+        const committed = BigInt(committedList[0]?.partitions.find((x) => x.partition === partition)?.offset ?? '-1');
+        const po = offsets.find((x) => x.partition === partition);
+        return { committed, low: po?.low, high: po?.high };
+      } catch (err) {
+        connected = undefined;
+        throw restartableError(err);
+      }
     },
   };
+}
+
+/**
+ * A lane-start read that failed while a broker restarts: the admin client's own retries can run out
+ * first (no group coordinator yet), and kafkajs takes its KafkaJSNonRetriableError, thrown from
+ * eachBatch, for a reason to stop the consumer for good, and `cdp run` with it. Marked retriable,
+ * with no cause kafkajs would follow, it makes kafkajs restart the consumer, which rejoins the
+ * group; no offset was committed or resolved for the batch, so it is fetched again.
+ */
+export function restartableError(err: unknown): Error {
+  const e = new Error(`reading the archive group's committed offsets failed (kafkajs restarts the consumer): ${toError(err).message}`);
+  return Object.assign(e, { retriable: true });
 }
 
 /**
