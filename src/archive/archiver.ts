@@ -6,6 +6,7 @@ import { CdpError, ErrorCodes, toError } from '../errors.js';
 import { createKafka } from '../kafka/client.js';
 import type { Logger } from '../util/log.js';
 import { gauge, registerHealth } from '../util/metrics.js';
+import { withRetry } from '../util/retry.js';
 import { createStore, type Store } from '../s3/client.js';
 import { advancePartitionState, readArchiveManifest, readPartitionState, restorablePoint } from './catalog.js';
 import { archiveGroupId, currentGeneration, recordGap, type CurrentGeneration } from './chain.js';
@@ -123,13 +124,27 @@ export function attachConsumerGroup(
 }
 
 /** The number of partitions of `topic` (KAFKA when its metadata cannot be read, SOURCE_NOT_READY when it has none). */
-async function topicPartitionCount(kafka: Kafka, topic: string): Promise<number> {
+async function topicPartitionCount(kafka: Kafka, topic: string, log: Logger, signal?: AbortSignal): Promise<number> {
   const admin = kafka.admin();
   let partitionCount: number;
   try {
-    await admin.connect();
-    const meta = await admin.fetchTopicMetadata({ topics: [topic] });
-    partitionCount = meta.topics[0]?.partitions.length ?? 0;
+    // The CLI's start-up check has already reached the brokers (a wrong address fails there, in
+    // seconds); a broker that goes away now is restarting: wait for it (up to 3 minutes) rather
+    // than stop `cdp run`. Other errors (no such topic) stop at once.
+    partitionCount = await withRetry(
+      async () => {
+        await admin.connect();
+        const meta = await admin.fetchTopicMetadata({ topics: [topic] });
+        return meta.topics[0]?.partitions.length ?? 0;
+      },
+      {
+        what: `reading the metadata of topic ${topic}`,
+        log,
+        signal,
+        maxElapsedMs: 180_000,
+        retryable: (e) => /ECONNREFUSED|ECONNRESET|ETIMEDOUT|Connection error|closed/i.test(e.message),
+      },
+    );
   } catch (err) {
     throw new CdpError(
       ErrorCodes.KAFKA,
@@ -308,7 +323,7 @@ export async function startArchiver(ctx: CommandContext, opts: ArchiverOptions =
   const { store, storeAbort } = flushableStore(cfg, log);
 
   const kafka = createKafka(cfg, log, opts.clientSuffix ?? 'archive');
-  const partitionCount = await topicPartitionCount(kafka, topic);
+  const partitionCount = await topicPartitionCount(kafka, topic, log, ctx.signal);
 
   // The stream generation (chain.ts): segments are stamped with it, and the group id carries the
   // topic epoch, so that a recreated topic is read from its own offset 0, never from the committed
