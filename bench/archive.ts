@@ -30,6 +30,7 @@ import { segmentKey } from '../src/archive/layout.js';
 import { loadConfig } from '../src/config/config.js';
 import { emptyEvent, encodeChange, kafkaKey, SCHEMA_HEADER, type ChangeEvent } from '../src/format/change-event.js';
 import '../src/kafka/codecs.js';
+import { plainLibpqUrl } from './lib/env.js';
 
 const ROWS = Number(process.env.BENCH_ROWS ?? 200_000);
 const RATE = Number(process.env.BENCH_RATE ?? 5_000);
@@ -148,7 +149,7 @@ async function pgoutputBytes(rows: string[][]): Promise<{ bytes: number; zstdByt
     await new Promise<void>((resolve, reject) => {
       const p = spawn(
         'pg_recvlogical',
-        ['-d', u.toString(), '--slot', db, '--start', '-o', 'proto_version=1', '-o', `publication_names=p`, '-E', end, '-f', file, '--no-loop'],
+        ['-d', plainLibpqUrl(u.toString()), '--slot', db, '--start', '-o', 'proto_version=1', '-o', `publication_names=p`, '-E', end, '-f', file, '--no-loop'],
         { stdio: 'inherit' },
       );
       p.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`pg_recvlogical exited ${code}`))));

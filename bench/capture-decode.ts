@@ -18,6 +18,7 @@ import pg from 'pg';
 import { pino } from 'pino';
 import { pluginOptions, ReplicationStream } from '../src/pg/replication-stream.js';
 import { formatLsn, parseLsn } from '../src/util/lsn.js';
+import { plainLibpqUrl } from './lib/env.js';
 
 const { values: args } = parseArgs({
   options: {
@@ -67,7 +68,7 @@ async function drainRecvlogical(slot: string, endpos: number): Promise<Result> {
   const bin = findRecvlogical();
   const argv = [
     '-d',
-    dbUrl(DB),
+    plainLibpqUrl(dbUrl(DB)),
     '--slot',
     slot,
     '--start',

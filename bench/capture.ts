@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Kafka, logLevel } from 'kafkajs';
 import { buildDebezium, runDebezium, type DebeziumResult } from './lib/debezium.js';
-import { dbUrl, loadStackEnv, lsnNum, sleep, sql, REPO } from './lib/env.js';
+import { dbUrl, loadStackEnv, plainLibpqUrl, lsnNum, sleep, sql, REPO } from './lib/env.js';
 import { bulk, type Workload } from './lib/workloads.js';
 import '../src/kafka/codecs.js';
 
@@ -103,7 +103,22 @@ function recvlogical(url: string, slot: string, publication: string, end: string
   const t0 = process.hrtime.bigint();
   const r = spawnSync(
     'pg_recvlogical',
-    ['-d', url, '--slot', slot, '--start', '--endpos', end, '--no-loop', '-o', 'proto_version=1', '-o', `publication_names=${publication}`, '-f', out],
+    [
+      '-d',
+      plainLibpqUrl(url),
+      '--slot',
+      slot,
+      '--start',
+      '--endpos',
+      end,
+      '--no-loop',
+      '-o',
+      'proto_version=1',
+      '-o',
+      `publication_names=${publication}`,
+      '-f',
+      out,
+    ],
     { encoding: 'utf8' },
   );
   const seconds = Number(process.hrtime.bigint() - t0) / 1e9;

@@ -284,8 +284,9 @@ export async function restoreBench(o: { workload: 'bulk' | 'oltp'; rows: number 
     if (!skipNative) {
       await q(
         NATIVE,
-        `CREATE SUBSCRIPTION ${SLOT} CONNECTION 'host=${baseUrl.hostname} port=${baseUrl.port || 5432} user=${decodeURIComponent(baseUrl.username) || 'postgres'} dbname=${SRC}' PUBLICATION ${SLOT} WITH (create_slot = false, slot_name = '${SLOT}', copy_data = false)`,
+        `CREATE SUBSCRIPTION ${SLOT} CONNECTION 'host=${baseUrl.hostname} port=${baseUrl.port || 5432} user=${decodeURIComponent(baseUrl.username) || 'postgres'} dbname=${SRC} sslmode=disable' PUBLICATION ${SLOT} WITH (create_slot = false, slot_name = '${SLOT}', copy_data = false)`,
       );
+      // sslmode=disable: plain like ours (bench/lib/env.ts plainLibpqUrl).
       // The clock starts when the apply worker runs, as ours counts the replay only (replaySeconds):
       // the launcher starts a subscription's worker at once or up to wal_retrieve_retry_interval
       // (5 s) later when it launched another recently, which in back-to-back runs dwarfed a small

@@ -43,6 +43,9 @@ public final class DebeziumDrain {
     p.setProperty("database.dbname", args[2]);
     p.setProperty("database.user", args[3]);
     p.setProperty("database.password", System.getenv().getOrDefault("PGPASSWORD", ""));
+    // Plain, as cdp connects: the local stack's PostgreSQL has ssl=on and the connector's default
+    // (prefer) would encrypt the stream (see bench/lib/env.ts plainLibpqUrl).
+    p.setProperty("database.sslmode", "disable");
     p.setProperty("topic.prefix", "bench");
     p.setProperty("plugin.name", "pgoutput");
     p.setProperty("slot.name", args[4]);
