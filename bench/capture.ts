@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Kafka, logLevel } from 'kafkajs';
 import { buildDebezium, runDebezium, type DebeziumResult } from './lib/debezium.js';
-import { dbUrl, loadStackEnv, plainLibpqUrl, lsnNum, sleep, sql, REPO } from './lib/env.js';
+import { cdpNodeArgs, dbUrl, loadStackEnv, plainLibpqUrl, lsnNum, sleep, sql, REPO } from './lib/env.js';
 import { bulk, type Workload } from './lib/workloads.js';
 import '../src/kafka/codecs.js';
 
@@ -151,7 +151,7 @@ async function capture(env: NodeJS.ProcessEnv, url: string, slot: string, end: s
   if (process.env.BENCH_BATCH_RECORDS) cap.batchMaxRecords = Number(process.env.BENCH_BATCH_RECORDS);
   if (process.env.BENCH_BATCH_BYTES) cap.batchMaxBytes = Number(process.env.BENCH_BATCH_BYTES);
   writeFileSync(cfgFile, JSON.stringify({ capture: cap }));
-  const child = spawn(process.execPath, [...nodeFlags, `${REPO}bin/cdp.mjs`, '--config', cfgFile, 'capture'], { env, stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn(process.execPath, [...cdpNodeArgs(nodeFlags), '--config', cfgFile, 'capture'], { env, stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   // Streaming starts when capture logs it; time before that is process start (tsx, connections).
   let streamingAt = 0n;

@@ -35,6 +35,7 @@ import { loadConfig } from '../src/config/config.js';
 import { emptyEvent, kafkaKey, type ChangeEvent, type RelationInfo } from '../src/format/change-event.js';
 import { createStore, putOnce } from '../src/s3/client.js';
 import { formatLsn, parseLsn } from '../src/util/lsn.js';
+import { cdpNodeArgs } from './lib/env.js';
 
 const REPO = new URL('../', import.meta.url).pathname;
 const arg = (name: string) => {
@@ -351,9 +352,10 @@ export async function restoreBench(o: { workload: 'bulk' | 'oltp'; rows: number 
 
 function cdpRestore(extra: string[]): Promise<string> {
   return new Promise<string>((resolve, reject) => {
-    // BENCH_RESTORE_NODE_FLAGS: e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof" for the restore child.
-    const flags = process.env.BENCH_RESTORE_NODE_FLAGS ? process.env.BENCH_RESTORE_NODE_FLAGS.split(' ') : [];
-    const p = spawn(process.execPath, [...flags, `${REPO}bin/cdp.mjs`, 'restore', '--into', urlOf(OURS), '--latest', ...extra], {
+    // As operators run it: with the shebang's node flags (bench/lib/env.ts cdpNodeArgs).
+    // BENCH_RESTORE_NODE_FLAGS: more node flags, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof".
+    const extraFlags = process.env.BENCH_RESTORE_NODE_FLAGS?.split(' ').filter(Boolean) ?? [];
+    const p = spawn(process.execPath, [...cdpNodeArgs(extraFlags), 'restore', '--into', urlOf(OURS), '--latest', ...extra], {
       env: { ...process.env, CDP_SOURCE_URL: urlOf(SRC), CDP_S3_PREFIX: PREFIX, CDP_LOG_LEVEL: 'warn', CDP_LOG_FORMAT: 'json' },
       stdio: ['ignore', 'pipe', 'inherit'],
     });

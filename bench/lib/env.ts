@@ -1,6 +1,7 @@
 // Small helpers shared by the benchmark scripts: the local stack's environment, one-shot SQL,
 // LSN arithmetic.
 import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import pg from 'pg';
 
 export const REPO = new URL('../../', import.meta.url).pathname;
@@ -34,6 +35,17 @@ export function plainLibpqUrl(url: string): string {
   const u = new URL(url);
   u.searchParams.set('sslmode', 'disable');
   return u.toString();
+}
+
+/**
+ * node's arguments to run bin/cdp.mjs as operators do: the flags of its shebang (the young
+ * generation's size, see bin/cdp.mjs), then `extraFlags` (e.g. --cpu-prof, which NODE_OPTIONS does
+ * not allow), then the bin. Spawn process.execPath with these followed by the command's arguments.
+ */
+export function cdpNodeArgs(extraFlags: readonly string[] = []): string[] {
+  const bin = `${REPO}bin/cdp.mjs`;
+  const shebang = readFileSync(bin, 'utf8').split('\n')[0]!;
+  return [...shebang.split(' ').filter((w) => w.startsWith('--')), ...extraFlags, bin];
 }
 
 export async function sql<T = Record<string, unknown>>(url: string, text: string, values?: unknown[]): Promise<T[]> {

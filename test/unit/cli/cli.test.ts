@@ -26,6 +26,22 @@ describe('cdp command line', () => {
     }
   });
 
+  it('runs as an executable with the node flags of its shebang', () => {
+    // The young-generation flag (bin/cdp.mjs) only applies when the file itself is executed:
+    // `env -S` must split the shebang and node must accept the flag, or nothing starts.
+    const dir = mkdtempSync(join(tmpdir(), 'cdp-cli-'));
+    const probe = join(dir, 'probe.mjs');
+    writeFileSync(probe, "process.on('exit', () => process.stderr.write('execArgv=' + JSON.stringify(process.execArgv) + '\\n'));\n");
+    const r = spawnSync(bin, ['--version'], {
+      encoding: 'utf8',
+      env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', NODE_OPTIONS: `--import=${probe}` },
+      timeout: 60_000,
+    });
+    expect(r.status).toBe(0);
+    expect(r.stdout.trim()).toMatch(/^\d+\.\d+\.\d+$/);
+    expect(r.stderr).toContain('execArgv=["--max-semi-space-size=64"]');
+  });
+
   it('an unknown flag: one clear line, exit 2', () => {
     const r = cdp(['status', '--bogus']);
     expect(r.status).toBe(2);
