@@ -25,14 +25,37 @@ export interface NetRow {
   key: (string | null)[];
   /** replace / update: the row (an update's: only `assigned` columns are meaningful). */
   row: (string | null)[] | null;
-  assigned: Set<number> | null;
+  /** update: the assigned columns, ascending, no repeats. Shared between rows: never changed in place. */
+  assigned: readonly number[] | null;
+}
+
+/** The union of two ascending column lists (a new array unless one holds the other). */
+function unionCols(a: readonly number[], b: readonly number[]): readonly number[] {
+  if (a === b) return a;
+  const out: number[] = [];
+  let i = 0;
+  let j = 0;
+  while (i < a.length || j < b.length) {
+    const x = i < a.length ? a[i]! : Infinity;
+    const y = j < b.length ? b[j]! : Infinity;
+    out.push(x <= y ? x : y);
+    if (x <= y) i++;
+    if (y <= x) j++;
+  }
+  return out.length === a.length ? a : out.length === b.length ? b : out;
+}
+
+/** Ascending with no repeats, as updateColumns builds it (checked: a few comparisons per change). */
+function checkedAscending(cols: readonly number[]): readonly number[] {
+  for (let i = 1; i < cols.length; i++) if (!(cols[i - 1]! < cols[i]!)) return [...new Set(cols)].sort((x, y) => x - y);
+  return cols;
 }
 
 export interface Drained {
   ref: TableRef;
   deletes: Array<(string | null)[]>;
   /** One group per set of assigned columns, ascending column numbers. */
-  updates: Array<{ setCols: number[]; rows: Array<{ key: (string | null)[]; values: (string | null)[] }> }>;
+  updates: Array<{ setCols: readonly number[]; rows: Array<{ key: (string | null)[]; values: (string | null)[] }> }>;
   inserts: Array<(string | null)[]>;
 }
 
@@ -109,17 +132,18 @@ export class Coalescer {
       else if (!Array.isArray(cur) && cur.kind === 'delete') this.replace(t, ks, cur, { kind: 'replace', key: cur.key, row: ev.new!, assigned: null });
       else return false;
     } else if (ev.op === 'UPDATE') {
-      const cols = updateColumns(ev);
+      const cols = checkedAscending(updateColumns(ev));
       const nw = ev.new!;
-      if (cur === undefined) this.put(t, ks, { kind: 'update', key: keyValues(ev), row: nw.slice(), assigned: new Set(cols) });
+      // A buffered row is its event's array, which nothing reads after add: later changes of the
+      // key update it in place.
+      if (cur === undefined) this.put(t, ks, { kind: 'update', key: keyValues(ev), row: nw, assigned: cols });
       else if (Array.isArray(cur)) {
-        // An insert's row is its event's array, which nothing reads after this: updated in place.
         for (const i of cols) cur[i] = nw[i] ?? null;
       } else if (cur.kind === 'delete') return false;
       else {
         const row = cur.row!;
         for (const i of cols) row[i] = nw[i] ?? null;
-        if (cur.assigned) for (const i of cols) cur.assigned.add(i);
+        if (cur.assigned) cur.assigned = unionCols(cur.assigned, cols);
       }
     } else {
       if (cur === undefined) this.put(t, ks, { kind: 'delete', key: keyValues(ev), row: null, assigned: null });
@@ -159,7 +183,9 @@ export class Coalescer {
     if (!t) return undefined;
     this.tables.delete(name);
     const out: Drained = { ref: t.ref, deletes: [], updates: [], inserts: [] };
-    const bySig = new Map<string, Drained['updates'][number]>();
+    // Updates grouped by their assigned columns: by array first (rows of one relation share it),
+    // then arrays with the same columns are joined into one group.
+    const byCols = new Map<readonly number[], Drained['updates'][number]>();
     for (const n of t.rows.values()) {
       if (Array.isArray(n)) {
         out.inserts.push(n);
@@ -168,13 +194,19 @@ export class Coalescer {
       if (n.kind === 'delete' || n.kind === 'replace') out.deletes.push(n.key);
       if (n.kind === 'replace') out.inserts.push(n.row!);
       if (n.kind === 'update') {
-        const setCols = [...n.assigned!].sort((a, b) => a - b);
+        const setCols = n.assigned!;
         if (setCols.length === 0) continue;
-        const sig = setCols.join(',');
-        let u = bySig.get(sig);
-        if (!u) bySig.set(sig, (u = { setCols, rows: [] }));
+        let u = byCols.get(setCols);
+        if (!u) byCols.set(setCols, (u = { setCols, rows: [] }));
         u.rows.push({ key: n.key!, values: n.row! });
       }
+    }
+    const bySig = new Map<string, Drained['updates'][number]>();
+    for (const u of byCols.values()) {
+      const sig = u.setCols.join(',');
+      const same = bySig.get(sig);
+      if (same) for (const r of u.rows) same.rows.push(r);
+      else bySig.set(sig, u);
     }
     out.updates = [...bySig.values()];
     this.bytes -= t.bytes;

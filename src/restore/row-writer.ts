@@ -104,7 +104,9 @@ export class RowWriter {
    * One INSERT, UPDATE or DELETE of a table the target has. `netKey`: its name in the coalescing
    * buffer; `reorderable`: it may be coalesced ("reorderable" = no unique index but the replica
    * identity and no exclusion constraint, as the caller last read the target's catalog, no DDL
-   * since, no user code on its writes).
+   * since, no user code on its writes). Takes ev's row arrays: a coalesced row is the event's own
+   * `new` array, which later changes of its key update in place, so nothing may read ev's values
+   * after this call.
    */
   write(ev: ChangeEvent, netKey: string, reorderable: boolean): void {
     const r = ev.relation!;

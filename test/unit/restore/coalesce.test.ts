@@ -36,6 +36,31 @@ describe('Coalescer (net effect per key)', () => {
     expect(fold(upd('2', 'a', 'b'), del('2')).out).toMatchObject({ deletes: [['2']], updates: [], inserts: [] });
   });
 
+  it('groups updates by their assigned columns, whichever array they came in (one UPDATE per set)', () => {
+    // unchanged [2] makes updateColumns build a new array for every change: equal sets, distinct arrays.
+    const { out } = fold(upd('1', 'a', null, [2]), upd('2', 'b', 'x'), upd('3', 'c', null, [2]), upd('2', 'y', null, [2]));
+    expect(out!.updates).toEqual([
+      {
+        setCols: [1],
+        rows: [
+          { key: ['1'], values: ['1', 'a', null] },
+          { key: ['3'], values: ['3', 'c', null] },
+        ],
+      },
+      { setCols: [1, 2], rows: [{ key: ['2'], values: ['2', 'y', 'x'] }] },
+    ]);
+    // The folded row's columns grew without changing the array other rows share.
+    expect(fold(upd('1', 'a', 'b'), upd('2', 'c', 'd')).out!.updates).toEqual([
+      {
+        setCols: [1, 2],
+        rows: [
+          { key: ['1'], values: ['1', 'a', 'b'] },
+          { key: ['2'], values: ['2', 'c', 'd'] },
+        ],
+      },
+    ]);
+  });
+
   it('refuses a key change, an update or delete after a delete, an insert over a live row', () => {
     const keyChange = ev({ op: 'UPDATE', oldKind: 'K', old: ['1', null, null], new: ['2', 'a', 'b'] });
     expect(fold(keyChange).refused).toEqual([0]);
