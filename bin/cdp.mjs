@@ -7,7 +7,7 @@
 // promoted and collected by full mark-compacts: garbage collection was a third of restore's CPU
 // (docs/restore-profile.md). V8 reads the flag only at start-up (v8.setFlagsFromString does not
 // resize new space), hence the shebang. `node bin/cdp.mjs` runs without it: correct, only slower;
-// the Dockerfile's entrypoint runs this file directly so that the flag applies there too.
+// the Dockerfile's entrypoint passes the same flags to node (test/unit/deploy.test.ts).
 import { register } from 'tsx/esm/api';
 
 // The AWS SDK warns on every start that its releases after January 2027 need Node 22. The lock file

@@ -14,6 +14,13 @@ describe('deployment files', () => {
     const argv = JSON.parse(entry) as string[];
     expect(argv.slice(0, 3)).toEqual(['/usr/bin/tini', '--', 'node']);
     expect(argv.join(' ')).not.toMatch(/npx|npm/);
+    // node's flags in the image are those of the bin's shebang (the young generation's size).
+    const shebangFlags = read('bin/cdp.mjs')
+      .split('\n')[0]!
+      .split(' ')
+      .filter((w) => w.startsWith('--'));
+    expect(shebangFlags.length).toBeGreaterThan(0);
+    expect(argv.slice(3)).toEqual([...shebangFlags, '/app/bin/cdp.mjs']);
     expect(dockerfile).toMatch(/apt-get install[^\n]*\btini\b/);
   });
 
