@@ -45,12 +45,6 @@ function unionCols(a: readonly number[], b: readonly number[]): readonly number[
   return out.length === a.length ? a : out.length === b.length ? b : out;
 }
 
-/** Ascending with no repeats, as updateColumns builds it (checked: a few comparisons per change). */
-function checkedAscending(cols: readonly number[]): readonly number[] {
-  for (let i = 1; i < cols.length; i++) if (!(cols[i - 1]! < cols[i]!)) return [...new Set(cols)].sort((x, y) => x - y);
-  return cols;
-}
-
 export interface Drained {
   ref: TableRef;
   deletes: Array<(string | null)[]>;
@@ -132,7 +126,7 @@ export class Coalescer {
       else if (!Array.isArray(cur) && cur.kind === 'delete') this.replace(t, ks, cur, { kind: 'replace', key: cur.key, row: ev.new!, assigned: null });
       else return false;
     } else if (ev.op === 'UPDATE') {
-      const cols = checkedAscending(updateColumns(ev));
+      const cols = updateColumns(ev);
       const nw = ev.new!;
       // A buffered row is its event's array, which nothing reads after add: later changes of the
       // key update it in place.

@@ -97,7 +97,8 @@ const plainUpdateColumns = new WeakMap<RelationInfo, [number[], number[]]>();
 
 /**
  * Columns an UPDATE sets: all but unchanged TOAST values; key columns only when the key changed.
- * The result may be shared between calls: callers must not modify it.
+ * Ascending, no repeats (the coalescer merges these lists as sorted). The result may be shared
+ * between calls: callers must not modify it.
  */
 export function updateColumns(ev: { relation: RelationInfo | null; oldKind: string | null; unchanged: number[] }): readonly number[] {
   const r = ev.relation!;
