@@ -77,6 +77,11 @@ export class ChangeMapper {
     return info;
   }
 
+  /** The xid of the open transaction (its Begin's), for lookups made while decoding it. */
+  get currentXid(): number | undefined {
+    return this.open ? this.xid : undefined;
+  }
+
   get inTransaction(): boolean {
     return this.open;
   }

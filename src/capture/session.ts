@@ -251,7 +251,7 @@ export class CaptureSession {
           break;
         }
         case 'relation':
-          mapper.relation(m, await types.relation(m));
+          mapper.relation(m, await types.relation(m, mapper.currentXid));
           continue;
         case 'type':
           types.noteType(m);
@@ -304,11 +304,20 @@ export class CaptureSession {
       );
     };
     // Type names at each change's point (type-names.ts): refreshed after every DDL event.
-    const types = new TypeNames(this.catalog!, (w) =>
-      this.log.warn(
-        w,
-        'a column type was renamed again by a transaction not decoded yet: the name recorded for the changes after this DDL may be newer than they are (restore may stop on it)',
-      ),
+    const types = new TypeNames(
+      this.catalog!,
+      (w) =>
+        this.log.warn(
+          w,
+          'a column type was renamed again by a transaction not decoded yet: the name recorded for the changes after this DDL may be newer than they are (restore may stop on it)',
+        ),
+      {
+        invisible: (w) =>
+          this.log.warn(
+            w,
+            'a decoded transaction is still not visible to other sessions (is this capture named in synchronous_standby_names?): column type names were read without it and may predate it (restore may stop on them)',
+          ),
+      },
     );
     return { mapper, types };
   }

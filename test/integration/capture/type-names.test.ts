@@ -113,4 +113,52 @@ describe('capture type names follow renames', () => {
     expect(changed[0]![1][1]).toBe('public.extent');
     expect(warnings).toEqual([{ relation: 'public.u', column: 's', before: '"public"."dimension"', after: 'public.extent', xid: first }]);
   });
+
+  it('a DDL event decoded before its transaction is visible (commit record flushed, not yet out of the running set): the names wait for it', async () => {
+    await withClient(url, (c) => c.query(`CREATE TYPE tone AS ENUM ('low'); CREATE TABLE v (id int PRIMARY KEY, t tone, ts tone[])`));
+    const types = new TypeNames(catalog);
+    const rel = await relationOf('v');
+    expect(await types.relation(rel)).toEqual(['integer', 'public.tone', 'public.tone[]']);
+    // The rename's transaction is still open while its DDL event is "decoded": the state capture
+    // sees between PostgreSQL flushing a commit record and making the transaction visible.
+    const src = new pg.Client({ connectionString: url });
+    await src.connect();
+    try {
+      await src.query('BEGIN');
+      const xid = Number(BigInt((await src.query<{ x: string }>('SELECT txid_current()::text AS x')).rows[0]!.x) & 0xffffffffn);
+      await src.query('ALTER TYPE tone RENAME TO pitch');
+      const pending = types.afterDdl(xid);
+      let settled = false;
+      void pending.then(() => (settled = true));
+      await new Promise((r) => setTimeout(r, 300));
+      expect(settled, 'afterDdl returned while the DDL transaction was not visible').toBe(false);
+      await src.query('COMMIT');
+      const changed = await pending;
+      expect(changed.map(([r, n]) => [r.name, n])).toEqual([['v', ['integer', 'public.pitch', 'public.pitch[]']]]);
+    } finally {
+      await src.end();
+    }
+  });
+
+  it('a transaction that never becomes visible: the lookup gives up after visibleWaitMs, reports it, and keeps the names it read', async () => {
+    await withClient(url, (c) => c.query(`CREATE TYPE hue AS ENUM ('red'); CREATE TABLE w (id int PRIMARY KEY, h hue)`));
+    const invisible: Array<{ xid: number; waitedMs: number }> = [];
+    const types = new TypeNames(catalog, () => {}, { visibleWaitMs: 200, invisible: (w) => invisible.push(w) });
+    const rel = await relationOf('w');
+    await types.relation(rel);
+    const src = new pg.Client({ connectionString: url });
+    await src.connect();
+    try {
+      await src.query('BEGIN');
+      const xid = Number(BigInt((await src.query<{ x: string }>('SELECT txid_current()::text AS x')).rows[0]!.x) & 0xffffffffn);
+      await src.query('ALTER TYPE hue RENAME TO shade');
+      expect(await types.afterDdl(xid)).toEqual([]);
+      expect(invisible).toHaveLength(1);
+      expect(invisible[0]!.xid).toBe(xid);
+      expect(invisible[0]!.waitedMs).toBeGreaterThanOrEqual(200);
+    } finally {
+      await src.query('ROLLBACK').catch(() => {});
+      await src.end();
+    }
+  });
 });
