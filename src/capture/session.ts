@@ -33,6 +33,7 @@ import { openSender, type CaptureSender } from './sender.js';
 import { readMessageKey, readSlot } from './session-start.js';
 import { connectCatalog } from './source.js';
 import { readTopic } from './topic-check.js';
+import { isSyncStandby } from './catalog-read.js';
 import { TypeNames } from './type-names.js';
 
 /** Replication stream events buffered before its socket pauses (each holds one row). */
@@ -312,10 +313,14 @@ export class CaptureSession {
           'a column type was renamed again by a transaction not decoded yet: the name recorded for the changes after this DDL may be newer than they are (restore may stop on it)',
         ),
       {
+        signal: this.ctx.signal,
+        syncStandby: () => isSyncStandby(this.catalog!, this.cfg.source.slot),
         invisible: (w) =>
           this.log.warn(
             w,
-            'a decoded transaction is still not visible to other sessions (is this capture named in synchronous_standby_names?): column type names were read without it and may predate it (restore may stop on them)',
+            w.gaveUp
+              ? 'this capture is a synchronous standby (synchronous_standby_names) that a decoded transaction waits for: column type names were read without that transaction and may predate it (restore may stop on them); take capture out of synchronous_standby_names'
+              : 'waiting for a decoded transaction to become visible to other sessions before reading column type names (it waits for waitEvent: a synchronous standby?)',
           ),
       },
     );

@@ -1,9 +1,8 @@
 import pg from 'pg';
-import { pgError } from '../errors.js';
 import { counter } from '../util/metrics.js';
 import type { Relation, RelationColumn, Type } from '../pg/pgoutput.js';
 import { quoteIdent } from '../pg/quote.js';
-import { sleep } from '../util/retry.js';
+import { readTypes, type ReadTypesOptions } from './catalog-read.js';
 
 // Column type names for RelationInfo.types: format_type(type oid, typmod), so that restore can
 // cast text values back ('12.50'::numeric(10,2), '{1,2}'::public.mood[]). pgoutput sends only
@@ -18,9 +17,10 @@ import { sleep } from '../util/retry.js';
 //   on the table itself: checked on PostgreSQL 15), so the mapper would keep the old name for every
 //   later change, and restore fails with `type "public.mood" does not exist`. The cached names of
 //   user-defined types are therefore dropped at every DDL event in the stream (afterDdl), and every
-//   relation seen so far with such a column is resolved again then; those whose names changed go to the mapper again, before the next change of the
-//   same transaction. (A DDL event is emitted at ddl_command_end, after the rename, in the same
-//   transaction: changes before it keep the old name, changes after it get the new one.)
+//   relation seen so far with such a column is resolved again then; those whose names changed go
+//   to the mapper again, before the next change of the same transaction. (A DDL event is emitted
+//   at ddl_command_end, after the rename, in the same transaction: changes before it keep the old
+//   name, changes after it get the new one.)
 // - Decoding runs later than the source did (a backlog after downtime), so the catalog read now
 //   can be newer than the change: a type renamed twice (mood -> feeling, rows, feeling -> emotion)
 //   and decoded after both would read `emotion` at the first rename. What we do about it:
@@ -29,17 +29,6 @@ import { sleep } from '../util/retry.js';
 //     change. For plain (non-domain, non-array, no typmod) types that name wins over the
 //     catalog's. (For a domain pgoutput sends its base type's name, for an array the `_x` array
 //     type name, so those keep the catalog's name.)
-// - The catalog can also be BEHIND the stream: PostgreSQL writes and flushes a commit record (which
-//   the walsender may then decode and send) before it takes the transaction out of the running set
-//   (ProcArrayEndTransaction, after any synchronous-replication wait) and before it sends its cache
-//   invalidations. A lookup made in that window reads the names from before the DDL: after a
-//   rename the changes kept the old name and restore stopped on `type "public.mood" does not
-//   exist` (seen once in CI, on a loaded machine). So a lookup made for a transaction being decoded
-//   first waits until that transaction is visible in the lookup's own snapshot, and builds the
-//   names of user-defined types from pg_type / pg_namespace rows read under that snapshot, not
-//   from format_type's system caches, which may hold the old name until the invalidation arrives.
-//   (If it never becomes visible within TypeNamesOptions.visibleWaitMs, e.g. with this capture
-//   named in synchronous_standby_names, the names are taken as they are and reported.)
 //   * At a DDL event there is no historic source: a name that changed, where the catalog rows it
 //     is built from (the type, its element type, their schemas) were last written by a transaction
 //     other than the one being decoded, came from a transaction decoded later (or from DDL that was
@@ -49,9 +38,25 @@ import { sleep } from '../util/retry.js';
 //     by then (two types swapping names). Exact in every case needs the name recorded in the
 //     source transaction by the DDL event trigger (oid -> qualified name of the types a command
 //     renamed or moved), which the DDL event format does not carry yet.
+// - The catalog can also be BEHIND the stream: PostgreSQL writes and flushes a commit record (which
+//   the walsender may then decode and send) before it takes the transaction out of the running set
+//   (ProcArrayEndTransaction, after any synchronous-replication wait) and before it sends its cache
+//   invalidations. A lookup made in that window reads the names from before the DDL: after a
+//   rename the changes kept the old name and restore stopped on `type "public.mood" does not
+//   exist` (seen once in CI, on a loaded machine). So a lookup made for a transaction being decoded
+//   first waits until that transaction is visible in the lookup's own snapshot, and builds the
+//   names of user-defined types from pg_type / pg_namespace rows read under that snapshot, not
+//   from format_type's system caches, which may hold the old name until the invalidation arrives.
+//   (catalog-read.ts; it stops waiting only when this capture's own walsender is a synchronous
+//   standby, which the transaction waits for: then the names are taken as read, reported, and not
+//   kept for later lookups.)
 
-/** Session options for the catalog connection (libpq `options`). */
-export const CATALOG_SESSION_OPTIONS = '-c search_path=pg_catalog -c application_name=katya-cdp-capture';
+/**
+ * Session options for the catalog connection (libpq `options`). synchronous_commit=local: the
+ * heartbeat and sequences messages this connection commits must not wait for a synchronous standby,
+ * which could be this very capture, blocked in a lookup queued behind them.
+ */
+export const CATALOG_SESSION_OPTIONS = '-c search_path=pg_catalog -c application_name=katya-cdp-capture -c synchronous_commit=local';
 
 /** Type oids below this are built-in (FirstNormalObjectId): their names never change. */
 const FIRST_NORMAL_OID = 16384;
@@ -85,15 +90,6 @@ export interface TypeNameWarning {
   xid: number;
 }
 
-/** Called when a transaction being decoded did not become visible in time (see the header). */
-export type InvisibleWarning = (w: { xid: number; waitedMs: number }) => void;
-
-export interface TypeNamesOptions {
-  /** How long a lookup waits for the decoded transaction to become visible (default 30 s). */
-  visibleWaitMs?: number;
-  invisible?: InvisibleWarning;
-}
-
 export class TypeNames {
   private readonly cache = new Map<string, string>();
   /** Names from pgoutput Type messages: the fallback when the type no longer exists in the catalog. */
@@ -102,11 +98,13 @@ export class TypeNames {
   private readonly fresh = new Map<number, Type>();
   /** Every relation described so far, with the names it was given (for afterDdl). */
   private readonly relations = new Map<number, Known>();
+  /** Set when a lookup gave up waiting for its transaction: see settle(). */
+  private forgetAfterUse = false;
 
   constructor(
     private readonly client: pg.ClientBase,
     private readonly warn: (w: TypeNameWarning) => void = () => {},
-    private readonly opts: TypeNamesOptions = {},
+    private readonly opts: ReadTypesOptions = {},
   ) {}
 
   /** pgoutput Type message: remember the name the server sent for this oid. */
@@ -136,6 +134,7 @@ export class TypeNames {
       return this.cache.get(k)!;
     });
     this.relations.set(rel.oid, { rel, names });
+    this.settle();
     return names;
   }
 
@@ -154,7 +153,7 @@ export class TypeNames {
     // Built-in types (below FirstNormalObjectId) cannot be renamed: their names stay cached, and
     // only the distinct user-defined (oid, typmod) pairs are looked up again (a migration of many
     // DDL statements on a database of many tables costs one small query per statement).
-    for (const k of [...this.cache.keys()]) if (Number(k.slice(0, k.indexOf('/'))) >= FIRST_NORMAL_OID) this.cache.delete(k);
+    this.forgetUserTypes();
     const affected = [...this.relations.values()].filter((k) => k.rel.columns.some((c) => c.typeOid >= FIRST_NORMAL_OID));
     if (affected.length === 0) return [];
     const found = await this.lookup(
@@ -177,7 +176,20 @@ export class TypeNames {
       k.names = names;
       changed.push([k.rel, names]);
     }
+    this.settle();
     return changed;
+  }
+
+  /** Drops the cached names of user-defined types (built-in ones, below FirstNormalObjectId, cannot be renamed). */
+  private forgetUserTypes(): void {
+    for (const k of [...this.cache.keys()]) if (Number(k.slice(0, k.indexOf('/'))) >= FIRST_NORMAL_OID) this.cache.delete(k);
+  }
+
+  /** Names read without the decoded transaction (readTypes gave up) serve this lookup only. */
+  private settle(): void {
+    if (!this.forgetAfterUse) return;
+    this.forgetAfterUse = false;
+    this.forgetUserTypes();
   }
 
   /** Fills the cache for the columns' (oid, typmod) pairs it lacks; returns what the catalog said for them. */
@@ -190,7 +202,9 @@ export class TypeNames {
     const out = new Map<string, Resolved>();
     if (missing.size === 0) return out;
     const wanted = [...missing.values()];
-    const rows = await this.query(wanted, xid);
+    const read = await readTypes(this.client, wanted, xid, this.opts);
+    const rows = read.rows;
+    if (read.gaveUp) this.forgetAfterUse = true;
     for (const r of rows) {
       const w = wanted[r.i - 1]!;
       const k = `${w.oid}/${w.typmod}`;
@@ -210,78 +224,7 @@ export class TypeNames {
     }
     return out;
   }
-
-  /**
-   * The catalog's rows for `wanted`, read under one snapshot in which transaction `xid` (the one
-   * being decoded) is visible: asked again, with a short backoff, while it is not (see the header).
-   */
-  private async query(wanted: Array<{ oid: number; typmod: number }>, xid: number | undefined): Promise<LookupRow[]> {
-    const waitMs = this.opts.visibleWaitMs ?? 30_000;
-    const started = Date.now();
-    for (let delay = 1; ; delay = Math.min(delay * 2, 100)) {
-      let rows: LookupRow[];
-      try {
-        const res = await this.client.query<LookupRow>(LOOKUP_SQL, [wanted.map((w) => w.oid), wanted.map((w) => w.typmod), xid ?? null]);
-        rows = res.rows;
-      } catch (err) {
-        throw pgError('cannot look up column types with format_type', err, true);
-      }
-      if (rows[0]?.visible !== false) return rows;
-      const waited = Date.now() - started;
-      if (waited >= waitMs) {
-        uncertain.inc();
-        this.opts.invisible?.({ xid: xid!, waitedMs: waited });
-        return rows;
-      }
-      await sleep(delay);
-    }
-  }
 }
-
-interface LookupRow {
-  i: number;
-  name: string | null;
-  typtype: string | null;
-  schema: string | null;
-  typname: string | null;
-  array: boolean | null;
-  xmins: string[] | null;
-  /** Whether the decoded transaction ($3) is visible in the snapshot the row was read under (null: none given). */
-  visible: boolean | null;
-}
-
-// One statement, one snapshot (READ COMMITTED): pg_current_snapshot() is the snapshot the joins read
-// under. $3 is a 32-bit xid as pgoutput sends it, widened to the xid8 nearest the snapshot's xmax
-// (which is latestCompletedXid + 1: a transaction still running can be past it).
-// A user-defined type without typmod is named from the rows read here, as format_type would name it
-// (schema-qualified unless in pg_catalog, the search path; an array is its element's name and []),
-// because format_type reads through the system caches; with a typmod only format_type knows the
-// type's own typmod output, and built-in types (oid < 16384) are never renamed.
-const LOOKUP_SQL = `
-WITH s AS (SELECT pg_current_snapshot() AS snap),
-     x AS (SELECT snap, ((pg_snapshot_xmax(snap)::text::bigint >> 32) << 32) + $3::bigint AS wide, pg_snapshot_xmax(snap)::text::bigint AS mx FROM s),
-     v AS (SELECT CASE WHEN $3::bigint IS NULL THEN NULL
-                       ELSE (SELECT CASE WHEN w < 3 THEN true ELSE pg_visible_in_snapshot(w::text::xid8, snap) END
-                               FROM (SELECT CASE WHEN wide - mx > 2147483648 THEN wide - 4294967296 WHEN mx - wide > 2147483648 THEN wide + 4294967296 ELSE wide END AS w) y) END AS visible
-             FROM x)
-SELECT (o.i)::int AS i,
-       CASE WHEN o.oid >= 16384 AND o.typmod < 0 AND t.oid IS NOT NULL THEN
-              CASE WHEN e.oid IS NOT NULL
-                   THEN CASE WHEN en.nspname = 'pg_catalog' THEN '' ELSE quote_ident(en.nspname) || '.' END || quote_ident(e.typname) || '[]'
-                   ELSE CASE WHEN n.nspname = 'pg_catalog' THEN '' ELSE quote_ident(n.nspname) || '.' END || quote_ident(t.typname) END
-            -- format_type(oid, -1) and (oid, NULL) differ only for types with a typmod; pass it as sent.
-            ELSE format_type(o.oid, CASE WHEN o.typmod < 0 THEN NULL ELSE o.typmod END) END AS name,
-       t.typtype::text AS typtype, n.nspname::text AS schema, t.typname::text AS typname,
-       (e.oid IS NOT NULL) AS array,
-       ARRAY[t.xmin::text, n.xmin::text, e.xmin::text, en.xmin::text] AS xmins,
-       v.visible
-  FROM unnest($1::oid[], $2::int[]) WITH ORDINALITY AS o(oid, typmod, i)
-  CROSS JOIN v
-  LEFT JOIN pg_type t ON t.oid = o.oid
-  LEFT JOIN pg_namespace n ON n.oid = t.typnamespace
-  -- An array as format_type tells one: varlena, an element type, subscripted like an array.
-  LEFT JOIN pg_type e ON e.oid = t.typelem AND t.typlen = -1 AND t.typsubscript = 'array_subscript_handler'::regproc
-  LEFT JOIN pg_namespace en ON en.oid = e.typnamespace`;
 
 /**
  * Quoted only when needed, like PostgreSQL's quote_ident() but without its keyword list: the names

@@ -1,5 +1,6 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { InvisibleNotice } from '../../../src/capture/catalog-read.js';
 import { CATALOG_SESSION_OPTIONS, TypeNames, type TypeNameWarning } from '../../../src/capture/type-names.js';
 import type { Relation, Type } from '../../../src/pg/pgoutput.js';
 import { createDatabase, dropDatabase, rand, withClient } from '../restore/helpers.js';
@@ -140,25 +141,54 @@ describe('capture type names follow renames', () => {
     }
   });
 
-  it('a transaction that never becomes visible: the lookup gives up after visibleWaitMs, reports it, and keeps the names it read', async () => {
+  it('a transaction waiting for this very capture (a synchronous standby): the lookup gives up, reports it, and does not keep the names it read', async () => {
     await withClient(url, (c) => c.query(`CREATE TYPE hue AS ENUM ('red'); CREATE TABLE w (id int PRIMARY KEY, h hue)`));
-    const invisible: Array<{ xid: number; waitedMs: number }> = [];
-    const types = new TypeNames(catalog, () => {}, { visibleWaitMs: 200, invisible: (w) => invisible.push(w) });
+    const notices: InvisibleNotice[] = [];
+    let asked = 0;
+    const syncStandby = async () => {
+      asked++;
+      return true;
+    };
+    const types = new TypeNames(catalog, () => {}, { syncStandby, invisible: (w) => notices.push(w) });
     const rel = await relationOf('w');
-    await types.relation(rel);
+    expect(await types.relation(rel)).toEqual(['integer', 'public.hue']);
     const src = new pg.Client({ connectionString: url });
     await src.connect();
     try {
       await src.query('BEGIN');
       const xid = Number(BigInt((await src.query<{ x: string }>('SELECT txid_current()::text AS x')).rows[0]!.x) & 0xffffffffn);
       await src.query('ALTER TYPE hue RENAME TO shade');
+      // Not visible, and the transaction (as the seam says) waits for us: give up, names as read.
       expect(await types.afterDdl(xid)).toEqual([]);
-      expect(invisible).toHaveLength(1);
-      expect(invisible[0]!.xid).toBe(xid);
-      expect(invisible[0]!.waitedMs).toBeGreaterThanOrEqual(200);
+      expect(asked).toBeGreaterThan(0);
+      expect(notices).toHaveLength(1);
+      expect(notices[0]).toMatchObject({ xid, gaveUp: true });
+      expect(notices[0]!.waitedMs).toBeGreaterThanOrEqual(1000);
+      await src.query('COMMIT');
+      // The names read without the transaction were not kept: the next lookup reads the catalog again.
+      expect(await types.relation(rel)).toEqual(['integer', 'public.shade']);
     } finally {
       await src.query('ROLLBACK').catch(() => {});
       await src.end();
     }
+  });
+
+  it('names built from the catalog rows equal format_type for user-defined types: enums, domains, composites, ranges, arrays, quoted names', async () => {
+    await withClient(url, (c) =>
+      c.query(`CREATE SCHEMA "My Schema";
+        CREATE TYPE "My Schema"."Weird""Q" AS ENUM ('a');
+        CREATE TYPE "user" AS (a int, b text);
+        CREATE TYPE floatrange AS RANGE (subtype = float8);
+        CREATE DOMAIN posint AS integer CHECK (VALUE > 0);
+        CREATE TABLE shapes (id int PRIMARY KEY, q "My Schema"."Weird""Q", qa "My Schema"."Weird""Q"[], u "user", ua "user"[],
+                             r floatrange, ra floatrange[], mr floatmultirange, p posint, pa posint[])`),
+    );
+    const rel = await relationOf('shapes');
+    const names = await new TypeNames(catalog).relation(rel);
+    const expected = await catalog.query<{ n: string }>(
+      `SELECT format_type(a.atttypid, NULL) AS n FROM pg_attribute a WHERE a.attrelid = 'public.shapes'::regclass AND a.attnum > 0 ORDER BY a.attnum`,
+    );
+    expect(names).toEqual(expected.rows.map((r) => r.n));
+    expect(names[1]).toBe('"My Schema"."Weird""Q"');
   });
 });
