@@ -44,6 +44,16 @@ async function ddl(sql: string): Promise<number> {
   });
 }
 
+/** Runs `sql` in a transaction left open on its own connection; returns the connection and the transaction's 32-bit xid. */
+async function openTransaction(sql: string): Promise<{ src: pg.Client; xid: number }> {
+  const src = new pg.Client({ connectionString: url });
+  await src.connect();
+  await src.query('BEGIN');
+  const x = await src.query<{ x: string }>('SELECT txid_current()::text AS x');
+  await src.query(sql);
+  return { src, xid: Number(BigInt(x.rows[0]!.x) & 0xffffffffn) };
+}
+
 beforeAll(async () => {
   url = await createDatabase(db);
   await withClient(url, async (c) => {
@@ -122,12 +132,8 @@ describe('capture type names follow renames', () => {
     expect(await types.relation(rel)).toEqual(['integer', 'public.tone', 'public.tone[]']);
     // The rename's transaction is still open while its DDL event is "decoded": the state capture
     // sees between PostgreSQL flushing a commit record and making the transaction visible.
-    const src = new pg.Client({ connectionString: url });
-    await src.connect();
+    const { src, xid } = await openTransaction('ALTER TYPE tone RENAME TO pitch');
     try {
-      await src.query('BEGIN');
-      const xid = Number(BigInt((await src.query<{ x: string }>('SELECT txid_current()::text AS x')).rows[0]!.x) & 0xffffffffn);
-      await src.query('ALTER TYPE tone RENAME TO pitch');
       const pending = types.afterDdl(xid);
       let settled = false;
       void pending.then(() => (settled = true));
@@ -152,12 +158,8 @@ describe('capture type names follow renames', () => {
     const types = new TypeNames(catalog, () => {}, { syncStandby, invisible: (w) => notices.push(w) });
     const rel = await relationOf('w');
     expect(await types.relation(rel)).toEqual(['integer', 'public.hue']);
-    const src = new pg.Client({ connectionString: url });
-    await src.connect();
+    const { src, xid } = await openTransaction('ALTER TYPE hue RENAME TO shade');
     try {
-      await src.query('BEGIN');
-      const xid = Number(BigInt((await src.query<{ x: string }>('SELECT txid_current()::text AS x')).rows[0]!.x) & 0xffffffffn);
-      await src.query('ALTER TYPE hue RENAME TO shade');
       // Not visible, and the transaction (as the seam says) waits for us: give up, names as read.
       expect(await types.afterDdl(xid)).toEqual([]);
       expect(asked).toBeGreaterThan(0);
