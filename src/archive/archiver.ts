@@ -123,6 +123,11 @@ export function attachConsumerGroup(
     lanes.handleBatch(batch, { resolveOffset, heartbeat, running: () => isRunning() && !isStale() });
 }
 
+/** A Kafka client error of a broker going away or coming back (connection refused, reset, closed). */
+function brokerRestarting(e: Error): boolean {
+  return /ECONNREFUSED|ECONNRESET|ETIMEDOUT|Connection error|closed/i.test(e.message);
+}
+
 /** The number of partitions of `topic` (KAFKA when its metadata cannot be read, SOURCE_NOT_READY when it has none). */
 async function topicPartitionCount(kafka: Kafka, topic: string, log: Logger, signal?: AbortSignal): Promise<number> {
   const admin = kafka.admin();
@@ -142,7 +147,7 @@ async function topicPartitionCount(kafka: Kafka, topic: string, log: Logger, sig
         log,
         signal,
         maxElapsedMs: 180_000,
-        retryable: (e) => /ECONNREFUSED|ECONNRESET|ETIMEDOUT|Connection error|closed/i.test(e.message),
+        retryable: brokerRestarting,
       },
     );
   } catch (err) {
@@ -282,9 +287,23 @@ async function runConsumer(
   eachBatch: (payload: EachBatchPayload) => Promise<void>,
   facts: { topic: string } & Record<string, unknown>,
   log: Logger,
+  signal?: AbortSignal,
 ): Promise<void> {
-  await consumer.connect();
-  await consumer.subscribe({ topics: [facts.topic], fromBeginning: true });
+  // A broker killed while the group member connects (ECONNRESET from connect or subscribe: the
+  // restarts test, in CI) is waited out like the metadata read above, up to 3 minutes; run() is
+  // called once (kafkajs ignores a second call), and from then on kafkajs restarts the member itself.
+  try {
+    await withRetry(
+      async () => {
+        await consumer.connect();
+        await consumer.subscribe({ topics: [facts.topic], fromBeginning: true });
+      },
+      { what: `joining the archive group on topic ${facts.topic}`, log, signal, maxElapsedMs: 180_000, retryable: brokerRestarting },
+    );
+  } catch (err) {
+    if (err instanceof CdpError) throw err;
+    throw new CdpError(ErrorCodes.KAFKA, `cannot join the archive group on topic ${facts.topic}: ${toError(err).message}`, { cause: err, canRetry: true });
+  }
   await consumer.run({ autoCommit: false, eachBatchAutoResolve: false, partitionsConsumedConcurrently: 1, eachBatch });
   log.info(facts, 'archiver running');
 }
@@ -375,6 +394,7 @@ export async function startArchiver(ctx: CommandContext, opts: ArchiverOptions =
       encrypted: Boolean(keyring),
     },
     log,
+    ctx.signal,
   );
 
   const running: RunningArchiver = { lanes, consumer, chainAdmin, storeAbort, topic, log, timers: [ageTimer, pointTimer, genTimer] };
