@@ -354,13 +354,17 @@ function cdpRestore(extra: string[]): Promise<string> {
   return new Promise<string>((resolve, reject) => {
     // As operators run it: with the shebang's node flags (bench/lib/env.ts cdpNodeArgs).
     // BENCH_RESTORE_NODE_FLAGS: more node flags, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof".
+    // BENCH_TEE=1: the restore's stdout is also copied to stderr (e.g. with "--trace-gc").
     const extraFlags = process.env.BENCH_RESTORE_NODE_FLAGS?.split(' ').filter(Boolean) ?? [];
     const p = spawn(process.execPath, [...cdpNodeArgs(extraFlags), 'restore', '--into', urlOf(OURS), '--latest', ...extra], {
       env: { ...process.env, CDP_SOURCE_URL: urlOf(SRC), CDP_S3_PREFIX: PREFIX, CDP_LOG_LEVEL: 'warn', CDP_LOG_FORMAT: 'json' },
       stdio: ['ignore', 'pipe', 'inherit'],
     });
     let s = '';
-    p.stdout.on('data', (d: Buffer) => (s += d.toString()));
+    p.stdout.on('data', (d: Buffer) => {
+      s += d.toString();
+      if (process.env.BENCH_TEE) process.stderr.write(d);
+    });
     p.on('close', (code) => (code === 0 ? resolve(s) : reject(new Error(`restore exited ${code}`))));
   });
 }

@@ -2,7 +2,7 @@ import type { ChangeEvent } from '../format/change-event.js';
 import { Coalescer } from './coalesce.js';
 import { encodedText, runAsSql, SESSION_SETTINGS } from './ddl-replay.js';
 import type { SqlQueue } from './sql-queue.js';
-import { copyRow, copySql, deleteFullSql, deleteSql, insertSql, keyValues, updateColumns, updateFullSql, updateSql, type TableRef } from './sql.js';
+import { copyRows, copySql, deleteFullSql, deleteSql, insertSql, keyValues, updateColumns, updateFullSql, updateSql, type TableRef } from './sql.js';
 
 // Row changes to statements (split from apply.ts, issue 12 item 5).
 //
@@ -211,10 +211,7 @@ export class RowWriter {
       // COPY in slices, so Postgres starts on the first while the next is built.
       const n = ref.relation.columns.length;
       for (let i = 0; i < inserts.length; i += this.insertMaxRows) {
-        let data = '';
-        const end = Math.min(inserts.length, i + this.insertMaxRows);
-        for (let j = i; j < end; j++) data += copyRow(inserts[j]!, n);
-        this.out.copy(copySql(ref), data);
+        this.out.copy(copySql(ref), copyRows(inserts, n, i, Math.min(inserts.length, i + this.insertMaxRows)));
       }
     } else if (inserts.length > 0) {
       for (let i = 0; i < inserts.length; i += max) this.emitFor(ref, insertSql(ref, inserts.slice(i, i + max)));
@@ -256,9 +253,7 @@ export class RowWriter {
   private writeInserts(ref: TableRef, rows: Row[]): void {
     if (rows.length >= this.copyMinRows && !this.owners.ownerRunner(ref)) {
       const n = ref.relation.columns.length;
-      let data = '';
-      for (const row of rows) data += copyRow(row, n);
-      this.out.copy(copySql(ref), data);
+      this.out.copy(copySql(ref), copyRows(rows, n));
       return;
     }
     const max = this.batchMaxRows;

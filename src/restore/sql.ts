@@ -64,16 +64,34 @@ export function insertSql(t: TableRef, rows: Array<(string | null)[]>): string {
   return `INSERT INTO ${qualify(t.schema, t.table)} (${cols}) OVERRIDING SYSTEM VALUE VALUES\n  ${values};\n`;
 }
 
+const COPY_SPECIAL = /[\\\n\r\t]/;
+const COPY_SPECIAL_ALL = /[\\\n\r\t]/g;
+function copyEscape(v: string): string {
+  return COPY_SPECIAL.test(v) ? v.replace(COPY_SPECIAL_ALL, (c) => (c === '\\' ? '\\\\' : c === '\n' ? '\\n' : c === '\r' ? '\\r' : '\\t')) : v;
+}
+
 /** COPY text format (docs, COPY "Text Format"): backslash escapes for \ newline CR tab; \N is NULL. */
 export function copyRow(row: (string | null)[], ncols: number): string {
-  let s = '';
-  for (let i = 0; i < ncols; i++) {
-    if (i > 0) s += '\t';
-    const v = row[i] ?? null;
-    if (v === null) s += '\\N';
-    else s += /[\\\n\r\t]/.test(v) ? v.replace(/[\\\n\r\t]/g, (c) => (c === '\\' ? '\\\\' : c === '\n' ? '\\n' : c === '\r' ? '\\r' : '\\t')) : v;
+  return copyRows([row], ncols, 0, 1);
+}
+
+/**
+ * Rows start..end-1 as COPY text, built as one flat string (Array.join): concatenating row by row
+ * leaves a tree of small string pieces that lives until the data is sent, and restore's garbage
+ * collector copied those trees on every young-generation collection (bench/restore.ts, bulk).
+ */
+export function copyRows(rows: ReadonlyArray<(string | null)[]>, ncols: number, start = 0, end = rows.length): string {
+  const parts: string[] = [];
+  for (let j = start; j < end; j++) {
+    const row = rows[j]!;
+    // A table without columns still has rows: one empty line each.
+    if (ncols === 0) parts.push('\n');
+    for (let i = 0; i < ncols; i++) {
+      const v = row[i] ?? null;
+      parts.push(v === null ? '\\N' : copyEscape(v), i === ncols - 1 ? '\n' : '\t');
+    }
   }
-  return s + '\n';
+  return parts.join('');
 }
 
 export function copySql(t: TableRef): string {

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import type { ChangeEvent, RelationInfo } from '../../../src/format/change-event.js';
 import { Applier, parseTableList, plainIdentity, sequencesSql } from '../../../src/restore/apply.js';
 import { groupTransactions } from '../../../src/restore/merge.js';
-import { arrayLiteral, copyRow, deleteSql, insertSql, quoteIdent, quoteLiteral, truncateSql, typed, updateSql } from '../../../src/restore/sql.js';
+import { arrayLiteral, copyRow, copyRows, deleteSql, insertSql, quoteIdent, quoteLiteral, truncateSql, typed, updateSql } from '../../../src/restore/sql.js';
 import { makeCut, parseTarget, parseTimeMicros } from '../../../src/restore/target.js';
 import { RecordingSink, REL, chunks, txn } from './helpers.js';
 
@@ -27,6 +27,20 @@ describe('quoting', () => {
   it('escapes COPY text format', () => {
     expect(copyRow(['1', null, 'a\tb\nc\\d\re'], 3)).toBe('1\t\\N\ta\\tb\\nc\\\\d\\re\n');
     expect(copyRow(['\\N'], 1)).toBe('\\\\N\n');
+  });
+  it('writes a slice of rows as COPY text, one line per row, a column-less row as an empty line', () => {
+    const rows = [
+      ['1', 'a\tb'],
+      ['2', null],
+      ['3', 'x\\y\r\n'],
+      ['4', ''],
+    ];
+    expect(copyRows(rows, 2)).toBe('1\ta\\tb\n2\t\\N\n3\tx\\\\y\\r\\n\n4\t\n');
+    expect(copyRows(rows, 2, 1, 3)).toBe(copyRow(rows[1]!, 2) + copyRow(rows[2]!, 2));
+    expect(copyRows(rows, 2, 2, 2)).toBe('');
+    expect(copyRows([[], []], 0)).toBe('\n\n');
+    // A row shorter than the relation (a value absent from the event) is NULL there.
+    expect(copyRows([['1']], 3)).toBe('1\t\\N\t\\N\n');
   });
 });
 
