@@ -86,7 +86,12 @@ describe('statements', () => {
     expect(arrayLiteral(['a', null, 'NULL', '', 'x"y', 'b\\c', "it's", '{,}'])).toBe(`'{"a",NULL,"NULL","","x\\"y","b\\\\c","it''s","{,}"}'`);
   });
   it('DELETE by one key column uses IN, by a composite key a VALUES join', () => {
-    expect(deleteSql(ref, [['1'], ['2']])).toBe(`DELETE FROM "public"."T""x" WHERE "id" IN ('1'::bigint, '2'::bigint);\n`);
+    expect(deleteSql(ref, [['1'], ['2']])).toBe(`DELETE FROM "public"."T""x" WHERE "id" = ANY('{"1","2"}'::bigint[]);\n`);
+    // Keys that are arrays (or boxes, whose array delimiter is ';') stay a list of typed literals.
+    const arrKey = { ...ref, relation: { ...REL, types: ['integer[]', 'text'] } };
+    expect(deleteSql(arrKey, [['{1,2}'], ['{3}']])).toBe(`DELETE FROM "public"."T""x" WHERE "id" IN ('{1,2}'::integer[], '{3}'::integer[]);\n`);
+    const quoted = deleteSql({ ...ref, relation: { ...REL, types: ['text', 'text'] } }, [['a"b'], ["c'd\\"]]);
+    expect(quoted).toBe(`DELETE FROM "public"."T""x" WHERE "id" = ANY('{"a\\"b","c''d\\\\"}'::text[]);\n`);
     expect(deleteSql({ schema: 's', table: 't', relation: rel2 }, [['1', 'a']])).toContain("USING (VALUES\n  ('1', 'a')) AS _v(k0, k1)");
   });
   it('TRUNCATE keeps CASCADE and RESTART IDENTITY', () => {
@@ -408,7 +413,7 @@ describe('coalescing inside a target transaction', () => {
     const { sql } = await replay(evs, co);
     const stmts = sql.split(';\n').filter((x) => /^(INSERT|UPDATE|DELETE)/.test(x));
     expect(stmts).toEqual([
-      `DELETE FROM "public"."t" WHERE "id" IN ('4'::bigint, '5'::bigint)`,
+      `DELETE FROM "public"."t" WHERE "id" = ANY('{"4","5"}'::bigint[])`,
       `UPDATE "public"."t" SET "v" = 'c'::text WHERE "id" = '3'::bigint`,
       `INSERT INTO "public"."t" ("id", "v") OVERRIDING SYSTEM VALUE VALUES\n  ('1'::bigint, 'b'::text),\n  ('4'::bigint, 'again'::text)`,
     ]);
