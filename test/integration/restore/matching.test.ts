@@ -27,6 +27,9 @@ import {
 //   numeric 1.0 and 1.00). Matching the old row with `=` changes the first of the two.
 // - Tables made by CREATE TABLE AS / SELECT INTO: their rows are decoded before the command's DDL
 //   event (emitted when the command ends), so they arrive for a table the target does not have yet.
+// - Batched UPDATEs of columns whose array literal does not use ',' between elements: box (';')
+//   and a base type declared with DELIMITER ':' (as PostGIS geometry is). A typed array literal of
+//   them used to fail ("malformed array literal"); they now travel as text[], cast per value.
 // All end with the restored database's content equal to the source's, table by table.
 
 const name = `match_${rand()}`;
@@ -46,6 +49,15 @@ beforeAll(async () => {
     await c.query(`CREATE TABLE f (x float8, n numeric, tag text)`);
     await c.query(`ALTER TABLE f REPLICA IDENTITY FULL`);
     await c.query(`INSERT INTO f VALUES (0, 1.0, 'a'), ('-0', 1.0, 'a'), (1, 1.0, 'a'), (1, 1.00, 'a')`);
+    // A text-like base type whose array elements are delimited by ':' (CREATE TYPE ... DELIMITER).
+    await c.query(`CREATE TYPE colon`);
+    await c.query(`CREATE FUNCTION colon_in(cstring) RETURNS colon LANGUAGE internal IMMUTABLE STRICT AS 'textin'`);
+    await c.query(`CREATE FUNCTION colon_out(colon) RETURNS cstring LANGUAGE internal IMMUTABLE STRICT AS 'textout'`);
+    await c.query(`CREATE TYPE colon (INPUT = colon_in, OUTPUT = colon_out, LIKE = text, DELIMITER = ':')`);
+    await c.query(`CREATE TABLE colons (id int PRIMARY KEY, c colon, n int NOT NULL)`);
+    await c.query(`INSERT INTO colons SELECT g, ('a:' || g)::colon, 0 FROM generate_series(1, 5) g`);
+    await c.query(`CREATE TABLE shapes (id int PRIMARY KEY, b box)`);
+    await c.query(`INSERT INTO shapes SELECT g, box(point(g, g), point(0, 0)) FROM generate_series(1, 5) g`);
   });
 });
 
@@ -71,6 +83,10 @@ describe('restore changes the same row the source changed', () => {
       await c.query(`UPDATE f SET tag = 'minus zero' WHERE x::text = '-0'`);
       await c.query(`UPDATE f SET tag = 'two decimals' WHERE n::text = '1.00'`);
       await c.query(`DELETE FROM f WHERE x::text = '0' AND tag = 'a'`);
+      // One transaction, five rows: one batched UPDATE on the target for each table.
+      await c.query(`UPDATE colons SET c = ('x:"y",{z}' || id)::colon, n = n + 1`);
+      await c.query(`UPDATE colons SET c = NULL WHERE id = 5`);
+      await c.query(`UPDATE shapes SET b = box(point(id * 2, id), point(-1, -1))`);
       // Tables made by a query: their rows reach the stream before the command's DDL event.
       await c.query(`CREATE TABLE made AS SELECT id, email, v * 10 AS w FROM u`);
       await c.query(`SELECT x, tag INTO made_into FROM f`);
@@ -95,5 +111,9 @@ describe('restore changes the same row the source changed', () => {
     const rows = (u: string) => withClient(u, async (c) => (await c.query(`SELECT x::text, n::text, tag FROM f ORDER BY 1, 2, 3`)).rows);
     expect(await rows(into)).toEqual(await rows(url));
     expect(await rows(into)).toContainEqual({ x: '-0', n: '1.0', tag: 'minus zero' });
+    const shapes = (u: string) =>
+      withClient(u, async (c) => (await c.query(`SELECT s.id, s.b::text, k.c::text, k.n FROM shapes s JOIN colons k USING (id) ORDER BY id`)).rows);
+    expect(await shapes(into)).toEqual(await shapes(url));
+    expect((await shapes(into))[0]).toEqual({ id: 1, b: '(2,1),(-1,-1)', c: 'x:"y",{z}1', n: 1 });
   });
 });

@@ -2,7 +2,19 @@ import { describe, expect, it } from 'vitest';
 import type { ChangeEvent, RelationInfo } from '../../../src/format/change-event.js';
 import { Applier, parseTableList, plainIdentity, sequencesSql } from '../../../src/restore/apply.js';
 import { groupTransactions } from '../../../src/restore/merge.js';
-import { arrayLiteral, copyRow, copyRows, deleteSql, insertSql, quoteIdent, quoteLiteral, truncateSql, typed, updateSql } from '../../../src/restore/sql.js';
+import {
+  arrayLiteral,
+  commaArrayType,
+  copyRow,
+  copyRows,
+  deleteSql,
+  insertSql,
+  quoteIdent,
+  quoteLiteral,
+  truncateSql,
+  typed,
+  updateSql,
+} from '../../../src/restore/sql.js';
 import { makeCut, parseTarget, parseTimeMicros } from '../../../src/restore/target.js';
 import { RecordingSink, REL, chunks, txn } from './helpers.js';
 
@@ -388,17 +400,58 @@ describe('tables made by CREATE TABLE AS, with the catalog read before DDL', () 
     expect(plainIdentity({ object_identity: 'public."select"' })).toBe('public.select');
   });
 
-  it('keeps the VALUES form for box columns (their array delimiter is a semicolon)', () => {
-    const rel: RelationInfo = { oid: 5, replicaIdentity: 'd', columns: ['id', 'b'], types: ['bigint', 'box'], key: [0] };
+  it('sends box and other types whose array delimiter may not be a comma (PostGIS geometry: colon) as text[], cast per value', () => {
+    const rel: RelationInfo = { oid: 5, replicaIdentity: 'd', columns: ['id', 'b', 'g'], types: ['bigint', 'box', 'geometry(Point,4326)'], key: [0] };
     const sql = updateSql(
       { schema: 's', table: 'b', relation: rel },
-      [1],
+      [1, 2],
       [
-        { key: ['1'], values: ['1', '(1,1),(0,0)'] },
-        { key: ['2'], values: ['2', '(2,2),(1,1)'] },
+        { key: ['1'], values: ['1', '(1,1),(0,0)', '0101000020E6100000000000000000F03F0000000000000040'] },
+        { key: ['2'], values: ['2', '(2,2),(1,1)', null] },
       ],
     );
-    expect(sql).toContain('FROM (VALUES');
+    expect(sql).toBe(
+      `UPDATE "s"."b" AS _t SET "b" = _v.c1::box, "g" = _v.c2::geometry(Point,4326)\n` +
+        `FROM unnest('{"1","2"}'::bigint[],\n  '{"(1,1),(0,0)","(2,2),(1,1)"}'::text[],\n  '{"0101000020E6100000000000000000F03F0000000000000040",NULL}'::text[]) AS _v(k0, c1, c2)\n` +
+        `WHERE _t."id" = _v.k0;\n`,
+    );
+    // A key of such a type: cast per value too, so the index on the key is still used.
+    const byBox = updateSql(
+      { schema: 's', table: 'b', relation: { ...rel, key: [1] } },
+      [0],
+      [
+        { key: ['(1,1),(0,0)'], values: ['1'] },
+        { key: ['(2,2),(1,1)'], values: ['2'] },
+      ],
+    );
+    expect(byBox).toContain(`WHERE _t."b" = _v.k0::box;`);
+    expect(deleteSql({ schema: 's', table: 'b', relation: { ...rel, key: [2] } }, [['01'], ['02']])).toBe(
+      `DELETE FROM "s"."b" WHERE "g" IN ('01'::geometry(Point,4326), '02'::geometry(Point,4326));\n`,
+    );
+  });
+
+  it('knows which built-in types take a typed array literal', () => {
+    for (const t of [
+      'integer',
+      'bigint',
+      'numeric(10,2)',
+      'numeric',
+      'character varying(20)',
+      'character(5)',
+      'text',
+      'uuid',
+      'timestamp(3) with time zone',
+      'timestamp without time zone',
+      'time with time zone',
+      'date',
+      'jsonb',
+      'boolean',
+    ]) {
+      expect([t, commaArrayType(t)]).toEqual([t, true]);
+    }
+    for (const t of ['box', 'geometry', 'geometry(Point,4326)', 'public.mood', 'integer[]', 'citext', '"public"."integer"', 'integer ', 'pg_catalog.int4']) {
+      expect([t, commaArrayType(t)]).toEqual([t, false]);
+    }
   });
 });
 
