@@ -24,6 +24,11 @@ export interface CatalogQueries {
    * undefined. Absent (the --sql file) = rows are written by whoever runs the file.
    */
   runAsOwner?: (schema: string, table: string) => string | undefined;
+  /**
+   * Whether the target's table is a plain table with inheritance children (TargetCatalog
+   * .inheritanceParent). Absent (the --sql file) = no: statements name the table without ONLY.
+   */
+  inheritanceParent?: (schema: string, table: string) => boolean;
 }
 
 /** The catalog's answers for one table (one relation description), until the next catalog read. */
@@ -91,6 +96,11 @@ export class CatalogView {
     let owner = this.owners.get(name);
     if (owner === undefined) this.owners.set(name, (owner = ask(t.schema, t.table) ?? ''));
     return owner || undefined;
+  }
+
+  /** Whether the table has inheritance children (as of the last read): its UPDATE and DELETE say ONLY. */
+  inheritanceParent(t: { readonly schema: string; readonly table: string }): boolean {
+    return this.ask.inheritanceParent?.(t.schema, t.table) ?? false;
   }
 
   /** DDL (or the applier) created "schema.table" since the last read. */

@@ -88,6 +88,7 @@ export function newApplier(
     // Tables whose changes may be coalesced inside a target transaction: all but those with a
     // unique index other than the replica identity, or an exclusion constraint (see RowWriter.netRow).
     reorderable: catalog ? (schema, table) => catalog.reorderable(schema, table) : undefined,
+    inheritanceParent: catalog ? (schema, table) => catalog.inheritanceParent(schema, table) : undefined,
     tableExists: catalog ? (schema, table) => catalog.tableExists(schema, table) : undefined,
     afterDdl: catalog ? () => catalog.read() : undefined,
     onePerSource: Boolean(opts.sqlFile),

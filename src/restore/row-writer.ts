@@ -35,6 +35,8 @@ export interface WriteLimits {
 /** Whose code runs on a table's writes (CatalogView.ownerRunner). */
 export interface OwnerLookup {
   ownerRunner(t: { readonly schema: string; readonly table: string }): string | undefined;
+  /** The target's (plain) table has inheritance children: write its UPDATEs and DELETEs ONLY (TableRef.only). */
+  inheritanceParent?(t: { readonly schema: string; readonly table: string }): boolean;
 }
 
 type Row = (string | null)[];
@@ -95,6 +97,13 @@ export class RowWriter {
     this.sessionSql = limits.sessionSql;
   }
 
+  /** The event's table, with TableRef.only set for an inheritance parent. */
+  private refFor(ev: ChangeEvent): TableRef {
+    const ref = refOf(ev);
+    if (this.owners.inheritanceParent?.(ev)) ref.only = true;
+    return ref;
+  }
+
   /** Rows the coalescing buffer holds (all tables). */
   get bufferedRows(): number {
     return this.net.rows;
@@ -124,7 +133,7 @@ export class RowWriter {
       // No key to batch by: one statement per change, in order.
       this.flushBatch();
       const old = ev.old ?? ev.new!;
-      const ref = refOf(ev);
+      const ref = this.refFor(ev);
       return this.emitFor(ref, ev.op === 'UPDATE' ? updateFullSql(ref, old, ev.new!, ev.unchanged) : deleteFullSql(ref, old));
     }
     const key = keyValues(ev);
@@ -140,7 +149,7 @@ export class RowWriter {
       return;
     }
     this.flushBatch();
-    this.batch = { kind: 'insert', ref: refOf(ev), rows: [ev.new!] };
+    this.batch = { kind: 'insert', ref: this.refFor(ev), rows: [ev.new!] };
   }
 
   private update(ev: ChangeEvent, key: Row, ks: string, reorderable: boolean): void {
@@ -151,7 +160,7 @@ export class RowWriter {
       // rows in the plan's order, not the stream's: a pair that swapped values in the source
       // (a: x->y, b: y->x via a temporary) could collide in one statement.
       this.flushBatch();
-      this.emitFor(refOf(ev), updateSql(refOf(ev), setCols, [{ key, values: ev.new! }]));
+      this.emitFor(this.refFor(ev), updateSql(this.refFor(ev), setCols, [{ key, values: ev.new! }]));
       return;
     }
     const newKey = ev.oldKind ? keyString(ev.relation!.key.map((i) => ev.new![i] ?? null)) : ks;
@@ -166,7 +175,7 @@ export class RowWriter {
       !b.keys.has(newKey)
     )) {
       this.flushBatch();
-      b = this.batch = { kind: 'update', ref: refOf(ev), setCols, rows: [], keys: new Set() };
+      b = this.batch = { kind: 'update', ref: this.refFor(ev), setCols, rows: [], keys: new Set() };
     }
     b.rows.push({ key, values: ev.new! });
     b.keys.add(ks);
@@ -177,7 +186,7 @@ export class RowWriter {
     let b = this.batch;
     if (!(b && b.kind === 'delete' && b.rows.length < this.batchMaxRows && sameShape(b.ref, ev) && !b.keys.has(ks))) {
       this.flushBatch();
-      b = this.batch = { kind: 'delete', ref: refOf(ev), rows: [], keys: new Set() };
+      b = this.batch = { kind: 'delete', ref: this.refFor(ev), rows: [], keys: new Set() };
     }
     b.rows.push(key);
     b.keys.add(ks);
@@ -190,7 +199,7 @@ export class RowWriter {
     if (this.batch && this.owners.ownerRunner(this.batch.ref)) this.flushBatch();
     const buffered = this.net.ref(name);
     if (buffered && !sameShape(buffered, ev)) this.flushNetOf(name);
-    if (!this.net.add(name, buffered && buffered.relation === ev.relation ? buffered : refOf(ev), ev)) {
+    if (!this.net.add(name, buffered && buffered.relation === ev.relation ? buffered : this.refFor(ev), ev)) {
       this.flushNetOf(name);
       return false;
     }

@@ -54,6 +54,16 @@ export interface TableRef {
   schema: string;
   table: string;
   relation: RelationInfo;
+  /**
+   * The target's table has inheritance children (a plain table, not a partitioned one): its
+   * UPDATE and DELETE name it ONLY, or they would change a child's rows of the same key too.
+   */
+  only?: boolean;
+}
+
+/** The table an UPDATE or DELETE (or its row lookup) reads: ONLY for an inheritance parent. */
+function own(t: TableRef): string {
+  return `${t.only ? 'ONLY ' : ''}${qualify(t.schema, t.table)}`;
 }
 
 /** Multi-row INSERT. OVERRIDING SYSTEM VALUE: identity columns GENERATED ALWAYS take the source's value. */
@@ -186,7 +196,7 @@ export function updateSql(t: TableRef, setCols: readonly number[], rows: Array<{
     const row = rows[0]!;
     const set = setCols.map((i) => `${quoteIdent(r.columns[i]!)} = ${typed(row.values[i] ?? null, r.types[i]!)}`).join(', ');
     const where = r.key.map((ci, k) => `${quoteIdent(r.columns[ci]!)} = ${typed(row.key[k] ?? null, r.types[ci]!)}`).join(' AND ');
-    return `UPDATE ${qualify(t.schema, t.table)} SET ${set} WHERE ${where};\n`;
+    return `UPDATE ${own(t)} SET ${set} WHERE ${where};\n`;
   }
   const viaArrays = [...r.key, ...setCols].every((i) => !r.types[i]!.endsWith(']'));
   // Via arrays: one typed array per column, zipped by unnest. Postgres parses one literal per column
@@ -212,7 +222,7 @@ export function updateSql(t: TableRef, setCols: readonly number[], rows: Array<{
     const lit = (v: string | null) => (v === null ? 'NULL' : quoteLiteral(v));
     from = `(VALUES\n  ${rows.map((row) => `(${[...row.key.map(lit), ...setCols.map((i) => lit(row.values[i] ?? null))].join(', ')})`).join(',\n  ')})`;
   }
-  return `UPDATE ${qualify(t.schema, t.table)} AS _t SET ${set}\nFROM ${from} AS _v(${cols.join(', ')})\nWHERE ${where};\n`;
+  return `UPDATE ${own(t)} AS _t SET ${set}\nFROM ${from} AS _v(${cols.join(', ')})\nWHERE ${where};\n`;
 }
 
 export function deleteSql(t: TableRef, keys: Array<(string | null)[]>): string {
@@ -221,21 +231,21 @@ export function deleteSql(t: TableRef, keys: Array<(string | null)[]>): string {
     const ci = r.key[0]!;
     const col = quoteIdent(r.columns[ci]!);
     const type = r.types[ci]!;
-    if (keys.length === 1) return `DELETE FROM ${qualify(t.schema, t.table)} WHERE ${col} = ${typed(keys[0]![0] ?? null, type)};\n`;
+    if (keys.length === 1) return `DELETE FROM ${own(t)} WHERE ${col} = ${typed(keys[0]![0] ?? null, type)};\n`;
     // One typed array literal: PostgreSQL parses one constant instead of a list of typed ones
     // (1,000-key DELETEs ran ~20% faster, psql on PostgreSQL 15). Only for the built-in types whose
     // array literal reads back value by value (commaArrayType); any other key keeps the list.
     if (commaArrayType(type)) {
-      return `DELETE FROM ${qualify(t.schema, t.table)} WHERE ${col} = ANY(${arrayLiteral(keys.map((k) => k[0] ?? null))}::${type}[]);\n`;
+      return `DELETE FROM ${own(t)} WHERE ${col} = ANY(${arrayLiteral(keys.map((k) => k[0] ?? null))}::${type}[]);\n`;
     }
     // IN (list) becomes = ANY(array) as well: one index scan with a ScalarArrayOpExpr.
-    return `DELETE FROM ${qualify(t.schema, t.table)} WHERE ${col} IN (${keys.map((k) => typed(k[0] ?? null, type)).join(', ')});\n`;
+    return `DELETE FROM ${own(t)} WHERE ${col} IN (${keys.map((k) => typed(k[0] ?? null, type)).join(', ')});\n`;
   }
   const lit = (v: string | null) => (v === null ? 'NULL' : quoteLiteral(v));
   const vcols = r.key.map((_, k) => `k${k}`);
   const values = keys.map((k) => `(${k.map(lit).join(', ')})`).join(',\n  ');
   const where = r.key.map((ci, k) => `_t.${quoteIdent(r.columns[ci]!)} = _v.k${k}::${r.types[ci]}`).join(' AND ');
-  return `DELETE FROM ${qualify(t.schema, t.table)} AS _t USING (VALUES\n  ${values}) AS _v(${vcols.join(', ')})\nWHERE ${where};\n`;
+  return `DELETE FROM ${own(t)} AS _t USING (VALUES\n  ${values}) AS _v(${vcols.join(', ')})\nWHERE ${where};\n`;
 }
 
 /**
@@ -247,7 +257,7 @@ export function deleteSql(t: TableRef, keys: Array<(string | null)[]>): string {
 function fullMatch(t: TableRef, old: (string | null)[]): string {
   const r = t.relation;
   const conds = r.columns.map((c, i) => matchFull('', c, old[i] ?? null, r.types[i]!));
-  return `ctid = (SELECT ctid FROM ${qualify(t.schema, t.table)} WHERE ${conds.join(' AND ')} LIMIT 1)`;
+  return `ctid = (SELECT ctid FROM ${own(t)} WHERE ${conds.join(' AND ')} LIMIT 1)`;
 }
 
 export function updateFullSql(t: TableRef, old: (string | null)[], values: (string | null)[], unchanged: number[]): string {
@@ -257,11 +267,11 @@ export function updateFullSql(t: TableRef, old: (string | null)[], values: (stri
     .map((c, i) => (skip.has(i) ? undefined : `${quoteIdent(c)} = ${typed(values[i] ?? null, r.types[i]!)}`))
     .filter((s): s is string => s !== undefined);
   if (set.length === 0) return '';
-  return `UPDATE ${qualify(t.schema, t.table)} SET ${set.join(', ')} WHERE ${fullMatch(t, old)};\n`;
+  return `UPDATE ${own(t)} SET ${set.join(', ')} WHERE ${fullMatch(t, old)};\n`;
 }
 
 export function deleteFullSql(t: TableRef, old: (string | null)[]): string {
-  return `DELETE FROM ${qualify(t.schema, t.table)} WHERE ${fullMatch(t, old)};\n`;
+  return `DELETE FROM ${own(t)} WHERE ${fullMatch(t, old)};\n`;
 }
 
 /**

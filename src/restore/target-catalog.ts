@@ -73,6 +73,8 @@ export class TargetCatalog {
   private tables = new Set<string>();
   private roles = new Set<string>();
   private userCode = new Map<string, string>();
+  /** Plain tables with inheritance children, as schema NUL table (no name holds a NUL). */
+  private parents = new Set<string>();
 
   constructor(private readonly client: pg.Client) {}
 
@@ -94,6 +96,12 @@ export class TargetCatalog {
     this.noReorder = new Set(r.rows.map((x) => x.name));
     const u = await client.query<{ name: string; owner: string }>(USER_CODE_TABLES_SQL);
     this.userCode = new Map(u.rows.map((x) => [x.name, x.owner]));
+    // relhassubclass may stay true after the last child is gone: ONLY is then merely redundant.
+    const p = await client.query<{ schema: string; table: string }>(
+      `SELECT n.nspname::text AS schema, c.relname::text AS table FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relkind = 'r' AND c.relhassubclass`,
+    );
+    this.parents = new Set(p.rows.map((x) => `${x.schema}\u0000${x.table}`));
   }
 
   /**
@@ -102,6 +110,16 @@ export class TargetCatalog {
    */
   reorderable(schema: string, table: string): boolean {
     return !this.noReorder.has(`${schema}.${table}`);
+  }
+
+  /**
+   * A plain table with inheritance children: the stream reports each child's rows under the child,
+   * so a change of the parent's row must not reach a child's row of the same key (UPDATE and
+   * DELETE without ONLY do). A partitioned table is not one: it holds no rows of its own, and
+   * ONLY would make its UPDATE and DELETE change nothing.
+   */
+  inheritanceParent(schema: string, table: string): boolean {
+    return this.parents.has(`${schema}\u0000${table}`);
   }
 
   tableExists(schema: string, table: string): boolean {

@@ -7,12 +7,15 @@ import {
   commaArrayType,
   copyRow,
   copyRows,
+  copySql,
+  deleteFullSql,
   deleteSql,
   insertSql,
   quoteIdent,
   quoteLiteral,
   truncateSql,
   typed,
+  updateFullSql,
   updateSql,
 } from '../../../src/restore/sql.js';
 import { makeCut, parseTarget, parseTimeMicros } from '../../../src/restore/target.js';
@@ -428,6 +431,34 @@ describe('tables made by CREATE TABLE AS, with the catalog read before DDL', () 
     expect(deleteSql({ schema: 's', table: 'b', relation: { ...rel, key: [2] } }, [['01'], ['02']])).toBe(
       `DELETE FROM "s"."b" WHERE "g" IN ('01'::geometry(Point,4326), '02'::geometry(Point,4326));\n`,
     );
+  });
+
+  it("names an inheritance parent ONLY in UPDATE and DELETE (and the FULL identity's row lookup), never in COPY or INSERT", () => {
+    const parent = { schema: 'public', table: 'p', relation: REL, only: true };
+    const keyed = [
+      updateSql(parent, [1], [{ key: ['1'], values: ['1', 'a'] }]),
+      updateSql(
+        parent,
+        [1],
+        [
+          { key: ['1'], values: ['1', 'a'] },
+          { key: ['2'], values: ['2', 'b'] },
+        ],
+      ),
+      deleteSql(parent, [['1']]),
+      deleteSql(parent, [['1'], ['2']]),
+      deleteSql({ ...parent, relation: rel2 }, [['1', 'a']]),
+    ];
+    for (const sql of keyed) expect(sql).toMatch(/^(UPDATE|DELETE FROM) ONLY "public"."p" /);
+    const full = { ...parent, relation: { ...REL, replicaIdentity: 'f' as const, key: [] } };
+    expect(deleteFullSql(full, ['1', 'a'])).toMatch(/^DELETE FROM ONLY "public"."p" WHERE ctid = \(SELECT ctid FROM ONLY "public"."p" WHERE /);
+    expect(updateFullSql(full, ['1', 'a'], ['1', 'b'], [])).toMatch(
+      /^UPDATE ONLY "public"."p" SET .* WHERE ctid = \(SELECT ctid FROM ONLY "public"."p" WHERE /,
+    );
+    expect(copySql(parent)).toBe('COPY "public"."p" ("id", "v") FROM STDIN');
+    expect(insertSql(parent, [['1', 'a']])).toMatch(/^INSERT INTO "public"."p" /);
+    // Any other table (a partitioned one among them: ONLY would change none of its rows) is named plainly.
+    expect(deleteSql({ ...parent, only: undefined }, [['1']])).toMatch(/^DELETE FROM "public"."p" /);
   });
 
   it('knows which built-in types take a typed array literal', () => {
