@@ -205,7 +205,7 @@ export class Applier {
     this.rows.flushAll();
     const c = JSON.parse(ev.content ?? '{}') as { relations?: Array<[string, string]>; cascade?: boolean; restartIdentity?: boolean };
     const rels = (c.relations ?? []).filter(([s, t]) => this.selected(s, t));
-    const sql = truncateSql(rels, Boolean(c.cascade), Boolean(c.restartIdentity));
+    const sql = truncateSql(rels, Boolean(c.cascade), Boolean(c.restartIdentity), (schema, table) => this.catalog.inheritanceParent({ schema, table }));
     // TRUNCATE fires ALWAYS triggers too: run as the owner when any table needs it.
     const owners = new Set(rels.map(([schema, table]) => this.catalog.ownerRunner({ schema, table })).filter((o): o is string => o !== undefined));
     if (owners.size === 0) this.out.statement(sql);

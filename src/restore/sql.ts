@@ -285,7 +285,16 @@ export function createTableSql(t: TableRef): string {
   return `CREATE TABLE IF NOT EXISTS ${qualify(t.schema, t.table)} (${cols});\n`;
 }
 
-export function truncateSql(relations: Array<[string, string]>, cascade: boolean, restartIdentity: boolean): string {
+/**
+ * The stream lists every table a TRUNCATE emptied (a parent's children too, unless the source said
+ * ONLY): `only` names the inheritance parents (TableRef.only), which must not empty their children.
+ */
+export function truncateSql(
+  relations: Array<[string, string]>,
+  cascade: boolean,
+  restartIdentity: boolean,
+  only?: (schema: string, table: string) => boolean,
+): string {
   if (relations.length === 0) return '';
-  return `TRUNCATE ${relations.map(([s, t]) => qualify(s, t)).join(', ')}${restartIdentity ? ' RESTART IDENTITY' : ''}${cascade ? ' CASCADE' : ''};\n`;
+  return `TRUNCATE ${relations.map(([s, t]) => `${only?.(s, t) ? 'ONLY ' : ''}${qualify(s, t)}`).join(', ')}${restartIdentity ? ' RESTART IDENTITY' : ''}${cascade ? ' CASCADE' : ''};\n`;
 }

@@ -114,6 +114,14 @@ describe('restore changes the same row the source changed', () => {
       await c.query(`DELETE FROM ONLY ih WHERE id IN (1, 2)`);
       await c.query(`DELETE FROM ONLY ihf WHERE x IN (3, 4)`);
       await c.query(`COMMIT`);
+      // A TRUNCATE of a parent alone (ONLY), and of a parent with its children.
+      await c.query(`CREATE TABLE it (id int PRIMARY KEY)`);
+      await c.query(`CREATE TABLE it_child (PRIMARY KEY (id)) INHERITS (it)`);
+      await c.query(`INSERT INTO it VALUES (1), (2)`);
+      await c.query(`INSERT INTO it_child VALUES (1), (3)`);
+      await c.query(`TRUNCATE ONLY it`);
+      await c.query(`INSERT INTO it VALUES (5)`);
+      await c.query(`TRUNCATE ONLY ih`);
       // Tables made by a query: their rows reach the stream before the command's DDL event.
       await c.query(`CREATE TABLE made AS SELECT id, email, v * 10 AS w FROM u`);
       await c.query(`SELECT x, tag INTO made_into FROM f`);
@@ -149,9 +157,15 @@ describe('restore changes the same row the source changed', () => {
           (await c.query(`SELECT tableoid::regclass::text AS t, v FROM ih UNION ALL SELECT tableoid::regclass::text, v FROM ihf ORDER BY 1, 2`)).rows,
       );
     expect(await inherited(into)).toEqual(await inherited(url));
-    // Every child row is untouched; the parents keep only what the source left them.
+    const truncated = (u: string) => withClient(u, async (c) => (await c.query(`SELECT tableoid::regclass::text AS t, id FROM it ORDER BY 1, 2`)).rows);
+    expect(await truncated(into)).toEqual([
+      { t: 'it', id: 5 },
+      { t: 'it_child', id: 1 },
+      { t: 'it_child', id: 3 },
+    ]);
+    expect(await truncated(into)).toEqual(await truncated(url));
+    // Every child row is untouched; the parents keep only what the source left them (ih: nothing, TRUNCATE ONLY).
     expect((await inherited(into)).map((r) => `${r.t}:${r.v}`)).toEqual([
-      'ih:p4?',
       'ih_child:c1',
       'ih_child:c2',
       'ih_child:c3',

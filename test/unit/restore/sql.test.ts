@@ -121,6 +121,18 @@ describe('statements', () => {
       ),
     ).toBe('TRUNCATE "public"."a", "s"."b" RESTART IDENTITY CASCADE;\n');
     expect(truncateSql([['public', 'a']], false, false)).toBe('TRUNCATE "public"."a";\n');
+    const parents = (s: string, t: string) => `${s}.${t}` === 'public.p';
+    expect(
+      truncateSql(
+        [
+          ['public', 'p'],
+          ['public', 'c'],
+        ],
+        false,
+        false,
+        parents,
+      ),
+    ).toBe('TRUNCATE ONLY "public"."p", "public"."c";\n');
   });
   it('sequence fix-up embeds the snapshot as a quoted literal', () => {
     expect(sequencesSql({ "public.it's": 5 })).toContain(`snap jsonb := '{"public.it''s":5}'::jsonb;`);
