@@ -126,9 +126,11 @@ WITH s AS (SELECT pg_current_snapshot() AS snap),
                        THEN (SELECT a.wait_event::text FROM pg_stat_activity a WHERE a.backend_xid = ($3::bigint % 4294967296)::text::xid LIMIT 1) END AS wait_event
              FROM v)
 SELECT (o.i)::int AS i,
-       -- format_type(oid, -1) and (oid, NULL) differ only for types with a typmod; pass it as sent.
+       -- The typmod as sent, -1 for none: format_type(oid, NULL) names an unbounded bpchar
+       -- 'character' and an unbounded bit 'bit', which as a cast mean character(1) and bit(1)
+       -- (restore's '...'::character cut values to one character); -1 gives bpchar and "bit".
        CASE WHEN o.typmod < 0 AND h.name IS NOT NULL THEN h.name
-            ELSE format_type(o.oid, CASE WHEN o.typmod < 0 THEN NULL ELSE o.typmod END) END AS name,
+            ELSE format_type(o.oid, o.typmod) END AS name,
        t.typtype::text AS typtype, n.nspname::text AS schema, t.typname::text AS typname,
        (e.oid IS NOT NULL) AS array,
        ARRAY[t.xmin::text, n.xmin::text, e.xmin::text, en.xmin::text] AS xmins,

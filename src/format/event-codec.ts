@@ -171,7 +171,23 @@ function values(r: Reader): (string | null)[] {
 
 /** Reads a Relation record; the caller shares equal ones. */
 export function readRelation(r: Reader): RelationInfo {
-  return { oid: r.long(), replicaIdentity: r.string(), columns: stringArray(r), types: stringArray(r), key: intArray(r) };
+  return { oid: r.long(), replicaIdentity: r.string(), columns: stringArray(r), types: stringArray(r).map(unboundedType), key: intArray(r) };
+}
+
+/**
+ * Capture before 2026-11-30 named an unbounded bpchar or bit column (no typmod) as format_type(oid,
+ * NULL) does: 'character' and 'bit', which as SQL types are character(1) and bit(1), so a value
+ * cast to them lost all but its first character. A bounded column is always written with its
+ * length ('character(5)'), so the bare names can only mean the unbounded types.
+ */
+const UNBOUNDED = new Map([
+  ['character', 'bpchar'],
+  ['character[]', 'bpchar[]'],
+  ['bit', '"bit"'],
+  ['bit[]', '"bit"[]'],
+]);
+export function unboundedType(t: string): string {
+  return UNBOUNDED.get(t) ?? t;
 }
 
 /** Skips a Relation record (oid, replica identity, columns, types, key). */

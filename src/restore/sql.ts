@@ -46,7 +46,9 @@ function matchFull(alias: string, col: string, value: string | null, type: strin
   const c = `${alias}${quoteIdent(col)}`;
   if (value === null) return `${c} IS NULL`;
   const v = typed(value, type);
-  const same = `${c}::text = (${v})::text`;
+  // The text output through format's %s (the type's output function), not a ::text cast: a cast
+  // to text may be a function the type's owner wrote (CREATE CAST), run here as the superuser.
+  const same = `pg_catalog.format('%s', ${c}) = pg_catalog.format('%s', ${v})`;
   return hasEquality(type) ? `${c} = ${v} AND ${same}` : same;
 }
 
@@ -175,7 +177,7 @@ export function arrayLiteral(values: Array<string | null>): string {
  * an extension may choose any delimiter, so other types travel in a text[] and are cast per value.
  */
 const COMMA_ARRAY_TYPE =
-  /^(?:smallint|integer|bigint|real|double precision|numeric(?:\(\d+(?:,-?\d+)?\))?|text|character varying(?:\(\d+\))?|character(?:\(\d+\))?|uuid|boolean|date|(?:time|timestamp)(?:\(\d\))? with(?:out)? time zone|bytea|jsonb|json|inet|cidr|oid)$/;
+  /^(?:smallint|integer|bigint|real|double precision|numeric(?:\(\d+(?:,-?\d+)?\))?|text|character varying(?:\(\d+\))?|character(?:\(\d+\))?|bpchar|uuid|boolean|date|(?:time|timestamp)(?:\(\d\))? with(?:out)? time zone|bytea|jsonb|json|inet|cidr|oid)$/;
 
 export function commaArrayType(type: string): boolean {
   return COMMA_ARRAY_TYPE.test(type);
@@ -184,10 +186,10 @@ export function commaArrayType(type: string): boolean {
 /**
  * One UPDATE for many rows with the same set of assigned columns:
  *   UPDATE t AS _t SET c = _v.c1 FROM unnest('{..}'::type[], ...) AS _v(k0, c1) WHERE _t.k = _v.k0
- * ('{..}'::text[] and _v.c1::type for a type commaArrayType does not know) or, for array-typed columns,
- *   UPDATE t AS _t SET c = _v.c1::type FROM (VALUES (...), ...) AS _v(k0, c1) WHERE _t.k = _v.k0::type
- * whose plain literals cast at every use, so one NULL-only column does not confuse type
- * resolution. The batcher guarantees a key appears at most once.
+ * or, when a column's type is not one commaArrayType knows (arrays among them),
+ *   UPDATE t AS _t SET c = _v.c1 FROM (VALUES ('..'::type, ...), ...) AS _v(k0, c1) WHERE _t.k = _v.k0
+ * whose typed literals (NULL::type too) give every column its type. The batcher guarantees a key
+ * appears at most once.
  */
 export function updateSql(t: TableRef, setCols: readonly number[], rows: Array<{ key: (string | null)[]; values: (string | null)[] }>): string {
   const r = t.relation;
@@ -198,29 +200,32 @@ export function updateSql(t: TableRef, setCols: readonly number[], rows: Array<{
     const where = r.key.map((ci, k) => `${quoteIdent(r.columns[ci]!)} = ${typed(row.key[k] ?? null, r.types[ci]!)}`).join(' AND ');
     return `UPDATE ${own(t)} SET ${set} WHERE ${where};\n`;
   }
-  const viaArrays = [...r.key, ...setCols].every((i) => !r.types[i]!.endsWith(']'));
   // Via arrays: one typed array per column, zipped by unnest. Postgres parses one literal per column
   // instead of analysing and coercing a VALUES list of rows x columns constants (~20% less Postgres
-  // time per updated row, measured with bench/restore.ts). Not for array-typed columns: an array of
-  // arrays is one multi-dimensional array to Postgres, and unnest would flatten it. The VALUES
-  // form holds plain literals (resolved as text) and casts at every use instead, and so does the
-  // text[] of a type whose array literal may not use ',' (commaArrayType: box, PostGIS geometry).
-  const direct = (type: string) => viaArrays && commaArrayType(type);
-  const cast = (type: string) => (direct(type) ? '' : `::${type}`);
-  const arrayType = (type: string) => (direct(type) ? type : 'text');
+  // time per updated row, measured with bench/restore.ts). Only when every column's type is one
+  // commaArrayType knows: an array of arrays is one multi-dimensional array to Postgres (unnest
+  // would flatten it), and a type may delimit its array elements otherwise (box ';', PostGIS
+  // geometry ':'). Else a VALUES list of typed literals: each value is read by its type's input
+  // function, as an array's elements are. Never a cast from text: that may be a function the
+  // type's owner wrote (CREATE CAST), run here as the restore's superuser, and for some types it
+  // differs from the input function (text to regclass refuses a numeric OID).
+  const viaArrays = [...r.key, ...setCols].every((i) => commaArrayType(r.types[i]!));
   const cols = [...r.key.map((_, k) => `k${k}`), ...setCols.map((i) => `c${i}`)];
-  const set = setCols.map((i) => `${quoteIdent(r.columns[i]!)} = _v.c${i}${cast(r.types[i]!)}`).join(', ');
-  const where = r.key.map((ci, k) => `_t.${quoteIdent(r.columns[ci]!)} = _v.k${k}${cast(r.types[ci]!)}`).join(' AND ');
+  const set = setCols.map((i) => `${quoteIdent(r.columns[i]!)} = _v.c${i}`).join(', ');
+  const where = r.key.map((ci, k) => `_t.${quoteIdent(r.columns[ci]!)} = _v.k${k}`).join(' AND ');
   let from: string;
   if (viaArrays) {
     const arrays = [
-      ...r.key.map((ci, k) => `${arrayLiteral(rows.map((row) => row.key[k] ?? null))}::${arrayType(r.types[ci]!)}[]`),
-      ...setCols.map((i) => `${arrayLiteral(rows.map((row) => row.values[i] ?? null))}::${arrayType(r.types[i]!)}[]`),
+      ...r.key.map((ci, k) => `${arrayLiteral(rows.map((row) => row.key[k] ?? null))}::${r.types[ci]}[]`),
+      ...setCols.map((i) => `${arrayLiteral(rows.map((row) => row.values[i] ?? null))}::${r.types[i]}[]`),
     ];
     from = `unnest(${arrays.join(',\n  ')})`;
   } else {
-    const lit = (v: string | null) => (v === null ? 'NULL' : quoteLiteral(v));
-    from = `(VALUES\n  ${rows.map((row) => `(${[...row.key.map(lit), ...setCols.map((i) => lit(row.values[i] ?? null))].join(', ')})`).join(',\n  ')})`;
+    const values = (row: { key: (string | null)[]; values: (string | null)[] }) => [
+      ...r.key.map((ci, k) => typed(row.key[k] ?? null, r.types[ci]!)),
+      ...setCols.map((i) => typed(row.values[i] ?? null, r.types[i]!)),
+    ];
+    from = `(VALUES\n  ${rows.map((row) => `(${values(row).join(', ')})`).join(',\n  ')})`;
   }
   return `UPDATE ${own(t)} AS _t SET ${set}\nFROM ${from} AS _v(${cols.join(', ')})\nWHERE ${where};\n`;
 }
@@ -241,10 +246,10 @@ export function deleteSql(t: TableRef, keys: Array<(string | null)[]>): string {
     // IN (list) becomes = ANY(array) as well: one index scan with a ScalarArrayOpExpr.
     return `DELETE FROM ${own(t)} WHERE ${col} IN (${keys.map((k) => typed(k[0] ?? null, type)).join(', ')});\n`;
   }
-  const lit = (v: string | null) => (v === null ? 'NULL' : quoteLiteral(v));
+  // Typed literals, never a cast from text (see updateSql).
   const vcols = r.key.map((_, k) => `k${k}`);
-  const values = keys.map((k) => `(${k.map(lit).join(', ')})`).join(',\n  ');
-  const where = r.key.map((ci, k) => `_t.${quoteIdent(r.columns[ci]!)} = _v.k${k}::${r.types[ci]}`).join(' AND ');
+  const values = keys.map((k) => `(${r.key.map((ci, j) => typed(k[j] ?? null, r.types[ci]!)).join(', ')})`).join(',\n  ');
+  const where = r.key.map((ci, k) => `_t.${quoteIdent(r.columns[ci]!)} = _v.k${k}`).join(' AND ');
   return `DELETE FROM ${own(t)} AS _t USING (VALUES\n  ${values}) AS _v(${vcols.join(', ')})\nWHERE ${where};\n`;
 }
 

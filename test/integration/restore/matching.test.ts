@@ -33,6 +33,11 @@ import {
 // - A table with an inheritance child holding rows of the same keys: the stream reports each
 //   table's own rows, so an UPDATE or DELETE of the parent's row must not reach the child's (they
 //   did without ONLY).
+// - An enum whose owner wrote casts from and to text (CREATE CAST): restore reads values with the
+//   type's input function and compares FULL-identity rows by its output function, so neither cast
+//   runs (it would run as the restore's superuser, and these ones change values).
+// - Unbounded bpchar columns (no length), a key among them: their type was named 'character',
+//   which as a cast is character(1), and restore cut updated values and missed deleted keys.
 // All end with the restored database's content equal to the source's, table by table.
 
 const name = `match_${rand()}`;
@@ -73,6 +78,21 @@ beforeAll(async () => {
     ]) {
       await c.query(`INSERT INTO ${t} SELECT g, '${tag}' || g FROM generate_series(1, 4) g`);
     }
+    await c.query(`CREATE TYPE mood AS ENUM ('sad', 'happy')`);
+    await c.query(`CREATE TABLE cast_ran (seq serial PRIMARY KEY, what text)`);
+    await c.query(
+      `CREATE FUNCTION swap_mood(text) RETURNS mood LANGUAGE sql AS $$ INSERT INTO public.cast_ran (what) VALUES ('from text'); SELECT CASE $1 WHEN 'sad' THEN 'happy'::public.mood ELSE 'sad'::public.mood END $$`,
+    );
+    await c.query(`CREATE CAST (text AS mood) WITH FUNCTION swap_mood(text)`);
+    await c.query(`CREATE FUNCTION mood_text(mood) RETURNS text LANGUAGE sql AS $$ INSERT INTO public.cast_ran (what) VALUES ('to text'); SELECT 'same' $$`);
+    await c.query(`CREATE CAST (mood AS text) WITH FUNCTION mood_text(mood)`);
+    await c.query(`CREATE TABLE moods (id int PRIMARY KEY, m mood NOT NULL)`);
+    await c.query(`INSERT INTO moods SELECT g, 'sad' FROM generate_series(1, 4) g`);
+    await c.query(`CREATE TABLE moodf (m mood, tag text)`);
+    await c.query(`ALTER TABLE moodf REPLICA IDENTITY FULL`);
+    await c.query(`INSERT INTO moodf VALUES ('sad', 'a'), ('happy', 'b')`);
+    await c.query(`CREATE TABLE pad (k bpchar PRIMARY KEY, c bpchar NOT NULL, a bpchar[])`);
+    await c.query(`INSERT INTO pad VALUES ('k1', 'abc', '{xy,z}'), ('k2', 'abc', NULL), ('k3', 'abc', NULL), ('k4', 'abc', NULL)`);
     await c.query(`CREATE TABLE shapes (id int PRIMARY KEY, b box)`);
     await c.query(`INSERT INTO shapes SELECT g, box(point(g, g), point(0, 0)) FROM generate_series(1, 5) g`);
   });
@@ -104,6 +124,12 @@ describe('restore changes the same row the source changed', () => {
       await c.query(`UPDATE colons SET c = ('x:"y",{z}' || id)::colon, n = n + 1`);
       await c.query(`UPDATE colons SET c = NULL WHERE id = 5`);
       await c.query(`UPDATE shapes SET b = box(point(id * 2, id), point(-1, -1))`);
+      await c.query(`UPDATE moods SET m = 'happy' WHERE id <= 3`);
+      await c.query(`UPDATE pad SET c = 'defgh ', a = '{long,longer}' WHERE k IN ('k1', 'k2')`);
+      await c.query(`UPDATE pad SET c = 'single' WHERE k = 'k3'`);
+      await c.query(`DELETE FROM pad WHERE k = 'k4'`);
+      await c.query(`UPDATE moodf SET tag = 'b!' WHERE m = 'happy'`);
+      await c.query(`DELETE FROM moodf WHERE m = 'happy'`);
       // The parents' own rows only: batched (ids 1, 2) and single (3, 4), keyed and FULL identity.
       await c.query(`UPDATE ONLY ih SET v = v || '!' WHERE id <= 2`);
       await c.query(`DELETE FROM ONLY ih WHERE id = 3`);
@@ -157,6 +183,30 @@ describe('restore changes the same row the source changed', () => {
           (await c.query(`SELECT tableoid::regclass::text AS t, v FROM ih UNION ALL SELECT tableoid::regclass::text, v FROM ihf ORDER BY 1, 2`)).rows,
       );
     expect(await inherited(into)).toEqual(await inherited(url));
+    const moods = (u: string) =>
+      withClient(u, async (c) => ({
+        moods: (await c.query(`SELECT id, pg_catalog.format('%s', m) AS m FROM moods ORDER BY id`)).rows,
+        moodf: (await c.query(`SELECT pg_catalog.format('%s', m) AS m, tag FROM moodf ORDER BY tag`)).rows,
+        ran: (await c.query(`SELECT count(*)::int AS n FROM cast_ran`)).rows[0].n,
+      }));
+    expect(await moods(into)).toEqual({
+      moods: [
+        { id: 1, m: 'happy' },
+        { id: 2, m: 'happy' },
+        { id: 3, m: 'happy' },
+        { id: 4, m: 'sad' },
+      ],
+      moodf: [{ m: 'sad', tag: 'a' }],
+      ran: 0,
+    });
+    expect(await moods(into)).toEqual(await moods(url));
+    const pad = (u: string) => withClient(u, async (c) => (await c.query(`SELECT k, c, a FROM pad ORDER BY k`)).rows);
+    expect(await pad(into)).toEqual([
+      { k: 'k1', c: 'defgh ', a: ['long', 'longer'] },
+      { k: 'k2', c: 'defgh ', a: ['long', 'longer'] },
+      { k: 'k3', c: 'single', a: null },
+    ]);
+    expect(await pad(into)).toEqual(await pad(url));
     const truncated = (u: string) => withClient(u, async (c) => (await c.query(`SELECT tableoid::regclass::text AS t, id FROM it ORDER BY 1, 2`)).rows);
     expect(await truncated(into)).toEqual([
       { t: 'it', id: 5 },

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { decodeChange, emptyEvent, encodeChange, type ChangeEvent, type RelationInfo } from '../../../src/format/change-event.js';
-import { encodeEvent as encodeChangeFast, EventDecoder, readValuePrefix } from '../../../src/format/event-codec.js';
+import { encodeEvent as encodeChangeFast, EventDecoder, readValuePrefix, unboundedType } from '../../../src/format/event-codec.js';
 
 // Format 1 (a Kafka record value): the hand encoder, prefix reader and decoder against avsc and
 // against byte fixtures written out here (docs/format.md, "Format 1").
@@ -115,5 +115,19 @@ describe('format 1 byte fixtures', () => {
   it('refuses a value that is not format 1 (bad op index, truncated)', () => {
     expect(() => readValuePrefix(Buffer.from('7f', 'hex'))).toThrow(RangeError);
     expect(() => new EventDecoder().decodeValue(Buffer.from(FIXTURES[0]![1].slice(0, 40), 'hex'))).toThrow(RangeError);
+  });
+});
+
+describe('unbounded bpchar and bit column types', () => {
+  it("reads the bare names older captures wrote ('character' is character(1) as SQL) as the unbounded types", () => {
+    const legacy = { ...rel, types: ['character', 'character[]', 'bit', 'bit[]', 'character(5)', 'bit(3)', 'public.character'] };
+    const ev: ChangeEvent = {
+      ...emptyEvent({ op: 'INSERT', database: 'db', schema: 's', table: 't' }),
+      relation: legacy,
+      new: ['a', '{b}', '1', '{1}', 'c', '101', 'x'],
+    };
+    const back = new EventDecoder().decodeValue(encodeChangeFast(ev));
+    expect(back.relation!.types).toEqual(['bpchar', 'bpchar[]', '"bit"', '"bit"[]', 'character(5)', 'bit(3)', 'public.character']);
+    expect(unboundedType('constructor')).toBe('constructor');
   });
 });
