@@ -289,7 +289,9 @@ export function decodeBlockGeneric(data: Buffer, count: number, writer: import('
   for (let i = 0; i < count; i++) {
     const r = changeEventType.decode(data, p, resolver);
     if (r.offset < 0) throw new RangeError('truncated record');
-    events[i] = r.value as ChangeEvent;
+    const ev = r.value as ChangeEvent;
+    if (ev.relation) ev.relation.types = ev.relation.types.map(unboundedType);
+    events[i] = ev;
     p = r.offset;
   }
   if (p !== data.length) throw new RangeError('trailing bytes in block');

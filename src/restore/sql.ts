@@ -48,7 +48,9 @@ function matchFull(alias: string, col: string, value: string | null, type: strin
   const v = typed(value, type);
   // The text output through format's %s (the type's output function), not a ::text cast: a cast
   // to text may be a function the type's owner wrote (CREATE CAST), run here as the superuser.
-  const same = `pg_catalog.format('%s', ${c}) = pg_catalog.format('%s', ${v})`;
+  // format gives '' for NULL (an xml '' would match a NULL row): the column must not be NULL. Its
+  // right side in a scalar subquery, computed once (format is not immutable, so not folded).
+  const same = `${c} IS NOT NULL AND pg_catalog.format('%s', ${c}) = (SELECT pg_catalog.format('%s', ${v}))`;
   return hasEquality(type) ? `${c} = ${v} AND ${same}` : same;
 }
 

@@ -57,6 +57,10 @@ beforeAll(async () => {
     await c.query(`CREATE TABLE f (x float8, n numeric, tag text)`);
     await c.query(`ALTER TABLE f REPLICA IDENTITY FULL`);
     await c.query(`INSERT INTO f VALUES (0, 1.0, 'a'), ('-0', 1.0, 'a'), (1, 1.0, 'a'), (1, 1.00, 'a')`);
+    // xml has no equality: matched by output alone, and a NULL must not pass for an empty document.
+    await c.query(`CREATE TABLE fxml (x xml, tag text)`);
+    await c.query(`ALTER TABLE fxml REPLICA IDENTITY FULL`);
+    await c.query(`INSERT INTO fxml VALUES (NULL, 't'), ('', 't'), (NULL, 'u'), ('', 'u')`);
     // A text-like base type whose array elements are delimited by ':' (CREATE TYPE ... DELIMITER).
     await c.query(`CREATE TYPE colon`);
     await c.query(`CREATE FUNCTION colon_in(cstring) RETURNS colon LANGUAGE internal IMMUTABLE STRICT AS 'textin'`);
@@ -120,6 +124,8 @@ describe('restore changes the same row the source changed', () => {
       await c.query(`UPDATE f SET tag = 'minus zero' WHERE x::text = '-0'`);
       await c.query(`UPDATE f SET tag = 'two decimals' WHERE n::text = '1.00'`);
       await c.query(`DELETE FROM f WHERE x::text = '0' AND tag = 'a'`);
+      await c.query(`DELETE FROM fxml WHERE x IS NOT NULL AND tag = 't'`);
+      await c.query(`UPDATE fxml SET tag = 'u!' WHERE x IS NOT NULL AND tag = 'u'`);
       // One transaction, five rows: one batched UPDATE on the target for each table.
       await c.query(`UPDATE colons SET c = ('x:"y",{z}' || id)::colon, n = n + 1`);
       await c.query(`UPDATE colons SET c = NULL WHERE id = 5`);
@@ -183,6 +189,12 @@ describe('restore changes the same row the source changed', () => {
           (await c.query(`SELECT tableoid::regclass::text AS t, v FROM ih UNION ALL SELECT tableoid::regclass::text, v FROM ihf ORDER BY 1, 2`)).rows,
       );
     expect(await inherited(into)).toEqual(await inherited(url));
+    const xmls = (u: string) => withClient(u, async (c) => (await c.query(`SELECT x IS NULL AS n, tag FROM fxml ORDER BY 2, 1`)).rows);
+    expect(await xmls(into)).toEqual([
+      { n: true, tag: 't' },
+      { n: true, tag: 'u' },
+      { n: false, tag: 'u!' },
+    ]);
     const moods = (u: string) =>
       withClient(u, async (c) => ({
         moods: (await c.query(`SELECT id, pg_catalog.format('%s', m) AS m FROM moods ORDER BY id`)).rows,

@@ -245,10 +245,10 @@ describe('batching rules', () => {
     );
     // Same value, not just an equal one (float -0 = 0, numeric 1.0 = 1.00): the text output must match too.
     expect(sql).toContain(
-      `UPDATE "public"."nopk" SET "a" = '2'::integer, "j" = '{}'::json WHERE ctid = (SELECT ctid FROM "public"."nopk" WHERE "a" = '1'::integer AND pg_catalog.format('%s', "a") = pg_catalog.format('%s', '1'::integer) AND "j" IS NULL LIMIT 1);`,
+      `UPDATE "public"."nopk" SET "a" = '2'::integer, "j" = '{}'::json WHERE ctid = (SELECT ctid FROM "public"."nopk" WHERE "a" = '1'::integer AND "a" IS NOT NULL AND pg_catalog.format('%s', "a") = (SELECT pg_catalog.format('%s', '1'::integer)) AND "j" IS NULL LIMIT 1);`,
     );
     expect(sql).toContain(
-      `DELETE FROM "public"."nopk" WHERE ctid = (SELECT ctid FROM "public"."nopk" WHERE "a" = '2'::integer AND pg_catalog.format('%s', "a") = pg_catalog.format('%s', '2'::integer) AND pg_catalog.format('%s', "j") = pg_catalog.format('%s', '{"a":1}'::json) LIMIT 1);`,
+      `DELETE FROM "public"."nopk" WHERE ctid = (SELECT ctid FROM "public"."nopk" WHERE "a" = '2'::integer AND "a" IS NOT NULL AND pg_catalog.format('%s', "a") = (SELECT pg_catalog.format('%s', '2'::integer)) AND "j" IS NOT NULL AND pg_catalog.format('%s', "j") = (SELECT pg_catalog.format('%s', '{"a":1}'::json)) LIMIT 1);`,
     );
   });
 
