@@ -40,6 +40,7 @@ export async function checkPublication(q: Query, cfg: Config, s: ServerFacts, ta
         `publication ${cfg.source.publication} does not publish every operation: ALTER PUBLICATION ${cfg.source.publication} SET (publish = 'insert, update, delete, truncate')`,
       );
     }
+    await checkPublishedShape(q, cfg.source.publication, pub.oid, f);
   } else {
     if (cfg.source.tables.length === 0 && !s.rolsuper) {
       f.problems.push(`creating a publication ${wanted} needs a superuser: run setup as a superuser, or configure source.tables (tables the role owns)`);
@@ -56,6 +57,42 @@ export async function checkPublication(q: Query, cfg: Config, s: ServerFacts, ta
   }
 
   return Boolean(pub);
+}
+
+/**
+ * An existing publication may publish less than every row and column of its tables, or name
+ * partitions' rows by their root; the archive would then restore something other than the source,
+ * silently. Such a publication is refused (the one setup creates has none of this).
+ */
+async function checkPublishedShape(q: Query, name: string, oid: number, f: Findings): Promise<void> {
+  const [p] = await q<{ viaroot: boolean; filtered: string[]; columns: string[] }>(
+    `SELECT p.pubviaroot AS viaroot,
+            coalesce(array_agg(format('%I.%I', n.nspname, c.relname) ORDER BY n.nspname, c.relname) FILTER (WHERE r.prqual IS NOT NULL), '{}') AS filtered,
+            coalesce(array_agg(format('%I.%I', n.nspname, c.relname) ORDER BY n.nspname, c.relname) FILTER (WHERE r.prattrs IS NOT NULL), '{}') AS columns
+       FROM pg_publication p
+       LEFT JOIN pg_publication_rel r ON r.prpubid = p.oid
+       LEFT JOIN pg_class c ON c.oid = r.prrelid
+       LEFT JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE p.oid = $1
+      GROUP BY p.pubviaroot`,
+    [oid],
+  );
+  if (!p) return;
+  if (p.filtered.length > 0) {
+    f.problems.push(
+      `publication ${name} filters the rows of ${p.filtered.join(', ')} (a WHERE clause): changes of other rows would be missing from the archive and restores would differ from the source; publish the whole tables (ALTER PUBLICATION ${name} SET TABLE ... without WHERE), or DROP PUBLICATION ${name} and run setup again`,
+    );
+  }
+  if (p.columns.length > 0) {
+    f.problems.push(
+      `publication ${name} publishes only some columns of ${p.columns.join(', ')} (a column list): restores would lose the others; publish every column (ALTER PUBLICATION ${name} SET TABLE ... without a column list), or DROP PUBLICATION ${name} and run setup again`,
+    );
+  }
+  if (p.viaroot) {
+    f.problems.push(
+      `publication ${name} sets publish_via_partition_root: the stream would report partitions' rows as their root's, which restore cannot match exactly (REPLICA IDENTITY FULL rows are found by ctid, which repeats across partitions): ALTER PUBLICATION ${name} SET (publish_via_partition_root = false)`,
+    );
+  }
 }
 
 /**

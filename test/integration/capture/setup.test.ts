@@ -153,6 +153,24 @@ describe('cdp setup', () => {
     await expect(query(f.url, `UPDATE later SET x = 2`)).rejects.toThrow(/replica identity/);
   });
 
+  it('refuses an existing publication that filters rows, lists columns or publishes partitions as their root (exit 2)', async () => {
+    const f = await fresh('setup_pubshape');
+    await query(f.url, `CREATE TABLE a (id integer PRIMARY KEY, v text); CREATE TABLE b (id integer PRIMARY KEY, v text)`);
+    const file = join(tmpdir(), `${f.name}.json`);
+    writeFileSync(file, JSON.stringify({ source: { tables: ['public.a', 'public.b'] } }));
+    await query(f.url, `CREATE PUBLICATION ${f.name} FOR TABLE a WHERE (id > 10), b (id) WITH (publish_via_partition_root = true)`);
+    const r = cdpSync(f.env, ['--config', file, 'setup', '--no-basebackup']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/filters the rows of public\.a/);
+    expect(r.stderr).toMatch(/publishes only some columns of public\.b/);
+    expect(r.stderr).toMatch(/sets publish_via_partition_root/);
+    expect((await sourceObjects(f)).slot).toBeNull();
+    // The same tables published whole: accepted.
+    await query(f.url, `ALTER PUBLICATION ${f.name} SET TABLE a, b; ALTER PUBLICATION ${f.name} SET (publish_via_partition_root = false)`);
+    const ok = cdpSync(f.env, ['--config', file, 'setup', '--no-basebackup']);
+    expect(ok.code, ok.stderr).toBe(0);
+  });
+
   it('works for a non-superuser with REPLICATION on its own tables, warning that DDL is not captured', async () => {
     const f = await fresh('setup_role');
     const role = `${f.name}_r`;
