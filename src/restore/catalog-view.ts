@@ -29,6 +29,8 @@ export interface CatalogQueries {
    * .inheritanceParent). Absent (the --sql file) = no: statements name the table without ONLY.
    */
   inheritanceParent?: (schema: string, table: string) => boolean;
+  /** A type of the target outside sql.ts commaArrayType that takes a typed array literal (TargetCatalog.arrayType). Absent = none. */
+  arrayType?: (type: string) => boolean;
 }
 
 /** The catalog's answers for one table (one relation description), until the next catalog read. */
@@ -101,6 +103,11 @@ export class CatalogView {
   /** Whether the table has inheritance children (as of the last read): its UPDATE and DELETE say ONLY. */
   inheritanceParent(t: { readonly schema: string; readonly table: string }): boolean {
     return this.ask.inheritanceParent?.(t.schema, t.table) ?? false;
+  }
+
+  /** The caller's arrayType, if any (TableRef.arrayType). */
+  get arrayType(): ((type: string) => boolean) | undefined {
+    return this.ask.arrayType;
   }
 
   /** DDL (or the applier) created "schema.table" since the last read. */

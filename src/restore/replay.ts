@@ -89,6 +89,7 @@ export function newApplier(
     // unique index other than the replica identity, or an exclusion constraint (see RowWriter.netRow).
     reorderable: catalog ? (schema, table) => catalog.reorderable(schema, table) : undefined,
     inheritanceParent: catalog ? (schema, table) => catalog.inheritanceParent(schema, table) : undefined,
+    arrayType: catalog ? (type) => catalog.arrayType(type) : undefined,
     tableExists: catalog ? (schema, table) => catalog.tableExists(schema, table) : undefined,
     afterDdl: catalog ? () => catalog.read() : undefined,
     onePerSource: Boolean(opts.sqlFile),

@@ -37,6 +37,8 @@ export interface OwnerLookup {
   ownerRunner(t: { readonly schema: string; readonly table: string }): string | undefined;
   /** The target's (plain) table has inheritance children: write its UPDATEs and DELETEs ONLY (TableRef.only). */
   inheritanceParent?(t: { readonly schema: string; readonly table: string }): boolean;
+  /** Types beyond the built-in ones that take a typed array literal (TableRef.arrayType). */
+  readonly arrayType?: (type: string) => boolean;
 }
 
 type Row = (string | null)[];
@@ -101,6 +103,7 @@ export class RowWriter {
   private refFor(ev: ChangeEvent): TableRef {
     const ref = refOf(ev);
     if (this.owners.inheritanceParent?.(ev)) ref.only = true;
+    if (this.owners.arrayType) ref.arrayType = this.owners.arrayType;
     return ref;
   }
 

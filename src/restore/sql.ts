@@ -63,6 +63,17 @@ export interface TableRef {
    * UPDATE and DELETE name it ONLY, or they would change a child's rows of the same key too.
    */
   only?: boolean;
+  /**
+   * Types beyond commaArrayType's built-in ones whose values may travel in a typed array literal:
+   * the target's enums, domains, ranges and composites with ',' as their array delimiter
+   * (TargetCatalog.arrayType). Absent (the --sql file) = none.
+   */
+  arrayType?: (type: string) => boolean;
+}
+
+/** Whether the table's column type may travel in a typed array literal. */
+function arrayOk(t: TableRef, type: string): boolean {
+  return commaArrayType(type) || (t.arrayType?.(type) ?? false);
 }
 
 /** The table an UPDATE or DELETE (or its row lookup) reads: ONLY for an inheritance parent. */
@@ -211,7 +222,7 @@ export function updateSql(t: TableRef, setCols: readonly number[], rows: Array<{
   // function, as an array's elements are. Never a cast from text: that may be a function the
   // type's owner wrote (CREATE CAST), run here as the restore's superuser, and for some types it
   // differs from the input function (text to regclass refuses a numeric OID).
-  const viaArrays = [...r.key, ...setCols].every((i) => commaArrayType(r.types[i]!));
+  const viaArrays = [...r.key, ...setCols].every((i) => arrayOk(t, r.types[i]!));
   const cols = [...r.key.map((_, k) => `k${k}`), ...setCols.map((i) => `c${i}`)];
   const set = setCols.map((i) => `${quoteIdent(r.columns[i]!)} = _v.c${i}`).join(', ');
   const where = r.key.map((ci, k) => `_t.${quoteIdent(r.columns[ci]!)} = _v.k${k}`).join(' AND ');
@@ -242,7 +253,7 @@ export function deleteSql(t: TableRef, keys: Array<(string | null)[]>): string {
     // One typed array literal: PostgreSQL parses one constant instead of a list of typed ones
     // (1,000-key DELETEs ran ~20% faster, psql on PostgreSQL 15). Only for the built-in types whose
     // array literal reads back value by value (commaArrayType); any other key keeps the list.
-    if (commaArrayType(type)) {
+    if (arrayOk(t, type)) {
       return `DELETE FROM ${own(t)} WHERE ${col} = ANY(${arrayLiteral(keys.map((k) => k[0] ?? null))}::${type}[]);\n`;
     }
     // IN (list) becomes = ANY(array) as well: one index scan with a ScalarArrayOpExpr.

@@ -445,6 +445,23 @@ describe('tables made by CREATE TABLE AS, with the catalog read before DDL', () 
     );
     expect(mood).toContain(`('1'::bigint, 'happy'::app.mood)`);
     expect(mood).not.toMatch(/_v\.\w+::/);
+    // The live restore's catalog knows the enum takes a typed array (its delimiter is ','): unnest,
+    // each value read by enum_in; still no cast.
+    const known = { schema: 's', table: 'm', relation: { ...rel, types: ['bigint', 'app.mood', 'text'] }, arrayType: (t: string) => t === 'app.mood' };
+    const viaArray = updateSql(
+      known,
+      [1],
+      [
+        { key: ['1'], values: ['1', 'happy', 'x'] },
+        { key: ['2'], values: ['2', 'sad', 'y'] },
+      ],
+    );
+    expect(viaArray).toBe(
+      `UPDATE "s"."m" AS _t SET "b" = _v.c1\nFROM unnest('{"1","2"}'::bigint[],\n  '{"happy","sad"}'::app.mood[]) AS _v(k0, c1)\nWHERE _t."id" = _v.k0;\n`,
+    );
+    expect(deleteSql({ ...known, relation: { ...known.relation, key: [1] } }, [['happy'], ['sad']])).toBe(
+      `DELETE FROM "s"."m" WHERE "b" = ANY('{"happy","sad"}'::app.mood[]);\n`,
+    );
     expect(deleteSql({ schema: 's', table: 'b', relation: { ...rel, key: [2] } }, [['01'], ['02']])).toBe(
       `DELETE FROM "s"."b" WHERE "g" IN ('01'::geometry(Point,4326), '02'::geometry(Point,4326));\n`,
     );

@@ -1,0 +1,62 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { TargetCatalog } from '../../../src/restore/target-catalog.js';
+import { createDatabase, dropDatabase, rand, stackEnvironment, withClient } from './helpers.js';
+
+// TargetCatalog against a real catalog: which types beyond the built-in scalars may travel in a
+// typed array literal (a batched UPDATE's unnest, a DELETE's = ANY), and which tables are
+// inheritance parents (written ONLY).
+
+const name = `tcat_${rand()}`;
+let url = '';
+let cat: TargetCatalog;
+
+beforeAll(async () => {
+  stackEnvironment();
+  url = await createDatabase(name);
+  await withClient(url, async (c) => {
+    await c.query(`CREATE SCHEMA "Odd S"`);
+    await c.query(`CREATE TYPE "Odd S"."Mood" AS ENUM ('a', 'b')`);
+    await c.query(`CREATE DOMAIN public.short_text AS text CHECK (length(VALUE) < 10)`);
+    await c.query(`CREATE DOMAIN public.int_list AS int[]`);
+    await c.query(`CREATE TYPE public.span AS RANGE (subtype = float8)`);
+    await c.query(`CREATE TYPE public.pair AS (x int, y text)`);
+    // A base type whose array elements are delimited by ':' (as PostGIS geometry's), and a domain over it.
+    await c.query(`CREATE TYPE public.colon`);
+    await c.query(`CREATE FUNCTION public.colon_in(cstring) RETURNS public.colon LANGUAGE internal IMMUTABLE STRICT AS 'textin'`);
+    await c.query(`CREATE FUNCTION public.colon_out(public.colon) RETURNS cstring LANGUAGE internal IMMUTABLE STRICT AS 'textout'`);
+    await c.query(`CREATE TYPE public.colon (INPUT = public.colon_in, OUTPUT = public.colon_out, LIKE = text, DELIMITER = ':')`);
+    await c.query(`CREATE DOMAIN public.colon_d AS public.colon`);
+    await c.query(`CREATE TABLE public.parent (id int PRIMARY KEY)`);
+    await c.query(`CREATE TABLE public.child () INHERITS (public.parent)`);
+    await c.query(`CREATE TABLE public.parted (id int) PARTITION BY RANGE (id)`);
+    await c.query(`CREATE TABLE public.parted_1 PARTITION OF public.parted FOR VALUES FROM (0) TO (10)`);
+  });
+  await withClient(url, async (c) => {
+    cat = new TargetCatalog(c);
+    await cat.read();
+  });
+});
+
+afterAll(async () => {
+  await dropDatabase(name);
+});
+
+describe('TargetCatalog', () => {
+  it('names the enums, domains, ranges and composites whose typed array literal reads back value by value', () => {
+    for (const t of ['"Odd S"."Mood"', 'public.short_text', 'public.span', 'public.pair', 'int4range', 'public.parent']) {
+      expect([t, cat.arrayType(t)]).toEqual([t, true]);
+    }
+    // A domain over an array (an array of it would nest), a ':'-delimited base type and a domain
+    // over it, a spelling capture never writes, and built-in scalars (sql.ts commaArrayType's).
+    for (const t of ['public.int_list', 'public.colon', 'public.colon_d', '"Odd S".Mood', 'Odd S.Mood', 'integer', 'text']) {
+      expect([t, cat.arrayType(t)]).toEqual([t, false]);
+    }
+  });
+
+  it('knows inheritance parents, and that a partitioned table is not one', () => {
+    expect(cat.inheritanceParent('public', 'parent')).toBe(true);
+    expect(cat.inheritanceParent('public', 'child')).toBe(false);
+    expect(cat.inheritanceParent('public', 'parted')).toBe(false);
+    expect(cat.inheritanceParent('public', 'parted_1')).toBe(false);
+  });
+});
