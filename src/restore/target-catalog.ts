@@ -68,16 +68,17 @@ const USER_CODE_TABLES_SQL = `
 export const LIVE_SESSION_SQL = `${SESSION_SETTINGS} SET synchronous_commit = off; SET enable_hashjoin = off; SET enable_mergejoin = off;`;
 
 /**
- * Enums, domains, ranges, multiranges and composite types whose array elements are delimited by
- * ',' (a domain has its base type's delimiter: over PostGIS geometry it is ':'), that are not
- * arrays themselves (a domain over an array type is one) and have an array type: their typed
- * array literal is read element by element by their own input function. Named as capture names
- * them (catalog-read.ts): quoted, schema-qualified unless in pg_catalog.
+ * Enums, domains, ranges and multiranges whose array elements are delimited by ',' (a domain has
+ * its base type's delimiter: over PostGIS geometry it is ':'), that are neither arrays nor
+ * composites (a domain has its base type's category: over an array 'A', over a composite 'C';
+ * unnest in FROM would nest the one and split the other into its fields) and have an array type:
+ * their typed array literal is read element by element by their own input function. Named as
+ * capture names them (catalog-read.ts): quoted, schema-qualified unless in pg_catalog.
  */
 const ARRAY_TYPES_SQL = `
   SELECT CASE WHEN n.nspname = 'pg_catalog' THEN '' ELSE pg_catalog.quote_ident(n.nspname) || '.' END || pg_catalog.quote_ident(t.typname) AS name
     FROM pg_catalog.pg_type t JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace
-   WHERE t.typtype IN ('e', 'd', 'r', 'm', 'c') AND t.typdelim = ',' AND t.typcategory <> 'A'
+   WHERE t.typtype IN ('e', 'd', 'r', 'm') AND t.typdelim = ',' AND t.typcategory NOT IN ('A', 'C')
      AND EXISTS (SELECT 1 FROM pg_catalog.pg_type a WHERE a.oid = t.typarray AND a.typelem = t.oid)`;
 
 export class TargetCatalog {
@@ -88,7 +89,7 @@ export class TargetCatalog {
   private userCode = new Map<string, string>();
   /** Plain tables with inheritance children, as schema NUL table (no name holds a NUL). */
   private parents = new Set<string>();
-  /** ARRAY_TYPES_SQL: the target's enums, domains, ranges and composites that take a typed array literal. */
+  /** ARRAY_TYPES_SQL: the target's enums, domains, ranges and multiranges that take a typed array literal. */
   private arrayTypes = new Set<string>();
 
   constructor(private readonly client: pg.Client) {}
@@ -139,7 +140,7 @@ export class TargetCatalog {
   }
 
   /**
-   * Whether a column type (as the stream names it) is an enum, domain, range or composite of the
+   * Whether a column type (as the stream names it) is an enum, domain, range or multirange of the
    * target whose typed array literal reads back value by value (sql.ts commaArrayType covers the
    * built-in scalar types): its values may travel in one '{..}'::type[] literal.
    */
