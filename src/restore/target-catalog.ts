@@ -13,7 +13,7 @@ import { SESSION_SETTINGS } from './ddl-replay.js';
  * that is outside pg_catalog and no extension's, or not immutable (pg_catalog has functions that
  * run SQL text: query_to_xml); enabled ALWAYS/REPLICA triggers and
  * any rule (both act despite session_replication_role = replica); columns of a domain or
- * composite type or arrays of them (a domain's CHECK); and every partition of a flagged
+ * composite type, of a range or multirange over one, or arrays of them (a domain's CHECK); and every partition of a flagged
  * partitioned table (inserting into a partition checks its ancestors' keys). Restore writes their
  * rows as the owner (CatalogView.ownerRunner), never as its superuser.
  */
@@ -47,7 +47,11 @@ const USER_CODE_TABLES_SQL = `
          OR EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type ty ON ty.oid = a.atttypid
                      LEFT JOIN pg_catalog.pg_type el ON el.oid = ty.typelem AND ty.typlen = -1
                      WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-                       AND (ty.typtype IN ('d', 'c') OR el.typtype IN ('d', 'c'))))
+                       AND (ty.typtype IN ('d', 'c') OR el.typtype IN ('d', 'c')
+                         -- A range or multirange (or an array of one) over a domain or composite:
+                         -- reading its value reads the subtype's, the domain's CHECK included.
+                         OR EXISTS (SELECT 1 FROM pg_catalog.pg_range rg JOIN pg_catalog.pg_type st ON st.oid = rg.rngsubtype
+                                     WHERE st.typtype IN ('d', 'c') AND (rg.rngtypid IN (ty.oid, el.oid) OR rg.rngmultitypid IN (ty.oid, el.oid))))))
   ), flagged AS (
     SELECT oid FROM direct
     UNION

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TargetCatalog } from '../../../src/restore/target-catalog.js';
-import { createDatabase, dropDatabase, rand, stackEnvironment, withClient } from './helpers.js';
+import { adminUrl, createDatabase, dropDatabase, rand, stackEnvironment, withClient } from './helpers.js';
 
 // TargetCatalog against a real catalog: which types beyond the built-in scalars may travel in a
 // typed array literal (a batched UPDATE's unnest, a DELETE's = ANY), and which tables are
@@ -28,6 +28,20 @@ beforeAll(async () => {
     await c.query(`CREATE FUNCTION public.colon_out(public.colon) RETURNS cstring LANGUAGE internal IMMUTABLE STRICT AS 'textout'`);
     await c.query(`CREATE TYPE public.colon (INPUT = public.colon_in, OUTPUT = public.colon_out, LIKE = text, DELIMITER = ':')`);
     await c.query(`CREATE DOMAIN public.colon_d AS public.colon`);
+    // A range over a domain whose CHECK calls a function: reading a value of the range runs it.
+    await c.query(`CREATE FUNCTION public.small(float8) RETURNS boolean LANGUAGE plpgsql AS $$ BEGIN RETURN $1 < 100; END $$`);
+    await c.query(`CREATE DOMAIN public.small_f AS float8 CHECK (public.small(VALUE))`);
+    await c.query(`CREATE TYPE public.small_span AS RANGE (subtype = public.small_f)`);
+    await c.query(`CREATE ROLE ${name}_app`);
+    for (const [t, col] of [
+      ['r_plain', 'public.span'],
+      ['r_dom', 'public.small_span'],
+      ['r_dom_multi', 'public.small_span_multirange'],
+      ['r_dom_arr', 'public.small_span[]'],
+    ]) {
+      await c.query(`CREATE TABLE public.${t} (id int PRIMARY KEY, v ${col})`);
+      await c.query(`ALTER TABLE public.${t} OWNER TO ${name}_app`);
+    }
     await c.query(`CREATE TABLE public.parent (id int PRIMARY KEY)`);
     await c.query(`CREATE TABLE public.child () INHERITS (public.parent)`);
     await c.query(`CREATE TABLE public.parted (id int) PARTITION BY RANGE (id)`);
@@ -41,6 +55,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await dropDatabase(name);
+  await withClient(adminUrl(), (c) => c.query(`DROP ROLE IF EXISTS ${name}_app`));
 });
 
 describe('TargetCatalog', () => {
@@ -55,6 +70,11 @@ describe('TargetCatalog', () => {
     for (const t of [...no, '"Odd S".Mood', 'Odd S.Mood', '"Odd S"."Mood"[]', 'integer', 'text']) {
       expect([t, cat.arrayType(t)]).toEqual([t, false]);
     }
+  });
+
+  it("writes a table with a range or multirange over a domain as its owner (the domain's CHECK is the owner's code)", () => {
+    expect(cat.runAsOwner('public', 'r_plain')).toBeUndefined();
+    for (const t of ['r_dom', 'r_dom_multi', 'r_dom_arr']) expect([t, cat.runAsOwner('public', t)]).toEqual([t, `${name}_app`]);
   });
 
   it('knows inheritance parents, and that a partitioned table is not one', () => {
