@@ -99,7 +99,7 @@ export class RowWriter {
     this.sessionSql = limits.sessionSql;
   }
 
-  /** The event's table, with TableRef.only set for an inheritance parent. */
+  /** The event's table, with what the target's catalog says of it (TableRef.only, TableRef.arrayType). */
   private refFor(ev: ChangeEvent): TableRef {
     const ref = refOf(ev);
     if (this.owners.inheritanceParent?.(ev)) ref.only = true;
@@ -163,7 +163,8 @@ export class RowWriter {
       // rows in the plan's order, not the stream's: a pair that swapped values in the source
       // (a: x->y, b: y->x via a temporary) could collide in one statement.
       this.flushBatch();
-      this.emitFor(this.refFor(ev), updateSql(this.refFor(ev), setCols, [{ key, values: ev.new! }]));
+      const ref = this.refFor(ev);
+      this.emitFor(ref, updateSql(ref, setCols, [{ key, values: ev.new! }]));
       return;
     }
     const newKey = ev.oldKind ? keyString(ev.relation!.key.map((i) => ev.new![i] ?? null)) : ks;

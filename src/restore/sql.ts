@@ -65,7 +65,7 @@ export interface TableRef {
   only?: boolean;
   /**
    * Types beyond commaArrayType's built-in ones whose values may travel in a typed array literal:
-   * the target's enums, domains, ranges and composites with ',' as their array delimiter
+   * the target's enums, domains, ranges and multiranges with ',' as their array delimiter
    * (TargetCatalog.arrayType). Absent (the --sql file) = none.
    */
   arrayType?: (type: string) => boolean;
@@ -187,7 +187,8 @@ export function arrayLiteral(values: Array<string | null>): string {
  * Built-in types (format_type spelling, typmods allowed) whose array type is `<type>[]` and whose
  * array elements are delimited by ',': a typed array literal of their text output reads back value
  * by value. Not every type is: box's elements are delimited by ';', PostGIS geometry's by ':', and
- * an extension may choose any delimiter, so other types travel in a text[] and are cast per value.
+ * an extension may choose any delimiter. Others take a typed array only when the live restore's
+ * catalog vouches for them (TableRef.arrayType), else typed literals one by one.
  */
 const COMMA_ARRAY_TYPE =
   /^(?:smallint|integer|bigint|real|double precision|numeric(?:\(\d+(?:,-?\d+)?\))?|text|character varying(?:\(\d+\))?|character(?:\(\d+\))?|bpchar|uuid|boolean|date|(?:time|timestamp)(?:\(\d\))? with(?:out)? time zone|bytea|jsonb|json|inet|cidr|oid)$/;
@@ -199,7 +200,7 @@ export function commaArrayType(type: string): boolean {
 /**
  * One UPDATE for many rows with the same set of assigned columns:
  *   UPDATE t AS _t SET c = _v.c1 FROM unnest('{..}'::type[], ...) AS _v(k0, c1) WHERE _t.k = _v.k0
- * or, when a column's type is not one commaArrayType knows (arrays among them),
+ * or, when a column's type is not one arrayOk accepts (arrays among them),
  *   UPDATE t AS _t SET c = _v.c1 FROM (VALUES ('..'::type, ...), ...) AS _v(k0, c1) WHERE _t.k = _v.k0
  * whose typed literals (NULL::type too) give every column its type. The batcher guarantees a key
  * appears at most once.
@@ -215,8 +216,8 @@ export function updateSql(t: TableRef, setCols: readonly number[], rows: Array<{
   }
   // Via arrays: one typed array per column, zipped by unnest. Postgres parses one literal per column
   // instead of analysing and coercing a VALUES list of rows x columns constants (~20% less Postgres
-  // time per updated row, measured with bench/restore.ts). Only when every column's type is one
-  // commaArrayType knows: an array of arrays is one multi-dimensional array to Postgres (unnest
+  // time per updated row, measured with bench/restore.ts). Only when arrayOk accepts every
+  // column's type: an array of arrays is one multi-dimensional array to Postgres (unnest
   // would flatten it), and a type may delimit its array elements otherwise (box ';', PostGIS
   // geometry ':'). Else a VALUES list of typed literals: each value is read by its type's input
   // function, as an array's elements are. Never a cast from text: that may be a function the
@@ -251,8 +252,8 @@ export function deleteSql(t: TableRef, keys: Array<(string | null)[]>): string {
     const type = r.types[ci]!;
     if (keys.length === 1) return `DELETE FROM ${own(t)} WHERE ${col} = ${typed(keys[0]![0] ?? null, type)};\n`;
     // One typed array literal: PostgreSQL parses one constant instead of a list of typed ones
-    // (1,000-key DELETEs ran ~20% faster, psql on PostgreSQL 15). Only for the built-in types whose
-    // array literal reads back value by value (commaArrayType); any other key keeps the list.
+    // (1,000-key DELETEs ran ~20% faster, psql on PostgreSQL 15). Only for types whose array literal
+    // reads back value by value (arrayOk); any other key keeps the list.
     if (arrayOk(t, type)) {
       return `DELETE FROM ${own(t)} WHERE ${col} = ANY(${arrayLiteral(keys.map((k) => k[0] ?? null))}::${type}[]);\n`;
     }
