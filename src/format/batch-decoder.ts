@@ -12,8 +12,15 @@ interface DecodedRelation {
 }
 
 function readArray<T>(r: Reader, item: () => T): T[] {
-  const a: T[] = [];
-  for (let n = r.blockCount(); n !== 0; n = r.blockCount()) for (let i = 0; i < n; i++) a.push(item());
+  let n = r.blockCount();
+  if (n === 0) return [];
+  // Allocated once at the first block's count (our writer writes one block): growing by push
+  // copied every per-record array of a batch two or three times, and those copies were a large
+  // part of what restore's young generation collected. Every item takes at least one byte, so a
+  // count beyond the bytes left is not trusted with an allocation (the reads below then fail).
+  const a = n <= r.buf.length - r.pos ? new Array<T>(n) : [];
+  let k = 0;
+  for (; n !== 0; n = r.blockCount()) for (let i = 0; i < n; i++) a[k++] = item();
   return a;
 }
 

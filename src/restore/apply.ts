@@ -100,7 +100,9 @@ export class Applier {
         this.handleSync(item);
       }
       if (this.out.queued > 8) await this.out.send();
-      await this.yieldToIo();
+      // Checked here, not in an async call per item: an OLTP archive has three items per source
+      // transaction, and an await each was measurable.
+      if (performance.now() - this.lastYield >= 2) await this.yieldToIo();
     }
     await this.out.send();
     if (this.catalog.stale && this.opts.afterDdl) await this.refreshCatalog();
@@ -126,8 +128,6 @@ export class Applier {
    * 100%, with a statement always outstanding.
    */
   private async yieldToIo(): Promise<void> {
-    const now = performance.now();
-    if (now - this.lastYield < 2) return;
     await new Promise<void>((resolve) => setImmediate(resolve));
     this.lastYield = performance.now();
   }

@@ -62,7 +62,8 @@ class PartitionCursor {
 
   take(): ChangeEvent {
     const ev = this.chunk[this.idx++]!;
-    if (ev.op !== 'WATERMARK') this.last = { commitLsn: ev.commitLsn, position: ev.position };
+    // The event itself (no copy per event): nothing changes an event's identity after decode.
+    if (ev.op !== 'WATERMARK') this.last = ev;
     return ev;
   }
 

@@ -152,9 +152,11 @@ export function keyValues(ev: {
   old: (string | null)[] | null;
   new: (string | null)[] | null;
 }): (string | null)[] {
-  const r = ev.relation!;
+  const key = ev.relation!.key;
   const src = ev.oldKind && ev.old ? ev.old : ev.new!;
-  return r.key.map((i) => src[i] ?? null);
+  const out = new Array<string | null>(key.length);
+  for (let k = 0; k < key.length; k++) out[k] = src[key[k]!] ?? null;
+  return out;
 }
 
 /** Per relation description: [non-key columns, all columns], the answers without unchanged TOAST. */
