@@ -4,6 +4,7 @@ import type { Keyring } from '../archive/crypto.js';
 import type { BaseManifestExt } from '../base/basebackup.js';
 import type { Store } from '../s3/client.js';
 import type { Lsn } from '../util/lsn.js';
+import { ChangeEventDecoder } from '../format/decoder.js';
 import { Limiter, partitionChunks, type SegmentReadStats } from './archive-source.js';
 import { groupTransactionBatches, mergePartitions, type MergeStats, type ReplayItem } from './merge.js';
 import { makeCut, makeWatermarkCut, type RestoreTarget } from './target.js';
@@ -42,9 +43,14 @@ export interface ReadOptions {
  * result is iterated.
  */
 export function readTransactions(archive: ArchiveAccess, segLists: ListedSegment[][], o: ReadOptions): AsyncGenerator<ReplayItem[]> {
+  // One decoder for every partition: a table's changes then share one RelationInfo object, which
+  // the applier compares by identity (its buffers, its catalog answers). With one decoder each, an
+  // OLTP stream spread over three partitions compared column lists and asked the catalog again on
+  // nearly every change.
+  const decoder = new ChangeEventDecoder();
   const sources = segLists.map((segs, p) => ({
     partition: p,
-    chunks: partitionChunks(archive.store, segs, { keyring: archive.keyring, readAhead: 2, limiter: o.limiter, stats: o.segStats }),
+    chunks: partitionChunks(archive.store, segs, { keyring: archive.keyring, readAhead: 2, limiter: o.limiter, stats: o.segStats, decoder }),
   }));
   return groupTransactionBatches(mergePartitions(sources, { fromLsn: o.fromLsn, stats: o.mergeStats, watermarks: true }), makeCut(o.target, o.limitLsn), {
     sequenceScanMicros: o.sequenceScanMicros,
