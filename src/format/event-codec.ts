@@ -207,7 +207,11 @@ export function skipRelation(r: Reader): void {
  * by identity); database, schema and table strings are reused while they repeat.
  */
 export class EventDecoder {
-  private readonly relations = new Map<number, { bytes: Buffer; info: RelationInfo }>();
+  /**
+   * The last few descriptions seen per oid: restore shares one decoder between partitions, and
+   * around a DDL two partitions carry two descriptions of one table, their blocks interleaved.
+   */
+  private readonly relations = new Map<number, Array<{ bytes: Buffer; info: RelationInfo }>>();
   private readonly db: StringSlot = { bytes: undefined, value: '' };
   private readonly schema: StringSlot = { bytes: undefined, value: '' };
   private readonly table: StringSlot = { bytes: undefined, value: '' };
@@ -231,11 +235,14 @@ export class EventDecoder {
     skipRelation(r);
     const end = r.pos;
     const oid = new Reader(r.buf, start).long();
-    const cached = this.relations.get(oid);
     const buf = r.buf;
-    if (cached && cached.bytes.length === end - start && buf.compare(cached.bytes, 0, cached.bytes.length, start, end) === 0) return cached.info;
+    let seen = this.relations.get(oid);
+    if (seen) {
+      for (const c of seen) if (c.bytes.length === end - start && buf.compare(c.bytes, 0, c.bytes.length, start, end) === 0) return c.info;
+    } else this.relations.set(oid, (seen = []));
     const info = readRelation(new Reader(buf, start));
-    this.relations.set(oid, { bytes: Buffer.from(buf.subarray(start, end)), info });
+    if (seen.length >= 4) seen.shift();
+    seen.push({ bytes: Buffer.from(buf.subarray(start, end)), info });
     return info;
   }
 

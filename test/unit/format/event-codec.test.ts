@@ -131,3 +131,24 @@ describe('unbounded bpchar and bit column types', () => {
     expect(unboundedType('constructor')).toBe('constructor');
   });
 });
+
+describe('relation descriptions shared across interleaved streams', () => {
+  it('gives one object per description even when two descriptions of one oid alternate', () => {
+    // Restore reads every partition through one decoder; around a DDL, one partition carries the
+    // table's old description and another its new one, their blocks interleaved.
+    const d1 = { ...rel, columns: ['id', 'a', 'b'] };
+    const d2 = { ...rel, columns: ['id', 'a', 'b', 'c'], types: [...rel.types, 'text'] };
+    const row = (r: RelationInfo) =>
+      encodeChangeFast({ ...emptyEvent({ op: 'INSERT', database: 'db', schema: 's', table: 't' }), relation: r, new: r.columns.map(() => '1') });
+    const dec = new EventDecoder();
+    const a1 = dec.decodeValue(row(d1)).relation;
+    const b1 = dec.decodeValue(row(d2)).relation;
+    const a2 = dec.decodeValue(row(d1)).relation;
+    const b2 = dec.decodeValue(row(d2)).relation;
+    expect(a1).toBe(a2);
+    expect(b1).toBe(b2);
+    expect(a1).not.toBe(b1);
+    expect(a1!.columns).toEqual(d1.columns);
+    expect(b1!.columns).toEqual(d2.columns);
+  });
+});
