@@ -10,19 +10,33 @@ import { quoteIdent } from '../pg/quote.js';
 
 export { quoteIdent };
 
-/** Whether `v` holds a quote or NUL: quoteLiteral's slow path (a scan is cheaper than a RegExp per value). */
-function hasQuoteOrNul(v: string): boolean {
+/** A lookup table of the ASCII characters whose presence sends a value down an escaping slow path. */
+function charSet(...chars: string[]): Uint8Array {
+  const t = new Uint8Array(128);
+  for (const c of chars) t[c.charCodeAt(0)] = 1;
+  return t;
+}
+
+/** Whether `v` holds any character of `set` (all ASCII): a scan is cheaper than a RegExp per value. */
+function holdsAny(v: string, set: Uint8Array): boolean {
   for (let i = 0; i < v.length; i++) {
     const c = v.charCodeAt(i);
-    if (c === 39 || c === 0) return true;
+    if (c < 128 && set[c] === 1) return true;
   }
   return false;
 }
 
-export function quoteLiteral(value: string): string {
-  if (!hasQuoteOrNul(value)) return `'${value}'`;
+const LITERAL_SPECIAL = charSet("'", '\u0000');
+
+/** `value` as the inside of a standard string literal: quotes doubled, NUL refused. */
+function literalBody(value: string): string {
+  if (!holdsAny(value, LITERAL_SPECIAL)) return value;
   if (value.includes('\u0000')) throw new Error('a text value cannot contain NUL');
-  return `'${value.replace(/'/g, "''")}'`;
+  return value.replace(/'/g, "''");
+}
+
+export function quoteLiteral(value: string): string {
+  return `'${literalBody(value)}'`;
 }
 
 export function qualify(schema: string, table: string): string {
@@ -99,17 +113,10 @@ export function insertSql(t: TableRef, rows: Array<(string | null)[]>): string {
   return `INSERT INTO ${qualify(t.schema, t.table)} (${cols}) OVERRIDING SYSTEM VALUE VALUES\n  ${values};\n`;
 }
 
+const COPY_SPECIAL = charSet('\\', '\n', '\r', '\t');
 const COPY_SPECIAL_ALL = /[\\\n\r\t]/g;
-/** Whether `v` holds a character COPY text escapes: backslash, newline, carriage return, tab. */
-function copySpecial(v: string): boolean {
-  for (let i = 0; i < v.length; i++) {
-    const c = v.charCodeAt(i);
-    if (c === 92 || (c < 14 && (c === 9 || c === 10 || c === 13))) return true;
-  }
-  return false;
-}
 function copyEscape(v: string): string {
-  return copySpecial(v) ? v.replace(COPY_SPECIAL_ALL, (c) => (c === '\\' ? '\\\\' : c === '\n' ? '\\n' : c === '\r' ? '\\r' : '\\t')) : v;
+  return holdsAny(v, COPY_SPECIAL) ? v.replace(COPY_SPECIAL_ALL, (c) => (c === '\\' ? '\\\\' : c === '\n' ? '\\n' : c === '\r' ? '\\r' : '\\t')) : v;
 }
 
 /** COPY text format (docs, COPY "Text Format"): backslash escapes for \ newline CR tab; \N is NULL. */
@@ -193,6 +200,9 @@ export function updateColumns(ev: { relation: RelationInfo | null; oldKind: stri
   return out;
 }
 
+/** What arrayLiteral escapes: an element's double quote and backslash, the literal's quote, NUL. */
+const ARRAY_SPECIAL = charSet('"', '\\', "'", '\u0000');
+
 /**
  * A one-dimensional array literal of text values: every element double-quoted (backslash and
  * double quote escaped), NULL bare (docs 8.15.6 "Array Input and Output Syntax").
@@ -203,18 +213,9 @@ export function arrayLiteral(values: Array<string | null>): string {
   const parts = new Array<string>(values.length);
   for (let i = 0; i < values.length; i++) {
     const v = values[i]!;
-    parts[i] = v === null ? 'NULL' : arraySpecial(v) ? quoteLiteral(`"${v.replace(/["\\]/g, (c) => `\\${c}`)}"`).slice(1, -1) : `"${v}"`;
+    parts[i] = v === null ? 'NULL' : holdsAny(v, ARRAY_SPECIAL) ? `"${literalBody(v.replace(/["\\]/g, (c) => `\\${c}`))}"` : `"${v}"`;
   }
   return `'{${parts.join(',')}}'`;
-}
-
-/** Whether `v` holds a double quote, backslash, quote or NUL (arrayLiteral's slow path). */
-function arraySpecial(v: string): boolean {
-  for (let i = 0; i < v.length; i++) {
-    const c = v.charCodeAt(i);
-    if (c === 34 || c === 92 || c === 39 || c === 0) return true;
-  }
-  return false;
 }
 
 /**
