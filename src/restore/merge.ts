@@ -24,7 +24,8 @@ import type { CutDecision, TxnHeader } from './target.js';
 
 /** A pull cursor over one partition's chunks; dedups by identity as it goes. */
 class PartitionCursor {
-  private chunk: ChangeEvent[] = [];
+  /** The current chunk; a slot is cleared once its event is taken (see take). */
+  private chunk: Array<ChangeEvent | undefined> = [];
   private idx = 0;
   private last: { commitLsn: number; position: number } | undefined;
   done = false;
@@ -61,7 +62,11 @@ class PartitionCursor {
   }
 
   take(): ChangeEvent {
-    const ev = this.chunk[this.idx++]!;
+    const ev = this.chunk[this.idx]!;
+    // Dropped from the chunk: a decoded block lasts while the merge interleaves the other
+    // partitions (~20,000 events), and events it kept alive that long survived young-generation
+    // collections and were copied and promoted, though the applier was long done with most of them.
+    this.chunk[this.idx++] = undefined;
     // The event itself (no copy per event): nothing changes an event's identity after decode.
     if (ev.op !== 'WATERMARK') this.last = ev;
     return ev;
