@@ -122,19 +122,23 @@ export async function listPartitionSegments(
   );
 }
 
-export async function* partitionChunks(
-  store: Store,
-  segments: ListedSegment[],
-  opts: { keyring?: Keyring; readAhead: number; limiter: Limiter; stats?: SegmentReadStats; decoder?: ChangeEventDecoder },
-): AsyncGenerator<ChangeEvent[]> {
-  const decoder = opts.decoder ?? new ChangeEventDecoder();
-  const queue: Array<Promise<OpenedSegment>> = [];
-  let next = 0;
-  const start = () => {
-    while (queue.length < opts.readAhead && next < segments.length) {
-      const s = segments[next++]!;
+/** Fetches a partition's segments ahead of their use, `readAhead` at a time. */
+class SegmentPrefetch {
+  private readonly queue: Array<Promise<OpenedSegment>> = [];
+  private next = 0;
+  constructor(
+    private readonly store: Store,
+    private readonly segments: ListedSegment[],
+    private readonly opts: PartitionReadOptions & { decoder: ChangeEventDecoder },
+  ) {}
+
+  /** Starts downloads until `readAhead` are fetched or under way (nothing more once all are). */
+  fill(): void {
+    const { opts } = this;
+    while (this.queue.length < opts.readAhead && this.next < this.segments.length) {
+      const s = this.segments[this.next++]!;
       const p = opts.limiter.run(async () => {
-        const seg = readSegment(await getObject(store, s.key), { expectedSha256: s.sha256, keyring: opts.keyring, key: s.key, decoder });
+        const seg = readSegment(await getObject(this.store, s.key), { expectedSha256: s.sha256, keyring: opts.keyring, key: s.key, decoder: opts.decoder });
         if (opts.stats) {
           opts.stats.segments++;
           opts.stats.bytes += s.size;
@@ -145,13 +149,64 @@ export async function* partitionChunks(
       });
       // A rejection is observed when the consumer awaits it; keep Node from flagging it earlier.
       p.catch(() => {});
-      queue.push(p);
+      this.queue.push(p);
     }
-  };
-  start();
-  while (queue.length > 0) {
-    const seg = await queue.shift()!;
-    start();
-    for (const b of seg.blocks()) yield b;
   }
+
+  /** The next segment's download, or undefined after the last. */
+  shift(): Promise<OpenedSegment> | undefined {
+    return this.queue.shift();
+  }
+}
+
+export interface PartitionReadOptions {
+  keyring?: Keyring;
+  readAhead: number;
+  limiter: Limiter;
+  stats?: SegmentReadStats;
+  decoder?: ChangeEventDecoder;
+}
+
+/**
+ * A partition's change events, one chunk per block, and `prefetch`, which starts the first
+ * downloads and decodes the first block before the events are wanted: restore calls it before it
+ * loads the base, so that the replay starts on decoded events instead of waiting for S3 and for a
+ * block per partition (the merge needs every partition's first event before it yields one).
+ * Iterating starts the downloads too.
+ */
+export function partitionChunks(
+  store: Store,
+  segments: ListedSegment[],
+  opts: PartitionReadOptions,
+): { chunks: AsyncIterable<ChangeEvent[]>; prefetch: () => void } {
+  const f = new SegmentPrefetch(store, segments, { ...opts, decoder: opts.decoder ?? new ChangeEventDecoder() });
+  async function* blocks(): AsyncGenerator<ChangeEvent[]> {
+    f.fill();
+    for (let p = f.shift(); p; p = f.shift()) {
+      const seg = await p;
+      f.fill();
+      for (const b of seg.blocks()) yield b;
+    }
+  }
+  const gen = blocks();
+  /** The first block, pulled by prefetch and not yet handed out. */
+  let first: Promise<IteratorResult<ChangeEvent[]>> | undefined;
+  let started = false;
+  const it: AsyncIterator<ChangeEvent[]> = {
+    next: () => {
+      started = true;
+      const r = first ?? gen.next();
+      first = undefined;
+      return r;
+    },
+    return: (v?: unknown) => gen.return(v as undefined),
+  };
+  const prefetch = () => {
+    if (started) return;
+    started = true;
+    first = gen.next();
+    // A failure is reported to the consumer when it asks for the block; not an unhandled rejection now.
+    first.catch(() => {});
+  };
+  return { chunks: { [Symbol.asyncIterator]: () => it }, prefetch };
 }

@@ -32,6 +32,8 @@ export interface ReplayStream {
   /** Where the replay stands, watermarks included (progress). */
   position: { lsn: Lsn; time: number };
   batches: AsyncIterable<ReplayItem[]>;
+  /** Starts downloading each partition's first segments (before the base loads: the replay then starts on fetched data). */
+  prefetch: () => void;
   /** The same transactions read again, without applying or counting (restore --tables' check). */
   scan: () => AsyncIterable<ReplayItem[]>;
 }
@@ -64,7 +66,7 @@ export async function openReplayStream(
   // No recorded gap (the usual case): nothing to check per transaction.
   const batches = trackCommitTimes(gaps.length > 0 ? guardGaps(grouped, gaps, base) : grouped, replayed);
   const scan = () => readTransactions(archive, segLists, { ...read, sequenceScanMicros: 0 });
-  return { fromLsn, segLists, segStats, mergeStats, replayed, position, batches, scan };
+  return { fromLsn, segLists, segStats, mergeStats, replayed, position, batches, scan, prefetch: () => grouped.prefetch() };
 }
 
 /** The applier for this restore: live (with the target's catalog), the --sql file or the dry run. */

@@ -54,6 +54,9 @@ export async function runRestore(ctx: CommandContext, opts: RestoreOptions, disp
   const client = opened?.client;
   const resumed = opened?.resumed;
   const stream = await openReplayStream(archive, plan, opened?.resumeFrom, cfg.capture.sequenceIntervalMs);
+  // The first segments download while the base does and loads (an S3 round trip per partition
+  // less at the replay's start, when PostgreSQL would otherwise wait with nothing to apply).
+  stream.prefetch();
   const { pgRestorePath } = cfg.basebackup;
   const out = await openOutput(opts, client, { archive, base: plan.base, targetText: plan.targetText, filter, pgRestorePath, signal });
   const catalog = client ? new TargetCatalog(client) : undefined;

@@ -42,21 +42,26 @@ export interface ReadOptions {
  * the merge, so a watermark past the target ends the read early. Lazy: nothing is read until the
  * result is iterated.
  */
-export function readTransactions(archive: ArchiveAccess, segLists: ListedSegment[][], o: ReadOptions): AsyncGenerator<ReplayItem[]> {
+export function readTransactions(archive: ArchiveAccess, segLists: ListedSegment[][], o: ReadOptions): AsyncGenerator<ReplayItem[]> & { prefetch(): void } {
   // One decoder for every partition: a table's changes then share one RelationInfo object, which
   // the applier compares by identity (its buffers, its catalog answers). With one decoder each, an
   // OLTP stream spread over three partitions compared column lists and asked the catalog again on
   // nearly every change.
   const decoder = new ChangeEventDecoder();
-  const sources = segLists.map((segs, p) => ({
-    partition: p,
-    chunks: partitionChunks(archive.store, segs, { keyring: archive.keyring, readAhead: 2, limiter: o.limiter, stats: o.segStats, decoder }),
-  }));
-  return groupTransactionBatches(mergePartitions(sources, { fromLsn: o.fromLsn, stats: o.mergeStats, watermarks: true }), makeCut(o.target, o.limitLsn), {
-    sequenceScanMicros: o.sequenceScanMicros,
-    passed: makeWatermarkCut(o.target, o.limitLsn),
-    position: o.position,
-  });
+  const parts = segLists.map((segs) =>
+    partitionChunks(archive.store, segs, { keyring: archive.keyring, readAhead: 2, limiter: o.limiter, stats: o.segStats, decoder }),
+  );
+  const sources = parts.map((s, p) => ({ partition: p, chunks: s.chunks }));
+  const batches = groupTransactionBatches(
+    mergePartitions(sources, { fromLsn: o.fromLsn, stats: o.mergeStats, watermarks: true }),
+    makeCut(o.target, o.limitLsn),
+    {
+      sequenceScanMicros: o.sequenceScanMicros,
+      passed: makeWatermarkCut(o.target, o.limitLsn),
+      position: o.position,
+    },
+  );
+  return Object.assign(batches, { prefetch: () => parts.forEach((s) => s.prefetch()) });
 }
 
 /**
