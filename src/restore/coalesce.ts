@@ -99,6 +99,26 @@ class TableBuffer {
     const i = ks.charCodeAt(ks.length - 1) & (SHARDS - 1);
     return (this.index[i] ??= new Map());
   }
+
+  /**
+   * Drops the slots of removed keys once they outnumber the live ones (and 4,096): an insert
+   * and a delete of one key leave a slot that no limit counts, and a transaction that keeps
+   * inserting and deleting (a queue table) would grow `slots` without bound. Order is kept.
+   */
+  compactIfSparse(): void {
+    const slots = this.slots;
+    if (slots.length - this.size <= Math.max(4096, this.size)) return;
+    const moved = new Array<number>(slots.length);
+    let n = 0;
+    for (let i = 0; i < slots.length; i++) {
+      const e = slots[i];
+      if (e === undefined) continue;
+      moved[i] = n;
+      slots[n++] = e;
+    }
+    slots.length = n;
+    for (const m of this.index) if (m) for (const [ks, at] of m) m.set(ks, moved[at]!);
+  }
 }
 
 export class Coalescer {
@@ -196,6 +216,14 @@ export class Coalescer {
     t.size--;
     t.slots[at] = undefined;
     m.delete(ks);
+    t.compactIfSparse();
+  }
+
+  /** Slots held, removed keys' included (bounded by compactIfSparse; for tests). */
+  get slotsHeld(): number {
+    let n = 0;
+    for (const t of this.tables.values()) n += t.slots.length;
+    return n;
   }
 
   /** Takes table `name`'s buffer out: what to write, deletes first, then updates, then inserts. */

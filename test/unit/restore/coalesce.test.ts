@@ -95,4 +95,25 @@ describe('Coalescer (net effect per key)', () => {
     c.drain('t');
     expect([c.rows, c.bytes, c.size]).toEqual([0, 0, 0]);
   });
+
+  it('keeps the slots of removed keys bounded, and the order of the rest, under insert/delete churn', () => {
+    const c = new Coalescer();
+    // Live rows interleaved with keys inserted and deleted again (a queue table in one transaction).
+    for (let i = 0; i < 50_000; i++) {
+      expect(c.add('t', ref, ins(`q${i}`, 'x', 'y'))).toBe(true);
+      if (i % 1000 === 0) expect(c.add('t', ref, ins(`live${i}`, 'a', 'b'))).toBe(true);
+      expect(c.add('t', ref, del(`q${i}`))).toBe(true);
+    }
+    expect(c.rows).toBe(50);
+    // Without compaction every insert kept its slot: 50,050.
+    expect(c.slotsHeld).toBeLessThanOrEqual(50 + 2 * 4096);
+    // Updates and deletes of live keys still find their rows after the renumbering.
+    expect(c.add('t', ref, upd('live0', 'a2', 'b2'))).toBe(true);
+    expect(c.add('t', ref, del('live1000'))).toBe(true);
+    const out = c.drain('t')!;
+    const live = Array.from({ length: 50 }, (_, k) => `live${k * 1000}`).filter((k) => k !== 'live1000');
+    expect(out.inserts.map((r) => r[0])).toEqual(live);
+    expect(out.inserts[0]).toEqual(['live0', 'a2', 'b2']);
+    expect([out.deletes, out.updates]).toEqual([[], []]);
+  });
 });
