@@ -199,7 +199,12 @@ export function partitionChunks(
       first = undefined;
       return r;
     },
-    return: (v?: unknown) => gen.return(v as undefined),
+    return: (v?: unknown) => {
+      // Closed: a prefetched block is never handed out after this.
+      started = true;
+      first = undefined;
+      return gen.return(v as undefined);
+    },
   };
   const prefetch = () => {
     if (started) return;

@@ -133,12 +133,14 @@ describe('restore prefetch of the first segments', () => {
     expect(unhandled).toEqual([]);
   });
 
-  it('a prefetched read that is never consumed can be closed', async () => {
+  it('a prefetched read that is never consumed can be closed, and stays closed', async () => {
     const segs = await writePartition(store, `test-prefetch-${rand()}/closed`);
     const p = open(segs);
     p.prefetch();
     const it = p.chunks[Symbol.asyncIterator]();
     await it.return?.();
+    // Closed means closed: the block decoded ahead is not handed out afterwards.
+    expect(await it.next()).toMatchObject({ done: true });
     expect(unhandled).toEqual([]);
   });
 });
