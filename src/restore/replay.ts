@@ -32,7 +32,7 @@ export interface ReplayStream {
   /** Where the replay stands, watermarks included (progress). */
   position: { lsn: Lsn; time: number };
   batches: AsyncIterable<ReplayItem[]>;
-  /** Starts downloading each partition's first segments (before the base loads: the replay then starts on fetched data). */
+  /** Starts each partition's first downloads and decodes its first block (called before the base loads). */
   prefetch: () => void;
   /** The same transactions read again, without applying or counting (restore --tables' check). */
   scan: () => AsyncIterable<ReplayItem[]>;

@@ -86,7 +86,7 @@ export class RowWriter {
   /**
    * Rows buffered before the coalescing buffer is written out: 1,000 at first, doubled after each
    * such write up to netMaxRows, so that PostgreSQL gets its first statements after a thousand
-   * rows rather than after the whole first window (it idled ~70 ms at each restore's start).
+   * rows rather than after a whole first window, which it waited for at each restore's start.
    */
   private netLimit: number;
   private readonly netMaxBytes: number;

@@ -40,7 +40,7 @@ export interface ReadOptions {
 /**
  * The archived transactions from `fromLsn` up to the target, in batches. Watermarks flow through
  * the merge, so a watermark past the target ends the read early. Lazy: nothing is read until the
- * result is iterated.
+ * result is iterated or its prefetch() is called (each partition's first downloads and first block).
  */
 export function readTransactions(archive: ArchiveAccess, segLists: ListedSegment[][], o: ReadOptions): AsyncGenerator<ReplayItem[]> & { prefetch(): void } {
   // One decoder for every partition: a table's changes then share one RelationInfo object, which
