@@ -2,7 +2,7 @@ import { listSegments, type ListedSegment } from '../archive/catalog.js';
 import type { GapRecord } from '../archive/layout.js';
 import type { Keyring } from '../archive/crypto.js';
 import { readSegment, type OpenedSegment } from '../archive/segment.js';
-import { IntegrityError } from '../errors.js';
+import { CdpError, ErrorCodes, IntegrityError } from '../errors.js';
 import { getObject } from '../s3/client.js';
 import type { ChangeEvent } from '../format/change-event.js';
 import { ChangeEventDecoder } from '../format/decoder.js';
@@ -179,8 +179,8 @@ export function partitionChunks(
   segments: ListedSegment[],
   opts: PartitionReadOptions,
 ): { chunks: AsyncIterable<ChangeEvent[]>; prefetch: () => void } {
-  const f = new SegmentPrefetch(store, segments, { ...opts, decoder: opts.decoder ?? new ChangeEventDecoder() });
-  async function* blocks(): AsyncGenerator<ChangeEvent[]> {
+  const o = { ...opts, decoder: opts.decoder ?? new ChangeEventDecoder() };
+  async function* blocks(f: SegmentPrefetch): AsyncGenerator<ChangeEvent[]> {
     f.fill();
     for (let p = f.shift(); p; p = f.shift()) {
       const seg = await p;
@@ -188,16 +188,24 @@ export function partitionChunks(
       for (const b of seg.blocks()) yield b;
     }
   }
-  const gen = blocks();
+  let gen = blocks(new SegmentPrefetch(store, segments, o));
   /** The first block, pulled by prefetch and not yet handed out. */
   let first: Promise<IteratorResult<ChangeEvent[]>> | undefined;
   let started = false;
   const it: AsyncIterator<ChangeEvent[]> = {
     next: () => {
       started = true;
-      const r = first ?? gen.next();
+      const r = first;
       first = undefined;
-      return r;
+      if (!r) return gen.next();
+      // S3 failing while the base loaded (its retries spent, maybe hours before the replay) is
+      // asked again now, from the first segment, as a restore without prefetch would; nothing has
+      // been handed out yet. A segment that failed its checks stays failed.
+      return r.catch((err: unknown) => {
+        if (!(err instanceof CdpError && err.code === ErrorCodes.S3)) throw err;
+        gen = blocks(new SegmentPrefetch(store, segments, o));
+        return gen.next();
+      });
     },
     return: (v?: unknown) => {
       // Closed: a prefetched block is never handed out after this.

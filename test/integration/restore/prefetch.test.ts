@@ -1,12 +1,13 @@
+import { DeleteObjectCommand } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { listSegments, type ListedSegment } from '../../../src/archive/catalog.js';
 import { segmentKey } from '../../../src/archive/layout.js';
 import { SegmentWriter } from '../../../src/archive/segment.js';
 import { storeSegment } from '../../../src/archive/upload.js';
-import { IntegrityError } from '../../../src/errors.js';
+import { CdpError, ErrorCodes, IntegrityError } from '../../../src/errors.js';
 import { emptyEvent, type ChangeEvent, type RelationInfo } from '../../../src/format/change-event.js';
 import { Limiter, partitionChunks } from '../../../src/restore/archive-source.js';
-import { createStore, putOnce, type Store } from '../../../src/s3/client.js';
+import { createStore, getObject, putOnce, type Store } from '../../../src/s3/client.js';
 import { rand, silentLog, stackEnvironment, testConfig } from './helpers.js';
 
 // Restore prefetches each partition's first segments and decodes the first block while the base
@@ -131,6 +132,36 @@ describe('restore prefetch of the first segments', () => {
     expect(String((err as Error).message)).toContain(segs[2]!.key);
     expect(seen).toHaveLength(2 * PER_SEGMENT * 2);
     expect(unhandled).toEqual([]);
+  });
+
+  it('a download that failed while the base loaded is asked for again when the replay reads it', async () => {
+    const root = `test-prefetch-${rand()}/s3down`;
+    const segs = await writePartition(store, root);
+    const plain = await readAll(open(segs).chunks);
+    // S3 "down" for the first segment during the prefetch: the object is away, the retries short.
+    const bytes = await getObject(store, segs[0]!.key);
+    await store.client.send(new DeleteObjectCommand({ Bucket: store.bucket, Key: segs[0]!.key }));
+    const shortRetries = createStore(testConfig({ CDP_S3_PREFIX: 'unused' }), silentLog, { maxElapsedMs: 300 });
+    try {
+      const p = partitionChunks(shortRetries, segs, { readAhead: 2, limiter: new Limiter(4) });
+      p.prefetch();
+      const failed = await partitionChunks(shortRetries, segs, { readAhead: 2, limiter: new Limiter(4) })
+        .chunks[Symbol.asyncIterator]()
+        .next()
+        .then(
+          () => undefined,
+          (e: unknown) => e,
+        );
+      expect(failed).toBeInstanceOf(CdpError);
+      expect((failed as CdpError).code).toBe(ErrorCodes.S3);
+      await new Promise((r) => setTimeout(r, 1_000));
+      // Back before the replay starts: the read succeeds, whole and in order.
+      await storeSegment(store, segs[0]!.key, bytes, segs[0]!.sha256);
+      expect(await readAll(p.chunks)).toEqual(plain);
+      expect(unhandled).toEqual([]);
+    } finally {
+      shortRetries.client.destroy();
+    }
   });
 
   it('a prefetched read that is never consumed can be closed, and stays closed', async () => {
