@@ -138,7 +138,9 @@ describe('restore prefetch of the first segments', () => {
     const root = `test-prefetch-${rand()}/s3down`;
     const segs = await writePartition(store, root);
     const plain = await readAll(open(segs).chunks);
-    // S3 "down" for the first segment during the prefetch: the object is away, the retries short.
+    // The first segment unavailable during the prefetch: the object is away, and S3's 404 is a
+    // CDP_S3 error that is not retried (isPermanent), so this stands for any S3 failure whose
+    // retries are spent; the short budget only bounds what a slow server would retry.
     const bytes = await getObject(store, segs[0]!.key);
     await store.client.send(new DeleteObjectCommand({ Bucket: store.bucket, Key: segs[0]!.key }));
     const shortRetries = createStore(testConfig({ CDP_S3_PREFIX: 'unused' }), silentLog, { maxElapsedMs: 300 });
