@@ -345,7 +345,11 @@ export async function restoreBench(o: { workload: 'bulk' | 'oltp'; rows: number 
     return result;
   } finally {
     await q(SRC, `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = '${SLOT}'`).catch(() => {});
-    for (const db of [OURS, NATIVE, SRC]) await q('postgres', `DROP DATABASE IF EXISTS ${db} WITH (FORCE)`).catch(() => {});
+    // BENCH_KEEP=1 keeps the source database and the archive (not the targets), to restore the same
+    // archive again and again (docs/restore-profile.md): CDP_SOURCE_URL and CDP_S3_PREFIX are printed.
+    const keep = Boolean(process.env.BENCH_KEEP);
+    if (keep) console.error(`kept: CDP_SOURCE_URL=${urlOf(SRC)} CDP_S3_PREFIX=${PREFIX} (drop database ${SRC} when done)`);
+    for (const db of keep ? [OURS, NATIVE] : [OURS, NATIVE, SRC]) await q('postgres', `DROP DATABASE IF EXISTS ${db} WITH (FORCE)`).catch(() => {});
     store.client.destroy();
   }
 }
