@@ -2,7 +2,7 @@
 // the same run on the same server (DESIGN.md section 9; ANCHORS.md: native apply ~62,000 changes/s
 // on this kind of machine).
 //
-//   npx tsx bench/restore.ts [--workload bulk|oltp] [--rows N]
+//   npx tsx bench/restore.ts [--workload bulk|oltp|append] [--rows N]
 // (bench/harness.ts calls restoreBench() for each workload and run.)
 //
 // Workload (ANCHORS.md): one table (bigint key, int, md5 text, timestamptz, numeric); N inserts in
@@ -46,7 +46,9 @@ let WORKLOAD = arg('--workload') ?? 'bulk';
 // bulk: N inserts, N/2 updates, N/5 deletes in three transactions (ANCHORS.md).
 // oltp: T transactions of 3 changes (insert one row, update one, delete one) on a table holding
 // 2T rows before the base: the shape of the changes a CDP archive mostly holds.
+// append: N inserts in transactions of 10 rows (an event log): nothing for restore to fold.
 let N = Number(arg('--rows') ?? (WORKLOAD === 'oltp' ? 100_000 : 1_000_000));
+const APPEND_TXN = 10;
 const PARTITIONS = 3;
 const SEGMENT_EVENTS = 200_000;
 let SRC = '';
@@ -126,7 +128,7 @@ export interface RestoreResult {
 }
 
 /** One measurement: workload bulk (rows = N) or oltp (rows = transactions). */
-export async function restoreBench(o: { workload: 'bulk' | 'oltp'; rows: number }): Promise<RestoreResult> {
+export async function restoreBench(o: { workload: 'bulk' | 'oltp' | 'append'; rows: number }): Promise<RestoreResult> {
   WORKLOAD = o.workload;
   N = o.rows;
   names();
@@ -156,9 +158,13 @@ export async function restoreBench(o: { workload: 'bulk' | 'oltp'; rows: number 
       `INSERT INTO bench VALUES (${M} + ${x}, ${x} % 1000, md5(${x}::text), '2026-01-01 00:00:00+00'::timestamptz + ${x} * interval '1 second', ${x} * 1.5);
        UPDATE bench SET i = i + 1 WHERE id = ${x};
        DELETE FROM bench WHERE id = ${M} - ${x} + 1;`;
+    const appendTxn = (x: string) =>
+      `INSERT INTO bench SELECT g, g % 1000, md5(g::text), '2026-01-01 00:00:00+00'::timestamptz + g * interval '1 second', g * 1.5 FROM generate_series(${x} * ${APPEND_TXN} + 1, ${x} * ${APPEND_TXN} + ${APPEND_TXN}) g;`;
     if (WORKLOAD === 'oltp') {
       // One transaction per iteration (COMMIT inside DO: docs, PL/pgSQL "Transaction Management").
       await q(SRC, `DO $$ BEGIN FOR x IN 1..${N - 1} LOOP ${oltpTxn('x')} COMMIT; END LOOP; END $$`);
+    } else if (WORKLOAD === 'append') {
+      await q(SRC, `DO $$ BEGIN FOR x IN 0..${N / APPEND_TXN - 2} LOOP ${appendTxn('x')} COMMIT; END LOOP; END $$`);
     } else {
       await q(
         SRC,
@@ -169,11 +175,13 @@ export async function restoreBench(o: { workload: 'bulk' | 'oltp'; rows: number 
     const c = new pg.Client({ connectionString: urlOf(SRC) });
     await c.connect();
     await c.query('BEGIN');
-    await c.query(WORKLOAD === 'oltp' ? oltpTxn(String(N)) : `DELETE FROM bench WHERE id > ${N - N / 5}`);
+    await c.query(
+      WORKLOAD === 'oltp' ? oltpTxn(String(N)) : WORKLOAD === 'append' ? appendTxn(String(N / APPEND_TXN - 1)) : `DELETE FROM bench WHERE id > ${N - N / 5}`,
+    );
     const beforeLastCommit = parseLsn((await c.query('SELECT pg_current_wal_lsn()::text AS l')).rows[0].l);
     await c.query('COMMIT');
     await c.end();
-    const changes = WORKLOAD === 'oltp' ? 3 * N : N + N / 2 + N / 5;
+    const changes = WORKLOAD === 'oltp' ? 3 * N : WORKLOAD === 'append' ? N : N + N / 2 + N / 5;
     console.error(`workload: ${changes} changes in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
 
     // The same changes as archived segments.
@@ -206,35 +214,42 @@ export async function restoreBench(o: { workload: 'bulk' | 'oltp'; rows: number 
             const evs = oltp(j + 1);
             return { lsn: base.lsn + 100 * (j + 1), xid: 100_000 + j, n: 3, gen: (k: number) => evs[k]! };
           })
-        : [
-            {
-              lsn: base.lsn + 100,
-              xid: 9001,
-              n: N,
-              gen: (k) => {
-                const g = k + 1;
-                return { op: 'INSERT', new: [String(g), String(g % 1000), md5(String(g)), tsText(g), (g * 1.5).toFixed(1)] };
+        : WORKLOAD === 'append'
+          ? Array.from({ length: N / APPEND_TXN }, (_, j) => ({
+              lsn: base.lsn + 100 * (j + 1),
+              xid: 100_000 + j,
+              n: APPEND_TXN,
+              gen: (k: number): Partial<ChangeEvent> => ({ op: 'INSERT', new: row(j * APPEND_TXN + k + 1) }),
+            }))
+          : [
+              {
+                lsn: base.lsn + 100,
+                xid: 9001,
+                n: N,
+                gen: (k) => {
+                  const g = k + 1;
+                  return { op: 'INSERT', new: [String(g), String(g % 1000), md5(String(g)), tsText(g), (g * 1.5).toFixed(1)] };
+                },
               },
-            },
-            {
-              lsn: base.lsn + 200,
-              xid: 9002,
-              n: N / 2,
-              gen: (k) => {
-                const g = k + 1;
-                return { op: 'UPDATE', new: [String(g), String((g % 1000) + 1), md5(md5(String(g))), tsText(g), (g * 1.5).toFixed(1)] };
+              {
+                lsn: base.lsn + 200,
+                xid: 9002,
+                n: N / 2,
+                gen: (k) => {
+                  const g = k + 1;
+                  return { op: 'UPDATE', new: [String(g), String((g % 1000) + 1), md5(md5(String(g))), tsText(g), (g * 1.5).toFixed(1)] };
+                },
               },
-            },
-            {
-              lsn: base.lsn + 300,
-              xid: 9003,
-              n: N / 5,
-              gen: (k) => {
-                const g = N - N / 5 + k + 1;
-                return { op: 'DELETE', oldKind: 'K', old: [String(g), null, null, null, null] };
+              {
+                lsn: base.lsn + 300,
+                xid: 9003,
+                n: N / 5,
+                gen: (k) => {
+                  const g = N - N / 5 + k + 1;
+                  return { op: 'DELETE', oldKind: 'K', old: [String(g), null, null, null, null] };
+                },
               },
-            },
-          ];
+            ];
     for (const t of txns) {
       for (let k = 0; k < t.n; k++) {
         await put(
@@ -374,7 +389,7 @@ function cdpRestore(extra: string[]): Promise<string> {
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
-  const r = await restoreBench({ workload: WORKLOAD === 'oltp' ? 'oltp' : 'bulk', rows: N });
+  const r = await restoreBench({ workload: WORKLOAD === 'oltp' || WORKLOAD === 'append' ? WORKLOAD : 'bulk', rows: N });
   console.log(JSON.stringify(r));
   if ((!process.env.BENCH_SKIP_NATIVE && !r.identical.native) || !r.identical.ours) process.exitCode = 3;
 }
