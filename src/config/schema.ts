@@ -221,12 +221,15 @@ export const ConfigSchema = z.strictObject({
     .strictObject({
       jobs: z.number().int().min(1).max(64).default(2),
       /**
-       * Net effect per key (restore/coalesce.ts): a target transaction spans source transactions
-       * while its coalescing buffer holds rows, up to this many changes (then it commits at the next
-       * source commit) and this many estimated bytes of buffered rows (then the buffer is written
-       * out). Larger: more of a bulk load's later updates and deletes fold into its rows, but the
-       * target waits while the buffer fills (bench/restore.ts measured 4,000,000 / 512 MiB slower
-       * than these defaults on 2 cores); smaller: less memory, finer resume points.
+       * Net effect per key (restore/coalesce.ts). Above 20,000 (the target transaction's usual
+       * size), a coalescing buffer that is nearly all inserts (a load) is kept past its 10,000-row
+       * window, so that the load's later updates and deletes fold into its rows
+       * (restore/row-writer.ts RowWriter.retaining): the target transaction then spans source
+       * transactions up to coalesceMaxChanges changes (and 30 s; then it commits at the next
+       * source commit), and the buffer holds up to coalesceMaxBytes estimated bytes of rows (then
+       * it is written out; never more than a quarter of node's heap limit; RSS reaches about
+       * twice the estimate). Off by default: the target idles while a load is held, so a load
+       * nothing later touches restores slower (README, Limits).
        */
       coalesceMaxChanges: z.number().int().min(1).default(20_000),
       coalesceMaxBytes: z

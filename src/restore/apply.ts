@@ -72,9 +72,9 @@ export class Applier {
   ) {
     this.out = new SqlQueue(sink, this.stats);
     this.catalog = new CatalogView(opts);
-    this.rows = new RowWriter(this.out, this.catalog, opts);
-    this.ddl = new DdlApplier(this.out, this.rows, this.catalog, this.stats, opts);
     this.group = new TxnGroup(opts);
+    this.rows = new RowWriter(this.out, this.catalog, { ...opts, retainLoads: this.group.spansLoads });
+    this.ddl = new DdlApplier(this.out, this.rows, this.catalog, this.stats, opts);
   }
 
   async handle(item: ReplayItem): Promise<void> {
@@ -157,7 +157,7 @@ export class Applier {
         this.stats.lastEndLsn = item.endLsn;
         // A new enum value can be used only once the transaction that added it has committed
         // (PostgreSQL: "unsafe use of new value"): the group ends with the source transaction.
-        if (this.ddl.commitAtTxnEnd || this.group.full(this.rows.bufferedRows)) this.commitGroup();
+        if (this.ddl.commitAtTxnEnd || this.group.full(this.rows.retaining ? this.rows.bufferedRows : 0)) this.commitGroup();
         this.ddl.commitAtTxnEnd = false;
         return;
     }

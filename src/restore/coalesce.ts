@@ -91,6 +91,8 @@ class TableBuffer {
   readonly slots: Array<Entry | undefined> = [];
   /** Keys buffered. */
   size = 0;
+  /** Of `size`, inserts. */
+  inserts = 0;
   bytes = 0;
   constructor(readonly ref: TableRef) {}
 
@@ -127,6 +129,8 @@ export class Coalescer {
   bytes = 0;
   /** Rows held, all tables. */
   rows = 0;
+  /** Of `rows`, those that are inserts (folded updates included): a load's rows (RowWriter keeps them longer). */
+  inserts = 0;
 
   get size(): number {
     return this.tables.size;
@@ -195,6 +199,10 @@ export class Coalescer {
     m.set(ks, t.slots.length);
     t.slots.push(n);
     t.size++;
+    if (Array.isArray(n)) {
+      t.inserts++;
+      this.inserts++;
+    }
     const b = entryBytes(n);
     t.bytes += b;
     this.bytes += b;
@@ -208,12 +216,15 @@ export class Coalescer {
     t.slots[at] = n;
   }
 
-  private remove(t: TableBuffer, m: Map<string, number>, ks: string, at: number, old: Entry): void {
+  /** An insert and a delete of one key: nothing left of it. */
+  private remove(t: TableBuffer, m: Map<string, number>, ks: string, at: number, old: Row): void {
     const b = entryBytes(old);
     t.bytes -= b;
     this.bytes -= b;
     this.rows--;
     t.size--;
+    t.inserts--;
+    this.inserts--;
     t.slots[at] = undefined;
     m.delete(ks);
     t.compactIfSparse();
@@ -261,9 +272,11 @@ export class Coalescer {
     out.updates = [...bySig.values()];
     this.bytes -= t.bytes;
     this.rows -= t.size;
+    this.inserts -= t.inserts;
     if (this.tables.size === 0) {
       this.bytes = 0;
       this.rows = 0;
+      this.inserts = 0;
     }
     return out;
   }

@@ -19,10 +19,9 @@ export interface GroupLimits {
   /** One target transaction per source transaction (the --sql file: atomicity visible in the text). */
   onePerSource?: boolean;
   /**
-   * Changes a group may span while its coalescing buffer holds rows (default = groupMaxChanges).
-   * Larger lets an insert and a later transaction's updates or delete of its row meet in one
-   * buffer, at the cost of holding them: measured slower on bench/restore.ts (the target idles
-   * while the buffer fills, then node idles while it is written), so off by default.
+   * Changes a group may span while the coalescing buffer keeps a load's inserts (RowWriter.retaining;
+   * default = groupMaxChanges: never, and the buffer keeps nothing past its window). A later
+   * transaction's updates or delete of a row still in the buffer then cost the target nothing.
    */
   coalesceMaxChanges?: number;
 }
@@ -66,6 +65,11 @@ export class TxnGroup {
     this.coalesceMaxChanges = limits.coalesceMaxChanges ?? this.maxChanges;
   }
 
+  /** A group may span source transactions while the coalescing buffer keeps a load (see full). */
+  get spansLoads(): boolean {
+    return this.maxChanges > 0 && this.coalesceMaxChanges > this.maxChanges;
+  }
+
   /** At a source transaction's BEGIN: the SQL that opens a target transaction, or '' when one is open. */
   begin(): string {
     if (this.open) return '';
@@ -77,14 +81,14 @@ export class TxnGroup {
 
   /**
    * Whether the open group should commit at this source transaction's end. While the coalescing
-   * buffer holds rows (`bufferedRows`) the group may go on up to coalesceMaxChanges (and 30 s; the
-   * buffer itself is bounded by netMaxBytes / netMaxRows): a later transaction's update or delete
-   * of a row still in the buffer then costs nothing on the target. Otherwise groupMaxChanges and
-   * groupMaxMs bound it.
+   * buffer keeps a load's rows (`retainedRows`, 0 when it does not) the group may go on up to
+   * coalesceMaxChanges (and 30 s; the buffer itself is bounded by netMaxBytes): a later
+   * transaction's update or delete of a row still in the buffer then costs nothing on the target.
+   * Otherwise groupMaxChanges and groupMaxMs bound it.
    */
-  full(bufferedRows: number): boolean {
+  full(retainedRows: number): boolean {
     const age = this.now() - this.started;
-    if (bufferedRows > 0 && this.maxChanges > 0 && this.coalesceMaxChanges > this.maxChanges) {
+    if (retainedRows > 0 && this.spansLoads) {
       return this.changes >= this.coalesceMaxChanges || age >= Math.max(this.maxMs, 30_000);
     }
     return this.changes >= this.maxChanges || age >= this.maxMs;

@@ -96,6 +96,20 @@ describe('Coalescer (net effect per key)', () => {
     expect([c.rows, c.bytes, c.size]).toEqual([0, 0, 0]);
   });
 
+  it('counts the inserts it holds (folded updates stay inserts; a delete, a replace or an update is not one)', () => {
+    const c = new Coalescer();
+    const u = { ...ref, table: 'u' };
+    for (const e of [ins('1', 'a', 'b'), ins('2', 'a', 'b'), upd('1', 'x', 'y'), upd('3', 'x', 'y'), del('4'), ins('4', 'n', 'n')]) c.add('t', ref, e);
+    c.add('u', u, ins('1', 'a', 'b'));
+    expect([c.rows, c.inserts]).toEqual([5, 3]);
+    c.add('t', ref, del('2'));
+    expect([c.rows, c.inserts]).toEqual([4, 2]);
+    c.drain('t');
+    expect([c.rows, c.inserts]).toEqual([1, 1]);
+    c.drain('u');
+    expect([c.rows, c.inserts]).toEqual([0, 0]);
+  });
+
   it('keeps the slots of removed keys bounded, and the order of the rest, under insert/delete churn', () => {
     const c = new Coalescer();
     // Live rows interleaved with keys inserted and deleted again (a queue table in one transaction).

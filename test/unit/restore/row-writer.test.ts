@@ -84,4 +84,50 @@ describe('RowWriter', () => {
     expect(sql.match(/^UPDATE /gm)?.length).toBe(2);
     expect(sql.indexOf("'a'::text")).toBeLessThan(sql.indexOf("'b'::text"));
   });
+
+  describe('keeping a load (retainLoads)', () => {
+    const load = (w: RowWriter, from: number, to: number) => {
+      for (let i = from; i <= to; i++) w.write(row('INSERT', 'p', P, String(i), 'v'), 'p', true);
+    };
+
+    it('keeps a buffer of inserts past its window, so later updates and deletes fold into the rows', async () => {
+      const { w, text } = writer({ netMaxRows: 10, copyMinRows: 2, retainLoads: true });
+      load(w, 1, 50);
+      // 50 rows, five windows: nothing written, the writer says it is keeping a load.
+      expect(w.bufferedRows).toBe(50);
+      expect(w.retaining).toBe(true);
+      for (let i = 1; i <= 20; i++) w.write(row('UPDATE', 'p', P, String(i), 'u'), 'p', true);
+      for (let i = 41; i <= 50; i++) w.write(row('DELETE', 'p', P, String(i), null), 'p', true);
+      expect(w.bufferedRows).toBe(40);
+      w.flushAll();
+      expect(w.retaining).toBe(false);
+      const sql = await text();
+      // One COPY of the net rows, no UPDATE and no DELETE: the target never sees the folded changes.
+      expect(sql).not.toMatch(/^(UPDATE|DELETE) /m);
+      const copied = sql.split('\n').filter((l) => /^\d+\t/.test(l));
+      expect(copied).toEqual([...Array.from({ length: 20 }, (_, i) => `${i + 1}\tu`), ...Array.from({ length: 20 }, (_, i) => `${i + 21}\tv`)]);
+    });
+
+    it('writes a window out as before when it is not nearly all inserts, or without retainLoads', async () => {
+      for (const retainLoads of [true, false]) {
+        const { w } = writer({ netMaxRows: 10, copyMinRows: 2, retainLoads });
+        // A third of the rows are updates of rows the buffer does not hold (an OLTP mix).
+        for (let i = 1; i <= 30; i++) w.write(row(i % 3 === 0 ? 'UPDATE' : 'INSERT', 'p', P, String(i), 'v'), 'p', true);
+        expect(w.retaining).toBe(false);
+        expect(w.bufferedRows).toBeLessThan(10);
+        const { w: w2 } = writer({ netMaxRows: 10, copyMinRows: 2, retainLoads: false });
+        load(w2, 1, 50);
+        expect(w2.retaining).toBe(false);
+        expect(w2.bufferedRows).toBeLessThan(10);
+      }
+    });
+
+    it('writes a kept load out once it reaches netMaxBytes', async () => {
+      // rowBytes of ['1', 'v'] is 96 + 25 + 25: ~150 bytes a row, so 3,000 bytes are ~20 rows.
+      const { w, text } = writer({ netMaxRows: 10, copyMinRows: 2, retainLoads: true, netMaxBytes: 3_000 });
+      load(w, 1, 25);
+      expect(w.bufferedRows).toBeLessThan(10);
+      expect(await text()).toContain('1\tv\n2\tv\n');
+    });
+  });
 });

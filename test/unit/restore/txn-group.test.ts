@@ -47,7 +47,7 @@ describe('TxnGroup: when a target transaction ends', () => {
     expect(g.full(0)).toBe(true);
   });
 
-  it('lets a group that holds coalesced rows run to coalesceMaxChanges, and 30 s', () => {
+  it('lets a group whose buffer keeps a load run to coalesceMaxChanges, and 30 s', () => {
     const c = clock();
     const g = new TxnGroup({ cursor: false, groupMaxChanges: 10, groupMaxMs: 100, coalesceMaxChanges: 50 }, c.now);
     g.begin();
@@ -60,5 +60,15 @@ describe('TxnGroup: when a target transaction ends', () => {
     g.changes = 20;
     c.t += 29_000;
     expect(g.full(5)).toBe(true);
+  });
+
+  it('spans loads only when coalesceMaxChanges is above groupMaxChanges, and never for the --sql file', () => {
+    expect(new TxnGroup({ cursor: false }).spansLoads).toBe(false);
+    expect(new TxnGroup({ cursor: false, groupMaxChanges: 10, coalesceMaxChanges: 10 }).spansLoads).toBe(false);
+    expect(new TxnGroup({ cursor: false, groupMaxChanges: 10, coalesceMaxChanges: 11 }).spansLoads).toBe(true);
+    const sql = new TxnGroup({ cursor: false, onePerSource: true, coalesceMaxChanges: 1_000_000 });
+    expect(sql.spansLoads).toBe(false);
+    sql.begin();
+    expect(sql.full(5)).toBe(true);
   });
 });
