@@ -126,6 +126,9 @@ export async function listPartitionSegments(
 class SegmentPrefetch {
   private readonly queue: Array<Promise<OpenedSegment>> = [];
   private next = 0;
+  /** What this prefetch added to opts.stats, taken back by abandon. */
+  private readonly counted = { segments: 0, bytes: 0 };
+  private abandoned = false;
   constructor(
     private readonly store: Store,
     private readonly segments: ListedSegment[],
@@ -139,9 +142,11 @@ class SegmentPrefetch {
       const s = this.segments[this.next++]!;
       const p = opts.limiter.run(async () => {
         const seg = readSegment(await getObject(this.store, s.key), { expectedSha256: s.sha256, keyring: opts.keyring, key: s.key, decoder: opts.decoder });
-        if (opts.stats) {
+        if (opts.stats && !this.abandoned) {
           opts.stats.segments++;
           opts.stats.bytes += s.size;
+          this.counted.segments++;
+          this.counted.bytes += s.size;
         }
         // Prefetched as stored bytes with the SHA-256 already checked; blocks are decoded lazily
         // while applying, so memory holds compressed segments, not decoded ones.
@@ -156,6 +161,15 @@ class SegmentPrefetch {
   /** The next segment's download, or undefined after the last. */
   shift(): Promise<OpenedSegment> | undefined {
     return this.queue.shift();
+  }
+
+  /** Replaced by a new read from the first segment: what it counted is read again there. */
+  abandon(): void {
+    this.abandoned = true;
+    if (this.opts.stats) {
+      this.opts.stats.segments -= this.counted.segments;
+      this.opts.stats.bytes -= this.counted.bytes;
+    }
   }
 }
 
@@ -188,7 +202,9 @@ export function partitionChunks(
       for (const b of seg.blocks()) yield b;
     }
   }
-  let gen = blocks(new SegmentPrefetch(store, segments, o));
+  let fetch = new SegmentPrefetch(store, segments, o);
+  let gen = blocks(fetch);
+  let closed = false;
   /** The first block, pulled by prefetch and not yet handed out. */
   let first: Promise<IteratorResult<ChangeEvent[]>> | undefined;
   let started = false;
@@ -202,14 +218,17 @@ export function partitionChunks(
       // asked again now, from the first segment, as a restore without prefetch would; nothing has
       // been handed out yet. A segment that failed its checks stays failed.
       return r.catch((err: unknown) => {
-        if (!(err instanceof CdpError && err.code === ErrorCodes.S3)) throw err;
-        gen = blocks(new SegmentPrefetch(store, segments, o));
+        if (closed || !(err instanceof CdpError && err.code === ErrorCodes.S3)) throw err;
+        fetch.abandon();
+        fetch = new SegmentPrefetch(store, segments, o);
+        gen = blocks(fetch);
         return gen.next();
       });
     },
     return: (v?: unknown) => {
-      // Closed: a prefetched block is never handed out after this.
+      // Closed: a prefetched block is never handed out after this, nor a failed one asked again.
       started = true;
+      closed = true;
       first = undefined;
       return gen.return(v as undefined);
     },

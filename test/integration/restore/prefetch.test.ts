@@ -145,7 +145,8 @@ describe('restore prefetch of the first segments', () => {
     await store.client.send(new DeleteObjectCommand({ Bucket: store.bucket, Key: segs[0]!.key }));
     const shortRetries = createStore(testConfig({ CDP_S3_PREFIX: 'unused' }), silentLog, { maxElapsedMs: 300 });
     try {
-      const p = partitionChunks(shortRetries, segs, { readAhead: 2, limiter: new Limiter(4) });
+      const stats = { segments: 0, bytes: 0 };
+      const p = partitionChunks(shortRetries, segs, { readAhead: 2, limiter: new Limiter(4), stats });
       p.prefetch();
       const failed = await partitionChunks(shortRetries, segs, { readAhead: 2, limiter: new Limiter(4) })
         .chunks[Symbol.asyncIterator]()
@@ -160,6 +161,34 @@ describe('restore prefetch of the first segments', () => {
       // Back before the replay starts: the read succeeds, whole and in order.
       await storeSegment(store, segs[0]!.key, bytes, segs[0]!.sha256);
       expect(await readAll(p.chunks)).toEqual(plain);
+      // Each segment counted once in the report, though the second was fetched twice.
+      expect(stats).toEqual({ segments: segs.length, bytes: segs.reduce((n, s) => n + s.size, 0) });
+      expect(unhandled).toEqual([]);
+    } finally {
+      shortRetries.client.destroy();
+    }
+  });
+
+  it('a read closed while a failed prefetch is taken is not asked for again', async () => {
+    const root = `test-prefetch-${rand()}/closedretry`;
+    const segs = await writePartition(store, root);
+    const bytes = await getObject(store, segs[0]!.key);
+    await store.client.send(new DeleteObjectCommand({ Bucket: store.bucket, Key: segs[0]!.key }));
+    const shortRetries = createStore(testConfig({ CDP_S3_PREFIX: 'unused' }), silentLog, { maxElapsedMs: 300 });
+    try {
+      const p = partitionChunks(shortRetries, segs, { readAhead: 2, limiter: new Limiter(4) });
+      p.prefetch();
+      await new Promise((r) => setTimeout(r, 1_000));
+      await storeSegment(store, segs[0]!.key, bytes, segs[0]!.sha256);
+      const it = p.chunks[Symbol.asyncIterator]();
+      // The consumer takes the failed block and closes the read at once (the merge does when
+      // another partition fails): the failure is its answer, not a new download handed out late.
+      const taken = it.next().then(
+        () => 'handed out',
+        (e: unknown) => (e instanceof CdpError ? e.code : e),
+      );
+      await it.return?.();
+      expect(await taken).toBe(ErrorCodes.S3);
       expect(unhandled).toEqual([]);
     } finally {
       shortRetries.client.destroy();
