@@ -178,12 +178,10 @@ export class Coalescer {
       // A buffered row is its event's array, which nothing reads after add: later changes of the
       // key update it in place.
       if (cur === undefined) this.put(t, m, ks, { kind: 'update', key: keyValues(ev), row: nw, assigned: cols });
-      else if (Array.isArray(cur)) {
-        for (const i of cols) cur[i] = nw[i] ?? null;
-      } else if (cur.kind === 'delete') return false;
+      else if (Array.isArray(cur)) this.assign(t, cur, cols, nw);
+      else if (cur.kind === 'delete') return false;
       else {
-        const row = cur.row!;
-        for (const i of cols) row[i] = nw[i] ?? null;
+        this.assign(t, cur.row!, cols, nw);
         if (cur.assigned) cur.assigned = unionCols(cur.assigned, cols);
       }
     } else {
@@ -207,6 +205,18 @@ export class Coalescer {
     t.bytes += b;
     this.bytes += b;
     this.rows++;
+  }
+
+  /** An update folded into a buffered row, in place; the bytes follow the values' lengths (a load's rows may be kept long). */
+  private assign(t: TableBuffer, row: Row, cols: readonly number[], nw: readonly (string | null)[]): void {
+    let b = 0;
+    for (const i of cols) {
+      const v = nw[i] ?? null;
+      b += (v?.length ?? 0) - (row[i]?.length ?? 0);
+      row[i] = v;
+    }
+    t.bytes += b;
+    this.bytes += b;
   }
 
   private replace(t: TableBuffer, at: number, old: Entry, n: NetRow): void {

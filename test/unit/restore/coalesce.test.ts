@@ -92,6 +92,16 @@ describe('Coalescer (net effect per key)', () => {
     expect(c.bytes).toBeGreaterThan(1000);
     c.add('t', ref, del('2'));
     expect(c.rows).toBe(1);
+    // An update folded into a held row: the bytes follow its values, up and down.
+    const held = c.bytes;
+    c.add('t', ref, upd('1', 'x'.repeat(5000), 'y'));
+    expect(c.bytes).toBe(held + 4000);
+    c.add('t', ref, upd('3', 'a', 'b'));
+    const two = c.bytes;
+    c.add('t', ref, upd('3', 'a'.repeat(101), 'b'));
+    expect(c.bytes).toBe(two + 100);
+    c.add('t', ref, upd('1', 'x', 'y'));
+    expect(c.bytes).toBe(two + 100 - 4999);
     c.drain('t');
     expect([c.rows, c.bytes, c.size]).toEqual([0, 0, 0]);
   });
