@@ -227,9 +227,10 @@ export const ConfigSchema = z.strictObject({
        * (restore/row-writer.ts RowWriter.retaining): the target transaction then spans source
        * transactions up to coalesceMaxChanges changes (and 30 s; then it commits at the next
        * source commit), and the buffer holds up to coalesceMaxBytes estimated bytes of rows (then
-       * it is written out; never more than a quarter of node's heap limit; RSS reaches about
-       * twice the estimate). Off by default: the target idles while a load is held, so a load
-       * nothing later touches restores slower (README, Limits).
+       * it is written out; never more than an eighth of node's heap limit: the heap reaches about
+       * twice the estimate while a kept load is written out, four times for text beyond
+       * Latin-1). Off by default: the target idles while a load is held, so a load nothing later
+       * touches restores slower (README, Limits).
        */
       coalesceMaxChanges: z.number().int().min(1).default(20_000),
       coalesceMaxBytes: z

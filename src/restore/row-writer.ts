@@ -28,7 +28,7 @@ export interface WriteLimits {
   /** Rows the coalescing buffer may hold (all tables) before it is written out (default 10,000). */
   netMaxRows?: number;
   /**
-   * Estimated heap bytes the coalescing buffer may hold (default 64 MiB, at most a quarter of V8's
+   * Estimated heap bytes the coalescing buffer may hold (default 64 MiB, at most an eighth of V8's
    * heap limit); a window that does not keep a load is written out at 64 MiB or this, if less.
    */
   netMaxBytes?: number;
@@ -115,7 +115,9 @@ export class RowWriter {
     this.insertMaxRows = limits.insertMaxRows ?? Math.max(this.batchMaxRows, 10_000);
     this.netMaxRows = limits.netMaxRows ?? 10_000;
     this.netLimit = Math.min(1_000, this.netMaxRows);
-    this.netMaxBytes = Math.min(limits.netMaxBytes ?? 64 * MIB, Math.floor(getHeapStatistics().heap_size_limit / 4));
+    // An eighth of the heap: the estimate counts a character as a byte (V8 keeps text beyond
+    // Latin-1 at two), and writing a kept load out builds its COPY text while its rows are held.
+    this.netMaxBytes = Math.min(limits.netMaxBytes ?? 64 * MIB, Math.floor(getHeapStatistics().heap_size_limit / 8));
     this.retainLoads = limits.retainLoads ?? false;
     this.windowMaxBytes = Math.min(64 * MIB, this.netMaxBytes);
     this.sessionSql = limits.sessionSql;
@@ -274,7 +276,8 @@ export class RowWriter {
       for (let i = 0; i < inserts.length; i += max) this.emitFor(ref, insertSql(ref, inserts.slice(i, i + max)));
     }
     this.out.cutIfLarge();
-    if (this.net.rows === 0) this.holdUntil = 0;
+    // What is left may be no load any more (one table written out for a key change, say).
+    if (this.net.inserts * 10 < this.net.rows * 9 || this.net.rows === 0) this.holdUntil = 0;
   }
 
   private flushNetAll(): void {

@@ -122,6 +122,20 @@ describe('RowWriter', () => {
       }
     });
 
+    it('stops keeping when what is left after one table is written out is no load', () => {
+      const { w } = writer({ netMaxRows: 10, copyMinRows: 2, retainLoads: true });
+      load(w, 1, 15);
+      w.write(row('UPDATE', 'q', P, '1', 'u'), 'q', true);
+      expect(w.retaining).toBe(true);
+      // A key change in p writes p out; q's update is all that is left.
+      const keyChange = row('UPDATE', 'p', P, '100', 'v');
+      keyChange.old = ['1', null];
+      keyChange.oldKind = 'K';
+      w.write(keyChange, 'p', true);
+      expect(w.bufferedRows).toBe(1);
+      expect(w.retaining).toBe(false);
+    });
+
     it('writes a kept load out once it reaches netMaxBytes', async () => {
       // rowBytes of ['1', 'v'] is 96 + 25 + 25: ~150 bytes a row, so 3,000 bytes are ~20 rows.
       const { w, text } = writer({ netMaxRows: 10, copyMinRows: 2, retainLoads: true, netMaxBytes: 3_000 });
