@@ -204,8 +204,15 @@ async function applyAll(r: ReplayRun): Promise<Extract<ReplayItem, { type: 'end'
 /** An interrupted replay: whole groups only, so the open one is rolled back; the cursor says where to resume. */
 async function interrupted(r: ReplayRun): Promise<never> {
   await r.sink.drain().catch(() => {});
-  if (r.client) await r.client.query('ROLLBACK').catch(() => {});
-  const at = r.applier.stats.last ? formatLsn(r.applier.stats.last.commitLsn) : null;
+  let at = r.applier.stats.last ? formatLsn(r.applier.stats.last.commitLsn) : null;
+  if (r.client) {
+    await r.client.query('ROLLBACK').catch(() => {});
+    // Where the target is: the cursor of the last committed group (the open group, rolled back,
+    // may have handled many more transactions), or nothing when the session cannot say.
+    const c = await r.client.query<{ l: string }>(`SELECT commit_lsn::text AS l FROM ${CURSOR_SCHEMA}.cursor`).catch(() => undefined);
+    const l = c?.rows[0]?.l;
+    at = l !== undefined && Number(l) > 0 ? formatLsn(Number(l)) : null;
+  }
   r.log.warn({ at }, 'restore: interrupted; run the same command again to resume');
   // Not exit 0: a script must not take a half-restored database for a finished restore.
   throw new CdpError(

@@ -8,6 +8,7 @@ import { storeSegment } from '../../../src/archive/upload.js';
 import { takeBaseBackup } from '../../../src/base/basebackup.js';
 import { emptyEvent, type ChangeEvent, type RelationInfo } from '../../../src/format/change-event.js';
 import { createStore, putOnce, type Store } from '../../../src/s3/client.js';
+import { formatLsn } from '../../../src/util/lsn.js';
 import { createDatabase, dropDatabase, rand, REPO, runCli, silentLog, stackEnvironment, testConfig, testContext, waitFor, withClient } from './helpers.js';
 
 // Restore's own failure model, independent of capture: an archive written with the archive's
@@ -190,6 +191,9 @@ describe('restore resume and integrity', () => {
     p.kill('SIGTERM');
     expect(await exited).toBe(1);
     expect(stderr).toMatch(/restore interrupted.*run the same command again to resume/);
+    // The point it names is the target's, the last committed group (not the rolled-back one's).
+    const cursor = await withClient(into, async (c) => (await c.query(`SELECT commit_lsn::text AS l FROM _cdp_restore.cursor`)).rows[0].l as string);
+    expect(/after commit LSN (\S+);/.exec(stderr)?.[1]).toBe(formatLsn(Number(cursor)));
 
     const again = await runCli(['restore', '--into', into, '--latest'], { ...env });
     expect(again.code, again.stderr).toBe(0);
