@@ -270,7 +270,8 @@ export class RowWriter {
       // COPY in slices, so Postgres starts on the first while the next is built.
       const n = ref.relation.columns.length;
       for (let i = 0; i < inserts.length; i += this.insertMaxRows) {
-        this.out.copy(copySql(ref), copyRows(inserts, n, i, Math.min(inserts.length, i + this.insertMaxRows)));
+        const to = Math.min(inserts.length, i + this.insertMaxRows);
+        this.out.copy(copySql(ref), () => copyRows(inserts, n, i, to));
       }
     } else if (inserts.length > 0) {
       for (let i = 0; i < inserts.length; i += max) this.emitFor(ref, insertSql(ref, inserts.slice(i, i + max)));
@@ -314,7 +315,7 @@ export class RowWriter {
   private writeInserts(ref: TableRef, rows: Row[]): void {
     if (rows.length >= this.copyMinRows && !this.owners.ownerRunner(ref)) {
       const n = ref.relation.columns.length;
-      this.out.copy(copySql(ref), copyRows(rows, n));
+      this.out.copy(copySql(ref), () => copyRows(rows, n));
       return;
     }
     const max = this.batchMaxRows;

@@ -20,7 +20,7 @@ export interface SqlSink {
 /** A run of statement text is cut into its own op once it holds this many characters. */
 const SQL_BUFFER_BYTES = 1 << 20;
 
-type Op = { sql: string; copy?: undefined; data?: undefined } | { sql?: undefined; copy: string; data: string };
+type Op = { sql: string; copy?: undefined; data?: undefined } | { sql?: undefined; copy: string; data: () => string };
 
 export class SqlQueue {
   /** SQL text not yet cut into an op, and the ops (text runs and COPYs) not yet sent, in order. */
@@ -52,8 +52,13 @@ export class SqlQueue {
     this.sql.push(sql);
   }
 
-  /** A COPY: the text queued before it is cut into its own op first. */
-  copy(sql: string, data: string): void {
+  /**
+   * A COPY: the text queued before it is cut into its own op first. Its data is built when it is
+   * sent, not here: a large write-out (a kept load, restore.coalesceMaxChanges) is many COPYs, and
+   * built at once their text and the rows would be held together while PostgreSQL waited for all
+   * of it; built as sent, PostgreSQL starts on the first while node builds the next.
+   */
+  copy(sql: string, data: () => string): void {
     this.cut();
     this.counts.statements++;
     this.ops.push({ copy: sql, data });
@@ -78,7 +83,7 @@ export class SqlQueue {
     const ops = this.ops;
     this.ops = [];
     for (const op of ops) {
-      if (op.copy !== undefined) await this.sink.copy(op.copy, op.data);
+      if (op.copy !== undefined) await this.sink.copy(op.copy, op.data());
       else await this.sink.exec(op.sql);
     }
   }

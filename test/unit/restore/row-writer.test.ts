@@ -136,6 +136,24 @@ describe('RowWriter', () => {
       expect(w.retaining).toBe(false);
     });
 
+    it('builds each COPY of a write-out as it is sent: PostgreSQL has the first before node builds the next', async () => {
+      const sent: string[] = [];
+      const sink = new RecordingSink();
+      const out = new SqlQueue(sink, { statements: 0 });
+      const w = new RowWriter(out, { ownerRunner: () => undefined }, { netMaxRows: 10, copyMinRows: 2, insertMaxRows: 10, retainLoads: true });
+      const evs = Array.from({ length: 30 }, (_, i) => row('INSERT', 'p', P, String(i + 1), 'v'));
+      for (const e of evs) w.write(e, 'p', true);
+      w.flushAll();
+      // Seen through the rows themselves (which nothing changes once written out, in the product):
+      // a row changed while the first COPY is in the sink's hands shows in the second one's text.
+      sink.copy = async (sql: string, data: string) => {
+        sent.push(data.split('\n')[0]!);
+        evs[10]!.new![1] = 'built later';
+      };
+      await out.send();
+      expect(sent).toEqual(['1\tv', '11\tbuilt later', '21\tv']);
+    });
+
     it('writes a kept load out once it reaches netMaxBytes', async () => {
       // rowBytes of ['1', 'v'] is 96 + 25 + 25: ~150 bytes a row, so 3,000 bytes are ~20 rows.
       const { w, text } = writer({ netMaxRows: 10, copyMinRows: 2, retainLoads: true, netMaxBytes: 3_000 });
