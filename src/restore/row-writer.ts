@@ -25,6 +25,11 @@ export interface WriteLimits {
   copyMinRows?: number;
   /** Rows of one INSERT / COPY in stream order (default 10,000). */
   insertMaxRows?: number;
+  /**
+   * Characters of values in one COPY (default 64 Mi): its text is one string, escaping at most
+   * doubles them, and a V8 string holds at most 2^29 - 24 characters.
+   */
+  copyMaxChars?: number;
   /** Rows the coalescing buffer may hold (all tables) before it is written out (default 10,000). */
   netMaxRows?: number;
   /**
@@ -90,6 +95,7 @@ export class RowWriter {
   private readonly copyMinRows: number;
   /** COPY gets cheaper per row up to ~10,000 rows a statement (bench/restore-apply.ts). */
   private readonly insertMaxRows: number;
+  private readonly copyMaxChars: number;
   private readonly netMaxRows: number;
   /**
    * Rows buffered before the coalescing buffer is written out: 1,000 at first, doubled after each
@@ -113,6 +119,7 @@ export class RowWriter {
     this.batchMaxRows = limits.batchMaxRows ?? 1_000;
     this.copyMinRows = limits.copyMinRows ?? 32;
     this.insertMaxRows = limits.insertMaxRows ?? Math.max(this.batchMaxRows, 10_000);
+    this.copyMaxChars = limits.copyMaxChars ?? 64 * MIB;
     this.netMaxRows = limits.netMaxRows ?? 10_000;
     this.netLimit = Math.min(1_000, this.netMaxRows);
     // An eighth of the heap: the estimate counts a character as a byte (V8 keeps text beyond
@@ -156,7 +163,8 @@ export class RowWriter {
    * identity and no exclusion constraint, as the caller last read the target's catalog, no DDL
    * since, no user code on its writes). Takes ev's row arrays: a coalesced row is the event's own
    * `new` array, which later changes of its key update in place, so nothing may read ev's values
-   * after this call.
+   * after this call. Once a row is written out (drained, or its batch flushed) nothing changes it:
+   * a COPY's text is built from it when the COPY is sent (SqlQueue.copy).
    */
   write(ev: ChangeEvent, netKey: string, reorderable: boolean): void {
     const r = ev.relation!;
@@ -267,12 +275,7 @@ export class RowWriter {
     for (let i = 0; i < deletes.length; i += max) this.emitFor(ref, deleteSql(ref, deletes.slice(i, i + max)));
     for (const u of updates) for (let i = 0; i < u.rows.length; i += max) this.emitFor(ref, updateSql(ref, u.setCols, u.rows.slice(i, i + max)));
     if (inserts.length >= this.copyMinRows && !this.owners.ownerRunner(ref)) {
-      // COPY in slices, so Postgres starts on the first while the next is built.
-      const n = ref.relation.columns.length;
-      for (let i = 0; i < inserts.length; i += this.insertMaxRows) {
-        const to = Math.min(inserts.length, i + this.insertMaxRows);
-        this.out.copy(copySql(ref), () => copyRows(inserts, n, i, to));
-      }
+      this.copyInSlices(ref, inserts);
     } else if (inserts.length > 0) {
       for (let i = 0; i < inserts.length; i += max) this.emitFor(ref, insertSql(ref, inserts.slice(i, i + max)));
     }
@@ -311,13 +314,34 @@ export class RowWriter {
     this.out.cutIfLarge();
   }
 
-  /** A stream-order insert batch: one COPY, or INSERTs of batchMaxRows rows (always for user-code tables). */
-  private writeInserts(ref: TableRef, rows: Row[]): void {
-    if (rows.length >= this.copyMinRows && !this.owners.ownerRunner(ref)) {
-      const n = ref.relation.columns.length;
-      this.out.copy(copySql(ref), () => copyRows(rows, n));
-      return;
+  /**
+   * COPYs of `rows` in slices of at most insertMaxRows rows and copyMaxChars characters of values,
+   * so that PostgreSQL starts on the first while the next is built (each is built as it is sent,
+   * SqlQueue.copy: nothing may change these rows from now on) and no slice outgrows a string.
+   */
+  private copyInSlices(ref: TableRef, rows: Row[]): void {
+    const n = ref.relation.columns.length;
+    const sql = copySql(ref);
+    const slice = (from: number, to: number) => this.out.copy(sql, () => copyRows(rows, n, from, to));
+    let from = 0;
+    let chars = 0;
+    for (let i = 0; i < rows.length; i++) {
+      const row = rows[i]!;
+      let c = n + 1;
+      for (let j = 0; j < n; j++) c += row[j]?.length ?? 2;
+      if (i > from && (i - from >= this.insertMaxRows || chars + c > this.copyMaxChars)) {
+        slice(from, i);
+        from = i;
+        chars = 0;
+      }
+      chars += c;
     }
+    if (from < rows.length) slice(from, rows.length);
+  }
+
+  /** A stream-order insert batch: COPY, or INSERTs of batchMaxRows rows (always for user-code tables). */
+  private writeInserts(ref: TableRef, rows: Row[]): void {
+    if (rows.length >= this.copyMinRows && !this.owners.ownerRunner(ref)) return this.copyInSlices(ref, rows);
     const max = this.batchMaxRows;
     for (let i = 0; i < rows.length; i += max) this.emitFor(ref, insertSql(ref, rows.slice(i, i + max)));
   }

@@ -56,7 +56,9 @@ export class SqlQueue {
    * A COPY: the text queued before it is cut into its own op first. Its data is built when it is
    * sent, not here: a large write-out (a kept load, restore.coalesceMaxChanges) is many COPYs, and
    * built at once their text and the rows would be held together while PostgreSQL waited for all
-   * of it; built as sent, PostgreSQL starts on the first while node builds the next.
+   * of it; built as sent, PostgreSQL starts on the first while node builds the next, and only the
+   * session's queue (16 MB) and the slice being handed to it exist as text. So the rows `data`
+   * reads must not change once they are queued here (RowWriter hands over rows nothing changes).
    */
   copy(sql: string, data: () => string): void {
     this.cut();

@@ -85,6 +85,28 @@ describe('RowWriter', () => {
     expect(sql.indexOf("'a'::text")).toBeLessThan(sql.indexOf("'b'::text"));
   });
 
+  it('cuts COPYs by characters as well as rows, coalesced or in stream order, so none outgrows a string', async () => {
+    for (const reorderable of [true, false]) {
+      const sent: string[] = [];
+      const sink = new RecordingSink();
+      sink.copy = async (sql: string, data: string) => void sent.push(data);
+      const out = new SqlQueue(sink, { statements: 0 });
+      const w = new RowWriter(out, { ownerRunner: () => undefined }, { copyMinRows: 2, copyMaxChars: 100 });
+      // 1 + 30 + 3 (two columns, separators) = 34 characters a row: two rows a COPY.
+      for (let i = 1; i <= 5; i++) w.write(row('INSERT', 'p', P, String(i), 'x'.repeat(30)), 'p', reorderable);
+      w.flushAll();
+      await out.send();
+      expect(
+        sent.map((d) =>
+          d
+            .split('\n')
+            .filter(Boolean)
+            .map((l) => l.split('\t')[0]),
+        ),
+      ).toEqual([['1', '2'], ['3', '4'], ['5']]);
+    }
+  });
+
   describe('keeping a load (retainLoads)', () => {
     const load = (w: RowWriter, from: number, to: number) => {
       for (let i = from; i <= to; i++) w.write(row('INSERT', 'p', P, String(i), 'v'), 'p', true);
