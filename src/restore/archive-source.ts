@@ -192,7 +192,7 @@ export function partitionChunks(
   store: Store,
   segments: ListedSegment[],
   opts: PartitionReadOptions,
-): { chunks: AsyncIterable<ChangeEvent[]>; prefetch: () => void } {
+): { chunks: AsyncIterable<ChangeEvent[]>; prefetch: (onFatal?: (err: unknown) => void) => void } {
   const o = { ...opts, decoder: opts.decoder ?? new ChangeEventDecoder() };
   async function* blocks(f: SegmentPrefetch): AsyncGenerator<ChangeEvent[]> {
     f.fill();
@@ -233,12 +233,16 @@ export function partitionChunks(
       return gen.return(v as undefined);
     },
   };
-  const prefetch = () => {
+  const prefetch = (onFatal?: (err: unknown) => void) => {
     if (started) return;
     started = true;
     first = gen.next();
-    // A failure is reported to the consumer when it asks for the block; not an unhandled rejection now.
-    first.catch(() => {});
+    // A failure is reported to the consumer when it asks for the block; not an unhandled rejection
+    // now. One it will not ask S3 again for (a segment that failed its checks) is also told at once
+    // (restore stops the base load: the replay could never start).
+    first.catch((err: unknown) => {
+      if (!(err instanceof CdpError && err.code === ErrorCodes.S3)) onFatal?.(err);
+    });
   };
   return { chunks: { [Symbol.asyncIterator]: () => it }, prefetch };
 }

@@ -106,6 +106,7 @@ async function run(cmd: string, args: string[], signal: AbortSignal, env?: NodeJ
     });
     const onAbort = () => p.kill('SIGTERM');
     signal.addEventListener('abort', onAbort, { once: true });
+    if (signal.aborted) onAbort();
     p.on('error', (e) =>
       reject(
         new CdpError(ErrorCodes.SOURCE_NOT_READY, `cannot run ${cmd}: ${e.message}; install the PostgreSQL client or set basebackup.pgRestorePath`, {
@@ -254,6 +255,7 @@ async function restoreViaScript(opts: {
     load.kill('SIGTERM');
   };
   opts.signal.addEventListener('abort', onAbort, { once: true });
+  if (opts.signal.aborted) onAbort();
   const exited = (p: ReturnType<typeof spawn>, what: string) =>
     new Promise<void>((resolve, reject) => {
       p.on('error', (e) => reject(new CdpError(ErrorCodes.SOURCE_NOT_READY, `cannot run ${what}: ${e.message}`, { cause: e })));

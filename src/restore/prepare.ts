@@ -1,4 +1,5 @@
 import { rm } from 'node:fs/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
 import type { BaseManifestExt } from '../base/basebackup.js';
 import { CdpError, ErrorCodes, toError } from '../errors.js';
@@ -6,6 +7,7 @@ import { pgConnection, type PgTlsConfig } from '../pg/tls.js';
 import type { Logger } from '../util/log.js';
 import { formatLsn, type Lsn } from '../util/lsn.js';
 import { redactUrl } from '../util/redact.js';
+import { faultValue } from '../testing/faults.js';
 import type { TableFilter } from './apply.js';
 import { downloadBase, restoreBase } from './base-restore.js';
 import { LIVE_SESSION_SQL, type TargetCatalog } from './target-catalog.js';
@@ -174,7 +176,8 @@ export async function loadBase(b: BaseLoad): Promise<void> {
     const bytes = dl.written?.() ?? 0;
     return { bytes, totalBytes: base.size, fraction: base.size ? Math.min(1, bytes / base.size) : undefined };
   });
-  const { dir, file: dump } = await downloadBase(b.archive.store, base, b.archive.keyring, dl);
+  // b.signal, not only the store's: restore also stops the base load when the replay could not start.
+  const { dir, file: dump } = await downloadBase({ ...b.archive.store, signal: b.signal }, base, b.archive.keyring, dl);
   b.progress.end();
   try {
     await client.query(
@@ -183,6 +186,10 @@ export async function loadBase(b: BaseLoad): Promise<void> {
              xid bigint NOT NULL, end_lsn bigint NOT NULL, transactions bigint NOT NULL, phase text NOT NULL, updated_at timestamptz NOT NULL);
            INSERT INTO ${CURSOR_SCHEMA}.cursor VALUES (${base.lsn}, '${plan.targetText.replace(/'/g, "''")}', 0, 0, 0, 0, 0, 'base', clock_timestamp());`,
     );
+    // Test hook: the time a large base takes to arrive, during which the replay's first segments
+    // are fetched and checked (a failure then must stop pg_restore before it starts).
+    const delay = faultValue('restore-base-delay-ms');
+    if (delay) await sleep(delay);
     await pgRestore(b, dump, dir);
   } finally {
     await rm(dir, { recursive: true, force: true });

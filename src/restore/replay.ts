@@ -32,8 +32,11 @@ export interface ReplayStream {
   /** Where the replay stands, watermarks included (progress). */
   position: { lsn: Lsn; time: number };
   batches: AsyncIterable<ReplayItem[]>;
-  /** Starts each partition's first downloads and decodes its first block (called before the base loads). */
-  prefetch: () => void;
+  /**
+   * Starts each partition's first downloads and decodes its first block (called before the base
+   * loads); `onFatal` hears at once of a failure that the replay will meet and not get past.
+   */
+  prefetch: (onFatal?: (err: unknown) => void) => void;
   /** The same transactions read again, without applying or counting (restore --tables' check). */
   scan: () => AsyncIterable<ReplayItem[]>;
 }
@@ -66,7 +69,7 @@ export async function openReplayStream(
   // No recorded gap (the usual case): nothing to check per transaction.
   const batches = trackCommitTimes(gaps.length > 0 ? guardGaps(grouped, gaps, base) : grouped, replayed);
   const scan = () => readTransactions(archive, segLists, { ...read, sequenceScanMicros: 0 });
-  return { fromLsn, segLists, segStats, mergeStats, replayed, position, batches, scan, prefetch: () => grouped.prefetch() };
+  return { fromLsn, segLists, segStats, mergeStats, replayed, position, batches, scan, prefetch: (onFatal) => grouped.prefetch(onFatal) };
 }
 
 /** The applier for this restore: live (with the target's catalog), the --sql file or the dry run. */

@@ -1,4 +1,5 @@
 import type { CommandContext } from '../context.js';
+import { toError } from '../errors.js';
 import { archiveRoot } from '../config/config.js';
 import { loadKeyring } from '../archive/crypto.js';
 import { faultValue } from '../testing/faults.js';
@@ -55,8 +56,15 @@ export async function runRestore(ctx: CommandContext, opts: RestoreOptions, disp
   const resumed = opened?.resumed;
   const stream = await openReplayStream(archive, plan, opened?.resumeFrom, cfg.capture.sequenceIntervalMs);
   // The first segments download while the base does and loads (an S3 round trip per partition
-  // less at the replay's start, when PostgreSQL would otherwise wait with nothing to apply).
-  stream.prefetch();
+  // less at the replay's start, when PostgreSQL would otherwise wait with nothing to apply). One
+  // that fails its checks stops the base load at once rather than after it (hours, for a large
+  // base): the replay would stop at that segment anyway.
+  const unreplayable = new AbortController();
+  let fatal: Error | undefined;
+  stream.prefetch((err) => {
+    fatal ??= toError(err);
+    unreplayable.abort();
+  });
   const { pgRestorePath } = cfg.basebackup;
   const out = await openOutput(opts, client, { archive, base: plan.base, targetText: plan.targetText, filter, pgRestorePath, signal });
   const catalog = client ? new TargetCatalog(client) : undefined;
@@ -69,7 +77,26 @@ export async function runRestore(ctx: CommandContext, opts: RestoreOptions, disp
   try {
     if (client && !resumed) {
       const jobs = opts.jobs ?? cfg.restore.jobs;
-      await loadBase({ client, archive, plan, into: opts.into, tls: cfg.restore.tls, jobs, pgRestorePath, filter, signal, log, progress, scan: stream.scan });
+      const baseSignal = AbortSignal.any([signal, unreplayable.signal]);
+      try {
+        await loadBase({
+          client,
+          archive,
+          plan,
+          into: opts.into,
+          tls: cfg.restore.tls,
+          jobs,
+          pgRestorePath,
+          filter,
+          signal: baseSignal,
+          log,
+          progress,
+          scan: stream.scan,
+        });
+      } catch (err) {
+        throw fatal ?? err;
+      }
+      if (fatal) throw fatal;
     }
     if (client) await startLiveSession(client, catalog!);
     replayStarted = await replay({ plan, stream, applier, sink: out.sink, client, dryRun: opts.dryRun, progress, fraction, signal, groupDelayMs, log });

@@ -42,7 +42,11 @@ export interface ReadOptions {
  * the merge, so a watermark past the target ends the read early. Lazy: nothing is read until the
  * result is iterated or its prefetch() is called (each partition's first downloads and first block).
  */
-export function readTransactions(archive: ArchiveAccess, segLists: ListedSegment[][], o: ReadOptions): AsyncGenerator<ReplayItem[]> & { prefetch(): void } {
+export function readTransactions(
+  archive: ArchiveAccess,
+  segLists: ListedSegment[][],
+  o: ReadOptions,
+): AsyncGenerator<ReplayItem[]> & { prefetch(onFatal?: (err: unknown) => void): void } {
   // One decoder for every partition: a table's changes then share one RelationInfo object, which
   // the applier compares by identity (its buffers, its catalog answers). With one decoder each, an
   // OLTP stream spread over three partitions compared column lists and asked the catalog again on
@@ -61,7 +65,7 @@ export function readTransactions(archive: ArchiveAccess, segLists: ListedSegment
       position: o.position,
     },
   );
-  return Object.assign(batches, { prefetch: () => parts.forEach((s) => s.prefetch()) });
+  return Object.assign(batches, { prefetch: (onFatal?: (err: unknown) => void) => parts.forEach((s) => s.prefetch(onFatal)) });
 }
 
 /**

@@ -13,6 +13,9 @@ import { ConfigError } from '../errors.js';
 //   CDP_TEST_FAULTS=restore-group-delay-ms:N restore waits N ms after each target commit, so that
 //                                            the resume tests can interrupt it mid-way on a fast
 //                                            machine
+//   CDP_TEST_FAULTS=restore-base-delay-ms:N  restore waits N ms between the base's download and
+//                                            pg_restore (a base slow to arrive: a segment failing
+//                                            meanwhile must keep pg_restore from running)
 //   CDP_TEST_FAULTS=compact-pause:STEP       cdp compact stops at STEP (restored, dumped, checked,
 //                                            uploaded, read-back), logging "compact: paused for a
 //                                            test", until it is killed (the compaction crash tests)
@@ -22,9 +25,9 @@ import { ConfigError } from '../errors.js';
 export const TEST_FAULTS_VARIABLE = 'CDP_TEST_FAULTS';
 
 /** Hooks that take a number. */
-export type NumericFaultName = 'crash-after-upload' | 'crash-after-commit' | 'restore-group-delay-ms';
+export type NumericFaultName = 'crash-after-upload' | 'crash-after-commit' | 'restore-group-delay-ms' | 'restore-base-delay-ms';
 export type FaultName = NumericFaultName | 'compact-pause';
-const NUMERIC: readonly NumericFaultName[] = ['crash-after-upload', 'crash-after-commit', 'restore-group-delay-ms'];
+const NUMERIC: readonly NumericFaultName[] = ['crash-after-upload', 'crash-after-commit', 'restore-group-delay-ms', 'restore-base-delay-ms'];
 
 /** Where `compact-pause:STEP` can stop cdp compact, in the order it reaches them. */
 export const COMPACT_PAUSE_STEPS = ['restored', 'dumped', 'checked', 'uploaded', 'read-back'] as const;

@@ -201,6 +201,38 @@ describe('restore resume and integrity', () => {
     expect(await content(into)).toEqual(expectedRows());
   });
 
+  it('a first segment that fails its checks while the base arrives keeps pg_restore from running, exit 3', async () => {
+    const target = `cdp_rs_t_${rand()}`;
+    targets.push(target);
+    const into = await createDatabase(target);
+    // keys[0] is the first segment stored, a partition's first: the one the prefetch reads while
+    // the base arrives (made to take 3 s more, in which the prefetch fails).
+    const key = segmentKeys[0]!;
+    const { getObject } = await import('../../../src/s3/client.js');
+    const good = Buffer.from(await getObject(store, key));
+    const bad = Buffer.from(good);
+    bad[bad.length - 20]! ^= 0xff;
+    await store.client.send(new PutObjectCommand({ Bucket: store.bucket, Key: key, Body: bad }));
+    try {
+      const r = await runCli(['restore', '--into', into, '--latest'], { ...env, CDP_TEST_FAULTS: 'restore-base-delay-ms:3000' });
+      expect(r.code, r.stderr).toBe(3);
+      expect(r.stderr).toMatch(/SHA-256/);
+      expect(r.stderr).toContain(key.split('/').at(-1)!);
+      // The base never finished loading: stopped while it downloaded (no cursor yet, the target as
+      // it was) or as pg_restore started (phase 'base'). Before, pg_restore ran to the end (hours
+      // for a large base, phase 'replay') and only then did the replay meet the segment.
+      const phase = await withClient(
+        into,
+        async (c) =>
+          (await c.query(`SELECT CASE WHEN to_regclass('_cdp_restore.cursor') IS NULL THEN 'none' ELSE (SELECT phase FROM _cdp_restore.cursor) END AS p`))
+            .rows[0].p as string,
+      );
+      expect(['none', 'base']).toContain(phase);
+    } finally {
+      await store.client.send(new PutObjectCommand({ Bucket: store.bucket, Key: key, Body: good }));
+    }
+  });
+
   it('stops with exit 3 on a corrupted segment', async () => {
     const target = `cdp_rs_t_${rand()}`;
     targets.push(target);
