@@ -173,6 +173,9 @@ class SegmentPrefetch {
   }
 }
 
+/** Failures of a segment that no retry changes (not S3 being unavailable, nor a shutdown). */
+const UNREPLAYABLE: ReadonlySet<string> = new Set([ErrorCodes.INTEGRITY, ErrorCodes.ENCRYPTION, ErrorCodes.UNSUPPORTED]);
+
 export interface PartitionReadOptions {
   keyring?: Keyring;
   readAhead: number;
@@ -238,10 +241,10 @@ export function partitionChunks(
     started = true;
     first = gen.next();
     // A failure is reported to the consumer when it asks for the block; not an unhandled rejection
-    // now. One it will not ask S3 again for (a segment that failed its checks) is also told at once
-    // (restore stops the base load: the replay could never start).
+    // now. One the replay cannot get past (the segment failed its checks, cannot be opened, or is of
+    // a format this cdp cannot read) is also told at once: restore stops the base load for it.
     first.catch((err: unknown) => {
-      if (!(err instanceof CdpError && err.code === ErrorCodes.S3)) onFatal?.(err);
+      if (err instanceof CdpError && UNREPLAYABLE.has(err.code)) onFatal?.(err);
     });
   };
   return { chunks: { [Symbol.asyncIterator]: () => it }, prefetch };

@@ -180,16 +180,18 @@ export async function loadBase(b: BaseLoad): Promise<void> {
   const { dir, file: dump } = await downloadBase({ ...b.archive.store, signal: b.signal }, base, b.archive.keyring, dl);
   b.progress.end();
   try {
+    // Test hook: the time a large base takes to arrive, during which the replay's first segments
+    // are fetched and checked.
+    const delay = faultValue('restore-base-delay-ms');
+    if (delay) await sleep(delay, undefined, { signal: b.signal }).catch(() => {});
+    // Stopped meanwhile (a first segment failed its checks, or a signal): nothing written yet.
+    b.signal.throwIfAborted();
     await client.query(
       `CREATE SCHEMA ${CURSOR_SCHEMA};
            CREATE TABLE ${CURSOR_SCHEMA}.cursor (base_lsn bigint NOT NULL, target text NOT NULL, commit_lsn bigint NOT NULL, commit_time bigint NOT NULL,
              xid bigint NOT NULL, end_lsn bigint NOT NULL, transactions bigint NOT NULL, phase text NOT NULL, updated_at timestamptz NOT NULL);
            INSERT INTO ${CURSOR_SCHEMA}.cursor VALUES (${base.lsn}, '${plan.targetText.replace(/'/g, "''")}', 0, 0, 0, 0, 0, 'base', clock_timestamp());`,
     );
-    // Test hook: the time a large base takes to arrive, during which the replay's first segments
-    // are fetched and checked (a failure then must stop pg_restore before it starts).
-    const delay = faultValue('restore-base-delay-ms');
-    if (delay) await sleep(delay);
     await pgRestore(b, dump, dir);
   } finally {
     await rm(dir, { recursive: true, force: true });

@@ -1,5 +1,7 @@
 import type { CommandContext } from '../context.js';
-import { toError } from '../errors.js';
+import { CdpError, ErrorCodes, toError } from '../errors.js';
+import type pg from 'pg';
+import { CURSOR_SCHEMA } from './cursor.js';
 import { archiveRoot } from '../config/config.js';
 import { loadKeyring } from '../archive/crypto.js';
 import { faultValue } from '../testing/faults.js';
@@ -62,6 +64,7 @@ export async function runRestore(ctx: CommandContext, opts: RestoreOptions, disp
   const unreplayable = new AbortController();
   let fatal: Error | undefined;
   stream.prefetch((err) => {
+    if (signal.aborted) return;
     fatal ??= toError(err);
     unreplayable.abort();
   });
@@ -94,9 +97,9 @@ export async function runRestore(ctx: CommandContext, opts: RestoreOptions, disp
           scan: stream.scan,
         });
       } catch (err) {
-        throw fatal ?? err;
+        throw await baseLoadStopped(err, fatal, signal, client);
       }
-      if (fatal) throw fatal;
+      if (fatal && !signal.aborted) throw fatal;
     }
     if (client) await startLiveSession(client, catalog!);
     replayStarted = await replay({ plan, stream, applier, sink: out.sink, client, dryRun: opts.dryRun, progress, fraction, signal, groupDelayMs, log });
@@ -125,4 +128,33 @@ export async function runRestore(ctx: CommandContext, opts: RestoreOptions, disp
     replayStarted,
     now: Date.now(),
   });
+}
+
+/**
+ * What a base load that failed reports. Stopped for a first segment that failed its checks: that
+ * error (exit 3), and whether the target now holds part of the base. Stopped by a signal while the
+ * base downloaded (CDP_SHUTDOWN, which alone would exit 0): an interrupted restore (exit 1).
+ */
+async function baseLoadStopped(err: unknown, fatal: Error | undefined, signal: AbortSignal, client: pg.Client): Promise<unknown> {
+  if (signal.aborted) {
+    if (!(err instanceof CdpError && err.code === ErrorCodes.SHUTDOWN)) return err;
+    return new CdpError(
+      ErrorCodes.INTERRUPTED,
+      'restore interrupted while loading the base: run the same command again (a target that holds part of the base is refused then: drop and recreate it)',
+      { cause: err },
+    );
+  }
+  if (!fatal) return err;
+  const partial = await client
+    .query<{ c: boolean }>(`SELECT to_regclass('${CURSOR_SCHEMA}.cursor') IS NOT NULL AS c`)
+    .then((r) => r.rows[0]?.c !== false)
+    .catch(() => true);
+  if (!partial || !(fatal instanceof CdpError)) return fatal;
+  return new CdpError(
+    fatal.code,
+    `${fatal.message}; the base load was stopped for it, and the target holds part of the base: drop and recreate the database before the next restore`,
+    {
+      cause: fatal,
+    },
+  );
 }

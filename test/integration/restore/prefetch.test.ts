@@ -106,9 +106,13 @@ describe('restore prefetch of the first segments', () => {
   it('a corrupt first segment stops the read when it is consumed, with its own error', async () => {
     const segs = await writePartition(store, `test-prefetch-${rand()}/bad0`, 0);
     const p = open(segs);
-    p.prefetch();
+    const told: unknown[] = [];
+    p.prefetch((e) => told.push(e));
     await new Promise((r) => setTimeout(r, 300));
     expect(unhandled).toEqual([]);
+    // Told at once too (restore stops the base load for it).
+    expect(told).toHaveLength(1);
+    expect(told[0]).toBeInstanceOf(IntegrityError);
     const err = await readAll(p.chunks).then(
       () => undefined,
       (e: unknown) => e,
@@ -147,7 +151,13 @@ describe('restore prefetch of the first segments', () => {
     try {
       const stats = { segments: 0, bytes: 0 };
       const p = partitionChunks(shortRetries, segs, { readAhead: 2, limiter: new Limiter(4), stats });
-      p.prefetch();
+      const told: unknown[] = [];
+      p.prefetch((e) => told.push(e));
+      // S3 unavailable is not the replay's end (it asks again): not told as fatal.
+      const stopped = new AbortController();
+      stopped.abort(new CdpError(ErrorCodes.SHUTDOWN, 'stopped by SIGTERM'));
+      const shut = partitionChunks({ ...shortRetries, signal: stopped.signal }, segs, { readAhead: 2, limiter: new Limiter(4) });
+      shut.prefetch((e) => told.push(e));
       const failed = await partitionChunks(shortRetries, segs, { readAhead: 2, limiter: new Limiter(4) })
         .chunks[Symbol.asyncIterator]()
         .next()
@@ -158,6 +168,8 @@ describe('restore prefetch of the first segments', () => {
       expect(failed).toBeInstanceOf(CdpError);
       expect((failed as CdpError).code).toBe(ErrorCodes.S3);
       await new Promise((r) => setTimeout(r, 1_000));
+      // Nor is a shutdown (a read under an aborted signal): a SIGTERM must stay an interruption.
+      expect(told).toEqual([]);
       // Back before the replay starts: the read succeeds, whole and in order.
       await storeSegment(store, segs[0]!.key, bytes, segs[0]!.sha256);
       expect(await readAll(p.chunks)).toEqual(plain);
