@@ -58,16 +58,8 @@ export async function runRestore(ctx: CommandContext, opts: RestoreOptions, disp
   const resumed = opened?.resumed;
   const stream = await openReplayStream(archive, plan, opened?.resumeFrom, cfg.capture.sequenceIntervalMs);
   // The first segments download while the base does and loads (an S3 round trip per partition
-  // less at the replay's start, when PostgreSQL would otherwise wait with nothing to apply). One
-  // that fails its checks stops the base load at once rather than after it (hours, for a large
-  // base): the replay would stop at that segment anyway.
-  const unreplayable = new AbortController();
-  let fatal: Error | undefined;
-  stream.prefetch((err) => {
-    if (signal.aborted) return;
-    fatal ??= toError(err);
-    unreplayable.abort();
-  });
+  // less at the replay's start, when PostgreSQL would otherwise wait with nothing to apply).
+  const early = prefetchFirst(stream, signal);
   const { pgRestorePath } = cfg.basebackup;
   const out = await openOutput(opts, client, { archive, base: plan.base, targetText: plan.targetText, filter, pgRestorePath, signal });
   const catalog = client ? new TargetCatalog(client) : undefined;
@@ -80,26 +72,10 @@ export async function runRestore(ctx: CommandContext, opts: RestoreOptions, disp
   try {
     if (client && !resumed) {
       const jobs = opts.jobs ?? cfg.restore.jobs;
-      const baseSignal = AbortSignal.any([signal, unreplayable.signal]);
-      try {
-        await loadBase({
-          client,
-          archive,
-          plan,
-          into: opts.into,
-          tls: cfg.restore.tls,
-          jobs,
-          pgRestorePath,
-          filter,
-          signal: baseSignal,
-          log,
-          progress,
-          scan: stream.scan,
-        });
-      } catch (err) {
-        throw await baseLoadStopped(err, fatal, signal, client);
-      }
-      if (fatal && !signal.aborted) throw fatal;
+      await loadBaseOrStop(
+        { client, archive, plan, into: opts.into, tls: cfg.restore.tls, jobs, pgRestorePath, filter, signal, log, progress, scan: stream.scan },
+        early,
+      );
     }
     if (client) await startLiveSession(client, catalog!);
     replayStarted = await replay({ plan, stream, applier, sink: out.sink, client, dryRun: opts.dryRun, progress, fraction, signal, groupDelayMs, log });
@@ -128,6 +104,39 @@ export async function runRestore(ctx: CommandContext, opts: RestoreOptions, disp
     replayStarted,
     now: Date.now(),
   });
+}
+
+/**
+ * Starts the prefetch (ReplayStream.prefetch) and watches it: one of the first segments that fails
+ * its checks stops the base load at once rather than after it (hours, for a large base), since the
+ * replay would stop at that segment anyway. Not once the command itself is stopping.
+ */
+function prefetchFirst(stream: { prefetch: (onFatal: (err: unknown) => void) => void }, signal: AbortSignal): EarlyStop {
+  const stop = new AbortController();
+  let fatal: Error | undefined;
+  stream.prefetch((err) => {
+    if (signal.aborted) return;
+    fatal ??= toError(err);
+    stop.abort();
+  });
+  return { signal: stop.signal, fatal: () => fatal };
+}
+
+interface EarlyStop {
+  signal: AbortSignal;
+  fatal: () => Error | undefined;
+}
+
+/** loadBase, stopped by `early` too; throws what baseLoadStopped says, or the segment's error if the load finished first. */
+async function loadBaseOrStop(b: Parameters<typeof loadBase>[0], early: EarlyStop): Promise<void> {
+  const signal = b.signal;
+  try {
+    await loadBase({ ...b, signal: AbortSignal.any([signal, early.signal]) });
+  } catch (err) {
+    throw await baseLoadStopped(err, early.fatal(), signal, b.client);
+  }
+  const fatal = early.fatal();
+  if (fatal && !signal.aborted) throw fatal;
 }
 
 /**

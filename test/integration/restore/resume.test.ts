@@ -1,4 +1,4 @@
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { PutObjectCommand } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { advancePartitionState } from '../../../src/archive/catalog.js';
@@ -100,6 +100,18 @@ async function content(url: string): Promise<Map<string, string>> {
   return withClient(url, async (c) => new Map((await c.query('SELECT id::text AS id, v FROM t')).rows.map((r) => [r.id as string, r.v as string])));
 }
 
+/** `cdp restore --latest` into `into` as a child process, with a test hook, its stderr collected and its exit awaited. */
+function spawnRestore(into: string, faults: string): { p: ChildProcess; stderr: () => string; exited: Promise<number | null> } {
+  const p = spawn(process.execPath, [`${REPO}bin/cdp.mjs`, 'restore', '--into', into, '--latest'], {
+    env: { ...process.env, ...stackEnvironment(), ...env, CDP_LOG_FORMAT: 'json', CDP_TEST_FAULTS: faults },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stderr = '';
+  p.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+  const exited = new Promise<number | null>((r) => p.on('exit', (code) => r(code)));
+  return { p, stderr: () => stderr, exited };
+}
+
 describe('restore resume and integrity', () => {
   const targets: string[] = [];
   let segmentKeys: string[] = [];
@@ -165,13 +177,7 @@ describe('restore resume and integrity', () => {
     const target = `cdp_rs_t_${rand()}`;
     targets.push(target);
     const into = await createDatabase(target);
-    const p = spawn(process.execPath, [`${REPO}bin/cdp.mjs`, 'restore', '--into', into, '--latest'], {
-      env: { ...process.env, ...stackEnvironment(), ...env, CDP_LOG_FORMAT: 'json', CDP_TEST_FAULTS: 'restore-group-delay-ms:300' },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stderr = '';
-    p.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const exited = new Promise<number | null>((r) => p.on('exit', (code) => r(code)));
+    const { p, stderr, exited } = spawnRestore(into, 'restore-group-delay-ms:300');
     let exitedEarly = false;
     void exited.then(() => (exitedEarly = true));
     await waitFor(
@@ -190,10 +196,10 @@ describe('restore resume and integrity', () => {
     );
     p.kill('SIGTERM');
     expect(await exited).toBe(1);
-    expect(stderr).toMatch(/restore interrupted.*run the same command again to resume/);
+    expect(stderr()).toMatch(/restore interrupted.*run the same command again to resume/);
     // The point it names is the target's, the last committed group (not the rolled-back one's).
     const cursor = await withClient(into, async (c) => (await c.query(`SELECT commit_lsn::text AS l FROM _cdp_restore.cursor`)).rows[0].l as string);
-    expect(/after commit LSN (\S+);/.exec(stderr)?.[1]).toBe(formatLsn(Number(cursor)));
+    expect(/after commit LSN (\S+);/.exec(stderr())?.[1]).toBe(formatLsn(Number(cursor)));
 
     const again = await runCli(['restore', '--into', into, '--latest'], { ...env });
     expect(again.code, again.stderr).toBe(0);
@@ -234,19 +240,13 @@ describe('restore resume and integrity', () => {
     const target = `cdp_rs_t_${rand()}`;
     targets.push(target);
     const into = await createDatabase(target);
-    const p = spawn(process.execPath, [`${REPO}bin/cdp.mjs`, 'restore', '--into', into, '--latest'], {
-      env: { ...process.env, ...stackEnvironment(), ...env, CDP_LOG_FORMAT: 'json', CDP_TEST_FAULTS: 'restore-base-delay-ms:120000' },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stderr = '';
-    p.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const exited = new Promise<number | null>((r) => p.on('exit', (code) => r(code)));
+    const { p, stderr, exited } = spawnRestore(into, 'restore-base-delay-ms:120000');
     // Well inside the base's (held) arrival: start-up and the download take a few seconds.
-    await waitFor('the base download to finish', async () => (stderr.includes('restore: downloading the base') ? true : undefined), 60_000, 50);
+    await waitFor('the base download to finish', async () => (stderr().includes('restore: downloading the base') ? true : undefined), 60_000, 50);
     await new Promise((r) => setTimeout(r, 3_000));
     p.kill('SIGTERM');
     expect(await exited).toBe(1);
-    expect(stderr).toMatch(/restore interrupted while loading the base: run the same command again/);
+    expect(stderr()).toMatch(/restore interrupted while loading the base: run the same command again/);
     const cursor = await withClient(into, async (c) => (await c.query(`SELECT to_regclass('_cdp_restore.cursor')::text AS t`)).rows[0].t as string | null);
     expect(cursor).toBeNull();
   });
