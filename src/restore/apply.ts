@@ -157,7 +157,7 @@ export class Applier {
         this.stats.lastEndLsn = item.endLsn;
         // A new enum value can be used only once the transaction that added it has committed
         // (PostgreSQL: "unsafe use of new value"): the group ends with the source transaction.
-        if (this.ddl.commitAtTxnEnd || this.group.full(this.rows.retaining ? this.rows.bufferedRows : 0)) this.commitGroup();
+        if (this.ddl.commitAtTxnEnd || this.group.full(this.rows.retaining)) this.commitGroup();
         this.ddl.commitAtTxnEnd = false;
         return;
     }

@@ -124,11 +124,8 @@ export async function listPartitionSegments(
 
 /** Fetches a partition's segments ahead of their use, `readAhead` at a time. */
 class SegmentPrefetch {
-  private readonly queue: Array<Promise<OpenedSegment>> = [];
+  private readonly queue: Array<{ segment: ListedSegment; opened: Promise<OpenedSegment> }> = [];
   private next = 0;
-  /** What this prefetch added to opts.stats, taken back by abandon. */
-  private readonly counted = { segments: 0, bytes: 0 };
-  private abandoned = false;
   constructor(
     private readonly store: Store,
     private readonly segments: ListedSegment[],
@@ -142,36 +139,27 @@ class SegmentPrefetch {
       const s = this.segments[this.next++]!;
       const p = opts.limiter.run(async () => {
         const seg = readSegment(await getObject(this.store, s.key), { expectedSha256: s.sha256, keyring: opts.keyring, key: s.key, decoder: opts.decoder });
-        if (opts.stats && !this.abandoned) {
-          opts.stats.segments++;
-          opts.stats.bytes += s.size;
-          this.counted.segments++;
-          this.counted.bytes += s.size;
-        }
         // Prefetched as stored bytes with the SHA-256 already checked; blocks are decoded lazily
         // while applying, so memory holds compressed segments, not decoded ones.
         return seg;
       });
       // A rejection is observed when the consumer awaits it; keep Node from flagging it earlier.
       p.catch(() => {});
-      this.queue.push(p);
+      this.queue.push({ segment: s, opened: p });
     }
   }
 
-  /** The next segment's download, or undefined after the last. */
-  shift(): Promise<OpenedSegment> | undefined {
+  /** The next segment and its download, or undefined after the last. */
+  shift(): { segment: ListedSegment; opened: Promise<OpenedSegment> } | undefined {
     return this.queue.shift();
   }
-
-  /** Replaced by a new read from the first segment: what it counted is read again there. */
-  abandon(): void {
-    this.abandoned = true;
-    if (this.opts.stats) {
-      this.opts.stats.segments -= this.counted.segments;
-      this.opts.stats.bytes -= this.counted.bytes;
-    }
-  }
 }
+
+/**
+ * Starts the first downloads and decodes the first block ahead of use; `onFatal` hears at once of
+ * a failure the replay will meet and not get past (UNREPLAYABLE).
+ */
+export type Prefetch = (onFatal?: (err: unknown) => void) => void;
 
 /** Failures of a segment that no retry changes (not S3 being unavailable, nor a shutdown). */
 const UNREPLAYABLE: ReadonlySet<string> = new Set([ErrorCodes.INTEGRITY, ErrorCodes.ENCRYPTION, ErrorCodes.UNSUPPORTED]);
@@ -195,18 +183,23 @@ export function partitionChunks(
   store: Store,
   segments: ListedSegment[],
   opts: PartitionReadOptions,
-): { chunks: AsyncIterable<ChangeEvent[]>; prefetch: (onFatal?: (err: unknown) => void) => void } {
+): { chunks: AsyncIterable<ChangeEvent[]>; prefetch: Prefetch } {
   const o = { ...opts, decoder: opts.decoder ?? new ChangeEventDecoder() };
   async function* blocks(f: SegmentPrefetch): AsyncGenerator<ChangeEvent[]> {
     f.fill();
-    for (let p = f.shift(); p; p = f.shift()) {
-      const seg = await p;
+    for (let n = f.shift(); n; n = f.shift()) {
+      const seg = await n.opened;
+      // Counted as the replay takes it: a download dropped for a retry from the first segment, or
+      // read ahead of a target the replay stops at, is not read by the restore.
+      if (o.stats) {
+        o.stats.segments++;
+        o.stats.bytes += n.segment.size;
+      }
       f.fill();
       for (const b of seg.blocks()) yield b;
     }
   }
-  let fetch = new SegmentPrefetch(store, segments, o);
-  let gen = blocks(fetch);
+  let gen = blocks(new SegmentPrefetch(store, segments, o));
   let closed = false;
   /** The first block, pulled by prefetch and not yet handed out. */
   let first: Promise<IteratorResult<ChangeEvent[]>> | undefined;
@@ -222,9 +215,7 @@ export function partitionChunks(
       // been handed out yet. A segment that failed its checks stays failed.
       return r.catch((err: unknown) => {
         if (closed || !(err instanceof CdpError && err.code === ErrorCodes.S3)) throw err;
-        fetch.abandon();
-        fetch = new SegmentPrefetch(store, segments, o);
-        gen = blocks(fetch);
+        gen = blocks(new SegmentPrefetch(store, segments, o));
         return gen.next();
       });
     },
@@ -236,7 +227,7 @@ export function partitionChunks(
       return gen.return(v as undefined);
     },
   };
-  const prefetch = (onFatal?: (err: unknown) => void) => {
+  const prefetch: Prefetch = (onFatal) => {
     if (started) return;
     started = true;
     first = gen.next();

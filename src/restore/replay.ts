@@ -9,7 +9,7 @@ import { Applier, sequencesSql, type SqlSink, type TableFilter } from './apply.j
 import { LIVE_SESSION_SQL, type TargetCatalog } from './target-catalog.js';
 import { CURSOR_SCHEMA } from './cursor.js';
 import { SESSION_SETTINGS } from './ddl-replay.js';
-import { listPartitionSegments, type SegmentReadStats } from './archive-source.js';
+import { listPartitionSegments, type Prefetch, type SegmentReadStats } from './archive-source.js';
 import type { MergeStats, ReplayItem } from './merge.js';
 import type { RestoreOptions } from './options.js';
 import { xidNotFound, type RestorePlan } from './plan.js';
@@ -32,11 +32,8 @@ export interface ReplayStream {
   /** Where the replay stands, watermarks included (progress). */
   position: { lsn: Lsn; time: number };
   batches: AsyncIterable<ReplayItem[]>;
-  /**
-   * Starts each partition's first downloads and decodes its first block (called before the base
-   * loads); `onFatal` hears at once of a failure that the replay will meet and not get past.
-   */
-  prefetch: (onFatal?: (err: unknown) => void) => void;
+  /** Each partition's Prefetch (archive-source.ts), called before the base loads. */
+  prefetch: Prefetch;
   /** The same transactions read again, without applying or counting (restore --tables' check). */
   scan: () => AsyncIterable<ReplayItem[]>;
 }
@@ -204,18 +201,21 @@ async function applyAll(r: ReplayRun): Promise<Extract<ReplayItem, { type: 'end'
   return end;
 }
 
+/**
+ * Where a live target stands after its open group is rolled back: the cursor of the last committed
+ * group (the open one may have handled many more transactions), or null when the session cannot say.
+ */
+async function committedAt(client: pg.Client): Promise<string | null> {
+  await client.query('ROLLBACK').catch(() => {});
+  const c = await client.query<{ l: string }>(`SELECT commit_lsn::text AS l FROM ${CURSOR_SCHEMA}.cursor`).catch(() => undefined);
+  const l = c?.rows[0]?.l;
+  return l !== undefined && Number(l) > 0 ? formatLsn(Number(l)) : null;
+}
+
 /** An interrupted replay: whole groups only, so the open one is rolled back; the cursor says where to resume. */
 async function interrupted(r: ReplayRun): Promise<never> {
   await r.sink.drain().catch(() => {});
-  let at = r.applier.stats.last ? formatLsn(r.applier.stats.last.commitLsn) : null;
-  if (r.client) {
-    await r.client.query('ROLLBACK').catch(() => {});
-    // Where the target is: the cursor of the last committed group (the open group, rolled back,
-    // may have handled many more transactions), or nothing when the session cannot say.
-    const c = await r.client.query<{ l: string }>(`SELECT commit_lsn::text AS l FROM ${CURSOR_SCHEMA}.cursor`).catch(() => undefined);
-    const l = c?.rows[0]?.l;
-    at = l !== undefined && Number(l) > 0 ? formatLsn(Number(l)) : null;
-  }
+  const at = r.client ? await committedAt(r.client) : r.applier.stats.last ? formatLsn(r.applier.stats.last.commitLsn) : null;
   r.log.warn({ at }, 'restore: interrupted; run the same command again to resume');
   // Not exit 0: a script must not take a half-restored database for a finished restore.
   throw new CdpError(

@@ -2,6 +2,7 @@ import type { CommandContext } from '../context.js';
 import { CdpError, ErrorCodes, toError } from '../errors.js';
 import type pg from 'pg';
 import { CURSOR_SCHEMA } from './cursor.js';
+import type { Prefetch } from './archive-source.js';
 import { archiveRoot } from '../config/config.js';
 import { loadKeyring } from '../archive/crypto.js';
 import { faultValue } from '../testing/faults.js';
@@ -111,7 +112,7 @@ export async function runRestore(ctx: CommandContext, opts: RestoreOptions, disp
  * its checks stops the base load at once rather than after it (hours, for a large base), since the
  * replay would stop at that segment anyway. Not once the command itself is stopping.
  */
-function prefetchFirst(stream: { prefetch: (onFatal: (err: unknown) => void) => void }, signal: AbortSignal): EarlyStop {
+function prefetchFirst(stream: { prefetch: Prefetch }, signal: AbortSignal): EarlyStop {
   const stop = new AbortController();
   let fatal: Error | undefined;
   stream.prefetch((err) => {

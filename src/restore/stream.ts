@@ -5,7 +5,7 @@ import type { BaseManifestExt } from '../base/basebackup.js';
 import type { Store } from '../s3/client.js';
 import type { Lsn } from '../util/lsn.js';
 import { ChangeEventDecoder } from '../format/decoder.js';
-import { Limiter, partitionChunks, type SegmentReadStats } from './archive-source.js';
+import { Limiter, partitionChunks, type Prefetch, type SegmentReadStats } from './archive-source.js';
 import { groupTransactionBatches, mergePartitions, type MergeStats, type ReplayItem } from './merge.js';
 import { makeCut, makeWatermarkCut, type RestoreTarget } from './target.js';
 
@@ -42,11 +42,7 @@ export interface ReadOptions {
  * the merge, so a watermark past the target ends the read early. Lazy: nothing is read until the
  * result is iterated or its prefetch() is called (each partition's first downloads and first block).
  */
-export function readTransactions(
-  archive: ArchiveAccess,
-  segLists: ListedSegment[][],
-  o: ReadOptions,
-): AsyncGenerator<ReplayItem[]> & { prefetch(onFatal?: (err: unknown) => void): void } {
+export function readTransactions(archive: ArchiveAccess, segLists: ListedSegment[][], o: ReadOptions): AsyncGenerator<ReplayItem[]> & { prefetch: Prefetch } {
   // One decoder for every partition: a table's changes then share one RelationInfo object, which
   // the applier compares by identity (its buffers, its catalog answers). With one decoder each, an
   // OLTP stream spread over three partitions compared column lists and asked the catalog again on
@@ -65,7 +61,8 @@ export function readTransactions(
       position: o.position,
     },
   );
-  return Object.assign(batches, { prefetch: (onFatal?: (err: unknown) => void) => parts.forEach((s) => s.prefetch(onFatal)) });
+  const prefetch: Prefetch = (onFatal) => parts.forEach((s) => s.prefetch(onFatal));
+  return Object.assign(batches, { prefetch });
 }
 
 /**

@@ -81,14 +81,14 @@ export class TxnGroup {
 
   /**
    * Whether the open group should commit at this source transaction's end. While the coalescing
-   * buffer keeps a load's rows (`retainedRows`, 0 when it does not) the group may go on up to
+   * buffer keeps a load's rows (`keepingLoad`, RowWriter.retaining) the group may go on up to
    * coalesceMaxChanges (and 30 s; the buffer itself is bounded by netMaxBytes): a later
    * transaction's update or delete of a row still in the buffer then costs nothing on the target.
    * Otherwise groupMaxChanges and groupMaxMs bound it.
    */
-  full(retainedRows: number): boolean {
+  full(keepingLoad: boolean): boolean {
     const age = this.now() - this.started;
-    if (retainedRows > 0 && this.spansLoads) {
+    if (keepingLoad && this.spansLoads) {
       return this.changes >= this.coalesceMaxChanges || age >= Math.max(this.maxMs, 30_000);
     }
     return this.changes >= this.maxChanges || age >= this.maxMs;

@@ -13,9 +13,9 @@ describe('TxnGroup: when a target transaction ends', () => {
     expect(g.begin()).toBe('BEGIN;\n');
     expect(g.begin()).toBe('');
     g.changes += 2;
-    expect(g.full(0)).toBe(false);
+    expect(g.full(false)).toBe(false);
     g.changes++;
-    expect(g.full(0)).toBe(true);
+    expect(g.full(false)).toBe(true);
     const last = { commitLsn: 300, commitTime: 7, xid: 12 };
     expect(g.end({ transactions: 5, last, lastEndLsn: 340 })).toBe(`${cursorUpdateSql(last, 340, 5)}COMMIT;\n`);
     expect(g.open).toBe(false);
@@ -36,15 +36,15 @@ describe('TxnGroup: when a target transaction ends', () => {
     const g = new TxnGroup({ cursor: false, groupMaxMs: 100 }, c.now);
     g.begin();
     c.t += 99;
-    expect(g.full(0)).toBe(false);
+    expect(g.full(false)).toBe(false);
     c.t += 1;
-    expect(g.full(0)).toBe(true);
+    expect(g.full(false)).toBe(true);
   });
 
   it('ends every source transaction alone for the --sql file', () => {
     const g = new TxnGroup({ cursor: false, onePerSource: true, groupMaxChanges: 1_000 }, clock().now);
     g.begin();
-    expect(g.full(0)).toBe(true);
+    expect(g.full(false)).toBe(true);
   });
 
   it('lets a group whose buffer keeps a load run to coalesceMaxChanges, and 30 s', () => {
@@ -53,13 +53,13 @@ describe('TxnGroup: when a target transaction ends', () => {
     g.begin();
     g.changes = 20;
     c.t += 1_000;
-    expect(g.full(0)).toBe(true);
-    expect(g.full(5)).toBe(false);
+    expect(g.full(false)).toBe(true);
+    expect(g.full(true)).toBe(false);
     g.changes = 50;
-    expect(g.full(5)).toBe(true);
+    expect(g.full(true)).toBe(true);
     g.changes = 20;
     c.t += 29_000;
-    expect(g.full(5)).toBe(true);
+    expect(g.full(true)).toBe(true);
   });
 
   it('spans loads only when coalesceMaxChanges is above groupMaxChanges, and never for the --sql file', () => {
@@ -69,6 +69,6 @@ describe('TxnGroup: when a target transaction ends', () => {
     const sql = new TxnGroup({ cursor: false, onePerSource: true, coalesceMaxChanges: 1_000_000 });
     expect(sql.spansLoads).toBe(false);
     sql.begin();
-    expect(sql.full(5)).toBe(true);
+    expect(sql.full(true)).toBe(true);
   });
 });
