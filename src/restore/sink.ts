@@ -1,13 +1,11 @@
 import { chmod, copyFile, rm } from 'node:fs/promises';
 import { createWriteStream, type WriteStream } from 'node:fs';
-import { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import type pg from 'pg';
-import copyStreams from 'pg-copy-streams';
 import type { BaseManifestExt } from '../base/basebackup.js';
 import { pgError, toError } from '../errors.js';
 import type { SqlSink, TableFilter } from './apply.js';
 import { downloadBase, writeBaseList } from './base-restore.js';
+import { endsStatement, PipelinedRun, submitRun, type CopyPart } from './pipelined-run.js';
 import { SESSION_SETTINGS } from './ddl-replay.js';
 import type { ArchiveAccess } from './stream.js';
 
@@ -41,15 +39,18 @@ export function sqlFileHeader(base: { lsnText: string; time: string; key: string
  */
 const MAX_QUEUED_CHARS = 16 * 1024 * 1024;
 const MAX_QUEUED_OPS = 64;
+/** Ops queued when the previous message finished go out as one message of at most this many characters (PipelinedRun). */
+const MAX_MESSAGE_CHARS = 8 * 1024 * 1024;
 
 /**
- * A live session: SQL text as simple queries, queued up to the bounds above and sent one at a
- * time, each once the previous one has succeeded. After a failure nothing queued is sent: a
- * COMMIT of the failed transaction only rolls it back, and a later group (its cursor update
- * included) must never commit after an earlier one was lost.
+ * A live session: SQL text and COPYs, queued up to the bounds above and sent in order, the ops
+ * queued when the previous message finished as one message (PipelinedRun), each once the previous
+ * one has succeeded. After a failure nothing queued is sent: a COMMIT of the failed transaction
+ * only rolls it back, and a later group (its cursor update included) must never commit after an
+ * earlier one was lost.
  */
 class PgSink implements SqlSink {
-  private readonly queue: Array<{ run: () => Promise<unknown>; chars: number }> = [];
+  private readonly queue: Array<{ part: string | CopyPart; chars: number }> = [];
   private chars = 0;
   private busy = false;
   private error: Error | undefined;
@@ -57,16 +58,27 @@ class PgSink implements SqlSink {
   constructor(private readonly client: pg.Client) {}
 
   private pump(): void {
-    const op = this.error ? undefined : this.queue.shift();
     for (const w of this.waiting.splice(0)) w();
-    if (!op) {
+    if (this.error || this.queue.length === 0) {
       this.busy = false;
       return;
     }
+    const parts: Array<string | CopyPart> = [];
+    let chars = 0;
+    for (let next = this.queue[0]; next; next = this.queue[0]) {
+      if (parts.length > 0) {
+        const last = parts[parts.length - 1]!;
+        // A run is merged only after a complete statement; a message never outgrows the cap.
+        if ((typeof last === 'string' && !endsStatement(last)) || chars + next.chars > MAX_MESSAGE_CHARS) break;
+      }
+      this.queue.shift();
+      parts.push(next.part);
+      chars += next.chars;
+    }
     this.busy = true;
-    op.run().then(
+    submitRun(this.client, new PipelinedRun(parts)).then(
       () => {
-        this.chars -= op.chars;
+        this.chars -= chars;
         this.pump();
       },
       (err: unknown) => {
@@ -78,8 +90,8 @@ class PgSink implements SqlSink {
     );
   }
 
-  private enqueue(run: () => Promise<unknown>, chars: number): void {
-    this.queue.push({ run, chars });
+  private enqueue(part: string | CopyPart, chars: number): void {
+    this.queue.push({ part, chars });
     this.chars += chars;
     if (!this.busy) this.pump();
   }
@@ -95,11 +107,11 @@ class PgSink implements SqlSink {
   }
   async exec(sql: string): Promise<void> {
     await this.room();
-    this.enqueue(() => this.client.query(sql), sql.length);
+    this.enqueue(sql, sql.length);
   }
   async copy(sql: string, data: string): Promise<void> {
     await this.room();
-    this.enqueue(() => pipeline(Readable.from([Buffer.from(data)]), this.client.query(copyStreams.from(sql))), data.length);
+    this.enqueue({ copy: sql, data }, data.length);
   }
   async drain(): Promise<void> {
     while (!this.error && this.busy) await this.progress();
