@@ -26,6 +26,11 @@ export interface WriteLimits {
   /** Rows of one INSERT / COPY in stream order (default 10,000). */
   insertMaxRows?: number;
   /**
+   * Characters of values a stream-order insert or update batch may hold before it is written
+   * (default 64 Mi): the row bounds alone let 10,000 rows of large values fill the heap.
+   */
+  batchMaxChars?: number;
+  /**
    * Characters of values in one COPY (default 64 Mi): its text is one string, escaping at most
    * doubles them, and a V8 string holds at most 2^29 - 24 characters.
    */
@@ -55,6 +60,13 @@ export interface OwnerLookup {
 type Row = (string | null)[];
 
 const MIB = 1024 * 1024;
+
+/** Characters of a row's values (a NULL counts as none). */
+function rowChars(row: Row): number {
+  let c = 0;
+  for (let i = 0; i < row.length; i++) c += row[i]?.length ?? 0;
+  return c;
+}
 
 type Batch =
   | { kind: 'insert'; ref: TableRef; rows: Row[] }
@@ -90,6 +102,9 @@ function keyString(k: Row): string {
 
 export class RowWriter {
   private batch: Batch | undefined;
+  /** Characters of values in the stream-order batch (inserts and updates; deletes hold keys only). */
+  private batchChars = 0;
+  private readonly batchMaxChars: number;
   private readonly net = new Coalescer();
   private readonly batchMaxRows: number;
   private readonly copyMinRows: number;
@@ -120,6 +135,7 @@ export class RowWriter {
     this.copyMinRows = limits.copyMinRows ?? 32;
     this.insertMaxRows = limits.insertMaxRows ?? Math.max(this.batchMaxRows, 10_000);
     this.copyMaxChars = limits.copyMaxChars ?? 64 * MIB;
+    this.batchMaxChars = limits.batchMaxChars ?? 64 * MIB;
     this.netMaxRows = limits.netMaxRows ?? 10_000;
     this.netLimit = Math.min(1_000, this.netMaxRows);
     // An eighth of the heap: the estimate counts a character as a byte (V8 keeps text beyond
@@ -193,12 +209,15 @@ export class RowWriter {
 
   private insert(ev: ChangeEvent): void {
     const b = this.batch;
-    if (b && b.kind === 'insert' && b.rows.length < this.insertMaxRows && sameShape(b.ref, ev)) {
+    const c = rowChars(ev.new!);
+    if (b && b.kind === 'insert' && b.rows.length < this.insertMaxRows && this.batchChars + c <= this.batchMaxChars && sameShape(b.ref, ev)) {
       b.rows.push(ev.new!);
+      this.batchChars += c;
       return;
     }
     this.flushBatch();
     this.batch = { kind: 'insert', ref: this.refFor(ev), rows: [ev.new!] };
+    this.batchChars = c;
   }
 
   private update(ev: ChangeEvent, key: Row, ks: string, reorderable: boolean): void {
@@ -214,11 +233,13 @@ export class RowWriter {
       return;
     }
     const newKey = ev.oldKind ? keyString(ev.relation!.key.map((i) => ev.new![i] ?? null)) : ks;
+    const c = rowChars(ev.new!);
     let b = this.batch;
     if (!(
       b &&
       b.kind === 'update' &&
       b.rows.length < this.batchMaxRows &&
+      this.batchChars + c <= this.batchMaxChars &&
       sameCols(b.setCols, setCols) &&
       sameShape(b.ref, ev) &&
       !b.keys.has(ks) &&
@@ -227,6 +248,7 @@ export class RowWriter {
       this.flushBatch();
       b = this.batch = { kind: 'update', ref: this.refFor(ev), setCols, rows: [], keys: new Set() };
     }
+    this.batchChars += c;
     b.rows.push({ key, values: ev.new! });
     b.keys.add(ks);
     b.keys.add(newKey);
@@ -306,6 +328,7 @@ export class RowWriter {
   private flushBatch(): void {
     const b = this.batch;
     this.batch = undefined;
+    this.batchChars = 0;
     if (b) {
       if (b.kind === 'insert') this.writeInserts(b.ref, b.rows);
       else if (b.kind === 'update') this.emitFor(b.ref, updateSql(b.ref, b.setCols, b.rows));

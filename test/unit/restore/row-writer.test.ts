@@ -107,6 +107,38 @@ describe('RowWriter', () => {
     }
   });
 
+  it('writes a stream-order batch out once its values reach batchMaxChars, not only at its row bound', async () => {
+    const sent: string[] = [];
+    const sink = new RecordingSink();
+    sink.copy = async (_sql: string, data: string) => void sent.push(data);
+    const out = new SqlQueue(sink, { statements: 0 });
+    const w = new RowWriter(out, { ownerRunner: () => undefined }, { copyMinRows: 2, batchMaxChars: 70 });
+    // 1 + 30 = 31 characters of values a row: two rows a batch, each written as the next arrives.
+    for (let i = 1; i <= 4; i++) w.write(row('INSERT', 'p', P, String(i), 'x'.repeat(30)), 'p', false);
+    expect(out.queued).toBe(1);
+    // Updates the coalescer refuses (a key change) are batched in stream order too.
+    const keyChange = (from: string, to: string) => ({ ...row('UPDATE', 'p', P, to, 'y'.repeat(30)), oldKind: 'K', old: [from, null] });
+    w.write(keyChange('1', '11'), 'p', true);
+    w.write(keyChange('2', '12'), 'p', true);
+    w.write(keyChange('3', '13'), 'p', true);
+    w.flushAll();
+    out.cut();
+    await out.send();
+    expect(
+      sent.map((d) =>
+        d
+          .split('\n')
+          .filter(Boolean)
+          .map((l) => l.split('\t')[0]),
+      ),
+    ).toEqual([
+      ['1', '2'],
+      ['3', '4'],
+    ]);
+    const updates = sink.text.split('\n').filter((l) => l.startsWith('UPDATE '));
+    expect(updates.length).toBe(2);
+  });
+
   describe('keeping a load (retainLoads)', () => {
     const load = (w: RowWriter, from: number, to: number) => {
       for (let i = from; i <= to; i++) w.write(row('INSERT', 'p', P, String(i), 'v'), 'p', true);
