@@ -3,6 +3,7 @@ import { CdpError, ErrorCodes } from '../errors.js';
 import { formatLsn, type Lsn } from '../util/lsn.js';
 import { CatalogView, type CatalogQueries } from './catalog-view.js';
 import { DdlApplier, type DdlOptions } from './ddl-apply.js';
+import { overrideKey } from './ddl-replay.js';
 import type { ReplayItem } from './merge.js';
 import { RowWriter, type WriteLimits } from './row-writer.js';
 import { parseSequences } from './sequences.js';
@@ -94,7 +95,7 @@ export class Applier {
         // the DDL just added may call a user's function) all depend on it.
         for (const ev of item.events) {
           this.change(ev);
-          if (this.catalog.stale) await this.refreshCatalog();
+          if (this.catalog.stale) await this.refreshCatalog(ev);
         }
       } else {
         this.handleSync(item);
@@ -108,11 +109,20 @@ export class Applier {
     if (this.catalog.stale && this.opts.afterDdl) await this.refreshCatalog();
   }
 
-  private async refreshCatalog(): Promise<void> {
+  /** Reads the target's catalog again after `ddl` (a refusal of what it made names the statement's --ddl-override key). */
+  private async refreshCatalog(ddl?: ChangeEvent): Promise<void> {
     this.out.cut();
     await this.out.send();
     await this.out.drain();
-    await this.opts.afterDdl!();
+    try {
+      await this.opts.afterDdl!();
+    } catch (err) {
+      if (!(ddl && err instanceof CdpError && err.code === ErrorCodes.UNSUPPORTED)) throw err;
+      const key = overrideKey(ddl);
+      throw new CdpError(err.code, `${err.message} (the DDL statement just replayed, xid ${ddl.xid}, has --ddl-override key ${key})`, {
+        details: { ...err.details, ddlOverrideKey: key },
+      });
+    }
     this.catalog.reread();
   }
 

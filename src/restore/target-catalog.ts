@@ -1,4 +1,5 @@
 import type pg from 'pg';
+import { CdpError, ErrorCodes } from '../errors.js';
 import { SESSION_SETTINGS } from './ddl-replay.js';
 
 // What the live replay needs to know about the target's catalog, read before the replay and again
@@ -62,6 +63,62 @@ const USER_CODE_TABLES_SQL = `
    WHERE c.oid IN (SELECT oid FROM flagged) AND n.nspname NOT IN ('pg_catalog', 'information_schema')`;
 
 /**
+ * Deferrable triggers that fire during replay (a user's, enabled ALWAYS or REPLICA). A deferred
+ * trigger runs at COMMIT as the role current then (PostgreSQL 15, checked): the restore's
+ * superuser, not the table's owner as which restore wrote the row (CatalogView.ownerRunner). No
+ * function is exempt: a SECURITY DEFINER one, or one a superuser owns, may itself write a table
+ * whose trigger is a user's, or create such a trigger and fire it in the same COMMIT. Restore
+ * stops rather than run a source user's code with more privilege than it had on the source:
+ * when the catalog is read (before the replay, after each DDL statement) and, because user code
+ * run during the replay may create one, in the same transaction just before every COMMIT
+ * (DEFERRED_TRIGGER_GUARD_SQL). Dropping a trigger with a pending event drops the event, and
+ * PostgreSQL refuses to ALTER a table with pending trigger events, so what the guard sees is what
+ * would fire.
+ */
+const DEFERRED_USER_TRIGGERS = `
+    FROM pg_catalog.pg_trigger t
+    JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+   WHERE t.tgdeferrable AND NOT t.tgisinternal AND t.tgenabled IN ('A', 'R')`;
+const DEFERRED_USER_TRIGGERS_SQL = `
+  SELECT pg_catalog.format('%I.%I', n.nspname, c.relname) AS tbl, pg_catalog.quote_ident(t.tgname) AS trigger ${DEFERRED_USER_TRIGGERS}
+   ORDER BY 1, 2`;
+
+/** What to do about such a trigger, in the catalog's refusal and in the guard's. */
+function deferredTriggerAdvice(tbl: string, trigger: string): string {
+  return (
+    `a deferred trigger runs at COMMIT as the restore's superuser, not as the table's owner, so restore stops rather than run it with more privilege than on the source. ` +
+    `To go on, make it fire on origin only in the target (ALTER TABLE ${tbl} ENABLE TRIGGER ${trigger}: replay then skips it, as every ordinary trigger) and run the same command again; ` +
+    `if a DDL statement of the stream creates it, rewrite that statement with --ddl-override`
+  );
+}
+
+/** The restore stops before a deferred trigger could run a user's code as its superuser (DEFERRED_USER_TRIGGERS_SQL). */
+function refuseDeferredTriggers(rows: Array<{ tbl: string; trigger: string }>): void {
+  const t = rows[0];
+  if (!t) return;
+  throw new CdpError(
+    ErrorCodes.UNSUPPORTED,
+    `the target's table ${t.tbl} has the deferrable trigger ${t.trigger}, which fires during replay (ENABLE ALWAYS or REPLICA)` +
+      `${rows.length > 1 ? ` (and ${rows.length - 1} more such trigger(s))` : ''}: ${deferredTriggerAdvice(t.tbl, t.trigger)}`,
+    { details: { table: t.tbl, trigger: t.trigger } },
+  );
+}
+
+/**
+ * Sent just before every COMMIT of the live replay, in the same transaction: fails it (so the
+ * group never commits and the restore stops) if user code run during the group made a deferrable
+ * trigger that fires during replay (the catalog read refuses those that exist before).
+ */
+export const DEFERRED_TRIGGER_GUARD_SQL =
+  `DO $cdp_guard$ DECLARE r record; BEGIN ` +
+  `SELECT pg_catalog.format('%I.%I', n.nspname, c.relname) AS tbl, pg_catalog.quote_ident(t.tgname) AS trg INTO r ${DEFERRED_USER_TRIGGERS.trim().replace(/\s+/g, ' ')} LIMIT 1; ` +
+  `IF FOUND THEN RAISE EXCEPTION 'restore stopped before COMMIT: the table % now has the deferrable trigger %, which fires during replay (ENABLE ALWAYS or REPLICA), ` +
+  `made by user code the replay ran in this group (an ALWAYS or REPLICA trigger, a CHECK, a replayed DDL statement); the group is rolled back. ` +
+  `A deferred trigger runs at COMMIT as the restore''s superuser, not as the table''s owner. To go on, make the code that creates it fire on origin only in the target ` +
+  `(ALTER TABLE ... ENABLE TRIGGER ...) or rewrite the DDL statement with --ddl-override, and run the same command again', r.tbl, r.trg ` +
+  `USING ERRCODE = 'feature_not_supported'; END IF; END $cdp_guard$;\n`;
+
+/**
  * The live restore session's settings (also put back after every DDL statement). Beyond
  * SESSION_SETTINGS: synchronous_commit off (a crash of the target loses whole recent groups
  * together with their cursor update, so the resume stays exact); no hash or merge joins: batched
@@ -123,6 +180,7 @@ export class TargetCatalog {
     );
     this.parents = new Set(p.rows.map((x) => `${x.schema}\u0000${x.table}`));
     this.arrayTypes = new Set((await client.query<{ name: string }>(ARRAY_TYPES_SQL)).rows.map((x) => x.name));
+    refuseDeferredTriggers((await client.query<{ tbl: string; trigger: string }>(DEFERRED_USER_TRIGGERS_SQL)).rows);
   }
 
   /**

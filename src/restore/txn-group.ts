@@ -1,5 +1,6 @@
 import type { Lsn } from '../util/lsn.js';
 import { CURSOR_SCHEMA } from './cursor.js';
+import { DEFERRED_TRIGGER_GUARD_SQL } from './target-catalog.js';
 import type { TxnHeader } from './target.js';
 
 // Grouping (split from apply.ts, issue 12 item 5): many small source transactions share one target
@@ -94,10 +95,15 @@ export class TxnGroup {
     return this.changes >= this.maxChanges || age >= this.maxMs;
   }
 
-  /** Closes the open target transaction (the caller has written every change): the cursor update and COMMIT. */
+  /**
+   * Closes the open target transaction (the caller has written every change): the cursor update
+   * and COMMIT; in a live session, the deferred-trigger guard first (target-catalog.ts), which fails
+   * the group if user code run in it made a trigger that would fire at COMMIT as the superuser.
+   */
   end(applied: AppliedSoFar): string {
     let sql = '';
     if (this.cursor && applied.last) sql = cursorUpdateSql(applied.last, applied.lastEndLsn, applied.transactions - this.committedTxns);
+    if (this.cursor) sql += DEFERRED_TRIGGER_GUARD_SQL;
     this.committedTxns = applied.transactions;
     this.open = false;
     return sql + 'COMMIT;\n';

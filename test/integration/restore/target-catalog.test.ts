@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { TargetCatalog } from '../../../src/restore/target-catalog.js';
+import { encodedText, runAsSql } from '../../../src/restore/ddl-replay.js';
+import { DEFERRED_TRIGGER_GUARD_SQL, LIVE_SESSION_SQL, TargetCatalog } from '../../../src/restore/target-catalog.js';
 import { adminUrl, createDatabase, dropDatabase, rand, stackEnvironment, withClient } from './helpers.js';
 
 // TargetCatalog against a real catalog: which types beyond the built-in scalars may travel in a
@@ -82,5 +83,119 @@ describe('TargetCatalog', () => {
     expect(cat.inheritanceParent('public', 'child')).toBe(false);
     expect(cat.inheritanceParent('public', 'parted')).toBe(false);
     expect(cat.inheritanceParent('public', 'parted_1')).toBe(false);
+  });
+});
+
+// A deferred trigger runs at COMMIT as the role current then: the restore's superuser, not the owner
+// as which restore wrote the row. The catalog read stops the restore before any such trigger fires.
+describe('deferrable triggers that fire during replay', () => {
+  const db = `tcat_defer_${rand()}`;
+  const role = `${db}_app`;
+  let durl = '';
+  const read = () => withClient(durl, (c) => new TargetCatalog(c).read());
+
+  beforeAll(async () => {
+    durl = await createDatabase(db);
+    await withClient(durl, async (c) => {
+      await c.query(`CREATE ROLE ${role}`);
+      await c.query(`CREATE TABLE public.t (id int PRIMARY KEY); ALTER TABLE public.t OWNER TO ${role}`);
+      await c.query(
+        `CREATE FUNCTION public.trg() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$; ALTER FUNCTION public.trg() OWNER TO ${role}`,
+      );
+      // Not deferrable: it fires at the end of the statement, inside the write run as the owner.
+      await c.query(
+        `CREATE CONSTRAINT TRIGGER now AFTER INSERT ON public.t FOR EACH ROW EXECUTE FUNCTION public.trg(); ALTER TABLE public.t ENABLE ALWAYS TRIGGER now`,
+      );
+      // Deferrable, initially immediate: a SET CONSTRAINTS in a user's code can still defer it.
+      await c.query(`CREATE CONSTRAINT TRIGGER "Later" AFTER INSERT ON public.t DEFERRABLE FOR EACH ROW EXECUTE FUNCTION public.trg()`);
+    });
+  });
+  afterAll(async () => {
+    await dropDatabase(db);
+    await withClient(adminUrl(), (c) => c.query(`DROP ROLE IF EXISTS ${role}`));
+  });
+
+  it('passes while the deferrable one fires on origin only; stops once it is enabled ALWAYS or REPLICA, naming it and what to do', async () => {
+    await expect(read()).resolves.toBeUndefined();
+    for (const mode of ['ALWAYS', 'REPLICA']) {
+      await withClient(durl, (c) => c.query(`ALTER TABLE public.t ENABLE ${mode} TRIGGER "Later"`));
+      const err = await read().then(
+        () => undefined,
+        (e: unknown) => e as { code?: string; message: string },
+      );
+      expect(err?.code).toBe('CDP_UNSUPPORTED');
+      expect(err?.message).toContain('public.t has the deferrable trigger "Later", which fires during replay');
+      expect(err?.message).toContain('ALTER TABLE public.t ENABLE TRIGGER "Later"');
+    }
+  });
+
+  it("refuses it even when its function runs as its definer or a superuser owns it (either may write a table whose trigger is a user's)", async () => {
+    await withClient(durl, (c) => c.query(`ALTER TABLE public.t ENABLE ALWAYS TRIGGER "Later"; ALTER FUNCTION public.trg() SECURITY DEFINER`));
+    await expect(read()).rejects.toThrow(/deferrable trigger "Later"/);
+    await withClient(durl, (c) => c.query(`ALTER FUNCTION public.trg() SECURITY INVOKER; ALTER FUNCTION public.trg() OWNER TO CURRENT_USER`));
+    await expect(read()).rejects.toThrow(/deferrable trigger "Later"/);
+    await withClient(durl, (c) => c.query(`ALTER TABLE public.t ENABLE TRIGGER "Later"`));
+    await expect(read()).resolves.toBeUndefined();
+  });
+});
+
+// User code run during the replay (here an ALWAYS trigger of a table restore writes as its owner)
+// makes a deferrable trigger and queues its event after the catalog was read: the guard sent just
+// before the group's COMMIT fails the group, so the event never fires as the superuser.
+describe('the guard before every COMMIT', () => {
+  const db = `tcat_guard_${rand()}`;
+  const role = `${db}_app`;
+  let gurl = '';
+
+  beforeAll(async () => {
+    gurl = await createDatabase(db);
+    await withClient(gurl, async (c) => {
+      await c.query(
+        `CREATE ROLE ${role}; CREATE TABLE public.log (who text, super bool); GRANT INSERT ON public.log TO PUBLIC; GRANT CREATE ON SCHEMA public TO ${role}`,
+      );
+      await c.query(`SET ROLE ${role}`);
+      await c.query(`CREATE TABLE public.t (id int PRIMARY KEY); CREATE TABLE public.t2 (id int)`);
+      await c.query(`CREATE FUNCTION public.evil() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
+        INSERT INTO public.log SELECT current_user, (SELECT rolsuper FROM pg_roles WHERE rolname = current_user);
+        IF (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN EXECUTE 'ALTER ROLE ${role} SUPERUSER'; END IF;
+        RETURN NULL; END $$`);
+      await c.query(`CREATE FUNCTION public.hook() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
+        IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'late' AND tgrelid = 'public.t2'::regclass) THEN
+          CREATE CONSTRAINT TRIGGER late AFTER INSERT ON public.t2 DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION public.evil();
+          ALTER TABLE public.t2 ENABLE ALWAYS TRIGGER late;
+        END IF;
+        INSERT INTO public.t2 VALUES (NEW.id); RETURN NEW; END $$`);
+      await c.query(
+        `CREATE TRIGGER hook AFTER INSERT ON public.t FOR EACH ROW EXECUTE FUNCTION public.hook(); ALTER TABLE public.t ENABLE ALWAYS TRIGGER hook`,
+      );
+      await c.query('RESET ROLE');
+    });
+  });
+  afterAll(async () => {
+    await dropDatabase(db);
+    await withClient(adminUrl(), (c) => c.query(`DROP ROLE IF EXISTS ${role}`));
+  });
+
+  it('fails the group when user code made a deferrable trigger during it: nothing runs as the superuser', async () => {
+    const outcome = await withClient(gurl, async (c) => {
+      await c.query(LIVE_SESSION_SQL);
+      await new TargetCatalog(c).read();
+      await c.query('BEGIN');
+      // RowWriter.emitFor: the row written as the table's owner.
+      await c.query(runAsSql(role, encodedText('INSERT INTO public.t (id) VALUES (1)')));
+      const err = await c.query(`${DEFERRED_TRIGGER_GUARD_SQL}COMMIT;`).then(
+        () => undefined,
+        (e: Error) => e.message,
+      );
+      await c.query('ROLLBACK');
+      return err;
+    });
+    expect(outcome).toContain('restore stopped before COMMIT: the table public.t2 now has the deferrable trigger late');
+    const after = await withClient(gurl, async (c) => ({
+      log: (await c.query('SELECT * FROM public.log')).rows,
+      super: (await c.query<{ s: boolean }>(`SELECT rolsuper AS s FROM pg_roles WHERE rolname = '${role}'`)).rows[0]!.s,
+      t: (await c.query('SELECT count(*)::int AS n FROM public.t')).rows[0],
+    }));
+    expect(after).toEqual({ log: [], super: false, t: { n: 0 } });
   });
 });

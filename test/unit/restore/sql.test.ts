@@ -263,7 +263,7 @@ describe('batching rules', () => {
     const { sql, stats } = await replay(evs, { cursor: true });
     expect(sql.match(/BEGIN;/g)?.length).toBe(1);
     expect(sql).toMatch(
-      /UPDATE _cdp_restore.cursor SET commit_lsn = 300, commit_time = 3, xid = 3, end_lsn = 340, transactions = transactions \+ 3.*\nCOMMIT;\n$/,
+      /UPDATE _cdp_restore.cursor SET commit_lsn = 300, commit_time = 3, xid = 3, end_lsn = 340, transactions = transactions \+ 3.*\nDO \$cdp_guard\$.*\nCOMMIT;\n$/,
     );
     expect(stats.transactions).toBe(3);
     // The --sql file keeps one target transaction per source transaction.

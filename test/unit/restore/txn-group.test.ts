@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { cursorUpdateSql, TxnGroup } from '../../../src/restore/txn-group.js';
+import { DEFERRED_TRIGGER_GUARD_SQL } from '../../../src/restore/target-catalog.js';
 
 // The grouping rules on their own, with a clock the test moves (the Applier reads Date.now()).
 describe('TxnGroup: when a target transaction ends', () => {
@@ -17,7 +18,7 @@ describe('TxnGroup: when a target transaction ends', () => {
     g.changes++;
     expect(g.full(false)).toBe(true);
     const last = { commitLsn: 300, commitTime: 7, xid: 12 };
-    expect(g.end({ transactions: 5, last, lastEndLsn: 340 })).toBe(`${cursorUpdateSql(last, 340, 5)}COMMIT;\n`);
+    expect(g.end({ transactions: 5, last, lastEndLsn: 340 })).toBe(`${cursorUpdateSql(last, 340, 5)}${DEFERRED_TRIGGER_GUARD_SQL}COMMIT;\n`);
     expect(g.open).toBe(false);
     // The next group counts the transactions since this commit only.
     g.begin();
@@ -26,9 +27,9 @@ describe('TxnGroup: when a target transaction ends', () => {
     expect(g.changes).toBe(0);
   });
 
-  it('writes no cursor without the option or before any source transaction', () => {
+  it('writes no cursor without the option or before any source transaction; the deferred-trigger guard only with it (a live session)', () => {
     expect(new TxnGroup({ cursor: false }).end({ transactions: 1, last: { commitLsn: 1, commitTime: 1, xid: 1 }, lastEndLsn: 2 })).toBe('COMMIT;\n');
-    expect(new TxnGroup({ cursor: true }).end({ transactions: 0, last: undefined, lastEndLsn: 0 })).toBe('COMMIT;\n');
+    expect(new TxnGroup({ cursor: true }).end({ transactions: 0, last: undefined, lastEndLsn: 0 })).toBe(`${DEFERRED_TRIGGER_GUARD_SQL}COMMIT;\n`);
   });
 
   it('ends a group by age', () => {
