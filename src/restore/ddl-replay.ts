@@ -284,6 +284,9 @@ export function runAsSql(role: string, expr: string): string {
     `CREATE OR REPLACE FUNCTION ${name}(q pg_catalog.text) RETURNS void LANGUAGE plpgsql SECURITY DEFINER AS $cdp_fn$BEGIN EXECUTE q; END$cdp_fn$;\n` +
     `ALTER FUNCTION ${name}(pg_catalog.text) OWNER TO ${quoteIdent(role)};\n` +
     `DO $cdp_run$ BEGIN PERFORM ${name}(${expr}); END $cdp_run$;\n` +
+    // A cursor WITH HOLD the code left open would be filled in at COMMIT, as the superuser: closed
+    // here, before it ran anything.
+    `CLOSE ALL;\n` +
     `DISCARD TEMP;\n`
   );
 }

@@ -79,6 +79,23 @@ const DEFERRED_USER_TRIGGERS = `
     FROM pg_catalog.pg_trigger t
     JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
    WHERE t.tgdeferrable AND NOT t.tgisinternal AND t.tgenabled IN ('A', 'R')`;
+
+/**
+ * The guard's condition: as DEFERRED_USER_TRIGGERS, or any deferrable trigger of a user whose row
+ * this transaction changed. An event queued while a trigger was enabled ALWAYS still fires at
+ * COMMIT after the trigger is set back to origin, and PostgreSQL checks pending events only on the
+ * table an ALTER TABLE names, not on the partitions it recurses into (a review helper's bypass).
+ * "This transaction": the row's xmin is at most 2^31 transaction IDs after this transaction's own
+ * (its subtransactions' come after it); a change another session committed since is counted too,
+ * which stops the restore (nobody else should change the target's triggers meanwhile) but never
+ * lets one through.
+ */
+const DEFERRED_OR_CHANGED_TRIGGERS = `
+    FROM pg_catalog.pg_trigger t
+    JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace,
+    LATERAL (SELECT (pg_catalog.pg_current_xact_id()::xid)::text::bigint AS top, t.xmin::text::bigint AS x) v
+   WHERE t.tgdeferrable AND NOT t.tgisinternal
+     AND (t.tgenabled IN ('A', 'R') OR (v.x >= 3 AND (v.x - v.top + 4294967296) % 4294967296 < 2147483648))`;
 const DEFERRED_USER_TRIGGERS_SQL = `
   SELECT pg_catalog.format('%I.%I', n.nspname, c.relname) AS tbl, pg_catalog.quote_ident(t.tgname) AS trigger ${DEFERRED_USER_TRIGGERS}
    ORDER BY 1, 2`;
@@ -111,8 +128,8 @@ function refuseDeferredTriggers(rows: Array<{ tbl: string; trigger: string }>): 
  */
 export const DEFERRED_TRIGGER_GUARD_SQL =
   `DO $cdp_guard$ DECLARE r record; BEGIN ` +
-  `SELECT pg_catalog.format('%I.%I', n.nspname, c.relname) AS tbl, pg_catalog.quote_ident(t.tgname) AS trg INTO r ${DEFERRED_USER_TRIGGERS.trim().replace(/\s+/g, ' ')} LIMIT 1; ` +
-  `IF FOUND THEN RAISE EXCEPTION 'restore stopped before COMMIT: the table % now has the deferrable trigger %, which fires during replay (ENABLE ALWAYS or REPLICA), ` +
+  `SELECT pg_catalog.format('%I.%I', n.nspname, c.relname) AS tbl, pg_catalog.quote_ident(t.tgname) AS trg INTO r ${DEFERRED_OR_CHANGED_TRIGGERS.trim().replace(/\s+/g, ' ')} LIMIT 1; ` +
+  `IF FOUND THEN RAISE EXCEPTION 'restore stopped before COMMIT: the table % has the deferrable trigger %, which fires during replay (ENABLE ALWAYS or REPLICA) or was changed in this group, ` +
   `made by user code the replay ran in this group (an ALWAYS or REPLICA trigger, a CHECK, a replayed DDL statement); the group is rolled back. ` +
   `A deferred trigger runs at COMMIT as the restore''s superuser, not as the table''s owner. To go on, make the code that creates it fire on origin only in the target ` +
   `(ALTER TABLE ... ENABLE TRIGGER ...) or rewrite the DDL statement with --ddl-override, and run the same command again', r.tbl, r.trg ` +

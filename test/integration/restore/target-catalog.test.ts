@@ -139,10 +139,27 @@ describe('deferrable triggers that fire during replay', () => {
   });
 });
 
-// User code run during the replay (here an ALWAYS trigger of a table restore writes as its owner)
-// makes a deferrable trigger and queues its event after the catalog was read: the guard sent just
-// before the group's COMMIT fails the group, so the event never fires as the superuser.
-describe('the guard before every COMMIT', () => {
+// User code run during the replay (an ALWAYS trigger of a table restore writes as its owner) tries
+// to get code run at COMMIT, after the catalog was read: a deferrable trigger it makes and fires;
+// the same, set back to origin through a partitioned parent after queuing the event (PostgreSQL
+// checks pending events only on the table an ALTER TABLE names); a cursor WITH HOLD, filled in at
+// COMMIT. The guard sent before the group's COMMIT fails the first two, runAsSql closes the cursor:
+// nothing runs as the superuser.
+const HOOKS: Record<string, string> = {
+  'a deferrable trigger made and fired': `
+    CREATE CONSTRAINT TRIGGER late AFTER INSERT ON public.t2 DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION public.evil();
+    ALTER TABLE public.t2 ENABLE ALWAYS TRIGGER late;
+    INSERT INTO public.t2 VALUES (NEW.id);`,
+  'the same on a partition, then set back to origin through its parent': `
+    CREATE CONSTRAINT TRIGGER late AFTER INSERT ON public.pt DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION public.evil();
+    ALTER TABLE public.pt ENABLE ALWAYS TRIGGER late;
+    INSERT INTO public.pt VALUES (NEW.id);
+    ALTER TABLE public.pt ENABLE TRIGGER late;`,
+  'a cursor WITH HOLD': `
+    EXECUTE 'DECLARE c CURSOR WITH HOLD FOR SELECT public.evil_fn()';`,
+};
+
+describe.each(Object.entries(HOOKS))('code run at COMMIT, made during the group: %s', (_label, hook) => {
   const db = `tcat_guard_${rand()}`;
   const role = `${db}_app`;
   let gurl = '';
@@ -155,16 +172,13 @@ describe('the guard before every COMMIT', () => {
       );
       await c.query(`SET ROLE ${role}`);
       await c.query(`CREATE TABLE public.t (id int PRIMARY KEY); CREATE TABLE public.t2 (id int)`);
-      await c.query(`CREATE FUNCTION public.evil() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
+      await c.query(`CREATE TABLE public.pt (id int) PARTITION BY RANGE (id); CREATE TABLE public.pt1 PARTITION OF public.pt FOR VALUES FROM (0) TO (100)`);
+      await c.query(`CREATE FUNCTION public.evil_fn() RETURNS int LANGUAGE plpgsql AS $$ BEGIN
         INSERT INTO public.log SELECT current_user, (SELECT rolsuper FROM pg_roles WHERE rolname = current_user);
         IF (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN EXECUTE 'ALTER ROLE ${role} SUPERUSER'; END IF;
-        RETURN NULL; END $$`);
-      await c.query(`CREATE FUNCTION public.hook() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
-        IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'late' AND tgrelid = 'public.t2'::regclass) THEN
-          CREATE CONSTRAINT TRIGGER late AFTER INSERT ON public.t2 DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION public.evil();
-          ALTER TABLE public.t2 ENABLE ALWAYS TRIGGER late;
-        END IF;
-        INSERT INTO public.t2 VALUES (NEW.id); RETURN NEW; END $$`);
+        RETURN 1; END $$`);
+      await c.query(`CREATE FUNCTION public.evil() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM public.evil_fn(); RETURN NULL; END $$`);
+      await c.query(`CREATE FUNCTION public.hook() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN ${hook} RETURN NEW; END $$`);
       await c.query(
         `CREATE TRIGGER hook AFTER INSERT ON public.t FOR EACH ROW EXECUTE FUNCTION public.hook(); ALTER TABLE public.t ENABLE ALWAYS TRIGGER hook`,
       );
@@ -176,26 +190,20 @@ describe('the guard before every COMMIT', () => {
     await withClient(adminUrl(), (c) => c.query(`DROP ROLE IF EXISTS ${role}`));
   });
 
-  it('fails the group when user code made a deferrable trigger during it: nothing runs as the superuser', async () => {
-    const outcome = await withClient(gurl, async (c) => {
+  it('runs nothing as the superuser: the group fails at the guard, or the cursor is closed unfilled', async () => {
+    await withClient(gurl, async (c) => {
       await c.query(LIVE_SESSION_SQL);
       await new TargetCatalog(c).read();
       await c.query('BEGIN');
-      // RowWriter.emitFor: the row written as the table's owner.
+      // RowWriter.emitFor: the row written as the table's owner; then what TxnGroup.end sends.
       await c.query(runAsSql(role, encodedText('INSERT INTO public.t (id) VALUES (1)')));
-      const err = await c.query(`${DEFERRED_TRIGGER_GUARD_SQL}COMMIT;`).then(
-        () => undefined,
-        (e: Error) => e.message,
-      );
+      await c.query(`${DEFERRED_TRIGGER_GUARD_SQL}COMMIT;`).catch((e: Error) => expect(e.message).toContain('restore stopped before COMMIT'));
       await c.query('ROLLBACK');
-      return err;
     });
-    expect(outcome).toContain('restore stopped before COMMIT: the table public.t2 now has the deferrable trigger late');
     const after = await withClient(gurl, async (c) => ({
       log: (await c.query('SELECT * FROM public.log')).rows,
       super: (await c.query<{ s: boolean }>(`SELECT rolsuper AS s FROM pg_roles WHERE rolname = '${role}'`)).rows[0]!.s,
-      t: (await c.query('SELECT count(*)::int AS n FROM public.t')).rows[0],
     }));
-    expect(after).toEqual({ log: [], super: false, t: { n: 0 } });
+    expect(after).toEqual({ log: [], super: false });
   });
 });

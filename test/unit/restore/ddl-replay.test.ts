@@ -82,7 +82,7 @@ describe('planning one DDL event', () => {
     // made again right before the call and discarded right after (its owner could replace it).
     expect(sql).toContain('CREATE OR REPLACE FUNCTION pg_temp.cdp_as(q pg_catalog.text) RETURNS void LANGUAGE plpgsql SECURITY DEFINER');
     expect(sql).toMatch(
-      /ALTER FUNCTION pg_temp\.cdp_as\(pg_catalog\.text\) OWNER TO "app";\nDO \$cdp_run\$ BEGIN PERFORM pg_temp\.cdp_as\(pg_catalog\.convert_from\(.*\nDISCARD TEMP;\n/,
+      /ALTER FUNCTION pg_temp\.cdp_as\(pg_catalog\.text\) OWNER TO "app";\nDO \$cdp_run\$ BEGIN PERFORM pg_temp\.cdp_as\(pg_catalog\.convert_from\(.*\nCLOSE ALL;\nDISCARD TEMP;\n/,
     );
     // standard_conforming_strings last: the SELECT is parsed before any of it takes effect anyway.
     // Values from the stream are base64 (a schema name could hold a dollar-quote tag and a psql command).

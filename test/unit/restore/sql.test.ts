@@ -364,7 +364,7 @@ describe('batching rules', () => {
     expect(sql).not.toContain('COPY');
     expect(sql).toContain('ALTER FUNCTION pg_temp.cdp_as(pg_catalog.text) OWNER TO "app";');
     expect(sql).toMatch(
-      /DO \$cdp_run\$ BEGIN PERFORM pg_temp\.cdp_as\(pg_catalog\.convert_from\(pg_catalog\.decode\('[A-Za-z0-9+/=]+', 'base64'\), 'UTF8'\)\); END \$cdp_run\$;\nDISCARD TEMP;\nRESET ALL; SET client_encoding/,
+      /DO \$cdp_run\$ BEGIN PERFORM pg_temp\.cdp_as\(pg_catalog\.convert_from\(pg_catalog\.decode\('[A-Za-z0-9+/=]+', 'base64'\), 'UTF8'\)\); END \$cdp_run\$;\nCLOSE ALL;\nDISCARD TEMP;\nRESET ALL; SET client_encoding/,
     );
     const b64 = /decode\('([A-Za-z0-9+/=]+)'/.exec(sql)![1]!;
     expect(Buffer.from(b64, 'base64').toString()).toMatch(/^INSERT INTO "public"."t" \("id", "v"\)/);
