@@ -75,9 +75,11 @@ const USER_CODE_TABLES_SQL = `
  * PostgreSQL refuses to ALTER a table with pending trigger events, so what the guard sees is what
  * would fire.
  */
-const DEFERRED_USER_TRIGGERS = `
+/** A user's deferrable triggers, with their table (deferrable: only constraint triggers can be). */
+const DEFERRABLE_TRIGGERS = `
     FROM pg_catalog.pg_trigger t
-    JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+    JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace`;
+const DEFERRED_USER_TRIGGERS = `${DEFERRABLE_TRIGGERS}
    WHERE t.tgdeferrable AND NOT t.tgisinternal AND t.tgenabled IN ('A', 'R')`;
 
 /**
@@ -90,9 +92,7 @@ const DEFERRED_USER_TRIGGERS = `
  * which stops the restore (nobody else should change the target's triggers meanwhile) but never
  * lets one through.
  */
-const DEFERRED_OR_CHANGED_TRIGGERS = `
-    FROM pg_catalog.pg_trigger t
-    JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace,
+const DEFERRED_OR_CHANGED_TRIGGERS = `${DEFERRABLE_TRIGGERS},
     LATERAL (SELECT (pg_catalog.pg_current_xact_id()::xid)::text::bigint AS top, t.xmin::text::bigint AS x) v
    WHERE t.tgdeferrable AND NOT t.tgisinternal
      AND (t.tgenabled IN ('A', 'R') OR (v.x >= 3 AND (v.x - v.top + 4294967296) % 4294967296 < 2147483648))`;
@@ -100,7 +100,7 @@ const DEFERRED_USER_TRIGGERS_SQL = `
   SELECT pg_catalog.format('%I.%I', n.nspname, c.relname) AS tbl, pg_catalog.quote_ident(t.tgname) AS trigger ${DEFERRED_USER_TRIGGERS}
    ORDER BY 1, 2`;
 
-/** What to do about such a trigger, in the catalog's refusal and in the guard's. */
+/** What to do about such a trigger, in the catalog's refusal (the guard's text, SQL, says it its own way). */
 function deferredTriggerAdvice(tbl: string, trigger: string): string {
   return (
     `a deferred trigger runs at COMMIT as the restore's superuser, not as the table's owner, so restore stops rather than run it with more privilege than on the source. ` +

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { emptyEvent, type ChangeEvent, type RelationInfo } from '../../../src/format/change-event.js';
-import { RowWriter } from '../../../src/restore/row-writer.js';
+import { RowWriter, type WriteLimits } from '../../../src/restore/row-writer.js';
 import { SqlQueue } from '../../../src/restore/sql-queue.js';
 import { RecordingSink } from './helpers.js';
 
@@ -31,6 +31,23 @@ function writer(limits = {}) {
     return sink.text;
   };
   return { w, counts, text };
+}
+
+/** A writer whose COPYs are recorded as the keys (first column) of their rows, one list per COPY. */
+function copyRecorder(limits: WriteLimits) {
+  const sent: string[] = [];
+  const sink = new RecordingSink();
+  sink.copy = async (_sql: string, data: string) => void sent.push(data);
+  const out = new SqlQueue(sink, { statements: 0 });
+  const w = new RowWriter(out, { ownerRunner: () => undefined }, limits);
+  const keys = () =>
+    sent.map((d) =>
+      d
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => l.split('\t')[0]),
+    );
+  return { w, out, sink, keys };
 }
 
 describe('RowWriter', () => {
@@ -87,32 +104,17 @@ describe('RowWriter', () => {
 
   it('cuts COPYs by characters as well as rows, coalesced or in stream order, so none outgrows a string', async () => {
     for (const reorderable of [true, false]) {
-      const sent: string[] = [];
-      const sink = new RecordingSink();
-      sink.copy = async (sql: string, data: string) => void sent.push(data);
-      const out = new SqlQueue(sink, { statements: 0 });
-      const w = new RowWriter(out, { ownerRunner: () => undefined }, { copyMinRows: 2, copyMaxChars: 100 });
+      const { w, out, keys } = copyRecorder({ copyMinRows: 2, copyMaxChars: 100 });
       // 1 + 30 + 3 (two columns, separators) = 34 characters a row: two rows a COPY.
       for (let i = 1; i <= 5; i++) w.write(row('INSERT', 'p', P, String(i), 'x'.repeat(30)), 'p', reorderable);
       w.flushAll();
       await out.send();
-      expect(
-        sent.map((d) =>
-          d
-            .split('\n')
-            .filter(Boolean)
-            .map((l) => l.split('\t')[0]),
-        ),
-      ).toEqual([['1', '2'], ['3', '4'], ['5']]);
+      expect(keys()).toEqual([['1', '2'], ['3', '4'], ['5']]);
     }
   });
 
   it('writes a stream-order batch out once its values reach batchMaxChars, not only at its row bound', async () => {
-    const sent: string[] = [];
-    const sink = new RecordingSink();
-    sink.copy = async (_sql: string, data: string) => void sent.push(data);
-    const out = new SqlQueue(sink, { statements: 0 });
-    const w = new RowWriter(out, { ownerRunner: () => undefined }, { copyMinRows: 2, batchMaxChars: 70 });
+    const { w, out, sink, keys } = copyRecorder({ copyMinRows: 2, batchMaxChars: 70 });
     // 1 + 30 = 31 characters of values a row: two rows a batch, each written as the next arrives.
     for (let i = 1; i <= 4; i++) w.write(row('INSERT', 'p', P, String(i), 'x'.repeat(30)), 'p', false);
     expect(out.queued).toBe(1);
@@ -124,14 +126,7 @@ describe('RowWriter', () => {
     w.flushAll();
     out.cut();
     await out.send();
-    expect(
-      sent.map((d) =>
-        d
-          .split('\n')
-          .filter(Boolean)
-          .map((l) => l.split('\t')[0]),
-      ),
-    ).toEqual([
+    expect(keys()).toEqual([
       ['1', '2'],
       ['3', '4'],
     ]);
